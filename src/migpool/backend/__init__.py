@@ -1,0 +1,32 @@
+"""Backends: the NVML one for real GPUs and the simulated one; `open_backend` picks by setting."""
+
+from __future__ import annotations
+
+import os
+
+from .base import Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo, read_only
+from .simulated import SimulatedBackend
+
+SIMULATE_ENV = "MIGPOOL_SIMULATE"
+
+
+def open_backend(simulate: str | None = None) -> Backend:
+    """The simulated backend when `simulate` or $MIGPOOL_SIMULATE names GPUs, else NVML. Never a silent fallback."""
+    spec = simulate or os.environ.get(SIMULATE_ENV)
+    if spec:
+        return SimulatedBackend(spec)
+    from .nvml import NvmlBackend
+
+    return NvmlBackend()
+
+
+def __getattr__(name: str) -> object:
+    if name == "NvmlBackend":
+        from .nvml import NvmlBackend
+
+        return NvmlBackend
+    raise AttributeError(name)
+
+
+__all__ = ["Backend", "ComputeInstanceInfo", "GpuInfo", "GpuInstanceInfo", "MigDeviceInfo", "NvmlBackend",
+           "ProcessInfo", "SimulatedBackend", "SIMULATE_ENV", "open_backend", "read_only"]

@@ -1,0 +1,372 @@
+"""A simulated MIG driver for any catalog GPU, with the real driver's rules and errors.
+
+State lives in one JSON file per simulated machine (under $MIGPOOL_STATE_DIR, else the user cache dir),
+guarded by a file lock, so separate processes (CLI calls, pool workers) see the same GPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import signal
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from platformdirs import user_cache_dir
+
+from .. import catalog
+from ..catalog import GpuModel, Placement
+from ..errors import (
+    BackendError,
+    InsufficientResourcesError,
+    InUseError,
+    InvalidArgumentError,
+    NotFoundError,
+    NotSupportedError,
+    ResetRequiredError,
+)
+from ..planner import PlannedInstance, can_place
+from .base import Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+
+STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
+_ERRORS: dict[str, type[BackendError]] = {
+    "insufficient_resources": InsufficientResourcesError,
+    "in_use": InUseError,
+    "not_found": NotFoundError,
+    "reset_required": ResetRequiredError,
+    "not_supported": NotSupportedError,
+    "invalid_argument": InvalidArgumentError,
+    "unknown": BackendError,
+}
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get(STATE_DIR_ENV) or user_cache_dir("migpool"))
+
+
+def parse_spec(spec: str) -> list[GpuModel]:
+    """'A100-80GB', 'H100-80GB:4', 'A100-40GB,H100-80GB' -> the GPU models, in index order."""
+    out: list[GpuModel] = []
+    for part in [p.strip() for p in spec.split(",") if p.strip()]:
+        name, _, count = part.partition(":")
+        if count and not count.isdigit():
+            raise BackendError(f"cannot read simulated GPU spec {part!r}; write MODEL[:COUNT], e.g. 'H100-80GB:2'")
+        out.extend([catalog.lookup(name)] * (int(count) if count else 1))
+    if not out:
+        raise BackendError("empty simulated GPU spec; write MODEL[:COUNT][,MODEL…], e.g. 'A100-80GB' or 'H100-80GB:2'")
+    return out
+
+
+def gi_id_for(placement: Placement, memory_slices: int) -> int:
+    """The GPU instance id the driver gives a placement: its index in the binary tree of memory slices."""
+    level = 0
+    size = memory_slices
+    while size > placement.size and size > 1:
+        size //= 2
+        level += 1
+    return (1 << level) - 1 + placement.start // max(size, 1)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _mig_uuid() -> str:
+    return f"MIG-{uuidlib.uuid4()}"
+
+
+class SimulatedBackend(Backend):
+    """Simulated GPUs with the driver's semantics. `spec` as for `--simulate` (e.g. 'H100-80GB:2')."""
+
+    kind = "simulated"
+
+    def __init__(self, spec: str, state_path: str | os.PathLike[str] | None = None) -> None:
+        self.spec = spec
+        self.models = parse_spec(spec)
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec) + "-" + hashlib.sha1(spec.encode()).hexdigest()[:6]
+        self.path = Path(state_path) if state_path else state_dir() / f"sim-{slug}.json"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = FileLock(str(self.path) + ".lock")
+
+    def __repr__(self) -> str:
+        return f"SimulatedBackend({self.spec!r}, state={str(self.path)!r})"
+
+    # --- state file ---
+    def _fresh(self) -> dict[str, Any]:
+        seed = hashlib.sha1(self.spec.encode()).hexdigest()
+        gpus = []
+        for i, m in enumerate(self.models):
+            u = uuidlib.UUID(hashlib.md5(f"{seed}:{i}".encode()).hexdigest())
+            gpus.append(dict(index=i, model=m.key, uuid=f"GPU-{u}", mig_current=False, mig_pending=False,
+                             gis=[], processes=[], transient=[], reset_blockers=[]))
+        return dict(spec=self.spec, ops=0, faults={}, transient_ops=0, gpus=gpus)
+
+    @contextlib.contextmanager
+    def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            try:
+                st = json.loads(self.path.read_text())
+            except (FileNotFoundError, json.JSONDecodeError):
+                st = self._fresh()
+            yield st
+            if write:
+                self._save(st)
+
+    def _save(self, st: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(st, indent=1))
+        os.replace(tmp, self.path)
+
+    def wipe(self) -> None:
+        """Forget all simulated state (a freshly booted machine)."""
+        with self._lock:
+            self.path.unlink(missing_ok=True)
+
+    def _g(self, st: dict[str, Any], gpu: int) -> dict[str, Any]:
+        if not 0 <= gpu < len(st["gpus"]):
+            raise NotFoundError(f"no GPU with index {gpu}; this simulated machine has GPUs 0..{len(st['gpus']) - 1}")
+        return st["gpus"][gpu]
+
+    def _live_processes(self, g: dict[str, Any]) -> list[dict[str, Any]]:
+        alive = [p for p in g["processes"] if _pid_alive(p["pid"])]
+        g["processes"] = alive
+        return alive
+
+    # --- fault injection (tests) ---
+    def inject(self, *, fail_at: int | None = None, error: str = "unknown", kill_at: int | None = None,
+               transient_ops: int | None = None) -> None:
+        """Make mutating operation number `fail_at` (counted from now, 1-based) raise `error`, or kill the
+        calling process with SIGKILL just before operation `kill_at`. `transient_ops`: after a GI is
+        destroyed, its slices read as in use for that many further operations (the real driver's lag)."""
+        if error not in _ERRORS:
+            raise ValueError(f"error must be one of {sorted(_ERRORS)}")
+        with self._state(write=True) as st:
+            f: dict[str, Any] = {}
+            if fail_at is not None:
+                f["fail_at"] = st["ops"] + fail_at
+                f["error"] = error
+            if kill_at is not None:
+                f["kill_at"] = st["ops"] + kill_at
+            st["faults"] = f
+            if transient_ops is not None:
+                st["transient_ops"] = transient_ops
+
+    def operations(self) -> int:
+        """How many mutating operations this simulated machine has performed."""
+        with self._state() as st:
+            return st["ops"]
+
+    def _op(self, st: dict[str, Any], what: str) -> None:
+        st["ops"] += 1
+        f = st.get("faults", {})
+        if f.get("kill_at") == st["ops"]:
+            st["faults"] = {}
+            st["ops"] -= 1  # the operation never happened
+            self._save(st)
+            os.kill(os.getpid(), signal.SIGKILL)
+        if f.get("fail_at") == st["ops"]:
+            st["faults"] = {}
+            raise _ERRORS[f.get("error", "unknown")](f"injected failure at operation {st['ops']} ({what})")
+
+    # --- test helpers that stand for the outside world ---
+    def register_process(self, gpu: int, pid: int, name: str, device_uuid: str | None = None,
+                         used_memory_mib: int = 512) -> None:
+        """Record a process using the GPU (or one of its MIG devices); it vanishes when `pid` exits."""
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            g["processes"].append(dict(pid=pid, name=name, device=device_uuid or g["uuid"], used=used_memory_mib))
+
+    def unregister_process(self, pid: int) -> None:
+        with self._state(write=True) as st:
+            for g in st["gpus"]:
+                g["processes"] = [p for p in g["processes"] if p["pid"] != pid]
+
+    def set_reset_blockers(self, gpu: int, names: list[str]) -> None:
+        """Pretend these (e.g. 'nvidia-persistenced') keep the GPU from a reset: MIG changes stay pending."""
+        with self._state(write=True) as st:
+            self._g(st, gpu)["reset_blockers"] = list(names)
+
+    # --- reads ---
+    def gpus(self) -> list[GpuInfo]:
+        with self._state() as st:
+            return [
+                GpuInfo(index=g["index"], uuid=g["uuid"], name=self.models[g["index"]].name,
+                        memory_mib=self.models[g["index"]].memory_mib, mig_capable=True,
+                        mig_current=g["mig_current"], mig_pending=g["mig_pending"])
+                for g in st["gpus"]
+            ]
+
+    def model(self, gpu: int) -> GpuModel:
+        with self._state() as st:
+            self._g(st, gpu)
+        return self.models[gpu]
+
+    def gpu_instances(self, gpu: int) -> list[GpuInstanceInfo]:
+        with self._state() as st:
+            g = self._g(st, gpu)
+            return [self._gi_info(gpu, gi) for gi in sorted(g["gis"], key=lambda x: x["id"])]
+
+    def _gi_info(self, gpu: int, gi: dict[str, Any]) -> GpuInstanceInfo:
+        p = self.models[gpu].profile(gi["profile_id"])
+        return GpuInstanceInfo(gpu=gpu, id=gi["id"], profile_id=p.id, profile_name=p.name,
+                               placement=Placement(gi["start"], gi["size"]))
+
+    def compute_instances(self, gpu: int) -> list[ComputeInstanceInfo]:
+        with self._state() as st:
+            g = self._g(st, gpu)
+            out = []
+            for gi in sorted(g["gis"], key=lambda x: x["id"]):
+                p = self.models[gpu].profile(gi["profile_id"])
+                for ci in gi["cis"]:
+                    name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
+                    out.append(ComputeInstanceInfo(gpu=gpu, gi_id=gi["id"], id=ci["id"], slices=ci["slices"], profile_name=name))
+            return out
+
+    def mig_devices(self, gpu: int) -> list[MigDeviceInfo]:
+        with self._state() as st:
+            g = self._g(st, gpu)
+            procs = self._live_processes(g)
+            out = []
+            if not g["mig_current"]:
+                return out
+            for gi in sorted(g["gis"], key=lambda x: x["id"]):
+                p = self.models[gpu].profile(gi["profile_id"])
+                for ci in sorted(gi["cis"], key=lambda x: x["id"]):
+                    used = sum(x["used"] for x in procs if x["device"] == ci["uuid"])
+                    name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
+                    out.append(MigDeviceInfo(gpu=gpu, gpu_uuid=g["uuid"], gi_id=gi["id"], ci_id=ci["id"], uuid=ci["uuid"],
+                                             profile_name=name, memory_mib=p.memory_mib, memory_used_mib=used,
+                                             placement=Placement(gi["start"], gi["size"])))
+            return out
+
+    def processes(self, gpu: int) -> list[ProcessInfo]:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            return [ProcessInfo(pid=p["pid"], name=p["name"], used_memory_mib=p["used"], gpu=gpu, device_uuid=p["device"])
+                    for p in self._live_processes(g)]
+
+    def lock_path(self) -> Path:
+        return Path(str(self.path) + ".apply.lock")
+
+    def reset_blockers(self, gpu: int) -> list[str]:
+        with self._state() as st:
+            return list(self._g(st, gpu)["reset_blockers"])
+
+    # --- writes ---
+    def _set_mig_mode(self, gpu: int, enabled: bool) -> bool:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            self._op(st, "set MIG mode")
+            if g["mig_current"] == enabled and g["mig_pending"] == enabled:
+                return True
+            busy = self._live_processes(g)
+            if busy:
+                names = ", ".join(f"{p['name']} (pid {p['pid']})" for p in busy)
+                raise InUseError(f"GPU {gpu} is in use by {names}; MIG mode cannot change while processes use the GPU")
+            if not enabled and g["gis"]:
+                raise InUseError(f"GPU {gpu} still has {len(g['gis'])} GPU instance(s); destroy them before disabling MIG")
+            g["mig_pending"] = enabled
+            if g["reset_blockers"]:
+                return False
+            g["mig_current"] = enabled
+            return True
+
+    def _create_gpu_instance(self, gpu: int, profile_id: int, placement: Placement) -> GpuInstanceInfo:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            model = self.models[gpu]
+            self._op(st, "create GPU instance")
+            if g["mig_current"] != g["mig_pending"]:
+                raise ResetRequiredError(f"GPU {gpu} has a MIG mode change pending; reset the GPU first")
+            if not g["mig_current"]:
+                raise NotSupportedError(f"GPU {gpu} is not in MIG mode; enable MIG mode first")
+            try:
+                profile = model.profile(profile_id)
+            except Exception as e:
+                raise InvalidArgumentError(str(e)) from None
+            if placement not in profile.placements:
+                raise InvalidArgumentError(
+                    f"placement {placement} is not legal for {profile.name} on {model.name}; legal: "
+                    + catalog.format_placements(profile.placements))
+            existing = [PlannedInstance(model.profile(gi["profile_id"]), Placement(gi["start"], gi["size"])) for gi in g["gis"]]
+            lagging = [t for t in g["transient"] if t["until"] >= st["ops"]]
+            g["transient"] = lagging
+            if any(placement.overlaps(Placement(t["start"], t["size"])) for t in lagging):
+                raise InsufficientResourcesError(f"memory slices at {placement} on GPU {gpu} are still being released")
+            if not can_place(model, existing, profile, placement):
+                raise InsufficientResourcesError(f"no room for {profile.name} at {placement} on GPU {gpu}")
+            gi = dict(id=gi_id_for(placement, model.memory_slices), profile_id=profile.id,
+                      start=placement.start, size=placement.size, cis=[])
+            g["gis"].append(gi)
+            return self._gi_info(gpu, gi)
+
+    def _find_gi(self, g: dict[str, Any], gpu: int, gi_id: int) -> dict[str, Any]:
+        for gi in g["gis"]:
+            if gi["id"] == gi_id:
+                return gi
+        raise NotFoundError(f"GPU {gpu} has no GPU instance {gi_id}")
+
+    def _destroy_gpu_instance(self, gpu: int, gi_id: int) -> None:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            gi = self._find_gi(g, gpu, gi_id)
+            self._op(st, "destroy GPU instance")
+            if gi["cis"]:
+                raise InUseError(f"GPU instance {gi_id} on GPU {gpu} still has compute instances")
+            g["gis"].remove(gi)
+            if st.get("transient_ops"):
+                g["transient"].append(dict(start=gi["start"], size=gi["size"], until=st["ops"] + st["transient_ops"]))
+
+    def _create_compute_instance(self, gpu: int, gi_id: int, slices: int | None) -> ComputeInstanceInfo:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            gi = self._find_gi(g, gpu, gi_id)
+            p = self.models[gpu].profile(gi["profile_id"])
+            self._op(st, "create compute instance")
+            want = slices or p.slices
+            if want not in [c.slices for c in p.compute_profiles]:
+                raise InvalidArgumentError(f"{want}-slice compute instances are not offered in {p.name}")
+            if sum(c["slices"] for c in gi["cis"]) + want > p.slices:
+                raise InsufficientResourcesError(f"GPU instance {gi_id} on GPU {gpu} has no room for a {want}-slice compute instance")
+            ci = dict(id=len(gi["cis"]) and max(c["id"] for c in gi["cis"]) + 1, slices=want, uuid=_mig_uuid())
+            gi["cis"].append(ci)
+            name = p.name if want == p.slices else f"{want}c.{p.name}"
+            return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=ci["id"], slices=want, profile_name=name)
+
+    def _destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            gi = self._find_gi(g, gpu, gi_id)
+            ci = next((c for c in gi["cis"] if c["id"] == ci_id), None)
+            if ci is None:
+                raise NotFoundError(f"GPU instance {gi_id} on GPU {gpu} has no compute instance {ci_id}")
+            self._op(st, "destroy compute instance")
+            users = [p for p in self._live_processes(g) if p["device"] == ci["uuid"]]
+            if users:
+                names = ", ".join(f"{p['name']} (pid {p['pid']})" for p in users)
+                raise InUseError(f"MIG device {ci['uuid']} is in use by {names}")
+            gi["cis"].remove(ci)
+
+    def _reset_gpu(self, gpu: int) -> None:
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            self._op(st, "reset GPU")
+            busy = self._live_processes(g)
+            if busy or g["reset_blockers"]:
+                who = [f"{p['name']} (pid {p['pid']})" for p in busy] + g["reset_blockers"]
+                raise InUseError(f"GPU {gpu} cannot be reset while in use by: {', '.join(who)}")
+            g["mig_current"] = g["mig_pending"]
+            g["gis"] = [] if not g["mig_current"] else g["gis"]
+            g["transient"] = []

@@ -1,0 +1,200 @@
+"""The GPU catalog: MIG-capable GPU models, their profiles and placements (data in data/catalog.json)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+
+from .errors import CatalogError, ProfileError
+
+_PLACEMENTS = re.compile(r"^\{([\d,\s]+)\}:(\d+)$")
+_PROFILE_NAME = re.compile(r"^(?:mig[\s-]+)?(\d+)g\.(\d+)gb(\+me)?$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a GPU instance sits: `size` memory slices from `start` (as `nvidia-smi mig -lgipp` prints)."""
+
+    start: int
+    size: int
+
+    @property
+    def slots(self) -> frozenset[int]:
+        return frozenset(range(self.start, self.start + self.size))
+
+    def overlaps(self, other: Placement) -> bool:
+        return self.start < other.start + other.size and other.start < self.start + self.size
+
+    def __str__(self) -> str:
+        return f"{self.start}:{self.size}"
+
+
+def parse_placements(text: str) -> tuple[Placement, ...]:
+    """Parse `{0,2,4}:2` (the -lgipp notation) into placements."""
+    m = _PLACEMENTS.match(text.strip())
+    if not m:
+        raise ValueError(f"bad placement notation {text!r}; expected e.g. '{{0,2,4}}:2'")
+    size = int(m.group(2))
+    return tuple(Placement(int(s), size) for s in m.group(1).split(","))
+
+
+def format_placements(placements: tuple[Placement, ...]) -> str:
+    starts = ",".join(str(p.start) for p in placements)
+    return f"{{{starts}}}:{placements[0].size}" if placements else "{}:0"
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    """A compute-instance profile inside a GPU-instance profile, e.g. `1c.3g.40gb`."""
+
+    name: str
+    slices: int
+    sms: int
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A GPU-instance profile of one GPU model."""
+
+    name: str
+    id: int
+    nvml_index: int
+    slices: int
+    memory_mib: int
+    sms: int
+    max_instances: int
+    placements: tuple[Placement, ...]
+    compute_profiles: tuple[ComputeProfile, ...] = ()
+    media: dict[str, int] = field(default_factory=dict, compare=False)
+
+    @property
+    def memory_slices(self) -> int:
+        return self.placements[0].size
+
+    @property
+    def full_name(self) -> str:
+        return f"MIG {self.name}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class GpuModel:
+    """A MIG-capable GPU model from the catalog (or read from a real GPU)."""
+
+    key: str
+    nvml_names: tuple[str, ...]
+    memory_mib: int
+    sms: int
+    compute_slices: int
+    memory_slices: int
+    profiles: tuple[Profile, ...]
+    aliases: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.nvml_names[0] if self.nvml_names else self.key
+
+    def profile(self, spec: str | int | Profile) -> Profile:
+        """Resolve `3g.40gb`, `MIG 3g.40gb`, `3G.40GB`, `9` or 9 to a Profile, or raise ProfileError."""
+        if isinstance(spec, Profile):
+            if spec in self.profiles:
+                return spec
+            spec = spec.name
+        text = str(spec).strip()
+        if re.fullmatch(r"\d+", text):
+            for p in self.profiles:
+                if p.id == int(text):
+                    return p
+            ids = ", ".join(f"{p.id} ({p.name})" for p in self.profiles)
+            raise ProfileError(f"profile id {text} is not a profile of {self.name}; valid ids: {ids}")
+        m = _PROFILE_NAME.match(text)
+        if m:
+            canon = f"{int(m.group(1))}g.{int(m.group(2))}gb{'+me' if m.group(3) else ''}"
+            for p in self.profiles:
+                if p.name == canon:
+                    return p
+        raise ProfileError(self._unknown(text))
+
+    def _unknown(self, text: str) -> str:
+        names = [p.name for p in self.profiles]
+        close = difflib.get_close_matches(text.lower().removeprefix("mig ").strip(), names, n=1, cutoff=0.5)
+        hint = f" — did you mean '{close[0]}'?" if close else ""
+        return f"'{text}' is not a profile of {self.name}{hint} valid: {', '.join(names)}"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
+    profiles = []
+    for p in raw["profiles"]:
+        cps = tuple(
+            ComputeProfile(
+                name=p["name"] if c == p["slices"] else f"{c}c.{p['name']}",
+                slices=c,
+                sms=p["sms"] * c // p["slices"],
+            )
+            for c in ci_slices.get(str(p["slices"]), [p["slices"]])
+        )
+        media = {k: p[k] for k in ("decoders", "encoders", "copy_engines", "jpeg", "ofa") if k in p}
+        profiles.append(
+            Profile(
+                name=p["name"], id=p["id"], nvml_index=p["nvml_index"], slices=p["slices"],
+                memory_mib=p["memory_mib"], sms=p["sms"], max_instances=p["max_instances"],
+                placements=parse_placements(p["placements"]), compute_profiles=cps, media=media,
+            )
+        )
+    return GpuModel(
+        key=raw["key"], nvml_names=tuple(raw["nvml_names"]), memory_mib=raw["memory_mib"], sms=raw["sms"],
+        compute_slices=raw["compute_slices"], memory_slices=raw["memory_slices"], profiles=tuple(profiles),
+        aliases=tuple(raw.get("aliases", ())), source=raw.get("source", ""),
+    )
+
+
+@cache
+def _raw() -> dict:
+    return json.loads(resources.files("migpool").joinpath("data/catalog.json").read_text())
+
+
+@cache
+def models() -> tuple[GpuModel, ...]:
+    """Every GPU model in the catalog."""
+    raw = _raw()
+    ci = {k: v for k, v in raw["compute_instance_slices"].items() if k != "about"}
+    return tuple(_load_model(m, ci) for m in raw["models"])
+
+
+def source_text(model: GpuModel) -> str:
+    """The sentence that says where a model's facts come from."""
+    return _raw()["sources"].get(model.source, model.source)
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower().removeprefix("nvidia"))
+
+
+def lookup(name: str) -> GpuModel:
+    """Find a model by catalog key (`A100-80GB`), alias, or the name NVML reports."""
+    want = _norm(name)
+    for m in models():
+        if want in {_norm(x) for x in (m.key, *m.aliases, *m.nvml_names)}:
+            return m
+    keys = [m.key for m in models()]
+    close = difflib.get_close_matches(name.upper(), keys, n=1, cutoff=0.4)
+    hint = f" — did you mean '{close[0]}'?" if close else ""
+    raise CatalogError(f"'{name}' is not a MIG-capable GPU in migpool's catalog{hint} known: {', '.join(keys)}")
+
+
+def find_by_nvml_name(nvml_name: str) -> GpuModel | None:
+    """The catalog model whose NVML name is exactly this, if any."""
+    for m in models():
+        if nvml_name in m.nvml_names:
+            return m
+    return None

@@ -1,0 +1,87 @@
+"""migpool's exceptions: every error migpool raises derives from MigpoolError."""
+
+from __future__ import annotations
+
+
+class MigpoolError(Exception):
+    """Base class of every migpool error."""
+
+
+class ProfileError(MigpoolError, ValueError):
+    """A profile name or id that the GPU model does not have."""
+
+
+class CatalogError(MigpoolError, LookupError):
+    """A GPU model that the catalog does not know."""
+
+
+class LayoutError(MigpoolError, ValueError):
+    """A layout that is malformed or cannot fit on the GPU."""
+
+
+class ConfigError(MigpoolError, ValueError):
+    """A malformed mig-parted config file or layout string."""
+
+
+class BackendError(MigpoolError):
+    """A driver (NVML or simulated) call failed."""
+
+
+class NotFoundError(BackendError):
+    """The GPU, instance or device named does not exist."""
+
+
+class InUseError(BackendError):
+    """The resource is in use (processes, compute instances, a just-destroyed instance)."""
+
+
+class InsufficientResourcesError(BackendError):
+    """The GPU has no room for the instance at that placement."""
+
+
+class NoPermissionError(BackendError):
+    """The caller lacks the privilege (root or the MIG capability device)."""
+
+
+class ResetRequiredError(BackendError):
+    """A MIG mode change is pending until the GPU is reset."""
+
+
+class NotSupportedError(BackendError):
+    """The GPU or driver does not support the operation (e.g. no MIG)."""
+
+
+class InvalidArgumentError(BackendError):
+    """The driver rejected an argument (e.g. a placement that is not legal for the profile)."""
+
+
+class ReadOnlyError(BackendError):
+    """A mutating call was refused because MIGPOOL_READ_ONLY is set."""
+
+
+class ApplyError(MigpoolError):
+    """Applying a layout failed; `state` says what was left on the GPUs."""
+
+    def __init__(self, message: str, state: object = None) -> None:
+        super().__init__(message)
+        self.state = state
+
+
+class LockTimeoutError(MigpoolError, TimeoutError):
+    """Another migpool process held the apply lock for too long."""
+
+
+class WorkerLostError(MigpoolError):
+    """The worker process running a task died before answering."""
+
+
+class PluginError(MigpoolError):
+    """A plugin was configured in a way that cannot work."""
+
+
+class ImageError(MigpoolError):
+    """Building the worker environment of an Image failed."""
+
+
+class TaskTimeoutError(MigpoolError, TimeoutError):
+    """A task ran past its timeout and its worker was stopped."""

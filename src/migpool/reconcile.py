@@ -1,0 +1,452 @@
+"""The reconciler: make GPUs match a desired layout with the fewest operations, safely.
+
+Everything is checked before the first change; a failure midway rolls back what this run did; a run
+that was killed converges on the next apply of the same layout (it plans from the actual state).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from .backend.base import Backend, GpuInfo, ProcessInfo, read_only
+from .catalog import GpuModel, Placement
+from .errors import (
+    ApplyError,
+    BackendError,
+    InsufficientResourcesError,
+    InUseError,
+    LayoutError,
+    LockTimeoutError,
+    NoPermissionError,
+    NotFoundError,
+    NotSupportedError,
+    ReadOnlyError,
+    ResetRequiredError,
+)
+from .journal import InstanceRecord, Journal
+from .layout import GpuLayout, Layout, MachineLayout
+from .planner import PlannedInstance, Transition, plan_transition
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One driver call the reconciler makes."""
+
+    kind: str  # enable-mig, disable-mig, reset, create-gi, create-ci, destroy-ci, destroy-gi
+    gpu: int
+    profile: str = ""
+    placement: Placement | None = None
+    gi_id: int | None = None
+    ci_id: int | None = None
+
+    def __str__(self) -> str:
+        where = f" {self.profile}" if self.profile else ""
+        if self.placement is not None:
+            where += f" at {self.placement}"
+        if self.gi_id is not None and self.kind in ("destroy-gi", "destroy-ci"):
+            where += f" (GI {self.gi_id}{f', CI {self.ci_id}' if self.ci_id is not None else ''})"
+        return f"GPU {self.gpu}: {self.kind}{where}"
+
+
+@dataclass
+class GpuPlan:
+    gpu: GpuInfo
+    model: GpuModel
+    layout: Layout
+    transition: Transition
+    operations: list[Operation]
+    disturbed: list[PlannedInstance]
+    busy: list[ProcessInfo]
+
+
+@dataclass
+class ApplyPlan:
+    gpus: list[GpuPlan]
+
+    @property
+    def operations(self) -> list[Operation]:
+        return [op for g in self.gpus for op in g.operations]
+
+    @property
+    def disturbed(self) -> int:
+        return sum(len(g.disturbed) for g in self.gpus)
+
+
+@dataclass
+class ApplyResult:
+    operations: list[Operation] = field(default_factory=list)
+    mig_devices: list[str] = field(default_factory=list)
+    pending_reset: list[str] = field(default_factory=list)
+    plan: ApplyPlan | None = None
+
+
+@dataclass(frozen=True)
+class Actual:
+    """A GPU instance as it is now, with its compute instances and MIG device UUIDs."""
+
+    instance: PlannedInstance
+    gi_id: int
+    ci_ids: tuple[int, ...]
+    uuids: tuple[str, ...]
+
+
+def actual_instances(backend: Backend, gpu: int) -> list[Actual]:
+    model = backend.model(gpu)
+    cis: dict[int, list[int]] = {}
+    for c in backend.compute_instances(gpu):
+        cis.setdefault(c.gi_id, []).append(c.id)
+    uuids: dict[int, list[str]] = {}
+    for d in backend.mig_devices(gpu):
+        uuids.setdefault(d.gi_id, []).append(d.uuid)
+    return [Actual(PlannedInstance(model.profile(gi.profile_id), gi.placement), gi.id,
+                   tuple(cis.get(gi.id, ())), tuple(uuids.get(gi.id, ())))
+            for gi in backend.gpu_instances(gpu)]
+
+
+def select_gpus(backend: Backend, gpus: Sequence[int | str] | None) -> list[GpuInfo]:
+    """Resolve --gpu selections (index or UUID) to GPUs; all GPUs when None."""
+    every = backend.gpus()
+    if not gpus:
+        return every
+    out = []
+    for sel in gpus:
+        s = str(sel).strip()
+        match = [g for g in every if (s.isdigit() and g.index == int(s)) or g.uuid == s or g.uuid.removeprefix("GPU-") == s]
+        if not match:
+            raise NotFoundError(f"no GPU {s!r}; GPUs: " + ", ".join(f"{g.index} ({g.uuid})" for g in every))
+        out.extend(m for m in match if m not in out)
+    return out
+
+
+def _describe_procs(procs: Sequence[ProcessInfo]) -> str:
+    return "; ".join(f"PID {p.pid} ({p.name}) on {p.device_uuid}" for p in procs)
+
+
+def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
+               force: bool = False, reset: bool = False) -> ApplyPlan:
+    """Check everything and compute the operations; raises a specific error before anything is touched."""
+    desired = MachineLayout.of(desired)
+    plans: list[GpuPlan] = []
+    for g in select_gpus(backend, gpus):
+        layout = desired.for_gpu(g.index)
+        if layout is None:
+            continue
+        if not g.mig_capable:
+            raise NotSupportedError(f"GPU {g.index} ({g.name}) does not support MIG; MIG-capable GPUs: A100, A30, H100, H200, GH200, H20, B200, GB200, RTX PRO 6000 Blackwell")
+        if g.mig_current != g.mig_pending and not reset:
+            blockers = backend.reset_blockers(g.index)
+            raise ResetRequiredError(
+                f"GPU {g.index} has MIG mode {'enable' if g.mig_pending else 'disable'} pending until a GPU reset. "
+                f"Run `migpool apply ... --reset` (or `nvidia-smi --gpu-reset -i {g.index}`) once nothing uses the GPU"
+                + (f"; seen here, and commonly blocking a reset: {', '.join(blockers)}" if blockers else "")
+                + ". A reboot also applies it.")
+        model = backend.model(g.index)
+        try:
+            layout.resolve(model)
+        except LayoutError as e:
+            raise LayoutError(f"GPU {g.index}: {e}") from None
+        actual = actual_instances(backend, g.index) if g.mig_current else []
+        procs = backend.processes(g.index)
+        busy_uuids = {p.device_uuid for p in procs}
+        busy_inst = [a.instance for a in actual if busy_uuids & set(a.uuids)]
+        target = layout if layout.mig_enabled else Layout()
+        try:
+            tr = plan_transition(model, target, [a.instance for a in actual], busy=busy_inst)
+        except LayoutError as e:
+            raise LayoutError(f"GPU {g.index}: {e}") from None
+        ops: list[Operation] = []
+        if reset and g.mig_current != g.mig_pending:
+            ops.append(Operation("reset", g.index))
+        mig_now = g.mig_pending if reset else g.mig_current
+        if layout.mig_enabled and not mig_now:
+            if procs and not force:
+                raise InUseError(f"GPU {g.index}: cannot enable MIG mode while processes use the GPU: {_describe_procs(procs)}. "
+                                 "Stop them, or pass --force to stop them.")
+            ops.append(Operation("enable-mig", g.index))
+        by_inst = {a.instance: a for a in actual}
+        hit: list[ProcessInfo] = []
+        for inst in tr.destroy:
+            a = by_inst[inst]
+            hit += [p for p in procs if p.device_uuid in a.uuids]
+            ops += [Operation("destroy-ci", g.index, inst.profile.name, inst.placement, a.gi_id, c) for c in a.ci_ids]
+            ops.append(Operation("destroy-gi", g.index, inst.profile.name, inst.placement, a.gi_id))
+        if hit and not force:
+            raise InUseError(f"GPU {g.index}: the new layout would destroy MIG devices in use: {_describe_procs(hit)}. "
+                             "Stop those processes, choose a layout that keeps their partitions, or pass --force to stop them.")
+        for inst in tr.keep:
+            if not by_inst[inst].ci_ids:
+                ops.append(Operation("create-ci", g.index, inst.profile.name, inst.placement, by_inst[inst].gi_id))
+        for inst in tr.create:
+            ops.append(Operation("create-gi", g.index, inst.profile.name, inst.placement))
+            ops.append(Operation("create-ci", g.index, inst.profile.name, inst.placement))
+        if not layout.mig_enabled and (g.mig_current or g.mig_pending):
+            ops.append(Operation("disable-mig", g.index))
+        plans.append(GpuPlan(g, model, layout, tr, ops, list(tr.destroy), hit if force else []))
+    plan = ApplyPlan(plans)
+    if plan.operations:
+        if read_only():
+            raise ReadOnlyError(
+                "MIGPOOL_READ_ONLY is set: migpool refused before changing anything. It would have run:\n  "
+                + "\n  ".join(str(op) for op in plan.operations))
+        why = backend.permission_problem()
+        if why:
+            raise NoPermissionError(why)
+    return plan
+
+
+RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+def _retry(fn: Callable[[], object], progress: Progress | None, what: str) -> object:
+    """The driver briefly reports just-freed slices as in use: retry those answers with a short backoff."""
+    for delay in (*RETRY_DELAYS, None):
+        try:
+            return fn()
+        except (InsufficientResourcesError, InUseError):
+            if delay is None:
+                raise
+            if progress:
+                progress(f"{what}: driver still busy, retrying in {delay:.2f}s")
+            time.sleep(delay)
+    return None  # pragma: no cover
+
+
+def _stop_processes(procs: Sequence[ProcessInfo], progress: Progress | None) -> None:
+    for p in procs:
+        if progress:
+            progress(f"stopping PID {p.pid} ({p.name}) on {p.device_uuid} (--force)")
+        try:
+            os.kill(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+    deadline = time.monotonic() + 10
+    for p in procs:
+        while time.monotonic() < deadline:
+            try:
+                os.kill(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            try:
+                os.kill(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+class _Run:
+    """One apply's executed operations, able to undo them in reverse order."""
+
+    def __init__(self, backend: Backend, journal: Journal, progress: Progress | None) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.progress = progress
+        self.done: list[tuple[str, dict]] = []
+        self.performed: list[Operation] = []
+
+    def say(self, text: str) -> None:
+        if self.progress:
+            self.progress(text)
+
+    def execute(self, plan: GpuPlan, result: ApplyResult) -> None:
+        b, g = self.backend, plan.gpu
+        if plan.busy:
+            _stop_processes(plan.busy, self.progress)
+        new_gi: dict[Placement, int] = {}
+        for op in plan.operations:
+            self.say(str(op))
+            if op.kind == "reset":
+                b.reset_gpu(g.index)
+            elif op.kind == "enable-mig":
+                if not b.set_mig_mode(g.index, True):
+                    result.pending_reset.append(f"GPU {g.index}: MIG mode enable is pending a GPU reset")
+                    self.performed.append(op)
+                    return
+                self.done.append(("mig", dict(gpu=g.index, enabled=True)))
+            elif op.kind == "disable-mig":
+                if not b.set_mig_mode(g.index, False):
+                    result.pending_reset.append(f"GPU {g.index}: MIG mode disable is pending a GPU reset")
+                self.done.append(("mig", dict(gpu=g.index, enabled=False)))
+            elif op.kind == "destroy-ci":
+                _retry(lambda: b.destroy_compute_instance(g.index, op.gi_id, op.ci_id), self.progress, str(op))
+                self.done.append(("ci-destroyed", dict(gpu=g.index, gi=op.gi_id)))
+            elif op.kind == "destroy-gi":
+                _retry(lambda: b.destroy_gpu_instance(g.index, op.gi_id), self.progress, str(op))
+                prof = plan.model.profile(op.profile)
+                self.done.append(("gi-destroyed", dict(gpu=g.index, profile=prof.id, placement=op.placement)))
+                self.journal.remove_created(g.uuid, InstanceRecord(op.profile, op.placement.start, op.placement.size))
+            elif op.kind == "create-gi":
+                prof = plan.model.profile(op.profile)
+                info = _retry(lambda: b.create_gpu_instance(g.index, prof.id, op.placement), self.progress, str(op))
+                new_gi[op.placement] = info.id  # type: ignore[attr-defined]
+                self.done.append(("gi-created", dict(gpu=g.index, gi=info.id)))  # type: ignore[attr-defined]
+                self.journal.add_created(g.uuid, InstanceRecord(op.profile, op.placement.start, op.placement.size))
+            elif op.kind == "create-ci":
+                gi_id = op.gi_id if op.gi_id is not None else new_gi[op.placement]
+                ci = _retry(lambda: b.create_compute_instance(g.index, gi_id), self.progress, str(op))
+                self.done.append(("ci-created", dict(gpu=g.index, gi=gi_id, ci=ci.id)))  # type: ignore[attr-defined]
+            self.performed.append(op)
+
+    def rollback(self) -> list[str]:
+        """Undo this run's operations, newest first; returns what could not be undone."""
+        b, problems = self.backend, []
+        for kind, d in reversed(self.done):
+            try:
+                if kind == "ci-created":
+                    b.destroy_compute_instance(d["gpu"], d["gi"], d["ci"])
+                elif kind == "gi-created":
+                    b.destroy_gpu_instance(d["gpu"], d["gi"])
+                elif kind == "gi-destroyed":
+                    info = _retry(lambda: b.create_gpu_instance(d["gpu"], d["profile"], d["placement"]), None, "rollback")
+                    b.create_compute_instance(d["gpu"], info.id)  # type: ignore[attr-defined]
+                elif kind == "mig":
+                    b.set_mig_mode(d["gpu"], not d["enabled"])
+            except BackendError as e:
+                problems.append(f"could not undo {kind} on GPU {d['gpu']}: {e}")
+        return problems
+
+
+def _journal(backend: Backend) -> Journal:
+    return Journal(backend.lock_path().with_suffix(".journal.json"))
+
+
+def _locked(backend: Backend, timeout: float, progress: Progress | None) -> FileLock:
+    path = backend.lock_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            progress(f"another migpool apply holds {path}; waiting up to {timeout:.0f}s")
+        try:
+            lock.acquire(timeout=timeout)
+        except Timeout:
+            raise LockTimeoutError(f"another migpool apply held {path} for over {timeout:.0f}s; try again when it has finished") from None
+    return lock
+
+
+def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
+          force: bool = False, reset: bool = False, dry_run: bool = False, lock_timeout: float = 60.0,
+          progress: Progress | None = None) -> ApplyResult:
+    """Make the GPUs match `desired`; returns the operations performed and the MIG device UUIDs."""
+    if dry_run:
+        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
+        return ApplyResult(plan=plan)
+    lock = _locked(backend, lock_timeout, progress)
+    try:
+        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
+        journal = _journal(backend)
+        result = ApplyResult(plan=plan)
+        run = _Run(backend, journal, progress)
+        for gp in plan.gpus:
+            if gp.operations:
+                prior = actual_instances(backend, gp.gpu.index) if gp.gpu.mig_current else []
+                journal.remember_prior(gp.gpu.uuid, gp.gpu.mig_current,
+                                       [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior])
+        try:
+            for gp in plan.gpus:
+                run.execute(gp, result)
+        except BackendError as e:
+            problems = run.rollback()
+            state = {g.gpu.index: [str(a.instance) for a in actual_instances(backend, g.gpu.index)]
+                     for g in plan.gpus if backend.gpu(g.gpu.index).mig_current}
+            raise ApplyError(
+                f"apply failed at '{_next_op(plan, run)}': {e}. "
+                + ("Rolled back this run's changes. " if not problems else "Rollback was incomplete: " + "; ".join(problems) + ". ")
+                + f"State now: {state or 'no GPU instances'}", state) from e
+        result.operations = run.performed
+        for gp in plan.gpus:
+            if backend.gpu(gp.gpu.index).mig_current:
+                result.mig_devices += [d.uuid for d in backend.mig_devices(gp.gpu.index)]
+        return result
+    finally:
+        lock.release()
+
+
+def _next_op(plan: ApplyPlan, run: _Run) -> str:
+    ops = plan.operations
+    return str(ops[len(run.performed)]) if len(run.performed) < len(ops) else "the end"
+
+
+def diff(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None) -> list[str]:
+    """How the GPUs differ from `desired` (empty when they match). Reads only."""
+    desired = MachineLayout.of(desired)
+    out = []
+    for g in select_gpus(backend, gpus):
+        layout = desired.for_gpu(g.index)
+        if layout is None:
+            continue
+        if not layout.mig_enabled:
+            if g.mig_current or g.mig_pending:
+                out.append(f"GPU {g.index}: MIG mode is enabled; the layout wants it disabled")
+            continue
+        if not g.mig_current:
+            out.append(f"GPU {g.index}: MIG mode is disabled")
+            continue
+        model = backend.model(g.index)
+        want: dict[str, int] = {p.name: n for p, n in layout.resolve(model)}
+        have: dict[str, int] = {}
+        for a in actual_instances(backend, g.index):
+            have[a.instance.profile.name] = have.get(a.instance.profile.name, 0) + 1
+            if not a.ci_ids:
+                out.append(f"GPU {g.index}: {a.instance} has no compute instance")
+        for name in sorted(set(want) | set(have)):
+            if want.get(name, 0) != have.get(name, 0):
+                out.append(f"GPU {g.index}: {name}: want {want.get(name, 0)}, have {have.get(name, 0)}")
+    return out
+
+
+def teardown(backend: Backend, *, gpus: Sequence[int | str] | None = None, restore: bool = False, force: bool = False,
+             lock_timeout: float = 60.0, progress: Progress | None = None) -> ApplyResult:
+    """Remove the instances migpool created; with `restore`, return each GPU to the state recorded
+    before migpool first changed it (MIG mode and instances)."""
+    journal = _journal(backend)
+    desired_entries = []
+    for g in select_gpus(backend, gpus):
+        if restore:
+            prior = journal.prior(g.uuid)
+            if prior is None:
+                continue
+            enabled, instances = prior
+            counts: dict[str, int] = {}
+            for i in instances:
+                counts[i.profile] = counts.get(i.profile, 0) + 1
+            layout = Layout.of(counts) if enabled else Layout(mig_enabled=False)
+        else:
+            created = journal.created(g.uuid)
+            if not created or not g.mig_current:
+                continue
+            keep: dict[str, int] = {}
+            mine = {(c.profile, c.start, c.size) for c in created}
+            for a in actual_instances(backend, g.index):
+                if (a.instance.profile.name, a.instance.start, a.instance.size) not in mine:
+                    keep[a.instance.profile.name] = keep.get(a.instance.profile.name, 0) + 1
+            layout = Layout.of(keep)
+        desired_entries.append(GpuLayout(layout, (g.index,)))
+    if not desired_entries:
+        return ApplyResult()
+    result = apply(MachineLayout(tuple(desired_entries)), backend, gpus=gpus, force=force, lock_timeout=lock_timeout,
+                   progress=progress)
+    if restore:
+        for g in select_gpus(backend, gpus):
+            journal.forget(g.uuid)
+    return result
+
+
+def recreate_operations(model: GpuModel, existing: Sequence[PlannedInstance], layout: Layout | dict | str) -> int:
+    """What 'destroy everything, recreate' (mig-parted's way when a GPU's config differs) costs in operations."""
+    from .planner import plan
+
+    if sorted(str(i.profile) for i in existing) == sorted(str(i.profile) for i in plan(model, layout)):
+        return 0
+    return 2 * len(existing) + 2 * len(plan(model, layout))
