@@ -96,6 +96,7 @@ class GpuModel:
     profiles: tuple[Profile, ...]
     aliases: tuple[str, ...] = ()
     source: str = ""
+    pci_device_ids: tuple[int, ...] = ()
 
     @property
     def name(self) -> str:
@@ -155,6 +156,7 @@ def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
         key=raw["key"], nvml_names=tuple(raw["nvml_names"]), memory_mib=raw["memory_mib"], sms=raw["sms"],
         compute_slices=raw["compute_slices"], memory_slices=raw["memory_slices"], profiles=tuple(profiles),
         aliases=tuple(raw.get("aliases", ())), source=raw.get("source", ""),
+        pci_device_ids=tuple(int(x, 16) for x in raw.get("pci_device_ids", ())),
     )
 
 

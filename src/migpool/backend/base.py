@@ -28,6 +28,7 @@ class GpuInfo:
     mig_capable: bool
     mig_current: bool
     mig_pending: bool
+    pci_device_id: int | None = None
 
     @property
     def mig_mode(self) -> str:

@@ -109,8 +109,15 @@ class NvmlBackend(Backend):
             mem = self._wrap(n.nvmlDeviceGetMemoryInfo, h)
             out.append(GpuInfo(index=i, uuid=_decode(self._wrap(n.nvmlDeviceGetUUID, h)),
                                name=_decode(self._wrap(n.nvmlDeviceGetName, h)), memory_mib=int(mem.total) // 2**20,
-                               mig_capable=capable, mig_current=bool(cur), mig_pending=bool(pend)))
+                               mig_capable=capable, mig_current=bool(cur), mig_pending=bool(pend),
+                               pci_device_id=self._pci_id(h)))
         return out
+
+    def _pci_id(self, h: Any) -> int | None:
+        try:
+            return int(self.nvml.nvmlDeviceGetPciInfo(h).pciDeviceId)
+        except self.nvml.NVMLError:
+            return None
 
     def model(self, gpu: int) -> GpuModel:
         """Read the profile table and placements from the GPU itself (works with MIG mode disabled)."""

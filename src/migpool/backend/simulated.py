@@ -204,7 +204,8 @@ class SimulatedBackend(Backend):
             return [
                 GpuInfo(index=g["index"], uuid=g["uuid"], name=self.models[g["index"]].name,
                         memory_mib=self.models[g["index"]].memory_mib, mig_capable=True,
-                        mig_current=g["mig_current"], mig_pending=g["mig_pending"])
+                        mig_current=g["mig_current"], mig_pending=g["mig_pending"],
+                        pci_device_id=next(iter(self.models[g["index"]].pci_device_ids), None))
                 for g in st["gpus"]
             ]
 

@@ -1,0 +1,362 @@
+"""The `migpool` command line: GPUs, profiles, plan/apply/assert/status/teardown/export, catalog, demo."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from . import catalog, migparted, reconcile
+from .backend import SIMULATE_ENV, Backend, open_backend
+from .catalog import GpuModel, format_placements
+from .errors import MigpoolError
+from .layout import Layout, MachineLayout
+from .planner import PlannedInstance, max_addable
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _jsonable(x: Any) -> Any:
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(x).items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    return x
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(_jsonable(data), indent=2, default=str))
+
+
+def common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--simulate, --gpu and --json on every command; MigpoolError becomes one clear line and exit 2."""
+
+    @click.option("--simulate", "simulate", metavar="SPEC", default=None,
+                  help=f"Use simulated GPUs, e.g. A100-80GB or H100-80GB:2 (also ${SIMULATE_ENV}).")
+    @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID", help="Only these GPUs (repeatable).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @functools.wraps(fn)
+    def wrapper(simulate: str | None, gpus: tuple[str, ...], as_json: bool, **kw: Any) -> Any:
+        try:
+            backend = open_backend(simulate)
+        except MigpoolError as e:
+            _fail(e)
+        try:
+            return fn(backend=backend, gpus=list(gpus) or None, as_json=as_json, **kw)
+        except MigpoolError as e:
+            _fail(e)
+        finally:
+            backend.close()
+
+    return wrapper
+
+
+def _fail(e: BaseException, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="migpool")
+def main() -> None:
+    """migpool: plan, apply and use NVIDIA MIG partitions (simulate any GPU with --simulate)."""
+
+
+@main.command()
+@common
+def gpus(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """List GPUs: model, memory, MIG capable, MIG mode."""
+    rows = reconcile.select_gpus(backend, gpus)
+    if as_json:
+        return _emit_json(rows)
+    t = Table(title=f"GPUs ({backend.kind})")
+    for c in ("#", "name", "uuid", "memory", "MIG capable", "MIG mode"):
+        t.add_column(c, no_wrap=c == "uuid")
+    for g in rows:
+        t.add_row(str(g.index), g.name, g.uuid, f"{g.memory_mib} MiB", "yes" if g.mig_capable else "no", g.mig_mode)
+    out.print(t)
+
+
+def _instances(backend: Backend, gpu: int) -> list[PlannedInstance]:
+    return [a.instance for a in reconcile.actual_instances(backend, gpu)] if backend.gpu(gpu).mig_current else []
+
+
+@main.command()
+@common
+def profiles(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """The MIG profile table of each GPU, read from the GPU (like `nvidia-smi mig -lgip -lgipp`)."""
+    data = []
+    for g in reconcile.select_gpus(backend, gpus):
+        if not g.mig_capable:
+            data.append(dict(gpu=g.index, name=g.name, profiles=[]))
+            continue
+        model = backend.model(g.index)
+        have = _instances(backend, g.index)
+        rows = [dict(name=p.name, id=p.id, slices=p.slices, memory_mib=p.memory_mib, sms=p.sms,
+                     max_instances=p.max_instances, free=max_addable(model, p, have),
+                     placements=format_placements(p.placements)) for p in model.profiles]
+        data.append(dict(gpu=g.index, name=g.name, profiles=rows))
+    if as_json:
+        return _emit_json(data)
+    for d in data:
+        t = Table(title=f"GPU {d['gpu']}: {d['name']}")
+        for c in ("profile", "id", "slices", "memory", "SMs", "max", "free", "placements {start}:size"):
+            t.add_column(c, justify="right" if c in ("id", "slices", "SMs", "max", "free") else "left")
+        for r in d["profiles"]:
+            t.add_row(r["name"], str(r["id"]), str(r["slices"]), f"{r['memory_mib'] / 1024:.2f} GiB", str(r["sms"]),
+                      str(r["max_instances"]), str(r["free"]), r["placements"])
+        if not d["profiles"]:
+            t.caption = "not MIG-capable"
+        out.print(t)
+
+
+def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @click.argument("layout", required=False)
+    @click.option("-n", "--count", type=int, default=None, help="How many of the profile given as LAYOUT.")
+    @click.option("-f", "--file", "config_file", type=click.Path(dir_okay=False), help="A mig-parted config file.")
+    @click.option("-c", "--config", "config_name", help="Config name inside the -f file.")
+    @click.option("--partitions", type=int, help="Instead of a profile: this many partitions, the largest that fit.")
+    @click.option("--min-memory", help="With --partitions: each at least this much memory (e.g. 16GB).")
+    @functools.wraps(fn)
+    def wrapper(layout: str | None, count: int | None, config_file: str | None, config_name: str | None,
+                partitions: int | None, min_memory: str | None, backend: Backend, **kw: Any) -> Any:
+        desired = parse_layout_args(backend, layout, count, config_file, config_name, partitions, min_memory)
+        return fn(desired=desired, backend=backend, **kw)
+
+    return wrapper
+
+
+def parse_layout_args(backend: Backend, layout: str | None, count: int | None, config_file: str | None,
+                      config_name: str | None, partitions: int | None, min_memory: str | None) -> MachineLayout:
+    given = sum(x is not None for x in (layout, config_file, partitions))
+    if given != 1:
+        raise click.UsageError("give exactly one layout: PROFILE [-n N], 'P1:N1,P2:N2', -f FILE [-c NAME], or --partitions N")
+    if config_file:
+        entries = migparted.load(config_file, config_name)
+        return migparted.machine_layout(entries, backend.gpus())
+    if partitions is not None:
+        return MachineLayout.of(Layout.of(partitions=partitions, min_memory=min_memory))
+    assert layout is not None
+    if count is not None:
+        if ":" in layout or "," in layout:
+            raise click.UsageError("-n goes with a single profile (e.g. '3g.40gb -n 2'), not with a list")
+        layout = f"{layout}:{count}"
+    return MachineLayout.of(layout)
+
+
+def _picture(model: GpuModel, plan: reconcile.GpuPlan) -> list[str]:
+    lines = []
+    tag = {**{i: "keep" for i in plan.transition.keep}, **{i: "destroy" for i in plan.transition.destroy},
+           **{i: "create" for i in plan.transition.create}}
+    color = {"keep": "green", "destroy": "red", "create": "cyan"}
+    final = list(plan.transition.keep) + list(plan.transition.create)
+    for inst, what in sorted(tag.items(), key=lambda kv: (kv[0].start, kv[1] != "destroy")):
+        bar = "".join("■" if s in inst.placement.slots else "·" for s in range(model.memory_slices))
+        lines.append(f"  [{color[what]}]{what:<8}[/] {inst.profile.name:<12} {bar}  {inst.placement}")
+    used = set().union(*(i.placement.slots for i in final)) if final else set()
+    free = "".join("·" if s in used else "□" for s in range(model.memory_slices))
+    lines.append(f"  {'free':<8} {'':<12} {free}  ({model.memory_slices - len(used)} memory slices)")
+    return lines
+
+
+@main.command()
+@common
+@layout_options
+@click.option("--reset", is_flag=True, help="Plan a GPU reset where a MIG mode change is pending.")
+def plan(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_json: bool, reset: bool) -> None:
+    """What `apply` would do, changing nothing: operations and a picture of each GPU's slices."""
+    p = reconcile.plan_apply(desired, backend, gpus=gpus, reset=reset, force=True)
+    _show_plan(p, as_json)
+
+
+def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
+    if as_json:
+        return _emit_json(dict(operations=[str(o) for o in p.operations], disturbed=p.disturbed,
+                               gpus=[dict(gpu=g.gpu.index, keep=[str(i) for i in g.transition.keep],
+                                          destroy=[str(i) for i in g.transition.destroy],
+                                          create=[str(i) for i in g.transition.create]) for g in p.gpus]))
+    for g in p.gpus:
+        out.print(f"[bold]GPU {g.gpu.index}[/] {g.gpu.name} — {g.layout}  (memory slices 0..{g.model.memory_slices - 1})")
+        for line in _picture(g.model, g):
+            out.print(line, highlight=False)
+        if g.busy:
+            out.print(f"  [yellow]--force will stop:[/] " + ", ".join(f"PID {x.pid} ({x.name})" for x in g.busy))
+    ops = p.operations
+    out.print(f"{len(ops)} operation(s); {p.disturbed} existing partition(s) disturbed" if ops else "Nothing to do: the GPUs already match.")
+    for o in ops:
+        out.print(f"  {o}", highlight=False)
+
+
+@main.command(name="apply")
+@common
+@layout_options
+@click.option("--force", is_flag=True, help="Stop processes on partitions that must be destroyed.")
+@click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
+@click.option("--reset", is_flag=True, help="Reset GPUs whose MIG mode change is pending (only then).")
+@click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another apply.")
+def apply_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_json: bool, force: bool,
+              dry_run: bool, reset: bool, lock_timeout: float) -> None:
+    """Make the GPUs match LAYOUT with the fewest changes; print the MIG UUIDs."""
+    if dry_run:
+        return _show_plan(reconcile.plan_apply(desired, backend, gpus=gpus, force=force, reset=reset), as_json)
+    with out.status("applying…") as status:
+        res = reconcile.apply(desired, backend, gpus=gpus, force=force, reset=reset, lock_timeout=lock_timeout,
+                              progress=None if as_json else (lambda s: (status.update(s), out.print(f"  {s}", highlight=False))))
+    if as_json:
+        return _emit_json(dict(operations=[str(o) for o in res.operations], mig_devices=res.mig_devices,
+                               pending_reset=res.pending_reset))
+    out.print(f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing to do: the GPUs already match.")
+    for m in res.mig_devices:
+        out.print(f"  {m}", highlight=False)
+    for msg in res.pending_reset:
+        out.print(f"[yellow]{msg}[/]: run `migpool apply ... --reset` once nothing uses the GPU, or reboot.")
+
+
+@main.command()
+@common
+def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """GPU instances, compute instances, MIG UUIDs, memory used and processes per partition."""
+    data = []
+    for g in reconcile.select_gpus(backend, gpus):
+        procs = backend.processes(g.index)
+        devs = backend.mig_devices(g.index) if g.mig_current else []
+        data.append(dict(gpu=g, mig_devices=devs, processes=procs,
+                         gpu_instances=backend.gpu_instances(g.index) if g.mig_current else []))
+    if as_json:
+        return _emit_json(data)
+    for d in data:
+        g = d["gpu"]
+        t = Table(title=f"GPU {g.index}: {g.name}  MIG {g.mig_mode}")
+        for c in ("GI", "CI", "profile", "placement", "MIG UUID", "memory used", "processes"):
+            t.add_column(c, no_wrap=c == "MIG UUID")
+        for dev in d["mig_devices"]:
+            ps = [p for p in d["processes"] if p.device_uuid == dev.uuid]
+            t.add_row(str(dev.gi_id), str(dev.ci_id), dev.profile_name, str(dev.placement), dev.uuid,
+                      f"{dev.memory_used_mib}/{dev.memory_mib} MiB", ", ".join(f"{p.pid} {p.name}" for p in ps) or "-")
+        whole = [p for p in d["processes"] if p.device_uuid == g.uuid]
+        if whole:
+            t.caption = "on the whole GPU: " + ", ".join(f"{p.pid} {p.name}" for p in whole)
+        out.print(t)
+
+
+@main.command(name="assert")
+@common
+@layout_options
+def assert_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """Exit 0 if the GPUs match LAYOUT, 1 with the differences if not."""
+    diffs = reconcile.diff(desired, backend, gpus=gpus)
+    if as_json:
+        _emit_json(dict(match=not diffs, differences=diffs))
+    elif diffs:
+        for d in diffs:
+            out.print(d, highlight=False)
+    else:
+        out.print("[green]match[/]")
+    sys.exit(1 if diffs else 0)
+
+
+@main.command()
+@common
+@click.option("--restore", is_flag=True, help="Return each GPU to the state before migpool first changed it.")
+@click.option("--force", is_flag=True, help="Stop processes on partitions that must be destroyed.")
+def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: bool, force: bool) -> None:
+    """Remove the partitions migpool created (or --restore the prior state)."""
+    res = reconcile.teardown(backend, gpus=gpus, restore=restore, force=force,
+                             progress=None if as_json else (lambda s: out.print(f"  {s}", highlight=False)))
+    if as_json:
+        return _emit_json(dict(operations=[str(o) for o in res.operations]))
+    out.print(f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing migpool created is left.")
+
+
+@main.command()
+@common
+@click.option("-c", "--config", "name", default="current", show_default=True, help="Name of the config to write.")
+def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str) -> None:
+    """The current state as a mig-parted config (YAML)."""
+    per_gpu = []
+    for g in reconcile.select_gpus(backend, gpus):
+        if not g.mig_current:
+            per_gpu.append((g.index, Layout(mig_enabled=False)))
+            continue
+        counts: dict[str, int] = {}
+        for a in reconcile.actual_instances(backend, g.index):
+            counts[a.instance.profile.name] = counts.get(a.instance.profile.name, 0) + 1
+        per_gpu.append((g.index, Layout.of(counts)))
+    text = migparted.dump(name, per_gpu)
+    if as_json:
+        import yaml
+
+        return _emit_json(yaml.safe_load(text))
+    click.echo(text, nl=False)
+
+
+@main.group(name="catalog", invoke_without_command=True)
+@click.pass_context
+def catalog_cmd(ctx: click.Context) -> None:
+    """The GPU catalog: list models (`migpool catalog`), show one, or check it against a real GPU."""
+    if ctx.invoked_subcommand is None:
+        t = Table(title="MIG-capable GPUs in migpool's catalog")
+        for c in ("model", "NVML name(s)", "memory", "SMs", "profiles", "source"):
+            t.add_column(c)
+        for m in catalog.models():
+            t.add_row(m.key, "\n".join(m.nvml_names), f"{m.memory_mib} MiB", str(m.sms), ", ".join(p.name for p in m.profiles), m.source)
+        out.print(t)
+
+
+@catalog_cmd.command(name="show")
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True)
+def catalog_show(model: str, as_json: bool) -> None:
+    """One model's profiles, compute-instance profiles and placements."""
+    try:
+        m = catalog.lookup(model)
+    except MigpoolError as e:
+        _fail(e)
+    if as_json:
+        return _emit_json(m)
+    t = Table(title=f"{m.key}: {m.name}", caption=catalog.source_text(m))
+    for c in ("profile", "id", "slices", "memory", "SMs", "max", "placements", "compute instances"):
+        t.add_column(c)
+    for p in m.profiles:
+        t.add_row(p.name, str(p.id), str(p.slices), f"{p.memory_mib} MiB", str(p.sms), str(p.max_instances),
+                  format_placements(p.placements), ", ".join(c.name for c in p.compute_profiles))
+    out.print(t)
+
+
+@catalog_cmd.command(name="check")
+@common
+def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """Compare each GPU's profile table, read from the GPU, with the catalog, field for field."""
+    from .hardware import compare_with_catalog
+
+    results = {}
+    for g in reconcile.select_gpus(backend, gpus):
+        if g.mig_capable:
+            results[g.index] = compare_with_catalog(backend.model(g.index))
+    if as_json:
+        _emit_json(results)
+    else:
+        for idx, diffs in results.items():
+            out.print(f"GPU {idx}: " + ("[green]matches the catalog[/]" if not diffs else "[red]differs from the catalog[/]"))
+            for d in diffs:
+                out.print(f"  {d}", highlight=False)
+    sys.exit(1 if any(results.values()) else 0)
+
+
+def _entry() -> None:  # pragma: no cover
+    main()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
