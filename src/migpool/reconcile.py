@@ -33,6 +33,7 @@ from .errors import (
 from .journal import InstanceRecord, Journal
 from .layout import GpuLayout, Layout, MachineLayout
 from .planner import PlannedInstance, Transition, plan_transition
+from .proc import pid_alive
 
 Progress = Callable[[str], None]
 
@@ -231,9 +232,7 @@ def _stop_processes(procs: Sequence[ProcessInfo], progress: Progress | None) -> 
     deadline = time.monotonic() + 10
     for p in procs:
         while time.monotonic() < deadline:
-            try:
-                os.kill(p.pid, 0)
-            except ProcessLookupError:
+            if not pid_alive(p.pid):
                 break
             time.sleep(0.05)
         else:
@@ -278,11 +277,11 @@ class _Run:
                 self.done.append(("mig", dict(gpu=g.index, enabled=False)))
             elif op.kind == "destroy-ci":
                 _retry(lambda: b.destroy_compute_instance(g.index, op.gi_id, op.ci_id), self.progress, str(op))
-                self.done.append(("ci-destroyed", dict(gpu=g.index, gi=op.gi_id)))
+                self.done.append(("ci-destroyed", dict(gpu=g.index, gi=op.gi_id, slices=plan.model.profile(op.profile).slices)))
             elif op.kind == "destroy-gi":
                 _retry(lambda: b.destroy_gpu_instance(g.index, op.gi_id), self.progress, str(op))
                 prof = plan.model.profile(op.profile)
-                self.done.append(("gi-destroyed", dict(gpu=g.index, profile=prof.id, placement=op.placement)))
+                self.done.append(("gi-destroyed", dict(gpu=g.index, gi=op.gi_id, profile=prof.id, placement=op.placement)))
                 self.journal.remove_created(g.uuid, InstanceRecord(op.profile, op.placement.start, op.placement.size))
             elif op.kind == "create-gi":
                 prof = plan.model.profile(op.profile)
@@ -299,6 +298,7 @@ class _Run:
     def rollback(self) -> list[str]:
         """Undo this run's operations, newest first; returns what could not be undone."""
         b, problems = self.backend, []
+        new_id: dict[tuple[int, int], int] = {}  # (gpu, old GI id) -> id of the recreated GI
         for kind, d in reversed(self.done):
             try:
                 if kind == "ci-created":
@@ -307,7 +307,9 @@ class _Run:
                     b.destroy_gpu_instance(d["gpu"], d["gi"])
                 elif kind == "gi-destroyed":
                     info = _retry(lambda: b.create_gpu_instance(d["gpu"], d["profile"], d["placement"]), None, "rollback")
-                    b.create_compute_instance(d["gpu"], info.id)  # type: ignore[attr-defined]
+                    new_id[(d["gpu"], d["gi"])] = info.id  # type: ignore[attr-defined]
+                elif kind == "ci-destroyed":
+                    b.create_compute_instance(d["gpu"], new_id.get((d["gpu"], d["gi"]), d["gi"]), d["slices"])
                 elif kind == "mig":
                     b.set_mig_mode(d["gpu"], not d["enabled"])
             except BackendError as e:

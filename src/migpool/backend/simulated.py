@@ -32,6 +32,7 @@ from ..errors import (
     ResetRequiredError,
 )
 from ..planner import PlannedInstance, can_place
+from ..proc import pid_alive
 from .base import Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
@@ -73,16 +74,6 @@ def gi_id_for(placement: Placement, memory_slices: int) -> int:
     return (1 << level) - 1 + placement.start // max(size, 1)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _mig_uuid() -> str:
     return f"MIG-{uuidlib.uuid4()}"
 
@@ -120,9 +111,11 @@ class SimulatedBackend(Backend):
                 st = json.loads(self.path.read_text())
             except (FileNotFoundError, json.JSONDecodeError):
                 st = self._fresh()
-            yield st
-            if write:
-                self._save(st)
+            try:
+                yield st
+            finally:
+                if write:  # also after a refused operation: it counted, and a fired fault is spent
+                    self._save(st)
 
     def _save(self, st: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
@@ -140,7 +133,7 @@ class SimulatedBackend(Backend):
         return st["gpus"][gpu]
 
     def _live_processes(self, g: dict[str, Any]) -> list[dict[str, Any]]:
-        alive = [p for p in g["processes"] if _pid_alive(p["pid"])]
+        alive = [p for p in g["processes"] if pid_alive(p["pid"])]
         g["processes"] = alive
         return alive
 

@@ -1,0 +1,45 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Each test gets its own simulated machines and no inherited migpool settings."""
+    monkeypatch.setenv("MIGPOOL_STATE_DIR", str(tmp_path / "state"))
+    for var in ("MIGPOOL_READ_ONLY", "MIGPOOL_SIMULATE"):
+        monkeypatch.delenv(var, raising=False)
+    yield
+
+
+@pytest.fixture
+def sim():
+    from migpool import SimulatedBackend
+
+    def make(spec="A100-80GB"):
+        return SimulatedBackend(spec)
+
+    return make
+
+
+def pytest_collection_modifyitems(config, items):
+    """The gpu marker: skip cleanly where no NVIDIA GPU is present."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        has_gpu = pynvml.nvmlDeviceGetCount() > 0
+    except Exception:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (NVML found none)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,316 @@
+"""A stand-in for the `pynvml` module, driven by migpool's simulator.
+
+Same function names and ctypes calling style as nvidia-ml-py, same NVMLError classes and codes, so
+NvmlBackend's calls and error mapping are exercised without a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import types
+from dataclasses import dataclass
+from typing import Any
+
+import pynvml as real
+
+from migpool import errors
+from migpool.backend.simulated import SimulatedBackend
+from migpool.catalog import Placement
+
+_CODES = {
+    errors.InsufficientResourcesError: real.NVML_ERROR_INSUFFICIENT_RESOURCES,
+    errors.InUseError: real.NVML_ERROR_IN_USE,
+    errors.NotFoundError: real.NVML_ERROR_NOT_FOUND,
+    errors.ResetRequiredError: real.NVML_ERROR_RESET_REQUIRED,
+    errors.NotSupportedError: real.NVML_ERROR_NOT_SUPPORTED,
+    errors.InvalidArgumentError: real.NVML_ERROR_INVALID_ARGUMENT,
+    errors.NoPermissionError: real.NVML_ERROR_NO_PERMISSION,
+}
+_CI_INDEX_SLICES = {0: 1, 1: 2, 2: 3, 3: 4, 4: 7}
+
+
+@dataclass(frozen=True)
+class Device:
+    gpu: int
+    mig: tuple[int, int] | None = None  # (gi id, ci id) for a MIG device handle
+
+
+def _gi_handle(gpu: int, gi: int) -> Any:
+    return ctypes.cast(ctypes.c_void_p(0x1000 + gpu * 256 + gi), real.c_nvmlGpuInstance_t)
+
+
+def _ci_handle(gpu: int, gi: int, ci: int) -> Any:
+    return ctypes.cast(ctypes.c_void_p(0x100000 + gpu * 65536 + gi * 256 + ci), real.c_nvmlComputeInstance_t)
+
+
+def _addr(h: Any) -> int:
+    return ctypes.cast(h, ctypes.c_void_p).value or 0
+
+
+def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bool = False) -> types.ModuleType:
+    """A pynvml-like module over `sim`; `non_mig` adds GPUs without MIG support after the simulated ones."""
+    m = types.ModuleType("fake_pynvml")
+    for k in dir(real):
+        if k.startswith(("NVML_", "c_nvml", "NVMLError", "nvmlGpuInstanceProfileInfo", "nvmlComputeInstanceProfileInfo")):
+            setattr(m, k, getattr(real, k))
+    m.calls = []  # type: ignore[attr-defined]
+
+    def err(code: int) -> real.NVMLError:
+        return real.NVMLError(code)
+
+    def call(fn: Any, *a: Any) -> Any:
+        try:
+            return fn(*a)
+        except errors.BackendError as e:
+            raise err(_CODES.get(type(e), real.NVML_ERROR_UNKNOWN)) from None
+
+    def nsim() -> int:
+        return len(sim.models)
+
+    def gpu_of(h: Device) -> int:
+        if h.gpu >= nsim():
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        return h.gpu
+
+    def api(fn: Any) -> Any:
+        def wrapper(*a: Any) -> Any:
+            m.calls.append(fn.__name__)  # type: ignore[attr-defined]
+            return fn(*a)
+
+        wrapper.__name__ = fn.__name__
+        setattr(m, fn.__name__, wrapper)
+        return wrapper
+
+    @api
+    def nvmlInit() -> None:
+        return None
+
+    @api
+    def nvmlShutdown() -> None:
+        return None
+
+    @api
+    def nvmlDeviceGetCount() -> int:
+        return nsim() + len(non_mig)
+
+    @api
+    def nvmlDeviceGetHandleByIndex(i: int) -> Device:
+        if not 0 <= i < nsim() + len(non_mig):
+            raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+        return Device(i)
+
+    @api
+    def nvmlDeviceGetName(h: Device) -> str:
+        return non_mig[h.gpu - nsim()] if h.gpu >= nsim() else sim.models[h.gpu].name
+
+    @api
+    def nvmlDeviceGetUUID(h: Device) -> str:
+        if h.mig:
+            for d in sim.mig_devices(h.gpu):
+                if (d.gi_id, d.ci_id) == h.mig:
+                    return d.uuid
+            raise err(real.NVML_ERROR_NOT_FOUND)
+        if h.gpu >= nsim():
+            return f"GPU-00000000-0000-0000-0000-{h.gpu:012d}"
+        return sim.gpus()[h.gpu].uuid
+
+    @api
+    def nvmlDeviceGetPciInfo(h: Device) -> Any:
+        ids = sim.models[h.gpu].pci_device_ids if h.gpu < nsim() else ()
+        return types.SimpleNamespace(pciDeviceId=ids[0] if ids else 0x1EB810DE)
+
+    @api
+    def nvmlDeviceGetMemoryInfo(h: Device) -> Any:
+        if h.mig:
+            d = next(d for d in sim.mig_devices(h.gpu) if (d.gi_id, d.ci_id) == h.mig)
+            return types.SimpleNamespace(total=d.memory_mib * 2**20, used=d.memory_used_mib * 2**20, free=0)
+        total = sim.models[h.gpu].memory_mib if h.gpu < nsim() else 15360
+        return types.SimpleNamespace(total=total * 2**20, used=0, free=total * 2**20)
+
+    @api
+    def nvmlDeviceGetMigMode(h: Device) -> list[int]:
+        g = sim.gpus()[gpu_of(h)]
+        return [int(g.mig_current), int(g.mig_pending)]
+
+    @api
+    def nvmlDeviceSetMigMode(h: Device, mode: int) -> int:
+        if no_permission:
+            raise err(real.NVML_ERROR_NO_PERMISSION)
+        call(sim.set_mig_mode, gpu_of(h), mode == real.NVML_DEVICE_MIG_ENABLE)
+        return real.NVML_SUCCESS
+
+    @api
+    def nvmlDeviceGetGpuInstanceProfileInfo(h: Device, index: int, version: int = 2) -> Any:
+        model = sim.models[gpu_of(h)]
+        for p in model.profiles:
+            if p.nvml_index == index:
+                info = real.c_nvmlGpuInstanceProfileInfo_v2_t()
+                info.id, info.sliceCount, info.instanceCount = p.id, p.slices, p.max_instances
+                info.multiprocessorCount, info.memorySizeMB = p.sms, p.memory_mib
+                info.name = f"MIG {p.name}".encode()
+                return info
+        raise err(real.NVML_ERROR_NOT_SUPPORTED if index < real.NVML_GPU_INSTANCE_PROFILE_COUNT else real.NVML_ERROR_INVALID_ARGUMENT)
+
+    def profile_by_id(gpu: int, pid: int) -> Any:
+        for p in sim.models[gpu].profiles:
+            if p.id == pid:
+                return p
+        raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+
+    @api
+    def nvmlDeviceGetGpuInstancePossiblePlacements(h: Device, pid: int, buf: Any, countRef: Any) -> int:
+        p = profile_by_id(gpu_of(h), pid)
+        count = countRef._obj
+        if count.value < len(p.placements):
+            count.value = len(p.placements)
+            raise err(real.NVML_ERROR_INSUFFICIENT_SIZE)
+        for i, pl in enumerate(p.placements):
+            buf[i].start, buf[i].size = pl.start, pl.size
+        count.value = len(p.placements)
+        return real.NVML_SUCCESS
+
+    def require_mig(gpu: int) -> None:
+        g = sim.gpus()[gpu]
+        if not g.mig_current:
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+
+    @api
+    def nvmlDeviceGetGpuInstances(h: Device, pid: int, buf: Any, countRef: Any) -> int:
+        gpu = gpu_of(h)
+        require_mig(gpu)
+        gis = [g for g in sim.gpu_instances(gpu) if g.profile_id == pid]
+        count = countRef._obj
+        for i, gi in enumerate(gis):
+            buf[i] = _gi_handle(gpu, gi.id)
+        count.value = len(gis)
+        return real.NVML_SUCCESS
+
+    def gi_of(gih: Any) -> tuple[int, Any]:
+        a = _addr(gih) - 0x1000
+        gpu, gid = divmod(a, 256)
+        for g in sim.gpu_instances(gpu):
+            if g.id == gid:
+                return gpu, g
+        raise err(real.NVML_ERROR_NOT_FOUND)
+
+    @api
+    def nvmlGpuInstanceGetInfo(gih: Any) -> Any:
+        gpu, g = gi_of(gih)
+        info = real.c_nvmlGpuInstanceInfo_t()
+        info.id, info.profileId = g.id, g.profile_id
+        info.placement.start, info.placement.size = g.placement.start, g.placement.size
+        return info
+
+    @api
+    def nvmlDeviceGetGpuInstanceById(h: Device, gid: int) -> Any:
+        gpu = gpu_of(h)
+        if not any(g.id == gid for g in sim.gpu_instances(gpu)):
+            raise err(real.NVML_ERROR_NOT_FOUND)
+        return _gi_handle(gpu, gid)
+
+    @api
+    def nvmlDeviceCreateGpuInstanceWithPlacement(h: Device, pid: int, placementRef: Any) -> Any:
+        if no_permission:
+            raise err(real.NVML_ERROR_NO_PERMISSION)
+        gpu = gpu_of(h)
+        pl = placementRef._obj
+        g = call(sim.create_gpu_instance, gpu, pid, Placement(pl.start, pl.size))
+        return _gi_handle(gpu, g.id)
+
+    @api
+    def nvmlGpuInstanceDestroy(gih: Any) -> int:
+        gpu, g = gi_of(gih)
+        call(sim.destroy_gpu_instance, gpu, g.id)
+        return real.NVML_SUCCESS
+
+    @api
+    def nvmlGpuInstanceGetComputeInstanceProfileInfo(gih: Any, index: int, eng: int, version: int = 2) -> Any:
+        gpu, g = gi_of(gih)
+        p = sim.models[gpu].profile(g.profile_id)
+        slices = _CI_INDEX_SLICES.get(index)
+        if slices not in [c.slices for c in p.compute_profiles]:
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        info = real.c_nvmlComputeInstanceProfileInfo_v2_t()
+        info.id, info.sliceCount = index, slices
+        info.instanceCount, info.multiprocessorCount = p.slices // slices, p.sms * slices // p.slices
+        return info
+
+    def cis_of(gpu: int, gid: int) -> list[Any]:
+        return [c for c in sim.compute_instances(gpu) if c.gi_id == gid]
+
+    @api
+    def nvmlGpuInstanceGetComputeInstances(gih: Any, ci_pid: int, buf: Any, countRef: Any) -> int:
+        gpu, g = gi_of(gih)
+        cis = [c for c in cis_of(gpu, g.id) if c.slices == _CI_INDEX_SLICES[ci_pid]]
+        for i, c in enumerate(cis):
+            buf[i] = _ci_handle(gpu, g.id, c.id)
+        countRef._obj.value = len(cis)
+        return real.NVML_SUCCESS
+
+    def ci_of(cih: Any) -> tuple[int, int, int]:
+        a = _addr(cih) - 0x100000
+        gpu, rest = divmod(a, 65536)
+        gid, cid = divmod(rest, 256)
+        if not any(c.id == cid for c in cis_of(gpu, gid)):
+            raise err(real.NVML_ERROR_NOT_FOUND)
+        return gpu, gid, cid
+
+    @api
+    def nvmlComputeInstanceGetInfo(cih: Any) -> Any:
+        gpu, gid, cid = ci_of(cih)
+        info = real.c_nvmlComputeInstanceInfo_t()
+        info.id = cid
+        return info
+
+    @api
+    def nvmlGpuInstanceGetComputeInstanceById(gih: Any, cid: int) -> Any:
+        gpu, g = gi_of(gih)
+        if not any(c.id == cid for c in cis_of(gpu, g.id)):
+            raise err(real.NVML_ERROR_NOT_FOUND)
+        return _ci_handle(gpu, g.id, cid)
+
+    @api
+    def nvmlGpuInstanceCreateComputeInstance(gih: Any, ci_pid: int) -> Any:
+        gpu, g = gi_of(gih)
+        c = call(sim.create_compute_instance, gpu, g.id, _CI_INDEX_SLICES[ci_pid])
+        return _ci_handle(gpu, g.id, c.id)
+
+    @api
+    def nvmlComputeInstanceDestroy(cih: Any) -> int:
+        gpu, gid, cid = ci_of(cih)
+        call(sim.destroy_compute_instance, gpu, gid, cid)
+        return real.NVML_SUCCESS
+
+    @api
+    def nvmlDeviceGetMaxMigDeviceCount(h: Device) -> int:
+        gpu = gpu_of(h)
+        return sim.models[gpu].compute_slices if sim.gpus()[gpu].mig_current else 0
+
+    @api
+    def nvmlDeviceGetMigDeviceHandleByIndex(h: Device, i: int) -> Device:
+        devs = sim.mig_devices(gpu_of(h))
+        if i >= len(devs):
+            raise err(real.NVML_ERROR_NOT_FOUND)
+        return Device(h.gpu, (devs[i].gi_id, devs[i].ci_id))
+
+    @api
+    def nvmlDeviceGetGpuInstanceId(h: Device) -> int:
+        if not h.mig:
+            raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+        return h.mig[0]
+
+    @api
+    def nvmlDeviceGetComputeInstanceId(h: Device) -> int:
+        if not h.mig:
+            raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+        return h.mig[1]
+
+    @api
+    def nvmlDeviceGetComputeRunningProcesses(h: Device) -> list[Any]:
+        if h.gpu >= nsim():
+            return []
+        want = nvmlDeviceGetUUID(h)
+        return [types.SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_memory_mib * 2**20)
+                for p in sim.processes(h.gpu) if p.device_uuid == want]
+
+    return m

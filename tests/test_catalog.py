@@ -1,0 +1,92 @@
+from pathlib import Path
+
+import pytest
+
+import migpool
+from migpool import catalog
+from migpool.catalog import format_placements
+
+from conftest import FIXTURES
+from hardware_readout import parse
+
+READOUT = FIXTURES / "h100-80gb-hbm3.md"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "hardware" / "h100-80gb-hbm3.md"
+
+
+def test_fixture_is_the_shared_readout():
+    if not SHARED.exists():
+        pytest.skip("../shared/hardware is not beside this checkout")
+    assert READOUT.read_text() == SHARED.read_text()
+
+
+def test_h100_entry_equals_the_real_readout_field_for_field():
+    r = parse(READOUT)
+    assert len(r["lgip"]) == 7 and len(r["lgipp"]) == 7 and len(r["nvml"]) == 7  # the parser read every row
+    gpu = catalog.lookup("NVIDIA H100 80GB HBM3")
+    assert gpu.key == "H100-80GB"
+    assert {p.name for p in gpu.profiles} == set(r["lgip"])
+    for p in gpu.profiles:
+        row, nv = r["lgip"][p.name], r["nvml"][p.name]
+        assert p.id == row["id"] == nv["id"]
+        assert p.max_instances == row["max_instances"] == nv["max_instances"]
+        assert p.sms == row["sms"] == nv["sms"]
+        assert p.memory_mib == nv["memory_mib"]
+        assert f"{p.memory_mib / 1024:.2f}" == f"{row['memory_gib']:.2f}"
+        assert p.slices == nv["slices"]
+        assert p.nvml_index == nv["nvml_index"]
+        assert format_placements(p.placements) == r["lgipp"][p.id]
+        for k in ("decoders", "encoders", "copy_engines", "jpeg", "ofa"):
+            assert p.media[k] == row[k], (p.name, k)
+
+
+@pytest.mark.parametrize("name", ["A100-80GB", "NVIDIA A100-SXM4-80GB", "a100 80gb", "H100-80GB", "H100",
+                                  "NVIDIA H100 80GB HBM3", "B200", "RTX-PRO-6000", "NVIDIA RTX PRO 6000 Blackwell Server Edition"])
+def test_lookup_accepts_keys_aliases_and_nvml_names(name):
+    assert catalog.lookup(name).profiles
+
+
+def test_catalog_covers_the_documented_gpus():
+    keys = {m.key for m in catalog.models()}
+    assert {"A100-40GB", "A100-80GB", "A30-24GB", "H100-80GB", "H100-PCIE-80GB", "H100-NVL-94GB", "H200-141GB",
+            "H200-NVL-141GB", "H20-96GB", "GH200-96GB", "B200-180GB", "GB200-186GB", "RTX-PRO-6000"} <= keys
+
+
+def test_every_model_is_consistent():
+    for m in catalog.models():
+        assert m.source in catalog._raw()["sources"], m.key
+        for p in m.profiles:
+            assert p.placements and all(pl.start + pl.size <= m.memory_slices for pl in p.placements), (m.key, p.name)
+            assert p.max_instances <= len(p.placements)
+            assert p.compute_profiles[-1].slices == p.slices and p.compute_profiles[-1].name == p.name
+        assert max(p.slices for p in m.profiles) == m.compute_slices
+
+
+def test_compute_instance_profiles_are_named_like_nvidia_smi():
+    p = catalog.lookup("A100-80GB").profile("3g.40gb")
+    assert [c.name for c in p.compute_profiles] == ["1c.3g.40gb", "2c.3g.40gb", "3g.40gb"]
+
+
+@pytest.mark.parametrize("spec", ["3g.40gb", "MIG 3g.40gb", "3G.40GB", "mig-3g.40gb", 9, "9"])
+def test_profile_parse_is_forgiving(spec):
+    assert catalog.lookup("H100-80GB").profile(spec).name == "3g.40gb"
+
+
+def test_unknown_profile_names_model_lists_valid_and_suggests():
+    with pytest.raises(migpool.ProfileError) as e:
+        catalog.lookup("H100-80GB").profile("3g.20gb")
+    msg = str(e.value)
+    assert "NVIDIA H100 80GB HBM3" in msg and "did you mean '3g.40gb'" in msg and "valid: 1g.10gb" in msg
+
+
+def test_unknown_profile_id_and_garbage_are_errors():
+    gpu = catalog.lookup("H100-80GB")
+    with pytest.raises(migpool.ProfileError, match="profile id 42"):
+        gpu.profile(42)
+    with pytest.raises(migpool.ProfileError, match="valid:"):
+        gpu.profile("lots")
+    assert isinstance(migpool.ProfileError("x"), migpool.MigpoolError)
+
+
+def test_unknown_model_suggests():
+    with pytest.raises(migpool.CatalogError, match="did you mean 'A100-80GB'"):
+        catalog.lookup("A100-80G")

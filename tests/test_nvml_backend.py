@@ -1,0 +1,86 @@
+"""NvmlBackend against a fake pynvml driven by the simulator: calls, ctypes buffers and error mapping."""
+
+import os
+
+import pytest
+
+import fake_pynvml
+import migpool
+from migpool import NvmlBackend, SimulatedBackend, reconcile
+from migpool.catalog import Placement
+from migpool.hardware import compare_with_catalog
+
+
+@pytest.fixture
+def pair():
+    sim = SimulatedBackend("H100-80GB,A100-80GB")
+    return sim, NvmlBackend(nvml=fake_pynvml.make(sim, non_mig=("NVIDIA T4",)))
+
+
+def test_reads_gpus_and_profile_tables(pair):
+    sim, nv = pair
+    gpus = nv.gpus()
+    assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA T4"]
+    assert [g.mig_capable for g in gpus] == [True, True, False]
+    assert gpus[0].uuid == sim.gpus()[0].uuid and gpus[0].pci_device_id == 0x233010DE
+    read = nv.model(0)
+    assert read.key == "H100-80GB" and compare_with_catalog(read) == []
+    assert sorted(read.profiles, key=lambda p: p.id) == sorted(sim.model(0).profiles, key=lambda p: p.id)
+    with pytest.raises(migpool.NotSupportedError):
+        nv.model(2)
+
+
+def test_compare_with_catalog_finds_a_wrong_field(pair):
+    import dataclasses
+
+    _, nv = pair
+    read = nv.model(0)
+    bad = dataclasses.replace(read, profiles=(dataclasses.replace(read.profiles[0], sms=99),) + read.profiles[1:])
+    assert compare_with_catalog(bad) == ["1g.10gb: sms is 99 on the GPU, 16 in the catalog"]
+
+
+def test_apply_through_nvml_and_read_back(pair):
+    sim, nv = pair
+    res = reconcile.apply({"3g.40gb": 1, "1g.10gb": 2}, nv, gpus=[1])
+    assert len(res.mig_devices) == 3
+    assert [str(a.instance) for a in reconcile.actual_instances(nv, 1)] == [str(a.instance) for a in reconcile.actual_instances(sim, 1)]
+    assert [d.uuid for d in nv.mig_devices(1)] == [d.uuid for d in sim.mig_devices(1)]
+    assert reconcile.apply({"3g.40gb": 1, "1g.10gb": 2}, nv, gpus=[1]).operations == []
+    sim.register_process(1, os.getpid(), "pytest", nv.mig_devices(1)[0].uuid, 1024)
+    procs = nv.processes(1)
+    assert [(p.pid, p.used_memory_mib, p.device_uuid) for p in procs] == [(os.getpid(), 1024, nv.mig_devices(1)[0].uuid)]
+    assert nv.mig_devices(1)[0].memory_used_mib == 1024
+
+
+@pytest.mark.parametrize("fault,exc", [
+    ("insufficient_resources", migpool.InsufficientResourcesError),
+    ("in_use", migpool.InUseError),
+    ("not_found", migpool.NotFoundError),
+    ("reset_required", migpool.ResetRequiredError),
+    ("not_supported", migpool.NotSupportedError),
+])
+def test_nvml_error_codes_map_to_migpool_errors(pair, fault, exc):
+    sim, nv = pair
+    nv.set_mig_mode(0, True)
+    sim.inject(fail_at=1, error=fault)
+    with pytest.raises(exc, match=r"create GPU instance .*NVML: "):
+        nv.create_gpu_instance(0, 9, Placement(0, 4))
+
+
+def test_no_permission_is_explained():
+    sim = SimulatedBackend("A100-80GB")
+    nv = NvmlBackend(nvml=fake_pynvml.make(sim, no_permission=True))
+    with pytest.raises(migpool.NoPermissionError, match="root"):
+        nv.set_mig_mode(0, True)
+
+
+def test_read_only_stops_before_nvml(pair, monkeypatch):
+    sim, nv = pair
+    monkeypatch.setenv("MIGPOOL_READ_ONLY", "1")
+    before = list(nv.nvml.calls)
+    for call in (lambda: nv.set_mig_mode(0, True), lambda: nv.create_gpu_instance(0, 9, Placement(0, 4)),
+                 lambda: nv.destroy_gpu_instance(0, 1), lambda: nv.create_compute_instance(0, 1),
+                 lambda: nv.destroy_compute_instance(0, 1, 0), lambda: nv.reset_gpu(0)):
+        with pytest.raises(migpool.ReadOnlyError):
+            call()
+    assert nv.nvml.calls == before  # not one NVML call was made
