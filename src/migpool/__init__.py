@@ -3,43 +3,63 @@
     import migpool
     gpu = migpool.catalog.lookup("A100-80GB")
     migpool.plan(gpu, {"3g.40gb": 2})
+
+Names are imported on first use, so a worker process that only needs `migpool.pool.worker` starts fast.
 """
 
 from __future__ import annotations
 
-from . import catalog
-from .backend import NvmlBackend, SimulatedBackend, open_backend
-from .errors import (
-    ApplyError,
-    BackendError,
-    CatalogError,
-    ConfigError,
-    ImageError,
-    InsufficientResourcesError,
-    InUseError,
-    LayoutError,
-    LockTimeoutError,
-    MigpoolError,
-    NoPermissionError,
-    NotFoundError,
-    NotSupportedError,
-    PluginError,
-    ProfileError,
-    ReadOnlyError,
-    ResetRequiredError,
-    TaskTimeoutError,
-    WorkerLostError,
-)
-from .layout import Layout, MachineLayout
-from .planner import PlannedInstance, max_addable, plan
-from .reconcile import apply, diff, plan_apply, teardown
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+_EXPORTS = {
+    "catalog": ".catalog",
+    "plugins": ".plugins",
+    "open_backend": ".backend", "NvmlBackend": ".backend", "SimulatedBackend": ".backend",
+    "Layout": ".layout", "MachineLayout": ".layout",
+    "PlannedInstance": ".planner", "max_addable": ".planner", "plan": ".planner",
+    "apply": ".reconcile", "diff": ".reconcile", "plan_apply": ".reconcile", "teardown": ".reconcile",
+    "Compute": ".pool", "Image": ".pool", "InstanceInfo": ".pool", "Local": ".pool", "Partition": ".pool",
+    "Task": ".pool", "Worker": ".pool", "compute": ".pool", "function": ".pool", "gather": ".pool",
+    "instance_info": ".pool",
+}
+_ERRORS = [
     "ApplyError", "BackendError", "CatalogError", "ConfigError", "ImageError", "InUseError",
-    "InsufficientResourcesError", "Layout", "LayoutError", "LockTimeoutError", "MachineLayout", "MigpoolError",
-    "NoPermissionError", "NotFoundError", "NotSupportedError", "NvmlBackend", "PlannedInstance", "PluginError",
-    "ProfileError", "ReadOnlyError", "ResetRequiredError", "SimulatedBackend", "TaskTimeoutError", "WorkerLostError",
-    "apply", "catalog", "diff", "max_addable", "open_backend", "plan", "plan_apply", "teardown",
+    "InsufficientResourcesError", "LayoutError", "LockTimeoutError", "MigpoolError", "NoPermissionError",
+    "NotFoundError", "NotSupportedError", "PluginError", "ProfileError", "ReadOnlyError", "ResetRequiredError",
+    "TaskTimeoutError", "WorkerLostError",
 ]
+_EXPORTS.update({name: ".errors" for name in _ERRORS})
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'migpool' has no attribute {name!r}")
+    module = importlib.import_module(mod, __name__)
+    value = module if name in ("catalog", "plugins") else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from . import catalog, plugins
+    from .backend import NvmlBackend, SimulatedBackend, open_backend
+    from .errors import (
+        ApplyError, BackendError, CatalogError, ConfigError, ImageError, InsufficientResourcesError, InUseError,
+        LayoutError, LockTimeoutError, MigpoolError, NoPermissionError, NotFoundError, NotSupportedError,
+        PluginError, ProfileError, ReadOnlyError, ResetRequiredError, TaskTimeoutError, WorkerLostError,
+    )
+    from .layout import Layout, MachineLayout
+    from .planner import PlannedInstance, max_addable, plan
+    from .pool import (
+        Compute, Image, InstanceInfo, Local, Partition, Task, Worker, compute, function, gather, instance_info,
+    )
+    from .reconcile import apply, diff, plan_apply, teardown

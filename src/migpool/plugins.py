@@ -1,0 +1,196 @@
+"""Plugins: a small interface for bootstrapping a node and preparing each worker process; `mig` is one.
+
+A plugin may implement any of these hooks (the base class gives no-op defaults):
+  transform_image(image) -> image       adjust what the workers need
+  validate(node)                         refuse a configuration before anything is changed
+  bootstrap(node)                        prepare the node (the mig plugin applies the MIG layout)
+  around_process(worker) -> {env}        environment for one worker process, fixed before it starts
+  worker_started(worker, pid, node)      a worker process is up
+  teardown(node)                         the pool is closing
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .errors import LayoutError, PluginError
+from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
+from .planner import max_addable
+
+if TYPE_CHECKING:
+    from .pool.compute import Node
+    from .pool.image import Image
+    from .pool.scheduler import WorkerSpec
+
+
+class Plugin:
+    """Base class with no-op hooks; subclass it and override what you need."""
+
+    def transform_image(self, image: Image) -> Image:
+        return image
+
+    def validate(self, node: Node) -> None:
+        return None
+
+    def bootstrap(self, node: Node) -> None:
+        return None
+
+    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
+        return {}
+
+    def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
+        return None
+
+    def teardown(self, node: Node) -> None:
+        return None
+
+
+class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.mig`
+    """Partition the node's GPUs with MIG and pin one worker to each partition.
+
+    mig(profile="3g.40gb")                      one partition of this profile per worker
+    mig(layout={"3g.40gb": 1, "1g.10gb": 4})    mixed partitions; route tasks with task.on("1g.10gb")
+    mig(partitions=4, min_memory="16GB")        the largest profile giving 4 partitions of >= 16GB
+    gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)
+    restore=True                                return the GPUs to their prior state when the pool closes
+    force=True                                  stop processes on partitions that must be destroyed
+    """
+
+    def __init__(self, profile: str | None = None, *, layout: Mapping[str, int] | None = None,
+                 partitions: int | None = None, min_memory: str | None = None,
+                 gpus: int | Sequence[int] | str = 0, restore: bool = False, force: bool = False) -> None:
+        given = sum(x is not None for x in (profile, layout, partitions))
+        if given != 1:
+            raise PluginError("mig() needs exactly one of profile='3g.40gb', layout={...} or partitions=N")
+        if min_memory is not None:
+            if partitions is None:
+                raise PluginError("min_memory goes with partitions=N")
+            parse_memory_mib(min_memory)
+        self.profile = profile
+        self.layout = dict(layout) if layout is not None else None
+        self.partitions = partitions
+        self.min_memory = min_memory
+        self.gpus = gpus
+        self.restore = restore
+        self.force = force
+        self._selected: list[int] = []
+
+    def __repr__(self) -> str:
+        what = (f"profile={self.profile!r}" if self.profile else f"layout={self.layout!r}" if self.layout
+                else f"partitions={self.partitions}, min_memory={self.min_memory!r}")
+        return f"mig({what}, gpus={self.gpus!r})"
+
+    def _gpu_indices(self, node: Node) -> list[int]:
+        gpus = node.backend.gpus()
+        if self.gpus == "all":
+            chosen = [g.index for g in gpus if g.mig_capable]
+        elif isinstance(self.gpus, int):
+            chosen = [self.gpus]
+        else:
+            chosen = list(self.gpus)  # type: ignore[arg-type]
+        known = {g.index for g in gpus}
+        bad = [i for i in chosen if i not in known]
+        if bad or not chosen:
+            raise PluginError(f"mig(gpus={self.gpus!r}): no such GPU(s) {bad or ''}; this node has GPUs {sorted(known)}")
+        return chosen
+
+    def validate(self, node: Node) -> None:
+        if node.worker.executor != "process":
+            raise PluginError("the mig plugin needs Worker(executor='process'): CUDA_VISIBLE_DEVICES selects one MIG "
+                              "device per process, before CUDA starts, so threads of one process cannot each have their own "
+                              "partition")
+        self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
+
+    def plan(self, node: Node) -> MachineLayout:
+        """The per-GPU layouts, checked against `concurrency` before anything changes."""
+        backend = node.backend
+        indices = self._gpu_indices(node)
+        self._selected = indices
+        models = {i: backend.model(i) for i in indices}
+        want = node.worker.concurrency
+        entries: list[GpuLayout] = []
+        if self.layout is not None:
+            total = sum(self.layout.values()) * len(indices)
+            if want is not None and want != total:
+                raise PluginError(f"concurrency={want} but mig(layout={self.layout}) makes {total} partitions "
+                                  f"({sum(self.layout.values())} per GPU × {len(indices)} GPU(s)); set concurrency={total}")
+            return MachineLayout(tuple(GpuLayout(Layout.of(self.layout), (i,)) for i in indices))
+        if self.partitions is not None:
+            want = self.partitions if want is None else want
+            if want != self.partitions:
+                raise PluginError(f"concurrency={want} but mig(partitions={self.partitions}); they must agree")
+            profile = self._profile_for(models, want, self.min_memory)
+        else:
+            profile = self.profile
+        capacity = {i: max_addable(models[i], models[i].profile(profile)) for i in indices}  # type: ignore[arg-type]
+        total = sum(capacity.values())
+        if want is None:
+            want = total
+        if want > total:
+            name = models[indices[0]].profile(profile).name  # type: ignore[arg-type]
+            hint = ""
+            try:
+                alt = self._profile_for(models, want)
+                hint = f"; mig(profile={alt!r}) gives {want}"
+            except LayoutError:
+                pass
+            raise PluginError(f"concurrency={want} but {len(indices)} GPU(s) hold at most {total} partitions of {name} "
+                              f"({', '.join(f'GPU {i}: {c}' for i, c in capacity.items())}){hint}, or set concurrency={total}")
+        left = want
+        for i in indices:
+            k = min(left, capacity[i])
+            left -= k
+            if k:
+                entries.append(GpuLayout(Layout.of({models[i].profile(profile).name: k}), (i,)))  # type: ignore[arg-type]
+        return MachineLayout(tuple(entries))
+
+    @staticmethod
+    def _profile_for(models: Mapping[int, Any], n: int, min_memory: str | None = None) -> str:
+        """The largest profile (by memory) of which the GPUs together hold n."""
+        first = next(iter(models.values()))
+        best = None
+        for p in first.profiles:
+            if p.name.endswith("+me") or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
+                continue
+            if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (best is None or p.memory_mib > best.memory_mib):
+                best = p
+        if best is None:
+            choose_profile(first, n, min_memory)  # raises the explanatory LayoutError
+            raise LayoutError(f"no profile gives {n} partitions")
+        return best.name
+
+    def bootstrap(self, node: Node) -> None:
+        from .pool.info import Partition
+        from .reconcile import apply
+
+        desired = self.plan(node)
+        apply(desired, node.backend, gpus=self._selected, force=self.force)
+        parts = []
+        for i in self._selected:
+            g = node.backend.gpu(i)
+            wanted = desired.for_gpu(i)
+            if wanted is None:
+                continue
+            for d in node.backend.mig_devices(i):
+                parts.append(Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=i, gpu_uuid=g.uuid,
+                                       memory_mib=d.memory_mib, gi_id=d.gi_id, ci_id=d.ci_id))
+        node.partitions = parts
+
+    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
+        if worker.partition is None:
+            return {}
+        return {"CUDA_VISIBLE_DEVICES": worker.partition.uuid}
+
+    def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
+        from .backend.simulated import SimulatedBackend
+
+        b = node.backend
+        if isinstance(b, SimulatedBackend) and worker.partition is not None:
+            b.register_process(worker.partition.gpu_index, pid, "migpool-worker", worker.partition.uuid, 0)
+
+    def teardown(self, node: Node) -> None:
+        if self.restore and self._selected:
+            from .reconcile import teardown
+
+            teardown(node.backend, gpus=self._selected, restore=True)

@@ -1,0 +1,35 @@
+"""The compute pool: one worker process per MIG partition (or per CPU), with the reference document's API.
+
+Names are imported on first use (the worker process imports only what it needs)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "Compute": ".compute", "Local": ".compute", "Node": ".compute", "Worker": ".compute",
+    "Image": ".image",
+    "InstanceInfo": ".info", "Partition": ".info", "instance_info": ".info",
+    "RemoteError": ".scheduler", "RemoteTraceback": ".scheduler",
+    "Gather": ".task", "RemoteFunction": ".task", "Task": ".task", "compute": ".task", "function": ".task",
+    "gather": ".task",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    mod = _EXPORTS.get(name)
+    if mod is None:
+        raise AttributeError(f"module 'migpool.pool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(mod, __name__), name)
+    globals()[name] = value
+    return value
+
+
+if TYPE_CHECKING:
+    from .compute import Compute, Local, Node, Worker
+    from .image import Image
+    from .info import InstanceInfo, Partition, instance_info
+    from .scheduler import RemoteError, RemoteTraceback
+    from .task import Gather, RemoteFunction, Task, compute, function, gather

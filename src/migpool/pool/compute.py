@@ -1,0 +1,202 @@
+"""`Compute`: a pool of worker processes on this node, bootstrapped by plugins (e.g. `plugins.mig`)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+from ..backend import SIMULATE_ENV, Backend, open_backend
+from ..errors import PluginError
+from .image import Image
+from .info import InstanceInfo, Partition, set_thread_info
+from .scheduler import Scheduler, WorkerSpec
+from .task import RemoteFunction, Task
+
+
+@dataclass(frozen=True)
+class Local:
+    """This machine. `simulate='A100-80GB'` (or $MIGPOOL_SIMULATE) uses simulated GPUs: never a silent fallback."""
+
+    simulate: str | None = None
+
+    def spec(self) -> str | None:
+        return self.simulate or os.environ.get(SIMULATE_ENV) or None
+
+
+@dataclass(frozen=True)
+class Worker:
+    """`concurrency` workers per node (None: one per partition, or one per CPU without partitions)."""
+
+    concurrency: int | None = None
+    executor: Literal["process", "thread"] = "process"
+
+    def __post_init__(self) -> None:
+        if self.executor not in ("process", "thread"):
+            raise PluginError(f"executor must be 'process' or 'thread', not {self.executor!r}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise PluginError(f"concurrency must be at least 1, not {self.concurrency}")
+
+
+@dataclass
+class Node:
+    """What plugins see while bootstrapping: this node, its GPUs and the partitions they assign."""
+
+    index: int
+    count: int
+    provider: Local
+    worker: Worker
+    partitions: list[Partition] = field(default_factory=list)
+    _backend: Backend | None = None
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.provider.spec())
+        return self._backend
+
+    @property
+    def simulated(self) -> bool:
+        return self.provider.spec() is not None
+
+
+class Compute:
+    """A pool of workers. Use as a context manager; send tasks with `task >> compute`, `gather(...) >> compute`,
+    `compute.submit(task)` or `compute.map(fn, items)`."""
+
+    def __init__(self, provider: Local | None = None, worker: Worker | None = None, image: Image | None = None,
+                 plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None) -> None:
+        self.provider = provider or Local()
+        self.worker = worker or Worker()
+        self.image = image or Image()
+        self.plugins = list(plugins)
+        self.retries = retries
+        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.node = Node(0, 1, self.provider, self.worker)
+        self._sched: Scheduler | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._bootstrapped: list[Any] = []
+        self._thread_ids = itertools.count()
+
+    # --- lifecycle ---
+    def __enter__(self) -> Compute:
+        try:
+            self.open()
+        except BaseException:
+            self.close(error=True)
+            raise
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close(error=et is not None)
+
+    def open(self) -> None:
+        image = self.image
+        for p in self.plugins:
+            image = p.transform_image(image)
+        for p in self.plugins:
+            p.validate(self.node)
+        python = image.python() if self.worker.executor == "process" else sys.executable
+        for p in self.plugins:
+            p.bootstrap(self.node)
+            self._bootstrapped.append(p)
+        n = self.worker.concurrency or len(self.node.partitions) or os.cpu_count() or 1
+        if self.node.partitions and n != len(self.node.partitions):
+            raise PluginError(f"concurrency={n} but the plugins made {len(self.node.partitions)} partitions; they must agree")
+        if self.worker.executor == "thread":
+            self._threads = ThreadPoolExecutor(n, thread_name_prefix="migpool-worker",
+                                               initializer=self._thread_init, initargs=(n,))
+            return
+        specs = []
+        for i in range(n):
+            env = dict(os.environ, **image.env, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(self.node.index),
+                       MIGPOOL_NODE_COUNT=str(self.node.count), MIGPOOL_CONCURRENCY=str(n), PYTHONUNBUFFERED="1")
+            part = self.node.partitions[i] if self.node.partitions else None
+            if part:
+                env["MIGPOOL_PARTITION"] = part.to_env()
+            spec = WorkerSpec(i, python, env, part)
+            for p in self.plugins:
+                spec.env.update(p.around_process(spec))
+            specs.append(spec)
+        self._sched = Scheduler(specs, default_retries=self.retries)
+        self._sched.start()
+        for p in self.plugins:
+            for w in self._sched.workers:
+                p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+
+    def _thread_init(self, n: int) -> None:
+        idx = next(self._thread_ids)
+        set_thread_info(InstanceInfo(worker=idx, node=self.node.index, nodes=self.node.count, concurrency=n, pid=os.getpid()))
+
+    def close(self, error: bool = False) -> None:
+        """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
+        if self._sched is not None:
+            if not error:
+                self._sched.wait_idle()
+            self._sched.shutdown(kill=error)
+            self._sched = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=not error, cancel_futures=error)
+            self._threads = None
+        for p in reversed(self._bootstrapped):
+            p.teardown(self.node)
+        self._bootstrapped = []
+        if self.node._backend is not None:
+            self.node._backend.close()
+            self.node._backend = None
+
+    # --- sending work ---
+    def submit(self, task: Task[Any] | Callable[..., Any], *args: Any, retries: int | None = None, **kwargs: Any) -> Future[Any]:
+        """Run a task (or a function with arguments); returns a concurrent.futures.Future."""
+        if not isinstance(task, Task):
+            fn = task.fn if isinstance(task, RemoteFunction) else task
+            task = Task(fn, args, kwargs)
+        if self._threads is not None:
+            return self._threads.submit(task.fn, *task.args, **task.kwargs)
+        if self._sched is None:
+            raise RuntimeError("use the Compute as a context manager (`with Compute(...) as compute:`) before sending tasks")
+        return self._sched.submit(task, retries=retries)
+
+    def run(self, task: Task[Any]) -> Any:
+        return self.submit(task).result()
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
+        """Like concurrent.futures' map: results in input order."""
+        futs = [self.submit(fn, *args) for args in zip(*iterables)]
+        return (f.result() for f in futs)
+
+    def gather(self, tasks: Sequence[Task[Any]], stream: bool = False) -> list[Any] | Iterator[Any]:
+        futs = [self.submit(t) for t in tasks]
+        if stream:
+            return self._stream(futs)
+        return [f.result() for f in self._progress(futs)]
+
+    def _stream(self, futs: list[Future[Any]]) -> Iterator[Any]:
+        for f in as_completed(futs):
+            yield f.result()
+
+    def _progress(self, futs: list[Future[Any]]) -> list[Future[Any]]:
+        if not self.progress or len(futs) < 2:
+            return futs
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            t = bar.add_task("tasks", total=len(futs))
+            for _ in as_completed(futs):
+                bar.advance(t)
+        return futs
+
+    @property
+    def partitions(self) -> list[Partition]:
+        return list(self.node.partitions)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        if self._sched is None:
+            return []
+        return [w.proc.pid for w in self._sched.workers if w.proc is not None]

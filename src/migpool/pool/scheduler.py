@@ -1,0 +1,404 @@
+"""The parent side of the worker processes: start them, feed them tasks, collect results, restart the dead.
+
+Every submitted task ends exactly once: with its result, its exception, a WorkerLostError (its worker died
+while running it and no retry was left), a TaskTimeoutError, or cancellation when the pool is torn down.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import pickle
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import CancelledError, Future
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+from ..errors import TaskTimeoutError, WorkerLostError
+from .info import Partition
+from .protocol import dumps, read_frame, write_frame
+from .task import Task
+
+MAX_PREFETCH = 32
+PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
+STARTUP_TIMEOUT_S = 120.0
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker (attached as __cause__)."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(Exception):
+    """A worker's exception that could not be sent back as itself."""
+
+
+@dataclass
+class WorkerSpec:
+    index: int
+    python: str
+    env: dict[str, str]
+    partition: Partition | None = None
+
+    def describe(self) -> str:
+        if self.partition:
+            p = self.partition
+            return f"worker {self.index} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
+        return f"worker {self.index}"
+
+
+class _Job:
+    __slots__ = ("id", "task", "future", "fid", "payload", "attempts", "retries", "started")
+
+    def __init__(self, jid: int, task: Task[Any], future: Future[Any], fid: int, payload: bytes, retries: int) -> None:
+        self.id, self.task, self.future, self.fid, self.payload = jid, task, future, fid, payload
+        self.attempts = 0
+        self.retries = retries
+        self.started = 0.0
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "did not exit"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return f"killed by signal {-rc} ({name})"
+    return f"exited with code {rc}"
+
+
+class WorkerProcess:
+    """One worker slot: its current process, pipes and threads; restarted on the same partition when it dies."""
+
+    def __init__(self, sched: Scheduler, spec: WorkerSpec) -> None:
+        self.sched = sched
+        self.spec = spec
+        self.outstanding: collections.deque[_Job] = collections.deque()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ready = threading.Event()
+        self.dead_reason: str | None = None  # set when it failed to start and gave up
+        self.sent_fns: set[int] = set()
+        self.writer_q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.avg_s = 0.01
+        self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self.startup_failures = 0
+        self.timed_out = False
+        self.restarts = 0
+
+    # --- lifecycle ---
+    def spawn(self) -> None:
+        p_r, c_w = os.pipe()  # worker -> parent
+        c_r, p_w = os.pipe()  # parent -> worker
+        env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()))
+        self.ready.clear()
+        self.sent_fns = set()
+        self.timed_out = False
+        self.writer_q = queue.SimpleQueue()
+        try:
+            self.proc = subprocess.Popen(
+                [self.spec.python, "-m", "migpool.pool.worker", str(c_r), str(c_w)],
+                env=env, pass_fds=(c_r, c_w), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
+            )
+        finally:
+            os.close(c_r)
+            os.close(c_w)
+        proc, wq = self.proc, self.writer_q
+        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._writer, args=(p_w, wq), daemon=True).start()
+        threading.Thread(target=self._reader, args=(proc, p_r, wq), daemon=True).start()
+
+    def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            self.stderr_tail.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+        proc.stderr.close()
+
+    def _writer(self, fd: int, wq: queue.SimpleQueue[Any]) -> None:
+        try:
+            while True:
+                msg = wq.get()
+                if msg is None:
+                    break
+                write_frame(fd, msg)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _head_deadline(self) -> float | None:
+        with self.sched.lock:
+            if not self.outstanding:
+                return None
+            head = self.outstanding[0]
+            return head.started + head.task.timeout if head.task.timeout else None
+
+    def _reader(self, proc: subprocess.Popen[bytes], fd: int, wq: queue.SimpleQueue[Any]) -> None:
+        try:
+            first = read_frame(fd)
+            assert first[0] == "ready"
+            self.startup_failures = 0
+            self.ready.set()
+            self.sched.pump()
+            while True:
+                deadline = self._head_deadline()
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not select.select([fd], [], [], left)[0]:
+                        self.timed_out = True
+                        self.kill()
+                        break
+                msg = read_frame(fd)
+                self._resolve(msg)
+                self.sched.pump()
+        except (EOFError, OSError, AssertionError):
+            pass
+        finally:
+            wq.put(None)
+            os.close(fd)
+        self._on_exit(proc)
+
+    def _resolve(self, msg: tuple[Any, ...]) -> None:
+        now = time.monotonic()
+        with self.sched.lock:
+            job = self.outstanding.popleft()
+            self.avg_s = 0.8 * self.avg_s + 0.2 * max(now - job.started, 1e-7)
+            if self.outstanding:
+                self.outstanding[0].started = now
+        if msg[0] == "ok":
+            try:
+                job.future.set_result(pickle.loads(msg[2]))
+            except Exception as e:  # noqa: BLE001
+                job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
+        else:
+            _, _, payload, tb, text = msg
+            exc: BaseException
+            try:
+                exc = pickle.loads(payload) if payload is not None else RemoteError(text)
+            except Exception:  # noqa: BLE001
+                exc = RemoteError(text)
+            exc.__cause__ = RemoteTraceback(tb)
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"(raised in {self.spec.describe()})")
+            job.future.set_exception(exc)
+
+    def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        rc = proc.wait()
+        was_ready = self.ready.is_set()
+        sched = self.sched
+        with sched.lock:
+            jobs = list(self.outstanding)
+            self.outstanding.clear()
+            if sched.closed:
+                for j in jobs:
+                    j.future.cancel() or j.future.done() or j.future.set_exception(CancelledError())
+                return
+            head, rest = (jobs[0], jobs[1:]) if jobs else (None, [])
+            for j in reversed(rest):  # never started: back to the front of the queue, in order
+                sched.pending.appendleft(j)
+            failure: BaseException | None = None
+            if head is not None:
+                if self.timed_out:
+                    failure = TaskTimeoutError(f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
+                                               f"{self.spec.describe()}; the worker was stopped and restarted")
+                elif head.attempts <= head.retries:
+                    sched.pending.appendleft(head)
+                else:
+                    failure = self._lost(head, rc)
+            if not was_ready:
+                self.startup_failures += 1
+            give_up = self.startup_failures >= 3 or sched.starting
+            if give_up:
+                self.dead_reason = (f"{self.spec.describe()} could not start: it {_exit_text(rc)}"
+                                    + (". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""))
+                self.ready.set()
+        if failure is not None:
+            head.future.set_exception(failure)  # type: ignore[union-attr]
+        if give_up:
+            sched.fail_unservable()
+            return
+        self.restarts += 1
+        self.spawn()
+
+    def _lost(self, job: _Job, rc: int | None) -> WorkerLostError:
+        e = WorkerLostError(f"{self.spec.describe()} died while running {job.task!r}: it {_exit_text(rc)}"
+                            + (f"; tried {job.attempts} times" if job.attempts > 1 else "")
+                            + ". The worker was restarted on the same partition.")
+        e.worker = self.spec.index  # type: ignore[attr-defined]
+        e.partition = self.spec.partition  # type: ignore[attr-defined]
+        e.exitcode = rc  # type: ignore[attr-defined]
+        return e
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                try:
+                    proc.kill()
+                except ProcessLookupError:
+                    pass
+
+    # --- scheduling (called with the scheduler lock held) ---
+    def capacity(self) -> int:
+        if not self.ready.is_set() or self.dead_reason:
+            return 0
+        depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
+        return depth - len(self.outstanding)
+
+    def serves(self, task: Task[Any]) -> bool:
+        return task.partition is None or (self.spec.partition is not None and self.spec.partition.profile == task.partition)
+
+    def send(self, job: _Job, fn_bytes: bytes) -> None:
+        job.attempts += 1
+        if not self.outstanding:
+            job.started = time.monotonic()
+        self.outstanding.append(job)
+        if job.fid not in self.sent_fns:
+            self.sent_fns.add(job.fid)
+            self.writer_q.put(("fn", job.fid, fn_bytes))
+        self.writer_q.put(("task", job.id, job.fid, job.payload))
+
+
+class Scheduler:
+    def __init__(self, specs: list[WorkerSpec], default_retries: int = 0) -> None:
+        self.lock = threading.RLock()
+        self.pending: collections.deque[_Job] = collections.deque()
+        self.workers = [WorkerProcess(self, s) for s in specs]
+        self.default_retries = default_retries
+        self.closed = False
+        self.starting = True
+        self._ids = itertools.count()
+        self._fns: dict[int, tuple[object, int, bytes]] = {}
+
+    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        for w in self.workers:
+            w.spawn()
+        deadline = time.monotonic() + timeout
+        for w in self.workers:
+            if not w.ready.wait(max(0.0, deadline - time.monotonic())):
+                self.shutdown(kill=True)
+                raise WorkerLostError(f"{w.spec.describe()} did not start within {timeout:.0f}s")
+            if w.dead_reason:
+                reason = w.dead_reason
+                self.shutdown(kill=True)
+                raise WorkerLostError(reason)
+        self.starting = False
+
+    def _function(self, fn: Any) -> tuple[int, bytes]:
+        key = id(fn)
+        got = self._fns.get(key)
+        if got is None or got[0] is not fn:
+            got = (fn, len(self._fns), cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL))
+            self._fns[key] = got
+        return got[1], got[2]
+
+    def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
+        if self.closed:
+            raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
+        if not any(w.serves(task) for w in self.workers):
+            parts = sorted({w.spec.partition.profile for w in self.workers if w.spec.partition})
+            from ..errors import PluginError
+
+            raise PluginError(f"no worker runs on a {task.partition} partition; this pool's partitions: "
+                              + (", ".join(parts) if parts else "none (no mig plugin)"))
+        fid, _ = self._function(task.fn)
+        payload = dumps((task.args, task.kwargs))
+        n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
+        fut: Future[Any] = Future()
+        with self.lock:
+            self.pending.append(_Job(next(self._ids), task, fut, fid, payload, n))
+        self.pump()
+        return fut
+
+    def pump(self) -> None:
+        """Hand pending jobs, in order, each to the least-loaded worker that serves its partition and has room."""
+        with self.lock:
+            i = 0
+            while i < len(self.pending):
+                job = self.pending[i]
+                best = None
+                for w in self.workers:
+                    if w.serves(job.task) and w.capacity() > 0 and (best is None or len(w.outstanding) < len(best.outstanding)):
+                        best = w
+                if best is None:
+                    if all(w.capacity() <= 0 for w in self.workers):
+                        return
+                    i += 1
+                    continue
+                del self.pending[i]
+                if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
+                    continue
+                best.send(job, self._fns[id(job.task.fn)][2])
+
+    def fail_unservable(self) -> None:
+        """Fail jobs that no live worker can run (their workers could not be started)."""
+        with self.lock:
+            alive = [w for w in self.workers if not w.dead_reason]
+            keep: collections.deque[_Job] = collections.deque()
+            doomed = []
+            for j in self.pending:
+                (keep if any(w.serves(j.task) for w in alive) else doomed).append(j)
+            self.pending = keep
+        reasons = "; ".join(w.dead_reason for w in self.workers if w.dead_reason)
+        for j in doomed:
+            if not j.future.done():
+                j.future.set_exception(WorkerLostError(f"no worker can run {j.task!r}: {reasons}"))
+
+    def wait_idle(self) -> None:
+        while True:
+            with self.lock:
+                futs = [j.future for j in self.pending] + [j.future for w in self.workers for j in w.outstanding]
+            if not futs:
+                return
+            for f in futs:
+                try:
+                    f.exception()
+                except CancelledError:
+                    pass
+
+    def shutdown(self, kill: bool = False, timeout: float = 5.0) -> None:
+        with self.lock:
+            if self.closed and not kill:
+                return
+            self.closed = True
+            pending = list(self.pending)
+            self.pending.clear()
+        for j in pending:
+            if not j.future.cancel() and not j.future.done():
+                j.future.set_exception(CancelledError())
+        if not kill:
+            for w in self.workers:
+                w.writer_q.put(("stop",))
+            deadline = time.monotonic() + timeout
+            for w in self.workers:
+                if w.proc is not None:
+                    try:
+                        w.proc.wait(max(0.0, deadline - time.monotonic()))
+                    except subprocess.TimeoutExpired:
+                        pass
+        for w in self.workers:
+            w.kill()
+        for w in self.workers:
+            if w.proc is not None:
+                w.proc.wait()

@@ -1,0 +1,106 @@
+"""Lazy tasks: `@migpool.function` makes calls return a Task; `task >> compute` runs it."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+if TYPE_CHECKING:
+    from .compute import Compute
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Task(Generic[R]):
+    """A function with its arguments; nothing runs until it is sent to a Compute."""
+
+    fn: Callable[..., R]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    partition: str | None = None
+    retries: int | None = None
+    timeout: float | None = None
+
+    def on(self, partition: str) -> Task[R]:
+        """Run this task only on a worker whose MIG partition has this profile (e.g. '3g.40gb')."""
+        return replace(self, partition=partition)
+
+    def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> Task[R]:
+        return replace(self, retries=self.retries if retries is None else retries,
+                       timeout=self.timeout if timeout is None else timeout)
+
+    def __rshift__(self, compute: Compute) -> R:
+        return compute.run(self)
+
+    def __repr__(self) -> str:
+        name = getattr(self.fn, "__qualname__", repr(self.fn))
+        where = f" on {self.partition}" if self.partition else ""
+        return f"<Task {name}{where}>"
+
+
+class RemoteFunction(Generic[R]):
+    """What `@migpool.function` returns: calling it builds a Task; `.local(...)` calls the function here."""
+
+    def __init__(self, fn: Callable[..., R], partition: str | None, retries: int | None, timeout: float | None) -> None:
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.partition = partition
+        self.retries = retries
+        self.timeout = timeout
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Task[R]:
+        return Task(self.fn, args, kwargs, self.partition, self.retries, self.timeout)
+
+    def local(self, *args: Any, **kwargs: Any) -> R:
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self) -> Any:
+        return (RemoteFunction, (self.fn, self.partition, self.retries, self.timeout))
+
+
+@overload
+def function(fn: Callable[..., R]) -> RemoteFunction[R]: ...
+
+
+@overload
+def function(*, partition: str | None = None, retries: int | None = None,
+             timeout: float | None = None) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
+
+
+def function(fn: Callable[..., R] | None = None, *, partition: str | None = None, retries: int | None = None,
+             timeout: float | None = None) -> Any:
+    """Decorate a function so that calling it returns a lazy Task (`@migpool.function` or with options)."""
+    if fn is not None:
+        return RemoteFunction(fn, partition, retries, timeout)
+    return lambda f: RemoteFunction(f, partition, retries, timeout)
+
+
+compute = function
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Several tasks sent together: `gather(a, b) >> compute` returns their results in task order."""
+
+    tasks: tuple[Task[Any], ...]
+    stream: bool = False
+
+    def __rshift__(self, compute: Compute) -> list[Any] | Iterator[Any]:
+        return compute.gather(self.tasks, stream=self.stream)
+
+
+def gather(*tasks: Task[Any], stream: bool = False) -> Gather:
+    """Group tasks; with `stream=True`, `>> compute` yields each result as soon as it is done."""
+    flat: list[Task[Any]] = []
+    for t in tasks:
+        if isinstance(t, (list, tuple)):
+            flat.extend(t)
+        else:
+            flat.append(t)
+    for t in flat:
+        if not isinstance(t, Task):
+            raise TypeError(f"gather takes tasks (calls of @migpool.function functions), got {t!r}")
+    return Gather(tuple(flat), stream)

@@ -1,0 +1,82 @@
+"""The worker process: `python -m migpool.pool.worker READ_FD WRITE_FD`.
+
+Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. It runs one
+task at a time and exits when the parent goes away.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from .protocol import dumps, read_frame, write_frame
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _error_frame(tid: int, e: BaseException) -> tuple[Any, ...]:
+    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+    try:
+        payload: bytes | None = dumps(e)
+    except Exception:
+        payload = None
+    return ("err", tid, payload, tb, f"{type(e).__name__}: {e}")
+
+
+def main(rfd: int, wfd: int) -> None:
+    _die_with_parent(int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    import pickle
+
+    functions: dict[int, Any] = {}
+    write_frame(wfd, ("ready", os.getpid(), sys.executable))
+    while True:
+        try:
+            msg = read_frame(rfd)
+        except EOFError:
+            return
+        kind = msg[0]
+        if kind == "fn":
+            functions[msg[1]] = msg[2]
+            continue
+        if kind == "stop":
+            return
+        _, tid, fid, payload = msg
+        try:
+            fn = functions[fid]
+            if isinstance(fn, bytes):
+                fn = functions[fid] = pickle.loads(fn)
+            args, kwargs = pickle.loads(payload)
+            result = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            frame = _error_frame(tid, e)
+        else:
+            try:
+                frame = ("ok", tid, dumps(result))
+            except Exception as e:  # noqa: BLE001
+                frame = _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
+        write_frame(wfd, frame)
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]))
