@@ -153,7 +153,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         for p in first.profiles:
             if p.name.endswith("+me") or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
                 continue
-            if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (best is None or p.memory_mib > best.memory_mib):
+            if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (
+                    best is None or (p.memory_mib, p.slices) > (best.memory_mib, best.slices)):
                 best = p
         if best is None:
             choose_profile(first, n, min_memory)  # raises the explanatory LayoutError

@@ -60,7 +60,12 @@ class NvmlBackend(Backend):
             except ImportError as e:  # pragma: no cover - dependency is declared
                 raise NotSupportedError("nvidia-ml-py is not installed; pip install nvidia-ml-py") from e
         self.nvml = nvml
-        self._wrap(self.nvml.nvmlInit)
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as e:
+            raise NotSupportedError(
+                f"cannot talk to an NVIDIA driver here (NVML: {e}). On a machine without NVIDIA GPUs, simulate one: "
+                "--simulate A100-80GB, MIGPOOL_SIMULATE=A100-80GB, or Local(simulate='A100-80GB')") from None
         self._models: dict[int, GpuModel] = {}
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -17,6 +18,21 @@ from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info
 from .scheduler import Scheduler, WorkerSpec
 from .task import RemoteFunction, Task
+
+
+def _user_paths() -> list[str]:
+    """The parent's import paths that are its own code (script dir, cwd, source trees), not the stdlib or
+    installed packages, so functions defined in the user's modules import in the workers too."""
+    skip = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    out = []
+    for p in sys.path:
+        p = p or os.getcwd()
+        if not os.path.isdir(p) or p in out or any(p.startswith(s) for s in skip):
+            continue
+        if "site-packages" in p or "dist-packages" in p or p.endswith(".zip"):
+            continue
+        out.append(p)
+    return out
 
 
 @dataclass(frozen=True)
@@ -113,8 +129,9 @@ class Compute:
                                                initializer=self._thread_init, initargs=(n,))
             return
         specs = []
+        pythonpath = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
         for i in range(n):
-            env = dict(os.environ, **image.env, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(self.node.index),
+            env = dict(os.environ, **image.env, PYTHONPATH=pythonpath, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(self.node.index),
                        MIGPOOL_NODE_COUNT=str(self.node.count), MIGPOOL_CONCURRENCY=str(n), PYTHONUNBUFFERED="1")
             part = self.node.partitions[i] if self.node.partitions else None
             if part:

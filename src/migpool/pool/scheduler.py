@@ -31,6 +31,7 @@ from .task import Task
 MAX_PREFETCH = 32
 PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
 STARTUP_TIMEOUT_S = 120.0
+POLL_S = 0.1  # how often an idle reader looks for newly sent jobs' deadlines
 
 
 class RemoteTraceback(Exception):
@@ -161,12 +162,13 @@ class WorkerProcess:
             self.sched.pump()
             while True:
                 deadline = self._head_deadline()
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not select.select([fd], [], [], left)[0]:
+                wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+                if wait <= 0 or not select.select([fd], [], [], wait)[0]:
+                    if deadline is not None and time.monotonic() >= deadline:
                         self.timed_out = True
                         self.kill()
                         break
+                    continue  # poll again: a job with a timeout may have been sent meanwhile
                 msg = read_frame(fd)
                 self._resolve(msg)
                 self.sched.pump()
@@ -202,9 +204,11 @@ class WorkerProcess:
             job.future.set_exception(exc)
 
     def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
-        rc = proc.wait()
-        was_ready = self.ready.is_set()
         sched = self.sched
+        with sched.lock:  # from here no job is handed to this worker until its replacement is ready
+            was_ready = self.ready.is_set()
+            self.ready.clear()
+        rc = proc.wait()
         with sched.lock:
             jobs = list(self.outstanding)
             self.outstanding.clear()
@@ -402,3 +406,10 @@ class Scheduler:
         for w in self.workers:
             if w.proc is not None:
                 w.proc.wait()
+        with self.lock:
+            jobs = [j for w in self.workers for j in w.outstanding]
+            for w in self.workers:
+                w.outstanding.clear()
+        for j in jobs:
+            if not j.future.cancel() and not j.future.done():
+                j.future.set_exception(CancelledError())

@@ -1,0 +1,88 @@
+"""Task functions for the pool tests (an importable module, as user code usually is)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import migpool
+
+
+class Boom(ValueError):
+    pass
+
+
+@migpool.function
+def where():
+    info = migpool.instance_info()
+    initial = dict(
+        kv.split("=", 1) for kv in Path("/proc/self/environ").read_text().split("\0") if "=" in kv
+    )  # the environment the process was started with
+    return dict(info=info, cuda=os.environ.get("CUDA_VISIBLE_DEVICES"), initial_cuda=initial.get("CUDA_VISIBLE_DEVICES"),
+                pid=os.getpid(), exe=sys.executable)
+
+
+@migpool.function
+def add(a, b=0):
+    return a + b
+
+
+@migpool.function
+def fail(msg):
+    raise Boom(msg)
+
+
+@migpool.function
+def crash(code=3):
+    os._exit(code)
+
+
+@migpool.function
+def kill_self():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@migpool.function
+def nap(seconds, value=None):
+    time.sleep(seconds)
+    return value
+
+
+@migpool.function
+def crash_once(marker):
+    p = Path(marker)
+    if not p.exists():
+        p.write_text("x")
+        os._exit(7)
+    return "second try"
+
+
+@migpool.function
+def spawn_grandchild():
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    return p.pid
+
+
+@migpool.function
+def unpicklable_result():
+    import threading
+
+    return threading.Lock()
+
+
+def outcome(kind, x):
+    """For the property test: 'ok' returns x, 'raise' raises Boom, 'crash' exits."""
+    if kind == "ok":
+        return x
+    if kind == "raise":
+        raise Boom(str(x))
+    if kind == "sleep":
+        time.sleep(0.01)
+        return x
+    os._exit(5)
+
+
+def getenv(name):
+    return os.environ.get(name)
