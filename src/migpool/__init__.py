@@ -17,12 +17,13 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "catalog": ".catalog",
     "plugins": ".plugins",
+    "accelerators": ".accelerators",
     "open_backend": ".backend", "NvmlBackend": ".backend", "SimulatedBackend": ".backend",
     "Layout": ".layout", "MachineLayout": ".layout",
     "PlannedInstance": ".planner", "max_addable": ".planner", "plan": ".planner",
     "apply": ".reconcile", "diff": ".reconcile", "plan_apply": ".reconcile", "teardown": ".reconcile",
     "Compute": ".pool", "Image": ".pool", "InstanceInfo": ".pool", "Local": ".pool", "Partition": ".pool",
-    "Task": ".pool", "Worker": ".pool", "compute": ".pool", "function": ".pool", "gather": ".pool",
+    "Task": ".pool", "Verda": ".pool", "Worker": ".pool", "compute": ".pool", "function": ".pool", "gather": ".pool",
     "instance_info": ".pool",
 }
 _ERRORS = [
@@ -40,7 +41,7 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'migpool' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
-    value = module if name in ("catalog", "plugins") else getattr(module, name)
+    value = module if name in ("catalog", "plugins", "accelerators") else getattr(module, name)
     globals()[name] = value
     return value
 
@@ -50,7 +51,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from . import catalog, plugins
+    from . import accelerators, catalog, plugins
     from .backend import NvmlBackend, SimulatedBackend, open_backend
     from .errors import (
         ApplyError, BackendError, CatalogError, ConfigError, ImageError, InsufficientResourcesError, InUseError,
@@ -60,6 +61,6 @@ if TYPE_CHECKING:
     from .layout import Layout, MachineLayout
     from .planner import PlannedInstance, max_addable, plan
     from .pool import (
-        Compute, Image, InstanceInfo, Local, Partition, Task, Worker, compute, function, gather, instance_info,
+        Compute, Image, InstanceInfo, Local, Partition, Task, Verda, Worker, compute, function, gather, instance_info,
     )
     from .reconcile import apply, diff, plan_apply, teardown

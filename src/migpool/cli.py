@@ -354,8 +354,23 @@ def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool) -> No
     sys.exit(1 if any(results.values()) else 0)
 
 
-def _entry() -> None:  # pragma: no cover
-    main()
+@main.command()
+@click.option("--simulate", "simulate", metavar="SPEC", default=None, help="Simulated GPU (default: A100-80GB).")
+@click.option("--layout", "layout_text", default=None, help="Partitions, e.g. '3g.40gb:1,1g.10gb:4' (the default).")
+@click.option("--real", is_flag=True, help="Use this machine's MIG-capable GPU 0 (changes its MIG layout; needs root).")
+def demo(simulate: str | None, layout_text: str | None, real: bool) -> None:
+    """Run a small NumPy workload on MIG partitions and print a table per partition."""
+    from .demo import DEMO_LAYOUT, run
+    from .layout import parse_counts
+
+    if real and simulate:
+        raise click.UsageError("--real and --simulate exclude each other")
+    layout = dict(parse_counts(layout_text)) if layout_text else DEMO_LAYOUT
+    spec = None if real else (simulate or os.environ.get(SIMULATE_ENV) or "A100-80GB")
+    try:
+        run(spec, layout, out)
+    except MigpoolError as e:
+        _fail(e)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -195,3 +195,31 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             from .reconcile import teardown
 
             teardown(node.backend, gpus=self._selected, restore=True)
+
+
+class gpus(Plugin):  # noqa: N801
+    """Pin workers to whole GPUs by UUID, without MIG: worker i gets GPU `indices[i % len(indices)]`.
+
+    gpus([0])        every worker on GPU 0 (several workers may share it)
+    gpus("all")      workers spread over all GPUs
+    """
+
+    def __init__(self, indices: int | Sequence[int] | str = "all") -> None:
+        self.indices = indices
+        self._uuids: list[str] = []
+
+    def bootstrap(self, node: Node) -> None:
+        found = node.backend.gpus()
+        if self.indices == "all":
+            chosen = found
+        else:
+            want = [self.indices] if isinstance(self.indices, int) else list(self.indices)  # type: ignore[arg-type]
+            chosen = [g for i in want for g in found if g.index == i]
+            if len(chosen) != len(want):
+                raise PluginError(f"gpus({self.indices!r}): this node has GPUs {[g.index for g in found]}")
+        if not chosen:
+            raise PluginError("gpus(): this node has no GPU")
+        self._uuids = [g.uuid for g in chosen]
+
+    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
+        return {"CUDA_VISIBLE_DEVICES": self._uuids[worker.index % len(self._uuids)]}

@@ -8,7 +8,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Compute": ".compute", "Local": ".compute", "Node": ".compute", "Worker": ".compute",
+    "Compute": ".compute", "Local": ".compute", "Node": ".compute", "Verda": ".compute", "Worker": ".compute",
     "Image": ".image",
     "InstanceInfo": ".info", "Partition": ".info", "instance_info": ".info",
     "RemoteError": ".scheduler", "RemoteTraceback": ".scheduler",
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .compute import Compute, Local, Node, Worker
+    from .compute import Compute, Local, Node, Verda, Worker
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
     from .scheduler import RemoteError, RemoteTraceback

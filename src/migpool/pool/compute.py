@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from ..accelerators import Accelerator
 from ..backend import SIMULATE_ENV, Backend, open_backend
 from ..errors import PluginError
 from .image import Image
@@ -43,6 +44,11 @@ class Local:
 
     def spec(self) -> str | None:
         return self.simulate or os.environ.get(SIMULATE_ENV) or None
+
+
+class Verda(Local):
+    """The reference API's cloud provider, read as 'this node, provisioned on Verda'. migpool does not
+    provision machines: run the script on the node itself (or simulate one)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,12 @@ class Compute:
     `compute.submit(task)` or `compute.map(fn, items)`."""
 
     def __init__(self, provider: Local | None = None, worker: Worker | None = None, image: Image | None = None,
-                 plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None) -> None:
+                 plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None, nodes: int = 1,
+                 accelerator: Accelerator | None = None) -> None:
+        if nodes != 1:
+            raise PluginError(f"nodes={nodes}: migpool runs the pool on this one node; several nodes need a "
+                              "distributed engine, which migpool does not provide yet")
+        self.accelerator = accelerator
         self.provider = provider or Local()
         self.worker = worker or Worker()
         self.image = image or Image()
@@ -115,6 +126,8 @@ class Compute:
         image = self.image
         for p in self.plugins:
             image = p.transform_image(image)
+        if self.accelerator is not None:
+            self.accelerator.check([g.name for g in self.node.backend.gpus()])
         for p in self.plugins:
             p.validate(self.node)
         python = image.python() if self.worker.executor == "process" else sys.executable
