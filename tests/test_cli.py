@@ -72,6 +72,10 @@ def test_user_errors_are_one_line_without_traceback(args, msg):
 def test_read_only_apply_refuses_and_changes_nothing():
     r = mp("apply", "3g.40gb", "-n", "2", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=2)
     assert "MIGPOOL_READ_ONLY is set" in r.stderr and "enable-mig" in r.stderr
+    plan = mp("plan", "3g.40gb", "-n", "2", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=0)
+    assert "5 operation(s)" in plan.stdout  # planning changes nothing, so read-only mode allows it
+    dry = mp("apply", "3g.40gb", "-n", "2", "--dry-run", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=0)
+    assert "create-gi 3g.40gb at 4:4" in dry.stdout
     assert json.loads(mp("gpus", "--simulate", "A100-80GB", "--json").stdout)[0]["mig_current"] is False
 
 

@@ -134,7 +134,8 @@ def _describe_procs(procs: Sequence[ProcessInfo]) -> str:
 
 def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
                force: bool = False, reset: bool = False) -> ApplyPlan:
-    """Check everything and compute the operations; raises a specific error before anything is touched."""
+    """Check everything and compute the operations (reads only); raises a specific error for a layout that
+    cannot be applied. `apply` also calls `check_may_change` before its first change."""
     desired = MachineLayout.of(desired)
     plans: list[GpuPlan] = []
     for g in select_gpus(backend, gpus):
@@ -192,16 +193,20 @@ def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *
         if not layout.mig_enabled and (g.mig_current or g.mig_pending):
             ops.append(Operation("disable-mig", g.index))
         plans.append(GpuPlan(g, model, layout, tr, ops, list(tr.destroy), hit if force else []))
-    plan = ApplyPlan(plans)
-    if plan.operations:
-        if read_only():
-            raise ReadOnlyError(
-                "MIGPOOL_READ_ONLY is set: migpool refused before changing anything. It would have run:\n  "
-                + "\n  ".join(str(op) for op in plan.operations))
-        why = backend.permission_problem()
-        if why:
-            raise NoPermissionError(why)
-    return plan
+    return ApplyPlan(plans)
+
+
+def check_may_change(plan: ApplyPlan, backend: Backend) -> None:
+    """Refuse, before the first change, when MIGPOOL_READ_ONLY is set or this process lacks permission."""
+    if not plan.operations:
+        return
+    if read_only():
+        raise ReadOnlyError(
+            "MIGPOOL_READ_ONLY is set: migpool refused before changing anything. It would have run:\n  "
+            + "\n  ".join(str(op) for op in plan.operations))
+    why = backend.permission_problem()
+    if why:
+        raise NoPermissionError(why)
 
 
 RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -347,6 +352,7 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
     lock = _locked(backend, lock_timeout, progress)
     try:
         plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
+        check_may_change(plan, backend)
         journal = _journal(backend)
         result = ApplyResult(plan=plan)
         run = _Run(backend, journal, progress)
