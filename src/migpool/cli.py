@@ -166,7 +166,7 @@ def _picture(model: GpuModel, plan: reconcile.GpuPlan) -> list[str]:
         lines.append(f"  [{color[what]}]{what:<8}[/] {inst.profile.name:<12} {bar}  {inst.placement}")
     used = set().union(*(i.placement.slots for i in final)) if final else set()
     free = "".join("·" if s in used else "□" for s in range(model.memory_slices))
-    lines.append(f"  {'free':<8} {'':<12} {free}  ({model.memory_slices - len(used)} memory slices)")
+    lines.append(f"  {'free':<8} {'':<12} {free}  ({model.memory_slices - len(used)} memory slice(s) free)")
     return lines
 
 
