@@ -6,7 +6,7 @@ import migpool
 from migpool import catalog
 from migpool.catalog import format_placements
 
-from conftest import FIXTURES
+FIXTURES = Path(__file__).parent / "fixtures"
 from hardware_readout import parse
 
 READOUT = FIXTURES / "h100-80gb-hbm3.md"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+
+from platformdirs import user_state_dir
 
 from ..catalog import GpuModel, Placement
 from ..errors import ReadOnlyError
@@ -113,8 +114,9 @@ class Backend(ABC):
         return []
 
     def lock_path(self) -> Path:
-        """The file whose lock makes applies on this machine one at a time."""
-        return Path(tempfile.gettempdir()) / "migpool-apply.lock"
+        """The file whose lock makes applies on this machine one at a time; the journal of prior states
+        (for `teardown --restore`) lives beside it, so it must survive a reboot."""
+        return Path(os.environ.get("MIGPOOL_LOCK_DIR") or user_state_dir("migpool")) / "apply.lock"
 
     def permission_problem(self) -> str | None:
         """Why this process may not change MIG configuration, or None if it may."""
