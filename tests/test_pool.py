@@ -283,3 +283,9 @@ def test_image_install_failure_reports_the_installer_message(tmp_path, monkeypat
     with pytest.raises(migpool.ImageError) as e:
         Image(pip=[str(tmp_path / "missing-1.0-py3-none-any.whl")]).python()
     assert "installing" in str(e.value) and ("does not exist" in str(e.value) or "not found" in str(e.value).lower())
+
+
+def test_fresh_lambdas_share_one_function_id():
+    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+        assert [c.submit(lambda x: x + 1, i).result() for i in range(300)] == list(range(1, 301))
+        assert len(c._sched._fn_bytes) == 1 and len(c._sched._recent) <= 256

@@ -31,7 +31,8 @@ from .task import Task
 MAX_PREFETCH = 32
 PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
 STARTUP_TIMEOUT_S = 120.0
-POLL_S = 0.1  # how often an idle reader looks for newly sent jobs' deadlines
+POLL_S = 0.1
+RECENT_FUNCTIONS = 256  # function objects remembered to skip re-pickling  # how often an idle reader looks for newly sent jobs' deadlines
 
 
 class RemoteTraceback(Exception):
@@ -293,7 +294,9 @@ class Scheduler:
         self.closed = False
         self.starting = True
         self._ids = itertools.count()
-        self._fns: dict[int, tuple[object, int, bytes]] = {}
+        self._recent: collections.OrderedDict[int, tuple[object, int]] = collections.OrderedDict()
+        self._fid_by_bytes: dict[bytes, int] = {}
+        self._fn_bytes: dict[int, bytes] = {}
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         for w in self.workers:
@@ -309,13 +312,22 @@ class Scheduler:
                 raise WorkerLostError(reason)
         self.starting = False
 
-    def _function(self, fn: Any) -> tuple[int, bytes]:
+    def _function(self, fn: Any) -> int:
+        """The id under which workers know this function. Identical functions (same pickled bytes, e.g. the
+        same lambda made anew for each call) share one id, so neither side grows with the number of submits;
+        recently seen function objects skip re-pickling."""
         key = id(fn)
-        got = self._fns.get(key)
-        if got is None or got[0] is not fn:
-            got = (fn, len(self._fns), cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL))
-            self._fns[key] = got
-        return got[1], got[2]
+        got = self._recent.get(key)
+        if got is not None and got[0] is fn:
+            self._recent.move_to_end(key)
+            return got[1]
+        data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        fid = self._fid_by_bytes.setdefault(data, len(self._fid_by_bytes))
+        self._fn_bytes[fid] = data
+        self._recent[key] = (fn, fid)
+        if len(self._recent) > RECENT_FUNCTIONS:
+            self._recent.popitem(last=False)
+        return fid
 
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         if self.closed:
@@ -326,7 +338,7 @@ class Scheduler:
 
             raise PluginError(f"no worker runs on a {task.partition} partition; this pool's partitions: "
                               + (", ".join(parts) if parts else "none (no mig plugin)"))
-        fid, _ = self._function(task.fn)
+        fid = self._function(task.fn)
         payload = dumps((task.args, task.kwargs))
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
         fut: Future[Any] = Future()
@@ -353,7 +365,7 @@ class Scheduler:
                 del self.pending[i]
                 if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
                     continue
-                best.send(job, self._fns[id(job.task.fn)][2])
+                best.send(job, self._fn_bytes[job.fid])
 
     def fail_unservable(self) -> None:
         """Fail jobs that no live worker can run (their workers could not be started)."""
