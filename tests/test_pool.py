@@ -289,3 +289,59 @@ def test_fresh_lambdas_share_one_function_id():
     with Compute(worker=Worker(concurrency=1), progress=False) as c:
         assert [c.submit(lambda x: x + 1, i).result() for i in range(300)] == list(range(1, 301))
         assert len(c._sched._fn_bytes) == 1 and len(c._sched._recent) <= 256
+
+
+def _closure_that_fails(msg):
+    def inner():
+        raise T.Boom(msg)  # the closure's own line
+    return inner
+
+
+def test_traceback_of_a_by_value_function_names_its_file_and_source_line():
+    """Closures travel by value (cloudpickle); the traceback must still name this file and show the line."""
+    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+        with pytest.raises(T.Boom) as e:
+            compute.submit(_closure_that_fails("x")).result()
+    tb = str(e.value.__cause__)
+    assert f'File "{__file__}"' in tb and "in inner" in tb and "raise T.Boom(msg)  # the closure's own line" in tb
+    assert "<dynamic-code>" not in tb and "migpool/pool/worker.py" not in tb
+
+
+def test_traceback_source_lines_the_worker_cannot_read_come_from_the_parent():
+    """Code from a notebook cell (a file name only the parent's linecache knows) still shows its lines."""
+    import linecache
+
+    src = "def cell_fn(x):\n    y = x + 1\n    raise KeyError(f'cell says {y}')\n"
+    name = "<migpool-test-cell-1>"
+    linecache.cache[name] = (len(src), None, src.splitlines(True), name)
+    ns: dict = {}
+    exec(compile(src, name, "exec"), ns)
+    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+        with pytest.raises(KeyError, match="cell says 2") as e:
+            compute.submit(ns["cell_fn"], 1).result()
+    tb = str(e.value.__cause__)
+    assert f'File "{name}", line 3, in cell_fn' in tb and "raise KeyError(f'cell says {y}')" in tb
+
+
+def test_chained_exceptions_keep_their_chain(tmp_path):
+    script = tmp_path / "user_script.py"
+    script.write_text(
+        "import migpool as sky\n"
+        "@sky.function\n"
+        "def parse(s):\n"
+        "    try:\n"
+        "        return int(s)\n"
+        "    except ValueError as e:\n"
+        "        raise RuntimeError('bad number') from e\n"
+        "if __name__ == '__main__':\n"
+        "    with sky.Compute(worker=sky.Worker(concurrency=1), progress=False) as c:\n"
+        "        try:\n"
+        "            parse('x') >> c\n"
+        "        except RuntimeError as e:\n"
+        "            print(e.__cause__)\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    tb = out.stdout
+    assert f'File "{script}", line 5, in parse' in tb and "return int(s)" in tb
+    assert "The above exception was the direct cause" in tb
+    assert f'File "{script}", line 7, in parse' in tb and "raise RuntimeError('bad number') from e" in tb

@@ -11,7 +11,7 @@ _EXPORTS = {
     "Compute": ".compute", "Local": ".compute", "Node": ".compute", "Verda": ".compute", "Worker": ".compute",
     "Image": ".image",
     "InstanceInfo": ".info", "Partition": ".info", "instance_info": ".info",
-    "RemoteError": ".scheduler", "RemoteTraceback": ".scheduler",
+    "RemoteError": ".scheduler", "RemoteTraceback": ".tracebacks",
     "Gather": ".task", "RemoteFunction": ".task", "Task": ".task", "compute": ".task", "function": ".task",
     "gather": ".task",
 }
@@ -31,5 +31,6 @@ if TYPE_CHECKING:
     from .compute import Compute, Local, Node, Verda, Worker
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
-    from .scheduler import RemoteError, RemoteTraceback
+    from .scheduler import RemoteError
+    from .tracebacks import RemoteTraceback
     from .task import Gather, RemoteFunction, Task, compute, function, gather

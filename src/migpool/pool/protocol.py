@@ -7,17 +7,9 @@ import pickle
 import struct
 from typing import Any
 
+from .pickling import dumps
+
 _HEADER = struct.Struct("!Q")
-
-
-def dumps(obj: Any) -> bytes:
-    """Plain pickle where it works (fast), cloudpickle for lambdas, closures and __main__ objects."""
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, AttributeError, TypeError):
-        import cloudpickle  # only when needed: keeps worker start-up light
-
-        return cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def write_frame(fd: int, obj: Any) -> None:

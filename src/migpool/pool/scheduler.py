@@ -21,29 +21,18 @@ from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from ..errors import TaskTimeoutError, WorkerLostError
 from .info import Partition
-from .protocol import dumps, read_frame, write_frame
+from .pickling import cloud_dumps, dumps
+from .protocol import read_frame, write_frame
 from .task import Task
+from .tracebacks import RemoteTraceback, format_chain
 
 MAX_PREFETCH = 32
 PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
 STARTUP_TIMEOUT_S = 120.0
-POLL_S = 0.1
-RECENT_FUNCTIONS = 256  # function objects remembered to skip re-pickling  # how often an idle reader looks for newly sent jobs' deadlines
-
-
-class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker (attached as __cause__)."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
+POLL_S = 0.1  # how often an idle reader looks for newly sent jobs' deadlines
+RECENT_FUNCTIONS = 256  # function objects remembered to skip re-pickling
 
 
 class RemoteError(Exception):
@@ -193,13 +182,13 @@ class WorkerProcess:
             except Exception as e:  # noqa: BLE001
                 job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
         else:
-            _, _, payload, tb, text = msg
+            _, _, payload, chain, text = msg
             exc: BaseException
             try:
                 exc = pickle.loads(payload) if payload is not None else RemoteError(text)
             except Exception:  # noqa: BLE001
                 exc = RemoteError(text)
-            exc.__cause__ = RemoteTraceback(tb)
+            exc.__cause__ = RemoteTraceback(format_chain(chain))
             if hasattr(exc, "add_note"):
                 exc.add_note(f"(raised in {self.spec.describe()})")
             job.future.set_exception(exc)
@@ -321,7 +310,7 @@ class Scheduler:
         if got is not None and got[0] is fn:
             self._recent.move_to_end(key)
             return got[1]
-        data = cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+        data = cloud_dumps(fn)
         fid = self._fid_by_bytes.setdefault(data, len(self._fid_by_bytes))
         self._fn_bytes[fid] = data
         self._recent[key] = (fn, fid)

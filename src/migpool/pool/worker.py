@@ -12,10 +12,10 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
 from .protocol import dumps, read_frame, write_frame
+from .tracebacks import capture
 
 
 def _die_with_parent(parent: int) -> None:
@@ -35,12 +35,11 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _error_frame(tid: int, e: BaseException) -> tuple[Any, ...]:
-    tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
     try:
         payload: bytes | None = dumps(e)
     except Exception:
         payload = None
-    return ("err", tid, payload, tb, f"{type(e).__name__}: {e}")
+    return ("err", tid, payload, capture(e, skip_file=__file__), f"{type(e).__name__}: {e}")
 
 
 def main(rfd: int, wfd: int) -> None:
