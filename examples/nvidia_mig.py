@@ -8,6 +8,7 @@ A GPU left whole (no MIG change; read-only safe):   python examples/nvidia_mig.p
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import migpool as sky
@@ -83,4 +84,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except sky.MigpoolError as e:  # an expected refusal (read-only mode, no GPU, a layout that cannot fit)
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

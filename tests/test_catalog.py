@@ -6,24 +6,29 @@ import migpool
 from migpool import catalog
 from migpool.catalog import format_placements
 
-FIXTURES = Path(__file__).parent / "fixtures"
 from hardware_readout import parse
 
-READOUT = FIXTURES / "h100-80gb-hbm3.md"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "hardware" / "h100-80gb-hbm3.md"
+FIXTURES = Path(__file__).parent / "fixtures"
+
+READOUTS = {"H100-80GB": "h100-80gb-hbm3.md", "H200-141GB": "h200-141gb.md"}
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "hardware"
 
 
-def test_fixture_is_the_shared_readout():
-    if not SHARED.exists():
+@pytest.mark.parametrize("file", sorted(READOUTS.values()))
+def test_fixtures_hold_the_shared_readouts_facts(file):
+    """The fixtures are copies of ../shared/hardware: their facts must not drift (notes may grow)."""
+    if not (SHARED / file).exists():
         pytest.skip("../shared/hardware is not beside this checkout")
-    assert READOUT.read_text() == SHARED.read_text()
+    assert parse(FIXTURES / file) == parse(SHARED / file)
 
 
-def test_h100_entry_equals_the_real_readout_field_for_field():
-    r = parse(READOUT)
+@pytest.mark.parametrize("key", sorted(READOUTS))
+def test_catalog_entry_equals_the_real_readout_field_for_field(key):
+    r = parse(FIXTURES / READOUTS[key])
     assert len(r["lgip"]) == 7 and len(r["lgipp"]) == 7 and len(r["nvml"]) == 7  # the parser read every row
-    gpu = catalog.lookup("NVIDIA H100 80GB HBM3")
-    assert gpu.key == "H100-80GB"
+    gpu = catalog.lookup(key)
+    assert catalog.lookup(r["nvml_name"] or r["name"]) == gpu
+    assert not gpu.estimated and gpu.source.startswith("hw")
     assert {p.name for p in gpu.profiles} == set(r["lgip"])
     for p in gpu.profiles:
         row, nv = r["lgip"][p.name], r["nvml"][p.name]
@@ -32,11 +37,28 @@ def test_h100_entry_equals_the_real_readout_field_for_field():
         assert p.sms == row["sms"] == nv["sms"]
         assert p.memory_mib == nv["memory_mib"]
         assert f"{p.memory_mib / 1024:.2f}" == f"{row['memory_gib']:.2f}"
-        assert p.slices == nv["slices"]
-        assert p.nvml_index == nv["nvml_index"]
+        if "slices" in nv:
+            assert p.slices == nv["slices"]
+        if "nvml_index" in nv:
+            assert p.nvml_index == nv["nvml_index"]
         assert format_placements(p.placements) == r["lgipp"][p.id]
         for k in ("decoders", "encoders", "copy_engines", "jpeg", "ofa"):
             assert p.media[k] == row[k], (p.name, k)
+
+
+def test_a_profile_name_is_not_its_memory():
+    """The H200 readout: 1g.18gb holds 16384 MiB and 7g.141gb 143360 MiB, not what the names suggest."""
+    gpu = catalog.lookup("H200")
+    assert gpu.profile("1g.18gb").memory_mib == 16384 and gpu.profile("7g.141gb").memory_mib == 143360
+
+
+def test_estimated_figures_are_marked_in_the_data():
+    for m in catalog.models():
+        assert set(m.estimated) <= {"memory_mib", "sms"}, m.key
+        if m.source == "approx":
+            assert m.memory_estimated, m.key
+    assert not catalog.lookup("A100-80GB").memory_estimated
+    assert catalog.lookup("H100-NVL-94GB").memory_estimated
 
 
 @pytest.mark.parametrize("name", ["A100-80GB", "NVIDIA A100-SXM4-80GB", "a100 80gb", "H100-80GB", "H100",

@@ -33,8 +33,10 @@ def test_plan_apply_status_assert_export_teardown():
     out = json.loads(r.stdout)
     assert len(out["mig_devices"]) == 4 and all(u.startswith("MIG-") for u in out["mig_devices"])
     r = mp("status", *sim, check=0)
+    wide = mp("status", *sim, "--wide", check=0)
     for u in out["mig_devices"]:
-        assert u in r.stdout  # full MIG UUIDs
+        assert u not in r.stdout and u[:12] + "…" in r.stdout  # shortened in the table
+        assert u in wide.stdout  # full with --wide
     assert mp("assert", "3g.40gb:1,1g.10gb:3", *sim).returncode == 0
     r = mp("assert", "3g.40gb", "-n", "2", *sim)
     assert r.returncode == 1 and "3g.40gb: want 2, have 1" in r.stdout

@@ -66,3 +66,14 @@ def test_demo_command_runs_and_restores():
     g = json.loads(subprocess.run([sys.executable, "-m", "migpool", "gpus", "--simulate", "A100-80GB", "--json"],
                                   capture_output=True, text=True, env=env).stdout)[0]
     assert g["mig_current"] is False
+
+
+@pytest.mark.parametrize("argv", [["examples/nvidia_mig.py", "--simulate", "A100-80GB"],
+                                  ["-m", "migpool", "demo", "--simulate", "A100-80GB"]])
+def test_expected_refusals_print_one_line_not_a_traceback(argv):
+    """Under MIGPOOL_READ_ONLY the example and the demo refuse with a clear message and exit 2, changing nothing."""
+    env = dict(os.environ, MIGPOOL_READ_ONLY="1", COLUMNS="80")
+    r = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and r.stderr.startswith("error: MIGPOOL_READ_ONLY is set")
+    assert sky.SimulatedBackend("A100-80GB").operations() == 0

@@ -152,3 +152,20 @@ def test_read_only_refuses_every_mutation(sim, monkeypatch):
         with pytest.raises(migpool.ReadOnlyError, match="MIGPOOL_READ_ONLY"):
             call()
     assert b.operations() == 0
+
+
+@pytest.mark.parametrize("damage", ['{"spec": "A100-80GB", "gpus": [', "[]", '{"spec": "A100-80GB", "gpus": []}'])
+def test_a_damaged_state_file_is_refused_not_replaced(sim, damage):
+    b = sim("A100-80GB")
+    b.set_mig_mode(0, True)
+    b.path.write_text(damage)
+    with pytest.raises(migpool.BackendError, match="state file .* is damaged") as e:
+        b.gpus()
+    assert str(b.path) in str(e.value) and "Delete that file" in str(e.value)
+    assert b.path.read_text() == damage  # nothing was overwritten
+    env = dict(os.environ, COLUMNS="80")
+    r = subprocess.run([sys.executable, "-m", "migpool", "status", "--simulate", "A100-80GB"], capture_output=True,
+                       text=True, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and str(b.path) in r.stderr.replace("\n", "")
+    b.path.unlink()
+    assert b.gpus()[0].mig_current is False  # the documented reset: a freshly booted machine

@@ -30,7 +30,7 @@ _ERRORS = [
     "ApplyError", "BackendError", "CatalogError", "ConfigError", "ImageError", "InUseError",
     "InsufficientResourcesError", "LayoutError", "LockTimeoutError", "MigpoolError", "NoPermissionError",
     "NotFoundError", "NotSupportedError", "PluginError", "ProfileError", "ReadOnlyError", "ResetRequiredError",
-    "TaskTimeoutError", "WorkerLostError",
+    "TaskTimeoutError", "WorkerLostError", "EstimateWarning",
 ]
 _EXPORTS.update({name: ".errors" for name in _ERRORS})
 __all__ = sorted(_EXPORTS)
@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from . import accelerators, catalog, plugins
     from .backend import NvmlBackend, SimulatedBackend, open_backend
     from .errors import (
-        ApplyError, BackendError, CatalogError, ConfigError, ImageError, InsufficientResourcesError, InUseError,
+        ApplyError, BackendError, CatalogError, ConfigError, EstimateWarning, ImageError, InsufficientResourcesError, InUseError,
         LayoutError, LockTimeoutError, MigpoolError, NoPermissionError, NotFoundError, NotSupportedError,
         PluginError, ProfileError, ReadOnlyError, ResetRequiredError, TaskTimeoutError, WorkerLostError,
     )

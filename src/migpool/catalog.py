@@ -1,15 +1,31 @@
-"""The GPU catalog: MIG-capable GPU models, their profiles and placements (data in data/catalog.json)."""
+"""The GPU catalog: MIG-capable GPU models, their profiles and placements (data in data/catalog.json).
+
+A user catalog (`migpool catalog check --save` writes it, in the user config dir or $MIGPOOL_CONFIG_DIR)
+holds tables read from real GPUs; its models replace the shipped ones of the same key.
+"""
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
+import os
 import re
+import tempfile
+import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
+from pathlib import Path
+from typing import Any
 
-from .errors import CatalogError, ProfileError
+from platformdirs import user_config_dir
+
+from .errors import CatalogError, EstimateWarning, ProfileError
+
+CONFIG_DIR_ENV = "MIGPOOL_CONFIG_DIR"
+USER_SOURCE = "user"
 
 _PLACEMENTS = re.compile(r"^\{([\d,\s]+)\}:(\d+)$")
 _PROFILE_NAME = re.compile(r"^(?:mig[\s-]+)?(\d+)g\.(\d+)gb(\+me)?$", re.IGNORECASE)
@@ -97,6 +113,11 @@ class GpuModel:
     aliases: tuple[str, ...] = ()
     source: str = ""
     pci_device_ids: tuple[int, ...] = ()
+    estimated: tuple[str, ...] = ()  # fields that are estimates, not read from such a GPU ("memory_mib", "sms")
+
+    @property
+    def memory_estimated(self) -> bool:
+        return "memory_mib" in self.estimated
 
     @property
     def name(self) -> str:
@@ -157,25 +178,109 @@ def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
         compute_slices=raw["compute_slices"], memory_slices=raw["memory_slices"], profiles=tuple(profiles),
         aliases=tuple(raw.get("aliases", ())), source=raw.get("source", ""),
         pci_device_ids=tuple(int(x, 16) for x in raw.get("pci_device_ids", ())),
+        estimated=tuple(raw.get("estimated", ())),
     )
 
 
-@cache
-def _raw() -> dict:
+def model_to_raw(model: GpuModel) -> dict[str, Any]:
+    """A model as a catalog row (the inverse of loading one)."""
+    return dict(
+        key=model.key, pci_device_ids=[f"0x{x:08X}" for x in model.pci_device_ids], aliases=list(model.aliases),
+        nvml_names=list(model.nvml_names), memory_mib=model.memory_mib, sms=model.sms,
+        compute_slices=model.compute_slices, memory_slices=model.memory_slices, source=model.source,
+        **({"estimated": list(model.estimated)} if model.estimated else {}),
+        profiles=[dict(name=p.name, id=p.id, nvml_index=p.nvml_index, slices=p.slices, memory_mib=p.memory_mib,
+                       sms=p.sms, max_instances=p.max_instances, placements=format_placements(p.placements), **p.media)
+                  for p in model.profiles],
+    )
+
+
+def user_catalog_path() -> Path:
+    """Where `migpool catalog check --save` keeps tables read from this machine's GPUs."""
+    return Path(os.environ.get(CONFIG_DIR_ENV) or user_config_dir("migpool")) / "catalog.json"
+
+
+def _shipped() -> dict[str, Any]:
     return json.loads(resources.files("migpool").joinpath("data/catalog.json").read_text())
+
+
+def _user_rows(path: Path) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(path.read_text())
+        rows = data["models"]
+        if not isinstance(rows, list):
+            raise TypeError("'models' is not a list")
+        return rows
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CatalogError(f"the user catalog {path} cannot be read ({e}); delete it, then run "
+                           "`migpool catalog check --save` on the GPU again") from None
+
+
+@cache
+def _raw() -> dict[str, Any]:
+    raw = _shipped()
+    path = user_catalog_path()
+    user = _user_rows(path)
+    if user:
+        keys = {r["key"] for r in user}
+        raw["models"] = user + [m for m in raw["models"] if m["key"] not in keys]
+        raw["sources"][USER_SOURCE] = f"read from a GPU of this machine by `migpool catalog check --save` ({path})"
+    return raw
 
 
 @cache
 def models() -> tuple[GpuModel, ...]:
-    """Every GPU model in the catalog."""
+    """Every GPU model in the catalog (the user catalog's first)."""
     raw = _raw()
     ci = {k: v for k, v in raw["compute_instance_slices"].items() if k != "about"}
-    return tuple(_load_model(m, ci) for m in raw["models"])
+    try:
+        return tuple(_load_model(m, ci) for m in raw["models"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CatalogError(f"a catalog row is malformed ({e!r}); if you saved one, delete {user_catalog_path()} "
+                           "and run `migpool catalog check --save` again") from None
+
+
+def reload() -> None:
+    """Forget what was read, so the next lookup reads the catalogs again."""
+    _raw.cache_clear()
+    models.cache_clear()
+
+
+def save_user_model(model: GpuModel) -> Path:
+    """Keep a table read from a GPU in the user catalog (replacing that model's row); atomically written."""
+    path = user_catalog_path()
+    rows = [r for r in _user_rows(path) if r.get("key") != model.key]
+    row = model_to_raw(model)
+    row.update(source=USER_SOURCE, saved=datetime.date.today().isoformat())
+    row.pop("estimated", None)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"about": "GPU tables read by `migpool catalog check --save`; they override migpool's "
+                                "shipped catalog. Delete this file to go back to it.", "models": [row, *rows]}, indent=1)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    reload()
+    return path
 
 
 def source_text(model: GpuModel) -> str:
     """The sentence that says where a model's facts come from."""
     return _raw()["sources"].get(model.source, model.source)
+
+
+def estimate_note(keys: Iterable[str]) -> str:
+    """One sentence naming the models whose memory figures are estimates."""
+    return (f"the memory figures of {', '.join(sorted(set(keys)))} are estimates (NVIDIA publishes only "
+            "fractions); run `migpool catalog check --save` on such a GPU to use what it reports")
+
+
+def warn_if_estimated(model: GpuModel, stacklevel: int = 3) -> None:
+    """An EstimateWarning when an answer rests on this model's estimated memory figures."""
+    if model.memory_estimated:
+        warnings.warn(EstimateWarning(estimate_note([model.key]), (model.key,)), stacklevel=stacklevel)
 
 
 def _norm(text: str) -> str:

@@ -7,17 +7,19 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from . import catalog, migparted, reconcile
 from .backend import SIMULATE_ENV, Backend, open_backend
 from .catalog import GpuModel, format_placements
-from .errors import MigpoolError
+from .errors import EstimateWarning, MigpoolError
+from .ui import items, mib, number, short_uuid, show, table
 from .layout import Layout, MachineLayout
 from .planner import PlannedInstance, max_addable
 
@@ -39,25 +41,46 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(_jsonable(data), indent=2, default=str))
 
 
+@contextmanager
+def notes() -> Iterator[None]:
+    """Estimate warnings raised while a command runs become one 'note:' line on stderr, at the end."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", EstimateWarning)
+        try:
+            yield
+        finally:
+            keys: list[str] = []
+            for w in caught:
+                if isinstance(w.message, EstimateWarning):
+                    keys.extend(w.message.models)
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+            if keys:
+                err.print(f"[yellow]note:[/] {catalog.estimate_note(keys)}", highlight=False, soft_wrap=True)
+
+
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--simulate, --gpu and --json on every command; MigpoolError becomes one clear line and exit 2."""
+    """--simulate, --gpu, --json and --wide on every command; MigpoolError becomes one clear line and exit 2."""
 
     @click.option("--simulate", "simulate", metavar="SPEC", default=None,
                   help=f"Use simulated GPUs, e.g. A100-80GB or H100-80GB:2 (also ${SIMULATE_ENV}).")
     @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID", help="Only these GPUs (repeatable).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @click.option("--wide", is_flag=True, help="Full UUIDs in tables.")
     @functools.wraps(fn)
-    def wrapper(simulate: str | None, gpus: tuple[str, ...], as_json: bool, **kw: Any) -> Any:
-        try:
-            backend = open_backend(simulate)
-        except MigpoolError as e:
-            _fail(e)
-        try:
-            return fn(backend=backend, gpus=list(gpus) or None, as_json=as_json, **kw)
-        except MigpoolError as e:
-            _fail(e)
-        finally:
-            backend.close()
+    def wrapper(simulate: str | None, gpus: tuple[str, ...], as_json: bool, wide: bool, **kw: Any) -> Any:
+        with notes():
+            try:
+                backend = open_backend(simulate)
+            except MigpoolError as e:
+                _fail(e)
+            try:
+                click.get_current_context().meta["migpool.wide"] = wide
+                return fn(backend=backend, gpus=list(gpus) or None, as_json=as_json, **kw)
+            except MigpoolError as e:
+                _fail(e)
+            finally:
+                backend.close()
 
     return wrapper
 
@@ -65,6 +88,18 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _fail(e: BaseException, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
+
+
+def _uuid(uuid: str) -> str:
+    """A UUID as tables show it: shortened unless --wide."""
+    return short_uuid(uuid, bool(click.get_current_context().meta.get("migpool.wide")))
+
+
+def _estimated(backend: Backend, index: int) -> GpuModel:
+    """The GPU's model, noting (once, on stderr) when its memory figures are estimates."""
+    model = backend.model(index)
+    catalog.warn_if_estimated(model)
+    return model
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,16 +111,20 @@ def main() -> None:
 @main.command()
 @common
 def gpus(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
-    """List GPUs: model, memory, MIG capable, MIG mode."""
+    """List GPUs: name, memory, MIG mode (N/A: not MIG-capable), UUID."""
     rows = reconcile.select_gpus(backend, gpus)
     if as_json:
         return _emit_json(rows)
-    t = Table(title=f"GPUs ({backend.kind})")
-    for c in ("#", "name", "uuid", "memory", "MIG capable", "MIG mode"):
-        t.add_column(c, no_wrap=c == "uuid")
+    t = table(f"GPUs ({backend.kind})", [("#", "num"), ("name", "list"), ("memory", "num"), ("MIG mode", "text"),
+                                          ("UUID", "text")])
+    pending = False
     for g in rows:
-        t.add_row(str(g.index), g.name, g.uuid, f"{g.memory_mib} MiB", "yes" if g.mig_capable else "no", g.mig_mode)
-    out.print(t)
+        mode = g.mig_mode_short
+        pending = pending or "→" in mode
+        t.add_row(str(g.index), g.name, mib(g.memory_mib), mode, _uuid(g.uuid))
+    if pending:
+        t.caption = "A→B: MIG mode A now, B pending a GPU reset (`migpool apply … --reset`)."
+    show(out, t)
 
 
 def _instances(backend: Backend, gpu: int) -> list[PlannedInstance]:
@@ -101,24 +140,25 @@ def profiles(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
         if not g.mig_capable:
             data.append(dict(gpu=g.index, name=g.name, profiles=[]))
             continue
-        model = backend.model(g.index)
+        model = _estimated(backend, g.index)
         have = _instances(backend, g.index)
         rows = [dict(name=p.name, id=p.id, slices=p.slices, memory_mib=p.memory_mib, sms=p.sms,
                      max_instances=p.max_instances, free=max_addable(model, p, have),
                      placements=format_placements(p.placements)) for p in model.profiles]
-        data.append(dict(gpu=g.index, name=g.name, profiles=rows))
+        data.append(dict(gpu=g.index, name=g.name, profiles=rows, estimated=list(model.estimated)))
     if as_json:
         return _emit_json(data)
     for d in data:
-        t = Table(title=f"GPU {d['gpu']}: {d['name']}")
-        for c in ("profile", "id", "slices", "memory", "SMs", "max", "free", "placements {start}:size"):
-            t.add_column(c, justify="right" if c in ("id", "slices", "SMs", "max", "free") else "left")
+        t = table(f"GPU {d['gpu']}: {d['name']}", [("profile", "text"), ("id", "num"), ("slices", "num"),
+                                                  ("memory", "num"), ("SMs", "num"), ("max", "num"), ("free", "num"),
+                                                  ("placements", "text")])
         for r in d["profiles"]:
-            t.add_row(r["name"], str(r["id"]), str(r["slices"]), f"{r['memory_mib'] / 1024:.2f} GiB", str(r["sms"]),
-                      str(r["max_instances"]), str(r["free"]), r["placements"])
-        if not d["profiles"]:
-            t.caption = "not MIG-capable"
-        out.print(t)
+            t.add_row(r["name"], str(r["id"]), str(r["slices"]), mib(r["memory_mib"], "memory_mib" in d["estimated"]),
+                      number(r["sms"], "sms" in d["estimated"]), str(r["max_instances"]), str(r["free"]), r["placements"])
+        t.caption = ("not MIG-capable" if not d["profiles"] else
+                     "placements: {start slices}:size, as nvidia-smi mig -lgipp prints them; free: how many more fit now"
+                     + ("; ~: estimate" if d["estimated"] else ""))
+        show(out, t)
 
 
 def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -237,17 +277,21 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
         return _emit_json(data)
     for d in data:
         g = d["gpu"]
-        t = Table(title=f"GPU {g.index}: {g.name}  MIG {g.mig_mode}")
-        for c in ("GI", "CI", "profile", "placement", "MIG UUID", "memory used", "processes"):
-            t.add_column(c, no_wrap=c == "MIG UUID")
+        t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode_short}",
+                  [("GI", "num"), ("CI", "num"), ("profile", "text"), ("placement", "text"), ("MIG UUID", "text"),
+                   ("used/total", "num"), ("processes", "list")])
         for dev in d["mig_devices"]:
             ps = [p for p in d["processes"] if p.device_uuid == dev.uuid]
-            t.add_row(str(dev.gi_id), str(dev.ci_id), dev.profile_name, str(dev.placement), dev.uuid,
-                      f"{dev.memory_used_mib}/{dev.memory_mib} MiB", ", ".join(f"{p.pid} {p.name}" for p in ps) or "-")
+            t.add_row(str(dev.gi_id), str(dev.ci_id), dev.profile_name, str(dev.placement), _uuid(dev.uuid),
+                      f"{dev.memory_used_mib}/{mib(dev.memory_mib)}", items([f"{p.name}({p.pid})" for p in ps]))
         whole = [p for p in d["processes"] if p.device_uuid == g.uuid]
+        captions = []
+        if not d["mig_devices"]:
+            captions.append("no MIG devices" + ("" if g.mig_current else " (MIG is disabled)"))
         if whole:
-            t.caption = "on the whole GPU: " + ", ".join(f"{p.pid} {p.name}" for p in whole)
-        out.print(t)
+            captions.append("on the whole GPU: " + items([f"{p.name}({p.pid})" for p in whole]))
+        t.caption = "; ".join(captions) or None
+        show(out, t)
 
 
 @main.command(name="assert")
@@ -306,12 +350,15 @@ def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str) -
 def catalog_cmd(ctx: click.Context) -> None:
     """The GPU catalog: list models (`migpool catalog`), show one, or check it against a real GPU."""
     if ctx.invoked_subcommand is None:
-        t = Table(title="MIG-capable GPUs in migpool's catalog")
-        for c in ("model", "NVML name(s)", "memory", "SMs", "profiles", "source"):
-            t.add_column(c)
-        for m in catalog.models():
-            t.add_row(m.key, "\n".join(m.nvml_names), f"{m.memory_mib} MiB", str(m.sms), ", ".join(p.name for p in m.profiles), m.source)
-        out.print(t)
+        with notes():
+            t = table("MIG-capable GPUs in migpool's catalog", [("model", "text"), ("memory", "num"), ("SMs", "num"),
+                                                                ("source", "text"), ("profiles", "list")])
+            for m in catalog.models():
+                catalog.warn_if_estimated(m)
+                t.add_row(m.key, mib(m.memory_mib), str(m.sms), m.source + ("~" if m.estimated else ""),
+                          items([p.name for p in m.profiles]))
+            t.caption = "`migpool catalog show MODEL` for NVML names, profiles and placements; ~: estimated figures"
+            show(out, t)
 
 
 @catalog_cmd.command(name="show")
@@ -325,40 +372,54 @@ def catalog_show(model: str, as_json: bool) -> None:
         _fail(e)
     if as_json:
         return _emit_json(m)
-    t = Table(title=f"{m.key}: {m.name}", caption=catalog.source_text(m))
-    for c in ("profile", "id", "slices", "memory", "SMs", "max", "placements", "compute instances"):
-        t.add_column(c)
-    for p in m.profiles:
-        t.add_row(p.name, str(p.id), str(p.slices), f"{p.memory_mib} MiB", str(p.sms), str(p.max_instances),
-                  format_placements(p.placements), ", ".join(c.name for c in p.compute_profiles))
-    out.print(t)
+    with notes():
+        catalog.warn_if_estimated(m)
+        t = table(f"{m.key}: {', '.join(m.nvml_names)}", [("profile", "text"), ("id", "num"), ("slices", "num"),
+                                                           ("memory", "num"), ("SMs", "num"), ("max", "num"),
+                                                           ("placements", "text"), ("compute instances", "list")],
+                  caption="source: " + catalog.source_text(m))
+        for p in m.profiles:
+            t.add_row(p.name, str(p.id), str(p.slices), mib(p.memory_mib, "memory_mib" in m.estimated),
+                      number(p.sms, "sms" in m.estimated), str(p.max_instances), format_placements(p.placements),
+                      items([c.name for c in p.compute_profiles]))
+        show(out, t)
 
 
 @catalog_cmd.command(name="check")
 @common
-def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+@click.option("--save", is_flag=True, help="Keep what the GPUs report in your user catalog (it overrides the shipped one).")
+def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool, save: bool) -> None:
     """Compare each GPU's profile table, read from the GPU, with the catalog, field for field."""
     from .hardware import compare_with_catalog
 
     results = {}
+    saved = {}
     for g in reconcile.select_gpus(backend, gpus):
         if g.mig_capable:
-            results[g.index] = compare_with_catalog(backend.model(g.index))
+            read = backend.model(g.index)
+            results[g.index] = compare_with_catalog(read)
+            if save and results[g.index]:
+                saved[g.index] = str(catalog.save_user_model(read))
     if as_json:
-        _emit_json(results)
+        _emit_json(dict(differences=results, saved=saved) if save else results)
     else:
         for idx, diffs in results.items():
             out.print(f"GPU {idx}: " + ("[green]matches the catalog[/]" if not diffs else "[red]differs from the catalog[/]"))
             for d in diffs:
                 out.print(f"  {d}", highlight=False)
-    sys.exit(1 if any(results.values()) else 0)
+            if idx in saved:
+                out.print(f"  saved what GPU {idx} reports to {saved[idx]}; migpool uses it from now on", highlight=False)
+        if not results:
+            out.print("No MIG-capable GPU to check.")
+    sys.exit(1 if any(results.values()) and not save else 0)
 
 
 @main.command()
 @click.option("--simulate", "simulate", metavar="SPEC", default=None, help="Simulated GPU (default: A100-80GB).")
 @click.option("--layout", "layout_text", default=None, help="Partitions, e.g. '3g.40gb:1,1g.10gb:4' (the default).")
 @click.option("--real", is_flag=True, help="Use this machine's MIG-capable GPU 0 (changes its MIG layout; needs root).")
-def demo(simulate: str | None, layout_text: str | None, real: bool) -> None:
+@click.option("--wide", is_flag=True, help="Full UUIDs in the table.")
+def demo(simulate: str | None, layout_text: str | None, real: bool, wide: bool) -> None:
     """Run a small NumPy workload on MIG partitions and print a table per partition."""
     from .demo import DEMO_LAYOUT, run
     from .layout import parse_counts
@@ -368,7 +429,7 @@ def demo(simulate: str | None, layout_text: str | None, real: bool) -> None:
     layout = dict(parse_counts(layout_text)) if layout_text else DEMO_LAYOUT
     spec = None if real else (simulate or os.environ.get(SIMULATE_ENV) or "A100-80GB")
     try:
-        run(spec, layout, out)
+        run(spec, layout, out, wide=wide)
     except MigpoolError as e:
         _fail(e)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from rich.console import Console
-from rich.table import Table
 
 from . import plugins
 from .pool import Compute, Image, Local, Worker, function, gather, instance_info
+from .ui import short_uuid, show, table
 
 DEMO_LAYOUT = {"3g.40gb": 1, "1g.10gb": 4}
 
@@ -30,7 +30,7 @@ def crunch(size: int, seed: int) -> dict:
                 checksum=float(np.abs(c).mean()), seconds=time.perf_counter() - t, pid=os.getpid())
 
 
-def run(simulate: str | None, layout: dict[str, int], console: Console) -> list[dict]:
+def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bool = False) -> list[dict]:
     where = f"simulated {simulate}" if simulate else "this machine's GPU 0"
     console.print(f"[bold]migpool demo[/]: layout {layout} on {where}")
     with Compute(provider=Local(simulate=simulate), worker=Worker(executor="process"), image=Image(pip=["numpy"]),
@@ -43,13 +43,13 @@ def run(simulate: str | None, layout: dict[str, int], console: Console) -> list[
         t = time.perf_counter()
         results = gather(*tasks) >> compute
         wall = time.perf_counter() - t
-    table = Table(title=f"one task per partition ({wall:.2f}s wall)")
-    for c in ("worker", "partition", "MIG UUID (CUDA_VISIBLE_DEVICES)", "matmul", "mean |C|", "time"):
-        table.add_column(c, no_wrap=c.startswith("MIG"))
+    t = table(f"One task per partition ({wall:.2f} s wall)",
+              [("worker", "num"), ("partition", "text"), ("CUDA_VISIBLE_DEVICES", "text"), ("matmul", "num"),
+               ("mean |C|", "num"), ("time", "num")])
     for r in sorted(results, key=lambda r: r["worker"]):
-        table.add_row(str(r["worker"]), r["profile"], r["uuid"], f"{r['size']}²", f"{r['checksum']:.3f}",
-                      f"{r['seconds'] * 1e3:.1f} ms")
-    console.print(table)
+        t.add_row(str(r["worker"]), r["profile"], short_uuid(r["uuid"], wide), f"{r['size']}²", f"{r['checksum']:.3f}",
+                  f"{r['seconds'] * 1e3:.1f} ms")
+    show(console, t)
     console.print("Partitions restored: the simulated GPU is as it was before the demo." if simulate
                   else "Partitions restored to the state before the demo.")
     return results

@@ -85,3 +85,11 @@ class ImageError(MigpoolError):
 
 class TaskTimeoutError(MigpoolError, TimeoutError):
     """A task ran past its timeout and its worker was stopped."""
+
+
+class EstimateWarning(UserWarning):
+    """An answer rests on a catalog figure that is an estimate, not read from such a GPU (`models`: their keys)."""
+
+    def __init__(self, message: str, models: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.models = models

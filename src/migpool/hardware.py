@@ -9,7 +9,8 @@ def compare_with_catalog(read: GpuModel) -> list[str]:
     """Field-by-field differences between a profile table read from a GPU and its catalog entry."""
     known = find_by_nvml_name(read.name)
     if known is None:
-        return [f"{read.name} is not in the catalog: add it (its table is printed by `migpool catalog check --json`)"]
+        return [f"{read.name} is not in the catalog: `migpool catalog check --save` keeps what it reports "
+                "(plan and apply already read its table from the driver)"]
     diffs = []
     a = {p.id: p for p in read.profiles}
     b = {p.id: p for p in known.profiles}

@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .catalog import GpuModel, Profile
+from .catalog import GpuModel, Profile, warn_if_estimated
 from .errors import ConfigError, LayoutError
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
@@ -104,6 +104,8 @@ def auto_profiles(gpu: GpuModel) -> list[Profile]:
 def choose_profile(gpu: GpuModel, partitions: int, min_memory: str | None = None) -> Profile:
     """The largest profile that still gives `partitions` instances of at least `min_memory`."""
     need = parse_memory_mib(min_memory) if min_memory is not None else 0.0
+    if min_memory is not None:
+        warn_if_estimated(gpu)
     fitting = [p for p in auto_profiles(gpu) if p.max_instances >= partitions and p.memory_mib >= need]
     if not fitting:
         best = max((p.max_instances for p in auto_profiles(gpu) if p.memory_mib >= need), default=0)

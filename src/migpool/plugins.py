@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .catalog import warn_if_estimated
 from .errors import LayoutError, PluginError
 from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
 from .planner import max_addable
@@ -100,7 +101,11 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             raise PluginError("the mig plugin needs Worker(executor='process'): CUDA_VISIBLE_DEVICES selects one MIG "
                               "device per process, before CUDA starts, so threads of one process cannot each have their own "
                               "partition")
-        self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
+        from .reconcile import check_may_change, plan_apply
+
+        desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
+        # read-only mode, missing permission: refused now, before images are built or workers started
+        check_may_change(plan_apply(desired, node.backend, gpus=self._selected, force=self.force), node.backend)
 
     def plan(self, node: Node) -> MachineLayout:
         """The per-GPU layouts, checked against `concurrency` before anything changes."""
@@ -149,6 +154,9 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def _profile_for(models: Mapping[int, Any], n: int, min_memory: str | None = None) -> str:
         """The largest profile (by memory) of which the GPUs together hold n."""
         first = next(iter(models.values()))
+        if min_memory:
+            for m in models.values():
+                warn_if_estimated(m, stacklevel=4)
         best = None
         for p in first.profiles:
             if p.name.endswith("+me") or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):

@@ -33,12 +33,17 @@ class GpuInfo:
 
     @property
     def mig_mode(self) -> str:
-        cur = "Enabled" if self.mig_current else "Disabled"
+        """Like `mig_mode_short`, with a pending change spelled out."""
+        cur, _, pending = self.mig_mode_short.partition("→")
+        return f"{cur} (pending {pending}, reset required)" if pending else cur
+
+    @property
+    def mig_mode_short(self) -> str:
+        """'Enabled', 'Disabled', 'N/A', or 'Enabled→Disabled' while a change waits for a GPU reset."""
         if not self.mig_capable:
             return "N/A"
-        if self.mig_pending != self.mig_current:
-            return f"{cur} (pending {'Enabled' if self.mig_pending else 'Disabled'}, reset required)"
-        return cur
+        cur = "Enabled" if self.mig_current else "Disabled"
+        return cur if self.mig_pending == self.mig_current else f"{cur}→{'Enabled' if self.mig_pending else 'Disabled'}"
 
 
 @dataclass(frozen=True)

@@ -107,15 +107,30 @@ class SimulatedBackend(Backend):
     @contextlib.contextmanager
     def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
         with self._lock:
-            try:
-                st = json.loads(self.path.read_text())
-            except (FileNotFoundError, json.JSONDecodeError):
-                st = self._fresh()
+            st = self._load()
             try:
                 yield st
             finally:
                 if write:  # also after a refused operation: it counted, and a fired fault is spent
                     self._save(st)
+
+    def _load(self) -> dict[str, Any]:
+        """The saved state, a fresh machine if there is none; a damaged file is refused, never replaced."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return self._fresh()
+        except OSError as e:
+            raise BackendError(f"cannot read the simulated machine's state file {self.path}: {e}") from None
+        try:
+            st = json.loads(text)
+            if not isinstance(st, dict) or not isinstance(st.get("gpus"), list) or len(st["gpus"]) != len(self.models):
+                raise ValueError(f"it does not describe the {len(self.models)} GPU(s) of {self.spec!r}")
+        except ValueError as e:
+            raise BackendError(
+                f"the simulated machine's state file {self.path} is damaged ({e}); migpool will not guess what was on "
+                f"its GPUs. Delete that file to start again from freshly booted simulated GPUs") from None
+        return st
 
     def _save(self, st: dict[str, Any]) -> None:
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
