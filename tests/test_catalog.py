@@ -112,3 +112,28 @@ def test_unknown_profile_id_and_garbage_are_errors():
 def test_unknown_model_suggests():
     with pytest.raises(migpool.CatalogError, match="did you mean 'A100-80GB'"):
         catalog.lookup("A100-80G")
+
+
+def test_answers_that_rest_on_estimated_memory_say_so():
+    est = catalog.lookup("H100-NVL-94GB")
+    with pytest.warns(migpool.EstimateWarning, match="H100-NVL-94GB are estimates.*migpool catalog check"):
+        migpool.Layout.of(partitions=2, min_memory="40GB").resolve(est)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        migpool.Layout.of(partitions=2, min_memory="30GB").resolve(catalog.lookup("H100"))  # read from hardware
+        migpool.Layout.of(partitions=2).resolve(est)  # no memory asked: no estimate involved
+
+
+def test_cli_notes_an_estimate_once():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "migpool", "catalog"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.count("note:") == 1 and "migpool catalog check" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "migpool", "plan", "--partitions", "2", "--min-memory", "40GB",
+                        "--simulate", "H100-NVL-94GB:2"], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stderr.count("note:") == 1 and "H100-NVL-94GB" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "migpool", "profiles", "--simulate", "H100"], capture_output=True, text=True)
+    assert r.returncode == 0 and "note:" not in r.stderr

@@ -9,7 +9,7 @@ import pytest
 
 
 def mp(*args, env=None, check=None):
-    e = dict(os.environ, COLUMNS="200", **(env or {}))
+    e = {**os.environ, "COLUMNS": "200", **(env or {})}
     r = subprocess.run([sys.executable, "-m", "migpool", *args], capture_output=True, text=True, env=e)
     if check is not None:
         assert r.returncode == check, (r.stdout, r.stderr)

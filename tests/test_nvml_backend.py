@@ -84,3 +84,59 @@ def test_read_only_stops_before_nvml(pair, monkeypatch):
         with pytest.raises(migpool.ReadOnlyError):
             call()
     assert nv.nvml.calls == before  # not one NVML call was made
+
+
+def _gpu_reporting(key, **changes):
+    """A simulated machine whose one GPU reports a table that differs from the shipped catalog row."""
+    import dataclasses
+
+    sim = SimulatedBackend(key)
+    model = sim.models[0]
+    profiles = tuple(dataclasses.replace(p, **{k: v(p) for k, v in changes.items()}) for p in model.profiles)
+    sim.models[0] = dataclasses.replace(model, profiles=profiles)
+    return sim, NvmlBackend(nvml=fake_pynvml.make(sim))
+
+
+def test_catalog_check_save_makes_the_driver_table_the_catalog(monkeypatch):
+    from click.testing import CliRunner
+
+    from migpool import catalog, cli
+
+    sim, nv = _gpu_reporting("H200-NVL-141GB", memory_mib=lambda p: p.memory_mib - 512)
+    assert catalog.lookup("H200-NVL-141GB").memory_estimated
+    monkeypatch.setattr(cli, "open_backend", lambda spec=None: nv)
+    r = CliRunner().invoke(cli.main, ["catalog", "check"])
+    assert r.exit_code == 1 and "memory_mib is 15872 on the GPU, 16384 in the catalog" in r.output
+    r = CliRunner().invoke(cli.main, ["catalog", "check", "--save"])
+    assert r.exit_code == 0 and str(catalog.user_catalog_path()) in r.output.replace("\n", "")
+    saved = catalog.lookup("NVIDIA H200 NVL")
+    assert saved.profile("1g.18gb").memory_mib == 15872 and not saved.estimated and saved.source == "user"
+    assert compare_with_catalog(nv.model(0)) == []
+    assert {m.key for m in catalog.models()}.issuperset({"H200-NVL-141GB", "H100-80GB"})  # the rest is still there
+    r = CliRunner().invoke(cli.main, ["catalog", "check"])
+    assert r.exit_code == 0 and "matches the catalog" in r.output
+
+
+def test_a_damaged_user_catalog_is_named():
+    from migpool import catalog
+
+    path = catalog.user_catalog_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{not json")
+    catalog.reload()
+    with pytest.raises(migpool.CatalogError, match="user catalog .* cannot be read") as e:
+        catalog.lookup("A100")
+    assert str(path) in str(e.value)
+
+
+def test_a_gpu_missing_from_the_catalog_works_from_the_driver_table():
+    """On real hardware the driver's table is the truth: an unlisted GPU plans and applies."""
+    import dataclasses
+
+    sim = SimulatedBackend("A100-80GB")
+    sim.models[0] = dataclasses.replace(sim.models[0], nvml_names=("NVIDIA A100X Future",), key="future")
+    nv = NvmlBackend(nvml=fake_pynvml.make(sim))
+    model = nv.model(0)
+    assert model.name == "NVIDIA A100X Future" and "not in the catalog" in compare_with_catalog(model)[0]
+    res = reconcile.apply({"3g.40gb": 2}, nv)
+    assert len(res.mig_devices) == 2

@@ -123,7 +123,7 @@ def gpus(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
         pending = pending or "→" in mode
         t.add_row(str(g.index), g.name, mib(g.memory_mib), mode, _uuid(g.uuid))
     if pending:
-        t.caption = "A→B: MIG mode A now, B pending a GPU reset (`migpool apply … --reset`)."
+        t.caption = "A→B: MIG mode A now, B once the GPU is reset (`migpool apply LAYOUT --reset`)."
     show(out, t)
 
 
@@ -376,7 +376,7 @@ def catalog_show(model: str, as_json: bool) -> None:
         catalog.warn_if_estimated(m)
         t = table(f"{m.key}: {', '.join(m.nvml_names)}", [("profile", "text"), ("id", "num"), ("slices", "num"),
                                                            ("memory", "num"), ("SMs", "num"), ("max", "num"),
-                                                           ("placements", "text"), ("compute instances", "list")],
+                                                           ("placements", "text"), ("CI profiles", "list")],
                   caption="source: " + catalog.source_text(m))
         for p in m.profiles:
             t.add_row(p.name, str(p.id), str(p.slices), mib(p.memory_mib, "memory_mib" in m.estimated),
