@@ -12,7 +12,8 @@ _EXPORTS = {
     "Image": ".image",
     "InstanceInfo": ".info", "Partition": ".info", "instance_info": ".info",
     "RemoteError": ".scheduler", "RemoteTraceback": ".tracebacks",
-    "Gather": ".task", "RemoteFunction": ".task", "Task": ".task", "compute": ".task", "function": ".task",
+    "shard": ".shard",
+    "Gather": ".task", "Group": ".task", "RemoteFunction": ".task", "Task": ".task", "compute": ".task", "function": ".task",
     "gather": ".task",
 }
 __all__ = sorted(_EXPORTS)
@@ -33,4 +34,5 @@ if TYPE_CHECKING:
     from .info import InstanceInfo, Partition, instance_info
     from .scheduler import RemoteError
     from .tracebacks import RemoteTraceback
-    from .task import Gather, RemoteFunction, Task, compute, function, gather
+    from .shard import shard
+    from .task import Gather, Group, RemoteFunction, Task, compute, function, gather

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import socket
 import sys
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -153,6 +154,9 @@ class Compute:
             for p in self.plugins:
                 spec.env.update(p.around_process(spec))
             specs.append(spec)
+        accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
+        for spec in specs:
+            spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
         self._sched = Scheduler(specs, default_retries=self.retries)
         self._sched.start()
         for p in self.plugins:
@@ -161,7 +165,8 @@ class Compute:
 
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
-        set_thread_info(InstanceInfo(worker=idx, node=self.node.index, nodes=self.node.count, concurrency=n, pid=os.getpid()))
+        set_thread_info(InstanceInfo(worker=idx, node=self.node.index, total_nodes=self.node.count, workers_per_node=n,
+                                     pid=os.getpid(), hostname=socket.gethostname()))
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
@@ -194,6 +199,11 @@ class Compute:
 
     def run(self, task: Task[Any]) -> Any:
         return self.submit(task).result()
+
+    def broadcast(self, task: Task[Any]) -> list[Any]:
+        """Run the task once on every node (`task @ compute`); one result per node, in node order."""
+        futs = [self.submit(task) for _ in range(self.node.count)]
+        return [f.result() for f in futs]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
         """Like concurrent.futures' map: results in input order."""

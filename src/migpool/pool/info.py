@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 from dataclasses import asdict, dataclass
 
@@ -30,25 +31,54 @@ class Partition:
 
 @dataclass(frozen=True)
 class InstanceInfo:
-    """`worker` is the worker index (None outside a worker); `partition` is set for MIG workers."""
+    """Where a task runs, with the reference system's names.
+
+    worker             this worker's index on its node (None outside a worker)
+    node, total_nodes  this node's index and the number of nodes (nodes are numbered 0..total_nodes-1)
+    workers_per_node   workers on each node (the Worker's concurrency)
+    global_worker_index, total_workers, is_head (node 0)
+    hostname           this machine's name
+    accelerators       accelerators (MIG partitions or whole GPUs) the pool uses on this node; each worker sees one
+    partition          the MIG partition this worker is pinned to, or None
+    """
 
     worker: int | None
     node: int
-    nodes: int
-    concurrency: int
+    total_nodes: int
+    workers_per_node: int
     partition: Partition | None = None
     pid: int = 0
+    hostname: str = ""
+    accelerators: int = 0
+
+    @property
+    def global_worker_index(self) -> int | None:
+        return None if self.worker is None else self.node * self.workers_per_node + self.worker
 
     @property
     def total_workers(self) -> int:
-        return self.nodes * self.concurrency
+        return self.total_nodes * self.workers_per_node
+
+    @property
+    def is_head(self) -> bool:
+        return self.node == 0
+
+    @property
+    def nodes(self) -> int:
+        """Alias of total_nodes."""
+        return self.total_nodes
+
+    @property
+    def concurrency(self) -> int:
+        """Alias of workers_per_node."""
+        return self.workers_per_node
 
 
 _thread = threading.local()
 
 
 def instance_info() -> InstanceInfo:
-    """Where the calling task runs: worker index, node index and count, concurrency, MIG partition."""
+    """Where the calling task runs: worker, node, counts, hostname, accelerators and the MIG partition."""
     local = getattr(_thread, "info", None)
     if local is not None:
         return local
@@ -58,10 +88,12 @@ def instance_info() -> InstanceInfo:
     return InstanceInfo(
         worker=int(worker) if worker is not None else None,
         node=int(env.get("MIGPOOL_NODE_INDEX", "0")),
-        nodes=int(env.get("MIGPOOL_NODE_COUNT", "1")),
-        concurrency=int(env.get("MIGPOOL_CONCURRENCY", "1")),
+        total_nodes=int(env.get("MIGPOOL_NODE_COUNT", "1")),
+        workers_per_node=int(env.get("MIGPOOL_CONCURRENCY", "1")),
         partition=Partition.from_env(part) if part else None,
         pid=os.getpid(),
+        hostname=socket.gethostname(),
+        accelerators=int(env.get("MIGPOOL_ACCELERATORS", "0")),
     )
 
 

@@ -1,9 +1,17 @@
-"""Lazy tasks: `@migpool.function` makes calls return a Task; `task >> compute` runs it."""
+"""Lazy tasks: `@migpool.function` makes calls return a Task, which runs when sent to a Compute.
+
+    task >> compute          its result
+    task > compute           a concurrent.futures.Future
+    task @ compute           once on every node: a list with one result per node, in node order
+    (a & b & c) >> compute   in parallel: a tuple of results in order (parenthesize: `>>` binds before `&`)
+    gather(*tasks) >> compute, gather(..., stream=True) >> compute
+"""
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
@@ -34,6 +42,15 @@ class Task(Generic[R]):
 
     def __rshift__(self, compute: Compute) -> R:
         return compute.run(self)
+
+    def __gt__(self, compute: Compute) -> Future[R]:  # type: ignore[override]
+        return compute.submit(self)
+
+    def __matmul__(self, compute: Compute) -> list[R]:
+        return compute.broadcast(self)
+
+    def __and__(self, other: Task[Any] | Group) -> Group:
+        return Group((self,)) & other
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
@@ -90,6 +107,23 @@ class Gather:
 
     def __rshift__(self, compute: Compute) -> list[Any] | Iterator[Any]:
         return compute.gather(self.tasks, stream=self.stream)
+
+
+@dataclass(frozen=True)
+class Group:
+    """`a & b & c`: tasks that `>> compute` runs in parallel, giving a tuple of their results in order."""
+
+    tasks: tuple[Task[Any], ...]
+
+    def __and__(self, other: Task[Any] | Group) -> Group:
+        if isinstance(other, Group):
+            return Group(self.tasks + other.tasks)
+        if isinstance(other, Task):
+            return Group(self.tasks + (other,))
+        return NotImplemented
+
+    def __rshift__(self, compute: Compute) -> tuple[Any, ...]:
+        return tuple(compute.gather(self.tasks))
 
 
 def gather(*tasks: Task[Any], stream: bool = False) -> Gather:
