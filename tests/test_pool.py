@@ -345,3 +345,22 @@ def test_chained_exceptions_keep_their_chain(tmp_path):
     assert f'File "{script}", line 5, in parse' in tb and "return int(s)" in tb
     assert "The above exception was the direct cause" in tb
     assert f'File "{script}", line 7, in parse' in tb and "raise RuntimeError('bad number') from e" in tb
+
+
+def test_a_module_the_worker_cannot_import_travels_by_value(tmp_path):
+    """A decorated function from a module whose directory left sys.path still runs, and its traceback still
+    names its file and line."""
+    (tmp_path / "gone_mod.py").write_text(
+        "import migpool\n@migpool.function\ndef twice(x):\n    if x < 0:\n        raise ValueError('negative')\n"
+        "    return 2 * x\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import gone_mod
+    finally:
+        sys.path.remove(str(tmp_path))
+    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+        assert gone_mod.twice(4) >> compute == 8
+        with pytest.raises(ValueError) as e:
+            gone_mod.twice(-1) >> compute
+    tb = str(e.value.__cause__)
+    assert f'File "{tmp_path / "gone_mod.py"}", line 5, in twice' in tb and "raise ValueError('negative')" in tb

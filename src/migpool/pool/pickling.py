@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import marshal
+import os
 import pickle
 import sys
 import types
@@ -44,11 +45,25 @@ def _is_remote_function(obj: Any) -> bool:
     return task_module is not None and isinstance(obj, task_module.RemoteFunction)
 
 
+def _importable_here(module: str) -> bool:
+    """Whether `module` imports from this process's sys.path, which workers inherit (the directory holding its
+    top-level package is on it). A module loaded from a path since removed is not: it must travel by value."""
+    file = getattr(sys.modules[module], "__file__", None)
+    if not file:
+        return False
+    depth = module.count(".") + (1 if os.path.basename(file).startswith("__init__.") else 0)
+    root = os.path.realpath(os.path.join(os.path.dirname(file), *[os.pardir] * depth))
+    return root in {os.path.realpath(p or os.getcwd()) for p in sys.path}
+
+
 def _wrapped_by_reference(fn: types.FunctionType) -> tuple[str, str] | None:
-    """(module, qualname) when `fn` is what a module-level `@migpool.function` wraps, else None."""
+    """(module, qualname) when `fn` is what a module-level `@migpool.function` wraps and the worker can import
+    that module, else None."""
     module = getattr(fn, "__module__", None)
     qualname = getattr(fn, "__qualname__", "")
     if not module or module == "__main__" or "<locals>" in qualname or module not in sys.modules:
+        return None
+    if not _importable_here(module):
         return None
     obj: Any = sys.modules[module]
     for part in qualname.split("."):
