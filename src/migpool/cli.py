@@ -6,16 +6,18 @@ import dataclasses
 import functools
 import json
 import os
+import subprocess
 import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 from rich.console import Console
 
-from . import catalog, migparted, reconcile
+from . import catalog, migparted, persist, reconcile, schedulers, service
 from .backend import SIMULATE_ENV, Backend, open_backend
 from .catalog import GpuModel, format_placements
 from .errors import EstimateWarning, MigpoolError
@@ -245,22 +247,45 @@ def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Show the plan; change nothing.")
 @click.option("--reset", is_flag=True, help="Reset GPUs whose MIG mode change is pending (only then).")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another apply.")
+@click.option("--persist", is_flag=True, help="Also save the layout for `migpool boot` to apply at every boot.")
+@click.option("--config-file", "saved_file", type=click.Path(dir_okay=False), default=None,
+              help=f"Where --persist saves it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
 def apply_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_json: bool, force: bool,
-              dry_run: bool, reset: bool, lock_timeout: float) -> None:
+              dry_run: bool, reset: bool, lock_timeout: float, persist: bool, saved_file: str | None) -> None:
     """Make the GPUs match LAYOUT with the fewest changes; print the MIG UUIDs."""
     if dry_run:
         return _show_plan(reconcile.plan_apply(desired, backend, gpus=gpus, force=force, reset=reset), as_json)
     with out.status("applying…") as status:
         res = reconcile.apply(desired, backend, gpus=gpus, force=force, reset=reset, lock_timeout=lock_timeout,
                               progress=None if as_json else (lambda s: (status.update(s), out.print(f"  {s}", highlight=False))))
+    saved = _persist(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
     if as_json:
         return _emit_json(dict(operations=[str(o) for o in res.operations], mig_devices=res.mig_devices,
-                               pending_reset=res.pending_reset))
+                               pending_reset=res.pending_reset, saved_to=saved))
     out.print(f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing to do: the GPUs already match.")
     for m in res.mig_devices:
         out.print(f"  {m}", highlight=False)
     for msg in res.pending_reset:
         out.print(f"[yellow]{msg}[/]: run `migpool apply ... --reset` once nothing uses the GPU, or reboot.")
+    if saved:
+        out.print(f"saved for `migpool boot`: {saved}", highlight=False)
+
+
+def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: str | None) -> str:
+    """Save these GPUs' layouts (as exact profile counts), keeping what the saved file says of other GPUs."""
+    path = persist.config_path(config_file)
+    exact = [(i, Layout.of({p.name: n for p, n in layout.resolve(backend.model(i))}) if layout.mig_enabled else layout)
+             for i, layout in layouts]
+    mine = {i for i, _ in exact}
+    kept: list[tuple[int, Layout]] = []
+    if path.exists():
+        before = persist.load(backend, path)
+        kept = [(g.index, lay) for g in backend.gpus() if g.index not in mine
+                for lay in [before.for_gpu(g.index)] if lay is not None]
+    persist.save(sorted(kept + exact), [g.index for g in backend.gpus()], path)
+    for note in persist.placement_drift(backend, exact):
+        err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    return str(path)
 
 
 @main.command()
@@ -326,23 +351,167 @@ def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: b
 @main.command()
 @common
 @click.option("-c", "--config", "name", default="current", show_default=True, help="Name of the config to write.")
-def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str) -> None:
-    """The current state as a mig-parted config (YAML)."""
-    per_gpu = []
-    for g in reconcile.select_gpus(backend, gpus):
-        if not g.mig_current:
-            per_gpu.append((g.index, Layout(mig_enabled=False)))
-            continue
-        counts: dict[str, int] = {}
-        for a in reconcile.actual_instances(backend, g.index):
-            counts[a.instance.profile.name] = counts.get(a.instance.profile.name, 0) + 1
-        per_gpu.append((g.index, Layout.of(counts)))
-    text = migparted.dump(name, per_gpu)
+@click.option("--slurm", is_flag=True, help="gres.conf and slurm.conf lines for this node instead.")
+@click.option("--k8s", is_flag=True, help="What the NVIDIA device plugin advertises (mixed and single strategies).")
+@click.option("--saved", is_flag=True, help="Export the layout saved for boot, not the current one.")
+@click.option("--config-file", type=click.Path(dir_okay=False), default=None, help="The saved layout's file (with --saved).")
+@click.option("--node-name", default=None, help="Slurm NodeName (default: this host's short name).")
+def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str, slurm: bool, k8s: bool, saved: bool,
+           config_file: str | None, node_name: str | None) -> None:
+    """The current (or --saved) layout as a mig-parted config, or as Slurm (--slurm) or Kubernetes (--k8s) sees it."""
+    if slurm and k8s:
+        raise click.UsageError("choose one of --slurm and --k8s")
+    if saved:
+        wanted = persist.load(backend, config_file)
+        per_gpu = [(g.index, lay) for g in reconcile.select_gpus(backend, gpus)
+                   for lay in [wanted.for_gpu(g.index)] if lay is not None]
+        per_gpu = [(i, Layout.of({p.name: n for p, n in lay.resolve(backend.model(i))}) if lay.mig_enabled else lay)
+                   for i, lay in per_gpu]
+    else:
+        per_gpu = persist.current_layouts(backend, gpus)
+    if slurm:
+        import socket
+
+        text = schedulers.slurm(per_gpu, node_name or socket.gethostname().split(".")[0])
+        return _emit_json(dict(text=text)) if as_json else click.echo(text, nl=False)
+    if k8s:
+        view = schedulers.kubernetes(per_gpu)
+        if as_json:
+            return _emit_json(dict(mixed=view.mixed, single=view.single, single_note=view.single_reason))
+        click.echo("# NVIDIA device plugin, MIG strategy 'mixed': the node advertises")
+        for k, n in view.mixed.items():
+            click.echo(f"{k}: {n}")
+        if view.single is not None:
+            click.echo(f"# MIG strategy 'single' ({view.single_reason}): the node advertises")
+            for k, n in view.single.items():
+                click.echo(f"{k}: {n}")
+        else:
+            click.echo(f"# MIG strategy 'single' cannot express this layout: {view.single_reason}.")
+        if any(name.endswith("+me") for _, lay in per_gpu for name, _ in lay.counts):
+            click.echo("# media-extension (+me) partitions are advertised under their base profile's name")
+        return None
+    text = migparted.dump(name, per_gpu, [g.index for g in backend.gpus()])
     if as_json:
         import yaml
 
         return _emit_json(yaml.safe_load(text))
     click.echo(text, nl=False)
+
+
+@main.command(name="persist")
+@common
+@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
+              help=f"Where to save it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
+def persist_cmd(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: str | None) -> None:
+    """Save the current layout of the GPUs for `migpool boot` to apply at every boot."""
+    path = _persist(backend, persist.current_layouts(backend, gpus), config_file)
+    if as_json:
+        return _emit_json(dict(saved_to=path))
+    out.print(f"saved for `migpool boot`: {path}", highlight=False)
+
+
+@main.command()
+@common
+@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
+              help=f"The saved layout (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
+@click.option("--hooks", "hooks_file", type=click.Path(dir_okay=False), default=None,
+              help="A hooks file: services to stop before a change and start after it.")
+@click.option("--dry-run", is_flag=True, help="List what boot would do; change nothing.")
+@click.option("--reset", is_flag=True, help="Reset GPUs whose MIG mode change is pending.")
+def boot(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: str | None, hooks_file: str | None,
+         dry_run: bool, reset: bool) -> None:
+    """Apply the saved layout (at boot, from the systemd unit); one line per GPU for the journal."""
+    from .backend.base import read_only
+
+    desired = persist.load(backend, config_file)
+    services = service.load_hooks(Path(hooks_file)) if hooks_file else []
+    plan = reconcile.plan_apply(desired, backend, gpus=gpus, reset=reset)
+    if dry_run or read_only() or not plan.operations:
+        why = "dry run" if dry_run else "MIGPOOL_READ_ONLY is set" if plan.operations else ""
+        if as_json:
+            return _emit_json(dict(changed=False, reason=why or "already matches",
+                                   gpus={g.gpu.index: [str(o) for o in g.operations] for g in plan.gpus}))
+        for g in plan.gpus:
+            line = (f"would run {len(g.operations)} operation(s): " + "; ".join(str(o).split(": ", 1)[-1] for o in g.operations)
+                    if g.operations else f"matches the saved layout ({_describe(g.model, g.transition.keep)})")
+            click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {line}" + (f" [{why}]" if g.operations else ""))
+        return None
+    with service.services_stopped(services, service.Systemctl(), lambda s: click.echo(f"migpool boot: {s}")):
+        res = reconcile.apply(desired, backend, gpus=gpus, reset=reset)
+    if as_json:
+        return _emit_json(dict(changed=True, operations=[str(o) for o in res.operations], mig_devices=res.mig_devices))
+    for g in res.plan.gpus:
+        now = [a.instance for a in reconcile.actual_instances(backend, g.gpu.index)] if backend.gpu(g.gpu.index).mig_current else []
+        what = f"{len(g.operations)} operation(s), now {_describe(g.model, now)}" if g.operations else "already matched"
+        click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {what}")
+    for msg in res.pending_reset:
+        click.echo(f"migpool boot: {msg}; run `migpool boot --reset` once nothing uses the GPU")
+
+
+def _describe(model: GpuModel, instances: Any) -> str:
+    return ", ".join(str(i) for i in sorted(instances, key=lambda i: i.placement.start)) or "no partitions"
+
+
+@main.command(name="install-service")
+@click.option("--config-file", type=click.Path(dir_okay=False), default=persist.DEFAULT_CONFIG_FILE, show_default=True,
+              help="The saved layout the unit applies.")
+@click.option("--unit-dir", type=click.Path(file_okay=False), default=service.DEFAULT_UNIT_DIR, show_default=True)
+@click.option("--hooks-file", type=click.Path(dir_okay=False), default=service.DEFAULT_HOOKS_FILE, show_default=True)
+@click.option("--stop", "stop", multiple=True, metavar="UNIT",
+              help="A service to stop before a change and start after it (repeatable; writes the hooks file).")
+@click.option("--dry-run", is_flag=True, help="Print the files; write nothing.")
+@click.option("--enable/--no-enable", default=True, help="Run systemctl daemon-reload and enable (where systemctl exists).")
+def install_service(config_file: str, unit_dir: str, hooks_file: str, stop: tuple[str, ...], dry_run: bool,
+                    enable: bool) -> None:
+    """Write migpool.service (runs `migpool boot` at boot, before the GPU's clients) and the hooks file."""
+    hooks = Path(hooks_file) if stop else None
+    if dry_run:
+        click.echo(f"# {Path(unit_dir) / service.UNIT_NAME}\n{service.unit_text(Path(config_file), hooks)}")
+        if stop:
+            click.echo(f"# {hooks_file}\n{service.hooks_text(stop)}", nl=False)
+        return
+    try:
+        written = service.install(Path(unit_dir), Path(config_file), hooks, stop)
+    except OSError as e:
+        _fail(MigpoolError(f"cannot write {e.filename}: {e.strerror}; run as root, or choose --unit-dir"))
+    for path in written:
+        click.echo(f"wrote {path}")
+    if enable and service.systemctl_available():
+        for argv in (["systemctl", "daemon-reload"], ["systemctl", "enable", service.UNIT_NAME]):
+            if subprocess.run(argv, check=False).returncode != 0:
+                _fail(MigpoolError(f"`{' '.join(argv)}` failed; the files are written: run it by hand"))
+        click.echo(f"enabled {service.UNIT_NAME}: it runs `migpool boot` at every boot")
+    else:
+        click.echo(f"enable it with: systemctl daemon-reload && systemctl enable {service.UNIT_NAME}")
+
+
+@main.command(name="uninstall-service")
+@click.option("--unit-dir", type=click.Path(file_okay=False), default=service.DEFAULT_UNIT_DIR, show_default=True)
+@click.option("--hooks-file", type=click.Path(dir_okay=False), default=service.DEFAULT_HOOKS_FILE, show_default=True)
+@click.option("--enable/--no-enable", "disable", default=True, help="Run systemctl disable first (where systemctl exists).")
+def uninstall_service(unit_dir: str, hooks_file: str, disable: bool) -> None:
+    """Disable and remove migpool.service and the hooks file (the saved layout stays)."""
+    if disable and service.systemctl_available():
+        subprocess.run(["systemctl", "disable", service.UNIT_NAME], check=False)
+    removed = service.uninstall(Path(unit_dir), Path(hooks_file))
+    click.echo("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
+
+
+@main.group(name="sim")
+def sim_cmd() -> None:
+    """Simulated machines only: what happens to real hardware outside migpool (a reboot)."""
+
+
+@sim_cmd.command(name="reboot")
+@common
+def sim_reboot(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
+    """Reboot the simulated machine: GPU and compute instances are gone, MIG mode stays (as on A100/H100)."""
+    from .backend.simulated import SimulatedBackend
+
+    if not isinstance(backend, SimulatedBackend):
+        raise click.UsageError("`migpool sim reboot` works on simulated GPUs only (--simulate or $MIGPOOL_SIMULATE)")
+    backend.reboot()
+    click.echo(f"rebooted the simulated machine {backend.spec}: no GPU instances left, MIG modes kept")
 
 
 @main.group(name="catalog", invoke_without_command=True)

@@ -157,16 +157,16 @@ def machine_layout(entries: Sequence[ConfigEntry], gpus: Sequence[GpuInfo]) -> M
     return MachineLayout(tuple(out))
 
 
-def dump(name: str, per_gpu: Sequence[tuple[int, Layout]]) -> str:
-    """A mig-parted config named `name` for these (GPU index, layout) pairs; identical layouts share an entry."""
+def dump(name: str, per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequence[int] = ()) -> str:
+    """A mig-parted config named `name` for these (GPU index, layout) pairs; identical layouts share an entry,
+    written `devices: all` only when it covers every GPU of the machine (`machine_gpus`)."""
     groups: dict[tuple, list[int]] = {}
     for index, layout in per_gpu:
         key = (layout.mig_enabled, layout.counts)
         groups.setdefault(key, []).append(index)
-    every = sorted(i for i, _ in per_gpu)
     entries = []
     for (enabled, counts), indices in groups.items():
-        entry: dict[str, object] = {"devices": "all" if len(groups) == 1 and indices == every else sorted(indices),
+        entry: dict[str, object] = {"devices": "all" if sorted(indices) == sorted(machine_gpus) else sorted(indices),
                                     "mig-enabled": enabled}
         if enabled:
             entry["mig-devices"] = {n: c for n, c in counts}

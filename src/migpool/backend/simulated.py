@@ -137,6 +137,14 @@ class SimulatedBackend(Backend):
         tmp.write_text(json.dumps(st, indent=1))
         os.replace(tmp, self.path)
 
+    def reboot(self) -> None:
+        """What a reboot does to a real A100/H100: GPU and compute instances and processes are gone, a MIG mode
+        change that was pending takes effect, and the MIG mode itself is kept."""
+        with self._state(write=True) as st:
+            for g in st["gpus"]:
+                g["mig_current"] = g["mig_pending"]
+                g["gis"], g["processes"], g["transient"] = [], [], []
+
     def wipe(self) -> None:
         """Forget all simulated state (a freshly booted machine)."""
         with self._lock:
