@@ -114,6 +114,12 @@ class GpuModel:
     source: str = ""
     pci_device_ids: tuple[int, ...] = ()
     estimated: tuple[str, ...] = ()  # fields that are estimates, not read from such a GPU ("memory_mib", "sms")
+    architecture: str = ""  # "ampere", "hopper", "blackwell"
+
+    @property
+    def has_gpm(self) -> bool:
+        """Whether the GPU has GPM, NVML's per-GPU-instance activity counters (Hopper and later)."""
+        return self.architecture in ("hopper", "blackwell")
 
     @property
     def memory_estimated(self) -> bool:
@@ -178,7 +184,7 @@ def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
         compute_slices=raw["compute_slices"], memory_slices=raw["memory_slices"], profiles=tuple(profiles),
         aliases=tuple(raw.get("aliases", ())), source=raw.get("source", ""),
         pci_device_ids=tuple(int(x, 16) for x in raw.get("pci_device_ids", ())),
-        estimated=tuple(raw.get("estimated", ())),
+        estimated=tuple(raw.get("estimated", ())), architecture=raw.get("architecture", ""),
     )
 
 
@@ -188,6 +194,7 @@ def model_to_raw(model: GpuModel) -> dict[str, Any]:
         key=model.key, pci_device_ids=[f"0x{x:08X}" for x in model.pci_device_ids], aliases=list(model.aliases),
         nvml_names=list(model.nvml_names), memory_mib=model.memory_mib, sms=model.sms,
         compute_slices=model.compute_slices, memory_slices=model.memory_slices, source=model.source,
+        architecture=model.architecture,
         **({"estimated": list(model.estimated)} if model.estimated else {}),
         profiles=[dict(name=p.name, id=p.id, nvml_index=p.nvml_index, slices=p.slices, memory_mib=p.memory_mib,
                        sms=p.sms, max_instances=p.max_instances, placements=format_placements(p.placements), **p.media)

@@ -497,6 +497,66 @@ def uninstall_service(unit_dir: str, hooks_file: str, disable: bool) -> None:
     click.echo("\n".join(f"removed {p}" for p in removed) or "nothing to remove")
 
 
+def _filtered(snap: Any, gpus: list[str] | None, backend: Backend) -> Any:
+    if not gpus:
+        return snap
+    keep = {g.index for g in reconcile.select_gpus(backend, gpus)}
+    return dataclasses.replace(snap, gpus=[g for g in snap.gpus if g.index in keep])
+
+
+def _sampler(backend: Backend, interval: float) -> Any:
+    from .pool.stats import running_pools
+    from .telemetry import Sampler
+
+    if not interval > 0:
+        raise click.BadParameter(f"must be a positive number of seconds, not {interval}", param_hint="--interval")
+    return Sampler(backend, interval, pools=running_pools)
+
+
+@main.command()
+@common
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between samples.")
+@click.option("--once", is_flag=True, help="Print one sample and exit (with --json: for scripts).")
+def top(backend: Backend, gpus: list[str] | None, as_json: bool, interval: float, once: bool) -> None:
+    """Live view: memory, activity (SM, occupancy, tensor, DRAM) and processes per GPU and partition; q quits."""
+    from . import top as topview
+
+    with _sampler(backend, interval) as sampler:
+        if once or as_json:
+            snap = _filtered(sampler.latest(wait=interval + 5), gpus, backend)  # a full window of activity
+            if as_json:
+                return _emit_json(snap.as_dict())
+            out.print(topview.render(snap, bool(click.get_current_context().meta.get("migpool.wide"))))
+            return None
+        try:
+            topview.run(sampler, out, interval, bool(click.get_current_context().meta.get("migpool.wide")))
+        except KeyboardInterrupt:
+            pass
+
+
+@main.command()
+@common
+@click.option("--port", type=int, default=9400, show_default=True, help="Port to serve /metrics on.")
+@click.option("--addr", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between GPU samples.")
+def metrics(backend: Backend, gpus: list[str] | None, as_json: bool, port: int, addr: str, interval: float) -> None:
+    """Serve Prometheus metrics (dcgm-exporter names where they mean the same, and migpool_*) until Ctrl-C."""
+    import threading
+
+    from .exporter import serve
+
+    with _sampler(backend, interval) as sampler:
+        server = serve(sampler, port, addr)
+        err.print(f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops",
+                  highlight=False)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+
+
 @main.group(name="sim")
 def sim_cmd() -> None:
     """Simulated machines only: what happens to real hardware outside migpool (a reboot)."""

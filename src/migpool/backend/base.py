@@ -80,6 +80,20 @@ class MigDeviceInfo:
 
 
 @dataclass(frozen=True)
+class Activity:
+    """How busy a GPU or GPU instance was over the last sampling window, in percent (None: not reported).
+
+    sm_active: SMs busy; sm_occupancy: resident warps of the maximum; tensor_active: any tensor-core work;
+    dram_active: memory bandwidth used of the peak; graphics_active: any engine busy (NVML GPM's metrics)."""
+
+    sm_active: float | None = None
+    sm_occupancy: float | None = None
+    tensor_active: float | None = None
+    dram_active: float | None = None
+    graphics_active: float | None = None
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     pid: int
     name: str
@@ -117,6 +131,17 @@ class Backend(ABC):
     def reset_blockers(self, gpu: int) -> list[str]:
         """Things that commonly keep a GPU from being reset, as far as they can be seen."""
         return []
+
+    def memory_used_mib(self, gpu: int) -> int:
+        """Memory in use on the whole GPU."""
+        return sum(p.used_memory_mib for p in self.processes(gpu))
+
+    def activity(self, gpu: int, gi_id: int | None = None) -> Activity | None:
+        """Activity of the GPU (or of its GPU instance `gi_id`) since the previous call for it; None on the first
+        call, which opens the window. Raises NotSupportedError saying why where it cannot be read."""
+        from ..errors import NotSupportedError
+
+        raise NotSupportedError(f"the {self.kind} backend does not read activity")
 
     def lock_path(self) -> Path:
         """The file whose lock makes applies on this machine one at a time; the journal of prior states

@@ -24,7 +24,7 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
-from .base import Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 T = TypeVar("T")
 _MAX_PLACEMENTS = 32
@@ -67,8 +67,14 @@ class NvmlBackend(Backend):
                 f"cannot talk to an NVIDIA driver here (NVML: {e}). On a machine without NVIDIA GPUs, simulate one: "
                 "--simulate A100-80GB, MIGPOOL_SIMULATE=A100-80GB, or Local(simulate='A100-80GB')") from None
         self._models: dict[int, GpuModel] = {}
+        self._gpm_samples: dict[tuple[int, int | None], Any] = {}
+        self._gpm_support: dict[int, str | None] = {}
 
     def close(self) -> None:
+        for sample in self._gpm_samples.values():
+            with contextlib.suppress(Exception):
+                self.nvml.nvmlGpmSampleFree(sample)
+        self._gpm_samples.clear()
         with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
 
@@ -160,7 +166,7 @@ class NvmlBackend(Backend):
             key=known.key if known else name, nvml_names=(name,), memory_mib=int(mem.total) // 2**20,
             sms=known.sms if known else full.sms, compute_slices=full.slices,
             memory_slices=max(pl.start + pl.size for p in profiles for pl in p.placements),
-            profiles=tuple(profiles), aliases=known.aliases if known else (), source=f"read from GPU {gpu} through NVML",
+            profiles=tuple(profiles), aliases=known.aliases if known else (), source=f"read from GPU {gpu} through NVML", architecture=known.architecture if known else "",
         )
         self._models[gpu] = model
         return model
@@ -272,6 +278,61 @@ class NvmlBackend(Backend):
                                        used_memory_mib=int(used) // 2**20 if isinstance(used, int) else 0,
                                        gpu=gpu, device_uuid=duuid))
         return out
+
+    def memory_used_mib(self, gpu: int) -> int:
+        return int(self._wrap(self.nvml.nvmlDeviceGetMemoryInfo, self._handle(gpu)).used) // 2**20
+
+    # GPM metric ids, in the order of Activity's fields
+    _GPM_METRICS = ("NVML_GPM_METRIC_SM_UTIL", "NVML_GPM_METRIC_SM_OCCUPANCY", "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+                    "NVML_GPM_METRIC_DRAM_BW_UTIL", "NVML_GPM_METRIC_GRAPHICS_UTIL")
+
+    def _gpm_problem(self, gpu: int) -> str | None:
+        if gpu not in self._gpm_support:
+            n = self.nvml
+            h = self._handle(gpu)
+            if not hasattr(n, "nvmlGpmQueryDeviceSupport"):
+                why: str | None = "this nvidia-ml-py has no GPM functions (upgrade nvidia-ml-py)"
+            else:
+                try:
+                    why = None if n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice else \
+                        f"{_decode(n.nvmlDeviceGetName(h))} has no GPM (per-instance activity counters need Hopper or later)"
+                except n.NVMLError as e:
+                    why = str(self._map(e, f"query GPM support of GPU {gpu}"))
+            self._gpm_support[gpu] = why
+        return self._gpm_support[gpu]
+
+    def activity(self, gpu: int, gi_id: int | None = None) -> Activity | None:
+        n = self.nvml
+        why = self._gpm_problem(gpu)
+        if why:
+            raise NotSupportedError(why)
+        h = self._handle(gpu)
+        sample = self._wrap(n.nvmlGpmSampleAlloc, what="allocate a GPM sample")
+        try:
+            if gi_id is None:
+                self._wrap(n.nvmlGpmSampleGet, h, sample, what=f"GPM sample of GPU {gpu}")
+            else:
+                self._wrap(n.nvmlGpmMigSampleGet, h, gi_id, sample, what=f"GPM sample of GPU {gpu} instance {gi_id}")
+        except BackendError:
+            n.nvmlGpmSampleFree(sample)
+            raise
+        prev = self._gpm_samples.get((gpu, gi_id))
+        self._gpm_samples[(gpu, gi_id)] = sample
+        if prev is None:
+            return None
+        try:
+            req = n.c_nvmlGpmMetricsGet_t()
+            req.version = n.NVML_GPM_METRICS_GET_VERSION
+            req.numMetrics = len(self._GPM_METRICS)
+            req.sample1, req.sample2 = prev, sample
+            for i, name in enumerate(self._GPM_METRICS):
+                req.metrics[i].metricId = getattr(n, name)
+            self._wrap(n.nvmlGpmMetricsGet, req, what=f"GPM metrics of GPU {gpu}")
+            values = [float(req.metrics[i].value) if req.metrics[i].nvmlReturn == n.NVML_SUCCESS else None
+                      for i in range(len(self._GPM_METRICS))]
+        finally:
+            n.nvmlGpmSampleFree(prev)
+        return Activity(*values)
 
     def reset_blockers(self, gpu: int) -> list[str]:
         found = []

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..planner import PlannedInstance, can_place
 from ..proc import pid_alive
-from .base import Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
 _ERRORS: dict[str, type[BackendError]] = {
@@ -136,6 +136,26 @@ class SimulatedBackend(Backend):
         tmp = self.path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(st, indent=1))
         os.replace(tmp, self.path)
+
+    def set_activity(self, gpu: int, gi_id: int | None = None, **percent: float) -> None:
+        """What the simulated GPU (or GPU instance) reports as its activity from now on (tests set this)."""
+        fields = set(Activity.__dataclass_fields__)
+        if set(percent) - fields:
+            raise ValueError(f"unknown activity field(s) {sorted(set(percent) - fields)}; valid: {sorted(fields)}")
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            g.setdefault("activity", {})[str(gi_id)] = percent
+
+    def activity(self, gpu: int, gi_id: int | None = None) -> Activity | None:
+        model = self.models[gpu]
+        if not model.has_gpm:
+            raise NotSupportedError(f"{model.name} has no GPM (per-instance activity counters need Hopper or later)")
+        with self._state() as st:
+            g = self._g(st, gpu)
+            if gi_id is not None and not any(gi["id"] == gi_id for gi in g["gis"]):
+                raise NotFoundError(f"GPU {gpu} has no GPU instance {gi_id}")
+            idle = {f: 0.0 for f in Activity.__dataclass_fields__}  # an idle GPU reports zeros, as real ones do
+            return Activity(**{**idle, **g.get("activity", {}).get(str(gi_id), {})})
 
     def reboot(self) -> None:
         """What a reboot does to a real A100/H100: GPU and compute instances and processes are gone, a MIG mode

@@ -19,6 +19,7 @@ from ..errors import PluginError
 from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info
 from .scheduler import Scheduler, WorkerSpec
+from .stats import Publisher
 from .task import RemoteFunction, Task
 
 
@@ -94,7 +95,7 @@ class Compute:
 
     def __init__(self, provider: Local | None = None, worker: Worker | None = None, image: Image | None = None,
                  plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None, nodes: int = 1,
-                 accelerator: Accelerator | None = None) -> None:
+                 accelerator: Accelerator | None = None, metrics_port: int | None = None) -> None:
         if nodes != 1:
             raise PluginError(f"nodes={nodes}: migpool runs the pool on this one node; several nodes need a "
                               "distributed engine, which migpool does not provide yet")
@@ -110,6 +111,9 @@ class Compute:
         self._threads: ThreadPoolExecutor | None = None
         self._bootstrapped: list[Any] = []
         self._thread_ids = itertools.count()
+        self.metrics_port = metrics_port
+        self._publisher: Any = None
+        self._metrics: Any = None  # (sampler, server) while metrics are served
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
@@ -162,6 +166,24 @@ class Compute:
         for p in self.plugins:
             for w in self._sched.workers:
                 p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+        self._publisher = Publisher(self._sched.stats)
+        self._publisher.start()
+        if self.metrics_port is not None:
+            self._serve_metrics(self.metrics_port)
+
+    def _serve_metrics(self, port: int) -> None:
+        from ..exporter import serve
+        from ..telemetry import Sampler
+
+        sched = self._sched
+        sampler = Sampler(open_backend(self.provider.spec()), pools=lambda: [sched.stats()] if sched else [])
+        sampler.start()
+        try:
+            self._metrics = (sampler, serve(sampler, port))
+        except BaseException:
+            sampler.stop()
+            sampler.backend.close()
+            raise
 
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
@@ -170,6 +192,15 @@ class Compute:
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
+        if self._metrics is not None:
+            sampler, server = self._metrics
+            server.shutdown()
+            sampler.stop()
+            sampler.backend.close()
+            self._metrics = None
+        if self._publisher is not None:
+            self._publisher.stop()
+            self._publisher = None
         if self._sched is not None:
             if not error:
                 self._sched.wait_idle()
@@ -230,6 +261,12 @@ class Compute:
             for _ in as_completed(futs):
                 bar.advance(t)
         return futs
+
+    def stats(self) -> dict[str, Any]:
+        """Per worker: partition, tasks started/done/failed/lost, running and queued now, busy time, last error."""
+        if self._sched is None:
+            return dict(pid=os.getpid(), pending=0, workers=[])
+        return self._sched.stats()
 
     @property
     def partitions(self) -> list[Partition]:

@@ -25,6 +25,7 @@ from ..errors import TaskTimeoutError, WorkerLostError
 from .info import Partition
 from .pickling import cloud_dumps, dumps
 from .protocol import read_frame, write_frame
+from .stats import WorkerStats
 from .task import Task
 from .tracebacks import RemoteTraceback, format_chain
 
@@ -92,6 +93,9 @@ class WorkerProcess:
         self.startup_failures = 0
         self.timed_out = False
         self.restarts = 0
+        p = spec.partition
+        self.stats = WorkerStats(spec.index, p.uuid if p else None, p.profile if p else None,
+                                 p.gpu_index if p else None, p.gi_id if p else None)
 
     # --- lifecycle ---
     def spawn(self) -> None:
@@ -147,6 +151,7 @@ class WorkerProcess:
         try:
             first = read_frame(fd)
             assert first[0] == "ready"
+            self.stats.pid = proc.pid
             self.startup_failures = 0
             self.ready.set()
             self.sched.pump()
@@ -176,6 +181,7 @@ class WorkerProcess:
             self.avg_s = 0.8 * self.avg_s + 0.2 * max(now - job.started, 1e-7)
             if self.outstanding:
                 self.outstanding[0].started = now
+            self.stats.finished(now - job.started, None if msg[0] == "ok" else msg[4])
         if msg[0] == "ok":
             try:
                 job.future.set_result(pickle.loads(msg[2]))
@@ -211,6 +217,9 @@ class WorkerProcess:
                 sched.pending.appendleft(j)
             failure: BaseException | None = None
             if head is not None:
+                self.stats.finished(time.monotonic() - head.started,
+                                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {_exit_text(rc)}",
+                                    lost=True)
                 if self.timed_out:
                     failure = TaskTimeoutError(f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
                                                f"{self.spec.describe()}; the worker was stopped and restarted")
@@ -265,6 +274,7 @@ class WorkerProcess:
 
     def send(self, job: _Job, fn_bytes: bytes) -> None:
         job.attempts += 1
+        self.stats.tasks_started += 1
         if not self.outstanding:
             job.started = time.monotonic()
         self.outstanding.append(job)
@@ -355,6 +365,16 @@ class Scheduler:
                 if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
                     continue
                 best.send(job, self._fn_bytes[job.fid])
+
+    def stats(self) -> dict[str, Any]:
+        """Per-worker counts, busy time and last error, with what is running and queued now."""
+        with self.lock:
+            workers = []
+            for w in self.workers:
+                w.stats.running = 1 if w.outstanding else 0
+                w.stats.queued = max(0, len(w.outstanding) - 1)
+                workers.append(w.stats.as_dict())
+            return dict(pid=os.getpid(), time=time.time(), pending=len(self.pending), workers=workers)
 
     def fail_unservable(self) -> None:
         """Fail jobs that no live worker can run (their workers could not be started)."""
