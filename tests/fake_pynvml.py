@@ -125,7 +125,8 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
             d = next(d for d in sim.mig_devices(h.gpu) if (d.gi_id, d.ci_id) == h.mig)
             return types.SimpleNamespace(total=d.memory_mib * 2**20, used=d.memory_used_mib * 2**20, free=0)
         total = sim.models[h.gpu].memory_mib if h.gpu < nsim() else 15360
-        return types.SimpleNamespace(total=total * 2**20, used=0, free=total * 2**20)
+        used = sim.memory_used_mib(h.gpu) if h.gpu < nsim() else 0
+        return types.SimpleNamespace(total=total * 2**20, used=used * 2**20, free=(total - used) * 2**20)
 
     @api
     def nvmlDeviceGetMigMode(h: Device) -> list[int]:
@@ -312,5 +313,59 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
         want = nvmlDeviceGetUUID(h)
         return [types.SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_memory_mib * 2**20)
                 for p in sim.processes(h.gpu) if p.device_uuid == want]
+
+    # --- GPM: samples are real ctypes pointers (as the backend stores them in c_nvmlGpmMetricsGet_t) whose
+    # addresses key what the simulator reported when each was taken
+    samples: dict[int, dict[str, float] | None] = {}
+    m.gpm_samples = samples  # type: ignore[attr-defined]
+    next_addr = [0x7000000]
+    metric_fields = {real.NVML_GPM_METRIC_SM_UTIL: "sm_active", real.NVML_GPM_METRIC_SM_OCCUPANCY: "sm_occupancy",
+                     real.NVML_GPM_METRIC_ANY_TENSOR_UTIL: "tensor_active",
+                     real.NVML_GPM_METRIC_DRAM_BW_UTIL: "dram_active", real.NVML_GPM_METRIC_GRAPHICS_UTIL: "graphics_active"}
+
+    @api
+    def nvmlGpmQueryDeviceSupport(h: Device) -> Any:
+        return types.SimpleNamespace(version=1, isSupportedDevice=int(h.gpu < nsim() and sim.models[h.gpu].has_gpm))
+
+    @api
+    def nvmlGpmSampleAlloc() -> Any:
+        next_addr[0] += 16
+        samples[next_addr[0]] = None
+        return ctypes.cast(ctypes.c_void_p(next_addr[0]), real.c_nvmlGpmSample_t)
+
+    @api
+    def nvmlGpmSampleFree(sample: Any) -> None:
+        samples.pop(_addr(sample))
+
+    def take(sample: Any, gpu: int, gi: int | None) -> Any:
+        if not (gpu < nsim() and sim.models[gpu].has_gpm):
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        act = call(sim.activity, gpu, gi)
+        samples[_addr(sample)] = {k: getattr(act, k) for k in metric_fields.values()}
+        return sample
+
+    @api
+    def nvmlGpmSampleGet(h: Device, sample: Any) -> Any:
+        return take(sample, h.gpu, None)
+
+    @api
+    def nvmlGpmMigSampleGet(h: Device, gi: int, sample: Any) -> Any:
+        return take(sample, h.gpu, gi)
+
+    @api
+    def nvmlGpmMetricsGet(req: Any) -> Any:
+        if req.version != real.NVML_GPM_METRICS_GET_VERSION:
+            raise err(real.NVML_ERROR_ARGUMENT_VERSION_MISMATCH)
+        first, second = samples.get(_addr(req.sample1)), samples.get(_addr(req.sample2))
+        if first is None or second is None:
+            raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+        for i in range(req.numMetrics):
+            field = metric_fields.get(req.metrics[i].metricId)
+            if field is None or second[field] is None:
+                req.metrics[i].nvmlReturn = real.NVML_ERROR_NOT_SUPPORTED
+            else:
+                req.metrics[i].nvmlReturn = real.NVML_SUCCESS
+                req.metrics[i].value = second[field]  # the simulator reports the window's value directly
+        return req
 
     return m

@@ -86,3 +86,19 @@ def outcome(kind, x):
 
 def getenv(name):
     return os.environ.get(name)
+
+
+@migpool.function
+def matmul_for(seconds, size=8192):
+    """Keep the GPU's tensor cores busy for about `seconds` (bf16 matrix products); returns products done."""
+    import torch
+
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    done, end = 0, time.monotonic() + seconds
+    while time.monotonic() < end:
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+        done += 10
+    return dict(pid=os.getpid(), products=done)

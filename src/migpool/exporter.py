@@ -7,6 +7,7 @@ work unchanged; the rest are `migpool_*`. The README lists every metric.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 from collections.abc import Iterator
 from typing import Any
@@ -42,7 +43,10 @@ class SnapshotCollector(Collector):
         self.sampler = sampler
 
     def collect(self) -> Iterator[Metric]:
-        yield from families(self.sampler.latest())
+        snap = self.sampler.latest()
+        if self.sampler.pools is not None:  # pool counters are cheap to read: always current
+            snap = dataclasses.replace(snap, pools=list(self.sampler.pools()))
+        yield from families(snap)
 
 
 def families(snap: Snapshot) -> Iterator[Metric]:
