@@ -222,3 +222,24 @@ def test_metrics_command_serves_until_stopped():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_live_top_refreshes_and_quits_on_q():
+    import pty
+
+    master, slave = pty.openpty()
+    env = {**os.environ, "COLUMNS": "80", "LINES": "40", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "migpool", "top", "--simulate", "H100-80GB", "--interval", "0.2"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.time() + 30
+        while b"q: quit" not in seen and time.time() < deadline:
+            seen += os.read(master, 65536)
+        assert b"q: quit" in seen and b"GPU 0: NVIDIA H100 80GB HBM3" in seen
+        os.write(master, b"q")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        os.close(master)

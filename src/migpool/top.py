@@ -28,7 +28,7 @@ def _pct(a: Activity | None, field: str) -> str:
 def _gpu_view(g: GpuSample) -> list[RenderableType]:
     cols = [("unit", "text"), ("used/total", "num"), ("SM%", "num"), ("occ%", "num"), ("tensor%", "num"),
             ("DRAM%", "num"), ("procs", "num")]
-    t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode}, {g.memory_used_mib}/{g.memory_mib} MiB used", cols)
+    t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode}", cols)
     units = [(f"{p.gi_id}:{p.profile}", p.memory_used_mib, p.memory_mib, p.activity, p.activity_note, p.processes)
              for p in g.partitions] or [("GPU", g.memory_used_mib, g.memory_mib, g.activity, g.activity_note, g.processes)]
     notes: list[str] = []
