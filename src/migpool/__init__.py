@@ -24,7 +24,7 @@ _EXPORTS = {
     "apply": ".reconcile", "diff": ".reconcile", "plan_apply": ".reconcile", "teardown": ".reconcile",
     "Compute": ".pool", "Image": ".pool", "InstanceInfo": ".pool", "Local": ".pool", "Partition": ".pool",
     "Task": ".pool", "Verda": ".pool", "Worker": ".pool", "compute": ".pool", "function": ".pool", "gather": ".pool",
-    "instance_info": ".pool", "shard": ".pool",
+    "instance_info": ".pool", "shard": ".pool", "Ray": ".pool.ray_pool",
 }
 _ERRORS = [
     "ApplyError", "BackendError", "CatalogError", "ConfigError", "ImageError", "InUseError",
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     )
     from .layout import Layout, MachineLayout
     from .planner import PlannedInstance, max_addable, plan
+    from .pool.ray_pool import Ray
     from .pool import (
         Compute, Image, InstanceInfo, Local, Partition, Task, Verda, Worker, compute, function, gather, instance_info,
         shard,

@@ -7,6 +7,7 @@ A plugin may implement any of these hooks (the base class gives no-op defaults):
   around_process(worker) -> {env}        environment for one worker process, fixed before it starts
   worker_started(worker, pid, node)      a worker process is up
   teardown(node)                         the pool is closing
+  rollback(node)                         undo bootstrap (another node of a Ray pool refused or failed)
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class Plugin:
         return None
 
     def teardown(self, node: Node) -> None:
+        return None
+
+    def rollback(self, node: Node) -> None:
         return None
 
 
@@ -183,7 +187,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 continue
             for d in node.backend.mig_devices(i):
                 parts.append(Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=i, gpu_uuid=g.uuid,
-                                       memory_mib=d.memory_mib, gi_id=d.gi_id, ci_id=d.ci_id))
+                                       memory_mib=d.memory_mib, gi_id=d.gi_id, ci_id=d.ci_id, node=node.index))
         node.partitions = parts
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
@@ -200,6 +204,12 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
     def teardown(self, node: Node) -> None:
         if self.restore and self._selected:
+            from .reconcile import teardown
+
+            teardown(node.backend, gpus=self._selected, restore=True)
+
+    def rollback(self, node: Node) -> None:
+        if self._selected:
             from .reconcile import teardown
 
             teardown(node.backend, gpus=self._selected, restore=True)

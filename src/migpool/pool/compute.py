@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import socket
@@ -96,11 +97,13 @@ class Compute:
     def __init__(self, provider: Local | None = None, worker: Worker | None = None, image: Image | None = None,
                  plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None, nodes: int = 1,
                  accelerator: Accelerator | None = None, metrics_port: int | None = None) -> None:
-        if nodes != 1:
-            raise PluginError(f"nodes={nodes}: migpool runs the pool on this one node; several nodes need a "
-                              "distributed engine, which migpool does not provide yet")
-        self.accelerator = accelerator
         self.provider = provider or Local()
+        self.distributed = bool(getattr(self.provider, "distributed", False))
+        if nodes != 1 and not self.distributed:
+            raise PluginError(f"nodes={nodes}: a Local pool runs on this one node; for several nodes use "
+                              "provider=migpool.Ray(address=...) (one Ray actor per MIG partition)")
+        self.nodes = nodes
+        self.accelerator = accelerator
         self.worker = worker or Worker()
         self.image = image or Image()
         self.plugins = list(plugins)
@@ -114,6 +117,7 @@ class Compute:
         self.metrics_port = metrics_port
         self._publisher: Any = None
         self._metrics: Any = None  # (sampler, server) while metrics are served
+        self._ray: Any = None
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
@@ -131,6 +135,8 @@ class Compute:
         image = self.image
         for p in self.plugins:
             image = p.transform_image(image)
+        if self.distributed:
+            return self._open_ray()
         if self.accelerator is not None:
             self.accelerator.check([g.name for g in self.node.backend.gpus()])
         for p in self.plugins:
@@ -185,6 +191,20 @@ class Compute:
             sampler.backend.close()
             raise
 
+    def _open_ray(self) -> None:
+        from .ray_pool import RayPool
+
+        if self.worker.executor != "process":
+            raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
+        self._ray = RayPool(self)
+        specs = self._ray.open()
+        self.node = Node(0, len(self._ray.nodes), self.provider, self.worker,
+                         [p for r in self._ray.nodes for p in r.partitions])
+        self._sched = Scheduler(specs, default_retries=self.retries, slot=self._ray.slot)
+        self._sched.start()
+        self._publisher = Publisher(self._sched.stats)
+        self._publisher.start()
+
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
         set_thread_info(InstanceInfo(worker=idx, node=self.node.index, total_nodes=self.node.count, workers_per_node=n,
@@ -212,6 +232,9 @@ class Compute:
         for p in reversed(self._bootstrapped):
             p.teardown(self.node)
         self._bootstrapped = []
+        if self._ray is not None:
+            ray_pool, self._ray = self._ray, None
+            ray_pool.close(restore_error=error)
         if self.node._backend is not None:
             self.node._backend.close()
             self.node._backend = None
@@ -233,7 +256,7 @@ class Compute:
 
     def broadcast(self, task: Task[Any]) -> list[Any]:
         """Run the task once on every node (`task @ compute`); one result per node, in node order."""
-        futs = [self.submit(task) for _ in range(self.node.count)]
+        futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node.count)]
         return [f.result() for f in futs]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
@@ -276,4 +299,4 @@ class Compute:
     def worker_pids(self) -> list[int]:
         if self._sched is None:
             return []
-        return [w.proc.pid for w in self._sched.workers if w.proc is not None]
+        return [w.stats.pid for w in self._sched.workers if w.stats.pid]

@@ -6,7 +6,7 @@ import json
 import os
 import socket
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Partition:
     memory_mib: int
     gi_id: int = 0
     ci_id: int = 0
+    node: int = 0
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -50,14 +51,19 @@ class InstanceInfo:
     pid: int = 0
     hostname: str = ""
     accelerators: int = 0
+    # set where nodes hold different numbers of workers (a Ray pool over different GPUs)
+    global_index: int | None = field(default=None, repr=False)
+    total: int | None = field(default=None, repr=False)
 
     @property
     def global_worker_index(self) -> int | None:
+        if self.global_index is not None:
+            return self.global_index
         return None if self.worker is None else self.node * self.workers_per_node + self.worker
 
     @property
     def total_workers(self) -> int:
-        return self.total_nodes * self.workers_per_node
+        return self.total if self.total is not None else self.total_nodes * self.workers_per_node
 
     @property
     def is_head(self) -> bool:
@@ -94,6 +100,8 @@ def instance_info() -> InstanceInfo:
         pid=os.getpid(),
         hostname=socket.gethostname(),
         accelerators=int(env.get("MIGPOOL_ACCELERATORS", "0")),
+        global_index=int(env["MIGPOOL_GLOBAL_WORKER_INDEX"]) if "MIGPOOL_GLOBAL_WORKER_INDEX" in env else None,
+        total=int(env["MIGPOOL_TOTAL_WORKERS"]) if "MIGPOOL_TOTAL_WORKERS" in env else None,
     )
 
 

@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from concurrent.futures import CancelledError, Future
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,16 +43,19 @@ class RemoteError(Exception):
 
 @dataclass
 class WorkerSpec:
-    index: int
+    index: int  # on its node
     python: str
     env: dict[str, str]
     partition: Partition | None = None
+    node: int = 0
+    where: str = ""  # the node, where there are several: "node 1 (10.0.0.7, 3fa2…)"
 
     def describe(self) -> str:
+        at = f" on {self.where}" if self.where else ""
         if self.partition:
             p = self.partition
-            return f"worker {self.index} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
-        return f"worker {self.index}"
+            return f"worker {self.index}{at} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
+        return f"worker {self.index}{at}"
 
 
 class _Job:
@@ -205,6 +209,12 @@ class WorkerProcess:
             was_ready = self.ready.is_set()
             self.ready.clear()
         rc = proc.wait()
+        self._ended(was_ready, _exit_text(rc), rc)
+
+    def _ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:
+        """The worker is gone (`how`: 'exited with code 3', 'was lost with its node', ...): end or requeue its jobs,
+        then start a replacement (or give up on this slot)."""
+        sched = self.sched
         with sched.lock:
             jobs = list(self.outstanding)
             self.outstanding.clear()
@@ -218,7 +228,7 @@ class WorkerProcess:
             failure: BaseException | None = None
             if head is not None:
                 self.stats.finished(time.monotonic() - head.started,
-                                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {_exit_text(rc)}",
+                                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {how}",
                                     lost=True)
                 if self.timed_out:
                     failure = TaskTimeoutError(f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
@@ -226,12 +236,12 @@ class WorkerProcess:
                 elif head.attempts <= head.retries:
                     sched.pending.appendleft(head)
                 else:
-                    failure = self._lost(head, rc)
+                    failure = self._lost(head, how, rc)
             if not was_ready:
                 self.startup_failures += 1
             give_up = self.startup_failures >= 3 or sched.starting
             if give_up:
-                self.dead_reason = (f"{self.spec.describe()} could not start: it {_exit_text(rc)}"
+                self.dead_reason = (f"{self.spec.describe()} could not start: it {how}"
                                     + (". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""))
                 self.ready.set()
         if failure is not None:
@@ -240,10 +250,13 @@ class WorkerProcess:
             sched.fail_unservable()
             return
         self.restarts += 1
+        self.respawn()
+
+    def respawn(self) -> None:
         self.spawn()
 
-    def _lost(self, job: _Job, rc: int | None) -> WorkerLostError:
-        e = WorkerLostError(f"{self.spec.describe()} died while running {job.task!r}: it {_exit_text(rc)}"
+    def _lost(self, job: _Job, how: str, rc: int | None) -> WorkerLostError:
+        e = WorkerLostError(f"{self.spec.describe()} died while running {job.task!r}: it {how}"
                             + (f"; tried {job.attempts} times" if job.attempts > 1 else "")
                             + ". The worker was restarted on the same partition.")
         e.worker = self.spec.index  # type: ignore[attr-defined]
@@ -270,6 +283,8 @@ class WorkerProcess:
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
+        if task.node is not None and task.node != self.spec.node:
+            return False
         return task.partition is None or (self.spec.partition is not None and self.spec.partition.profile == task.partition)
 
     def send(self, job: _Job, fn_bytes: bytes) -> None:
@@ -285,10 +300,11 @@ class WorkerProcess:
 
 
 class Scheduler:
-    def __init__(self, specs: list[WorkerSpec], default_retries: int = 0) -> None:
+    def __init__(self, specs: list[WorkerSpec], default_retries: int = 0,
+                 slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None) -> None:
         self.lock = threading.RLock()
         self.pending: collections.deque[_Job] = collections.deque()
-        self.workers = [WorkerProcess(self, s) for s in specs]
+        self.workers = [(slot or WorkerProcess)(self, s) for s in specs]
         self.default_retries = default_retries
         self.closed = False
         self.starting = True
@@ -335,6 +351,8 @@ class Scheduler:
             parts = sorted({w.spec.partition.profile for w in self.workers if w.spec.partition})
             from ..errors import PluginError
 
+            if task.node is not None and not any(w.spec.node == task.node for w in self.workers):
+                raise PluginError(f"this pool has no node {task.node}")
             raise PluginError(f"no worker runs on a {task.partition} partition; this pool's partitions: "
                               + (", ".join(parts) if parts else "none (no mig plugin)"))
         fid = self._function(task.fn)

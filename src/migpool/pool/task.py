@@ -31,6 +31,7 @@ class Task(Generic[R]):
     partition: str | None = None
     retries: int | None = None
     timeout: float | None = None
+    node: int | None = None  # run on this node (broadcast sets it)
 
     def on(self, partition: str) -> Task[R]:
         """Run this task only on a worker whose MIG partition has this profile (e.g. '3g.40gb')."""

@@ -42,39 +42,49 @@ def _error_frame(tid: int, e: BaseException) -> tuple[Any, ...]:
     return ("err", tid, payload, capture(e, skip_file=__file__), f"{type(e).__name__}: {e}")
 
 
+class Runner:
+    """Runs the parent's messages: ("fn", fid, pickled function) defines, ("task", tid, fid, payload) runs and
+    returns its frame. The pipe loop below and the Ray actor (migpool.ray) both drive one."""
+
+    def __init__(self) -> None:
+        self.functions: dict[int, Any] = {}
+
+    def handle(self, msg: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        import pickle
+
+        if msg[0] == "fn":
+            self.functions[msg[1]] = msg[2]
+            return None
+        _, tid, fid, payload = msg
+        try:
+            fn = self.functions[fid]
+            if isinstance(fn, bytes):
+                fn = self.functions[fid] = pickle.loads(fn)
+            args, kwargs = pickle.loads(payload)
+            result = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            return _error_frame(tid, e)
+        try:
+            return ("ok", tid, dumps(result))
+        except Exception as e:  # noqa: BLE001
+            return _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
+
+
 def main(rfd: int, wfd: int) -> None:
     _die_with_parent(int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
-    import pickle
-
-    functions: dict[int, Any] = {}
+    runner = Runner()
     write_frame(wfd, ("ready", os.getpid(), sys.executable))
     while True:
         try:
             msg = read_frame(rfd)
         except EOFError:
             return
-        kind = msg[0]
-        if kind == "fn":
-            functions[msg[1]] = msg[2]
-            continue
-        if kind == "stop":
+        if msg[0] == "stop":
             return
-        _, tid, fid, payload = msg
-        try:
-            fn = functions[fid]
-            if isinstance(fn, bytes):
-                fn = functions[fid] = pickle.loads(fn)
-            args, kwargs = pickle.loads(payload)
-            result = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
-            frame = _error_frame(tid, e)
-        else:
-            try:
-                frame = ("ok", tid, dumps(result))
-            except Exception as e:  # noqa: BLE001
-                frame = _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
-        write_frame(wfd, frame)
+        frame = runner.handle(msg)
+        if frame is not None:
+            write_frame(wfd, frame)
 
 
 if __name__ == "__main__":

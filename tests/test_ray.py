@@ -1,0 +1,151 @@
+"""The pool on a Ray cluster: a local `ray.cluster_utils.Cluster` whose nodes simulate different GPUs."""
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+import migpool  # noqa: E402
+import migpool.ray  # noqa: E402
+import pool_tasks as T  # noqa: E402
+from migpool import Compute, SimulatedBackend, Worker, gather, plugins, reconcile  # noqa: E402
+
+TESTS = str(Path(__file__).parent)
+SRC = str(Path(migpool.__file__).resolve().parents[1])
+NODES = {  # name: (simulated GPUs, custom resources, extra environment)
+    "a100": ("A100-80GB", {"ab": 1, "ad": 1, "abd": 1}, {}),
+    "h100": ("H100-80GB:2", {"ab": 1, "abd": 1}, {}),
+    "ro": ("A100-80GB", {"ro": 1}, {"MIGPOOL_READ_ONLY": "1"}),
+    "gone": ("H100-80GB", {"ad": 1, "abd": 1}, {}),
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray-nodes")
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    handles = {}
+    for name, (spec, resources, extra) in NODES.items():
+        env = {"MIGPOOL_SIMULATE": spec, "MIGPOOL_STATE_DIR": str(root / name), "PYTHONPATH": f"{TESTS}:{SRC}",
+               "MIGPOOL_CONFIG_DIR": str(root / "config"), **extra}
+        handles[name] = c.add_node(num_cpus=2, resources=resources, env_vars=env)
+    c.wait_for_nodes()
+    ray.init(address=c.address, logging_level="ERROR")
+    yield c, handles, root
+    ray.shutdown()
+    c.shutdown()
+
+
+def sim(root, name, monkeypatch):
+    """The simulated machine of a node, read from the driver (its state file under the node's state dir)."""
+    monkeypatch.setenv("MIGPOOL_STATE_DIR", str(root / name))
+    return SimulatedBackend(NODES[name][0])
+
+
+def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
+    c, handles, root = cluster
+    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
+                 plugins=[plugins.mig(profile="3g.40gb", gpus="all")], progress=False) as pool:
+        parts = pool.partitions
+        rs = gather(*[T.where() for _ in range(24)]) >> pool
+        per_node = T.where() @ pool
+        fut = T.add(2, 3) > pool
+        assert fut.result(timeout=60) == 5
+    a100, h100 = sim(root, "a100", monkeypatch), sim(root, "h100", monkeypatch)
+    assert len(parts) == 2 + 4  # 2 on the A100 node, 2 on each H100 of the other
+    infos = {r["info"].global_worker_index: r for r in rs}
+    assert sorted(infos) == list(range(6))
+    for r in rs:
+        i = r["info"]
+        assert r["initial_cuda"] == r["cuda"] == i.partition.uuid  # pinned from the process's first instruction
+        assert i.total_nodes == 2 and i.total_workers == 6 and i.is_head == (i.node == 0)
+        assert i.workers_per_node == (2 if i.partition.gpu_uuid in {g.uuid for g in a100.gpus()} else 4)
+    assert [r["info"].node for r in per_node] == [0, 1]  # broadcast: once per node, in node order
+    assert a100.gpus()[0].mig_current and h100.gpus()[1].mig_current  # partitions are kept (restore not asked)
+    reconcile.teardown(a100, restore=True)
+    reconcile.teardown(h100, restore=True)
+
+
+def test_routing_mixed_layouts_and_restore(cluster, monkeypatch):
+    c, handles, root = cluster
+    with Compute(provider=migpool.Ray(node_resource="abd"), nodes="all", worker=Worker(executor="process"),
+                 plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2}, gpus="all", restore=True)],
+                 progress=False) as pool:  # 3 nodes: A100, H100 ×2, H100
+        assert len(pool.partitions) == 3 * 4
+        small = gather(*[T.where().on("1g.10gb") for _ in range(24)]) >> pool
+        big = gather(*[T.where().on("3g.40gb") for _ in range(12)]) >> pool
+    assert {r["info"].partition.profile for r in small} == {"1g.10gb"}
+    assert {r["info"].partition.profile for r in big} == {"3g.40gb"}
+    assert {r["info"].node for r in small} == {0, 1, 2} and {r["info"].total_nodes for r in big} == {3}
+    for name in ("a100", "h100", "gone"):
+        b = sim(root, name, monkeypatch)
+        assert all(not g.mig_current for g in b.gpus()), name  # restore=True put every node back
+
+
+def test_a_refusing_node_leaves_every_node_unchanged(cluster, monkeypatch):
+    c, handles, root = cluster
+    before = {n: sim(root, n, monkeypatch).operations() for n in ("a100", "h100", "gone")}
+    with pytest.raises(migpool.ReadOnlyError) as e:
+        with Compute(provider=migpool.Ray(node_resource=None), nodes="all", worker=Worker(executor="process"),
+                     plugins=[plugins.mig(profile="7g.80gb", gpus="all")], progress=False):
+            pass
+    ro = handles["ro"]
+    assert f"Ray node {ro.node_id[:8]}" in str(e.value) and "refused: MIGPOOL_READ_ONLY is set" in str(e.value)
+    assert str(e.value).endswith("nothing was changed on any node")
+    assert {n: sim(root, n, monkeypatch).operations() for n in before} == before
+
+
+def test_actor_crash_fails_its_task_and_restarts(cluster):
+    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
+                 plugins=[plugins.mig(profile="7g.80gb", gpus="all")], progress=False) as pool:
+        with pytest.raises(migpool.WorkerLostError, match=r"on node \d \(.*\) \(partition MIG-.*7g.80gb.*\) died"):
+            T.crash(3) >> pool
+        with pytest.raises(T.Boom, match="still fine"):
+            T.fail("still fine") >> pool
+        assert sum(gather(*[T.add(i) for i in range(30)]) >> pool) == sum(range(30))
+        with pytest.raises(migpool.TaskTimeoutError):
+            T.nap(30).with_options(timeout=1) >> pool
+        assert T.add(1) >> pool == 1
+        actors = [w.actor for w in pool._sched.workers]
+    for a in actors:  # closed: no actor left behind
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(a.ready.remote(), timeout=30)
+
+
+def test_partition_options_for_ray_native_actors(cluster, monkeypatch):
+    c, handles, root = cluster
+    b = sim(root, "h100", monkeypatch)
+    reconcile.apply({"1g.10gb": 2}, b, gpus=[0])
+    monkeypatch.delenv("MIGPOOL_STATE_DIR")
+
+    @ray.remote
+    class Mine:
+        def cuda(self):
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+
+    opts = migpool.ray.partition_options("1g.10gb")
+    opts2 = migpool.ray.partition_options("1g.10gb")
+    uuids = {d.uuid for d in b.mig_devices(0)}
+    got = {ray.get(Mine.options(**o).remote().cuda.remote()) for o in (opts, opts2)}
+    assert got == uuids  # two actors, two different partitions, each pinned to its own
+    with pytest.raises(migpool.PluginError, match="no free 1g.10gb partition"):
+        migpool.ray.partition_options("1g.10gb")
+    reconcile.teardown(b, restore=True)
+
+
+def test_a_node_leaving_mid_run_fails_or_retries_its_tasks(cluster, monkeypatch):
+    c, handles, root = cluster
+    with Compute(provider=migpool.Ray(node_resource="ad"), nodes=2, worker=Worker(executor="process"),
+                 plugins=[plugins.mig(profile="7g.80gb")], progress=False, retries=1) as pool:
+        futs = [pool.submit(T.nap(1.0, i)) for i in range(8)]
+        time.sleep(0.5)
+        c.remove_node(handles.pop("gone"))
+        results = [f.result(timeout=120) for f in futs]
+        assert results == list(range(8))  # the lost ones were retried on the node that stayed
+        assert T.add(7) >> pool == 7
+        lost = [w for w in pool._sched.workers if w.dead_reason]
+        assert lost and all("left the Ray cluster" in w.dead_reason for w in lost)
