@@ -74,12 +74,15 @@ def _affinity(node_id: str) -> Any:
 
 
 # --- what runs on the nodes (as Ray tasks and actors) ---
-def _probe() -> dict[str, Any]:
+def _probe(plugins: list[Any], worker: Any) -> dict[str, Any]:
+    """What a node has, and whether the plugins would accept it (checked here, so that choosing and checking
+    the nodes is one round): `refusal` is the exception validate raised, or None."""
     import ray
 
     from ..backend import open_backend
 
-    out: dict[str, Any] = dict(ip=ray.util.get_node_ip_address(), hostname=socket.gethostname(), gpus=[], error=None)
+    out: dict[str, Any] = dict(ip=ray.util.get_node_ip_address(), hostname=socket.gethostname(), gpus=[],
+                               error=None, refusal=None)
     try:
         backend = open_backend()
         try:
@@ -88,6 +91,11 @@ def _probe() -> dict[str, Any]:
             backend.close()
     except MigpoolError as e:
         out["error"] = str(e)
+        return out
+    try:
+        _prepare(plugins, worker, 0, 1, apply=False)
+    except Exception as e:  # noqa: BLE001 - reported for the node, if it is chosen
+        out["refusal"] = e
     return out
 
 
@@ -133,6 +141,17 @@ def _finish(plugins: list[Any], worker: Any, index: int, count: int, undo: bool,
             p.rollback(node) if undo else p.teardown(node)
     finally:
         node.backend.close() if node._backend is not None else None
+
+
+_AGENTS: dict[tuple[str, str], Any] = {}  # (Ray job, node id) -> this driver's agent there
+
+
+class NodeAgent:
+    """migpool's helper on a node (0 CPU, owned by the driver, reused by its later pools): runs the probe and
+    the plugins' bootstrap and teardown there, so a pool's start pays no cold Ray worker for them."""
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
 
 
 class WorkerActor:
@@ -311,61 +330,76 @@ class RayPool:
             self._alive_cache = (time.monotonic(), alive)
         return node_id in alive
 
-    def _on_each(self, fn: Callable[..., Any], nodes: list[Any], args: Callable[[Any], tuple[Any, ...]]) -> list[Any]:
-        """Run fn on each node (pinned there); a result per node, or the exception it raised."""
+    def _agent(self, node_id: str) -> Any:
         import ray
 
-        task = ray.remote(fn)
-        refs = [task.options(num_cpus=0, scheduling_strategy=_affinity(n["NodeID"] if isinstance(n, dict) else n.node_id))
-                .remote(*args(n)) for n in nodes]
+        key = (ray.get_runtime_context().get_job_id(), node_id)
+        if key not in _AGENTS:
+            _AGENTS[key] = ray.remote(NodeAgent).options(num_cpus=0, scheduling_strategy=_affinity(node_id)).remote()
+        return _AGENTS[key]
+
+    def _on_each(self, fn: Callable[..., Any], nodes: list[Any], args: Callable[[Any], tuple[Any, ...]]) -> list[Any]:
+        """Run fn on each node (through its agent, pinned there); a result per node, or the exception it raised."""
+        import ray
+
+        ids = [n["NodeID"] if isinstance(n, dict) else n.node_id for n in nodes]
+        refs = [self._agent(i).call.remote(fn, *args(n)) for i, n in zip(ids, nodes)]
         out = []
-        for ref in refs:
+        for node_id, n, ref in zip(ids, nodes, refs):
             try:
                 out.append(ray.get(ref))
+            except ray.exceptions.RayActorError:  # the agent died (its node restarted, say): once more, afresh
+                _AGENTS.pop((ray.get_runtime_context().get_job_id(), node_id), None)
+                try:
+                    out.append(ray.get(self._agent(node_id).call.remote(fn, *args(n))))
+                except Exception as e:  # noqa: BLE001
+                    out.append(_unwrap(e))
             except Exception as e:  # noqa: BLE001 - sorted out by the caller, per node
                 out.append(_unwrap(e))
         return out
 
-    def _choose(self, want: int | str, need_mig: bool) -> list[RayNode]:
+    def _choose(self, want: int | str, need_mig: bool) -> tuple[list[RayNode], list[Any]]:
+        """The nodes to use, in a stable order (IP, then Ray node id), and what validate said on each."""
         import ray
 
+        c = self.compute
         alive = [n for n in ray.nodes() if n.get("Alive")
                  and (self.provider.node_resource is None or n["Resources"].get(self.provider.node_resource))]
-        probes = self._on_each(_probe, alive, lambda n: ())
+        probes = self._on_each(_probe, alive, lambda n: (c.plugins, c.worker))
         found = []
         for n, pr in zip(alive, probes):
             if isinstance(pr, BaseException):
                 raise PluginError(f"Ray node {n['NodeID'][:8]}… ({n.get('NodeManagerAddress')}) could not be probed: {pr}")
             if need_mig and not any(g["mig_capable"] for g in pr["gpus"]):
                 continue
-            found.append(RayNode(0, n["NodeID"], pr["ip"], pr["hostname"], pr["gpus"], n["Resources"].get("CPU", 1.0)))
-        found.sort(key=lambda r: (_ip_key(r.ip), r.node_id))
+            r = RayNode(0, n["NodeID"], pr["ip"], pr["hostname"], pr["gpus"], n["Resources"].get("CPU", 1.0))
+            found.append((r, pr["refusal"]))
+        found.sort(key=lambda rr: (_ip_key(rr[0].ip), rr[0].node_id))
         if want == "all":
             chosen = found
         elif isinstance(want, int) and want >= 1:
             if len(found) < want:
                 what = "with a MIG-capable GPU " if need_mig else ""
                 raise PluginError(f"nodes={want}, but the Ray cluster has {len(found)} node(s) {what}alive: "
-                                  + (", ".join(f"{r.ip} ({r.node_id[:8]}…)" for r in found) or "none"))
+                                  + (", ".join(f"{r.ip} ({r.node_id[:8]}…)" for r, _ in found) or "none"))
             chosen = found[:want]
         else:
             raise PluginError(f"nodes must be a positive number or 'all', not {want!r}")
         if not chosen:
             raise PluginError("the Ray cluster has no node " + ("with a MIG-capable GPU" if need_mig else "alive"))
-        for i, r in enumerate(chosen):
+        for i, (r, _) in enumerate(chosen):
             r.index = i
-        return chosen
+        return [r for r, _ in chosen], [refusal for _, refusal in chosen]
 
     def open(self) -> list[WorkerSpec]:
         from ..plugins import mig
 
         c = self.compute
         self._connect()
-        self.nodes = self._choose(c.nodes, any(isinstance(p, mig) for p in c.plugins))
+        self.nodes, refusals = self._choose(c.nodes, any(isinstance(p, mig) for p in c.plugins))
         count = len(self.nodes)
         worker = c.worker
-        checks = self._on_each(_prepare, self.nodes, lambda r: (c.plugins, worker, r.index, count, False))
-        self._raise_first(checks, "refused")
+        self._raise_first([e if e is not None else None for e in refusals], "refused")
         results = self._on_each(_prepare, self.nodes, lambda r: (c.plugins, worker, r.index, count, True))
         failed = [(r, e) for r, e in zip(self.nodes, results) if isinstance(e, BaseException)]
         for r, res in zip(self.nodes, results):
