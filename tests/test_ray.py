@@ -149,3 +149,21 @@ def test_a_node_leaving_mid_run_fails_or_retries_its_tasks(cluster, monkeypatch)
         assert T.add(7) >> pool == 7
         lost = [w for w in pool._sched.workers if w.dead_reason]
         assert lost and all("left the Ray cluster" in w.dead_reason for w in lost)
+
+
+def test_the_reference_example_runs_unchanged_on_a_local_two_node_cluster(tmp_path):
+    """examples/ray_mig.py --local-cluster: the issue's example as written (Image(pip=["torch"]) included)."""
+    pytest.importorskip("torch")
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MIGPOOL_SIMULATE", "RAY_ADDRESS")}
+    env["PYTHONPATH"] = SRC
+    r = subprocess.run([sys.executable, str(Path(TESTS).parent / "examples" / "ray_mig.py"), "--local-cluster"],
+                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = r.stdout.splitlines()
+    workers = [line for line in lines if line.startswith("node ") and " worker " in line]
+    assert len(workers) == 4 and {w.split()[1] for w in workers} == {"0", "1"}
+    assert all("3g.40gb MIG-" in w for w in workers)
+    assert [line.split(" (")[0] for line in lines if "partitions, head=" in line] == ["node 0", "node 1"]

@@ -62,6 +62,7 @@ class RayNode:
     cpus: float
     partitions: list[Partition] = field(default_factory=list)
     plugins: list[Any] = field(default_factory=list)  # the plugins as bootstrapped there (their state)
+    missing: list[str] = field(default_factory=list)  # the Image's requirements this node's Python lacks
 
     def describe(self) -> str:
         return f"node {self.index} ({self.ip}, Ray node {self.node_id[:8]}…)"
@@ -74,7 +75,7 @@ def _affinity(node_id: str) -> Any:
 
 
 # --- what runs on the nodes (as Ray tasks and actors) ---
-def _probe(plugins: list[Any], worker: Any) -> dict[str, Any]:
+def _probe(plugins: list[Any], worker: Any, image: Any = None) -> dict[str, Any]:
     """What a node has, and whether the plugins would accept it (checked here, so that choosing and checking
     the nodes is one round): `refusal` is the exception validate raised, or None."""
     import ray
@@ -82,7 +83,7 @@ def _probe(plugins: list[Any], worker: Any) -> dict[str, Any]:
     from ..backend import open_backend
 
     out: dict[str, Any] = dict(ip=ray.util.get_node_ip_address(), hostname=socket.gethostname(), gpus=[],
-                               error=None, refusal=None)
+                               error=None, refusal=None, missing=image.missing() if image is not None else [])
     try:
         backend = open_backend()
         try:
@@ -365,14 +366,15 @@ class RayPool:
         c = self.compute
         alive = [n for n in ray.nodes() if n.get("Alive")
                  and (self.provider.node_resource is None or n["Resources"].get(self.provider.node_resource))]
-        probes = self._on_each(_probe, alive, lambda n: (c.plugins, c.worker))
+        probes = self._on_each(_probe, alive, lambda n: (c.plugins, c.worker, c.image))
         found = []
         for n, pr in zip(alive, probes):
             if isinstance(pr, BaseException):
                 raise PluginError(f"Ray node {n['NodeID'][:8]}… ({n.get('NodeManagerAddress')}) could not be probed: {pr}")
             if need_mig and not any(g["mig_capable"] for g in pr["gpus"]):
                 continue
-            r = RayNode(0, n["NodeID"], pr["ip"], pr["hostname"], pr["gpus"], n["Resources"].get("CPU", 1.0))
+            r = RayNode(0, n["NodeID"], pr["ip"], pr["hostname"], pr["gpus"], n["Resources"].get("CPU", 1.0),
+                        missing=pr["missing"])
             found.append((r, pr["refusal"]))
         found.sort(key=lambda rr: (_ip_key(rr[0].ip), rr[0].node_id))
         if want == "all":
@@ -457,8 +459,9 @@ class RayPool:
 
         paths = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
         env: dict[str, Any] = {"env_vars": {"PYTHONPATH": paths, **spec.env}}
-        if self.compute.image.pip:
-            env["pip"] = {"packages": list(self.compute.image.pip), "pip_check": False}
+        missing = self.nodes[spec.node].missing
+        if missing:  # as locally: nothing is installed where the node's Python already satisfies the Image
+            env["pip"] = {"packages": missing, "pip_check": False}
         return env
 
     def slot(self, sched: Scheduler, spec: WorkerSpec) -> RayWorkerSlot:
