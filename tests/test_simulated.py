@@ -169,3 +169,20 @@ def test_a_damaged_state_file_is_refused_not_replaced(sim, damage):
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(b.path) in r.stderr.replace("\n", "")
     b.path.unlink()
     assert b.gpus()[0].mig_current is False  # the documented reset: a freshly booted machine
+
+
+def test_operations_can_take_what_they_take_on_hardware(monkeypatch):
+    import time
+
+    monkeypatch.setenv("MIGPOOL_SIM_LATENCY", "hardware")
+    b = SimulatedBackend("A100-80GB")
+    assert b.latency == {"create_gpu_instance": 0.092, "destroy_gpu_instance": 0.142}
+    b.set_mig_mode(0, True)
+    t = time.perf_counter()
+    gi = b.create_gpu_instance(0, 9, Placement(0, 4))
+    b.destroy_gpu_instance(0, gi.id)
+    assert time.perf_counter() - t >= 0.092 + 0.142
+    fast = SimulatedBackend("A100-80GB", latency={"create_gpu_instance": 0.0})
+    assert fast.latency == {"create_gpu_instance": 0.0}
+    with pytest.raises(migpool.BackendError, match="MIGPOOL_SIM_LATENCY item 'create=1'"):
+        SimulatedBackend("A100-80GB", latency="create=1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import combinations
 
 from .catalog import GpuModel, Placement, Profile
@@ -52,18 +53,53 @@ def can_place(gpu: GpuModel, existing: Sequence[PlannedInstance], profile: Profi
     return placement in profile.placements and _fits(gpu, existing, profile, placement)
 
 
+def _bounded(gpu: GpuModel, placed: Sequence[PlannedInstance], todo: Sequence[Profile]) -> bool:
+    """Counting bounds that any placement must meet: compute slices, memory slices, instances per profile."""
+    if sum(i.profile.slices for i in placed) + sum(p.slices for p in todo) > gpu.compute_slices:
+        return False
+    if len(occupied(placed)) + sum(p.memory_slices for p in todo) > gpu.memory_slices:
+        return False
+    counts: dict[Profile, int] = {}
+    for p in [i.profile for i in placed] + list(todo):
+        counts[p] = counts.get(p, 0) + 1
+        if counts[p] > p.max_instances:
+            return False
+    return True
+
+
 def _search(gpu: GpuModel, placed: list[PlannedInstance], todo: list[Profile]) -> list[PlannedInstance] | None:
+    """Place `todo` (identical profiles adjacent) beside `placed`, or None. Answers are memoized per GPU model."""
+    found = _search_cached(gpu, tuple(placed), tuple(todo))
+    return None if found is None else list(placed) + list(found)
+
+
+@lru_cache(maxsize=65536)
+def _search_cached(gpu: GpuModel, placed: tuple[PlannedInstance, ...],
+                   todo: tuple[Profile, ...]) -> tuple[PlannedInstance, ...] | None:
+    if not _bounded(gpu, placed, todo):
+        return None
+    out: list[PlannedInstance] = []
+    return tuple(out) if _dfs(gpu, list(placed), list(todo), 0, out) else None
+
+
+def _dfs(gpu: GpuModel, placed: list[PlannedInstance], todo: list[Profile], first: int,
+         out: list[PlannedInstance]) -> bool:
+    """Depth-first placement. Instances of one profile are interchangeable, so each next one of the same
+    profile takes a placement after the previous one's (`first`): no order is tried twice."""
     if not todo:
-        return placed
+        return True
     profile, rest = todo[0], todo[1:]
-    for pl in profile.placements:
+    for k in range(first, len(profile.placements)):
+        pl = profile.placements[k]
         if _fits(gpu, placed, profile, pl):
             placed.append(PlannedInstance(profile, pl))
-            found = _search(gpu, placed, rest)
-            if found is not None:
-                return found
+            out.append(placed[-1])
+            nxt = k + 1 if rest and rest[0] == profile else 0
+            if _dfs(gpu, placed, rest, nxt, out):
+                return True
             placed.pop()
-    return None
+            out.pop()
+    return False
 
 
 def _expand(gpu: GpuModel, layout: Layout | dict | str) -> list[Profile]:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,31 @@ from ..proc import pid_alive
 from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
+LATENCY_ENV = "MIGPOOL_SIM_LATENCY"
+# What a GPU-instance change costs on hardware: creation 52–132 ms and destruction 120–164 ms (nvidia-smi on an
+# A100, as published); the midpoints. Compute-instance and mode changes were not measured there: no delay.
+HARDWARE_LATENCY = {"create_gpu_instance": 0.092, "destroy_gpu_instance": 0.142}
+
+
+def parse_latency(text: str | None) -> dict[str, float]:
+    """'hardware' -> HARDWARE_LATENCY; 'create_gpu_instance=0.1,destroy_gpu_instance=0.15' -> seconds per op."""
+    if not text:
+        return {}
+    if text.strip() == "hardware":
+        return dict(HARDWARE_LATENCY)
+    out = {}
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        op, _, value = part.partition("=")
+        valid = ("create_gpu_instance", "destroy_gpu_instance", "create_compute_instance", "destroy_compute_instance",
+                 "set_mig_mode")
+        try:
+            if op not in valid:
+                raise ValueError
+            out[op] = float(value)
+        except ValueError:
+            raise BackendError(f"cannot read {LATENCY_ENV} item {part!r}; write 'hardware' or OP=SECONDS with OP in "
+                               f"{', '.join(valid)}") from None
+    return out
 _ERRORS: dict[str, type[BackendError]] = {
     "insufficient_resources": InsufficientResourcesError,
     "in_use": InUseError,
@@ -83,8 +109,11 @@ class SimulatedBackend(Backend):
 
     kind = "simulated"
 
-    def __init__(self, spec: str, state_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, spec: str, state_path: str | os.PathLike[str] | None = None,
+                 latency: dict[str, float] | str | None = None) -> None:
+        """`latency`: seconds each operation takes (as on hardware), a dict, 'hardware', or $MIGPOOL_SIM_LATENCY."""
         self.spec = spec
+        self.latency = latency if isinstance(latency, dict) else parse_latency(latency or os.environ.get(LATENCY_ENV))
         self.models = parse_spec(spec)
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec) + "-" + hashlib.sha1(spec.encode()).hexdigest()[:6]
         self.path = Path(state_path) if state_path else state_dir() / f"sim-{slug}.json"
@@ -204,6 +233,12 @@ class SimulatedBackend(Backend):
         with self._state() as st:
             return st["ops"]
 
+    def _pay(self, op: str) -> None:
+        """Take as long as the operation takes on hardware (with the state locked: the driver serializes them)."""
+        delay = self.latency.get(op)
+        if delay:
+            time.sleep(delay)
+
     def _op(self, st: dict[str, Any], what: str) -> None:
         st["ops"] += 1
         f = st.get("faults", {})
@@ -306,6 +341,7 @@ class SimulatedBackend(Backend):
         with self._state(write=True) as st:
             g = self._g(st, gpu)
             self._op(st, "set MIG mode")
+            self._pay("set_mig_mode")
             if g["mig_current"] == enabled and g["mig_pending"] == enabled:
                 return True
             busy = self._live_processes(g)
@@ -325,6 +361,7 @@ class SimulatedBackend(Backend):
             g = self._g(st, gpu)
             model = self.models[gpu]
             self._op(st, "create GPU instance")
+            self._pay("create_gpu_instance")
             if g["mig_current"] != g["mig_pending"]:
                 raise ResetRequiredError(f"GPU {gpu} has a MIG mode change pending; reset the GPU first")
             if not g["mig_current"]:
@@ -360,6 +397,7 @@ class SimulatedBackend(Backend):
             g = self._g(st, gpu)
             gi = self._find_gi(g, gpu, gi_id)
             self._op(st, "destroy GPU instance")
+            self._pay("destroy_gpu_instance")
             if gi["cis"]:
                 raise InUseError(f"GPU instance {gi_id} on GPU {gpu} still has compute instances")
             g["gis"].remove(gi)
@@ -372,6 +410,7 @@ class SimulatedBackend(Backend):
             gi = self._find_gi(g, gpu, gi_id)
             p = self.models[gpu].profile(gi["profile_id"])
             self._op(st, "create compute instance")
+            self._pay("create_compute_instance")
             want = slices or p.slices
             if want not in [c.slices for c in p.compute_profiles]:
                 raise InvalidArgumentError(f"{want}-slice compute instances are not offered in {p.name}")
@@ -390,6 +429,7 @@ class SimulatedBackend(Backend):
             if ci is None:
                 raise NotFoundError(f"GPU instance {gi_id} on GPU {gpu} has no compute instance {ci_id}")
             self._op(st, "destroy compute instance")
+            self._pay("destroy_compute_instance")
             users = [p for p in self._live_processes(g) if p["device"] == ci["uuid"]]
             if users:
                 names = ", ".join(f"{p['name']} (pid {p['pid']})" for p in users)
