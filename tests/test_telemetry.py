@@ -15,7 +15,7 @@ import fake_pynvml
 import migpool
 import pool_tasks as T
 from migpool import NvmlBackend, SimulatedBackend, plugins, reconcile
-from migpool.exporter import families, registry_for
+from migpool.exporter import registry_for
 from migpool.telemetry import Sampler, sample
 
 

@@ -233,7 +233,7 @@ def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
         for line in _picture(g.model, g):
             out.print(line, highlight=False)
         if g.busy:
-            out.print(f"  [yellow]--force will stop:[/] " + ", ".join(f"PID {x.pid} ({x.name})" for x in g.busy))
+            out.print("  [yellow]--force will stop:[/] " + ", ".join(f"PID {x.pid} ({x.name})" for x in g.busy))
     ops = p.operations
     out.print(f"{len(ops)} operation(s); {p.disturbed} existing partition(s) disturbed" if ops else "Nothing to do: the GPUs already match.")
     for o in ops:
@@ -433,7 +433,7 @@ def boot(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: s
                                    gpus={g.gpu.index: [str(o) for o in g.operations] for g in plan.gpus}))
         for g in plan.gpus:
             line = (f"would run {len(g.operations)} operation(s): " + "; ".join(str(o).split(": ", 1)[-1] for o in g.operations)
-                    if g.operations else f"matches the saved layout ({_describe(g.model, g.transition.keep)})")
+                    if g.operations else f"matches the saved layout ({_describe(g.transition.keep)})")
             click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {line}" + (f" [{why}]" if g.operations else ""))
         return None
     with service.services_stopped(services, service.Systemctl(), lambda s: click.echo(f"migpool boot: {s}")):
@@ -442,13 +442,13 @@ def boot(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: s
         return _emit_json(dict(changed=True, operations=[str(o) for o in res.operations], mig_devices=res.mig_devices))
     for g in res.plan.gpus:
         now = [a.instance for a in reconcile.actual_instances(backend, g.gpu.index)] if backend.gpu(g.gpu.index).mig_current else []
-        what = f"{len(g.operations)} operation(s), now {_describe(g.model, now)}" if g.operations else "already matched"
+        what = f"{len(g.operations)} operation(s), now {_describe(now)}" if g.operations else "already matched"
         click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {what}")
     for msg in res.pending_reset:
         click.echo(f"migpool boot: {msg}; run `migpool boot --reset` once nothing uses the GPU")
 
 
-def _describe(model: GpuModel, instances: Any) -> str:
+def _describe(instances: Any) -> str:
     return ", ".join(str(i) for i in sorted(instances, key=lambda i: i.placement.start)) or "no partitions"
 
 

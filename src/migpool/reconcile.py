@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from filelock import FileLock, Timeout
 

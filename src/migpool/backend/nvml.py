@@ -166,7 +166,8 @@ class NvmlBackend(Backend):
             key=known.key if known else name, nvml_names=(name,), memory_mib=int(mem.total) // 2**20,
             sms=known.sms if known else full.sms, compute_slices=full.slices,
             memory_slices=max(pl.start + pl.size for p in profiles for pl in p.placements),
-            profiles=tuple(profiles), aliases=known.aliases if known else (), source=f"read from GPU {gpu} through NVML", architecture=known.architecture if known else "",
+            profiles=tuple(profiles), aliases=known.aliases if known else (), source=f"read from GPU {gpu} through NVML",
+            architecture=known.architecture if known else "",
         )
         self._models[gpu] = model
         return model

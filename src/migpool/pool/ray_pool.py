@@ -16,7 +16,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -125,10 +125,11 @@ def _prepare(plugins: list[Any], worker: Any, index: int, count: int, apply: boo
             raise
         return node.partitions, plugins
     finally:
-        node.backend.close() if node._backend is not None else None
+        if node._backend is not None:
+            node.backend.close()
 
 
-def _finish(plugins: list[Any], worker: Any, index: int, count: int, undo: bool, pids: list[int] = (),  # type: ignore[assignment]
+def _finish(plugins: list[Any], worker: Any, index: int, count: int, undo: bool, pids: Sequence[int] = (),
             wait_s: float = 30.0) -> None:
     """Tear the plugins down on this node (or undo them), once the pool's worker processes here have exited."""
     from ..proc import pid_alive
@@ -139,9 +140,13 @@ def _finish(plugins: list[Any], worker: Any, index: int, count: int, undo: bool,
     node = _node_for(index, count, worker)
     try:
         for p in reversed(plugins):
-            p.rollback(node) if undo else p.teardown(node)
+            if undo:
+                p.rollback(node)
+            else:
+                p.teardown(node)
     finally:
-        node.backend.close() if node._backend is not None else None
+        if node._backend is not None:
+            node.backend.close()
 
 
 _AGENTS: dict[tuple[str, str], Any] = {}  # (Ray job, node id) -> this driver's agent there
@@ -401,7 +406,7 @@ class RayPool:
         self.nodes, refusals = self._choose(c.nodes, any(isinstance(p, mig) for p in c.plugins))
         count = len(self.nodes)
         worker = c.worker
-        self._raise_first([e if e is not None else None for e in refusals], "refused")
+        self._raise_first(refusals, "refused")
         results = self._on_each(_prepare, self.nodes, lambda r: (c.plugins, worker, r.index, count, True))
         failed = [(r, e) for r, e in zip(self.nodes, results) if isinstance(e, BaseException)]
         for r, res in zip(self.nodes, results):
