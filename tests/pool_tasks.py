@@ -102,3 +102,11 @@ def matmul_for(seconds, size=8192):
         torch.cuda.synchronize()
         done += 10
     return dict(pid=os.getpid(), products=done)
+
+
+@migpool.function
+def profile_after(seconds):
+    """Sleep, then say which partition profile ran this."""
+    time.sleep(seconds)
+    info = migpool.instance_info()
+    return info.partition.profile if info.partition else None

@@ -57,6 +57,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     mig(profile="3g.40gb")                      one partition of this profile per worker
     mig(layout={"3g.40gb": 1, "1g.10gb": 4})    mixed partitions; route tasks with task.on("1g.10gb")
     mig(partitions=4, min_memory="16GB")        the largest profile giving 4 partitions of >= 16GB
+    mig(dynamic=True, keep_idle=30.0)           partitions made on demand for each task's profile (pool/dynamic.py)
     gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)
     restore=True                                return the GPUs to their prior state when the pool closes
     force=True                                  stop processes on partitions that must be destroyed
@@ -64,10 +65,19 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
     def __init__(self, profile: str | None = None, *, layout: Mapping[str, int] | None = None,
                  partitions: int | None = None, min_memory: str | None = None,
-                 gpus: int | Sequence[int] | str = 0, restore: bool = False, force: bool = False) -> None:
-        given = sum(x is not None for x in (profile, layout, partitions))
-        if given != 1:
-            raise PluginError("mig() needs exactly one of profile='3g.40gb', layout={...} or partitions=N")
+                 gpus: int | Sequence[int] | str = 0, restore: bool = False, force: bool = False,
+                 dynamic: bool = False, keep_idle: float = 30.0) -> None:
+        given = [k for k, x in (("profile", profile), ("layout", layout), ("partitions", partitions)) if x is not None]
+        if dynamic and given:
+            raise PluginError(f"mig(dynamic=True) makes partitions for each task's profile: drop {given[0]}= (or drop "
+                              "dynamic=True for a fixed layout)")
+        if not dynamic and len(given) != 1:
+            raise PluginError("mig() needs exactly one of profile='3g.40gb', layout={...} or partitions=N, "
+                              "or dynamic=True")
+        if keep_idle < 0:
+            raise PluginError(f"keep_idle must be a number of seconds >= 0, not {keep_idle}")
+        self.dynamic = dynamic
+        self.keep_idle = keep_idle
         if min_memory is not None:
             if partitions is None:
                 raise PluginError("min_memory goes with partitions=N")
@@ -108,6 +118,19 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         from .reconcile import check_may_change, plan_apply
 
         desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
+        if self.dynamic:
+            from .backend.base import read_only
+            from .errors import NoPermissionError, NotSupportedError, ReadOnlyError
+
+            if read_only():
+                raise ReadOnlyError("mig(dynamic=True) creates and destroys partitions as tasks need them, but "
+                                    "MIGPOOL_READ_ONLY is set: unset it, or use a fixed layout made beforehand")
+            for i in self._selected:
+                if not node.backend.gpu(i).mig_capable:
+                    raise NotSupportedError(f"GPU {i} ({node.backend.gpu(i).name}) does not support MIG")
+            why = node.backend.permission_problem()
+            if why:
+                raise NoPermissionError(why)
         # read-only mode, missing permission: refused now, before images are built or workers started
         check_may_change(plan_apply(desired, node.backend, gpus=self._selected, force=self.force), node.backend)
 
@@ -125,6 +148,11 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 raise PluginError(f"concurrency={want} but mig(layout={self.layout}) makes {total} partitions "
                                   f"({sum(self.layout.values())} per GPU × {len(indices)} GPU(s)); set concurrency={total}")
             return MachineLayout(tuple(GpuLayout(Layout.of(self.layout), (i,)) for i in indices))
+        if self.dynamic:
+            if want is not None:
+                raise PluginError("mig(dynamic=True) starts one worker per partition as tasks need them: leave "
+                                  "Worker(concurrency=...) out")
+            return MachineLayout(())
         if self.partitions is not None:
             want = self.partitions if want is None else want
             if want != self.partitions:
@@ -175,7 +203,14 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
     def bootstrap(self, node: Node) -> None:
         from .pool.info import Partition
-        from .reconcile import apply
+        from .reconcile import apply, change
+
+        if self.dynamic:
+            for i in self._selected:  # MIG mode on, the prior state journaled; partitions come later
+                if not node.backend.gpu(i).mig_current:
+                    change(node.backend, i)
+            node.partitions = []
+            return
 
         desired = self.plan(node)
         apply(desired, node.backend, gpus=self._selected, force=self.force)
@@ -202,11 +237,18 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         if isinstance(b, SimulatedBackend) and worker.partition is not None:
             b.register_process(worker.partition.gpu_index, pid, "migpool-worker", worker.partition.uuid, 0)
 
+    def controller(self, compute: Any) -> Any:
+        """With dynamic=True: the controller that makes and frees partitions for the pool's tasks."""
+        from .pool.dynamic import DynamicMig
+
+        return DynamicMig(compute, self._selected, self.keep_idle)
+
     def teardown(self, node: Node) -> None:
-        if self.restore and self._selected:
+        if self._selected and (self.restore or self.dynamic):
             from .reconcile import teardown
 
-            teardown(node.backend, gpus=self._selected, restore=True)
+            # dynamic partitions are the pool's own: removed at the end (restore=True also restores MIG mode)
+            teardown(node.backend, gpus=self._selected, restore=self.restore)
 
     def rollback(self, node: Node) -> None:
         if self._selected:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from filelock import FileLock, Timeout
 
-from .backend.base import Backend, GpuInfo, ProcessInfo, read_only
+from .backend.base import Backend, GpuInfo, MigDeviceInfo, ProcessInfo, read_only
 from .catalog import GpuModel, Placement
 from .errors import (
     ApplyError,
@@ -376,6 +376,51 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
             if backend.gpu(gp.gpu.index).mig_current:
                 result.mig_devices += [d.uuid for d in backend.mig_devices(gp.gpu.index)]
         return result
+    finally:
+        lock.release()
+
+
+def change(backend: Backend, gpu: int, *, create: Sequence[PlannedInstance] = (), destroy: Sequence[Actual] = (),
+           lock_timeout: float = 60.0, progress: Progress | None = None) -> list[MigDeviceInfo]:
+    """Destroy these instances and create those, on one GPU (MIG mode enabled first where needed), with apply's
+    refusals, lock, journal and rollback; returns the MIG devices created. Dynamic MIG changes go through here."""
+    lock = _locked(backend, lock_timeout, progress)
+    try:
+        g = backend.gpu(gpu)
+        model = backend.model(gpu)
+        if g.mig_current != g.mig_pending:
+            raise ResetRequiredError(f"GPU {gpu} has a MIG mode change pending a reset; reset it first")
+        gone = {u for a in destroy for u in a.uuids}
+        busy = [p for p in backend.processes(gpu) if p.device_uuid in gone]
+        if busy:
+            raise InUseError(f"GPU {gpu}: will not destroy MIG devices in use: {_describe_procs(busy)}")
+        ops: list[Operation] = [] if g.mig_current else [Operation("enable-mig", gpu)]
+        for a in destroy:
+            ops += [Operation("destroy-ci", gpu, a.instance.profile.name, a.instance.placement, a.gi_id, c) for c in a.ci_ids]
+            ops.append(Operation("destroy-gi", gpu, a.instance.profile.name, a.instance.placement, a.gi_id))
+        for inst in create:
+            ops += [Operation("create-gi", gpu, inst.profile.name, inst.placement),
+                    Operation("create-ci", gpu, inst.profile.name, inst.placement)]
+        gp = GpuPlan(g, model, Layout(), Transition((), tuple(a.instance for a in destroy), tuple(create)), ops,
+                     [a.instance for a in destroy], [])
+        plan = ApplyPlan([gp])
+        check_may_change(plan, backend)
+        journal = _journal(backend)
+        prior = actual_instances(backend, gpu) if g.mig_current else []
+        journal.remember_prior(g.uuid, g.mig_current,
+                               [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior])
+        run = _Run(backend, journal, progress)
+        result = ApplyResult(plan=plan)
+        try:
+            run.execute(gp, result)
+        except BackendError as e:
+            problems = run.rollback()
+            raise ApplyError(f"GPU {gpu}: '{_next_op(plan, run)}' failed: {e}. "
+                             + ("Rolled back." if not problems else "Rollback was incomplete: " + "; ".join(problems))) from e
+        if result.pending_reset:
+            raise ResetRequiredError("; ".join(result.pending_reset))
+        where = {inst.placement for inst in create}
+        return [d for d in backend.mig_devices(gpu) if d.placement in where]
     finally:
         lock.release()
 

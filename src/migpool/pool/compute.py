@@ -118,6 +118,7 @@ class Compute:
         self._publisher: Any = None
         self._metrics: Any = None  # (sampler, server) while metrics are served
         self._ray: Any = None
+        self._dynamic: Any = None  # the dynamic MIG controller, with mig(dynamic=True)
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
@@ -152,30 +153,41 @@ class Compute:
             self._threads = ThreadPoolExecutor(n, thread_name_prefix="migpool-worker",
                                                initializer=self._thread_init, initargs=(n,))
             return
-        specs = []
-        pythonpath = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-        for i in range(n):
-            env = dict(os.environ, **image.env, PYTHONPATH=pythonpath, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(self.node.index),
-                       MIGPOOL_NODE_COUNT=str(self.node.count), MIGPOOL_CONCURRENCY=str(n), PYTHONUNBUFFERED="1")
-            part = self.node.partitions[i] if self.node.partitions else None
-            if part:
-                env["MIGPOOL_PARTITION"] = part.to_env()
-            spec = WorkerSpec(i, python, env, part)
-            for p in self.plugins:
-                spec.env.update(p.around_process(spec))
-            specs.append(spec)
+        self._python, self._image = python, image
+        dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
+        if dynamic is not None:
+            n = 0  # workers come and go with their partitions
+        specs = [self.worker_spec(i, n, self.node.partitions[i] if self.node.partitions else None) for i in range(n)]
         accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
         for spec in specs:
             spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
         self._sched = Scheduler(specs, default_retries=self.retries)
         self._sched.start()
-        for p in self.plugins:
-            for w in self._sched.workers:
-                p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+        for w in self._sched.workers:
+            self.worker_started(w)
+        if dynamic is not None:
+            self._dynamic = dynamic.controller(self)
         self._publisher = Publisher(self._sched.stats)
         self._publisher.start()
         if self.metrics_port is not None:
             self._serve_metrics(self.metrics_port)
+
+    def worker_spec(self, i: int, n: int, part: Partition | None) -> WorkerSpec:
+        """The spec of worker `i` of `n` on this node, pinned to `part` (its environment fixed before it starts)."""
+        pythonpath = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
+        env = dict(os.environ, **self._image.env, PYTHONPATH=pythonpath, MIGPOOL_WORKER_INDEX=str(i),
+                   MIGPOOL_NODE_INDEX=str(self.node.index), MIGPOOL_NODE_COUNT=str(self.node.count),
+                   MIGPOOL_CONCURRENCY=str(n), PYTHONUNBUFFERED="1")
+        if part:
+            env["MIGPOOL_PARTITION"] = part.to_env()
+        spec = WorkerSpec(i, self._python, env, part)
+        for p in self.plugins:
+            spec.env.update(p.around_process(spec))
+        return spec
+
+    def worker_started(self, w: Any) -> None:
+        for p in self.plugins:
+            p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
 
     def _serve_metrics(self, port: int) -> None:
         from ..exporter import serve
@@ -212,6 +224,10 @@ class Compute:
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
+        if self._dynamic is not None and not error and self._sched is not None:
+            self._sched.wait_idle()
+        if self._dynamic is not None:
+            self._dynamic.stop()
         if self._metrics is not None:
             sampler, server = self._metrics
             server.shutdown()
@@ -293,7 +309,15 @@ class Compute:
 
     @property
     def partitions(self) -> list[Partition]:
+        """The pool's partitions (with dynamic MIG: those that exist now)."""
+        if self._dynamic is not None:
+            return self._dynamic.partitions()
         return list(self.node.partitions)
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Dynamic MIG: every partition created or destroyed, when, where and why."""
+        return list(self._dynamic.changes) if self._dynamic is not None else []
 
     @property
     def worker_pids(self) -> list[int]:

@@ -7,6 +7,7 @@ while running it and no retry was left), a TaskTimeoutError, or cancellation whe
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 import os
 import pickle
@@ -97,6 +98,8 @@ class WorkerProcess:
         self.startup_failures = 0
         self.timed_out = False
         self.restarts = 0
+        self.draining = False  # takes no new job (dynamic MIG is about to free its partition)
+        self.retired = False  # removed from the pool: not restarted when its process ends
         p = spec.partition
         self.stats = WorkerStats(spec.index, p.uuid if p else None, p.profile if p else None,
                                  p.gpu_index if p else None, p.gi_id if p else None)
@@ -218,6 +221,10 @@ class WorkerProcess:
         with sched.lock:
             jobs = list(self.outstanding)
             self.outstanding.clear()
+            if self.retired:
+                for j in jobs:  # a retired worker is idle; should one have slipped in, it runs elsewhere
+                    sched.pending.appendleft(j)
+                return
             if sched.closed:
                 for j in jobs:
                     j.future.cancel() or j.future.done() or j.future.set_exception(CancelledError())
@@ -277,7 +284,7 @@ class WorkerProcess:
 
     # --- scheduling (called with the scheduler lock held) ---
     def capacity(self) -> int:
-        if not self.ready.is_set() or self.dead_reason:
+        if not self.ready.is_set() or self.dead_reason or self.draining:
             return 0
         depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
         return depth - len(self.outstanding)
@@ -310,6 +317,7 @@ class Scheduler:
         self.starting = True
         self._ids = itertools.count()
         self._recent: collections.OrderedDict[int, tuple[object, int]] = collections.OrderedDict()
+        self.provisioner: Any = None  # dynamic MIG: admits tasks, and is woken when work waits or a worker idles
         self._fid_by_bytes: dict[bytes, int] = {}
         self._fn_bytes: dict[int, bytes] = {}
 
@@ -347,7 +355,11 @@ class Scheduler:
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         if self.closed:
             raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
-        if not any(w.serves(task) for w in self.workers):
+        if task.min_memory is not None:
+            task = dataclasses.replace(task, partition=self._profile_for_memory(task.min_memory), min_memory=None)
+        if self.provisioner is not None:
+            self.provisioner.admit(task)
+        elif not any(w.serves(task) for w in self.workers):
             parts = sorted({w.spec.partition.profile for w in self.workers if w.spec.partition})
             from ..errors import PluginError
 
@@ -375,6 +387,8 @@ class Scheduler:
                     if w.serves(job.task) and w.capacity() > 0 and (best is None or len(w.outstanding) < len(best.outstanding)):
                         best = w
                 if best is None:
+                    if self.provisioner is not None:
+                        self.provisioner.wake()
                     if all(w.capacity() <= 0 for w in self.workers):
                         return
                     i += 1
@@ -383,6 +397,46 @@ class Scheduler:
                 if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
                     continue
                 best.send(job, self._fn_bytes[job.fid])
+
+    def _profile_for_memory(self, min_memory: str) -> str:
+        """The partition profile a `min_memory=` task runs on: the provisioner's choice, else the smallest of
+        this pool's partitions with that much memory."""
+        if self.provisioner is not None:
+            return self.provisioner.resolve(min_memory)
+        from ..errors import PluginError
+        from ..layout import parse_memory_mib
+
+        need = parse_memory_mib(min_memory)
+        fits = [w.spec.partition for w in self.workers if w.spec.partition and w.spec.partition.memory_mib >= need]
+        if not fits:
+            raise PluginError(f"no partition of this pool has min_memory={min_memory}; partitions: "
+                              + (", ".join(sorted({f"{w.spec.partition.profile} ({w.spec.partition.memory_mib} MiB)"
+                                                   for w in self.workers if w.spec.partition})) or "none"))
+        return min(fits, key=lambda p: p.memory_mib).profile
+
+    def add_worker(self, spec: WorkerSpec) -> WorkerProcess:
+        """Start one more worker (dynamic MIG); it takes jobs once ready."""
+        w = WorkerProcess(self, spec)
+        with self.lock:
+            if self.closed:
+                raise RuntimeError("the pool is closed")
+            self.workers.append(w)
+        w.spawn()
+        return w
+
+    def retire(self, w: WorkerProcess, timeout: float = 10.0) -> None:
+        """Stop an idle worker for good (dynamic MIG frees its partition) and wait for its process to end."""
+        with self.lock:
+            w.draining = w.retired = True
+            if w in self.workers:
+                self.workers.remove(w)
+        w.writer_q.put(("stop",))
+        if w.proc is not None:
+            try:
+                w.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.proc.wait()
 
     def stats(self) -> dict[str, Any]:
         """Per-worker counts, busy time and last error, with what is running and queued now."""

@@ -32,6 +32,7 @@ class Task(Generic[R]):
     retries: int | None = None
     timeout: float | None = None
     node: int | None = None  # run on this node (broadcast sets it)
+    min_memory: str | None = None  # instead of a profile: the smallest partition with at least this memory
 
     def on(self, partition: str) -> Task[R]:
         """Run this task only on a worker whose MIG partition has this profile (e.g. '3g.40gb')."""
@@ -62,21 +63,23 @@ class Task(Generic[R]):
 class RemoteFunction(Generic[R]):
     """What `@migpool.function` returns: calling it builds a Task; `.local(...)` calls the function here."""
 
-    def __init__(self, fn: Callable[..., R], partition: str | None, retries: int | None, timeout: float | None) -> None:
+    def __init__(self, fn: Callable[..., R], partition: str | None, retries: int | None, timeout: float | None,
+                 min_memory: str | None = None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.partition = partition
         self.retries = retries
         self.timeout = timeout
+        self.min_memory = min_memory
 
     def __call__(self, *args: Any, **kwargs: Any) -> Task[R]:
-        return Task(self.fn, args, kwargs, self.partition, self.retries, self.timeout)
+        return Task(self.fn, args, kwargs, self.partition, self.retries, self.timeout, min_memory=self.min_memory)
 
     def local(self, *args: Any, **kwargs: Any) -> R:
         return self.fn(*args, **kwargs)
 
     def __reduce__(self) -> Any:
-        return (RemoteFunction, (self.fn, self.partition, self.retries, self.timeout))
+        return (RemoteFunction, (self.fn, self.partition, self.retries, self.timeout, self.min_memory))
 
 
 @overload
@@ -84,16 +87,23 @@ def function(fn: Callable[..., R]) -> RemoteFunction[R]: ...
 
 
 @overload
-def function(*, partition: str | None = None, retries: int | None = None,
-             timeout: float | None = None) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
+def function(*, partition: str | None = None, retries: int | None = None, timeout: float | None = None,
+             min_memory: str | None = None) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
 
 
 def function(fn: Callable[..., R] | None = None, *, partition: str | None = None, retries: int | None = None,
-             timeout: float | None = None) -> Any:
-    """Decorate a function so that calling it returns a lazy Task (`@migpool.function` or with options)."""
+             timeout: float | None = None, min_memory: str | None = None) -> Any:
+    """Decorate a function so that calling it returns a lazy Task (`@migpool.function` or with options:
+    `partition="3g.40gb"`, or `min_memory="30GB"` for the smallest partition with that much)."""
+    if partition is not None and min_memory is not None:
+        raise ValueError("give partition= or min_memory=, not both")
+    if min_memory is not None:
+        from ..layout import parse_memory_mib
+
+        parse_memory_mib(min_memory)  # a clear error now, not at submit
     if fn is not None:
-        return RemoteFunction(fn, partition, retries, timeout)
-    return lambda f: RemoteFunction(f, partition, retries, timeout)
+        return RemoteFunction(fn, partition, retries, timeout, min_memory)
+    return lambda f: RemoteFunction(f, partition, retries, timeout, min_memory)
 
 
 compute = function
