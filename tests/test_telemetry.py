@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import fake_pynvml
 import migpool
 import pool_tasks as T
+import scripts
 from migpool import NvmlBackend, SimulatedBackend, plugins, reconcile
 from migpool.exporter import registry_for
 from migpool.telemetry import Sampler, sample
@@ -159,10 +160,8 @@ def test_top_shows_a_running_pool():
             "    T.add(1) >> c\n"
             "    print('ready', flush=True)\n"
             "    time.sleep(30)\n")
-    env = {**os.environ, "PYTHONPATH": os.path.dirname(T.__file__)}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    proc = scripts.start(code, "ready")
     try:
-        assert proc.stdout.readline().strip() == "ready"
         deadline = time.time() + 10
         while True:  # a pool publishes its stats once a second
             r = mp("top", "--once", "--json", "--simulate", "A100-80GB", "--interval", "0.1")
