@@ -101,15 +101,20 @@ class DynamicMig:
 
     # --- the loop ---
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             self._wake.wait(TICK_S)
             self._wake.clear()
             try:
                 self.step()
-            except Exception as e:  # noqa: BLE001 - fail the waiting tasks that this makes unservable
-                log.error("dynamic MIG: %s", e)
+                failures = 0
+            except Exception as e:  # noqa: BLE001 - retried; three in a row fail the tasks that wait on it
+                failures += 1
+                log.warning("dynamic MIG: %s", e)
                 self.error = e
-                self._fail_waiting(e)
+                if failures >= 3:
+                    self._fail_waiting(e)
+                    failures = 0
 
     def _fail_waiting(self, e: BaseException) -> None:
         with self.sched.lock:
@@ -139,8 +144,10 @@ class DynamicMig:
         for profile, jobs in sorted(waiting.items(), key=lambda kv: kv[1][0].id):  # oldest waiting first
             supply = [s for s in self.slots if s.instance.profile.name == profile and not s.worker.draining
                       and (s.idle_since is not None or not s.worker.ready.is_set())]
-            if len(jobs) > len(supply):
-                self._provide(profile, jobs[0], busy_ok=any(s.instance.profile.name == profile for s in self.slots))
+            for _ in range(len(jobs) - len(supply)):  # one partition per task that nothing will take soon
+                if not self._provide(profile, jobs[0],
+                                     busy_ok=any(s.instance.profile.name == profile for s in self.slots)):
+                    break
         if anything and not self.slots:
             smallest = min(self.models[self.gpus[0]].profiles, key=lambda p: (p.slices, p.memory_mib))
             self._provide(smallest.name, anything[0], busy_ok=False)
@@ -170,8 +177,8 @@ class DynamicMig:
                     best = (score, cand)
         return best[1] if best else None
 
-    def _provide(self, name: str, job: Any, busy_ok: bool) -> None:
-        """One more partition of profile `name`, for `job` (the oldest task waiting for it)."""
+    def _provide(self, name: str, job: Any, busy_ok: bool) -> bool:
+        """One more partition of profile `name`, for `job` (the oldest task waiting for it); True if made."""
         options = []
         for gpu in self.gpus:
             if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
@@ -199,13 +206,13 @@ class DynamicMig:
                     break
         if options:
             _, gpu, gone, inst = max(options, key=lambda o: o[0])
-            if gone:
-                self._destroy(gone, f"room for a {name} partition that a task waits for")
+            if gone and len(self._destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
+                return False  # one of them took a task meanwhile (it is kept): decide again next time
             self._create(gpu, inst, f"a task waits for {name}" if not gone else f"a task waits for {name} (after freeing idle ones)")
-            return
-        if busy_ok or self.reserved is not None:
-            return  # the profile's own workers will take it, or another task holds the reservation
-        self._reserve(name, job)
+            return True
+        if not busy_ok and self.reserved is None:  # else its own workers will take it, or another task holds it
+            self._reserve(name, job)
+        return False
 
     def _reserve(self, name: str, job: Any) -> None:
         """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits."""
@@ -256,7 +263,8 @@ class DynamicMig:
         self.compute.worker_started(w)
         self._note("create", gpu, inst.profile.name, inst.placement, reason)
 
-    def _destroy(self, slots: list[Slot], reason: str) -> None:
+    def _destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
+        """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
         by_gpu: dict[int, list[Slot]] = {}
         for s in slots:
             with self.sched.lock:
@@ -273,6 +281,7 @@ class DynamicMig:
             reconcile.change(self.backend, gpu, destroy=actual)
             for s in gone:
                 self._note("destroy", gpu, s.instance.profile.name, s.instance.placement, reason)
+        return [s for gone in by_gpu.values() for s in gone]
 
     def _note(self, action: str, gpu: int, profile: str, placement: Any, reason: str) -> None:
         entry = dict(time=time.time(), action=action, gpu=gpu, profile=profile,
