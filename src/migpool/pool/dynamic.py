@@ -16,6 +16,7 @@ goes through `reconcile.change` (apply's checks, lock, journal and rollback) and
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import threading
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("migpool.dynamic")
 TICK_S = 0.1
+CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
 
 
 @dataclass
@@ -61,7 +63,7 @@ class DynamicMig:
                         if self.backend.gpu(i).mig_current else [] for i in gpus}
         self.keep_idle = keep_idle
         self.slots: list[Slot] = []
-        self.changes: list[dict[str, Any]] = []
+        self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
         self.reserved: tuple[int, str, int] | None = None  # (gpu, profile, job id) held for a waiting task
         self.error: BaseException | None = None
         self._ids = itertools.count()
