@@ -233,7 +233,7 @@ def main() -> None:
             spec = f"A100-80GB:{gpus}"
             rows = {}
             with sky.Compute(provider=sky.Local(simulate=spec), worker=sky.Worker(executor="process"),
-                             plugins=[sky.plugins.mig(dynamic=True, gpus="all", keep_idle=2.0)], progress=False) as c:
+                             plugins=[sky.plugins.mig(dynamic=True, gpus="all")], progress=False) as c:
                 rows["(a) dynamic"] = summary(replay(c, jobs, lambda j: j.need), gpus, jobs)
                 changes = len(c.changes)
             combo, modeled = best_static(jobs, gpus)
