@@ -1,41 +1,54 @@
-"""Dynamic MIG vs fixed layouts on a seeded synthetic trace, on 1 and 4 simulated A100-80GB GPUs, in one run.
+"""Dynamic MIG vs fixed and reconfigured layouts on a seeded synthetic trace, on 1 and 4 simulated A100-80GB GPUs.
 
-Jobs of three classes arrive over time: small (needs 1g.10gb), medium (3g.40gb), large (7g.80gb). A job may run
-on any partition with at least the memory its class needs; it sleeps work ÷ (the SMs it can use): the partition's
-SMs, up to twice what its class's profile has (a small inference job cannot fill a whole A100, which is why MIG
-exists; with unlimited linear scaling, one job on a whole GPU would always finish first). The simulated GPUs charge hardware latencies for GPU-instance creation
-(92 ms) and destruction (142 ms) (MIGPOOL_SIM_LATENCY=hardware). THE TIME MODEL IS SIMULATED: sleeps stand for work.
+Jobs of three classes arrive over time: small (needs the memory of a 1g.10gb), medium (3g.40gb), large (7g.80gb).
+Every strategy knows only that memory need; a job runs on any partition holding it, and sleeps work ÷ (the SMs it
+can use): the partition's SMs, up to twice what its class's profile has (a small inference job cannot fill a whole
+A100, which is why MIG exists; with unlimited linear scaling, one job on a whole GPU would always finish first).
+The simulated GPUs charge hardware latencies for GPU-instance creation (92 ms) and destruction (142 ms)
+(MIGPOOL_SIM_LATENCY=hardware). THE TIME MODEL IS SIMULATED: sleeps stand for work.
 
-  (a) dynamic:      mig(dynamic=True), each job asks for its class's profile; run for real
+  (a) dynamic:      mig(dynamic=True), each job asks for its class's memory (`min_memory=`); run for real
   (b) best static:  every layout the planner can make per GPU (maximal ones), every combination over the GPUs,
                     scored by an event model of the same dispatch; the best by mean job completion time is then
                     run for real (its layout made before the trace starts, not counted)
   (c) whole GPUs:   no MIG, one job per GPU (108 SMs); run for real
-Traces: "changing" (the mix moves from small to medium to large jobs) and "steady" (small jobs only).
+  (d) drain and recreate: mig-parted's way, run for real. The GPUs start as all-1g.10gb (mig-parted's example
+                    config). Every 0.5 s the layouts that would have served the last 2 s of arrivals best (the same
+                    event model, one GPU at a time) are computed; where they beat the current ones by 20%, each GPU
+                    whose layout changes takes no new job, finishes its running ones, and is rebuilt whole.
+A job waits for the smallest free partition with enough memory in (b), (c) and (d), in arrival order.
+Traces: "changing" (the mix moves from small to medium to large jobs) and "steady" (small jobs only); each phase has
+a fixed number of jobs per GPU at seeded random times.
 Goals: on the changing mix, mean JCT of (a) ≥ 16% lower than (b) and ≥ 40% lower than (c); on the steady mix,
-(a) never more than 5% worse than (b).      python benchmarks/dynamic.py
-Not measured yet: (d) drain-and-recreate (mig-parted's way).
+(a) never more than 5% worse than (b).      python benchmarks/dynamic.py [--gpus 1,4] [--mix changing,steady]
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import itertools
+import math
 import os
 import random
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import migpool as sky
 from migpool import catalog
-from migpool.planner import max_addable
+from migpool.backend.simulated import HARDWARE_LATENCY
+from migpool.planner import max_addable, plan
+from migpool.pool.dynamic import DynamicMig, Gpu, LocalSite
 
 GPU = catalog.lookup("A100-80GB")
 WHOLE_SMS = GPU.sms
 NEED = {"small": "1g.10gb", "medium": "3g.40gb", "large": "7g.80gb"}
-SECONDS_ON_NEED = {"small": 0.4, "medium": 0.8, "large": 1.0}  # run time on the class's own profile
+SECONDS_ON_NEED = {"small": 4.0, "medium": 8.0, "large": 10.0}  # run time on the class's own profile
+SCALE = 10.0  # trace seconds per wall-clock second (--time-scale)
 
 
 @dataclass(frozen=True)
@@ -53,18 +66,15 @@ class Job:
 
 
 def trace(kind: str, gpus: int, seed: int = 7) -> list[Job]:
+    """Phases of (seconds, {class: jobs per second per GPU}); each phase gets round(rate × seconds × GPUs) jobs of
+    a class at seeded uniform times."""
     rng = random.Random(seed)
-    phases = ([(3.0, {"small": 10, "medium": 0.5}), (3.0, {"medium": 2.0, "small": 2}), (3.0, {"large": 0.6, "small": 2})]
-              if kind == "changing" else [(9.0, {"small": 12})])
+    phases = ([(30.0, {"small": 1.0, "medium": 0.05}), (30.0, {"medium": 0.2, "small": 0.2}),
+               (30.0, {"large": 0.06, "small": 0.2})] if kind == "changing" else [(90.0, {"small": 1.2})])
     jobs, t0 = [], 0.0
     for length, rates in phases:
         for cls, rate in rates.items():
-            t = t0
-            while True:
-                t += rng.expovariate(rate * gpus)
-                if t >= t0 + length:
-                    break
-                jobs.append(Job(round(t, 3), cls))
+            jobs += [Job(round(t0 + rng.uniform(0, length), 3), cls) for _ in range(round(rate * length * gpus))]
         t0 += length
     return sorted(jobs, key=lambda j: j.arrival)
 
@@ -74,15 +84,20 @@ def usable_sms(partition_sms: int, cls: str) -> int:
 
 
 @sky.function
-def run_job(work: float, whole_sms: int, cls: str) -> tuple[str, int]:
+def run_job(work: float, whole_sms: int, cls: str, scale: float = 1.0) -> tuple[str, int]:
     info = sky.instance_info()
     if info.partition is None:
         sms, name = whole_sms, "whole"
     else:
         name = info.partition.profile
         sms = catalog.lookup("A100-80GB").profile(name).sms
-    time.sleep(work / usable_sms(sms, cls))
+    time.sleep(work / usable_sms(sms, cls) / scale)
     return name, sms
+
+
+def now() -> float:
+    """Trace time: wall time × SCALE."""
+    return time.monotonic() * SCALE
 
 
 # --- the event model for static layouts ---
@@ -110,8 +125,6 @@ def layouts() -> list[tuple[str, ...]]:
     found: set[tuple[str, ...]] = set()
 
     def grow(current: list[str]) -> None:
-        from migpool.planner import plan
-
         placed = plan(GPU, {n: current.count(n) for n in set(current)}) if current else []
         more = [n for n in names if max_addable(GPU, GPU.profile(n), placed) > 0]
         if not more:
@@ -125,38 +138,115 @@ def layouts() -> list[tuple[str, ...]]:
     return sorted(found)
 
 
+def modeled_mean(combo: Sequence[tuple[str, ...]], jobs: list[Job]) -> float:
+    jct = model([u for lay in combo for u in lay], jobs)
+    return statistics.mean(jct) if jct else math.inf
+
+
 def best_static(jobs: list[Job], gpus: int) -> tuple[tuple[tuple[str, ...], ...], float]:
-    best = None
-    for combo in itertools.combinations_with_replacement(layouts(), gpus):
-        jct = model([u for lay in combo for u in lay], jobs)
-        if jct and (best is None or statistics.mean(jct) < best[1]):
-            best = (combo, statistics.mean(jct))
-    assert best is not None
-    return best
+    scored = ((combo, modeled_mean(combo, jobs)) for combo in itertools.combinations_with_replacement(LAYOUTS, gpus))
+    return min(scored, key=lambda cs: cs[1])
+
+
+# --- (d) drain and recreate ---
+WINDOW_S, DECIDE_S, BETTER_BY = 20.0, 5.0, 0.20
+
+
+class DrainRecreate(DynamicMig):
+    """Rebuilds whole GPUs to the layouts that the last WINDOW_S of arrivals want, after draining them."""
+
+    def __init__(self, compute: sky.Compute, site: LocalSite, keep_idle: float) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+        self.current: dict[Gpu, tuple[str, ...]] = {}
+        self.target: dict[int, tuple[str, ...]] = {}  # GPUs draining, and their next layout
+        self.built = False
+        self.decided = 0.0
+        self.rebuilds = 0
+        super().__init__(compute, site, keep_idle)
+
+    def admit(self, task) -> None:
+        super().admit(task)
+        self.arrivals.append((now(), task.args[2]))
+
+    def step(self) -> None:
+        if not self.built:
+            self.current = {g: ("1g.10gb",) * 7 for g in self.gpus}
+            for g in self.gpus:
+                self._build(g, self.current[g])
+            self.built = True
+        for g, lay in list(self.target.items()):
+            mine = [s for s in self.slots if s.gpu == g]
+            with self.sched.lock:
+                busy = any(s.worker.outstanding for s in mine)
+            if not busy:
+                self._destroy(mine, "drain and recreate")
+                self._build(g, lay)
+                self.current[g] = lay
+                del self.target[g]
+                self.rebuilds += 1
+        t_now = now()
+        if self.target or t_now - self.decided < DECIDE_S:
+            return
+        self.decided = t_now
+        recent = [Job(t - t_now + WINDOW_S, cls) for t, cls in self.arrivals if t >= t_now - WINDOW_S]
+        if not recent:
+            return
+        combo = [self.current[g] for g in self.gpus]
+        now_cost = best_cost = modeled_mean(combo, recent)
+        best = list(combo)
+        for _ in range(2):  # one GPU at a time, twice over
+            for k in range(len(best)):
+                for lay in LAYOUTS:
+                    cost = modeled_mean(best[:k] + [lay] + best[k + 1:], recent)
+                    if cost < best_cost:
+                        best, best_cost = best[:k] + [lay] + best[k + 1:], cost
+        if best_cost < (1 - BETTER_BY) * now_cost:
+            with self.sched.lock:
+                for g, lay in zip(self.gpus, best):
+                    if lay != self.current[g]:
+                        self.target[g] = lay
+                        for s in self.slots:
+                            if s.gpu == g:
+                                s.worker.draining = True
+
+    def _build(self, g: Gpu, lay: tuple[str, ...]) -> None:
+        for inst in plan(GPU, {n: lay.count(n) for n in set(lay)}):
+            self._create(g, inst, "drain and recreate")
+
+
+class DrainRecreatePlugin(sky.plugins.mig):
+    def __init__(self) -> None:
+        super().__init__(dynamic=True, gpus="all")
+
+    def controller(self, compute: sky.Compute) -> DrainRecreate:
+        return DrainRecreate(compute, LocalSite(compute, self._selected), 0.0)
 
 
 # --- real runs ---
-def replay(compute: sky.Compute, jobs: list[Job], choose) -> list[tuple[float, float, str]]:
-    """Submit each job at its arrival time; `choose(job)` gives the .on() profile (None: any worker)."""
+def replay(compute: sky.Compute, jobs: list[Job], make) -> list[tuple[float, float, str]]:
+    """Submit each job, as the task `make(job)` builds, at its arrival time."""
     results: list[tuple[float, float, str]] = [None] * len(jobs)  # type: ignore[list-item]
-    start = time.perf_counter()
+    start = now()
     futs = []
     for k, j in enumerate(jobs):
-        delay = j.arrival - (time.perf_counter() - start)
+        delay = j.arrival - (now() - start)
         if delay > 0:
-            time.sleep(delay)
-        task = run_job(j.work, WHOLE_SMS, j.cls)
-        profile = choose(j)
-        fut = compute.submit(task.on(profile) if profile else task)
+            time.sleep(delay / SCALE)
+        fut = compute.submit(make(j))
 
         def done(f, k=k, j=j):
-            results[k] = (j.arrival, time.perf_counter() - start, f.result()[0])
+            results[k] = (j.arrival, now() - start, f.result()[0])
 
         fut.add_done_callback(done)
         futs.append(fut)
     for f in futs:
         f.result()
     return results
+
+
+def needing(j: Job) -> sky.Task:
+    """The job as a task that asks for its class's memory, not for a profile."""
+    return dataclasses.replace(run_job(j.work, WHOLE_SMS, j.cls, SCALE), min_memory=f"{GPU.profile(j.need).memory_mib}MiB")
 
 
 class StaticDispatch:
@@ -170,7 +260,7 @@ class StaticDispatch:
 
     def run(self, compute: sky.Compute, jobs: list[Job]) -> list[tuple[float, float, str]]:
         results = [None] * len(jobs)
-        start = time.perf_counter()
+        start = now()
         waiting: list[tuple[int, Job]] = []
         futs = []
 
@@ -181,11 +271,11 @@ class StaticDispatch:
 
         def launch(k: int, j: Job, name: str) -> None:
             self.free[name] -= 1
-            fut = compute.submit(run_job(j.work, WHOLE_SMS, j.cls).on(name))
+            fut = compute.submit(run_job(j.work, WHOLE_SMS, j.cls, SCALE).on(name))
 
             def done(f, k=k, j=j, name=name):
                 with self.cv:
-                    results[k] = (j.arrival, time.perf_counter() - start, name)
+                    results[k] = (j.arrival, now() - start, name)
                     self.free[name] += 1
                     for item in list(waiting):
                         n = pick(item[1])
@@ -197,9 +287,9 @@ class StaticDispatch:
             fut.add_done_callback(done)
 
         for k, j in enumerate(jobs):
-            delay = j.arrival - (time.perf_counter() - start)
+            delay = j.arrival - (now() - start)
             if delay > 0:
-                time.sleep(delay)
+                time.sleep(delay / SCALE)
             with self.cv:
                 name = pick(j)
                 if name and not waiting:
@@ -225,33 +315,46 @@ def summary(results: list[tuple[float, float, str]], gpus: int, jobs: list[Job])
 
 
 def main() -> None:
-    os.environ["MIGPOOL_SIM_LATENCY"] = "hardware"
-    for gpus in (1, 4):
-        for kind in ("changing", "steady"):
+    global SCALE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpus", default="1,4")
+    ap.add_argument("--mix", default="changing,steady")
+    ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
+    args = ap.parse_args()
+    SCALE = args.time_scale
+    os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
+    print(f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies "
+          f"({', '.join(f'{t * 1000:.0f} ms' for t in HARDWARE_LATENCY.values())}) are divided by {SCALE:g}; "
+          "worker start-up and the controllers' own work are not. Times below are trace seconds.")
+    for gpus in map(int, args.gpus.split(",")):
+        for kind in args.mix.split(","):
             jobs = trace(kind, gpus)
-            os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
             spec = f"A100-80GB:{gpus}"
             rows = {}
-            with sky.Compute(provider=sky.Local(simulate=spec), worker=sky.Worker(executor="process"),
-                             plugins=[sky.plugins.mig(dynamic=True, gpus="all")], progress=False) as c:
-                rows["(a) dynamic"] = summary(replay(c, jobs, lambda j: j.need), gpus, jobs)
+
+            def pool(plugin, concurrency=None, spec=spec):
+                os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
+                return sky.Compute(provider=sky.Local(simulate=spec), progress=False, plugins=[plugin],
+                                   worker=sky.Worker(concurrency=concurrency, executor="process"))
+
+            with pool(sky.plugins.mig(dynamic=True, gpus="all")) as c:
+                rows["(a) dynamic"] = summary(replay(c, jobs, needing), gpus, jobs)
                 changes = len(c.changes)
             combo, modeled = best_static(jobs, gpus)
-            os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
-            layout = [{n: lay.count(n) for n in set(lay)} for lay in combo]
-            with sky.Compute(provider=sky.Local(simulate=spec), worker=sky.Worker(executor="process"),
-                             plugins=[StaticLayout(layout)], progress=False) as c:
+            with pool(StaticLayout([{n: lay.count(n) for n in set(lay)} for lay in combo])) as c:
                 rows["(b) best static"] = summary(StaticDispatch(c).run(c, jobs), gpus, jobs)
-            os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
-            with sky.Compute(provider=sky.Local(simulate=spec), worker=sky.Worker(concurrency=gpus, executor="process"),
-                             plugins=[sky.plugins.gpus("all")], progress=False) as c:
-                rows["(c) whole GPUs"] = summary(replay(c, jobs, lambda j: None), gpus, jobs)
-            print(f"\n{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s); best static "
-                  f"layout: {' | '.join('+'.join(lay) for lay in combo)} (modeled mean JCT {modeled:.2f} s)")
-            print(f"  {'strategy':<16} {'mean JCT':>9} {'p95 JCT':>9} {'makespan':>9} {'slice util':>10}   dynamic's mean ×")
+            with pool(sky.plugins.gpus("all"), concurrency=gpus) as c:
+                rows["(c) whole GPUs"] = summary(replay(c, jobs, lambda j: run_job(j.work, WHOLE_SMS, j.cls, SCALE)), gpus, jobs)
+            with pool(DrainRecreatePlugin()) as c:
+                rows["(d) drain+recreate"] = summary(replay(c, jobs, needing), gpus, jobs)
+                rebuilds = c._dynamic.rebuilds
+            print(f"\n{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s); drain and "
+                  f"recreate rebuilt {rebuilds} GPU(s); best static: {' | '.join('+'.join(lay) for lay in combo)} "
+                  f"(modeled mean JCT {modeled:.2f} s)")
+            print(f"  {'strategy':<18} {'mean JCT':>9} {'p95 JCT':>9} {'makespan':>9} {'slice util':>10}   dynamic ×")
             for name, r in rows.items():
                 ratio = rows["(a) dynamic"]["mean"] / r["mean"]
-                print(f"  {name:<16} {r['mean']:>8.2f}s {r['p95']:>8.2f}s {r['makespan']:>8.2f}s {r['util']:>9.0%}   ×{ratio:.2f}")
+                print(f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>8.2f}s {r['makespan']:>8.2f}s {r['util']:>9.0%}   ×{ratio:.2f}")
 
 
 class StaticLayout(sky.plugins.Plugin):
@@ -278,6 +381,8 @@ class StaticLayout(sky.plugins.Plugin):
     def around_process(self, worker):
         return self.inner.around_process(worker)
 
+
+LAYOUTS = layouts()
 
 if __name__ == "__main__":
     main()

@@ -15,7 +15,8 @@ class Boom(ValueError):
 
 
 @migpool.function
-def where():
+def where(sleep=0.0):
+    time.sleep(sleep)
     info = migpool.instance_info()
     initial = dict(
         kv.split("=", 1) for kv in Path("/proc/self/environ").read_text().split("\0") if "=" in kv
@@ -110,3 +111,16 @@ def profile_after(seconds):
     time.sleep(seconds)
     info = migpool.instance_info()
     return info.partition.profile if info.partition else None
+
+
+@migpool.function(min_memory="9GB")
+def scaling(seconds_on_1g, cap=2):
+    """Sleeps as a job that runs faster on larger partitions, up to `cap` × a 1g's SMs; returns its profile."""
+    from migpool import catalog
+
+    p = migpool.instance_info().partition
+    model = catalog.lookup("A100-80GB")
+    sms = model.profile(p.profile).sms
+    one = model.profile("1g.10gb").sms
+    time.sleep(seconds_on_1g * one / min(sms, cap * one))
+    return p.profile

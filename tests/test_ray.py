@@ -167,3 +167,31 @@ def test_the_reference_example_runs_unchanged_on_a_local_two_node_cluster(tmp_pa
     assert len(workers) == 4 and {w.split()[1] for w in workers} == {"0", "1"}
     assert all("3g.40gb MIG-" in w for w in workers)
     assert [line.split(" (")[0] for line in lines if "partitions, head=" in line] == ["node 0", "node 1"]
+
+
+def test_dynamic_mig_across_nodes_makes_partitions_where_there_is_room(cluster, monkeypatch):
+    """Dynamic MIG on Ray: one controller sees every node's GPUs; each node's partitions are made there, each
+    with an actor pinned to it; an idle partition on any node is used before a new one is made."""
+    _, _, root = cluster
+    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
+                 plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True)], progress=False) as pool:
+        assert pool.partitions == []
+        wave = [T.where(1.0).on("1g.10gb") for _ in range(17)] + [T.where(0.3).on("3g.40gb") for _ in range(3)]
+        rs = gather(*wave) >> pool
+        made = len([ch for ch in pool.changes if ch["action"] == "create"])
+        again = gather(*[T.where().on("1g.10gb") for _ in range(3)]) >> pool  # idle ones exist: nothing new
+        assert len([ch for ch in pool.changes if ch["action"] == "create"]) == made
+        big = T.where().on("7g.80gb") >> pool
+        live = pool.partitions
+        changes = pool.changes
+    for r, t in zip(rs + again, wave + [None] * 3):
+        i = r["info"]
+        assert r["initial_cuda"] == r["cuda"] == i.partition.uuid  # the actor was pinned from its first instruction
+        assert i.partition.profile == (t.partition if t else "1g.10gb")
+    assert {r["info"].node for r in rs} == {0, 1}  # 17 × 1g at once: more than the H100 node's 2 GPUs hold
+    assert big["info"].partition.profile == "7g.80gb"
+    assert {p.node for p in live} <= {0, 1} and all(ch["reason"] for ch in changes)
+    assert {ch["node"] for ch in changes if ch["action"] == "create"} == {0, 1}
+    for name in ("a100", "h100"):
+        b = sim(root, name, monkeypatch)
+        assert all(not g.mig_current for g in b.gpus()), name  # restore=True: every node as before

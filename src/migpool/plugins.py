@@ -239,9 +239,9 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
     def controller(self, compute: Any) -> Any:
         """With dynamic=True: the controller that makes and frees partitions for the pool's tasks."""
-        from .pool.dynamic import DynamicMig
+        from .pool.dynamic import DynamicMig, LocalSite
 
-        return DynamicMig(compute, self._selected, self.keep_idle)
+        return DynamicMig(compute, LocalSite(compute, self._selected), self.keep_idle)
 
     def teardown(self, node: Node) -> None:
         if self._selected and (self.restore or self.dynamic):

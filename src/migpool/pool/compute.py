@@ -214,6 +214,12 @@ class Compute:
                          [p for r in self._ray.nodes for p in r.partitions])
         self._sched = Scheduler(specs, default_retries=self.retries, slot=self._ray.slot)
         self._sched.start()
+        dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
+        if dynamic is not None:
+            from .dynamic import DynamicMig
+            from .ray_pool import RaySite
+
+            self._dynamic = DynamicMig(self, RaySite(self._ray), dynamic.keep_idle)
         self._publisher = Publisher(self._sched.stats)
         self._publisher.start()
 

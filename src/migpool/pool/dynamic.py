@@ -1,17 +1,20 @@
-"""Dynamic MIG: partitions made on demand for the profiles the waiting tasks name.
+"""Dynamic MIG: partitions made on demand for the tasks that wait.
 
 Policy (one thread, woken when work waits or a worker goes idle, and every 0.1 s):
-  1. A task runs on an idle worker of its profile (a task that names none takes any idle worker).
-  2. Where a profile's waiting tasks outnumber its idle and starting workers, one partition of it is created
-     where the planner finds room, at the placement that leaves the most room for larger profiles.
+  1. A task runs on an idle worker that serves it: of its profile (`partition=`), with at least its memory
+     (`min_memory=`, the smallest such partition first), or any (a task that asks for nothing).
+  2. Each task that no idle or starting worker will take gets one partition made for it where the planner finds
+     room, at the placement that leaves the most room for larger profiles. Its size: the task's profile; for
+     a memory need (or none), the size learned from measured run times (pool/sizing.py).
   3. If there is no room, idle partitions are destroyed to make it: the set that disturbs the fewest workers,
      then leaves the most room. A busy partition is never destroyed.
-  4. No starvation: when the oldest waiting task cannot get its partition even so, its GPU is reserved for it:
-     the partitions in the way take no new task and are destroyed as they finish, and nothing else is created
-     in that GPU until the task's partition exists.
-  5. A partition idle for `keep_idle` seconds, with nothing waiting for its profile, is destroyed.
+  4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
+     can ever take it, its GPU is reserved for it: the partitions in the way take no new task and are destroyed
+     as they finish, and nothing else is created in that GPU until the task's partition exists.
+  5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
 A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
 goes through `reconcile.change` (apply's checks, lock, journal and rollback) and is logged with its reason.
+Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
 """
 
 from __future__ import annotations
@@ -21,17 +24,21 @@ import itertools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import reconcile
 from ..errors import MigpoolError, PluginError
 from ..layout import parse_memory_mib
 from ..planner import PlannedInstance, can_place, explain, max_addable
+from ..proc import pid_alive
 from .info import Partition
+from .sizing import Choice, Key, RunTimes
 
 if TYPE_CHECKING:
+    from ..backend.base import Backend
     from ..catalog import GpuModel, Profile
     from .compute import Compute
     from .scheduler import WorkerProcess
@@ -45,28 +52,87 @@ CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept
 class Slot:
     """A partition the pool made, and its worker."""
 
-    gpu: int
+    gpu: Gpu
     instance: PlannedInstance
     worker: WorkerProcess
     idle_since: float | None = None
+    key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
+
+
+Gpu = tuple[int, int]  # (node, GPU index on it)
+
+
+def change_here(backend: Backend, gpu: int, node: int, create: list[PlannedInstance],
+                destroy: list[PlannedInstance], pids: Sequence[int] = (), wait_s: float = 10.0) -> list[Partition]:
+    """On the GPU's own node: destroy these instances and create those through `reconcile.change`, once the
+    processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created."""
+    deadline = time.monotonic() + wait_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    want = {(i.profile.name, i.placement) for i in destroy}
+    actual = [a for a in reconcile.actual_instances(backend, gpu)
+              if (a.instance.profile.name, a.instance.placement) in want] if destroy else []
+    devices = reconcile.change(backend, gpu, create=create, destroy=actual)
+    uuid = backend.gpu(gpu).uuid
+    return [Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=gpu, gpu_uuid=uuid, memory_mib=d.memory_mib,
+                      gi_id=d.gi_id, ci_id=d.ci_id, node=node) for d in devices]
+
+
+def gpus_here(backend: Backend, indices: list[int]) -> list[tuple[int, GpuModel, list[PlannedInstance]]]:
+    """On a node: each GPU's model and the partitions that were there before the pool (obstacles, never touched)."""
+    return [(i, backend.model(i), [a.instance for a in reconcile.actual_instances(backend, i)]
+             if backend.gpu(i).mig_current else []) for i in indices]
+
+
+class Site(Protocol):
+    """Where the controller's GPUs are: this machine (LocalSite) or the nodes of a Ray pool (ray_pool.RaySite)."""
+
+    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]: ...
+
+    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
+               pids: Sequence[int] = ()) -> list[Partition]: ...
+
+    def start_worker(self, part: Partition) -> WorkerProcess: ...
+
+
+class LocalSite:
+    def __init__(self, compute: Compute, indices: list[int]) -> None:
+        self.compute, self.indices = compute, indices
+        self._ids = itertools.count()
+
+    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
+        return [((0, i), m, f) for i, m, f in gpus_here(self.compute.node.backend, self.indices)]
+
+    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
+               pids: Sequence[int] = ()) -> list[Partition]:
+        return change_here(self.compute.node.backend, gpu[1], 0, create, destroy, pids)
+
+    def start_worker(self, part: Partition) -> WorkerProcess:
+        sched = self.compute._sched
+        w = sched.add_worker(self.compute.worker_spec(next(self._ids), len(sched.workers) + 1, part))
+        self.compute.worker_started(w)
+        return w
 
 
 class DynamicMig:
-    def __init__(self, compute: Compute, gpus: list[int], keep_idle: float) -> None:
+    def __init__(self, compute: Compute, site: Site, keep_idle: float) -> None:
         self.compute = compute
         self.sched = compute._sched
-        self.backend = compute.node.backend
-        self.gpus = gpus
-        self.models = {i: self.backend.model(i) for i in gpus}
-        # partitions that were there before the pool: obstacles, never touched
-        self.foreign = {i: [a.instance for a in reconcile.actual_instances(self.backend, i)]
-                        if self.backend.gpu(i).mig_current else [] for i in gpus}
+        self.site = site
+        found = site.gpus()
+        self.gpus = [g for g, _, _ in found]
+        self.models = {g: m for g, m, _ in found}
+        self.foreign = {g: f for g, _, f in found}  # partitions that were there before the pool: never touched
+        self.site_nodes = {g[0] for g in self.gpus}
+        self.stale: dict[Gpu, list[PlannedInstance]] = {}  # destroys that failed: still in the way, tried again
         self.keep_idle = keep_idle
         self.slots: list[Slot] = []
         self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
-        self.reserved: tuple[int, str, int] | None = None  # (gpu, profile, job id) held for a waiting task
+        self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
         self.error: BaseException | None = None
-        self._ids = itertools.count()
+        self.sizes = RunTimes()
+        self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
+        self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.sched.provisioner = self
@@ -75,7 +141,9 @@ class DynamicMig:
 
     # --- called by the scheduler ---
     def admit(self, task: Any) -> None:
-        """Fail at once a task whose profile no GPU of the pool can hold."""
+        """Fail at once a task whose profile (or memory need) no GPU of the pool can hold."""
+        if task.need_mib is not None:
+            profile_for_memory(list(self.models.values()), task.min_memory)
         if task.partition is None:
             return
         found = False
@@ -94,9 +162,6 @@ class DynamicMig:
             except MigpoolError as e:
                 why = str(e)
             raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
-
-    def resolve(self, min_memory: str) -> str:
-        return profile_for_memory(list(self.models.values()), min_memory)
 
     def wake(self) -> None:
         self._wake.set()
@@ -127,48 +192,64 @@ class DynamicMig:
             if not j.future.done():
                 j.future.set_exception(PluginError(f"dynamic MIG could not make a partition for {j.task!r}: {e}"))
 
+    def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
+        """A task ended well on `worker`: learn its run time (not a worker's first run of a function, which may
+        pay for loading it)."""
+        p = worker.spec.partition
+        if p is None or job.task.partition is not None:
+            return
+        key = (job.fid, job.task.need_mib or 0)
+        for s in list(self.slots):
+            if s.worker is worker:
+                s.key = key
+        if (id(worker), job.fid) in self._warm:
+            self.sizes.add(key, p.profile, seconds)
+        else:
+            self._warm.add((id(worker), job.fid))
+
     def step(self) -> None:
+        if self.stale:
+            self._destroy_stale()
         now = time.monotonic()
         with self.sched.lock:
             pending = list(self.sched.pending)
             for s in self.slots:
                 idle = not s.worker.outstanding and s.worker.ready.is_set()
                 s.idle_since = (s.idle_since or now) if idle else None
-        waiting: dict[str, list[Any]] = {}
-        anything = []
+            soon = [w for w in self.sched.workers if not w.draining and not w.dead_reason
+                    and (not w.ready.is_set() or not w.outstanding)]
+        waiting = []  # tasks that no idle or starting worker will take
         for j in pending:
-            if j.task.partition is None:
-                anything.append(j)
+            w = min((w for w in soon if w.serves(j.task)), default=None,
+                    key=lambda w: w.spec.partition.memory_mib if w.spec.partition else 0)
+            if w is not None:
+                soon.remove(w)
             else:
-                waiting.setdefault(j.task.partition, []).append(j)
-        if self.reserved and not any(j.id == self.reserved[2] for js in waiting.values() for j in js):
+                waiting.append(j)
+        if self.reserved and not any(j.id == self.reserved[2] for j in pending):
             self.reserved = None  # its task got a partition (or was cancelled)
-        for profile, jobs in sorted(waiting.items(), key=lambda kv: kv[1][0].id):  # oldest waiting first
-            supply = [s for s in self.slots if s.instance.profile.name == profile and not s.worker.draining
-                      and (s.idle_since is not None or not s.worker.ready.is_set())]
-            for _ in range(len(jobs) - len(supply)):  # one partition per task that nothing will take soon
-                if not self._provide(profile, jobs[0],
-                                     busy_ok=any(s.instance.profile.name == profile for s in self.slots)):
-                    break
-        if anything and not self.slots:
-            smallest = min(self.models[self.gpus[0]].profiles, key=lambda p: (p.slices, p.memory_mib))
-            self._provide(smallest.name, anything[0], busy_ok=False)
+        stuck: set[tuple[Any, ...]] = set()
+        for j in waiting:  # oldest first: one partition for each
+            key = (j.task.partition, j.task.need_mib, j.fid)
+            if key not in stuck and not self._provide(j):
+                stuck.add(key)
         self._drain_reserved()
+        self._resize()
         for s in list(self.slots):
             if (s.idle_since is not None and now - s.idle_since >= self.keep_idle
-                    and s.instance.profile.name not in waiting and not anything):
+                    and not any(s.worker.serves(j.task) for j in waiting)):
                 self._destroy([s], f"idle for {self.keep_idle:g} s")
 
     # --- decisions ---
-    def _instances(self, gpu: int) -> list[PlannedInstance]:
-        return self.foreign[gpu] + [s.instance for s in self.slots if s.gpu == gpu]
+    def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
+        return self.foreign[gpu] + self.stale.get(gpu, []) + [s.instance for s in self.slots if s.gpu == gpu]
 
     def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
         """How much still fits, largest profiles first (higher is better)."""
         order = sorted((p for p in m.profiles if not p.name.endswith("+me")), key=lambda p: (-p.slices, -p.memory_mib))
         return tuple(max_addable(m, p, placed) for p in order)
 
-    def _best_placement(self, gpu: int, profile: Profile, placed: list[PlannedInstance]) -> PlannedInstance | None:
+    def _best_placement(self, gpu: Gpu, profile: Profile, placed: list[PlannedInstance]) -> PlannedInstance | None:
         m = self.models[gpu]
         best = None
         for pl in profile.placements:
@@ -179,42 +260,145 @@ class DynamicMig:
                     best = (score, cand)
         return best[1] if best else None
 
-    def _provide(self, name: str, job: Any, busy_ok: bool) -> bool:
-        """One more partition of profile `name`, for `job` (the oldest task waiting for it); True if made."""
-        options = []
-        for gpu in self.gpus:
-            if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
-                continue
-            m = self.models[gpu]
-            try:
-                p = m.profile(name)
-            except MigpoolError:
-                continue
-            placed = self._instances(gpu)
+    def _choice(self, job: Any) -> Choice:
+        """The profiles to make for `job`: its own, or for a memory need (or none) the sizes learned so far."""
+        task = job.task
+        by_name: dict[str, Profile] = {}
+        for m in self.models.values():
+            for p in m.profiles:
+                if task.partition is not None and p.name != task.partition:
+                    continue
+                if not p.name.endswith("+me") or task.partition is not None:
+                    by_name.setdefault(p.name, p)
+        if task.partition is not None:
+            return Choice(None, tuple(by_name.values()))
+        need = task.need_mib or 0
+        return self.sizes.choose((job.fid, need), [p for p in by_name.values() if p.memory_mib >= need])
+
+    def _fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
+        """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
+        if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
+            return None
+        m = self.models[gpu]
+        try:
+            p = m.profile(name)
+        except MigpoolError:
+            return None
+        placed = self._instances(gpu)
+        if not free_idle:
             inst = self._best_placement(gpu, p, placed)
-            if inst is not None:
-                options.append(((0, self._room_after(m, placed + [inst])), gpu, [], inst))
+            return None if inst is None else ((0, self._room_after(m, placed + [inst])), gpu, [], inst)
+        idle = [s for s in self.slots if s.gpu == gpu and s.idle_since is not None and not s.worker.draining]
+        for k in range(1, len(idle) + 1):
+            found = []
+            for gone in combinations(idle, k):
+                rest = [i for i in placed if all(i is not s.instance for s in gone)]
+                inst = self._best_placement(gpu, p, rest)
+                if inst is not None:
+                    found.append(((-k, self._room_after(m, rest + [inst])), gpu, list(gone), inst))
+            if found:
+                return max(found, key=lambda o: o[0])
+        return None
+
+    def _provide(self, job: Any) -> bool:
+        """One more partition for `job` (the oldest task that waits for one of its kind); True if made.
+        Tried in turn: the size being explored where it fits as things are, then the ranked sizes where they
+        fit as things are, then the ranked sizes after destroying idle partitions."""
+        choice = self._choice(job)
+        tries = ([(choice.explore.name, False)] if choice.explore is not None
+                 and not any(s.instance.profile.name == choice.explore.name for s in self.slots) else [])
+        tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
+        for name, free_idle in tries:
+            options = [o for gpu in self.gpus if (o := self._fits(gpu, name, job, free_idle)) is not None]
+            if not options:
                 continue
-            idle = [s for s in self.slots if s.gpu == gpu and s.idle_since is not None and not s.worker.draining]
-            for k in range(1, len(idle) + 1):
-                found = []
-                for gone in combinations(idle, k):
-                    rest = [i for i in placed if all(i is not s.instance for s in gone)]  # noqa: B023
-                    inst = self._best_placement(gpu, p, rest)
-                    if inst is not None:
-                        found.append(((-k, self._room_after(m, rest + [inst])), gpu, list(gone), inst))
-                if found:
-                    options.append(max(found, key=lambda o: o[0]))
-                    break
-        if options:
             _, gpu, gone, inst = max(options, key=lambda o: o[0])
             if gone and len(self._destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
                 return False  # one of them took a task meanwhile (it is kept): decide again next time
-            self._create(gpu, inst, f"a task waits for {name}" if not gone else f"a task waits for {name} (after freeing idle ones)")
+            why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
+            self._create(gpu, inst, why + (" (trying a larger size)" if choice.explore and name == choice.explore.name
+                                           and not free_idle else ""),
+                         key=None if job.task.partition is not None else (job.fid, job.task.need_mib or 0))
             return True
-        if not busy_ok and self.reserved is None:  # else its own workers will take it, or another task holds it
-            self._reserve(name, job)
+        if choice.ranked and self.reserved is None and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
+            self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
         return False
+
+    def _sized(self, key: Key, gpu: Gpu) -> Choice:
+        m = self.models[gpu]
+        return self.sizes.choose(key, [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")])
+
+    def rank(self, job: Any, worker: WorkerProcess) -> int:
+        """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
+        p = worker.spec.partition
+        assert p is not None
+        choice = self._sized((job.fid, job.task.need_mib or 0), (p.node, p.gpu_index))
+        if choice.explore is not None and choice.explore.name == p.profile:
+            return -1  # a size being tried: measured soonest if it runs the next task
+        return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
+
+    def _wanted(self, s: Slot) -> str | None:
+        """The size that the tasks `s` last ran would rather have, where it differs from its own."""
+        if s.key is None:
+            return None
+        if s.instance.profile.name not in self.sizes.measured(s.key):
+            return None  # its own size is not measured yet: it is being tried
+        ranked = self._sized(s.key, s.gpu).ranked  # sizes being explored are made for waiting tasks only
+        return ranked[0].name if ranked and ranked[0].name != s.instance.profile.name else None
+
+    def _resize(self) -> None:
+        """Move the layout toward the sizes the tasks run best on (pool/sizing.py), one partition per GPU at a
+        time: the partitions in the way of a better size for a partition's tasks take no new task; once all of
+        them are idle, they are destroyed and the better one is made. None starts while a GPU is reserved."""
+        for gpu, (gone, want) in list(self.resizing.items()):
+            if any(t not in self.slots for t in gone):  # freed meanwhile for a reservation
+                del self.resizing[gpu]
+                with self.sched.lock:
+                    for t in gone:
+                        t.worker.draining = False
+                continue
+            with self.sched.lock:
+                if any(t.worker.outstanding for t in gone):
+                    continue
+            del self.resizing[gpu]
+            inst = self._best_placement(gpu, self.models[gpu].profile(want),
+                                        [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)])
+            if inst is not None and len(self._destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
+                self._create(gpu, inst, f"resized from {gone[0].instance.profile.name}: its tasks run better on "
+                                        f"{want} ({self._speed(gone[0].key)})", key=gone[0].key)
+        if self.reserved is not None:
+            return
+        active = [s for s in self.slots if not s.worker.draining and s.gpu not in self.resizing]
+        movable = {id(s): want for s in active if (want := self._wanted(s)) is not None}
+        best: dict[int, tuple[tuple[int, int], list[Slot], str]] = {}
+        for s in active:
+            want = movable.get(id(s))
+            if want is None:
+                continue
+            m = self.models[s.gpu]
+            placed = self._instances(s.gpu)
+            mates = [t for t in active if t.gpu == s.gpu and t is not s and id(t) in movable]
+            for k in range(len(mates) + 1):
+                for others in combinations(mates, k):
+                    gone = [s, *others]
+                    rest = [i for i in placed if all(i is not t.instance for t in gone)]
+                    if self._best_placement(s.gpu, m.profile(want), rest) is not None:
+                        busy = sum(1 for t in gone if t.idle_since is None)
+                        if s.gpu not in best or (busy, k) < best[s.gpu][0]:
+                            best[s.gpu] = ((busy, k), gone, want)
+                        break
+                else:
+                    continue
+                break
+        with self.sched.lock:
+            for gpu, (_, gone, want) in best.items():
+                for t in gone:
+                    t.worker.draining = True
+                self.resizing[gpu] = (gone, want)
+
+    def _speed(self, key: Key | None) -> str:
+        runs = self.sizes.measured(key) if key else {}
+        return ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in sorted(runs.items())) or "not measured yet"
 
     def _reserve(self, name: str, job: Any) -> None:
         """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits."""
@@ -253,21 +437,14 @@ class DynamicMig:
             self._destroy(done, f"making room for a waiting {self.reserved[1]} task")
 
     # --- changes ---
-    def _create(self, gpu: int, inst: PlannedInstance, reason: str) -> None:
-        devices = reconcile.change(self.backend, gpu, create=[inst])
-        g = self.backend.gpu(gpu)
-        d = devices[0]
-        part = Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=gpu, gpu_uuid=g.uuid, memory_mib=d.memory_mib,
-                         gi_id=d.gi_id, ci_id=d.ci_id)
-        spec = self.compute.worker_spec(next(self._ids), len(self.slots) + 1, part)
-        w = self.sched.add_worker(spec)
-        self.slots.append(Slot(gpu, inst, w))
-        self.compute.worker_started(w)
+    def _create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None) -> None:
+        part = self.site.change(gpu, [inst], [])[0]
+        self.slots.append(Slot(gpu, inst, self.site.start_worker(part), key=key))
         self._note("create", gpu, inst.profile.name, inst.placement, reason)
 
     def _destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
         """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
-        by_gpu: dict[int, list[Slot]] = {}
+        by_gpu: dict[Gpu, list[Slot]] = {}
         for s in slots:
             with self.sched.lock:
                 if s.worker.outstanding:  # it took a task meanwhile: never destroy a busy partition
@@ -277,19 +454,29 @@ class DynamicMig:
             self.slots.remove(s)
             by_gpu.setdefault(s.gpu, []).append(s)
         for gpu, gone in by_gpu.items():
-            want = {(s.instance.profile.name, s.instance.placement) for s in gone}
-            actual = [a for a in reconcile.actual_instances(self.backend, gpu)
-                      if (a.instance.profile.name, a.instance.placement) in want]
-            reconcile.change(self.backend, gpu, destroy=actual)
+            try:
+                self.site.change(gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid])
+            except Exception:
+                self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
+                raise
             for s in gone:
                 self._note("destroy", gpu, s.instance.profile.name, s.instance.placement, reason)
         return [s for gone in by_gpu.values() for s in gone]
 
-    def _note(self, action: str, gpu: int, profile: str, placement: Any, reason: str) -> None:
-        entry = dict(time=time.time(), action=action, gpu=gpu, profile=profile,
+    def _destroy_stale(self) -> None:
+        """Try again to destroy partitions whose destruction failed (their workers are gone)."""
+        for gpu, insts in list(self.stale.items()):
+            self.site.change(gpu, [], insts)
+            del self.stale[gpu]
+            for i in insts:
+                self._note("destroy", gpu, i.profile.name, i.placement, "retried")
+
+    def _note(self, action: str, gpu: Gpu, profile: str, placement: Any, reason: str) -> None:
+        entry = dict(time=time.time(), action=action, node=gpu[0], gpu=gpu[1], profile=profile,
                      placement=str(placement) if placement is not None else None, reason=reason)
         self.changes.append(entry)
-        log.info("%s %s on GPU %d%s: %s", action, profile, gpu, f" at {placement}" if placement else "", reason)
+        where = f"GPU {gpu[1]}" + (f" of node {gpu[0]}" if len(self.site_nodes) > 1 else "")
+        log.info("%s %s on %s%s: %s", action, profile, where, f" at {placement}" if placement else "", reason)
 
     # --- the pool's view ---
     def partitions(self) -> list[Partition]:

@@ -11,6 +11,7 @@ processes: same routing, retries, timeouts, streaming and exactly-once ends.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import queue
 import socket
@@ -21,11 +22,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MigpoolError, PluginError
+from .dynamic import Gpu, change_here, gpus_here
 from .info import Partition
 from .scheduler import POLL_S, Scheduler, WorkerProcess, WorkerSpec
 from .worker import Runner
 
 if TYPE_CHECKING:
+    from ..catalog import GpuModel
+    from ..planner import PlannedInstance
     from .compute import Compute
 
 # Ray would blank CUDA_VISIBLE_DEVICES for num_gpus=0 actors if this asked it to: pin it off for ours
@@ -431,8 +435,8 @@ class RayPool:
 
     def _specs(self) -> list[WorkerSpec]:
         c = self.compute
-        image = c.image
-        specs = []
+        if _dynamic_plugin(c.plugins) is not None:
+            return []  # workers come and go with their partitions (RaySite)
         per_node = []
         for r in self.nodes:
             n = c.worker.concurrency or len(r.partitions) or max(1, int(r.cpus))
@@ -441,23 +445,26 @@ class RayPool:
                                   f"{r.describe()}; they must agree")
             per_node.append(n)
         total = sum(per_node)
-        first = 0
+        specs = []
         for r, n in zip(self.nodes, per_node):
-            for i in range(n):
-                part = r.partitions[i] if r.partitions else None
-                env = dict(image.env, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(r.index),
-                           MIGPOOL_NODE_COUNT=str(len(self.nodes)), MIGPOOL_CONCURRENCY=str(n),
-                           MIGPOOL_GLOBAL_WORKER_INDEX=str(first + i), MIGPOOL_TOTAL_WORKERS=str(total),
-                           MIGPOOL_ACCELERATORS=str(len(r.partitions)), PYTHONUNBUFFERED="1")
-                env[RAY_OVERRIDE_ENV] = "0"
-                if part:
-                    env["MIGPOOL_PARTITION"] = part.to_env()
-                spec = WorkerSpec(i, "", env, part, node=r.index, where=r.describe())
-                for p in c.plugins:
-                    spec.env.update(p.around_process(spec))
-                specs.append(spec)
-            first += n
+            specs += [self.spec(r, i, n, len(specs) + i, total, r.partitions[i] if r.partitions else None)
+                      for i in range(n)]
         return specs
+
+    def spec(self, r: RayNode, i: int, n: int, first: int, total: int, part: Partition | None) -> WorkerSpec:
+        """Worker `i` of `n` on node `r` (`first`: its index among the pool's `total`), pinned to `part`."""
+        c = self.compute
+        env = dict(c.image.env, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(r.index),
+                   MIGPOOL_NODE_COUNT=str(len(self.nodes)), MIGPOOL_CONCURRENCY=str(n),
+                   MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total),
+                   MIGPOOL_ACCELERATORS=str(len(r.partitions) or int(part is not None)), PYTHONUNBUFFERED="1")
+        env[RAY_OVERRIDE_ENV] = "0"
+        if part:
+            env["MIGPOOL_PARTITION"] = part.to_env()
+        spec = WorkerSpec(i, "", env, part, node=r.index, where=r.describe())
+        for p in c.plugins:
+            spec.env.update(p.around_process(spec))
+        return spec
 
     def runtime_env(self, spec: WorkerSpec) -> dict[str, Any]:
         from .compute import _user_paths
@@ -489,6 +496,63 @@ class RayPool:
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False
+
+
+def _dynamic_plugin(plugins: list[Any]) -> Any:
+    return next((p for p in plugins if getattr(p, "dynamic", False)), None)
+
+
+def _gpus_on(worker: Any, index: int, count: int, indices: list[int]) -> Any:
+    node = _node_for(index, count, worker)
+    try:
+        return gpus_here(node.backend, indices)
+    finally:
+        node.backend.close()
+
+
+def _change_on(worker: Any, index: int, count: int, gpu: int, create: list[Any], destroy: list[Any],
+               pids: Sequence[int]) -> list[Partition]:
+    node = _node_for(index, count, worker)
+    try:
+        return change_here(node.backend, gpu, index, create, destroy, pids)
+    finally:
+        node.backend.close()
+
+
+class RaySite:
+    """Dynamic MIG across a Ray pool's nodes: each node's GPUs are changed there, through its agent, and each new
+    partition gets a worker actor pinned to that node. One controller (on the driver) sees every node's GPUs, so
+    a task goes to an idle partition on any node, else to where one can be made with the least disturbance."""
+
+    def __init__(self, pool: RayPool) -> None:
+        self.pool = pool
+        self._ids = itertools.count()
+
+    def _call(self, r: RayNode, fn: Callable[..., Any], *args: Any) -> Any:
+        import ray
+
+        try:
+            return ray.get(self.pool._agent(r.node_id).call.remote(fn, self.pool.compute.worker, r.index,
+                                                                     len(self.pool.nodes), *args))
+        except Exception as e:  # noqa: BLE001 - raised as the node's own error
+            raise _unwrap(e) from None
+
+    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
+        out = []
+        for r in self.pool.nodes:
+            for i, m, f in self._call(r, _gpus_on, _dynamic_plugin(r.plugins)._selected):
+                out.append(((r.index, i), m, f))
+        return out
+
+    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
+               pids: Sequence[int] = ()) -> list[Partition]:
+        return self._call(self.pool.nodes[gpu[0]], _change_on, gpu[1], create, destroy, list(pids))
+
+    def start_worker(self, part: Partition) -> WorkerProcess:
+        sched = self.pool.compute._sched
+        r = self.pool.nodes[part.node]
+        i = next(self._ids)
+        return sched.add_worker(self.pool.spec(r, i, len(sched.workers) + 1, i, len(sched.workers) + 1, part))
 
 
 def _unwrap(e: BaseException) -> BaseException:

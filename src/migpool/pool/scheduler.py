@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import TaskTimeoutError, WorkerLostError
+from ..layout import parse_memory_mib
 from .info import Partition
 from .pickling import cloud_dumps, dumps
 from .protocol import read_frame, write_frame
@@ -67,6 +68,17 @@ class _Job:
         self.attempts = 0
         self.retries = retries
         self.started = 0.0
+
+
+def _fit(w: WorkerProcess, job: _Job) -> tuple[int, float]:
+    """Which serving worker takes a job: the least loaded, then for a min_memory task the partition that dynamic
+    MIG ranks first for it (pool/sizing.py), else the smallest."""
+    p = w.spec.partition
+    if p is None or job.task.partition is not None or (job.task.need_mib is None and w.sched.provisioner is None):
+        return len(w.outstanding), 0
+    if w.sched.provisioner is not None:
+        return len(w.outstanding), w.sched.provisioner.rank(job, w)
+    return len(w.outstanding), p.memory_mib
 
 
 def _exit_text(rc: int | None) -> str:
@@ -189,6 +201,8 @@ class WorkerProcess:
             if self.outstanding:
                 self.outstanding[0].started = now
             self.stats.finished(now - job.started, None if msg[0] == "ok" else msg[4])
+        if msg[0] == "ok" and self.sched.provisioner is not None:
+            self.sched.provisioner.finished(job, self, now - job.started)
         if msg[0] == "ok":
             try:
                 job.future.set_result(pickle.loads(msg[2]))
@@ -286,13 +300,19 @@ class WorkerProcess:
     def capacity(self) -> int:
         if not self.ready.is_set() or self.dead_reason or self.draining:
             return 0
-        depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
+        if self.sched.provisioner is not None:
+            depth = 1  # dynamic MIG: a task that waits may get a partition of its own rather than queue here
+        else:
+            depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
         if task.node is not None and task.node != self.spec.node:
             return False
-        return task.partition is None or (self.spec.partition is not None and self.spec.partition.profile == task.partition)
+        p = self.spec.partition
+        if task.partition is not None:
+            return p is not None and p.profile == task.partition
+        return task.need_mib is None or (p is not None and p.memory_mib >= task.need_mib)
 
     def send(self, job: _Job, fn_bytes: bytes) -> None:
         job.attempts += 1
@@ -311,7 +331,8 @@ class Scheduler:
                  slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None) -> None:
         self.lock = threading.RLock()
         self.pending: collections.deque[_Job] = collections.deque()
-        self.workers = [(slot or WorkerProcess)(self, s) for s in specs]
+        self._slot = slot or WorkerProcess
+        self.workers = [self._slot(self, s) for s in specs]
         self.default_retries = default_retries
         self.closed = False
         self.starting = True
@@ -355,8 +376,8 @@ class Scheduler:
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         if self.closed:
             raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
-        if task.min_memory is not None:
-            task = dataclasses.replace(task, partition=self._profile_for_memory(task.min_memory), min_memory=None)
+        if task.min_memory is not None and task.need_mib is None:
+            task = dataclasses.replace(task, need_mib=parse_memory_mib(task.min_memory))
         if self.provisioner is not None:
             self.provisioner.admit(task)
         elif not any(w.serves(task) for w in self.workers):
@@ -365,6 +386,11 @@ class Scheduler:
 
             if task.node is not None and not any(w.spec.node == task.node for w in self.workers):
                 raise PluginError(f"this pool has no node {task.node}")
+            if task.need_mib is not None:
+                sizes = sorted({f"{w.spec.partition.profile} ({w.spec.partition.memory_mib} MiB)"
+                                for w in self.workers if w.spec.partition})
+                raise PluginError(f"no partition of this pool has min_memory={task.min_memory}; partitions: "
+                                  + (", ".join(sizes) or "none (no mig plugin)"))
             raise PluginError(f"no worker runs on a {task.partition} partition; this pool's partitions: "
                               + (", ".join(parts) if parts else "none (no mig plugin)"))
         fid = self._function(task.fn)
@@ -384,7 +410,7 @@ class Scheduler:
                 job = self.pending[i]
                 best = None
                 for w in self.workers:
-                    if w.serves(job.task) and w.capacity() > 0 and (best is None or len(w.outstanding) < len(best.outstanding)):
+                    if w.serves(job.task) and w.capacity() > 0 and (best is None or _fit(w, job) < _fit(best, job)):
                         best = w
                 if best is None:
                     if self.provisioner is not None:
@@ -398,25 +424,9 @@ class Scheduler:
                     continue
                 best.send(job, self._fn_bytes[job.fid])
 
-    def _profile_for_memory(self, min_memory: str) -> str:
-        """The partition profile a `min_memory=` task runs on: the provisioner's choice, else the smallest of
-        this pool's partitions with that much memory."""
-        if self.provisioner is not None:
-            return self.provisioner.resolve(min_memory)
-        from ..errors import PluginError
-        from ..layout import parse_memory_mib
-
-        need = parse_memory_mib(min_memory)
-        fits = [w.spec.partition for w in self.workers if w.spec.partition and w.spec.partition.memory_mib >= need]
-        if not fits:
-            raise PluginError(f"no partition of this pool has min_memory={min_memory}; partitions: "
-                              + (", ".join(sorted({f"{w.spec.partition.profile} ({w.spec.partition.memory_mib} MiB)"
-                                                   for w in self.workers if w.spec.partition})) or "none"))
-        return min(fits, key=lambda p: p.memory_mib).profile
-
     def add_worker(self, spec: WorkerSpec) -> WorkerProcess:
         """Start one more worker (dynamic MIG); it takes jobs once ready."""
-        w = WorkerProcess(self, spec)
+        w = self._slot(self, spec)
         with self.lock:
             if self.closed:
                 raise RuntimeError("the pool is closed")
@@ -437,6 +447,8 @@ class Scheduler:
             except subprocess.TimeoutExpired:
                 w.kill()
                 w.proc.wait()
+        else:  # a Ray actor: its node waits for the process to end before its partition goes (RaySite)
+            w.kill()
 
     def stats(self) -> dict[str, Any]:
         """Per-worker counts, busy time and last error, with what is running and queued now."""

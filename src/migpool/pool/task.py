@@ -32,7 +32,8 @@ class Task(Generic[R]):
     retries: int | None = None
     timeout: float | None = None
     node: int | None = None  # run on this node (broadcast sets it)
-    min_memory: str | None = None  # instead of a profile: the smallest partition with at least this memory
+    min_memory: str | None = None  # instead of a profile: any partition with at least this memory
+    need_mib: float | None = None  # min_memory in MiB, set when the task is submitted
 
     def on(self, partition: str) -> Task[R]:
         """Run this task only on a worker whose MIG partition has this profile (e.g. '3g.40gb')."""
@@ -56,7 +57,7 @@ class Task(Generic[R]):
 
     def __repr__(self) -> str:
         name = getattr(self.fn, "__qualname__", repr(self.fn))
-        where = f" on {self.partition}" if self.partition else ""
+        where = f" on {self.partition}" if self.partition else f" needing {self.min_memory}" if self.min_memory else ""
         return f"<Task {name}{where}>"
 
 

@@ -1,0 +1,74 @@
+"""Which partition size to make for a task that asks for memory, not a profile: learned from measured run times.
+
+Tasks are grouped by function and memory need. For each group migpool keeps how long its tasks took on each
+profile (a moving average; a worker's first run of a function is not counted: it may pay for loading it). A
+profile's cost is its run time × its compute slices: slice-seconds per task. The profiles within `TIE` of the
+cheapest are preferred, the fastest first: a larger partition is chosen only when the task runs faster on it
+in proportion to its slices (or nearly). The smallest profile that holds the memory and the next larger size
+are tried first; each next larger size is tried once, while the largest one measured so far is still among the
+preferred.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..catalog import Profile
+
+TIE = 0.10  # costs within 10% of the cheapest count as equal
+ALPHA = 0.3  # weight of the newest run in the moving average
+
+Key = tuple[int, float]  # (function id, memory need in MiB; 0 for a task that asks for nothing)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The profiles to make for a group of tasks: `explore` (to be tried once, only where it fits without
+    freeing anything), then `ranked`, best first."""
+
+    explore: Profile | None
+    ranked: tuple[Profile, ...]
+
+
+class RunTimes:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._mean: dict[Key, dict[str, float]] = {}
+        self._chosen: dict[tuple[Key, tuple[str, ...]], Choice] = {}  # cleared by every new measurement
+
+    def add(self, key: Key, profile: str, seconds: float) -> None:
+        with self._lock:
+            means = self._mean.setdefault(key, {})
+            old = means.get(profile)
+            means[profile] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
+            self._chosen.clear()
+
+    def measured(self, key: Key) -> dict[str, float]:
+        with self._lock:
+            return dict(self._mean.get(key, {}))
+
+    def choose(self, key: Key, candidates: list[Profile]) -> Choice:
+        """Rank `candidates` (the profiles that hold the memory) for tasks of `key`."""
+        memo = (key, tuple(p.name for p in candidates))
+        got = self._chosen.get(memo)
+        if got is None:
+            got = self._chosen[memo] = self._choose(key, candidates)
+        return got
+
+    def _choose(self, key: Key, candidates: list[Profile]) -> Choice:
+        cands = sorted(candidates, key=lambda p: (p.slices, p.memory_mib))
+        mean = self.measured(key)
+        known = [p for p in cands if p.name in mean]
+        if not known:  # try the smallest and the next size at once
+            return Choice(next((p for p in cands if p.slices > cands[0].slices), None), tuple(cands))
+        cost = {p.name: mean[p.name] * p.slices for p in known}
+        cheapest = min(cost.values())
+        good = sorted((p for p in known if cost[p.name] <= cheapest * (1 + TIE)), key=lambda p: mean[p.name])
+        worse = sorted((p for p in known if p not in good), key=lambda p: cost[p.name])
+        largest = max(known, key=lambda p: (p.slices, p.memory_mib))
+        explore = None
+        if largest in good:
+            explore = next((p for p in cands if p.slices > largest.slices and p.name not in mean), None)
+        untried = [p for p in cands if p.name not in mean and p is not explore]
+        return Choice(explore, tuple(good + worse + untried))

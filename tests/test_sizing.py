@@ -1,0 +1,101 @@
+"""Sizes for tasks that ask for memory: ranked from measured run times (pool/sizing.py), and used by dynamic MIG."""
+
+import time
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+import migpool
+import pool_tasks as T
+from migpool import Compute, Worker, catalog, gather, plugins
+from migpool.pool.sizing import TIE, RunTimes
+
+A100 = catalog.lookup("A100-80GB")
+CANDS = [p for p in A100.profiles if not p.name.endswith("+me") and p.memory_mib >= 9000]
+
+
+def test_nothing_measured_tries_the_smallest_and_the_next_size():
+    c = RunTimes().choose((1, 9000), CANDS)
+    assert c.ranked[0].name == "1g.10gb" and c.explore.name == "2g.20gb"
+
+
+def test_a_size_that_runs_faster_in_proportion_is_preferred_and_the_next_is_tried():
+    r = RunTimes()
+    r.add((1, 9000), "1g.10gb", 0.4)
+    r.add((1, 9000), "2g.20gb", 0.2)  # same slice-seconds, faster
+    c = r.choose((1, 9000), CANDS)
+    assert [p.name for p in c.ranked[:2]] == ["2g.20gb", "1g.10gb"] and c.explore.name == "3g.40gb"
+    r.add((1, 9000), "3g.40gb", 0.2)  # no faster on 3 slices: worse per slice, and nothing larger is tried
+    c = r.choose((1, 9000), CANDS)
+    assert [p.name for p in c.ranked[:3]] == ["2g.20gb", "1g.10gb", "3g.40gb"] and c.explore is None
+
+
+def test_a_task_that_does_not_scale_stays_small():
+    r = RunTimes()
+    r.add((1, 9000), "1g.10gb", 0.3)
+    r.add((1, 9000), "2g.20gb", 0.3)
+    c = r.choose((1, 9000), CANDS)
+    assert c.ranked[0].name == "1g.10gb" and c.explore is None
+
+
+@given(st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0), min_size=1))
+def test_ranking_properties(means):
+    r = RunTimes()
+    for name, t in means.items():
+        r.add((7, 9000), name, t)
+    c = r.choose((7, 9000), CANDS)
+    slices = {p.name: p.slices for p in CANDS}
+    cost = {n: t * slices[n] for n, t in means.items()}
+    assert sorted(p.name for p in c.ranked + ((c.explore,) if c.explore else ())) == sorted(p.name for p in CANDS)
+    assert cost[c.ranked[0].name] <= min(cost.values()) * (1 + TIE)  # the first is (nearly) the cheapest per slice
+    if c.explore is not None:
+        assert c.explore.name not in means
+        largest = max((p for p in CANDS if p.name in means), key=lambda p: (p.slices, p.memory_mib))
+        assert cost[largest.name] <= min(cost.values()) * (1 + TIE) and c.explore.slices > largest.slices
+
+
+def dyn():
+    return Compute(provider=migpool.Local(simulate="A100-80GB"), worker=Worker(executor="process"),
+                   plugins=[plugins.mig(dynamic=True, keep_idle=30.0)], progress=False)
+
+
+def test_dynamic_mig_learns_the_size_a_task_runs_best_on():
+    """Tasks that run twice as fast on a 2g as on a 1g end up on 2g partitions; the pool says why it resized."""
+    with dyn() as c:
+        for _ in range(8):
+            gather(*[T.scaling(0.2) for _ in range(4)]) >> c
+        last = gather(*[T.scaling(0.2) for _ in range(3)]) >> c
+        measured = c._dynamic.sizes.measured(next(iter(c._dynamic.sizes._mean)))
+        live = [p.profile for p in c.partitions]
+        changes = c.changes
+    assert 1.6 < measured["1g.10gb"] / measured["2g.20gb"] < 2.4
+    assert last == ["2g.20gb"] * 3 and live.count("2g.20gb") >= 3
+    assert any("run better on 2g.20gb" in ch["reason"] or "trying a larger size" in ch["reason"] for ch in changes)
+
+
+def test_dynamic_mig_keeps_tasks_that_do_not_scale_on_small_partitions():
+    with dyn() as c:
+        for _ in range(6):
+            gather(*[T.scaling(0.15, cap=1) for _ in range(4)]) >> c
+        changes = c.changes
+        live = [p.profile for p in c.partitions]
+    assert not any("run better on 2g" in ch["reason"] or "run better on 3g" in ch["reason"] for ch in changes)
+    assert live.count("1g.10gb") >= 3 and live.count("2g.20gb") <= 1  # the one 2g tried at the start, at most
+
+
+def test_a_min_memory_task_takes_the_smallest_free_partition_that_holds_it():
+    with Compute(provider=migpool.Local(simulate="A100-80GB"), progress=False,
+                 plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2})]) as c:
+        small = migpool.function(min_memory="5GB")(T.profile_after.fn)
+        large = migpool.function(min_memory="20GB")(T.profile_after.fn)
+        assert small(0) >> c == "1g.10gb" and large(0) >> c == "3g.40gb"
+        busy = [c.submit(T.profile_after(0.5).on("1g.10gb")) for _ in range(2)]
+        time.sleep(0.2)
+        assert small(0) >> c == "3g.40gb"  # the 1g partitions are busy: a larger one that holds it takes it
+        assert [f.result() for f in busy] == ["1g.10gb"] * 2
+        huge = migpool.function(min_memory="50GB")(T.profile_after.fn)
+        try:
+            huge(0) >> c
+            raise AssertionError("no partition holds 50GB")
+        except migpool.PluginError as e:
+            assert "no partition of this pool has min_memory=50GB" in str(e) and "3g.40gb" in str(e)
