@@ -33,7 +33,7 @@ class Choice:
 
 class RunTimes:
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._mean: dict[Key, dict[str, float]] = {}
         self._chosen: dict[tuple[Key, tuple[str, ...]], Choice] = {}  # cleared by every new measurement
 
@@ -51,10 +51,11 @@ class RunTimes:
     def choose(self, key: Key, candidates: list[Profile]) -> Choice:
         """Rank `candidates` (the profiles that hold the memory) for tasks of `key`."""
         memo = (key, tuple(p.name for p in candidates))
-        got = self._chosen.get(memo)
-        if got is None:
-            got = self._chosen[memo] = self._choose(key, candidates)
-        return got
+        with self._lock:
+            got = self._chosen.get(memo)
+            if got is None:
+                got = self._chosen[memo] = self._choose(key, candidates)
+            return got
 
     def _choose(self, key: Key, candidates: list[Profile]) -> Choice:
         cands = sorted(candidates, key=lambda p: (p.slices, p.memory_mib))
