@@ -176,7 +176,7 @@ def test_dynamic_mig_across_nodes_makes_partitions_where_there_is_room(cluster, 
     with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
                  plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True)], progress=False) as pool:
         assert pool.partitions == []
-        wave = [T.where(1.0).on("1g.10gb") for _ in range(17)] + [T.where(0.3).on("3g.40gb") for _ in range(3)]
+        wave = [T.where(4.0).on("1g.10gb") for _ in range(17)] + [T.where(0.3).on("3g.40gb") for _ in range(3)]
         rs = gather(*wave) >> pool
         made = len([ch for ch in pool.changes if ch["action"] == "create"])
         again = gather(*[T.where().on("1g.10gb") for _ in range(3)]) >> pool  # idle ones exist: nothing new
