@@ -198,7 +198,7 @@ class DynamicMig:
         p = worker.spec.partition
         if p is None or job.task.partition is not None:
             return
-        key = (job.fid, job.task.need_mib or 0)
+        key = _key(job)
         for s in list(self.slots):
             if s.worker is worker:
                 s.key = key
@@ -262,18 +262,11 @@ class DynamicMig:
 
     def _choice(self, job: Any) -> Choice:
         """The profiles to make for `job`: its own, or for a memory need (or none) the sizes learned so far."""
-        task = job.task
-        by_name: dict[str, Profile] = {}
-        for m in self.models.values():
-            for p in m.profiles:
-                if task.partition is not None and p.name != task.partition:
-                    continue
-                if not p.name.endswith("+me") or task.partition is not None:
-                    by_name.setdefault(p.name, p)
-        if task.partition is not None:
-            return Choice(None, tuple(by_name.values()))
-        need = task.need_mib or 0
-        return self.sizes.choose((job.fid, need), [p for p in by_name.values() if p.memory_mib >= need])
+        if job.task.partition is not None:
+            own = {p.name: p for m in self.models.values() for p in m.profiles if p.name == job.task.partition}
+            return Choice(None, tuple(own.values()))
+        key = _key(job)
+        return self.sizes.choose(key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values()))
 
     def _fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
         """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
@@ -318,21 +311,20 @@ class DynamicMig:
             why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
             self._create(gpu, inst, why + (" (trying a larger size)" if choice.explore and name == choice.explore.name
                                            and not free_idle else ""),
-                         key=None if job.task.partition is not None else (job.fid, job.task.need_mib or 0))
+                         key=None if job.task.partition is not None else _key(job))
             return True
         if choice.ranked and self.reserved is None and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
             self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
         return False
 
     def _sized(self, key: Key, gpu: Gpu) -> Choice:
-        m = self.models[gpu]
-        return self.sizes.choose(key, [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")])
+        return self.sizes.choose(key, _holding(self.models[gpu], key))
 
     def rank(self, job: Any, worker: WorkerProcess) -> int:
         """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
         p = worker.spec.partition
         assert p is not None
-        choice = self._sized((job.fid, job.task.need_mib or 0), (p.node, p.gpu_index))
+        choice = self._sized(_key(job), (p.node, p.gpu_index))
         if choice.explore is not None and choice.explore.name == p.profile:
             return -1  # a size being tried: measured soonest if it runs the next task
         return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
@@ -366,6 +358,11 @@ class DynamicMig:
             if inst is not None and len(self._destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
                 self._create(gpu, inst, f"resized from {gone[0].instance.profile.name}: its tasks run better on "
                                         f"{want} ({self._speed(gone[0].key)})", key=gone[0].key)
+            else:  # the layout changed meanwhile: the partitions kept take tasks again
+                with self.sched.lock:
+                    for t in gone:
+                        if t in self.slots:
+                            t.worker.draining = False
         if self.reserved is not None:
             return
         active = [s for s in self.slots if not s.worker.draining and s.gpu not in self.resizing]
@@ -486,6 +483,16 @@ class DynamicMig:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+
+
+def _key(job: Any) -> Key:
+    """The sizing group of a task that asks for memory (or nothing): its function and memory need."""
+    return job.fid, job.task.need_mib or 0
+
+
+def _holding(m: GpuModel, key: Key) -> list[Profile]:
+    """The profiles of `m` that hold the memory `key` needs (no +me variants: their size is their base's)."""
+    return [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")]
 
 
 def profile_for_memory(models: list[GpuModel], min_memory: str) -> str:
