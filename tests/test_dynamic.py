@@ -138,3 +138,14 @@ def test_the_readme_example_runs_on_a_simulated_gpu(tmp_path):
     model = migpool.catalog.lookup("A100-80GB")
     assert len(embeds) == 3 and all(model.profile(p).memory_mib >= 15 * 1000**3 / 2**20 for p in embeds)
     assert any(ln.strip().startswith("create") for ln in lines)
+
+
+def test_a_profile_that_partitions_made_before_the_pool_block_fails_at_once():
+    b = SimulatedBackend("A100-80GB")
+    reconcile.apply(migpool.MachineLayout.of(migpool.Layout.of({"1g.10gb": 1})), b)  # made before the pool
+    with dyn() as c:
+        with pytest.raises(migpool.PluginError, match="can ever hold a 7g.80gb partition: cannot fit"):
+            c.submit(T.add(1).on("7g.80gb"))
+        assert T.add(1).on("3g.40gb") >> c == 1  # what still fits runs
+        assert [p.profile for p in c.partitions] == ["3g.40gb"]  # the pool's own; the 1g.10gb was left alone
+    reconcile.teardown(b, restore=True)

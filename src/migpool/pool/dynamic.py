@@ -141,27 +141,29 @@ class DynamicMig:
 
     # --- called by the scheduler ---
     def admit(self, task: Any) -> None:
-        """Fail at once a task whose profile (or memory need) no GPU of the pool can hold."""
+        """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
+        partitions that were there before the pool (which it never touches)."""
         if task.need_mib is not None:
             profile_for_memory(list(self.models.values()), task.min_memory)
+            key = (0, task.need_mib)
+            if not any(max_addable(m, p, self.foreign[g]) >= 1 for g, m in self.models.items() for p in _holding(m, key)):
+                raise PluginError(f"no GPU of this pool can ever hold a partition with min_memory={task.min_memory}: "
+                                  "the partitions made before the pool are in the way; remove them (migpool "
+                                  "teardown) or ask for less")
         if task.partition is None:
             return
-        found = False
-        for i, m in self.models.items():
+        why = ""
+        for g, m in self.models.items():
             try:
                 p = m.profile(task.partition)
-            except MigpoolError:
-                continue
-            if max_addable(m, p, []) >= 1:
-                found = True
-        if not found:
-            first = next(iter(self.models.values()))
-            try:
-                p = first.profile(task.partition)
-                why = explain(first, [p], [])
             except MigpoolError as e:
-                why = str(e)
-            raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
+                why = why or str(e)
+                continue
+            if max_addable(m, p, self.foreign[g]) >= 1:
+                return
+            why = explain(m, [p], self.foreign[g]) + (" (the partitions there were made before the pool)"
+                                                      if self.foreign[g] else "")
+        raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
 
     def wake(self) -> None:
         self._wake.set()
