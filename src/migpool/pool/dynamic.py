@@ -123,6 +123,7 @@ class DynamicMig:
         self.gpus = [g for g, _, _ in found]
         self.models = {g: m for g, m, _ in found}
         self.foreign = {g: f for g, _, f in found}  # partitions that were there before the pool: never touched
+        self.slice_counts = sorted({p.slices for m in self.models.values() for p in m.profiles}, reverse=True)
         self.site_nodes = {g[0] for g in self.gpus}
         self.stale: dict[Gpu, list[PlannedInstance]] = {}  # destroys that failed: still in the way, tried again
         self.keep_idle = keep_idle
@@ -247,9 +248,13 @@ class DynamicMig:
         return self.foreign[gpu] + self.stale.get(gpu, []) + [s.instance for s in self.slots if s.gpu == gpu]
 
     def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
-        """How much still fits, largest profiles first (higher is better)."""
-        order = sorted((p for p in m.profiles if not p.name.endswith("+me")), key=lambda p: (-p.slices, -p.memory_mib))
-        return tuple(max_addable(m, p, placed) for p in order)
+        """How many more partitions of each size (compute slices, largest first) still fit: higher is better.
+        Counted by size, not by profile, so that GPUs of different models compare like for like."""
+        most: dict[int, int] = {}
+        for p in m.profiles:
+            if not p.name.endswith("+me"):
+                most[p.slices] = max(most.get(p.slices, 0), max_addable(m, p, placed))
+        return tuple(most.get(k, 0) for k in self.slice_counts)
 
     def _best_placement(self, gpu: Gpu, profile: Profile, placed: list[PlannedInstance]) -> PlannedInstance | None:
         m = self.models[gpu]
