@@ -154,6 +154,29 @@ def test_ctrl_c_or_a_killed_parent_leaves_no_orphans(sig, tmp_path):
             os.kill(pids[2], signal.SIGKILL)
 
 
+def test_a_worker_outlives_the_thread_that_started_it():
+    """The kernel's parent-death signal fires when the *thread* that started a process ends: a worker that a
+    short-lived thread (a restart, dynamic MIG's controller) started must not die with that thread."""
+    import threading
+
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
+        made = []
+
+        def start():
+            w = c._sched.add_worker(c.worker_spec(1, 2, None))
+            w.ready.wait(30)  # the worker is running (and has asked to die with its parent) before this thread ends
+            made.append(w)
+
+        t = threading.Thread(target=start)
+        t.start()
+        t.join()
+        w = made[0]
+        pid = w.proc.pid
+        time.sleep(1.0)
+        assert w.proc.poll() is None and w.restarts == 0 and w.proc.pid == pid
+        assert sorted(gather(*[T.add(i) for i in range(8)]) >> c) == list(range(8))
+
+
 @pytest.fixture(scope="module")
 def shared_pool():
     with Compute(worker=Worker(concurrency=2), progress=False) as compute:

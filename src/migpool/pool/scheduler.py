@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +126,7 @@ class WorkerProcess:
         self.timed_out = False
         self.writer_q = queue.SimpleQueue()
         try:
-            self.proc = subprocess.Popen(
+            proc = self.sched.launch(
                 [self.spec.python, "-m", "migpool.pool.worker", str(c_r), str(c_w)],
                 env=env, pass_fds=(c_r, c_w), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
@@ -134,7 +134,14 @@ class WorkerProcess:
         finally:
             os.close(c_r)
             os.close(c_w)
-        proc, wq = self.proc, self.writer_q
+        if proc is None:
+            return
+        with self.sched.lock:
+            self.proc = proc
+            closed = self.sched.closed
+        if closed:  # the pool closed while this one started (a restart): it goes at once
+            self.kill()
+        wq = self.writer_q
         threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
         threading.Thread(target=self._writer, args=(p_w, wq), daemon=True).start()
         threading.Thread(target=self._reader, args=(proc, p_r, wq), daemon=True).start()
@@ -341,6 +348,20 @@ class Scheduler:
         self.provisioner: Any = None  # dynamic MIG: admits tasks, and is woken when work waits or a worker idles
         self._fid_by_bytes: dict[bytes, int] = {}
         self._fn_bytes: dict[int, bytes] = {}
+        # Every worker process is started from this one thread, which lasts as long as the pool: a worker asks the
+        # kernel to kill it when its parent dies (PR_SET_PDEATHSIG), and the kernel counts the *thread* that
+        # started it as its parent, so a worker started by a thread that ends (a restart, dynamic MIG's
+        # controller at close) would be killed with that thread.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migpool-spawn")
+
+    def launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes] | None:
+        """Start a worker process, from the pool's spawning thread; None once the pool has shut down."""
+        try:
+            return self._spawner.submit(subprocess.Popen, argv, **popen).result()
+        except RuntimeError:  # the spawning thread was stopped: the pool is closed
+            if self.closed:
+                return None
+            raise
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         for w in self.workers:
@@ -511,6 +532,7 @@ class Scheduler:
         for w in self.workers:
             if w.proc is not None:
                 w.proc.wait()
+        self._spawner.shutdown(wait=False)
         with self.lock:
             jobs = [j for w in self.workers for j in w.outstanding]
             for w in self.workers:
