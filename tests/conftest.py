@@ -13,6 +13,7 @@ def _isolated(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MIGPOOL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MIGPOOL_CONFIG_DIR", str(tmp_path / "config"))  # an empty user catalog
+    monkeypatch.setenv("MIGPOOL_CACHE_DIR", str(tmp_path / "cache"))  # no run times learned by other tests
     for var in ("MIGPOOL_READ_ONLY", "MIGPOOL_SIMULATE"):
         monkeypatch.delenv(var, raising=False)
     catalog.reload()

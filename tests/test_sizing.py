@@ -99,3 +99,80 @@ def test_a_min_memory_task_takes_the_smallest_free_partition_that_holds_it():
             raise AssertionError("no partition holds 50GB")
         except migpool.PluginError as e:
             assert "no partition of this pool has min_memory=50GB" in str(e) and "3g.40gb" in str(e)
+
+
+# --- run times kept from one pool to the next (pool/remembered.py) ---
+def test_a_function_name_is_the_same_in_another_process_and_changes_with_the_code():
+    import functools
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from migpool.pool.sizing import function_name
+
+    here = function_name(T.scaling.fn)
+    code = "import pool_tasks as T; from migpool.pool.sizing import function_name; print(function_name(T.scaling.fn))"
+    for seed in ("1", "2"):  # string hashing differs between these processes
+        env = {"PYTHONPATH": str(Path(__file__).parent), "PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert out.stdout.strip() == here
+    assert here.startswith("pool_tasks.scaling:")
+
+    def f(x):
+        return x in {"a", "b"}
+
+    def g(x):
+        return x in {"a", "c"}
+
+    assert function_name(f).split(":")[1] != function_name(g).split(":")[1]
+    assert function_name(functools.partial(f, 1)) is None
+
+
+def test_known_figures_are_taken_up_by_the_function_of_that_name_only():
+    r = RunTimes({("mod.f:abc", 9000.0): {"1g.10gb": 0.4, "2g.20gb": 0.2}})
+    r.name(1, "mod.f:abc")
+    r.name(2, "mod.g:def")
+    assert r.measured((1, 9000.0)) == {"1g.10gb": 0.4, "2g.20gb": 0.2}
+    assert r.choose((1, 9000.0), CANDS).ranked[0].name == "2g.20gb"
+    assert r.measured((2, 9000.0)) == {} and r.measured((1, 0)) == {}
+    r.add((1, 9000.0), "1g.10gb", 0.5)  # new runs move the known figure
+    r.add((3, 9000.0), "1g.10gb", 0.5)  # a function without a lasting name is not kept
+    assert r.named() == {("mod.f:abc", 9000.0): {"1g.10gb": 0.4 * 0.7 + 0.5 * 0.3, "2g.20gb": 0.2}}
+
+
+def test_the_file_keeps_each_gpu_model_and_function_and_survives_a_bad_file(tmp_path, caplog):
+    from migpool.pool import remembered
+
+    path = tmp_path / "run-times.json"
+    remembered.save(path, "A100", {("f", 1.0): {"1g.10gb": 1.0}})
+    remembered.save(path, "A100", {("g", 1.0): {"2g.20gb": 2.0}})
+    remembered.save(path, "H100", {("f", 1.0): {"1g.10gb": 0.5}})
+    remembered.save(path, "A100", {("f", 1.0): {"1g.10gb": 0.8}})  # replaces the earlier figure of f
+    assert remembered.load(path, "A100") == {("f", 1.0): {"1g.10gb": 0.8}, ("g", 1.0): {"2g.20gb": 2.0}}
+    assert remembered.load(path, "H100") == {("f", 1.0): {"1g.10gb": 0.5}}
+    path.write_text('{"entries": [{"gpu": "A100"}]}')
+    assert remembered.load(path, "A100") == {} and "cannot be read" in caplog.text
+    remembered.save(path, "A100", {("f", 1.0): {"1g.10gb": 0.8}})  # a bad file is replaced
+    assert remembered.load(path, "A100") == {("f", 1.0): {"1g.10gb": 0.8}}
+
+
+def test_a_second_pool_starts_from_the_sizes_the_first_learned():
+    def learned(c):
+        return next(iter(c._dynamic.sizes.named().values()), {})
+
+    with dyn() as c:
+        for _ in range(20):  # until a 1g and a 2g are measured (the 2g runs twice as fast)
+            gather(*[T.scaling(0.2) for _ in range(4)]) >> c
+            if {"1g.10gb", "2g.20gb"} <= set(learned(c)):
+                break
+        first = learned(c)
+    assert first["1g.10gb"] > 1.6 * first["2g.20gb"]
+    with dyn() as c:  # the same function: it starts from those figures, and makes no 1g
+        assert gather(*[T.scaling(0.2) for _ in range(2)]) >> c
+        made = [ch["profile"] for ch in c.changes if ch["action"] == "create"]
+    assert made and "1g.10gb" not in made and "2g.20gb" in made
+    with Compute(provider=migpool.Local(simulate="A100-80GB"), worker=Worker(executor="process"), progress=False,
+                 plugins=[plugins.mig(dynamic=True, remember=False)]) as c:  # starts from nothing: smallest first
+        gather(*[T.scaling(0.2) for _ in range(2)]) >> c
+        made = [ch["profile"] for ch in c.changes if ch["action"] == "create"]
+    assert sorted(made) == ["1g.10gb", "2g.20gb"]

@@ -13,6 +13,7 @@ A plugin may implement any of these hooks (the base class gives no-op defaults):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import warn_if_estimated
@@ -58,6 +59,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     mig(layout={"3g.40gb": 1, "1g.10gb": 4})    mixed partitions; route tasks with task.on("1g.10gb")
     mig(partitions=4, min_memory="16GB")        the largest profile giving 4 partitions of >= 16GB
     mig(dynamic=True, keep_idle=30.0)           partitions made on demand for each task's profile (pool/dynamic.py)
+      remember=True                             start from the run times earlier pools learned, and keep this one's
+                                                (False: start from nothing, keep nothing; or a file's path)
     gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)
     restore=True                                return the GPUs to their prior state when the pool closes
     force=True                                  stop processes on partitions that must be destroyed
@@ -66,7 +69,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def __init__(self, profile: str | None = None, *, layout: Mapping[str, int] | None = None,
                  partitions: int | None = None, min_memory: str | None = None,
                  gpus: int | Sequence[int] | str = 0, restore: bool = False, force: bool = False,
-                 dynamic: bool = False, keep_idle: float = 30.0) -> None:
+                 dynamic: bool = False, keep_idle: float = 30.0, remember: bool | str | Path = True) -> None:
         given = [k for k, x in (("profile", profile), ("layout", layout), ("partitions", partitions)) if x is not None]
         if dynamic and given:
             raise PluginError(f"mig(dynamic=True) makes partitions for each task's profile: drop {given[0]}= (or drop "
@@ -76,8 +79,11 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                               "or dynamic=True")
         if keep_idle < 0:
             raise PluginError(f"keep_idle must be a number of seconds >= 0, not {keep_idle}")
+        if not isinstance(remember, (bool, str, Path)):
+            raise PluginError(f"remember= is True, False or a file's path, not {remember!r}")
         self.dynamic = dynamic
         self.keep_idle = keep_idle
+        self.remember = remember
         if min_memory is not None:
             if partitions is None:
                 raise PluginError("min_memory goes with partitions=N")
@@ -241,7 +247,15 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         """With dynamic=True: the controller that makes and frees partitions for the pool's tasks."""
         from .pool.dynamic import DynamicMig, LocalSite
 
-        return DynamicMig(compute, LocalSite(compute, self._selected), self.keep_idle)
+        return DynamicMig(compute, LocalSite(compute, self._selected), self.keep_idle, self.run_times_file())
+
+    def run_times_file(self) -> Path | None:
+        """Where dynamic MIG keeps learned run times (pool/remembered.py), per `remember=`."""
+        from .pool.remembered import default_path
+
+        if self.remember is False:
+            return None
+        return default_path() if self.remember is True else Path(self.remember)
 
     def teardown(self, node: Node) -> None:
         if self._selected and (self.restore or self.dynamic):

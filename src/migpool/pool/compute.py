@@ -219,7 +219,7 @@ class Compute:
             from .dynamic import DynamicMig
             from .ray_pool import RaySite
 
-            self._dynamic = DynamicMig(self, RaySite(self._ray), dynamic.keep_idle)
+            self._dynamic = DynamicMig(self, RaySite(self._ray), dynamic.keep_idle, dynamic.run_times_file())
         self._publisher = Publisher(self._sched.stats)
         self._publisher.start()
 

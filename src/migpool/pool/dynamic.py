@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .. import reconcile
@@ -35,7 +36,8 @@ from ..layout import parse_memory_mib
 from ..planner import PlannedInstance, can_place, explain, max_addable
 from ..proc import pid_alive
 from .info import Partition
-from .sizing import Choice, Key, RunTimes
+from .remembered import load, save
+from .sizing import Choice, Key, RunTimes, function_name
 
 if TYPE_CHECKING:
     from ..backend.base import Backend
@@ -115,7 +117,9 @@ class LocalSite:
 
 
 class DynamicMig:
-    def __init__(self, compute: Compute, site: Site, keep_idle: float) -> None:
+    def __init__(self, compute: Compute, site: Site, keep_idle: float, remember: Path | None = None) -> None:
+        """`remember`: the file of run times learned by earlier pools (pool/remembered.py), read now and updated
+        when the pool closes; None to start from nothing. Used only where every GPU of the pool is one model."""
         self.compute = compute
         self.sched = compute._sched
         self.site = site
@@ -131,7 +135,10 @@ class DynamicMig:
         self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
         self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
         self.error: BaseException | None = None
-        self.sizes = RunTimes()
+        names = {m.name for m in self.models.values()}
+        self.remember = (remember, names.pop()) if remember is not None and len(names) == 1 else None
+        self.sizes = RunTimes(load(*self.remember) if self.remember else None)
+        self._named: set[int] = set()
         self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
         self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
         self._wake = threading.Event()
@@ -201,7 +208,7 @@ class DynamicMig:
         p = worker.spec.partition
         if p is None or job.task.partition is not None:
             return
-        key = _key(job)
+        key = self._key(job)
         for s in list(self.slots):
             if s.worker is worker:
                 s.key = key
@@ -272,7 +279,7 @@ class DynamicMig:
         if job.task.partition is not None:
             own = {p.name: p for m in self.models.values() for p in m.profiles if p.name == job.task.partition}
             return Choice(None, tuple(own.values()))
-        key = _key(job)
+        key = self._key(job)
         return self.sizes.choose(key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values()))
 
     def _fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
@@ -318,7 +325,7 @@ class DynamicMig:
             why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
             self._create(gpu, inst, why + (" (trying a larger size)" if choice.explore and name == choice.explore.name
                                            and not free_idle else ""),
-                         key=None if job.task.partition is not None else _key(job))
+                         key=None if job.task.partition is not None else self._key(job))
             return True
         if choice.ranked and self.reserved is None and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
             self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
@@ -331,7 +338,7 @@ class DynamicMig:
         """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
         p = worker.spec.partition
         assert p is not None
-        choice = self._sized(_key(job), (p.node, p.gpu_index))
+        choice = self._sized(self._key(job), (p.node, p.gpu_index))
         if choice.explore is not None and choice.explore.name == p.profile:
             return -1  # a size being tried: measured soonest if it runs the next task
         return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
@@ -490,11 +497,15 @@ class DynamicMig:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        if self.remember:
+            save(*self.remember, self.sizes.named())
 
-
-def _key(job: Any) -> Key:
-    """The sizing group of a task that asks for memory (or nothing): its function and memory need."""
-    return job.fid, job.task.need_mib or 0
+    def _key(self, job: Any) -> Key:
+        """The sizing group of a task that asks for memory (or nothing): its function and memory need."""
+        if job.fid not in self._named:  # first seen: it takes up what earlier pools learned about it
+            self._named.add(job.fid)
+            self.sizes.name(job.fid, function_name(job.task.fn))
+        return job.fid, job.task.need_mib or 0
 
 
 def _holding(m: GpuModel, key: Key) -> list[Profile]:

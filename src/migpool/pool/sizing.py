@@ -7,12 +7,19 @@ cheapest are preferred, the fastest first: a larger partition is chosen only whe
 in proportion to its slices (or nearly). The smallest profile that holds the memory and the next larger size
 are tried first; each next larger size is tried once, while the largest one measured so far is still among the
 preferred.
+
+Figures are kept from one pool to the next (pool/remembered.py) under a name for each function that stays the
+same while its code does, so a pool that runs the same functions again starts from what the last one learned.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..catalog import Profile
 
@@ -20,6 +27,28 @@ TIE = 0.10  # costs within 10% of the cheapest count as equal
 ALPHA = 0.3  # weight of the newest run in the moving average
 
 Key = tuple[int, float]  # (function id, memory need in MiB; 0 for a task that asks for nothing)
+Named = dict[tuple[str, float], dict[str, float]]  # (function name, memory need) -> {profile: seconds per task}
+
+
+def function_name(fn: Callable[..., Any]) -> str | None:
+    """A name for `fn` that is the same in every run while its code is: module, qualified name and a digest of
+    its code. None for a callable without code of its own (a partial, a builtin)."""
+    code = getattr(fn, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return None
+    h = hashlib.sha256()
+    _digest(code, h)
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', '?')}:{h.hexdigest()[:16]}"
+
+
+def _digest(code: types.CodeType, h: Any) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    for c in code.co_consts:
+        if isinstance(c, types.CodeType):
+            _digest(c, h)
+        else:  # a frozenset's order varies from run to run (string hashing): sort it
+            h.update(repr(sorted(map(repr, c)) if isinstance(c, frozenset) else c).encode())
 
 
 @dataclass(frozen=True)
@@ -32,10 +61,32 @@ class Choice:
 
 
 class RunTimes:
-    def __init__(self) -> None:
+    def __init__(self, known: Named | None = None) -> None:
+        """`known`: figures an earlier pool learned, by function name; a function takes them up once it is named."""
         self._lock = threading.RLock()
         self._mean: dict[Key, dict[str, float]] = {}
         self._chosen: dict[tuple[Key, tuple[str, ...]], Choice] = {}  # cleared by every new measurement
+        self._known = known or {}
+        self._names: dict[int, str | None] = {}
+
+    def name(self, fid: int, name: str | None) -> None:
+        """Give function `fid` its lasting name (function_name): it starts from the figures known for it."""
+        with self._lock:
+            if fid in self._names:
+                return
+            self._names[fid] = name
+            for (known, need), seconds in self._known.items():
+                if known == name:
+                    mine = self._mean.setdefault((fid, need), {})
+                    for profile, s in seconds.items():
+                        mine.setdefault(profile, s)
+            self._chosen.clear()
+
+    def named(self) -> Named:
+        """The figures of the functions that have a lasting name, by that name."""
+        with self._lock:
+            return {(name, need): dict(m) for (fid, need), m in self._mean.items()
+                    if (name := self._names.get(fid)) is not None and m}
 
     def add(self, key: Key, profile: str, seconds: float) -> None:
         with self._lock:
