@@ -53,6 +53,7 @@ NEED = {"small": "1g.10gb", "medium": "3g.40gb", "large": "7g.80gb"}
 SECONDS_ON_NEED = {"small": 4.0, "medium": 8.0, "large": 10.0}  # run time on the class's own profile
 SCALE = 10.0  # trace seconds per wall-clock second (--time-scale)
 LEARN_SEED = 8  # the trace that (a') learned from; the timed traces use seed 7
+WINDOW = 10.0  # --by-window: mean JCT of the jobs arriving in each window of this many trace seconds
 
 
 @dataclass(frozen=True)
@@ -314,8 +315,11 @@ def summary(results: list[tuple[float, float, str]], gpus: int, jobs: list[Job])
     busy = sum(j.work / usable_sms(WHOLE_SMS if name == "whole" else GPU.profile(name).sms, j.cls)
                * (GPU.compute_slices if name == "whole" else GPU.profile(name).slices)
                for j, (_, _, name) in zip(jobs, results))
+    windows = [[end - arrival for arrival, end, _ in results if k * WINDOW <= arrival < (k + 1) * WINDOW]
+               for k in range(math.ceil(max(a for a, _, _ in results) / WINDOW + 1e-9))]
     return dict(mean=statistics.mean(jct), p95=jct[int(0.95 * (len(jct) - 1))], makespan=makespan,
-                util=busy / (makespan * GPU.compute_slices * gpus))
+                util=busy / (makespan * GPU.compute_slices * gpus),
+                windows=[statistics.mean(w) if w else math.nan for w in windows])
 
 
 def main() -> None:
@@ -324,12 +328,15 @@ def main() -> None:
     ap.add_argument("--gpus", default="1,4")
     ap.add_argument("--mix", default="changing,steady")
     ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
+    ap.add_argument("--by-window", action="store_true",
+                    help=f"also print each strategy's mean JCT for the jobs arriving in each {WINDOW:g} s of the trace")
     args = ap.parse_args()
     SCALE = args.time_scale
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
-    print(f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies "
-          f"({', '.join(f'{t * 1000:.0f} ms' for t in HARDWARE_LATENCY.values())}) are divided by {SCALE:g}; "
-          "worker start-up and the controllers' own work are not. Times below are trace seconds.")
+    latencies = ", ".join(f"{t * 1000:.0f} ms" for t in HARDWARE_LATENCY.values())
+    print(f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies ({latencies}) "
+          f"are divided by {SCALE:g}; worker start-up and the controllers' own work are not. Times below are trace "
+          "seconds." if SCALE != 1 else f"Real time: jobs sleep their trace seconds; create/destroy take {latencies}.")
     for gpus in map(int, args.gpus.split(",")):
         for kind in args.mix.split(","):
             jobs = trace(kind, gpus)
@@ -366,7 +373,11 @@ def main() -> None:
             for name, r in rows.items():
                 a, learned = (rows[k]["mean"] / r["mean"] for k in ("(a) dynamic", "(a') learned"))
                 print(f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>7.2f}s {r['makespan']:>8.2f}s {r['util']:>5.0%}"
-                      f"  ×{a:<5.2f} ×{learned:<5.2f}")
+                      f"  ×{a:<5.2f} ×{learned:.2f}")
+            if args.by_window:
+                print(f"  mean JCT of the jobs arriving in each {WINDOW:g} s, from the start:")
+                for name, r in rows.items():
+                    print(f"  {name:<18} " + " ".join(f"{x:5.1f}" for x in r["windows"]))
 
 
 class StaticLayout(sky.plugins.Plugin):

@@ -176,3 +176,38 @@ def test_a_second_pool_starts_from_the_sizes_the_first_learned():
         gather(*[T.scaling(0.2) for _ in range(2)]) >> c
         made = [ch["profile"] for ch in c.changes if ch["action"] == "create"]
     assert sorted(made) == ["1g.10gb", "2g.20gb"]
+
+
+def test_a_job_waits_for_a_busy_faster_partition_only_when_it_finishes_sooner_there():
+    import types
+
+    from migpool.pool.dynamic import DynamicMig
+
+    def fn():
+        pass
+
+    def job(started=0.0, partition=None):
+        return types.SimpleNamespace(fid=1, started=started, task=types.SimpleNamespace(fn=fn, partition=partition,
+                                                                                        need_mib=9000.0))
+
+    def worker(profile, *running):
+        return types.SimpleNamespace(spec=types.SimpleNamespace(partition=types.SimpleNamespace(profile=profile)),
+                                     outstanding=list(running), draining=False, dead_reason=None,
+                                     serves=lambda task: True)
+
+    d = object.__new__(DynamicMig)
+    d.sizes, d._named = RunTimes(), set()
+    d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
+    d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g
+    now = time.monotonic()
+    idle = worker("1g.10gb")
+    d.sched = types.SimpleNamespace(workers=[idle, worker("2g.20gb", job(now - 0.15))])  # free in about 0.05 s
+    held = {}
+    assert d.hold(job(), idle, held)  # 0.05 + 0.2 on the 2g beats 0.4 on the 1g
+    assert not d.hold(job(), idle, held)  # the next one would wait 0.25 + 0.2: the idle 1g is sooner
+    assert not d.hold(job(partition="1g.10gb"), idle, {})  # a task that names its profile takes it
+    d.sched.workers[1] = worker("2g.20gb", job(time.monotonic()))  # just started: 0.2 + 0.2 is no sooner
+    assert not d.hold(job(), idle, {})
+    d.sched.workers[1] = worker("2g.20gb", job(time.monotonic() - 0.5))  # ran past twice its figure: not waited for
+    assert not d.hold(job(), idle, {})
+    assert not d.hold(job(), worker("3g.40gb"), {})  # the idle size is not measured: it runs there (and is timed)

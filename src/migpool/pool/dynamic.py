@@ -2,7 +2,9 @@
 
 Policy (one thread, woken when work waits or a worker goes idle, and every 0.1 s):
   1. A task runs on an idle worker that serves it: of its profile (`partition=`), with at least its memory
-     (`min_memory=`, the smallest such partition first), or any (a task that asks for nothing).
+     (`min_memory=`, the size ranked first for it), or any (a task that asks for nothing). A task that asks for
+     memory (or nothing) waits instead for a busy partition of a faster size when, by the measured run times,
+     it would finish there sooner by more than 10% (DynamicMig.hold).
   2. Each task that no idle or starting worker will take gets one partition made for it where the planner finds
      room, at the placement that leaves the most room for larger profiles. Its size: the task's profile; for
      a memory need (or none), the size learned from measured run times (pool/sizing.py).
@@ -37,7 +39,7 @@ from ..planner import PlannedInstance, can_place, explain, max_addable
 from ..proc import pid_alive
 from .info import Partition
 from .remembered import load, save
-from .sizing import Choice, Key, RunTimes, function_name
+from .sizing import TIE, Choice, Key, RunTimes, function_name
 
 if TYPE_CHECKING:
     from ..backend.base import Backend
@@ -342,6 +344,44 @@ class DynamicMig:
         if choice.explore is not None and choice.explore.name == p.profile:
             return -1  # a size being tried: measured soonest if it runs the next task
         return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
+
+    def hold(self, job: Any, idle: WorkerProcess, held: dict[int, float]) -> bool:
+        """Whether `job` (asking for memory, or nothing) would finish sooner by waiting for a busy partition of a
+        faster size than on the idle one: when the busy one is free (its task's measured run time less the time
+        it has run, counting the jobs already waiting for it in `held`) plus the job's run time there, against
+        its run time on `idle`, sooner by more than TIE (sizing.py). Only measured figures count; a task that
+        overruns twice its figure is not waited for, so a job waits only a bounded time."""
+        p = idle.spec.partition
+        if job.task.partition is not None or p is None:
+            return False
+        runs = self.sizes.measured(self._key(job))
+        here = runs.get(p.profile)
+        if here is None:
+            return False
+        now = time.monotonic()
+        best: tuple[float, int] | None = None
+        for w in self.sched.workers:
+            q = w.spec.partition
+            if q is None or not w.outstanding or w.draining or w.dead_reason or not w.serves(job.task):
+                continue
+            there = runs.get(q.profile)
+            if there is None or there >= here:
+                continue
+            free_at = held.get(id(w))
+            if free_at is None:
+                running = w.outstanding[0]
+                took = (self.sizes.measured(self._key(running)).get(q.profile)
+                        if running.task.partition is None else None)
+                ran = now - running.started
+                if took is None or ran > 2 * took:
+                    continue
+                free_at = now + max(0.0, took - ran)
+            if free_at + there < now + here * (1 - TIE) and (best is None or free_at + there < best[0]):
+                best = (free_at + there, id(w))
+        if best is None:
+            return False
+        held[best[1]] = best[0]
+        return True
 
     def _wanted(self, s: Slot) -> str | None:
         """The size that the tasks `s` last ran would rather have, where it differs from its own."""

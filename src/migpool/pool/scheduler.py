@@ -134,7 +134,9 @@ class WorkerProcess:
         finally:
             os.close(c_r)
             os.close(c_w)
-        if proc is None:
+        if proc is None:  # the pool has shut down
+            os.close(p_r)
+            os.close(p_w)
             return
         with self.sched.lock:
             self.proc = proc
@@ -427,6 +429,7 @@ class Scheduler:
         """Hand pending jobs, in order, each to the least-loaded worker that serves its partition and has room."""
         with self.lock:
             i = 0
+            held: dict[int, float] = {}  # dynamic MIG: busy workers that jobs wait for, and when each is taken until
             while i < len(self.pending):
                 job = self.pending[i]
                 best = None
@@ -439,6 +442,9 @@ class Scheduler:
                     if all(w.capacity() <= 0 for w in self.workers):
                         return
                     i += 1
+                    continue
+                if self.provisioner is not None and self.provisioner.hold(job, best, held):
+                    i += 1  # a busy partition of a faster size will finish it sooner: it waits for that one
                     continue
                 del self.pending[i]
                 if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
