@@ -36,6 +36,7 @@ import os
 import random
 import statistics
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Sequence
@@ -334,9 +335,11 @@ def main() -> None:
     SCALE = args.time_scale
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
     latencies = ", ".join(f"{t * 1000:.0f} ms" for t in HARDWARE_LATENCY.values())
-    print(f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies ({latencies}) "
-          f"are divided by {SCALE:g}; worker start-up and the controllers' own work are not. Times below are trace "
-          "seconds." if SCALE != 1 else f"Real time: jobs sleep their trace seconds; create/destroy take {latencies}.")
+    print(textwrap.fill(
+        f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies ({latencies}) "
+        f"are divided by {SCALE:g}; worker start-up and the controllers' own work are not. Times below are trace "
+        "seconds." if SCALE != 1 else f"Real time: jobs sleep their trace seconds; create/destroy take {latencies}.",
+        80))
     for gpus in map(int, args.gpus.split(",")):
         for kind in args.mix.split(","):
             jobs = trace(kind, gpus)
@@ -365,9 +368,10 @@ def main() -> None:
             with pool(DrainRecreatePlugin()) as c:
                 rows["(d) drain+recreate"] = summary(replay(c, jobs, needing), gpus, jobs)
                 rebuilds = c._dynamic.rebuilds
-            print(f"\n{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s) "
-                  f"({changes_learned} with learned run times); drain and recreate rebuilt {rebuilds} GPU(s); best "
-                  f"static: {' | '.join('+'.join(lay) for lay in combo)} (modeled mean JCT {modeled:.2f} s)")
+            print("\n" + textwrap.fill(
+                f"{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s) "
+                f"({changes_learned} with learned run times); drain and recreate rebuilt {rebuilds} GPU(s); best "
+                f"static: {' | '.join('+'.join(lay) for lay in combo)} (modeled mean JCT {modeled:.2f} s)", 80))
             head = ("strategy", "mean JCT", "p95 JCT", "makespan", "util", "(a) ×", "(a') ×")
             print("  {:<18} {:>9} {:>8} {:>9} {:>5}  {:<6} {:<6}".format(*head))
             for name, r in rows.items():
