@@ -173,9 +173,9 @@ def test_killed_at_every_operation_the_next_apply_converges(spec, start, goal, t
 
 def test_one_apply_at_a_time(sim):
     b = sim()
-    with FileLock(str(b.lock_path())):
+    with FileLock(str(reconcile.gpu_lock_path(b, b.gpu(0)))):
         r = run_apply("A100-80GB", {"3g.40gb": 2}, ", lock_timeout=0.3")
-    assert r.returncode == 1 and "LockTimeoutError" in r.stderr and "another migpool apply" in r.stderr
+    assert r.returncode == 1 and "LockTimeoutError" in r.stderr and "GPU 0" in r.stderr
     procs = [subprocess.Popen([sys.executable, "-c",
                                "import migpool; b = migpool.SimulatedBackend('A100-80GB'); "
                                "print(len(migpool.apply({'3g.40gb': 2}, b).operations))"],
@@ -219,3 +219,60 @@ def test_recreate_strategy_costs_more():
     seven = migpool.plan(model, {"1g.10gb": 7})
     assert reconcile.recreate_operations(model, seven, {"3g.40gb": 1, "1g.10gb": 4}) == 24
     assert reconcile.recreate_operations(model, seven, {"1g.10gb": 7}) == 0
+
+
+def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(sim):
+    """Each change holds only its GPU's lock: one GPU held elsewhere does not stop a change to another, and
+    changes made from many threads at once all reach the journal (which has its own lock)."""
+    import threading
+
+    from migpool.planner import plan
+
+    b = sim("A100-80GB:4")
+    model = b.model(0)
+    with FileLock(str(reconcile.gpu_lock_path(b, b.gpu(0)))):
+        with pytest.raises(migpool.LockTimeoutError, match="GPU 0"):
+            reconcile.change(b, 0, create=plan(model, {"7g.80gb": 1}), lock_timeout=0.2)
+        made = reconcile.change(b, 1, create=plan(model, {"7g.80gb": 1}), lock_timeout=0.2)
+        assert [d.profile_name for d in made] == ["7g.80gb"]
+        with pytest.raises(migpool.LockTimeoutError):  # apply to every GPU needs GPU 0's lock too
+            migpool.apply({"7g.80gb": 1}, b, lock_timeout=0.2)
+    reconcile.teardown(b)
+    errors = []
+
+    def fill(gpu):
+        try:
+            for inst in plan(model, {"1g.10gb": 7}):  # one change per partition: many journal updates at once
+                reconcile.change(b, gpu, create=[inst])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=fill, args=(g,)) for g in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    journal = reconcile._journal(b)
+    assert all(len(journal.created(b.gpu(g).uuid)) == 7 for g in range(4))
+    reconcile.teardown(b, restore=True)
+    assert all(not g.mig_current for g in b.gpus())
+
+
+def test_journal_updates_from_many_threads_are_all_kept(tmp_path):
+    import threading
+
+    from migpool.journal import InstanceRecord, Journal
+
+    journal = Journal(tmp_path / "apply.journal.json")
+
+    def record(gpu):
+        for k in range(40):
+            Journal(journal.path).add_created(f"GPU-{gpu}", InstanceRecord("1g.10gb", k, 1))
+
+    threads = [threading.Thread(target=record, args=(g,)) for g in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [len(journal.created(f"GPU-{g}")) for g in range(6)] == [40] * 6

@@ -68,7 +68,7 @@ class ApplyError(MigpoolError):
 
 
 class LockTimeoutError(MigpoolError, TimeoutError):
-    """Another migpool process held the apply lock for too long."""
+    """Another migpool process (or thread) held a GPU's apply lock for too long."""
 
 
 class WorkerLostError(MigpoolError):

@@ -6,13 +6,15 @@ that was killed converges on the next apply of the same layout (it plans from th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from filelock import FileLock, Timeout
+from filelock import Timeout
 
 from .backend.base import Backend, GpuInfo, MigDeviceInfo, ProcessInfo, read_only
 from .catalog import GpuModel, Placement
@@ -31,6 +33,7 @@ from .errors import (
 )
 from .journal import InstanceRecord, Journal
 from .layout import GpuLayout, Layout, MachineLayout
+from .locks import PathLock
 from .planner import PlannedInstance, Transition, plan_transition
 from .proc import pid_alive
 
@@ -325,20 +328,34 @@ def _journal(backend: Backend) -> Journal:
     return Journal(backend.lock_path().with_suffix(".journal.json"))
 
 
-def _locked(backend: Backend, timeout: float, progress: Progress | None) -> FileLock:
-    path = backend.lock_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        if progress:
-            progress(f"another migpool apply holds {path}; waiting up to {timeout:.0f}s")
-        try:
-            lock.acquire(timeout=timeout)
-        except Timeout:
-            raise LockTimeoutError(f"another migpool apply held {path} for over {timeout:.0f}s; try again when it has finished") from None
-    return lock
+def gpu_lock_path(backend: Backend, gpu: GpuInfo) -> Path:
+    """The file whose lock makes changes to one GPU one at a time (beside `backend.lock_path()`)."""
+    base = backend.lock_path()
+    return base.with_name(f"{base.name}.{gpu.uuid}")
+
+
+@contextlib.contextmanager
+def _locked(backend: Backend, gpus: Sequence[GpuInfo], timeout: float, progress: Progress | None) -> Iterator[None]:
+    """Hold the lock of each of these GPUs (taken in UUID order, so two callers never wait on each other in a
+    circle): changes to different GPUs run at once, as dynamic MIG's do; two changes to one GPU never do."""
+    deadline = time.monotonic() + timeout
+    with contextlib.ExitStack() as held:
+        for g in sorted(gpus, key=lambda g: g.uuid):
+            path = gpu_lock_path(backend, g)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = PathLock(path)
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if progress:
+                    progress(f"another migpool apply is changing GPU {g.index} ({path}); waiting up to {timeout:.0f}s")
+                try:
+                    lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
+                except Timeout:
+                    raise LockTimeoutError(f"another migpool apply held GPU {g.index}'s lock {path} for over "
+                                           f"{timeout:.0f}s; try again when it has finished") from None
+            held.callback(lock.release)
+        yield
 
 
 def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
@@ -348,8 +365,7 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
     if dry_run:
         plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
         return ApplyResult(plan=plan)
-    lock = _locked(backend, lock_timeout, progress)
-    try:
+    with _locked(backend, select_gpus(backend, gpus), lock_timeout, progress):
         plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
         check_may_change(plan, backend)
         journal = _journal(backend)
@@ -376,17 +392,16 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
             if backend.gpu(gp.gpu.index).mig_current:
                 result.mig_devices += [d.uuid for d in backend.mig_devices(gp.gpu.index)]
         return result
-    finally:
-        lock.release()
 
 
 def change(backend: Backend, gpu: int, *, create: Sequence[PlannedInstance] = (), destroy: Sequence[Actual] = (),
            lock_timeout: float = 60.0, progress: Progress | None = None) -> list[MigDeviceInfo]:
     """Destroy these instances and create those, on one GPU (MIG mode enabled first where needed), with apply's
-    refusals, lock, journal and rollback; returns the MIG devices created. Dynamic MIG changes go through here."""
-    lock = _locked(backend, lock_timeout, progress)
-    try:
-        g = backend.gpu(gpu)
+    refusals, journal and rollback, under that GPU's lock; returns the MIG devices created, in the order of
+    `create`. Dynamic MIG changes go through here."""
+    g = backend.gpu(gpu)
+    with _locked(backend, [g], lock_timeout, progress):
+        g = backend.gpu(gpu)  # read again under the lock
         model = backend.model(gpu)
         if g.mig_current != g.mig_pending:
             raise ResetRequiredError(f"GPU {gpu} has a MIG mode change pending a reset; reset it first")
@@ -419,10 +434,8 @@ def change(backend: Backend, gpu: int, *, create: Sequence[PlannedInstance] = ()
                              + ("Rolled back." if not problems else "Rollback was incomplete: " + "; ".join(problems))) from e
         if result.pending_reset:
             raise ResetRequiredError("; ".join(result.pending_reset))
-        where = {inst.placement for inst in create}
-        return [d for d in backend.mig_devices(gpu) if d.placement in where]
-    finally:
-        lock.release()
+        made = {d.placement: d for d in backend.mig_devices(gpu)}
+        return [made[inst.placement] for inst in create]
 
 
 def _next_op(plan: ApplyPlan, run: _Run) -> str:

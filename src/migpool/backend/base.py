@@ -144,8 +144,8 @@ class Backend(ABC):
         raise NotSupportedError(f"the {self.kind} backend does not read activity")
 
     def lock_path(self) -> Path:
-        """The file whose lock makes applies on this machine one at a time; the journal of prior states
-        (for `teardown --restore`) lives beside it, so it must survive a reboot."""
+        """Where the apply locks live (one per GPU beside this path, named after it: reconcile.gpu_lock_path),
+        and the journal of prior states (for `teardown --restore`), so it must survive a reboot."""
         return Path(os.environ.get("MIGPOOL_LOCK_DIR") or user_state_dir("migpool")) / "apply.lock"
 
     def permission_problem(self) -> str | None:

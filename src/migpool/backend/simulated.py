@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock
 from platformdirs import user_cache_dir
 
 from .. import catalog
@@ -32,6 +31,7 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
+from ..locks import PathLock
 from ..planner import PlannedInstance, can_place
 from ..proc import pid_alive
 from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
@@ -118,7 +118,7 @@ class SimulatedBackend(Backend):
         slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec) + "-" + hashlib.sha1(spec.encode()).hexdigest()[:6]
         self.path = Path(state_path) if state_path else state_dir() / f"sim-{slug}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = FileLock(str(self.path) + ".lock")
+        self._lock = PathLock(str(self.path) + ".lock")
 
     def __repr__(self) -> str:
         return f"SimulatedBackend({self.spec!r}, state={str(self.path)!r})"
