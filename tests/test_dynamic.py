@@ -22,11 +22,14 @@ def dyn(spec="A100-80GB", **kw):
 
 
 def test_each_task_runs_on_a_partition_of_its_profile_made_for_it():
-    with dyn(restore=True) as c:
+    with dyn(restore=True, keep_idle=30.0) as c:
         tasks = [T.profile_after(0.1).on(p) for p in ["1g.10gb", "1g.10gb", "3g.40gb", "2g.20gb", "1g.10gb"]]
         assert gather(*tasks) >> c == ["1g.10gb", "1g.10gb", "3g.40gb", "2g.20gb", "1g.10gb"]
+        made = len(c.changes)
+        idle = {p.profile: p.memory_mib for p in c.partitions}
         mem = migpool.function(min_memory="15GB")(T.profile_after.fn)
-        assert mem(0) >> c == "2g.20gb"  # the smallest idle partition with at least 15 GB
+        got = mem(0) >> c
+        assert idle[got] >= 15 * 1024 and len(c.changes) == made  # an idle partition with 15 GB took it: none made
         assert T.add(2) >> c == 2  # a task that names nothing takes any worker
         live = {p.profile for p in c.partitions}
         assert live <= {"1g.10gb", "3g.40gb", "2g.20gb", "1g.20gb"} and live
@@ -149,3 +152,60 @@ def test_a_profile_that_partitions_made_before_the_pool_block_fails_at_once():
         assert T.add(1).on("3g.40gb") >> c == 1  # what still fits runs
         assert [p.profile for p in c.partitions] == ["3g.40gb"]  # the pool's own; the 1g.10gb was left alone
     reconcile.teardown(b, restore=True)
+
+
+def _controller(layout, gpu=(0, 0)):
+    """A DynamicMig controller, without a pool, whose GPU holds these (profile, start) partitions, each with an
+    idle worker."""
+    import collections
+    import threading
+    import types
+
+    from migpool.catalog import lookup
+    from migpool.planner import PlannedInstance
+    from migpool.pool.dynamic import DynamicMig, Slot
+
+    m = lookup("A100-80GB")
+    d = object.__new__(DynamicMig)
+    d.gpus, d.models, d.foreign, d.stale = [gpu], {gpu: m}, {gpu: []}, {}
+    d.slice_counts = sorted({p.slices for p in m.profiles}, reverse=True)
+    d.reserved, d.site_nodes, d.changes = None, {0}, collections.deque()
+    d.sched = types.SimpleNamespace(lock=threading.RLock())
+    d.slots = []
+    for name, start in layout:
+        p = m.profile(name)
+        inst = PlannedInstance(p, next(pl for pl in p.placements if pl.start == start))
+        d.slots.append(Slot(gpu, inst, types.SimpleNamespace(draining=False), idle_since=0.0))
+    return d
+
+
+def test_an_idle_partition_that_an_earlier_task_will_take_is_not_destroyed_for_a_later_one():
+    import types
+
+    d = _controller([("2g.20gb", 0), ("2g.20gb", 2), ("2g.20gb", 4), ("1g.10gb", 6)])
+    for s in d.slots[:3]:
+        s.idle_since = None  # the 2g partitions are busy
+    idle_1g = d.slots[3]
+    later = types.SimpleNamespace(id=9)
+    d._promised = {}
+    _, _, gone, inst = d._fits((0, 0), "1g.10gb", later, free_idle=True)
+    assert gone == [idle_1g]  # nobody else will take it: it may go to make room
+    d._promised = {id(idle_1g.worker): 3}  # the older task 3 waits for a busy 2g, and will take it otherwise
+    assert d._fits((0, 0), "1g.10gb", later, free_idle=True) is None  # destroying it to make a 1g gains nothing
+
+
+def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run_on_it():
+    import types
+
+    d = _controller([("3g.40gb", 0), ("1g.10gb", 4), ("1g.10gb", 5), ("1g.10gb", 6)])
+    for s in d.slots:
+        s.idle_since = None  # starting: each for a task that waits
+    three, one_at_4, one_at_5, _ = d.slots
+    d._promised = {id(three.worker): 1, id(one_at_4.worker): 2, id(one_at_5.worker): 7}
+    d._reserve("2g.20gb", types.SimpleNamespace(id=5))
+    assert not three.worker.draining  # task 1 runs there first; before the fix the 3g (fewest in the way) drained
+    assert d.reserved is None  # every way to a 2g needs a partition an older task is about to run on: wait
+    d._promised = {id(three.worker): 1, id(one_at_5.worker): 7}  # task 2 runs (its 1g is busy now)
+    d._reserve("2g.20gb", types.SimpleNamespace(id=5))
+    assert d.reserved == ((0, 0), "2g.20gb", 5)
+    assert [s.worker.draining for s in d.slots] == [False, True, True, False]  # 2g at 4:2, once they finish

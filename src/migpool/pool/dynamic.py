@@ -143,6 +143,7 @@ class DynamicMig:
         self._named: set[int] = set()
         self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
         self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
+        self._promised: dict[int, int] = {}  # this step: idle or starting workers (by id) -> the job that takes each
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.sched.provisioner = self
@@ -231,11 +232,13 @@ class DynamicMig:
             soon = [w for w in self.sched.workers if not w.draining and not w.dead_reason
                     and (not w.ready.is_set() or not w.outstanding)]
         waiting = []  # tasks that no idle or starting worker will take
+        self._promised = {}
         for j in pending:
             w = min((w for w in soon if w.serves(j.task)), default=None,
                     key=lambda w: w.spec.partition.memory_mib if w.spec.partition else 0)
             if w is not None:
                 soon.remove(w)
+                self._promised[id(w)] = j.id
             else:
                 waiting.append(j)
         if self.reserved and not any(j.id == self.reserved[2] for j in pending):
@@ -247,10 +250,10 @@ class DynamicMig:
                 stuck.add(key)
         self._drain_reserved()
         self._resize()
-        for s in list(self.slots):
-            if (s.idle_since is not None and now - s.idle_since >= self.keep_idle
-                    and not any(s.worker.serves(j.task) for j in waiting)):
-                self._destroy([s], f"idle for {self.keep_idle:g} s")
+        expired = [s for s in self.slots if s.idle_since is not None and now - s.idle_since >= self.keep_idle
+                   and not any(s.worker.serves(j.task) for j in waiting)]
+        if expired:
+            self._destroy(expired, f"idle for {self.keep_idle:g} s")
 
     # --- decisions ---
     def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
@@ -297,7 +300,8 @@ class DynamicMig:
         if not free_idle:
             inst = self._best_placement(gpu, p, placed)
             return None if inst is None else ((0, self._room_after(m, placed + [inst])), gpu, [], inst)
-        idle = [s for s in self.slots if s.gpu == gpu and s.idle_since is not None and not s.worker.draining]
+        idle = [s for s in self.slots if s.gpu == gpu and s.idle_since is not None and not s.worker.draining
+                and id(s.worker) not in self._promised]  # one that an earlier waiting task will take is kept for it
         for k in range(1, len(idle) + 1):
             found = []
             for gone in combinations(idle, k):
@@ -452,7 +456,8 @@ class DynamicMig:
         return ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in sorted(runs.items())) or "not measured yet"
 
     def _reserve(self, name: str, job: Any) -> None:
-        """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits."""
+        """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits. A partition
+        that an older task is about to run on is not taken from it: that task goes first."""
         best = None
         for gpu in self.gpus:
             m = self.models[gpu]
@@ -460,10 +465,10 @@ class DynamicMig:
                 p = m.profile(name)
             except MigpoolError:
                 continue
-            mine = [s for s in self.slots if s.gpu == gpu]
+            mine = [s for s in self.slots if s.gpu == gpu and self._promised.get(id(s.worker), job.id) >= job.id]
             for k in range(0, len(mine) + 1):
                 for gone in combinations(mine, k):
-                    rest = self.foreign[gpu] + [s.instance for s in mine if s not in gone]
+                    rest = [i for i in self._instances(gpu) if all(i is not s.instance for s in gone)]
                     if self._best_placement(gpu, p, rest) is not None:
                         busy = sum(1 for s in gone if s.idle_since is None)
                         if best is None or (busy, k) < best[0]:
@@ -504,14 +509,18 @@ class DynamicMig:
             self.sched.retire(s.worker)
             self.slots.remove(s)
             by_gpu.setdefault(s.gpu, []).append(s)
-        for gpu, gone in by_gpu.items():
+        error: Exception | None = None
+        for gpu, gone in by_gpu.items():  # every GPU's, even after one failed: their workers are retired already
             try:
                 self.site.change(gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid])
-            except Exception:
+            except Exception as e:  # noqa: BLE001 - raised below, once every GPU was tried
                 self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
-                raise
+                error = error or e
+                continue
             for s in gone:
                 self._note("destroy", gpu, s.instance.profile.name, s.instance.placement, reason)
+        if error is not None:
+            raise error
         return [s for gone in by_gpu.values() for s in gone]
 
     def _destroy_stale(self) -> None:
