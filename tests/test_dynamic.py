@@ -209,3 +209,32 @@ def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run
     d._reserve("2g.20gb", types.SimpleNamespace(id=5))
     assert d.reserved == ((0, 0), "2g.20gb", 5)
     assert [s.worker.draining for s in d.slots] == [False, True, True, False]  # 2g at 4:2, once they finish
+
+
+def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
+    import types
+
+    d = _controller([("3g.40gb", 0)], gpu=(0, 0))
+    other = _controller([("3g.40gb", 4)], gpu=(0, 1))
+    d.gpus += other.gpus
+    d.models.update(other.models)
+    d.foreign.update(other.foreign)
+    d.slots += other.slots
+    for s in d.slots:
+        s.worker.outstanding, s.worker.stats = [], types.SimpleNamespace(pid=None)
+    d.sched.retire = lambda w: None
+    done = []
+
+    def change(gpu, create, destroy, pids=()):
+        if gpu == (0, 0):
+            raise migpool.BackendError("the driver said no")
+        done.append((gpu, [str(i) for i in destroy]))
+        return []
+
+    d.site = types.SimpleNamespace(change=change)
+    first, second = d.slots
+    with pytest.raises(migpool.BackendError, match="the driver said no"):
+        d._destroy([first, second], "idle")
+    assert done == [((0, 1), [str(second.instance)])]  # tried after GPU 0 failed
+    assert d.stale == {(0, 0): [first.instance]} and d.slots == []  # GPU 0's is in the way until destroyed
+    assert [c["gpu"] for c in d.changes if c["action"] == "destroy"] == [1]
