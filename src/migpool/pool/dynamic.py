@@ -9,13 +9,14 @@ Policy (one thread, woken when work waits or a worker goes idle, and every 0.1 s
      room, at the placement that leaves the most room for larger profiles. Its size: the task's profile; for
      a memory need (or none), the size learned from measured run times (pool/sizing.py).
   3. If there is no room, idle partitions are destroyed to make it: the set that disturbs the fewest workers,
-     then leaves the most room. A busy partition is never destroyed.
+     then leaves the most room. A busy partition is never destroyed, nor an idle one an earlier task will take.
   4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
      can ever take it, its GPU is reserved for it: the partitions in the way take no new task and are destroyed
-     as they finish, and nothing else is created in that GPU until the task's partition exists.
+     as they finish, and nothing else is created in that GPU until the task's partition exists. A partition
+     that an older task is about to run on is not taken from it.
   5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
 A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
-goes through `reconcile.change` (apply's checks, lock, journal and rollback) and is logged with its reason.
+goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
 Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
 """
 
