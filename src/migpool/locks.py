@@ -1,6 +1,7 @@
 """A lock on a file that orders processes (through the file) and the threads of one process (through a lock in
-memory). Threads of one process that wait for each other wake at once, instead of polling the file: dynamic MIG
-changes several GPUs from several threads, and a file lock alone would make each wait a multiple of its poll."""
+memory). Threads of one process that wait for each other wake at once, instead of polling the file: a pool's
+threads (its controller, the thread that starts workers, a telemetry sampler) take the simulator's and the
+journal's locks, and a file lock alone makes each wait a multiple of its poll (50 ms by default)."""
 
 from __future__ import annotations
 
