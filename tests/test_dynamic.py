@@ -188,7 +188,7 @@ def test_an_idle_partition_that_an_earlier_task_will_take_is_not_destroyed_for_a
     idle_1g = d.slots[3]
     later = types.SimpleNamespace(id=9)
     d._promised = {}
-    _, _, gone, inst = d._fits((0, 0), "1g.10gb", later, free_idle=True)
+    _, _, gone, _ = d._fits((0, 0), "1g.10gb", later, free_idle=True)
     assert gone == [idle_1g]  # nobody else will take it: it may go to make room
     d._promised = {id(idle_1g.worker): 3}  # the older task 3 waits for a busy 2g, and will take it otherwise
     assert d._fits((0, 0), "1g.10gb", later, free_idle=True) is None  # destroying it to make a 1g gains nothing

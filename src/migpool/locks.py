@@ -44,9 +44,8 @@ class PathLock:
         self._file.release()
         self._threads.release()
 
-    def __enter__(self) -> PathLock:
+    def __enter__(self) -> None:
         self.acquire()
-        return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.release()
