@@ -137,3 +137,21 @@ def test_cli_notes_an_estimate_once():
     assert r.returncode == 0 and r.stderr.count("note:") == 1 and "H100-NVL-94GB" in r.stderr
     r = subprocess.run([sys.executable, "-m", "migpool", "profiles", "--simulate", "H100"], capture_output=True, text=True)
     assert r.returncode == 0 and "note:" not in r.stderr
+
+
+def test_a_model_hashes_as_its_fields_and_its_kept_hash_stays_out_of_pickles():
+    """Models and profiles keep their hash (the planner's memo hashes them on every call); a string's hash differs
+    from one process to the next, so the kept one is never pickled."""
+    import copy
+    import dataclasses
+    import pickle
+
+    m = catalog.lookup("A100-80GB")
+    twin = dataclasses.replace(m)  # equal, not the same object
+    assert twin is not m and twin == m and hash(twin) == hash(m)
+    assert hash(dataclasses.replace(m, sms=m.sms + 1)) != hash(m)
+    p = m.profiles[0]
+    hash(p)
+    assert "_hash" in p.__dict__ and "_hash" in m.__dict__  # kept
+    for back in (pickle.loads(pickle.dumps(m)), copy.deepcopy(m), pickle.loads(pickle.dumps(p))):
+        assert "_hash" not in back.__dict__ and back == (m if isinstance(back, type(m)) else p)

@@ -238,3 +238,54 @@ def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
     assert done == [((0, 1), [str(second.instance)])]  # tried after GPU 0 failed
     assert d.stale == {(0, 0): [first.instance]} and d.slots == []  # GPU 0's is in the way until destroyed
     assert [c["gpu"] for c in d.changes if c["action"] == "destroy"] == [1]
+
+
+def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known_one():
+    import types
+
+    from migpool.pool.sizing import RunTimes
+
+    def fn():
+        pass
+
+    job = types.SimpleNamespace(id=1, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
+    made = []
+
+    def change(gpu, create, destroy, pids=()):
+        made.extend(str(i) for i in create)
+        return [None] * len(create)
+
+    def controller(layout):
+        d = _controller(layout)
+        for s in d.slots:
+            s.idle_since = None  # busy
+        d.sizes, d._named, d._promised = RunTimes(), set(), {}
+        d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
+        d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g: a 3g is tried next
+        d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+        return d
+
+    d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
+    assert d._choice(job).explore.name == "3g.40gb" and d._fits((0, 0), "3g.40gb", job, False) is not None
+    assert d._provide(job)
+    assert made == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but would leave no room for a 2g
+    made.clear()
+    d = controller([("1g.10gb", 6)])
+    assert d._provide(job)
+    assert made == ["3g.40gb@0:4"]  # a 2g still fits beside it: the 3g is tried
+
+
+def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_for():
+    from migpool.pool.sizing import RunTimes
+
+    d = _controller([("3g.40gb", 0)])
+    d.sizes = RunTimes()
+    small = (1, 9000.0)
+    for profile, seconds in (("1g.10gb", 0.4), ("2g.20gb", 0.2), ("3g.40gb", 0.2)):
+        d.sizes.add(small, profile, seconds)  # small tasks: a 2g is best, a 3g wastes a slice
+    three = d.slots[0]
+    three.key = small  # a small task ran on it last
+    three.holds = 0.0  # made for small tasks: it shrinks to what they run best on
+    assert d._wanted(three) == "2g.20gb"
+    three.holds = 40192.0  # made for tasks that need 40 GB: a small task that ran on it does not shrink it
+    assert d._wanted(three) is None

@@ -38,6 +38,52 @@ def test_a_task_that_does_not_scale_stays_small():
     assert c.ranked[0].name == "1g.10gb" and c.explore is None
 
 
+def test_a_first_run_counts_at_once_when_it_makes_its_size_look_good():
+    r = RunTimes()
+    r.add((1, 9000), "1g.10gb", 0.4)
+    r.add((1, 9000), "2g.20gb", 0.21, first=True)  # already as fast per slice on the 2g's first run
+    c = r.choose((1, 9000), CANDS)
+    assert [p.name for p in c.ranked[:2]] == ["2g.20gb", "1g.10gb"] and c.explore.name == "3g.40gb"
+    assert r.measured((1, 9000)) == {"1g.10gb": 0.4} and r.bounds((1, 9000)) == {"2g.20gb": 0.21}
+    r.add((1, 9000), "2g.20gb", 0.3, first=True)  # another worker's first run: the fastest one is the bound
+    assert r.bounds((1, 9000)) == {"2g.20gb": 0.21}
+    r.add((1, 9000), "2g.20gb", 0.39)  # a later run: the measured figure replaces the bound, and ranks
+    assert r.bounds((1, 9000)) == {} and r.choose((1, 9000), CANDS).ranked[0].name == "1g.10gb"
+
+
+def test_a_slow_first_run_never_makes_its_size_look_bad():
+    r = RunTimes()
+    r.add((1, 9000), "1g.10gb", 0.4)
+    r.add((1, 9000), "2g.20gb", 3.0, first=True)  # paid for loading: says nothing against the 2g
+    c = r.choose((1, 9000), CANDS)
+    assert c.ranked[0].name == "1g.10gb" and c.explore.name == "2g.20gb"  # the 2g is still to be tried
+    only_first = RunTimes()
+    only_first.add((1, 9000), "1g.10gb", 4.0, first=True)
+    only_first.add((1, 9000), "2g.20gb", 0.2, first=True)
+    assert only_first.choose((1, 9000), CANDS).ranked[0].name == "2g.20gb"
+
+
+@given(st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)),
+       st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)))
+def test_ranking_properties_with_first_runs(means, firsts):
+    r = RunTimes()
+    for name, t in firsts.items():
+        r.add((7, 9000), name, t, first=True)
+    for name, t in means.items():
+        r.add((7, 9000), name, t)
+    c = r.choose((7, 9000), CANDS)
+    slices = {p.name: p.slices for p in CANDS}
+    bound = {n: t for n, t in firsts.items() if n not in means}
+    cost = {n: t * slices[n] for n, t in {**bound, **means}.items()}
+    names = [p.name for p in c.ranked]
+    assert len(set(names)) == len(names) and set(names) | ({c.explore.name} if c.explore else set()) == set(slices)
+    if cost:  # the first is (nearly) the cheapest per slice, a bound counting as the figure it bounds
+        assert cost[names[0]] <= min(cost.values()) * (1 + TIE)
+    for n, t in bound.items():  # a bound that does not make its size look good leaves it untried
+        if cost[n] > min(cost.values()) * (1 + TIE) and n in names:
+            assert all(names.index(n) > names.index(m) for m in means)
+
+
 @given(st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0), min_size=1))
 def test_ranking_properties(means):
     r = RunTimes()

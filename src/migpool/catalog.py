@@ -14,7 +14,7 @@ import re
 import tempfile
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -29,6 +29,21 @@ USER_SOURCE = "user"
 
 _PLACEMENTS = re.compile(r"^\{([\d,\s]+)\}:(\d+)$")
 _PROFILE_NAME = re.compile(r"^(?:mig[\s-]+)?(\d+)g\.(\d+)gb(\+me)?$", re.IGNORECASE)
+
+
+def _hash_once(self: Any) -> int:
+    """A frozen dataclass's hash, computed on first use and kept: the planner's memo hashes whole GPU models and
+    their profiles on every call. Kept out of pickles (_no_hash_state): a string's hash differs between processes."""
+    try:
+        return self.__dict__["_hash"]
+    except KeyError:
+        h = hash(tuple(getattr(self, f.name) for f in fields(self) if f.compare))
+        object.__setattr__(self, "_hash", h)
+        return h
+
+
+def _no_hash_state(self: Any) -> dict[str, Any]:
+    return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +102,9 @@ class Profile:
     compute_profiles: tuple[ComputeProfile, ...] = ()
     media: dict[str, int] = field(default_factory=dict, compare=False)
 
+    __hash__ = _hash_once
+    __getstate__ = _no_hash_state
+
     @property
     def memory_slices(self) -> int:
         return self.placements[0].size
@@ -115,6 +133,9 @@ class GpuModel:
     pci_device_ids: tuple[int, ...] = ()
     estimated: tuple[str, ...] = ()  # fields that are estimates, not read from such a GPU ("memory_mib", "sms")
     architecture: str = ""  # "ampere", "hopper", "blackwell"
+
+    __hash__ = _hash_once
+    __getstate__ = _no_hash_state
 
     @property
     def has_gpm(self) -> bool:

@@ -62,6 +62,7 @@ class Slot:
     worker: WorkerProcess
     idle_since: float | None = None
     key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
+    holds: float = 0.0  # the memory (MiB) that the tasks it was made for need: it is never resized to less
 
 
 Gpu = tuple[int, int]  # (node, GPU index on it)
@@ -207,8 +208,8 @@ class DynamicMig:
                 j.future.set_exception(PluginError(f"dynamic MIG could not make a partition for {j.task!r}: {e}"))
 
     def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
-        """A task ended well on `worker`: learn its run time (not a worker's first run of a function, which may
-        pay for loading it)."""
+        """A task ended well on `worker`: learn its run time (a worker's first run of a function, which may pay
+        for loading it, only as an upper bound)."""
         p = worker.spec.partition
         if p is None or job.task.partition is not None:
             return
@@ -216,10 +217,9 @@ class DynamicMig:
         for s in list(self.slots):
             if s.worker is worker:
                 s.key = key
-        if (id(worker), job.fid) in self._warm:
-            self.sizes.add(key, p.profile, seconds)
-        else:
-            self._warm.add((id(worker), job.fid))
+        first = (id(worker), job.fid) not in self._warm
+        self._warm.add((id(worker), job.fid))
+        self.sizes.add(key, p.profile, seconds, first=first)
 
     def step(self) -> None:
         if self.stale:
@@ -316,14 +316,17 @@ class DynamicMig:
 
     def _provide(self, job: Any) -> bool:
         """One more partition for `job` (the oldest task that waits for one of its kind); True if made.
-        Tried in turn: the size being explored where it fits as things are, then the ranked sizes where they
-        fit as things are, then the ranked sizes after destroying idle partitions."""
+        Tried in turn: the size being explored where it fits as things are and still leaves room for the size
+        ranked first (trying a size never takes the room that the best known one would use), then the ranked
+        sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
         choice = self._choice(job)
         tries = ([(choice.explore.name, False)] if choice.explore is not None
                  and not any(s.instance.profile.name == choice.explore.name for s in self.slots) else [])
         tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
         for name, free_idle in tries:
             options = [o for gpu in self.gpus if (o := self._fits(gpu, name, job, free_idle)) is not None]
+            if choice.explore is not None and name == choice.explore.name and not free_idle and choice.ranked:
+                options = [o for o in options if self._leaves_room(o[1], o[3], choice.ranked[0].name)]
             if not options:
                 continue
             _, gpu, gone, inst = max(options, key=lambda o: o[0])
@@ -332,11 +335,21 @@ class DynamicMig:
             why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
             self._create(gpu, inst, why + (" (trying a larger size)" if choice.explore and name == choice.explore.name
                                            and not free_idle else ""),
-                         key=None if job.task.partition is not None else self._key(job))
+                         key=None if job.task.partition is not None else self._key(job),
+                         holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0)
             return True
         if choice.ranked and self.reserved is None and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
             self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
         return False
+
+    def _leaves_room(self, gpu: Gpu, inst: PlannedInstance, name: str) -> bool:
+        """Whether a `name` partition still fits on `gpu` once `inst` is made there (True where that GPU's model
+        has no such profile: nothing to keep room for)."""
+        try:
+            p = self.models[gpu].profile(name)
+        except MigpoolError:
+            return True
+        return p is inst.profile or self._best_placement(gpu, p, self._instances(gpu) + [inst]) is not None
 
     def _sized(self, key: Key, gpu: Gpu) -> Choice:
         return self.sizes.choose(key, _holding(self.models[gpu], key))
@@ -389,13 +402,17 @@ class DynamicMig:
         return True
 
     def _wanted(self, s: Slot) -> str | None:
-        """The size that the tasks `s` last ran would rather have, where it differs from its own."""
+        """The size that the tasks `s` last ran would rather have, where it differs from its own and still holds
+        the memory of the tasks `s` was made for (a 3g.40gb made for 40 GB tasks is not shrunk because a small
+        task ran on it last)."""
         if s.key is None:
             return None
         if s.instance.profile.name not in self.sizes.measured(s.key):
             return None  # its own size is not measured yet: it is being tried
         ranked = self._sized(s.key, s.gpu).ranked  # sizes being explored are made for waiting tasks only
-        return ranked[0].name if ranked and ranked[0].name != s.instance.profile.name else None
+        if not ranked or ranked[0].name == s.instance.profile.name or ranked[0].memory_mib < s.holds:
+            return None
+        return ranked[0].name
 
     def _resize(self) -> None:
         """Move the layout toward the sizes the tasks run best on (pool/sizing.py), one partition per GPU at a
@@ -416,7 +433,7 @@ class DynamicMig:
                                         [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)])
             if inst is not None and len(self._destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
                 self._create(gpu, inst, f"resized from {gone[0].instance.profile.name}: its tasks run better on "
-                                        f"{want} ({self._speed(gone[0].key)})", key=gone[0].key)
+                                        f"{want} ({self._speed(gone[0].key)})", key=gone[0].key, holds=gone[0].holds)
             else:  # the layout changed meanwhile: the partitions kept take tasks again
                 with self.sched.lock:
                     for t in gone:
@@ -454,7 +471,9 @@ class DynamicMig:
 
     def _speed(self, key: Key | None) -> str:
         runs = self.sizes.measured(key) if key else {}
-        return ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in sorted(runs.items())) or "not measured yet"
+        bound = self.sizes.bounds(key) if key else {}
+        return ", ".join(f"{n} {t * 1000:.0f} ms" if n in runs else f"{n} ≤{t * 1000:.0f} ms (first run)"
+                         for n, t in sorted({**bound, **runs}.items())) or "not measured yet"
 
     def _reserve(self, name: str, job: Any) -> None:
         """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits. A partition
@@ -494,9 +513,9 @@ class DynamicMig:
             self._destroy(done, f"making room for a waiting {self.reserved[1]} task")
 
     # --- changes ---
-    def _create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None) -> None:
+    def _create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None, holds: float = 0.0) -> None:
         part = self.site.change(gpu, [inst], [])[0]
-        self.slots.append(Slot(gpu, inst, self.site.start_worker(part), key=key))
+        self.slots.append(Slot(gpu, inst, self.site.start_worker(part), key=key, holds=holds))
         self._note("create", gpu, inst.profile.name, inst.placement, reason)
 
     def _destroy(self, slots: list[Slot], reason: str) -> list[Slot]:

@@ -1,12 +1,14 @@
 """Which partition size to make for a task that asks for memory, not a profile: learned from measured run times.
 
 Tasks are grouped by function and memory need. For each group migpool keeps how long its tasks took on each
-profile (a moving average; a worker's first run of a function is not counted: it may pay for loading it). A
-profile's cost is its run time × its compute slices: slice-seconds per task. The profiles within `TIE` of the
-cheapest are preferred, the fastest first: a larger partition is chosen only when the task runs faster on it
-in proportion to its slices (or nearly). The smallest profile that holds the memory and the next larger size
-are tried first; each next larger size is tried once, while the largest one measured so far is still among the
-preferred.
+profile: a moving average of the runs after a worker's first run of the function (the first may pay for loading
+it). A first run is only an upper bound of the run time, so it counts where no later run is measured yet and
+only to make its profile look good, never bad: a size that is already fast on its first run is taken up at once,
+and one whose first run was slow is tried again. A profile's cost is its run time × its compute slices:
+slice-seconds per task. The profiles within `TIE` of the cheapest are preferred, the fastest first: a larger
+partition is chosen only when the task runs faster on it in proportion to its slices (or nearly). The smallest
+profile that holds the memory and the next larger size are tried first; each next larger size is tried once,
+while the largest one measured so far is still among the preferred.
 
 Figures are kept from one pool to the next (pool/remembered.py) under a name for each function that stays the
 same while its code does, so a pool that runs the same functions again starts from what the last one learned.
@@ -65,6 +67,7 @@ class RunTimes:
         """`known`: figures an earlier pool learned, by function name; a function takes them up once it is named."""
         self._lock = threading.RLock()
         self._mean: dict[Key, dict[str, float]] = {}
+        self._first: dict[Key, dict[str, float]] = {}  # the fastest first run on each profile: an upper bound
         self._chosen: dict[tuple[Key, tuple[str, ...]], Choice] = {}  # cleared by every new measurement
         self._known = known or {}
         self._names: dict[int, str | None] = {}
@@ -88,16 +91,28 @@ class RunTimes:
             return {(name, need): dict(m) for (fid, need), m in self._mean.items()
                     if (name := self._names.get(fid)) is not None and m}
 
-    def add(self, key: Key, profile: str, seconds: float) -> None:
+    def add(self, key: Key, profile: str, seconds: float, first: bool = False) -> None:
+        """A task of `key` took `seconds` on `profile`; `first`: it was its worker's first run of the function."""
         with self._lock:
-            means = self._mean.setdefault(key, {})
-            old = means.get(profile)
-            means[profile] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
+            if first:
+                bounds = self._first.setdefault(key, {})
+                bounds[profile] = min(seconds, bounds.get(profile, seconds))
+            else:
+                means = self._mean.setdefault(key, {})
+                old = means.get(profile)
+                means[profile] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
             self._chosen.clear()
 
     def measured(self, key: Key) -> dict[str, float]:
+        """The mean run time on each profile, of runs after a worker's first (first runs are not in it)."""
         with self._lock:
             return dict(self._mean.get(key, {}))
+
+    def bounds(self, key: Key) -> dict[str, float]:
+        """The fastest first run on each profile that has no later run measured: an upper bound of its run time."""
+        with self._lock:
+            mean = self._mean.get(key, {})
+            return {n: t for n, t in self._first.get(key, {}).items() if n not in mean}
 
     def choose(self, key: Key, candidates: list[Profile]) -> Choice:
         """Rank `candidates` (the profiles that hold the memory) for tasks of `key`."""
@@ -110,17 +125,19 @@ class RunTimes:
 
     def _choose(self, key: Key, candidates: list[Profile]) -> Choice:
         cands = sorted(candidates, key=lambda p: (p.slices, p.memory_mib))
-        mean = self.measured(key)
-        known = [p for p in cands if p.name in mean]
-        if not known:  # try the smallest and the next size at once
+        mean, bound = self.measured(key), self.bounds(key)
+        seconds = {**bound, **mean}
+        if not any(p.name in seconds for p in cands):  # try the smallest and the next size at once
             return Choice(next((p for p in cands if p.slices > cands[0].slices), None), tuple(cands))
-        cost = {p.name: mean[p.name] * p.slices for p in known}
-        cheapest = min(cost.values())
-        good = sorted((p for p in known if cost[p.name] <= cheapest * (1 + TIE)), key=lambda p: mean[p.name])
-        worse = sorted((p for p in known if p not in good), key=lambda p: cost[p.name])
+        cost = {p.name: seconds[p.name] * p.slices for p in cands if p.name in seconds}
+        cheapest = min(cost.values())  # a bound may set it: the profile's true cost is lower still
+        good = sorted((p for p in cands if p.name in cost and cost[p.name] <= cheapest * (1 + TIE)),
+                      key=lambda p: seconds[p.name])
+        worse = sorted((p for p in cands if p.name in mean and p not in good), key=lambda p: cost[p.name])
+        known = good + worse  # a bound that makes its profile look worse says nothing: that profile is untried
         largest = max(known, key=lambda p: (p.slices, p.memory_mib))
         explore = None
         if largest in good:
-            explore = next((p for p in cands if p.slices > largest.slices and p.name not in mean), None)
-        untried = [p for p in cands if p.name not in mean and p is not explore]
-        return Choice(explore, tuple(good + worse + untried))
+            explore = next((p for p in cands if p.slices > largest.slices and p not in known), None)
+        untried = [p for p in cands if p not in known and p is not explore]
+        return Choice(explore, tuple(known + untried))
