@@ -175,6 +175,9 @@ class DrainRecreate(DynamicMig):
         self.arrivals.append((now(), task.args[2]))
 
     def step(self) -> None:
+        self._made()
+        if self.making:  # a GPU being built: decide once its partitions exist
+            return
         if not self.built:
             self.current = {g: ("1g.10gb",) * 7 for g in self.gpus}
             for g in self.gpus:

@@ -171,7 +171,7 @@ def _controller(layout, gpu=(0, 0)):
     d.slice_counts = sorted({p.slices for p in m.profiles}, reverse=True)
     d.reserved, d.site_nodes, d.changes = None, {0}, collections.deque()
     d.sched = types.SimpleNamespace(lock=threading.RLock())
-    d.slots = []
+    d.slots, d.making, d._changers, d._wake = [], [], {}, threading.Event()
     for name, start in layout:
         p = m.profile(name)
         inst = PlannedInstance(p, next(pl for pl in p.placements if pl.start == start))
@@ -249,10 +249,7 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
         pass
 
     job = types.SimpleNamespace(id=1, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
-    made = []
-
     def change(gpu, create, destroy, pids=()):
-        made.extend(str(i) for i in create)
         return [None] * len(create)
 
     def controller(layout):
@@ -268,11 +265,10 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
     d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
     assert d._choice(job).explore.name == "3g.40gb" and d._fits((0, 0), "3g.40gb", job, False) is not None
     assert d._provide(job)
-    assert made == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but would leave no room for a 2g
-    made.clear()
+    assert [str(m.instance) for m in d.making] == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but leaves no room for a 2g
     d = controller([("1g.10gb", 6)])
     assert d._provide(job)
-    assert made == ["3g.40gb@0:4"]  # a 2g still fits beside it: the 3g is tried
+    assert [str(m.instance) for m in d.making] == ["3g.40gb@0:4"]  # a 2g still fits beside it: the 3g is tried
 
 
 def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_for():
@@ -289,3 +285,92 @@ def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_
     assert d._wanted(three) == "2g.20gb"
     three.holds = 40192.0  # made for tasks that need 40 GB: a small task that ran on it does not shrink it
     assert d._wanted(three) is None
+
+
+def _two_gpu_controller(other_gpu):
+    """A controller over two empty A100s, GPU (0, 0) and `other_gpu`, whose site's changes meet at a barrier:
+    they return only when two run at once (or the barrier times out)."""
+    import threading
+    import types
+
+    from migpool.pool.sizing import RunTimes
+
+    d = _controller([])
+    other = _controller([], gpu=other_gpu)
+    d.gpus += other.gpus
+    d.models.update(other.models)
+    d.foreign.update(other.foreign)
+    d.sizes, d._named, d._promised = RunTimes(), set(), {}
+    d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
+    met = threading.Barrier(2, timeout=2)
+    side_by_side = []
+
+    def change(gpu, create, destroy, pids=()):
+        try:
+            met.wait()
+            side_by_side.append(gpu)
+        except threading.BrokenBarrierError:
+            pass
+        return [types.SimpleNamespace(profile=i.profile.name) for i in create]
+
+    d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+    return d, side_by_side
+
+
+def _memory_task(k):
+    import types
+
+    def fn():
+        pass
+
+    return types.SimpleNamespace(id=k, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
+
+
+def test_partitions_on_different_nodes_are_made_side_by_side():
+    d, side_by_side = _two_gpu_controller((1, 0))  # GPU 0 of node 1 (a Ray pool's second node)
+    assert d._provide(_memory_task(1)) and d._provide(_memory_task(2))
+    assert sorted(m.gpu for m in d.making) == [(0, 0), (1, 0)]  # the second went to the node that was free
+    for m in list(d.making):
+        m.done.result()
+    d._made()
+    assert sorted(side_by_side) == [(0, 0), (1, 0)]  # both changes ran at once: neither waited for the other
+    assert d.making == [] and sorted(s.gpu for s in d.slots) == [(0, 0), (1, 0)]
+    assert [c["action"] for c in d.changes] == ["create", "create"]
+
+
+def test_one_create_at_a_time_on_a_node():
+    d, side_by_side = _two_gpu_controller((0, 1))  # two GPUs of one node: its driver makes one at a time anyway
+    assert d._provide(_memory_task(1))
+    assert not d._provide(_memory_task(2))  # waits for the create under way, to decide with what it taught
+    assert d.reserved is None  # and reserves nothing: it does fit
+    d.making[0].done.result()
+    d._made()
+    assert d._provide(_memory_task(2)) and len(d.slots) == 1 and len(d.making) == 1
+    d.making[0].done.result()
+    assert side_by_side == []  # never two at once
+
+
+def test_a_create_that_fails_is_dropped_and_raised_once_the_others_are_done():
+    import types
+
+    d = _controller([])
+    calls = []
+
+    def change(gpu, create, destroy, pids=()):
+        calls.append(str(create[0]))
+        if len(calls) == 1:
+            raise migpool.BackendError("the driver said no")
+        return [types.SimpleNamespace(profile=i.profile.name) for i in create]
+
+    d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+    from migpool.planner import PlannedInstance
+
+    p = d.models[(0, 0)].profile("1g.10gb")
+    for start in (0, 1):
+        d._create((0, 0), next(i for i in [PlannedInstance(p, pl) for pl in p.placements] if i.start == start), "test")
+    for m in list(d.making):
+        m.done.exception()
+    with pytest.raises(migpool.BackendError, match="the driver said no"):
+        d._made()
+    assert d.making == [] and [str(s.instance) for s in d.slots] == ["1g.10gb@1:1"]  # the other one was made
+    assert [(c["action"], c["placement"]) for c in d.changes] == [("create", "1:1")]  # only what exists is noted

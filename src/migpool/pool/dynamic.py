@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -40,6 +41,7 @@ from ..planner import PlannedInstance, can_place, explain, max_addable
 from ..proc import pid_alive
 from .info import Partition
 from .remembered import load, save
+from .scheduler import serves
 from .sizing import TIE, Choice, Key, RunTimes, function_name
 
 if TYPE_CHECKING:
@@ -66,6 +68,21 @@ class Slot:
 
 
 Gpu = tuple[int, int]  # (node, GPU index on it)
+
+
+@dataclass
+class Making:
+    """A partition being made, on its node's change thread; its worker starts once it exists."""
+
+    gpu: Gpu
+    instance: PlannedInstance
+    done: Future[list[Partition]]
+    reason: str
+    key: Key | None
+    holds: float
+
+    def serves(self, task: Any) -> bool:
+        return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
 
 
 def change_here(backend: Backend, gpu: int, node: int, create: list[PlannedInstance],
@@ -134,6 +151,8 @@ class DynamicMig:
         self.slice_counts = sorted({p.slices for m in self.models.values() for p in m.profiles}, reverse=True)
         self.site_nodes = {g[0] for g in self.gpus}
         self.stale: dict[Gpu, list[PlannedInstance]] = {}  # destroys that failed: still in the way, tried again
+        self.making: list[Making] = []  # creates under way: counted as made, their workers start when done
+        self._changers: dict[int, ThreadPoolExecutor] = {}  # per node: its creates run in order, nodes side by side
         self.keep_idle = keep_idle
         self.slots: list[Slot] = []
         self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
@@ -200,7 +219,8 @@ class DynamicMig:
 
     def _fail_waiting(self, e: BaseException) -> None:
         with self.sched.lock:
-            doomed = [j for j in self.sched.pending if not any(w.serves(j.task) for w in self.sched.workers)]
+            doomed = [j for j in self.sched.pending
+                      if not any(w.serves(j.task) for w in [*self.sched.workers, *self.making])]
             for j in doomed:
                 self.sched.pending.remove(j)
         for j in doomed:
@@ -224,19 +244,19 @@ class DynamicMig:
     def step(self) -> None:
         if self.stale:
             self._destroy_stale()
+        self._made()
         now = time.monotonic()
         with self.sched.lock:
             pending = list(self.sched.pending)
             for s in self.slots:
                 idle = not s.worker.outstanding and s.worker.ready.is_set()
                 s.idle_since = (s.idle_since or now) if idle else None
-            soon = [w for w in self.sched.workers if not w.draining and not w.dead_reason
-                    and (not w.ready.is_set() or not w.outstanding)]
+            soon: list[Any] = [w for w in self.sched.workers if not w.draining and not w.dead_reason
+                               and (not w.ready.is_set() or not w.outstanding)] + self.making
         waiting = []  # tasks that no idle or starting worker will take
         self._promised = {}
         for j in pending:
-            w = min((w for w in soon if w.serves(j.task)), default=None,
-                    key=lambda w: w.spec.partition.memory_mib if w.spec.partition else 0)
+            w = min((w for w in soon if w.serves(j.task)), default=None, key=_memory)
             if w is not None:
                 soon.remove(w)
                 self._promised[id(w)] = j.id
@@ -258,7 +278,8 @@ class DynamicMig:
 
     # --- decisions ---
     def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
-        return self.foreign[gpu] + self.stale.get(gpu, []) + [s.instance for s in self.slots if s.gpu == gpu]
+        return (self.foreign[gpu] + self.stale.get(gpu, []) + [s.instance for s in self.slots if s.gpu == gpu]
+                + [m.instance for m in self.making if m.gpu == gpu])
 
     def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
         """How many more partitions of each size (compute slices, largest first) still fit: higher is better.
@@ -321,14 +342,18 @@ class DynamicMig:
         sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
         choice = self._choice(job)
         tries = ([(choice.explore.name, False)] if choice.explore is not None
-                 and not any(s.instance.profile.name == choice.explore.name for s in self.slots) else [])
+                 and not any(s.instance.profile.name == choice.explore.name for s in [*self.slots, *self.making]) else [])
         tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
+        changing = {m.gpu[0] for m in self.making}  # nodes with a create under way: one at a time per node
         for name, free_idle in tries:
             options = [o for gpu in self.gpus if (o := self._fits(gpu, name, job, free_idle)) is not None]
             if choice.explore is not None and name == choice.explore.name and not free_idle and choice.ranked:
                 options = [o for o in options if self._leaves_room(o[1], o[3], choice.ranked[0].name)]
             if not options:
                 continue
+            options = [o for o in options if o[1][0] not in changing]
+            if not options:  # it fits where a create is under way: decided once that one is done, with what it taught
+                return False
             _, gpu, gone, inst = max(options, key=lambda o: o[0])
             if gone and len(self._destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
                 return False  # one of them took a task meanwhile (it is kept): decide again next time
@@ -338,7 +363,8 @@ class DynamicMig:
                          key=None if job.task.partition is not None else self._key(job),
                          holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0)
             return True
-        if choice.ranked and self.reserved is None and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
+        if choice.ranked and self.reserved is None and not any(w.serves(job.task) for w in self.making) \
+                and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
             self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
         return False
 
@@ -514,9 +540,31 @@ class DynamicMig:
 
     # --- changes ---
     def _create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None, holds: float = 0.0) -> None:
-        part = self.site.change(gpu, [inst], [])[0]
-        self.slots.append(Slot(gpu, inst, self.site.start_worker(part), key=key, holds=holds))
-        self._note("create", gpu, inst.profile.name, inst.placement, reason)
+        """Start making `inst` on its node's change thread: one node's changes run in order, different nodes'
+        side by side (on one machine the driver makes GPU instances one at a time anyway), and the controller
+        goes on deciding meanwhile. It counts as made from now on (_instances); its worker starts in _made."""
+        changer = self._changers.get(gpu[0])
+        if changer is None:
+            changer = self._changers[gpu[0]] = ThreadPoolExecutor(1, thread_name_prefix=f"migpool-change-{gpu[0]}")
+        done = changer.submit(self.site.change, gpu, [inst], [])
+        self.making.append(Making(gpu, inst, done, reason, key, holds))
+        done.add_done_callback(lambda _: self._wake.set())
+
+    def _made(self) -> None:
+        """Start the workers of the partitions made since the last step. A create that failed (rolled back by
+        reconcile.change) is dropped, and its error raised once the others are done."""
+        error: BaseException | None = None
+        for m in [m for m in self.making if m.done.done()]:
+            self.making.remove(m)
+            try:
+                part = m.done.result()[0]
+            except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
+                error = error or e
+                continue
+            self.slots.append(Slot(m.gpu, m.instance, self.site.start_worker(part), key=m.key, holds=m.holds))
+            self._note("create", m.gpu, m.instance.profile.name, m.instance.placement, m.reason)
+        if error is not None:
+            raise error
 
     def _destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
         """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
@@ -566,6 +614,8 @@ class DynamicMig:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=30)
+        for changer in self._changers.values():  # creates under way end first: the pool's teardown removes them
+            changer.shutdown(wait=True)
         if self.remember:
             save(*self.remember, self.sizes.named())
 
@@ -575,6 +625,13 @@ class DynamicMig:
             self._named.add(job.fid)
             self.sizes.name(job.fid, function_name(job.task.fn))
         return job.fid, job.task.need_mib or 0
+
+
+def _memory(w: Any) -> float:
+    """The memory of a worker's partition, or of a partition being made (Making): the smallest serves first."""
+    if isinstance(w, Making):
+        return w.instance.profile.memory_mib
+    return w.spec.partition.memory_mib if w.spec.partition else 0
 
 
 def _holding(m: GpuModel, key: Key) -> list[Profile]:

@@ -43,6 +43,16 @@ class RemoteError(Exception):
     """A worker's exception that could not be sent back as itself."""
 
 
+def serves(task: Task[Any], node: int, profile: str | None, memory_mib: float | None) -> bool:
+    """Whether a worker on `node`, pinned to a partition of `profile` with `memory_mib` (None: no partition), may
+    run `task`: of the profile it names, holding the memory it asks for, on the node it names."""
+    if task.node is not None and task.node != node:
+        return False
+    if task.partition is not None:
+        return profile == task.partition
+    return task.need_mib is None or (memory_mib is not None and memory_mib >= task.need_mib)
+
+
 @dataclass
 class WorkerSpec:
     index: int  # on its node
@@ -316,12 +326,8 @@ class WorkerProcess:
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
-        if task.node is not None and task.node != self.spec.node:
-            return False
         p = self.spec.partition
-        if task.partition is not None:
-            return p is not None and p.profile == task.partition
-        return task.need_mib is None or (p is not None and p.memory_mib >= task.need_mib)
+        return serves(task, self.spec.node, p.profile if p else None, p.memory_mib if p else None)
 
     def send(self, job: _Job, fn_bytes: bytes) -> None:
         job.attempts += 1
