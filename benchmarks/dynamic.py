@@ -9,21 +9,24 @@ The simulated GPUs charge hardware latencies for GPU-instance creation (92 ms) a
 
   (a) dynamic:      mig(dynamic=True, remember=False), each job asks for its class's memory (`min_memory=`): it
                     starts knowing nothing and learns which size each class runs best on; run for real
-  (a') dynamic, learned: the same, starting from the run times that an earlier pool learned (remember=True) on a
-                    trace of the same kind drawn with another seed (that run not timed); run for real
+  (a') dynamic, learned: the same, starting from the run times that an earlier pool learned (`remember=` a file)
+                    on a trace of the same kind drawn with another seed (that run not timed); run for real.
+                    With --repeat N, (a) and (a') run N times each (each (a') run from the same learned file): the
+                    run with the median mean JCT is shown, and the spread.
   (b) best static:  every layout the planner can make per GPU (maximal ones), every combination over the GPUs,
                     scored by an event model of the same dispatch; the best by mean job completion time is then
                     run for real (its layout made before the trace starts, not counted)
   (c) whole GPUs:   no MIG, one job per GPU (108 SMs); run for real
   (d) drain and recreate: mig-parted's way, run for real. The GPUs start as all-1g.10gb (mig-parted's example
-                    config). Every 0.5 s the layouts that would have served the last 2 s of arrivals best (the same
+                    config). Every 5 s of trace time the layouts that would have served the last 20 s of arrivals best (the same
                     event model, one GPU at a time) are computed; where they beat the current ones by 20%, each GPU
                     whose layout changes takes no new job, finishes its running ones, and is rebuilt whole.
 A job waits for the smallest free partition with enough memory in (b), (c) and (d), in arrival order.
 Traces: "changing" (the mix moves from small to medium to large jobs) and "steady" (small jobs only); each phase has
 a fixed number of jobs per GPU at seeded random times.
 Goals: on the changing mix, mean JCT of dynamic ≥ 16% lower than (b) and ≥ 40% lower than (c); on the steady mix,
-never more than 5% worse than (b). The last two columns are (a) and (a') ÷ each row (below 1: dynamic is faster).      python benchmarks/dynamic.py [--gpus 1,4] [--mix changing,steady]
+never more than 5% worse than (b). The last two columns are (a) and (a') ÷ each row (below 1: dynamic is faster).
+    python benchmarks/dynamic.py [--gpus 1,4] [--mix changing,steady] [--repeat N] [--by-window] [--time-scale S]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import itertools
 import math
 import os
 import random
+import shutil
 import statistics
 import tempfile
 import textwrap
@@ -175,9 +179,6 @@ class DrainRecreate(DynamicMig):
         self.arrivals.append((now(), task.args[2]))
 
     def step(self) -> None:
-        self._made()
-        if self.making:  # a GPU being built: decide once its partitions exist
-            return
         if not self.built:
             self.current = {g: ("1g.10gb",) * 7 for g in self.gpus}
             for g in self.gpus:
@@ -219,8 +220,12 @@ class DrainRecreate(DynamicMig):
                                 s.worker.draining = True
 
     def _build(self, g: Gpu, lay: tuple[str, ...]) -> None:
+        """Make the GPU's whole layout before going on, each partition's worker started as soon as it exists."""
         for inst in plan(GPU, {n: lay.count(n) for n in set(lay)}):
             self._create(g, inst, "drain and recreate")
+            for m in list(self.making):
+                m.done.result()
+            self._made()
 
 
 class DrainRecreatePlugin(sky.plugins.mig):
@@ -332,6 +337,8 @@ def main() -> None:
     ap.add_argument("--gpus", default="1,4")
     ap.add_argument("--mix", default="changing,steady")
     ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="run (a) and (a') this many times each: the run with the median mean JCT is shown, and the spread")
     ap.add_argument("--by-window", action="store_true",
                     help=f"also print each strategy's mean JCT for the jobs arriving in each {WINDOW:g} s of the trace")
     args = ap.parse_args()
@@ -354,15 +361,25 @@ def main() -> None:
                 return sky.Compute(provider=sky.Local(simulate=spec), progress=False, plugins=[plugin],
                                    worker=sky.Worker(concurrency=concurrency, executor="process"))
 
-            with pool(sky.plugins.mig(dynamic=True, gpus="all", remember=False)) as c:
-                rows["(a) dynamic"] = summary(replay(c, jobs, needing), gpus, jobs)
-                changes = len(c.changes)
-            os.environ["MIGPOOL_CACHE_DIR"] = tempfile.mkdtemp()  # run times learned here only
-            with pool(sky.plugins.mig(dynamic=True, gpus="all")) as c:  # learns, on another draw of the trace
+            def dynamic(remember) -> dict:
+                """Run the trace on a dynamic pool `repeat` times; the run with the median mean JCT, with the
+                spread of the runs' mean JCTs and its number of changes."""
+                runs = []
+                for _ in range(args.repeat):
+                    if remember:  # every run starts from what the learning run kept, not from the run before
+                        mine = os.path.join(tempfile.mkdtemp(), "run-times.json")
+                        shutil.copyfile(remember, mine)
+                    with pool(sky.plugins.mig(dynamic=True, gpus="all", remember=mine if remember else False)) as c:
+                        runs.append(dict(summary(replay(c, jobs, needing), gpus, jobs), changes=len(c.changes)))
+                runs.sort(key=lambda r: r["mean"])
+                return dict(runs[len(runs) // 2], spread=(runs[0]["mean"], runs[-1]["mean"]))
+
+            rows["(a) dynamic"] = dynamic(None)
+            learned = os.path.join(tempfile.mkdtemp(), "run-times.json")  # run times learned here only
+            with pool(sky.plugins.mig(dynamic=True, gpus="all", remember=learned)) as c:  # on another draw
                 replay(c, trace(kind, gpus, seed=LEARN_SEED), needing)
-            with pool(sky.plugins.mig(dynamic=True, gpus="all")) as c:
-                rows["(a') learned"] = summary(replay(c, jobs, needing), gpus, jobs)
-                changes_learned = len(c.changes)
+            rows["(a') learned"] = dynamic(learned)
+            changes, changes_learned = rows["(a) dynamic"]["changes"], rows["(a') learned"]["changes"]
             combo, modeled = best_static(jobs, gpus)
             with pool(StaticLayout([{n: lay.count(n) for n in set(lay)} for lay in combo])) as c:
                 rows["(b) best static"] = summary(StaticDispatch(c).run(c, jobs), gpus, jobs)
@@ -381,6 +398,10 @@ def main() -> None:
                 a, learned = (rows[k]["mean"] / r["mean"] for k in ("(a) dynamic", "(a') learned"))
                 print(f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>7.2f}s {r['makespan']:>8.2f}s {r['util']:>5.0%}"
                       f"  ×{a:<5.2f} ×{learned:.2f}")
+            if args.repeat > 1:
+                print(f"  mean JCT over {args.repeat} runs (the median one shown): " + "; ".join(
+                    f"{name} {rows[name]['spread'][0]:.2f}–{rows[name]['spread'][1]:.2f} s"
+                    for name in ("(a) dynamic", "(a') learned")))
             if args.by_window:
                 print(f"  mean JCT of the jobs arriving in each {WINDOW:g} s, from the start:")
                 for name, r in rows.items():

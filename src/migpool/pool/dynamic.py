@@ -5,9 +5,10 @@ Policy (one thread, woken when work waits or a worker goes idle, and every 0.1 s
      (`min_memory=`, the size ranked first for it), or any (a task that asks for nothing). A task that asks for
      memory (or nothing) waits instead for a busy partition of a faster size when, by the measured run times,
      it would finish there sooner by more than 10% (DynamicMig.hold).
-  2. Each task that no idle or starting worker will take gets one partition made for it where the planner finds
-     room, at the placement that leaves the most room for larger profiles. Its size: the task's profile; for
-     a memory need (or none), the size learned from measured run times (pool/sizing.py).
+  2. Each task that no idle or starting worker (nor partition being made) will take gets one partition made for
+     it where the planner finds room, at the placement that leaves the most room for larger profiles. Its size:
+     the task's profile; for a memory need (or none), the size learned from measured run times (pool/sizing.py).
+     Each node makes one partition at a time, on its own change thread: nodes side by side.
   3. If there is no room, idle partitions are destroyed to make it: the set that disturbs the fewest workers,
      then leaves the most room. A busy partition is never destroyed, nor an idle one an earlier task will take.
   4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
@@ -341,8 +342,8 @@ class DynamicMig:
         ranked first (trying a size never takes the room that the best known one would use), then the ranked
         sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
         choice = self._choice(job)
-        tries = ([(choice.explore.name, False)] if choice.explore is not None
-                 and not any(s.instance.profile.name == choice.explore.name for s in [*self.slots, *self.making]) else [])
+        tried = {x.instance.profile.name for x in [*self.slots, *self.making]}
+        tries = [(choice.explore.name, False)] if choice.explore is not None and choice.explore.name not in tried else []
         tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
         changing = {m.gpu[0] for m in self.making}  # nodes with a create under way: one at a time per node
         for name, free_idle in tries:
