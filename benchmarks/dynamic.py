@@ -361,7 +361,7 @@ def main() -> None:
                 return sky.Compute(provider=sky.Local(simulate=spec), progress=False, plugins=[plugin],
                                    worker=sky.Worker(concurrency=concurrency, executor="process"))
 
-            def dynamic(remember) -> dict:
+            def dynamic(remember, jobs=jobs, gpus=gpus) -> dict:
                 """Run the trace on a dynamic pool `repeat` times; the run with the median mean JCT, with the
                 spread of the runs' mean JCTs and its number of changes."""
                 runs = []
@@ -371,7 +371,7 @@ def main() -> None:
                         shutil.copyfile(remember, mine)
                     with pool(sky.plugins.mig(dynamic=True, gpus="all", remember=mine if remember else False)) as c:
                         runs.append(dict(summary(replay(c, jobs, needing), gpus, jobs), changes=len(c.changes)))
-                runs.sort(key=lambda r: r["mean"])
+                runs.sort(key=lambda run: run["mean"])
                 return dict(runs[len(runs) // 2], spread=(runs[0]["mean"], runs[-1]["mean"]))
 
             rows["(a) dynamic"] = dynamic(None)
@@ -399,9 +399,10 @@ def main() -> None:
                 print(f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>7.2f}s {r['makespan']:>8.2f}s {r['util']:>5.0%}"
                       f"  ×{a:<5.2f} ×{learned:.2f}")
             if args.repeat > 1:
-                print(f"  mean JCT over {args.repeat} runs (the median one shown): " + "; ".join(
-                    f"{name} {rows[name]['spread'][0]:.2f}–{rows[name]['spread'][1]:.2f} s"
-                    for name in ("(a) dynamic", "(a') learned")))
+                print(f"  mean JCT over {args.repeat} runs, the median run shown above:")
+                for name in ("(a) dynamic", "(a') learned"):
+                    low, high = rows[name]["spread"]
+                    print(f"  {name:<18} {low:>8.2f}s – {high:.2f}s")
             if args.by_window:
                 print(f"  mean JCT of the jobs arriving in each {WINDOW:g} s, from the start:")
                 for name, r in rows.items():
