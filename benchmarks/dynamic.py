@@ -18,9 +18,10 @@ The simulated GPUs charge hardware latencies for GPU-instance creation (92 ms) a
                     run for real (its layout made before the trace starts, not counted)
   (c) whole GPUs:   no MIG, one job per GPU (108 SMs); run for real
   (d) drain and recreate: mig-parted's way, run for real. The GPUs start as all-1g.10gb (mig-parted's example
-                    config). Every 5 s of trace time the layouts that would have served the last 20 s of arrivals best (the same
-                    event model, one GPU at a time) are computed; where they beat the current ones by 20%, each GPU
-                    whose layout changes takes no new job, finishes its running ones, and is rebuilt whole.
+                    config). Every 5 s of trace time the layouts that would have served the last 20 s of arrivals
+                    best (the same event model, one GPU at a time) are computed; where they beat the current ones by
+                    20%, each GPU whose layout changes takes no new job, finishes its running ones, and is rebuilt
+                    whole.
 A job waits for the smallest free partition with enough memory in (b), (c) and (d), in arrival order.
 Traces: "changing" (the mix moves from small to medium to large jobs) and "steady" (small jobs only); each phase has
 a fixed number of jobs per GPU at seeded random times.
@@ -338,7 +339,8 @@ def main() -> None:
     ap.add_argument("--mix", default="changing,steady")
     ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
     ap.add_argument("--repeat", type=int, default=1,
-                    help="run (a) and (a') this many times each: the run with the median mean JCT is shown, and the spread")
+                    help="run (a) and (a') this many times each: the run with the median mean JCT is shown, "
+                         "and the spread")
     ap.add_argument("--by-window", action="store_true",
                     help=f"also print each strategy's mean JCT for the jobs arriving in each {WINDOW:g} s of the trace")
     args = ap.parse_args()

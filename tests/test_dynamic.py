@@ -240,15 +240,28 @@ def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
     assert [c["gpu"] for c in d.changes if c["action"] == "destroy"] == [1]
 
 
-def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known_one():
+def _memory_task(k):
+    """A waiting job whose task asks for 9000 MiB, not a profile (its size is learned)."""
     import types
-
-    from migpool.pool.sizing import RunTimes
 
     def fn():
         pass
 
-    job = types.SimpleNamespace(id=1, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
+    return types.SimpleNamespace(id=k, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
+
+
+def _site(change):
+    """A stand-in for the controller's site: `change` makes the partitions, and their workers start idle."""
+    import types
+
+    return types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+
+
+def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known_one():
+    from migpool.pool.sizing import RunTimes
+
+    job = _memory_task(1)
+
     def change(gpu, create, destroy, pids=()):
         return [None] * len(create)
 
@@ -259,7 +272,7 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
         d.sizes, d._named, d._promised = RunTimes(), set(), {}
         d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
         d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g: a 3g is tried next
-        d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+        d.site = _site(change)
         return d
 
     d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
@@ -313,17 +326,8 @@ def _two_gpu_controller(other_gpu):
             pass
         return [types.SimpleNamespace(profile=i.profile.name) for i in create]
 
-    d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+    d.site = _site(change)
     return d, side_by_side
-
-
-def _memory_task(k):
-    import types
-
-    def fn():
-        pass
-
-    return types.SimpleNamespace(id=k, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
 
 
 def test_partitions_on_different_nodes_are_made_side_by_side():
@@ -362,7 +366,7 @@ def test_a_create_that_fails_is_dropped_and_raised_once_the_others_are_done():
             raise migpool.BackendError("the driver said no")
         return [types.SimpleNamespace(profile=i.profile.name) for i in create]
 
-    d.site = types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
+    d.site = _site(change)
     from migpool.planner import PlannedInstance
 
     p = d.models[(0, 0)].profile("1g.10gb")

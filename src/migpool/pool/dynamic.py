@@ -343,7 +343,8 @@ class DynamicMig:
         sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
         choice = self._choice(job)
         tried = {x.instance.profile.name for x in [*self.slots, *self.making]}
-        tries = [(choice.explore.name, False)] if choice.explore is not None and choice.explore.name not in tried else []
+        explore = choice.explore if choice.explore is not None and choice.explore.name not in tried else None
+        tries = [(explore.name, False)] if explore is not None else []
         tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
         changing = {m.gpu[0] for m in self.making}  # nodes with a create under way: one at a time per node
         for name, free_idle in tries:
