@@ -98,8 +98,10 @@ def main() -> None:
     for name, r in best.items():
         if name == "migpool":
             continue
-        print(f"migpool vs {name}: throughput ×{m['throughput'] / r['throughput']:.2f} (higher is better), "
-              f"latency ×{m['latency'] / r['latency']:.2f}, startup ×{m['startup'] / r['startup']:.2f} (lower is better)")
+        print(
+            f"migpool vs {name}: throughput ×{m['throughput'] / r['throughput']:.2f} (higher is better), "
+            f"latency ×{m['latency'] / r['latency']:.2f}, startup ×{m['startup'] / r['startup']:.2f} (lower is better)"
+        )
 
 
 if __name__ == "__main__":

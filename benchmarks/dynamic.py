@@ -80,8 +80,15 @@ def trace(kind: str, gpus: int, seed: int = 7) -> list[Job]:
     """Phases of (seconds, {class: jobs per second per GPU}); each phase gets round(rate × seconds × GPUs) jobs of
     a class at seeded uniform times."""
     rng = random.Random(seed)
-    phases = ([(30.0, {"small": 1.0, "medium": 0.05}), (30.0, {"medium": 0.2, "small": 0.2}),
-               (30.0, {"large": 0.06, "small": 0.2})] if kind == "changing" else [(90.0, {"small": 1.2})])
+    phases = (
+        [
+            (30.0, {"small": 1.0, "medium": 0.05}),
+            (30.0, {"medium": 0.2, "small": 0.2}),
+            (30.0, {"large": 0.06, "small": 0.2}),
+        ]
+        if kind == "changing"
+        else [(90.0, {"small": 1.2})]
+    )
     jobs, t0 = [], 0.0
     for length, rates in phases:
         for cls, rate in rates.items():
@@ -208,12 +215,12 @@ class DrainRecreate(DynamicMig):
         for _ in range(2):  # one GPU at a time, twice over
             for k in range(len(best)):
                 for lay in LAYOUTS:
-                    cost = modeled_mean(best[:k] + [lay] + best[k + 1:], recent)
+                    cost = modeled_mean(best[:k] + [lay] + best[k + 1 :], recent)
                     if cost < best_cost:
-                        best, best_cost = best[:k] + [lay] + best[k + 1:], cost
+                        best, best_cost = best[:k] + [lay] + best[k + 1 :], cost
         if best_cost < (1 - BETTER_BY) * now_cost:
             with self.sched.lock:
-                for g, lay in zip(self.gpus, best):
+                for g, lay in zip(self.gpus, best, strict=False):
                     if lay != self.current[g]:
                         self.target[g] = lay
                         for s in self.slots:
@@ -261,7 +268,9 @@ def replay(compute: sky.Compute, jobs: list[Job], make) -> list[tuple[float, flo
 
 def needing(j: Job) -> sky.Task:
     """The job as a task that asks for its class's memory, not for a profile."""
-    return dataclasses.replace(run_job(j.work, WHOLE_SMS, j.cls, SCALE), min_memory=f"{GPU.profile(j.need).memory_mib}MiB")
+    return dataclasses.replace(
+        run_job(j.work, WHOLE_SMS, j.cls, SCALE), min_memory=f"{GPU.profile(j.need).memory_mib}MiB"
+    )
 
 
 class StaticDispatch:
@@ -322,14 +331,23 @@ class StaticDispatch:
 def summary(results: list[tuple[float, float, str]], gpus: int, jobs: list[Job]) -> dict[str, float]:
     jct = sorted(end - arrival for arrival, end, _ in results)
     makespan = max(end for _, end, _ in results) - min(a for a, _, _ in results)
-    busy = sum(j.work / usable_sms(WHOLE_SMS if name == "whole" else GPU.profile(name).sms, j.cls)
-               * (GPU.compute_slices if name == "whole" else GPU.profile(name).slices)
-               for j, (_, _, name) in zip(jobs, results))
-    windows = [[end - arrival for arrival, end, _ in results if k * WINDOW <= arrival < (k + 1) * WINDOW]
-               for k in range(math.ceil(max(a for a, _, _ in results) / WINDOW + 1e-9))]
-    return dict(mean=statistics.mean(jct), p95=jct[int(0.95 * (len(jct) - 1))], makespan=makespan,
-                util=busy / (makespan * GPU.compute_slices * gpus),
-                windows=[statistics.mean(w) if w else math.nan for w in windows])
+    busy = sum(
+        j.work
+        / usable_sms(WHOLE_SMS if name == "whole" else GPU.profile(name).sms, j.cls)
+        * (GPU.compute_slices if name == "whole" else GPU.profile(name).slices)
+        for j, (_, _, name) in zip(jobs, results, strict=False)
+    )
+    windows = [
+        [end - arrival for arrival, end, _ in results if k * WINDOW <= arrival < (k + 1) * WINDOW]
+        for k in range(math.ceil(max(a for a, _, _ in results) / WINDOW + 1e-9))
+    ]
+    return dict(
+        mean=statistics.mean(jct),
+        p95=jct[int(0.95 * (len(jct) - 1))],
+        makespan=makespan,
+        util=busy / (makespan * GPU.compute_slices * gpus),
+        windows=[statistics.mean(w) if w else math.nan for w in windows],
+    )
 
 
 def main() -> None:
@@ -338,20 +356,31 @@ def main() -> None:
     ap.add_argument("--gpus", default="1,4")
     ap.add_argument("--mix", default="changing,steady")
     ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="run (a) and (a') this many times each: the run with the median mean JCT is shown, "
-                         "and the spread")
-    ap.add_argument("--by-window", action="store_true",
-                    help=f"also print each strategy's mean JCT for the jobs arriving in each {WINDOW:g} s of the trace")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run (a) and (a') this many times each: the run with the median mean JCT is shown, and the spread",
+    )
+    ap.add_argument(
+        "--by-window",
+        action="store_true",
+        help=f"also print each strategy's mean JCT for the jobs arriving in each {WINDOW:g} s of the trace",
+    )
     args = ap.parse_args()
     SCALE = args.time_scale
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
     latencies = ", ".join(f"{t * 1000:.0f} ms" for t in HARDWARE_LATENCY.values())
-    print(textwrap.fill(
-        f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies ({latencies}) "
-        f"are divided by {SCALE:g}; worker start-up and the controllers' own work are not. Times below are trace "
-        "seconds." if SCALE != 1 else f"Real time: jobs sleep their trace seconds; create/destroy take {latencies}.",
-        80))
+    print(
+        textwrap.fill(
+            f"Trace seconds run {SCALE:g}× faster: job sleeps and GPU-instance create/destroy latencies ({latencies}) "
+            f"are divided by {SCALE:g}; worker start-up and the controllers' own work are not. Times below are trace "
+            "seconds."
+            if SCALE != 1
+            else f"Real time: jobs sleep their trace seconds; create/destroy take {latencies}.",
+            80,
+        )
+    )
     for gpus in map(int, args.gpus.split(",")):
         for kind in args.mix.split(","):
             jobs = trace(kind, gpus)
@@ -360,8 +389,12 @@ def main() -> None:
 
             def pool(plugin, concurrency=None, spec=spec):
                 os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
-                return sky.Compute(provider=sky.Local(simulate=spec), progress=False, plugins=[plugin],
-                                   worker=sky.Worker(concurrency=concurrency, executor="process"))
+                return sky.Compute(
+                    provider=sky.Local(simulate=spec),
+                    progress=False,
+                    plugins=[plugin],
+                    worker=sky.Worker(concurrency=concurrency, executor="process"),
+                )
 
             def dynamic(remember, jobs=jobs, gpus=gpus) -> dict:
                 """Run the trace on a dynamic pool `repeat` times; the run with the median mean JCT, with the
@@ -386,20 +419,29 @@ def main() -> None:
             with pool(StaticLayout([{n: lay.count(n) for n in set(lay)} for lay in combo])) as c:
                 rows["(b) best static"] = summary(StaticDispatch(c).run(c, jobs), gpus, jobs)
             with pool(sky.plugins.gpus("all"), concurrency=gpus) as c:
-                rows["(c) whole GPUs"] = summary(replay(c, jobs, lambda j: run_job(j.work, WHOLE_SMS, j.cls, SCALE)), gpus, jobs)
+                rows["(c) whole GPUs"] = summary(
+                    replay(c, jobs, lambda j: run_job(j.work, WHOLE_SMS, j.cls, SCALE)), gpus, jobs
+                )
             with pool(DrainRecreatePlugin()) as c:
                 rows["(d) drain+recreate"] = summary(replay(c, jobs, needing), gpus, jobs)
                 rebuilds = c._dynamic.rebuilds
-            print("\n" + textwrap.fill(
-                f"{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s) "
-                f"({changes_learned} with learned run times); drain and recreate rebuilt {rebuilds} GPU(s); best "
-                f"static: {' | '.join('+'.join(lay) for lay in combo)} (modeled mean JCT {modeled:.2f} s)", 80))
+            print(
+                "\n"
+                + textwrap.fill(
+                    f"{gpus} × A100-80GB, {kind} mix, {len(jobs)} jobs; dynamic made {changes} change(s) "
+                    f"({changes_learned} with learned run times); drain and recreate rebuilt {rebuilds} GPU(s); best "
+                    f"static: {' | '.join('+'.join(lay) for lay in combo)} (modeled mean JCT {modeled:.2f} s)",
+                    80,
+                )
+            )
             head = ("strategy", "mean JCT", "p95 JCT", "makespan", "util", "(a) ×", "(a') ×")
             print("  {:<18} {:>9} {:>8} {:>9} {:>5}  {:<6} {:<6}".format(*head))
             for name, r in rows.items():
                 a, learned = (rows[k]["mean"] / r["mean"] for k in ("(a) dynamic", "(a') learned"))
-                print(f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>7.2f}s {r['makespan']:>8.2f}s {r['util']:>5.0%}"
-                      f"  ×{a:<5.2f} ×{learned:.2f}")
+                print(
+                    f"  {name:<18} {r['mean']:>8.2f}s {r['p95']:>7.2f}s {r['makespan']:>8.2f}s {r['util']:>5.0%}"
+                    f"  ×{a:<5.2f} ×{learned:.2f}"
+                )
             if args.repeat > 1:
                 print(f"  mean JCT over {args.repeat} runs, the median run shown above:")
                 for name in ("(a) dynamic", "(a') learned"):
@@ -428,9 +470,19 @@ class StaticLayout(sky.plugins.Plugin):
 
         desired = MachineLayout(tuple(GpuLayout(Layout.of(lay), (i,)) for i, lay in enumerate(self.layouts)))
         apply(desired, node.backend)
-        node.partitions = [Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=g.index, gpu_uuid=g.uuid,
-                                     memory_mib=d.memory_mib, gi_id=d.gi_id, ci_id=d.ci_id)
-                           for g in node.backend.gpus() for d in node.backend.mig_devices(g.index)]
+        node.partitions = [
+            Partition(
+                uuid=d.uuid,
+                profile=d.profile_name,
+                gpu_index=g.index,
+                gpu_uuid=g.uuid,
+                memory_mib=d.memory_mib,
+                gi_id=d.gi_id,
+                ci_id=d.ci_id,
+            )
+            for g in node.backend.gpus()
+            for d in node.backend.mig_devices(g.index)
+        ]
 
     def around_process(self, worker):
         return self.inner.around_process(worker)

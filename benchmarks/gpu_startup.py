@@ -31,7 +31,9 @@ def cuda_ready() -> int:
 
 def pool_startup(n: int) -> float:
     t = time.perf_counter()
-    with migpool.Compute(worker=migpool.Worker(concurrency=n), plugins=[migpool.plugins.gpus([0])], progress=False) as c:
+    with migpool.Compute(
+        worker=migpool.Worker(concurrency=n), plugins=[migpool.plugins.gpus([0])], progress=False
+    ) as c:
         pids = migpool.gather(*[cuda_ready() for _ in range(n)]) >> c
         elapsed = time.perf_counter() - t
     assert len(set(pids)) == n, "each worker must answer once"

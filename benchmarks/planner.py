@@ -72,16 +72,30 @@ def main() -> None:
             assert ok == bok, (gpu.key, req)  # the same answers
             base.append((b, req))
             infeasible += not ok
-        rows.append((gpu.key, len(reqs), infeasible, max(cold, key=lambda x: x[0]), max(warm),
-                     max(base, key=lambda x: x[0]), sum(t for t, _ in cold), sum(t for t, _ in base)))
-    print(f"{'model':<15} {'asks':>4} {'no':>3} {'worst cold':>11} {'worst warm':>11} {'worst brute':>12} {'total ×':>8}")
-    for key, n, no, (wc, _), ww, (wb, wreq), tc, tb in rows:
+        rows.append(
+            (
+                gpu.key,
+                len(reqs),
+                infeasible,
+                max(cold, key=lambda x: x[0]),
+                max(warm),
+                max(base, key=lambda x: x[0]),
+                sum(t for t, _ in cold),
+                sum(t for t, _ in base),
+            )
+        )
+    print(
+        f"{'model':<15} {'asks':>4} {'no':>3} {'worst cold':>11} {'worst warm':>11} {'worst brute':>12} {'total ×':>8}"
+    )
+    for key, n, no, (wc, _), ww, (wb, _wreq), tc, tb in rows:
         print(f"{key:<15} {n:>4} {no:>3} {wc * 1e3:>8.3f} ms {ww * 1e3:>8.3f} ms {wb * 1e3:>9.3f} ms {tc / tb:>8.3f}")
     worst = max(r[3][0] for r in rows)
     worst_req = max(rows, key=lambda r: r[3][0])
-    print(f"worst answer over every model: {worst * 1e3:.3f} ms cold ({worst_req[0]} {worst_req[3][1]}), "
-          f"goal < 1 ms: {'met' if worst < 1e-3 else 'MISSED'}; brute force's worst: "
-          f"{max(r[5][0] for r in rows) * 1e3:.1f} ms")
+    print(
+        f"worst answer over every model: {worst * 1e3:.3f} ms cold ({worst_req[0]} {worst_req[3][1]}), "
+        f"goal < 1 ms: {'met' if worst < 1e-3 else 'MISSED'}; brute force's worst: "
+        f"{max(r[5][0] for r in rows) * 1e3:.1f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -57,9 +57,15 @@ def main() -> None:
     def plain_startup() -> float:
         cls = ray.remote(WorkerActor)
         t = time.perf_counter()
-        actors = [cls.options(num_cpus=0, num_gpus=0, scheduling_strategy=_affinity(node.node_id),
-                              runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": f"MIG-{i}", "X": str(time.time())}})
-                  .remote([], migpool.pool.scheduler.WorkerSpec(i, "", {}), 1) for i in range(2)]
+        actors = [
+            cls.options(
+                num_cpus=0,
+                num_gpus=0,
+                scheduling_strategy=_affinity(node.node_id),
+                runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": f"MIG-{i}", "X": str(time.time())}},
+            ).remote([], migpool.pool.scheduler.WorkerSpec(i, "", {}), 1)
+            for i in range(2)
+        ]
         ray.get([a.ready.remote() for a in actors])
         took = time.perf_counter() - t
         for a in actors:
@@ -68,14 +74,24 @@ def main() -> None:
 
     def migpool_startup() -> float:
         t = time.perf_counter()
-        with migpool.Compute(provider=migpool.Ray(), nodes=1, worker=migpool.Worker(executor="process"),
-                             plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)], progress=False):
+        with migpool.Compute(
+            provider=migpool.Ray(),
+            nodes=1,
+            worker=migpool.Worker(executor="process"),
+            plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)],
+            progress=False,
+        ):
             took = time.perf_counter() - t
         return took
 
     def migpool_run() -> tuple[float, float]:
-        with migpool.Compute(provider=migpool.Ray(), nodes=1, worker=migpool.Worker(executor="process"),
-                             plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)], progress=False) as pool:
+        with migpool.Compute(
+            provider=migpool.Ray(),
+            nodes=1,
+            worker=migpool.Worker(executor="process"),
+            plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)],
+            progress=False,
+        ) as pool:
             t = time.perf_counter()
             out = migpool.gather(*[tiny(i) for i in range(N)]) >> pool
             assert out[-1] == N
@@ -102,11 +118,22 @@ def main() -> None:
     p_rate, p_lat = med([r[0] for r in runs["plain"]]), med([r[1] for r in runs["plain"]])
     m_rate, m_lat = med([r[0] for r in runs["migpool"]]), med([r[1] for r in runs["migpool"]])
     p_start, m_start = med(runs["plain_start"]), med(runs["migpool_start"])
-    print(f"Ray {ray.__version__}, local cluster: head + one 2-CPU node (simulated A100-80GB); median of 3 runs "
-          "(start-up: of 5, both from an idle cluster)")
-    print(f"  throughput  migpool {m_rate:8.0f} tasks/s   plain Ray tasks {p_rate:8.0f}   ×{m_rate / p_rate:.2f} (goal ≥ 1.0)")
-    print(f"  round trip  migpool {m_lat * 1e3:8.2f} ms        plain Ray tasks {p_lat * 1e3:8.2f} ms  ×{m_lat / p_lat:.2f} (goal ≤ 1.2)")
-    print(f"  start-up    migpool {m_start:8.2f} s         actors by hand  {p_start:8.2f} s   ×{m_start / p_start:.2f} (goal ≤ 1.5)")
+    print(
+        f"Ray {ray.__version__}, local cluster: head + one 2-CPU node (simulated A100-80GB); median of 3 runs "
+        "(start-up: of 5, both from an idle cluster)"
+    )
+    print(
+        f"  throughput  migpool {m_rate:8.0f} tasks/s   plain Ray tasks {p_rate:8.0f}   "
+        f"×{m_rate / p_rate:.2f} (goal ≥ 1.0)"
+    )
+    print(
+        f"  round trip  migpool {m_lat * 1e3:8.2f} ms        plain Ray tasks {p_lat * 1e3:8.2f} ms  "
+        f"×{m_lat / p_lat:.2f} (goal ≤ 1.2)"
+    )
+    print(
+        f"  start-up    migpool {m_start:8.2f} s         actors by hand  {p_start:8.2f} s   "
+        f"×{m_start / p_start:.2f} (goal ≤ 1.5)"
+    )
     ray.shutdown()
     c.shutdown()
 

@@ -54,9 +54,13 @@ ORIGINAL = DynamicMig._create
 def wave(serial: bool) -> float:
     DynamicMig._create = one_thread if serial else ORIGINAL
     try:
-        with migpool.Compute(provider=migpool.Ray(node_resource="mig"), nodes=NODES, progress=False,
-                             worker=migpool.Worker(executor="process"),
-                             plugins=[migpool.plugins.mig(dynamic=True, gpus="all", keep_idle=60.0)]) as pool:
+        with migpool.Compute(
+            provider=migpool.Ray(node_resource="mig"),
+            nodes=NODES,
+            progress=False,
+            worker=migpool.Worker(executor="process"),
+            plugins=[migpool.plugins.mig(dynamic=True, gpus="all", keep_idle=60.0)],
+        ) as pool:
             t0 = time.time()
             migpool.gather(*[hold(TASK_S) for _ in range(NODES * PER_NODE)]) >> pool
             made = [ch["time"] - t0 for ch in pool.changes if ch["action"] == "create"]
@@ -70,9 +74,15 @@ def main() -> None:
     root = tempfile.mkdtemp()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for k in range(NODES):
-        c.add_node(num_cpus=2, resources={"mig": 1},
-                   env_vars={"MIGPOOL_SIMULATE": "A100-80GB", "MIGPOOL_STATE_DIR": os.path.join(root, f"node{k}"),
-                             "MIGPOOL_SIM_LATENCY": "hardware"})
+        c.add_node(
+            num_cpus=2,
+            resources={"mig": 1},
+            env_vars={
+                "MIGPOOL_SIMULATE": "A100-80GB",
+                "MIGPOOL_STATE_DIR": os.path.join(root, f"node{k}"),
+                "MIGPOOL_SIM_LATENCY": "hardware",
+            },
+        )
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR")
     try:
@@ -84,8 +94,13 @@ def main() -> None:
     finally:
         ray.shutdown()
         c.shutdown()
-    print(textwrap.fill(f"{NODES} nodes × simulated A100-80GB (hardware latencies), {PER_NODE} × 1g.10gb per node; "
-                        f"median of {ROUNDS} rounds, from the wave's submission until its last partition exists:", 80))
+    print(
+        textwrap.fill(
+            f"{NODES} nodes × simulated A100-80GB (hardware latencies), {PER_NODE} × 1g.10gb per node; "
+            f"median of {ROUNDS} rounds, from the wave's submission until its last partition exists:",
+            80,
+        )
+    )
     med = {serial: statistics.median(runs[serial]) for serial in runs}
     for serial, name in ((True, "(b) one change thread (baseline)"), (False, "(a) a change thread per node")):
         print(f"  {name:34} {med[serial]:.2f} s")

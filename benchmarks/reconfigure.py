@@ -67,8 +67,11 @@ def main() -> None:
         print(f"{gpu:<10} {name:<{w}}  {mo:>9} / {ro:<9}  {md:>13} / {rd:<11}")
     tm, tr = sum(r[2] for r in rows), sum(r[3] for r in rows)
     dm, dr = sum(r[4] for r in rows), sum(r[5] for r in rows)
-    print(f"total: operations {tm} vs {tr} (ratio {tm / tr:.2f}); partitions disturbed {dm} vs {dr} (ratio {dm / dr:.2f}); "
-          "lower is better")
+    print(
+        f"total: operations {tm} vs {tr} (ratio {tm / tr:.2f}); "
+        f"partitions disturbed {dm} vs {dr} (ratio {dm / dr:.2f}); "
+        "lower is better"
+    )
 
 
 if __name__ == "__main__":

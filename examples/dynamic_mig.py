@@ -37,10 +37,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--simulate", help="a catalog GPU, e.g. A100-80GB")
     args = ap.parse_args()
-    jobs = [train(10), *[infer(b) for b in range(6)], train(5), *[embed(n) for n in range(3)], *[infer(b) for b in range(4)]]
+    jobs = [
+        train(10),
+        *[infer(b) for b in range(6)],
+        train(5),
+        *[embed(n) for n in range(3)],
+        *[infer(b) for b in range(4)],
+    ]
     try:
-        with sky.Compute(provider=sky.Local(simulate=args.simulate), worker=sky.Worker(executor="process"),
-                         plugins=[sky.plugins.mig(dynamic=True, gpus="all", keep_idle=30.0)]) as compute:
+        with sky.Compute(
+            provider=sky.Local(simulate=args.simulate),
+            worker=sky.Worker(executor="process"),
+            plugins=[sky.plugins.mig(dynamic=True, gpus="all", keep_idle=30.0)],
+        ) as compute:
             for r in sky.gather(*jobs, stream=True) >> compute:
                 print(r)
             print("live partitions:", ", ".join(sorted(p.profile for p in compute.partitions)))

@@ -78,8 +78,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
         tasks = [train_on_partition(epochs=args.epochs, lr=1e-3, seed=i) for i in range(args.partitions)]
         results = list(sky.gather(*tasks, stream=True) >> pool)
     for r in sorted(results, key=lambda r: r["worker"]):
-        print(f"worker {r['worker']}: {r['profile']} {r['partition']} on {r['device']}: "
-              f"loss={r['final_loss']} acc={r['accuracy']}% in {r['seconds']}s")
+        print(
+            f"worker {r['worker']}: {r['profile']} {r['partition']} on {r['device']}: "
+            f"loss={r['final_loss']} acc={r['accuracy']}% in {r['seconds']}s"
+        )
     return results
 
 

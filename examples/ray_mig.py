@@ -46,16 +46,26 @@ def train(epochs: int) -> dict:
         for _ in range(epochs * 20):
             w -= 0.05 * 2 * x.T @ (x @ w - y) / len(x)
         final = float(((x @ w - y) ** 2).mean())
-    return dict(node=info.node, worker=info.worker, partition=os.environ.get("CUDA_VISIBLE_DEVICES"),
-                profile=info.partition.profile if info.partition else None, loss=round(final, 4),
-                seconds=round(time.perf_counter() - start, 2))
+    return dict(
+        node=info.node,
+        worker=info.worker,
+        partition=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        profile=info.partition.profile if info.partition else None,
+        loss=round(final, 4),
+        seconds=round(time.perf_counter() - start, 2),
+    )
 
 
 @sky.function
 def report() -> dict:
     info = sky.instance_info()
-    return dict(node=info.node, hostname=socket.gethostname(), is_head=info.is_head,
-                partitions_here=info.accelerators, total_workers=info.total_workers)
+    return dict(
+        node=info.node,
+        hostname=socket.gethostname(),
+        is_head=info.is_head,
+        partitions_here=info.accelerators,
+        total_workers=info.total_workers,
+    )
 
 
 def local_cluster():  # pragma: no cover - exercised by tests/test_ray.py through this script
@@ -67,8 +77,14 @@ def local_cluster():  # pragma: no cover - exercised by tests/test_ray.py throug
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     here = os.path.dirname(os.path.abspath(__file__))
     for spec in ("A100-80GB", "H100-80GB"):
-        cluster.add_node(num_cpus=2, env_vars={"MIGPOOL_SIMULATE": spec, "MIGPOOL_STATE_DIR": os.path.join(root, spec),
-                                               "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])})
+        cluster.add_node(
+            num_cpus=2,
+            env_vars={
+                "MIGPOOL_SIMULATE": spec,
+                "MIGPOOL_STATE_DIR": os.path.join(root, spec),
+                "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")]),
+            },
+        )
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="ERROR")
     return cluster
@@ -100,7 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
             ray.shutdown()
             cluster.shutdown()
     for r in sorted(results, key=lambda r: (r["node"], r["worker"])):
-        print(f"node {r['node']} worker {r['worker']}: {r['profile']} {r['partition']} loss={r['loss']} in {r['seconds']}s")
+        print(
+            f"node {r['node']} worker {r['worker']}: {r['profile']} {r['partition']} "
+            f"loss={r['loss']} in {r['seconds']}s"
+        )
     for n in per_node:
         print(f"node {n['node']} ({n['hostname']}): {n['partitions_here']} partitions, head={n['is_head']}")
     return dict(results=results, per_node=per_node, one=one)

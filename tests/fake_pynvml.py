@@ -51,7 +51,9 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
     """A pynvml-like module over `sim`; `non_mig` adds GPUs without MIG support after the simulated ones."""
     m = types.ModuleType("fake_pynvml")
     for k in dir(real):
-        if k.startswith(("NVML_", "c_nvml", "NVMLError", "nvmlGpuInstanceProfileInfo", "nvmlComputeInstanceProfileInfo")):
+        if k.startswith(
+            ("NVML_", "c_nvml", "NVMLError", "nvmlGpuInstanceProfileInfo", "nvmlComputeInstanceProfileInfo")
+        ):
             setattr(m, k, getattr(real, k))
     m.calls = []  # type: ignore[attr-defined]
 
@@ -150,7 +152,11 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
                 info.multiprocessorCount, info.memorySizeMB = p.sms, p.memory_mib
                 info.name = f"MIG {p.name}".encode()
                 return info
-        raise err(real.NVML_ERROR_NOT_SUPPORTED if index < real.NVML_GPU_INSTANCE_PROFILE_COUNT else real.NVML_ERROR_INVALID_ARGUMENT)
+        raise err(
+            real.NVML_ERROR_NOT_SUPPORTED
+            if index < real.NVML_GPU_INSTANCE_PROFILE_COUNT
+            else real.NVML_ERROR_INVALID_ARGUMENT
+        )
 
     def profile_by_id(gpu: int, pid: int) -> Any:
         for p in sim.models[gpu].profiles:
@@ -311,17 +317,24 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
         if h.gpu >= nsim():
             return []
         want = nvmlDeviceGetUUID(h)
-        return [types.SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_memory_mib * 2**20)
-                for p in sim.processes(h.gpu) if p.device_uuid == want]
+        return [
+            types.SimpleNamespace(pid=p.pid, usedGpuMemory=p.used_memory_mib * 2**20)
+            for p in sim.processes(h.gpu)
+            if p.device_uuid == want
+        ]
 
     # --- GPM: samples are real ctypes pointers (as the backend stores them in c_nvmlGpmMetricsGet_t) whose
     # addresses key what the simulator reported when each was taken
     samples: dict[int, dict[str, float] | None] = {}
     m.gpm_samples = samples  # type: ignore[attr-defined]
     next_addr = [0x7000000]
-    metric_fields = {real.NVML_GPM_METRIC_SM_UTIL: "sm_active", real.NVML_GPM_METRIC_SM_OCCUPANCY: "sm_occupancy",
-                     real.NVML_GPM_METRIC_ANY_TENSOR_UTIL: "tensor_active",
-                     real.NVML_GPM_METRIC_DRAM_BW_UTIL: "dram_active", real.NVML_GPM_METRIC_GRAPHICS_UTIL: "graphics_active"}
+    metric_fields = {
+        real.NVML_GPM_METRIC_SM_UTIL: "sm_active",
+        real.NVML_GPM_METRIC_SM_OCCUPANCY: "sm_occupancy",
+        real.NVML_GPM_METRIC_ANY_TENSOR_UTIL: "tensor_active",
+        real.NVML_GPM_METRIC_DRAM_BW_UTIL: "dram_active",
+        real.NVML_GPM_METRIC_GRAPHICS_UTIL: "graphics_active",
+    }
 
     @api
     def nvmlGpmQueryDeviceSupport(h: Device) -> Any:

@@ -21,8 +21,13 @@ def where(sleep=0.0):
     initial = dict(
         kv.split("=", 1) for kv in Path("/proc/self/environ").read_text().split("\0") if "=" in kv
     )  # the environment the process was started with
-    return dict(info=info, cuda=os.environ.get("CUDA_VISIBLE_DEVICES"), initial_cuda=initial.get("CUDA_VISIBLE_DEVICES"),
-                pid=os.getpid(), exe=sys.executable)
+    return dict(
+        info=info,
+        cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        initial_cuda=initial.get("CUDA_VISIBLE_DEVICES"),
+        pid=os.getpid(),
+        exe=sys.executable,
+    )
 
 
 @migpool.function

@@ -1,12 +1,11 @@
 from pathlib import Path
 
 import pytest
+from hardware_readout import parse
 
 import migpool
 from migpool import catalog
 from migpool.catalog import format_placements
-
-from hardware_readout import parse
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -61,16 +60,41 @@ def test_estimated_figures_are_marked_in_the_data():
     assert catalog.lookup("H100-NVL-94GB").memory_estimated
 
 
-@pytest.mark.parametrize("name", ["A100-80GB", "NVIDIA A100-SXM4-80GB", "a100 80gb", "H100-80GB", "H100",
-                                  "NVIDIA H100 80GB HBM3", "B200", "RTX-PRO-6000", "NVIDIA RTX PRO 6000 Blackwell Server Edition"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "A100-80GB",
+        "NVIDIA A100-SXM4-80GB",
+        "a100 80gb",
+        "H100-80GB",
+        "H100",
+        "NVIDIA H100 80GB HBM3",
+        "B200",
+        "RTX-PRO-6000",
+        "NVIDIA RTX PRO 6000 Blackwell Server Edition",
+    ],
+)
 def test_lookup_accepts_keys_aliases_and_nvml_names(name):
     assert catalog.lookup(name).profiles
 
 
 def test_catalog_covers_the_documented_gpus():
     keys = {m.key for m in catalog.models()}
-    assert {"A100-40GB", "A100-80GB", "A30-24GB", "H100-80GB", "H100-PCIE-80GB", "H100-NVL-94GB", "H200-141GB",
-            "H200-NVL-141GB", "H20-96GB", "GH200-96GB", "B200-180GB", "GB200-186GB", "RTX-PRO-6000"} <= keys
+    assert {
+        "A100-40GB",
+        "A100-80GB",
+        "A30-24GB",
+        "H100-80GB",
+        "H100-PCIE-80GB",
+        "H100-NVL-94GB",
+        "H200-141GB",
+        "H200-NVL-141GB",
+        "H20-96GB",
+        "GH200-96GB",
+        "B200-180GB",
+        "GB200-186GB",
+        "RTX-PRO-6000",
+    } <= keys
 
 
 def test_every_model_is_consistent():
@@ -132,10 +156,26 @@ def test_cli_notes_an_estimate_once():
 
     r = subprocess.run([sys.executable, "-m", "migpool", "catalog"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stderr.count("note:") == 1 and "migpool catalog check" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "migpool", "plan", "--partitions", "2", "--min-memory", "40GB",
-                        "--simulate", "H100-NVL-94GB:2"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "migpool",
+            "plan",
+            "--partitions",
+            "2",
+            "--min-memory",
+            "40GB",
+            "--simulate",
+            "H100-NVL-94GB:2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0 and r.stderr.count("note:") == 1 and "H100-NVL-94GB" in r.stderr
-    r = subprocess.run([sys.executable, "-m", "migpool", "profiles", "--simulate", "H100"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "migpool", "profiles", "--simulate", "H100"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "note:" not in r.stderr
 
 

@@ -49,8 +49,10 @@ def test_plan_apply_status_assert_export_teardown():
 
 def test_apply_from_a_mig_parted_file(tmp_path):
     f = tmp_path / "config.yaml"
-    f.write_text("version: v1\nmig-configs:\n  all-3g.40gb:\n    - devices: all\n      mig-enabled: true\n"
-                 "      mig-devices:\n        \"3g.40gb\": 2\n")
+    f.write_text(
+        "version: v1\nmig-configs:\n  all-3g.40gb:\n    - devices: all\n      mig-enabled: true\n"
+        '      mig-devices:\n        "3g.40gb": 2\n'
+    )
     mp("apply", "-f", str(f), "-c", "all-3g.40gb", "--simulate", "A100-80GB:2", check=0)
     assert mp("assert", "3g.40gb", "-n", "2", "--simulate", "A100-80GB:2").returncode == 0
 
@@ -60,12 +62,15 @@ def test_environment_variable_selects_the_simulator():
     assert json.loads(r.stdout)[0]["name"] == "NVIDIA A30"
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["apply", "3g.20gb", "-n", "2"], "did you mean '3g.40gb'"),
-    (["apply", "3g.40gb", "-n", "3"], "cannot fit 3×3g.40gb"),
-    (["gpus", "--gpu", "7"], "no GPU '7'"),
-    (["apply", "-f", "/nonexistent.yaml"], "cannot read /nonexistent.yaml"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["apply", "3g.20gb", "-n", "2"], "did you mean '3g.40gb'"),
+        (["apply", "3g.40gb", "-n", "3"], "cannot fit 3×3g.40gb"),
+        (["gpus", "--gpu", "7"], "no GPU '7'"),
+        (["apply", "-f", "/nonexistent.yaml"], "cannot read /nonexistent.yaml"),
+    ],
+)
 def test_user_errors_are_one_line_without_traceback(args, msg):
     r = mp(*args, "--simulate", "A100-80GB", check=2)
     assert msg in r.stderr and "Traceback" not in r.stderr and r.stderr.startswith("error:")
@@ -76,7 +81,9 @@ def test_read_only_apply_refuses_and_changes_nothing():
     assert "MIGPOOL_READ_ONLY is set" in r.stderr and "enable-mig" in r.stderr
     plan = mp("plan", "3g.40gb", "-n", "2", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=0)
     assert "5 operation(s)" in plan.stdout  # planning changes nothing, so read-only mode allows it
-    dry = mp("apply", "3g.40gb", "-n", "2", "--dry-run", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=0)
+    dry = mp(
+        "apply", "3g.40gb", "-n", "2", "--dry-run", "--simulate", "A100-80GB", env={"MIGPOOL_READ_ONLY": "1"}, check=0
+    )
     assert "create-gi 3g.40gb at 4:4" in dry.stdout
     assert json.loads(mp("gpus", "--simulate", "A100-80GB", "--json").stdout)[0]["mig_current"] is False
 

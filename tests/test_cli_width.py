@@ -3,7 +3,6 @@
 import re
 
 import pytest
-
 from test_cli import mp
 
 from migpool import catalog

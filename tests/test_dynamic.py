@@ -4,21 +4,25 @@ import os
 import signal
 import time
 
+import pool_tasks as T
 import pytest
+import scripts
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import migpool
-import pool_tasks as T
-import scripts
 from migpool import Compute, SimulatedBackend, Worker, gather, plugins, reconcile
 
 PROFILES = ["1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb"]
 
 
 def dyn(spec="A100-80GB", **kw):
-    return Compute(provider=migpool.Local(simulate=spec), worker=Worker(executor="process"),
-                   plugins=[plugins.mig(dynamic=True, gpus="all", **{"keep_idle": 0.3, **kw})], progress=False)
+    return Compute(
+        provider=migpool.Local(simulate=spec),
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(dynamic=True, gpus="all", **{"keep_idle": 0.3, **kw})],
+        progress=False,
+    )
 
 
 def test_each_task_runs_on_a_partition_of_its_profile_made_for_it():
@@ -55,8 +59,10 @@ def test_a_large_task_is_not_starved_by_small_ones():
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.lists(st.tuples(st.sampled_from(PROFILES), st.sampled_from([0.0, 0.05, 0.2])), min_size=1, max_size=14),
-       st.integers(0, 3))
+@given(
+    st.lists(st.tuples(st.sampled_from(PROFILES), st.sampled_from([0.0, 0.05, 0.2])), min_size=1, max_size=14),
+    st.integers(0, 3),
+)
 def test_random_arrivals_end_exactly_once_on_legal_partitions(tmp_path_factory, arrivals, gap_ms):
     os.environ["MIGPOOL_STATE_DIR"] = str(tmp_path_factory.mktemp("dyn"))
     with dyn(restore=True) as c:
@@ -70,10 +76,13 @@ def test_random_arrivals_end_exactly_once_on_legal_partitions(tmp_path_factory, 
     assert not SimulatedBackend("A100-80GB").gpus()[0].mig_current  # restore=True: back to MIG disabled
 
 
-@pytest.mark.parametrize("make,err,msg", [
-    (lambda: plugins.mig(profile="3g.40gb", dynamic=True), migpool.PluginError, "drop profile="),
-    (lambda: plugins.mig(dynamic=True, keep_idle=-1), migpool.PluginError, "keep_idle"),
-])
+@pytest.mark.parametrize(
+    "make,err,msg",
+    [
+        (lambda: plugins.mig(profile="3g.40gb", dynamic=True), migpool.PluginError, "drop profile="),
+        (lambda: plugins.mig(dynamic=True, keep_idle=-1), migpool.PluginError, "keep_idle"),
+    ],
+)
 def test_bad_configurations(make, err, msg):
     with pytest.raises(err, match=msg):
         make()
@@ -88,8 +97,11 @@ def test_bad_task_profiles_fail_at_once():
             big(0) >> c
         assert T.add(1).on("1g.10gb") >> c == 1  # the pool goes on
     with pytest.raises(migpool.PluginError, match="leave Worker\\(concurrency=...\\) out"):
-        with Compute(provider=migpool.Local(simulate="A100-80GB"), worker=Worker(concurrency=2),
-                     plugins=[plugins.mig(dynamic=True)]):
+        with Compute(
+            provider=migpool.Local(simulate="A100-80GB"),
+            worker=Worker(concurrency=2),
+            plugins=[plugins.mig(dynamic=True)],
+        ):
             pass
 
 
@@ -102,14 +114,16 @@ def test_read_only_refuses_before_anything(monkeypatch):
 
 
 def test_a_killed_parent_leaves_what_teardown_restore_undoes(tmp_path):
-    code = ("import time, migpool as sky, pool_tasks as T\n"
-            "with sky.Compute(provider=sky.Local(simulate='A100-80GB:2'), plugins=[sky.plugins.mig(dynamic=True, "
-            "gpus='all')], progress=False) as c:\n"
-            "    fs = [c.submit(T.profile_after(0.05).on(p)) for p in ['1g.10gb', '3g.40gb', '2g.20gb'] * 3]\n"
-            "    [f.result() for f in fs]\n"
-            "    print('made', flush=True)\n"
-            "    c.submit(T.profile_after(60).on('4g.40gb'))\n"
-            "    time.sleep(60)\n")
+    code = (
+        "import time, migpool as sky, pool_tasks as T\n"
+        "with sky.Compute(provider=sky.Local(simulate='A100-80GB:2'), plugins=[sky.plugins.mig(dynamic=True, "
+        "gpus='all')], progress=False) as c:\n"
+        "    fs = [c.submit(T.profile_after(0.05).on(p)) for p in ['1g.10gb', '3g.40gb', '2g.20gb'] * 3]\n"
+        "    [f.result() for f in fs]\n"
+        "    print('made', flush=True)\n"
+        "    c.submit(T.profile_after(60).on('4g.40gb'))\n"
+        "    time.sleep(60)\n"
+    )
     proc = scripts.start(code, "made")
     try:
         time.sleep(1.0)
@@ -122,7 +136,9 @@ def test_a_killed_parent_leaves_what_teardown_restore_undoes(tmp_path):
     while any(b.processes(i) for i in (0, 1)) and time.time() < deadline:
         time.sleep(0.1)  # the workers die with their parent
     reconcile.teardown(b, restore=True)
-    assert not any(g.mig_current for g in b.gpus()) and not any(b.gpu_instances(i) for i in (0, 1) if b.gpu(i).mig_current)
+    assert not any(g.mig_current for g in b.gpus()) and not any(
+        b.gpu_instances(i) for i in (0, 1) if b.gpu(i).mig_current
+    )
 
 
 def test_the_readme_example_runs_on_a_simulated_gpu(tmp_path):
@@ -132,8 +148,14 @@ def test_the_readme_example_runs_on_a_simulated_gpu(tmp_path):
 
     example = Path(__file__).parents[1] / "examples" / "dynamic_mig.py"
     env = dict(os.environ, MIGPOOL_STATE_DIR=str(tmp_path))
-    r = subprocess.run([sys.executable, str(example), "--simulate", "A100-80GB"], capture_output=True, text=True,
-                       env=env, timeout=120, check=False)
+    r = subprocess.run(
+        [sys.executable, str(example), "--simulate", "A100-80GB"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert "train (10 steps) on 3g.40gb" in lines and "infer (batch 5) on 1g.10gb" in lines

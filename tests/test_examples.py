@@ -6,10 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pool_tasks as T
 import pytest
 
 import migpool as sky
-import pool_tasks as T
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,9 +18,15 @@ def test_reference_api_surface_runs_in_simulation(monkeypatch):
     """Compute(provider=Verda(), nodes=1, accelerator=accelerators.A100(), Worker, Image, plugins.mig), gather
     with stream=True, instance_info(): the reference document's names, accepted as they are."""
     monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
-    with sky.Compute(provider=sky.Verda(), nodes=1, accelerator=sky.accelerators.A100(),
-                     worker=sky.Worker(concurrency=2, executor="process"), image=sky.Image(pip=["cloudpickle"]),
-                     plugins=[sky.plugins.mig(profile="3g.40gb")], progress=False) as pool:
+    with sky.Compute(
+        provider=sky.Verda(),
+        nodes=1,
+        accelerator=sky.accelerators.A100(),
+        worker=sky.Worker(concurrency=2, executor="process"),
+        image=sky.Image(pip=["cloudpickle"]),
+        plugins=[sky.plugins.mig(profile="3g.40gb")],
+        progress=False,
+    ) as pool:
         results = list(sky.gather(*[T.where() for _ in range(2)], stream=True) >> pool)
     assert sorted(r["info"].worker for r in results) == [0, 1]
     assert all(r["cuda"].startswith("MIG-") for r in results)
@@ -63,13 +69,21 @@ def test_demo_command_runs_and_restores():
     r = subprocess.run([sys.executable, "-m", "migpool", "demo"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("MIG-") == 5 and "3g.40gb" in r.stdout and "1g.10gb" in r.stdout
-    g = json.loads(subprocess.run([sys.executable, "-m", "migpool", "gpus", "--simulate", "A100-80GB", "--json"],
-                                  capture_output=True, text=True, env=env).stdout)[0]
+    g = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "migpool", "gpus", "--simulate", "A100-80GB", "--json"],
+            capture_output=True,
+            text=True,
+            env=env,
+        ).stdout
+    )[0]
     assert g["mig_current"] is False
 
 
-@pytest.mark.parametrize("argv", [["examples/nvidia_mig.py", "--simulate", "A100-80GB"],
-                                  ["-m", "migpool", "demo", "--simulate", "A100-80GB"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["examples/nvidia_mig.py", "--simulate", "A100-80GB"], ["-m", "migpool", "demo", "--simulate", "A100-80GB"]],
+)
 def test_expected_refusals_print_one_line_not_a_traceback(argv):
     """Under MIGPOOL_READ_ONLY the example and the demo refuse with a clear message and exit 2, changing nothing."""
     env = dict(os.environ, MIGPOOL_READ_ONLY="1", COLUMNS="80")

@@ -2,9 +2,9 @@
 
 import os
 
+import fake_pynvml
 import pytest
 
-import fake_pynvml
 import migpool
 from migpool import NvmlBackend, SimulatedBackend, reconcile
 from migpool.catalog import Placement
@@ -43,22 +43,29 @@ def test_apply_through_nvml_and_read_back(pair):
     sim, nv = pair
     res = reconcile.apply({"3g.40gb": 1, "1g.10gb": 2}, nv, gpus=[1])
     assert len(res.mig_devices) == 3
-    assert [str(a.instance) for a in reconcile.actual_instances(nv, 1)] == [str(a.instance) for a in reconcile.actual_instances(sim, 1)]
+    assert [str(a.instance) for a in reconcile.actual_instances(nv, 1)] == [
+        str(a.instance) for a in reconcile.actual_instances(sim, 1)
+    ]
     assert [d.uuid for d in nv.mig_devices(1)] == [d.uuid for d in sim.mig_devices(1)]
     assert reconcile.apply({"3g.40gb": 1, "1g.10gb": 2}, nv, gpus=[1]).operations == []
     sim.register_process(1, os.getpid(), "pytest", nv.mig_devices(1)[0].uuid, 1024)
     procs = nv.processes(1)
-    assert [(p.pid, p.used_memory_mib, p.device_uuid) for p in procs] == [(os.getpid(), 1024, nv.mig_devices(1)[0].uuid)]
+    assert [(p.pid, p.used_memory_mib, p.device_uuid) for p in procs] == [
+        (os.getpid(), 1024, nv.mig_devices(1)[0].uuid)
+    ]
     assert nv.mig_devices(1)[0].memory_used_mib == 1024
 
 
-@pytest.mark.parametrize("fault,exc", [
-    ("insufficient_resources", migpool.InsufficientResourcesError),
-    ("in_use", migpool.InUseError),
-    ("not_found", migpool.NotFoundError),
-    ("reset_required", migpool.ResetRequiredError),
-    ("not_supported", migpool.NotSupportedError),
-])
+@pytest.mark.parametrize(
+    "fault,exc",
+    [
+        ("insufficient_resources", migpool.InsufficientResourcesError),
+        ("in_use", migpool.InUseError),
+        ("not_found", migpool.NotFoundError),
+        ("reset_required", migpool.ResetRequiredError),
+        ("not_supported", migpool.NotSupportedError),
+    ],
+)
 def test_nvml_error_codes_map_to_migpool_errors(pair, fault, exc):
     sim, nv = pair
     nv.set_mig_mode(0, True)
@@ -78,9 +85,14 @@ def test_read_only_stops_before_nvml(pair, monkeypatch):
     sim, nv = pair
     monkeypatch.setenv("MIGPOOL_READ_ONLY", "1")
     before = list(nv.nvml.calls)
-    for call in (lambda: nv.set_mig_mode(0, True), lambda: nv.create_gpu_instance(0, 9, Placement(0, 4)),
-                 lambda: nv.destroy_gpu_instance(0, 1), lambda: nv.create_compute_instance(0, 1),
-                 lambda: nv.destroy_compute_instance(0, 1, 0), lambda: nv.reset_gpu(0)):
+    for call in (
+        lambda: nv.set_mig_mode(0, True),
+        lambda: nv.create_gpu_instance(0, 9, Placement(0, 4)),
+        lambda: nv.destroy_gpu_instance(0, 1),
+        lambda: nv.create_compute_instance(0, 1),
+        lambda: nv.destroy_compute_instance(0, 1, 0),
+        lambda: nv.reset_gpu(0),
+    ):
         with pytest.raises(migpool.ReadOnlyError):
             call()
     assert nv.nvml.calls == before  # not one NVML call was made

@@ -17,8 +17,11 @@ SIM = "A100-80GB:2"
 
 
 def mp(*args, env=None):
-    r = CliRunner().invoke(cli.main, [*args, "--simulate", SIM] if args[0] not in ("install-service", "uninstall-service")
-                           else list(args), env={"COLUMNS": "80", **(env or {})})
+    r = CliRunner().invoke(
+        cli.main,
+        [*args, "--simulate", SIM] if args[0] not in ("install-service", "uninstall-service") else list(args),
+        env={"COLUMNS": "80", **(env or {})},
+    )
     return r
 
 
@@ -67,9 +70,14 @@ def test_persist_keeps_what_the_file_says_of_other_gpus(tmp_path):
     assert saved.for_gpu(0).counts == (("1g.10gb", 7),) and saved.for_gpu(1).counts == (("7g.80gb", 1),)
 
 
-@pytest.mark.parametrize("text,msg", [("version: v1\nmig-configs:\n  migpool: [", "not valid YAML"),
-                                      ("version: v2\nmig-configs: {}\n", "unsupported version"),
-                                      ("", "empty file")])
+@pytest.mark.parametrize(
+    "text,msg",
+    [
+        ("version: v1\nmig-configs:\n  migpool: [", "not valid YAML"),
+        ("version: v2\nmig-configs: {}\n", "unsupported version"),
+        ("", "empty file"),
+    ],
+)
 def test_a_corrupt_saved_layout_is_refused_naming_the_file(tmp_path, text, msg):
     cfg = tmp_path / "config.yaml"
     cfg.write_text(text)
@@ -118,8 +126,11 @@ def test_hooks_stop_services_only_when_a_change_is_needed(tmp_path, monkeypatch)
     r = mp("boot", "--config-file", str(cfg), "--hooks", str(hooks))
     assert r.exit_code == 0, r.output
     assert [c for c in fake.calls if c[0] != "is-active"] == [
-        ["stop", "nvidia-dcgm.service"], ["stop", "kubelet.service"],
-        ["start", "kubelet.service"], ["start", "nvidia-dcgm.service"]]
+        ["stop", "nvidia-dcgm.service"],
+        ["stop", "kubelet.service"],
+        ["start", "kubelet.service"],
+        ["start", "nvidia-dcgm.service"],
+    ]
 
 
 def test_services_are_started_again_after_a_failed_change():
@@ -132,7 +143,9 @@ def test_services_are_started_again_after_a_failed_change():
     assert any("could not start a.service again" in line for line in logged)
 
 
-@pytest.mark.parametrize("text", ["version: v1\n", "stop-before-change: [x]\n", "version: v1\nstop-before-change: x\n", "[:"])
+@pytest.mark.parametrize(
+    "text", ["version: v1\n", "stop-before-change: [x]\n", "version: v1\nstop-before-change: x\n", "[:"]
+)
 def test_a_bad_hooks_file_is_refused(tmp_path, text):
     hooks = tmp_path / "hooks.yaml"
     hooks.write_text(text)
@@ -144,12 +157,32 @@ def test_a_bad_hooks_file_is_refused(tmp_path, text):
 
 def test_install_service_writes_a_unit_systemd_accepts(tmp_path):
     units, cfg, hooks = tmp_path / "units", tmp_path / "config.yaml", tmp_path / "hooks.yaml"
-    dry = mp("install-service", "--unit-dir", str(units), "--config-file", str(cfg), "--hooks-file", str(hooks),
-             "--stop", "nvidia-dcgm.service", "--dry-run")
+    dry = mp(
+        "install-service",
+        "--unit-dir",
+        str(units),
+        "--config-file",
+        str(cfg),
+        "--hooks-file",
+        str(hooks),
+        "--stop",
+        "nvidia-dcgm.service",
+        "--dry-run",
+    )
     assert dry.exit_code == 0 and "Type=oneshot" in dry.output and "stop-before-change" in dry.output
     assert not units.exists()  # --dry-run writes nothing
-    r = mp("install-service", "--unit-dir", str(units), "--config-file", str(cfg), "--hooks-file", str(hooks),
-           "--stop", "nvidia-dcgm.service", "--no-enable")
+    r = mp(
+        "install-service",
+        "--unit-dir",
+        str(units),
+        "--config-file",
+        str(cfg),
+        "--hooks-file",
+        str(hooks),
+        "--stop",
+        "nvidia-dcgm.service",
+        "--no-enable",
+    )
     assert r.exit_code == 0, r.output
     unit = (units / "migpool.service").read_text()
     assert re.search(r"^ExecStart=\S+ -m migpool boot --config-file \S+ --hooks \S+$", unit, re.M)
@@ -157,8 +190,9 @@ def test_install_service_writes_a_unit_systemd_accepts(tmp_path):
     assert service.load_hooks(hooks) == ["nvidia-dcgm.service"]
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed here")
-    v = subprocess.run(["systemd-analyze", "verify", "--man=no", str(units / "migpool.service")],
-                       capture_output=True, text=True)
+    v = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(units / "migpool.service")], capture_output=True, text=True
+    )
     assert v.returncode == 0 and "migpool.service" not in v.stderr, v.stderr
     removed = mp("uninstall-service", "--unit-dir", str(units), "--hooks-file", str(hooks), "--no-enable")
     assert removed.exit_code == 0 and not (units / "migpool.service").exists() and not hooks.exists()

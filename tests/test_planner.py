@@ -13,15 +13,25 @@ SEVEN_ROLES = ["1g", "1g+me", "1g.big", "2g", "3g", "4g", "7g"]  # catalog order
 FOUR_ROLES = {"A30-24GB": ["1g", "1g+me", "2g", "2g+me", "4g"], "RTX-PRO-6000": ["1g", "1g+me", "2g", "4g"]}
 # Layouts NVIDIA's MIG user guide shows as valid combinations (by slice shape).
 SEVEN_EXAMPLES = [
-    {"1g": 7}, {"2g": 3, "1g": 1}, {"3g": 2}, {"4g": 1, "2g": 1, "1g": 1}, {"4g": 1, "3g": 1}, {"1g.big": 4},
-    {"7g": 1}, {"3g": 1, "2g": 2}, {"3g": 1, "1g": 4}, {"2g": 2, "1g": 3}, {"4g": 1, "1g": 3}, {"1g+me": 1, "1g": 6},
+    {"1g": 7},
+    {"2g": 3, "1g": 1},
+    {"3g": 2},
+    {"4g": 1, "2g": 1, "1g": 1},
+    {"4g": 1, "3g": 1},
+    {"1g.big": 4},
+    {"7g": 1},
+    {"3g": 1, "2g": 2},
+    {"3g": 1, "1g": 4},
+    {"2g": 2, "1g": 3},
+    {"4g": 1, "1g": 3},
+    {"1g+me": 1, "1g": 6},
 ]
 FOUR_EXAMPLES = [{"1g": 4}, {"2g": 2}, {"2g": 1, "1g": 2}, {"4g": 1}]
 
 
 def roles(model):
     names = [p.name for p in model.profiles]
-    return dict(zip(FOUR_ROLES.get(model.key, SEVEN_ROLES), names))
+    return dict(zip(FOUR_ROLES.get(model.key, SEVEN_ROLES), names, strict=False))
 
 
 def examples(model):
@@ -37,7 +47,9 @@ def overlaps(instances):
     return any(a.placement.overlaps(b.placement) for a, b in itertools.combinations(instances, 2))
 
 
-@pytest.mark.parametrize("key,layout", CASES, ids=[f"{k}-{'+'.join(f'{n}x{p}' for p, n in l.items())}" for k, l in CASES])
+@pytest.mark.parametrize(
+    "key,layout", CASES, ids=[f"{k}-{'+'.join(f'{n}x{p}' for p, n in lay.items())}" for k, lay in CASES]
+)
 def test_documented_layouts_plan_and_the_simulator_accepts_them(key, layout, sim):
     model = catalog.lookup(key)
     got = plan(model, layout)
@@ -115,10 +127,8 @@ def requests(draw):
 def brute_force_feasible(model, layout):
     todo = [model.profile(n) for n, c in layout.items() for _ in range(c)]
     for choice in itertools.product(*[p.placements for p in todo]):
-        inst = [PlannedInstance(p, pl) for p, pl in zip(todo, choice)]
-        if all(
-            planner._fits(model, inst[:i], inst[i].profile, inst[i].placement) for i in range(len(inst))
-        ):
+        inst = [PlannedInstance(p, pl) for p, pl in zip(todo, choice, strict=False)]
+        if all(planner._fits(model, inst[:i], inst[i].profile, inst[i].placement) for i in range(len(inst))):
             return True
     return False
 

@@ -8,20 +8,24 @@ import zipfile
 from concurrent.futures import Future
 from pathlib import Path
 
+import pool_tasks as T
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import migpool
-import pool_tasks as T
 from migpool import Compute, Image, Local, Worker, gather, plugins
 from migpool.proc import pid_alive
 
 
 def mig_pool(spec="A100-80GB", n=2, **mig):
     mig.setdefault("profile", "3g.40gb")
-    return Compute(provider=Local(simulate=spec), worker=Worker(concurrency=n, executor="process"),
-                   plugins=[plugins.mig(**mig)], progress=False)
+    return Compute(
+        provider=Local(simulate=spec),
+        worker=Worker(concurrency=n, executor="process"),
+        plugins=[plugins.mig(**mig)],
+        progress=False,
+    )
 
 
 def test_reference_workflow_pins_each_worker_to_its_partition():
@@ -79,7 +83,9 @@ def test_exception_comes_back_as_itself_with_the_worker_traceback():
         assert T.add(1) >> compute == 1
 
 
-@pytest.mark.parametrize("task,text", [(T.crash(3), "exited with code 3"), (T.kill_self(), "killed by signal 9 (SIGKILL)")])
+@pytest.mark.parametrize(
+    "task,text", [(T.crash(3), "exited with code 3"), (T.kill_self(), "killed by signal 9 (SIGKILL)")]
+)
 def test_dead_worker_fails_its_task_and_is_restarted_on_the_same_partition(task, text):
     with mig_pool() as compute:
         before = {r["info"].worker: r for r in gather(T.where(), T.where()) >> compute}
@@ -134,8 +140,13 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
 def test_ctrl_c_or_a_killed_parent_leaves_no_orphans(sig, tmp_path):
-    p = subprocess.Popen([sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parent))], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=os.environ)
+    p = subprocess.Popen(
+        [sys.executable, "-c", SCRIPT.format(tests=str(Path(__file__).parent))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ,
+    )
     pids = [int(x) for x in p.stdout.readline().split()]
     assert len(pids) == 3
     time.sleep(0.3)
@@ -183,11 +194,13 @@ def shared_pool():
         yield compute
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(st.lists(st.sampled_from(["ok", "raise", "crash", "sleep"]), min_size=1, max_size=12))
 def test_every_task_ends_exactly_once(shared_pool, kinds):
     futs = [shared_pool.submit(T.outcome, k, i) for i, k in enumerate(kinds)]
-    for i, (k, f) in enumerate(zip(kinds, futs)):
+    for i, (k, f) in enumerate(zip(kinds, futs, strict=False)):
         exc = f.exception(timeout=60)
         if k in ("ok", "sleep"):
             assert exc is None and f.result() == i
@@ -202,14 +215,19 @@ def test_mig_concurrency_must_agree_with_the_profile_before_anything_changes():
         with mig_pool(n=3):
             pass
     msg = str(e.value)
-    assert "concurrency=3" in msg and "at most 2 partitions of 3g.40gb" in msg and "mig(profile='2g.20gb') gives 3" in msg
+    assert (
+        "concurrency=3" in msg and "at most 2 partitions of 3g.40gb" in msg and "mig(profile='2g.20gb') gives 3" in msg
+    )
     assert migpool.SimulatedBackend("A100-80GB").operations() == 0
 
 
 def test_mig_with_threads_is_refused_with_the_reason():
     with pytest.raises(migpool.PluginError, match="one MIG device per process"):
-        with Compute(provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=2, executor="thread"),
-                     plugins=[plugins.mig(profile="3g.40gb")]):
+        with Compute(
+            provider=Local(simulate="A100-80GB"),
+            worker=Worker(concurrency=2, executor="thread"),
+            plugins=[plugins.mig(profile="3g.40gb")],
+        ):
             pass
 
 
@@ -219,8 +237,9 @@ def test_concurrency_left_out_means_as_many_as_fit():
 
 
 def test_mixed_layout_routes_tasks_to_partition_kinds():
-    with Compute(provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2})],
-                 progress=False) as c:
+    with Compute(
+        provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2})], progress=False
+    ) as c:
         small = gather(*[T.where().on("1g.10gb") for _ in range(6)]) >> c
         assert {r["info"].partition.profile for r in small} == {"1g.10gb"}
         big = migpool.function(partition="3g.40gb")(T.where.fn)
@@ -230,12 +249,14 @@ def test_mixed_layout_routes_tasks_to_partition_kinds():
 
 
 def test_several_gpus_and_a_partition_need():
-    with Compute(provider=Local(simulate="A100-80GB:2"), plugins=[plugins.mig(profile="3g.40gb", gpus="all")],
-                 progress=False) as c:
+    with Compute(
+        provider=Local(simulate="A100-80GB:2"), plugins=[plugins.mig(profile="3g.40gb", gpus="all")], progress=False
+    ) as c:
         rs = gather(*[T.where() for _ in range(8)]) >> c
         assert {r["info"].partition.gpu_index for r in rs} == {0, 1} and len(c.partitions) == 4
-    with Compute(provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(partitions=4, min_memory="16GB")],
-                 progress=False) as c:
+    with Compute(
+        provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(partitions=4, min_memory="16GB")], progress=False
+    ) as c:
         assert {p.profile for p in c.partitions} == {"1g.20gb"} and len(c.partitions) == 4
 
 
@@ -280,7 +301,10 @@ def _wheel(tmp_path: Path) -> Path:
     with zipfile.ZipFile(whl, "w") as z:
         z.writestr("tinypkg/__init__.py", "VALUE = 'from the image'\n")
         z.writestr("tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
-        z.writestr("tinypkg-1.0.dist-info/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        z.writestr(
+            "tinypkg-1.0.dist-info/WHEEL",
+            "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        )
         z.writestr("tinypkg-1.0.dist-info/RECORD", "")
     return whl
 
@@ -317,6 +341,7 @@ def test_fresh_lambdas_share_one_function_id():
 def _closure_that_fails(msg):
     def inner():
         raise T.Boom(msg)  # the closure's own line
+
     return inner
 
 
@@ -361,7 +386,8 @@ def test_chained_exceptions_keep_their_chain(tmp_path):
         "        try:\n"
         "            parse('x') >> c\n"
         "        except RuntimeError as e:\n"
-        "            print(e.__cause__)\n")
+        "            print(e.__cause__)\n"
+    )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     tb = out.stdout
@@ -375,7 +401,8 @@ def test_a_module_the_worker_cannot_import_travels_by_value(tmp_path):
     names its file and line."""
     (tmp_path / "gone_mod.py").write_text(
         "import migpool\n@migpool.function\ndef twice(x):\n    if x < 0:\n        raise ValueError('negative')\n"
-        "    return 2 * x\n")
+        "    return 2 * x\n"
+    )
     sys.path.insert(0, str(tmp_path))
     try:
         import gone_mod

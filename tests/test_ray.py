@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
+import pool_tasks as T  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
 
 import migpool  # noqa: E402
 import migpool.ray  # noqa: E402
-import pool_tasks as T  # noqa: E402
 from migpool import Compute, SimulatedBackend, Worker, gather, plugins, reconcile  # noqa: E402
 
 TESTS = str(Path(__file__).parent)
@@ -30,8 +30,13 @@ def cluster(tmp_path_factory):
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     handles = {}
     for name, (spec, resources, extra) in NODES.items():
-        env = {"MIGPOOL_SIMULATE": spec, "MIGPOOL_STATE_DIR": str(root / name), "PYTHONPATH": f"{TESTS}:{SRC}",
-               "MIGPOOL_CONFIG_DIR": str(root / "config"), **extra}
+        env = {
+            "MIGPOOL_SIMULATE": spec,
+            "MIGPOOL_STATE_DIR": str(root / name),
+            "PYTHONPATH": f"{TESTS}:{SRC}",
+            "MIGPOOL_CONFIG_DIR": str(root / "config"),
+            **extra,
+        }
         handles[name] = c.add_node(num_cpus=2, resources=resources, env_vars=env)
     c.wait_for_nodes()
     ray.init(address=c.address, logging_level="ERROR")
@@ -48,8 +53,13 @@ def sim(root, name, monkeypatch):
 
 def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
     c, handles, root = cluster
-    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
-                 plugins=[plugins.mig(profile="3g.40gb", gpus="all")], progress=False) as pool:
+    with Compute(
+        provider=migpool.Ray(node_resource="ab"),
+        nodes=2,
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(profile="3g.40gb", gpus="all")],
+        progress=False,
+    ) as pool:
         parts = pool.partitions
         rs = gather(*[T.where() for _ in range(24)]) >> pool
         per_node = T.where() @ pool
@@ -72,9 +82,13 @@ def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
 
 def test_routing_mixed_layouts_and_restore(cluster, monkeypatch):
     c, handles, root = cluster
-    with Compute(provider=migpool.Ray(node_resource="abd"), nodes="all", worker=Worker(executor="process"),
-                 plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2}, gpus="all", restore=True)],
-                 progress=False) as pool:  # 3 nodes: A100, H100 ×2, H100
+    with Compute(
+        provider=migpool.Ray(node_resource="abd"),
+        nodes="all",
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2}, gpus="all", restore=True)],
+        progress=False,
+    ) as pool:  # 3 nodes: A100, H100 ×2, H100
         assert len(pool.partitions) == 3 * 4
         small = gather(*[T.where().on("1g.10gb") for _ in range(24)]) >> pool
         big = gather(*[T.where().on("3g.40gb") for _ in range(12)]) >> pool
@@ -90,8 +104,13 @@ def test_a_refusing_node_leaves_every_node_unchanged(cluster, monkeypatch):
     c, handles, root = cluster
     before = {n: sim(root, n, monkeypatch).operations() for n in ("a100", "h100", "gone")}
     with pytest.raises(migpool.ReadOnlyError) as e:
-        with Compute(provider=migpool.Ray(node_resource=None), nodes="all", worker=Worker(executor="process"),
-                     plugins=[plugins.mig(profile="7g.80gb", gpus="all")], progress=False):
+        with Compute(
+            provider=migpool.Ray(node_resource=None),
+            nodes="all",
+            worker=Worker(executor="process"),
+            plugins=[plugins.mig(profile="7g.80gb", gpus="all")],
+            progress=False,
+        ):
             pass
     ro = handles["ro"]
     assert f"Ray node {ro.node_id[:8]}" in str(e.value) and "refused: MIGPOOL_READ_ONLY is set" in str(e.value)
@@ -100,8 +119,13 @@ def test_a_refusing_node_leaves_every_node_unchanged(cluster, monkeypatch):
 
 
 def test_actor_crash_fails_its_task_and_restarts(cluster):
-    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
-                 plugins=[plugins.mig(profile="7g.80gb", gpus="all")], progress=False) as pool:
+    with Compute(
+        provider=migpool.Ray(node_resource="ab"),
+        nodes=2,
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(profile="7g.80gb", gpus="all")],
+        progress=False,
+    ) as pool:
         with pytest.raises(migpool.WorkerLostError, match=r"on node \d \(.*\) \(partition MIG-.*7g.80gb.*\) died"):
             T.crash(3) >> pool
         with pytest.raises(T.Boom, match="still fine"):
@@ -139,8 +163,14 @@ def test_partition_options_for_ray_native_actors(cluster, monkeypatch):
 
 def test_a_node_leaving_mid_run_fails_or_retries_its_tasks(cluster, monkeypatch):
     c, handles, root = cluster
-    with Compute(provider=migpool.Ray(node_resource="ad"), nodes=2, worker=Worker(executor="process"),
-                 plugins=[plugins.mig(profile="7g.80gb")], progress=False, retries=1) as pool:
+    with Compute(
+        provider=migpool.Ray(node_resource="ad"),
+        nodes=2,
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(profile="7g.80gb")],
+        progress=False,
+        retries=1,
+    ) as pool:
         futs = [pool.submit(T.nap(1.0, i)) for i in range(8)]
         time.sleep(0.5)
         c.remove_node(handles.pop("gone"))
@@ -159,8 +189,14 @@ def test_the_reference_example_runs_unchanged_on_a_local_two_node_cluster(tmp_pa
 
     env = {k: v for k, v in os.environ.items() if k not in ("MIGPOOL_SIMULATE", "RAY_ADDRESS")}
     env["PYTHONPATH"] = SRC
-    r = subprocess.run([sys.executable, str(Path(TESTS).parent / "examples" / "ray_mig.py"), "--local-cluster"],
-                       capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    r = subprocess.run(
+        [sys.executable, str(Path(TESTS).parent / "examples" / "ray_mig.py"), "--local-cluster"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     lines = r.stdout.splitlines()
     workers = [line for line in lines if line.startswith("node ") and " worker " in line]
@@ -176,8 +212,13 @@ def test_dynamic_mig_across_nodes_makes_partitions_where_there_is_room(cluster, 
     for name in ("a100", "h100"):  # earlier tests keep their partitions (restore not asked): start from bare GPUs
         reconcile.teardown(sim(root, name, monkeypatch), restore=True)
     monkeypatch.delenv("MIGPOOL_STATE_DIR")
-    with Compute(provider=migpool.Ray(node_resource="ab"), nodes=2, worker=Worker(executor="process"),
-                 plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True)], progress=False) as pool:
+    with Compute(
+        provider=migpool.Ray(node_resource="ab"),
+        nodes=2,
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True)],
+        progress=False,
+    ) as pool:
         assert pool.partitions == []
         wave = [T.where(0.5).on("1g.10gb") for _ in range(10)] + [T.where(0.3).on("3g.40gb") for _ in range(3)]
         rs = gather(*wave) >> pool
@@ -187,7 +228,7 @@ def test_dynamic_mig_across_nodes_makes_partitions_where_there_is_room(cluster, 
         big = T.where().on("7g.80gb") >> pool
         live = pool.partitions
         changes = pool.changes
-    for r, t in zip(rs + again, wave + [None] * 3):
+    for r, t in zip(rs + again, wave + [None] * 3, strict=False):
         i = r["info"]
         assert r["initial_cuda"] == r["cuda"] == i.partition.uuid  # the actor was pinned from its first instruction
         assert i.partition.profile == (t.partition if t else "1g.10gb")

@@ -2,10 +2,10 @@ import os
 import subprocess
 import sys
 
+import fake_pynvml
 import pytest
 from filelock import FileLock
 
-import fake_pynvml
 import migpool
 from migpool import NvmlBackend, SimulatedBackend, reconcile
 from migpool.reconcile import actual_instances
@@ -16,7 +16,10 @@ def layout_of(b, gpu=0):
 
 
 def run_apply(spec, layout, extra=""):
-    code = f"import migpool; b = migpool.SimulatedBackend({spec!r}); r = migpool.apply({layout!r}, b{extra}); print(len(r.operations))"
+    code = (
+        f"import migpool; b = migpool.SimulatedBackend({spec!r}); "
+        f"r = migpool.apply({layout!r}, b{extra}); print(len(r.operations))"
+    )
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
 
 
@@ -176,10 +179,20 @@ def test_one_apply_at_a_time(sim):
     with FileLock(str(reconcile.gpu_lock_path(b, b.gpu(0)))):
         r = run_apply("A100-80GB", {"3g.40gb": 2}, ", lock_timeout=0.3")
     assert r.returncode == 1 and "LockTimeoutError" in r.stderr and "GPU 0" in r.stderr
-    procs = [subprocess.Popen([sys.executable, "-c",
-                               "import migpool; b = migpool.SimulatedBackend('A100-80GB'); "
-                               "print(len(migpool.apply({'3g.40gb': 2}, b).operations))"],
-                              stdout=subprocess.PIPE, text=True, env=os.environ) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "import migpool; b = migpool.SimulatedBackend('A100-80GB'); "
+                "print(len(migpool.apply({'3g.40gb': 2}, b).operations))",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=os.environ,
+        )
+        for _ in range(2)
+    ]
     counts = sorted(int(p.communicate()[0]) for p in procs)
     assert counts == [0, 5]  # one did the work, the other found it done
     assert layout_of(b) == ["3g.40gb@0:4", "3g.40gb@4:4"]
@@ -244,7 +257,7 @@ def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(si
         try:
             for inst in plan(model, {"1g.10gb": 7}):  # one change per partition: many journal updates at once
                 reconcile.change(b, gpu, create=[inst])
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             errors.append(e)
 
     threads = [threading.Thread(target=fill, args=(g,)) for g in range(4)]

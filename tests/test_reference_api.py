@@ -4,20 +4,21 @@ import socket
 from concurrent.futures import Future
 
 import numpy as np
+import pool_tasks as T
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import migpool as sky
-import pool_tasks as T
 from migpool import Compute, Worker, plugins
 
 
 def test_instance_info_carries_the_reference_names(monkeypatch):
     monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
     with Compute(worker=Worker(concurrency=2), plugins=[plugins.mig(profile="3g.40gb")], progress=False) as c:
-        infos = sorted((r["info"] for r in sky.gather(T.where(), T.where(), T.where(), T.where()) >> c),
-                       key=lambda i: i.worker)
+        infos = sorted(
+            (r["info"] for r in sky.gather(T.where(), T.where(), T.where(), T.where()) >> c), key=lambda i: i.worker
+        )
         parts = {p.uuid for p in c.partitions}
     workers = {i.worker: i for i in infos}
     assert sorted(workers) == [0, 1]

@@ -14,7 +14,10 @@ MIG_UUID = re.compile(r"^MIG-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-
 
 def test_spec_forms():
     assert [g.name for g in SimulatedBackend("H100-80GB:2").gpus()] == ["NVIDIA H100 80GB HBM3"] * 2
-    assert [g.name for g in SimulatedBackend("A100-40GB,H100-80GB").gpus()] == ["NVIDIA A100-SXM4-40GB", "NVIDIA H100 80GB HBM3"]
+    assert [g.name for g in SimulatedBackend("A100-40GB,H100-80GB").gpus()] == [
+        "NVIDIA A100-SXM4-40GB",
+        "NVIDIA H100 80GB HBM3",
+    ]
     with pytest.raises(migpool.CatalogError):
         SimulatedBackend("V100")
     with pytest.raises(migpool.BackendError, match="MODEL\\[:COUNT\\]"):
@@ -146,9 +149,14 @@ def test_kill_at_operation(sim):
 def test_read_only_refuses_every_mutation(sim, monkeypatch):
     b = sim()
     monkeypatch.setenv("MIGPOOL_READ_ONLY", "1")
-    for call in (lambda: b.set_mig_mode(0, True), lambda: b.create_gpu_instance(0, 9, Placement(0, 4)),
-                 lambda: b.destroy_gpu_instance(0, 1), lambda: b.create_compute_instance(0, 1),
-                 lambda: b.destroy_compute_instance(0, 1, 0), lambda: b.reset_gpu(0)):
+    for call in (
+        lambda: b.set_mig_mode(0, True),
+        lambda: b.create_gpu_instance(0, 9, Placement(0, 4)),
+        lambda: b.destroy_gpu_instance(0, 1),
+        lambda: b.create_compute_instance(0, 1),
+        lambda: b.destroy_compute_instance(0, 1, 0),
+        lambda: b.reset_gpu(0),
+    ):
         with pytest.raises(migpool.ReadOnlyError, match="MIGPOOL_READ_ONLY"):
             call()
     assert b.operations() == 0
@@ -164,8 +172,9 @@ def test_a_damaged_state_file_is_refused_not_replaced(sim, damage):
     assert str(b.path) in str(e.value) and "Delete that file" in str(e.value)
     assert b.path.read_text() == damage  # nothing was overwritten
     env = dict(os.environ, COLUMNS="80")
-    r = subprocess.run([sys.executable, "-m", "migpool", "status", "--simulate", "A100-80GB"], capture_output=True,
-                       text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "migpool", "status", "--simulate", "A100-80GB"], capture_output=True, text=True, env=env
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr and str(b.path) in r.stderr.replace("\n", "")
     b.path.unlink()
     assert b.gpus()[0].mig_current is False  # the documented reset: a freshly booted machine

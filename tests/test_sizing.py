@@ -2,11 +2,11 @@
 
 import time
 
+import pool_tasks as T
 from hypothesis import given
 from hypothesis import strategies as st
 
 import migpool
-import pool_tasks as T
 from migpool import Compute, Worker, catalog, gather, plugins
 from migpool.pool.sizing import TIE, RunTimes
 
@@ -63,8 +63,10 @@ def test_a_slow_first_run_never_makes_its_size_look_bad():
     assert only_first.choose((1, 9000), CANDS).ranked[0].name == "2g.20gb"
 
 
-@given(st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)),
-       st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)))
+@given(
+    st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)),
+    st.dictionaries(st.sampled_from([p.name for p in CANDS]), st.floats(0.001, 100.0)),
+)
 def test_ranking_properties_with_first_runs(means, firsts):
     r = RunTimes()
     for name, t in firsts.items():
@@ -79,7 +81,7 @@ def test_ranking_properties_with_first_runs(means, firsts):
     assert len(set(names)) == len(names) and set(names) | ({c.explore.name} if c.explore else set()) == set(slices)
     if cost:  # the first is (nearly) the cheapest per slice, a bound counting as the figure it bounds
         assert cost[names[0]] <= min(cost.values()) * (1 + TIE)
-    for n, t in bound.items():  # a bound that does not make its size look good leaves it untried
+    for n in bound:  # a bound that does not make its size look good leaves it untried
         if cost[n] > min(cost.values()) * (1 + TIE) and n in names:
             assert all(names.index(n) > names.index(m) for m in means)
 
@@ -101,8 +103,12 @@ def test_ranking_properties(means):
 
 
 def dyn():
-    return Compute(provider=migpool.Local(simulate="A100-80GB"), worker=Worker(executor="process"),
-                   plugins=[plugins.mig(dynamic=True, keep_idle=30.0)], progress=False)
+    return Compute(
+        provider=migpool.Local(simulate="A100-80GB"),
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(dynamic=True, keep_idle=30.0)],
+        progress=False,
+    )
 
 
 def test_dynamic_mig_learns_the_size_a_task_runs_best_on():
@@ -130,8 +136,11 @@ def test_dynamic_mig_keeps_tasks_that_do_not_scale_on_small_partitions():
 
 
 def test_a_min_memory_task_takes_the_smallest_free_partition_that_holds_it():
-    with Compute(provider=migpool.Local(simulate="A100-80GB"), progress=False,
-                 plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2})]) as c:
+    with Compute(
+        provider=migpool.Local(simulate="A100-80GB"),
+        progress=False,
+        plugins=[plugins.mig(layout={"3g.40gb": 1, "1g.10gb": 2})],
+    ) as c:
         small = migpool.function(min_memory="5GB")(T.profile_after.fn)
         large = migpool.function(min_memory="20GB")(T.profile_after.fn)
         assert small(0) >> c == "1g.10gb" and large(0) >> c == "3g.40gb"
@@ -217,8 +226,12 @@ def test_a_second_pool_starts_from_the_sizes_the_first_learned():
         assert gather(*[T.scaling(0.2) for _ in range(2)]) >> c
         made = [ch["profile"] for ch in c.changes if ch["action"] == "create"]
     assert made and "1g.10gb" not in made and "2g.20gb" in made
-    with Compute(provider=migpool.Local(simulate="A100-80GB"), worker=Worker(executor="process"), progress=False,
-                 plugins=[plugins.mig(dynamic=True, remember=False)]) as c:  # starts from nothing: smallest first
+    with Compute(
+        provider=migpool.Local(simulate="A100-80GB"),
+        worker=Worker(executor="process"),
+        progress=False,
+        plugins=[plugins.mig(dynamic=True, remember=False)],
+    ) as c:  # starts from nothing: smallest first
         gather(*[T.scaling(0.2) for _ in range(2)]) >> c
         made = [ch["profile"] for ch in c.changes if ch["action"] == "create"]
     assert sorted(made) == ["1g.10gb", "2g.20gb"]
@@ -233,13 +246,18 @@ def test_a_job_waits_for_a_busy_faster_partition_only_when_it_finishes_sooner_th
         pass
 
     def job(started=0.0, partition=None):
-        return types.SimpleNamespace(fid=1, started=started, task=types.SimpleNamespace(fn=fn, partition=partition,
-                                                                                        need_mib=9000.0))
+        return types.SimpleNamespace(
+            fid=1, started=started, task=types.SimpleNamespace(fn=fn, partition=partition, need_mib=9000.0)
+        )
 
     def worker(profile, *running):
-        return types.SimpleNamespace(spec=types.SimpleNamespace(partition=types.SimpleNamespace(profile=profile)),
-                                     outstanding=list(running), draining=False, dead_reason=None,
-                                     serves=lambda task: True)
+        return types.SimpleNamespace(
+            spec=types.SimpleNamespace(partition=types.SimpleNamespace(profile=profile)),
+            outstanding=list(running),
+            draining=False,
+            dead_reason=None,
+            serves=lambda task: True,
+        )
 
     d = object.__new__(DynamicMig)
     d.sizes, d._named = RunTimes(), set()

@@ -8,13 +8,13 @@ import sys
 import time
 import urllib.request
 
+import fake_pynvml
+import pool_tasks as T
 import pytest
+import scripts
 from prometheus_client.parser import text_string_to_metric_families
 
-import fake_pynvml
 import migpool
-import pool_tasks as T
-import scripts
 from migpool import NvmlBackend, SimulatedBackend, plugins, reconcile
 from migpool.exporter import registry_for
 from migpool.telemetry import Sampler, sample
@@ -27,8 +27,11 @@ def scrape_text(sampler):
 
 
 def parsed(text):
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def test_gpm_through_nvml_per_gpu_and_per_instance():
@@ -74,8 +77,15 @@ def test_exporter_uses_dcgm_names_and_parses():
     sim.set_activity(0, d.gi_id, sm_active=50.0, tensor_active=25.0)
     with Sampler(sim, interval=0.05) as s:
         values = parsed(scrape_text(s))
-    labels = dict(gpu="0", UUID=sim.gpus()[0].uuid, device="nvidia0", modelName="NVIDIA H100 80GB HBM3",
-                  Hostname=socket.gethostname(), GPU_I_PROFILE=d.profile_name, GPU_I_ID=str(d.gi_id))
+    labels = dict(
+        gpu="0",
+        UUID=sim.gpus()[0].uuid,
+        device="nvidia0",
+        modelName="NVIDIA H100 80GB HBM3",
+        Hostname=socket.gethostname(),
+        GPU_I_PROFILE=d.profile_name,
+        GPU_I_ID=str(d.gi_id),
+    )
     key = tuple(sorted(labels.items()))
     assert values[("DCGM_FI_DEV_FB_USED", key)] == 1000
     assert values[("DCGM_FI_DEV_FB_FREE", key)] == d.memory_mib - 1000
@@ -99,8 +109,13 @@ def test_pool_stats_and_metrics_port():
     port = _free_port()
     os.environ["MIGPOOL_SIMULATE"] = "H100-80GB"
     try:
-        with migpool.Compute(worker=migpool.Worker(), plugins=[plugins.mig(profile="3g.40gb")], metrics_port=port,
-                             progress=False, retries=0) as c:
+        with migpool.Compute(
+            worker=migpool.Worker(),
+            plugins=[plugins.mig(profile="3g.40gb")],
+            metrics_port=port,
+            progress=False,
+            retries=0,
+        ) as c:
             migpool.gather(*[T.add(i) for i in range(6)]) >> c
             with pytest.raises(T.Boom):
                 T.fail("x") >> c
@@ -133,8 +148,14 @@ def _free_port():
 
 def mp(*args, **kw):
     env = {**os.environ, "COLUMNS": "80", **kw.pop("env", {})}
-    return subprocess.run([sys.executable, "-m", "migpool", *args], capture_output=True, text=True, env=env,
-                          timeout=kw.pop("timeout", 60), **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "migpool", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=kw.pop("timeout", 60),
+        **kw,
+    )
 
 
 def test_top_once_json_and_table():
@@ -154,12 +175,14 @@ def test_top_once_json_and_table():
 
 
 def test_top_shows_a_running_pool():
-    code = ("import time, migpool as sky, pool_tasks as T\n"
-            "with sky.Compute(provider=sky.Local(simulate='A100-80GB'), plugins=[sky.plugins.mig(profile='3g.40gb')],"
-            " progress=False) as c:\n"
-            "    T.add(1) >> c\n"
-            "    print('ready', flush=True)\n"
-            "    time.sleep(30)\n")
+    code = (
+        "import time, migpool as sky, pool_tasks as T\n"
+        "with sky.Compute(provider=sky.Local(simulate='A100-80GB'), plugins=[sky.plugins.mig(profile='3g.40gb')],"
+        " progress=False) as c:\n"
+        "    T.add(1) >> c\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(30)\n"
+    )
     proc = scripts.start(code, "ready")
     try:
         deadline = time.time() + 10
@@ -178,11 +201,14 @@ def test_top_shows_a_running_pool():
         proc.wait()
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["top", "--interval", "0"], "positive number of seconds"),
-    (["metrics", "--interval", "-1"], "positive number of seconds"),
-    (["metrics", "--port", "0"], "between 1 and 65535"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["top", "--interval", "0"], "positive number of seconds"),
+        (["metrics", "--interval", "-1"], "positive number of seconds"),
+        (["metrics", "--port", "0"], "between 1 and 65535"),
+    ],
+)
 def test_bad_input_is_refused(args, msg):
     r = mp(*args, "--simulate", "A100-80GB")
     assert r.returncode == 2 and msg in r.stderr and "Traceback" not in r.stderr
@@ -204,8 +230,24 @@ def test_metrics_port_in_use_and_no_gpu():
 
 def test_metrics_command_serves_until_stopped():
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "migpool", "metrics", "--port", str(port), "--addr", "127.0.0.1",
-                             "--simulate", "H100-80GB", "--interval", "0.2"], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "migpool",
+            "metrics",
+            "--port",
+            str(port),
+            "--addr",
+            "127.0.0.1",
+            "--simulate",
+            "H100-80GB",
+            "--interval",
+            "0.2",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "serving metrics on" in proc.stderr.readline()
         deadline = time.time() + 20
@@ -228,8 +270,13 @@ def test_live_top_refreshes_and_quits_on_q():
 
     master, slave = pty.openpty()
     env = {**os.environ, "COLUMNS": "80", "LINES": "40", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "migpool", "top", "--simulate", "H100-80GB", "--interval", "0.2"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "migpool", "top", "--simulate", "H100-80GB", "--interval", "0.2"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+    )
     os.close(slave)
     seen = b""
     try:

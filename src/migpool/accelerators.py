@@ -28,8 +28,10 @@ class Accelerator:
     def check(self, gpu_names: list[str]) -> None:
         if not gpu_names or not all(self.matches(n) for n in gpu_names):
             want = self.family + (f" with {self.memory}" if self.memory else "")
-            raise PluginError(f"this node's GPUs are {gpu_names or 'none'}, not {want}; run on a node with that GPU, "
-                              f"or simulate one (e.g. MIGPOOL_SIMULATE={self.family}-80GB)")
+            raise PluginError(
+                f"this node's GPUs are {gpu_names or 'none'}, not {want}; run on a node with that GPU, "
+                f"or simulate one (e.g. MIGPOOL_SIMULATE={self.family}-80GB)"
+            )
 
 
 def _family(name: str) -> type:

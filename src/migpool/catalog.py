@@ -195,31 +195,62 @@ def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
         media = {k: p[k] for k in ("decoders", "encoders", "copy_engines", "jpeg", "ofa") if k in p}
         profiles.append(
             Profile(
-                name=p["name"], id=p["id"], nvml_index=p["nvml_index"], slices=p["slices"],
-                memory_mib=p["memory_mib"], sms=p["sms"], max_instances=p["max_instances"],
-                placements=parse_placements(p["placements"]), compute_profiles=cps, media=media,
+                name=p["name"],
+                id=p["id"],
+                nvml_index=p["nvml_index"],
+                slices=p["slices"],
+                memory_mib=p["memory_mib"],
+                sms=p["sms"],
+                max_instances=p["max_instances"],
+                placements=parse_placements(p["placements"]),
+                compute_profiles=cps,
+                media=media,
             )
         )
     return GpuModel(
-        key=raw["key"], nvml_names=tuple(raw["nvml_names"]), memory_mib=raw["memory_mib"], sms=raw["sms"],
-        compute_slices=raw["compute_slices"], memory_slices=raw["memory_slices"], profiles=tuple(profiles),
-        aliases=tuple(raw.get("aliases", ())), source=raw.get("source", ""),
+        key=raw["key"],
+        nvml_names=tuple(raw["nvml_names"]),
+        memory_mib=raw["memory_mib"],
+        sms=raw["sms"],
+        compute_slices=raw["compute_slices"],
+        memory_slices=raw["memory_slices"],
+        profiles=tuple(profiles),
+        aliases=tuple(raw.get("aliases", ())),
+        source=raw.get("source", ""),
         pci_device_ids=tuple(int(x, 16) for x in raw.get("pci_device_ids", ())),
-        estimated=tuple(raw.get("estimated", ())), architecture=raw.get("architecture", ""),
+        estimated=tuple(raw.get("estimated", ())),
+        architecture=raw.get("architecture", ""),
     )
 
 
 def model_to_raw(model: GpuModel) -> dict[str, Any]:
     """A model as a catalog row (the inverse of loading one)."""
     return dict(
-        key=model.key, pci_device_ids=[f"0x{x:08X}" for x in model.pci_device_ids], aliases=list(model.aliases),
-        nvml_names=list(model.nvml_names), memory_mib=model.memory_mib, sms=model.sms,
-        compute_slices=model.compute_slices, memory_slices=model.memory_slices, source=model.source,
+        key=model.key,
+        pci_device_ids=[f"0x{x:08X}" for x in model.pci_device_ids],
+        aliases=list(model.aliases),
+        nvml_names=list(model.nvml_names),
+        memory_mib=model.memory_mib,
+        sms=model.sms,
+        compute_slices=model.compute_slices,
+        memory_slices=model.memory_slices,
+        source=model.source,
         architecture=model.architecture,
         **({"estimated": list(model.estimated)} if model.estimated else {}),
-        profiles=[dict(name=p.name, id=p.id, nvml_index=p.nvml_index, slices=p.slices, memory_mib=p.memory_mib,
-                       sms=p.sms, max_instances=p.max_instances, placements=format_placements(p.placements), **p.media)
-                  for p in model.profiles],
+        profiles=[
+            dict(
+                name=p.name,
+                id=p.id,
+                nvml_index=p.nvml_index,
+                slices=p.slices,
+                memory_mib=p.memory_mib,
+                sms=p.sms,
+                max_instances=p.max_instances,
+                placements=format_placements(p.placements),
+                **p.media,
+            )
+            for p in model.profiles
+        ],
     )
 
 
@@ -242,8 +273,10 @@ def _user_rows(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CatalogError(f"the user catalog {path} cannot be read ({e}); delete it, then run "
-                           "`migpool catalog check --save` on the GPU again") from None
+        raise CatalogError(
+            f"the user catalog {path} cannot be read ({e}); delete it, then run "
+            "`migpool catalog check --save` on the GPU again"
+        ) from None
 
 
 @cache
@@ -266,8 +299,10 @@ def models() -> tuple[GpuModel, ...]:
     try:
         return tuple(_load_model(m, ci) for m in raw["models"])
     except (KeyError, TypeError, ValueError) as e:
-        raise CatalogError(f"a catalog row is malformed ({e!r}); if you saved one, delete {user_catalog_path()} "
-                           "and run `migpool catalog check --save` again") from None
+        raise CatalogError(
+            f"a catalog row is malformed ({e!r}); if you saved one, delete {user_catalog_path()} "
+            "and run `migpool catalog check --save` again"
+        ) from None
 
 
 def reload() -> None:
@@ -284,8 +319,14 @@ def save_user_model(model: GpuModel) -> Path:
     row.update(source=USER_SOURCE, saved=datetime.date.today().isoformat())
     row.pop("estimated", None)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps({"about": "GPU tables read by `migpool catalog check --save`; they override migpool's "
-                                "shipped catalog. Delete this file to go back to it.", "models": [row, *rows]}, indent=1)
+    text = json.dumps(
+        {
+            "about": "GPU tables read by `migpool catalog check --save`; they override migpool's "
+            "shipped catalog. Delete this file to go back to it.",
+            "models": [row, *rows],
+        },
+        indent=1,
+    )
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".catalog-", suffix=".json")
     with os.fdopen(fd, "w") as f:
         f.write(text)
@@ -301,8 +342,10 @@ def source_text(model: GpuModel) -> str:
 
 def estimate_note(keys: Iterable[str]) -> str:
     """One sentence naming the models whose memory figures are estimates."""
-    return (f"the memory figures of {', '.join(sorted(set(keys)))} are estimates (NVIDIA publishes only "
-            "fractions); run `migpool catalog check --save` on such a GPU to use what it reports")
+    return (
+        f"the memory figures of {', '.join(sorted(set(keys)))} are estimates (NVIDIA publishes only "
+        "fractions); run `migpool catalog check --save` on such a GPU to use what it reports"
+    )
 
 
 def warn_if_estimated(model: GpuModel, stacklevel: int = 3) -> None:

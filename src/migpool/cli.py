@@ -21,9 +21,9 @@ from . import catalog, migparted, persist, reconcile, schedulers, service
 from .backend import SIMULATE_ENV, Backend, open_backend
 from .catalog import GpuModel, format_placements
 from .errors import EstimateWarning, MigpoolError
-from .ui import items, mib, number, short_uuid, show, table
 from .layout import Layout, MachineLayout
 from .planner import PlannedInstance, max_addable
+from .ui import items, mib, number, short_uuid, show, table
 
 out = Console()
 err = Console(stderr=True)
@@ -64,8 +64,13 @@ def notes() -> Iterator[None]:
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--simulate, --gpu, --json and --wide on every command; MigpoolError becomes one clear line and exit 2."""
 
-    @click.option("--simulate", "simulate", metavar="SPEC", default=None,
-                  help=f"Use simulated GPUs, e.g. A100-80GB or H100-80GB:2 (also ${SIMULATE_ENV}).")
+    @click.option(
+        "--simulate",
+        "simulate",
+        metavar="SPEC",
+        default=None,
+        help=f"Use simulated GPUs, e.g. A100-80GB or H100-80GB:2 (also ${SIMULATE_ENV}).",
+    )
     @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID", help="Only these GPUs (repeatable).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
     @click.option("--wide", is_flag=True, help="Full UUIDs in tables.")
@@ -117,8 +122,10 @@ def gpus(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
     rows = reconcile.select_gpus(backend, gpus)
     if as_json:
         return _emit_json(rows)
-    t = table(f"GPUs ({backend.kind})", [("#", "num"), ("name", "list"), ("memory", "num"), ("MIG mode", "text"),
-                                          ("UUID", "text")])
+    t = table(
+        f"GPUs ({backend.kind})",
+        [("#", "num"), ("name", "list"), ("memory", "num"), ("MIG mode", "text"), ("UUID", "text")],
+    )
     pending = False
     for g in rows:
         mode = g.mig_mode_short
@@ -144,22 +151,53 @@ def profiles(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
             continue
         model = _estimated(backend, g.index)
         have = _instances(backend, g.index)
-        rows = [dict(name=p.name, id=p.id, slices=p.slices, memory_mib=p.memory_mib, sms=p.sms,
-                     max_instances=p.max_instances, free=max_addable(model, p, have),
-                     placements=format_placements(p.placements)) for p in model.profiles]
+        rows = [
+            dict(
+                name=p.name,
+                id=p.id,
+                slices=p.slices,
+                memory_mib=p.memory_mib,
+                sms=p.sms,
+                max_instances=p.max_instances,
+                free=max_addable(model, p, have),
+                placements=format_placements(p.placements),
+            )
+            for p in model.profiles
+        ]
         data.append(dict(gpu=g.index, name=g.name, profiles=rows, estimated=list(model.estimated)))
     if as_json:
         return _emit_json(data)
     for d in data:
-        t = table(f"GPU {d['gpu']}: {d['name']}", [("profile", "text"), ("id", "num"), ("slices", "num"),
-                                                  ("memory", "num"), ("SMs", "num"), ("max", "num"), ("free", "num"),
-                                                  ("placements", "text")])
+        t = table(
+            f"GPU {d['gpu']}: {d['name']}",
+            [
+                ("profile", "text"),
+                ("id", "num"),
+                ("slices", "num"),
+                ("memory", "num"),
+                ("SMs", "num"),
+                ("max", "num"),
+                ("free", "num"),
+                ("placements", "text"),
+            ],
+        )
         for r in d["profiles"]:
-            t.add_row(r["name"], str(r["id"]), str(r["slices"]), mib(r["memory_mib"], "memory_mib" in d["estimated"]),
-                      number(r["sms"], "sms" in d["estimated"]), str(r["max_instances"]), str(r["free"]), r["placements"])
-        t.caption = ("not MIG-capable" if not d["profiles"] else
-                     "placements: {start slices}:size, as nvidia-smi mig -lgipp prints them; free: how many more fit now"
-                     + ("; ~: estimate" if d["estimated"] else ""))
+            t.add_row(
+                r["name"],
+                str(r["id"]),
+                str(r["slices"]),
+                mib(r["memory_mib"], "memory_mib" in d["estimated"]),
+                number(r["sms"], "sms" in d["estimated"]),
+                str(r["max_instances"]),
+                str(r["free"]),
+                r["placements"],
+            )
+        t.caption = (
+            "not MIG-capable"
+            if not d["profiles"]
+            else "placements: {start slices}:size, as nvidia-smi mig -lgipp prints them; free: how many more fit now"
+            + ("; ~: estimate" if d["estimated"] else "")
+        )
         show(out, t)
 
 
@@ -171,19 +209,36 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--partitions", type=int, help="Instead of a profile: this many partitions, the largest that fit.")
     @click.option("--min-memory", help="With --partitions: each at least this much memory (e.g. 16GB).")
     @functools.wraps(fn)
-    def wrapper(layout: str | None, count: int | None, config_file: str | None, config_name: str | None,
-                partitions: int | None, min_memory: str | None, backend: Backend, **kw: Any) -> Any:
+    def wrapper(
+        layout: str | None,
+        count: int | None,
+        config_file: str | None,
+        config_name: str | None,
+        partitions: int | None,
+        min_memory: str | None,
+        backend: Backend,
+        **kw: Any,
+    ) -> Any:
         desired = parse_layout_args(backend, layout, count, config_file, config_name, partitions, min_memory)
         return fn(desired=desired, backend=backend, **kw)
 
     return wrapper
 
 
-def parse_layout_args(backend: Backend, layout: str | None, count: int | None, config_file: str | None,
-                      config_name: str | None, partitions: int | None, min_memory: str | None) -> MachineLayout:
+def parse_layout_args(
+    backend: Backend,
+    layout: str | None,
+    count: int | None,
+    config_file: str | None,
+    config_name: str | None,
+    partitions: int | None,
+    min_memory: str | None,
+) -> MachineLayout:
     given = sum(x is not None for x in (layout, config_file, partitions))
     if given != 1:
-        raise click.UsageError("give exactly one layout: PROFILE [-n N], 'P1:N1,P2:N2', -f FILE [-c NAME], or --partitions N")
+        raise click.UsageError(
+            "give exactly one layout: PROFILE [-n N], 'P1:N1,P2:N2', -f FILE [-c NAME], or --partitions N"
+        )
     if config_file:
         entries = migparted.load(config_file, config_name)
         return migparted.machine_layout(entries, backend.gpus())
@@ -199,8 +254,11 @@ def parse_layout_args(backend: Backend, layout: str | None, count: int | None, c
 
 def _picture(model: GpuModel, plan: reconcile.GpuPlan) -> list[str]:
     lines = []
-    tag = {**{i: "keep" for i in plan.transition.keep}, **{i: "destroy" for i in plan.transition.destroy},
-           **{i: "create" for i in plan.transition.create}}
+    tag = {
+        **{i: "keep" for i in plan.transition.keep},
+        **{i: "destroy" for i in plan.transition.destroy},
+        **{i: "create" for i in plan.transition.create},
+    }
     color = {"keep": "green", "destroy": "red", "create": "cyan"}
     final = list(plan.transition.keep) + list(plan.transition.create)
     for inst, what in sorted(tag.items(), key=lambda kv: (kv[0].start, kv[1] != "destroy")):
@@ -224,18 +282,35 @@ def plan(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_js
 
 def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
     if as_json:
-        return _emit_json(dict(operations=[str(o) for o in p.operations], disturbed=p.disturbed,
-                               gpus=[dict(gpu=g.gpu.index, keep=[str(i) for i in g.transition.keep],
-                                          destroy=[str(i) for i in g.transition.destroy],
-                                          create=[str(i) for i in g.transition.create]) for g in p.gpus]))
+        return _emit_json(
+            dict(
+                operations=[str(o) for o in p.operations],
+                disturbed=p.disturbed,
+                gpus=[
+                    dict(
+                        gpu=g.gpu.index,
+                        keep=[str(i) for i in g.transition.keep],
+                        destroy=[str(i) for i in g.transition.destroy],
+                        create=[str(i) for i in g.transition.create],
+                    )
+                    for g in p.gpus
+                ],
+            )
+        )
     for g in p.gpus:
-        out.print(f"[bold]GPU {g.gpu.index}[/] {g.gpu.name} — {g.layout}  (memory slices 0..{g.model.memory_slices - 1})")
+        out.print(
+            f"[bold]GPU {g.gpu.index}[/] {g.gpu.name} — {g.layout}  (memory slices 0..{g.model.memory_slices - 1})"
+        )
         for line in _picture(g.model, g):
             out.print(line, highlight=False)
         if g.busy:
             out.print("  [yellow]--force will stop:[/] " + ", ".join(f"PID {x.pid} ({x.name})" for x in g.busy))
     ops = p.operations
-    out.print(f"{len(ops)} operation(s); {p.disturbed} existing partition(s) disturbed" if ops else "Nothing to do: the GPUs already match.")
+    out.print(
+        f"{len(ops)} operation(s); {p.disturbed} existing partition(s) disturbed"
+        if ops
+        else "Nothing to do: the GPUs already match."
+    )
     for o in ops:
         out.print(f"  {o}", highlight=False)
 
@@ -248,21 +323,53 @@ def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
 @click.option("--reset", is_flag=True, help="Reset GPUs whose MIG mode change is pending (only then).")
 @click.option("--lock-timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for another apply.")
 @click.option("--persist", is_flag=True, help="Also save the layout for `migpool boot` to apply at every boot.")
-@click.option("--config-file", "saved_file", type=click.Path(dir_okay=False), default=None,
-              help=f"Where --persist saves it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
-def apply_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None, as_json: bool, force: bool,
-              dry_run: bool, reset: bool, lock_timeout: float, persist: bool, saved_file: str | None) -> None:
+@click.option(
+    "--config-file",
+    "saved_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Where --persist saves it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).",
+)
+def apply_cmd(
+    desired: MachineLayout,
+    backend: Backend,
+    gpus: list[str] | None,
+    as_json: bool,
+    force: bool,
+    dry_run: bool,
+    reset: bool,
+    lock_timeout: float,
+    persist: bool,
+    saved_file: str | None,
+) -> None:
     """Make the GPUs match LAYOUT with the fewest changes; print the MIG UUIDs."""
     if dry_run:
         return _show_plan(reconcile.plan_apply(desired, backend, gpus=gpus, force=force, reset=reset), as_json)
     with out.status("applying…") as status:
-        res = reconcile.apply(desired, backend, gpus=gpus, force=force, reset=reset, lock_timeout=lock_timeout,
-                              progress=None if as_json else (lambda s: (status.update(s), out.print(f"  {s}", highlight=False))))
+        res = reconcile.apply(
+            desired,
+            backend,
+            gpus=gpus,
+            force=force,
+            reset=reset,
+            lock_timeout=lock_timeout,
+            progress=None if as_json else (lambda s: (status.update(s), out.print(f"  {s}", highlight=False))),
+        )
     saved = _persist(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
     if as_json:
-        return _emit_json(dict(operations=[str(o) for o in res.operations], mig_devices=res.mig_devices,
-                               pending_reset=res.pending_reset, saved_to=saved))
-    out.print(f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing to do: the GPUs already match.")
+        return _emit_json(
+            dict(
+                operations=[str(o) for o in res.operations],
+                mig_devices=res.mig_devices,
+                pending_reset=res.pending_reset,
+                saved_to=saved,
+            )
+        )
+    out.print(
+        f"[green]done[/]: {len(res.operations)} operation(s)"
+        if res.operations
+        else "Nothing to do: the GPUs already match."
+    )
     for m in res.mig_devices:
         out.print(f"  {m}", highlight=False)
     for msg in res.pending_reset:
@@ -274,14 +381,21 @@ def apply_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None, 
 def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: str | None) -> str:
     """Save these GPUs' layouts (as exact profile counts), keeping what the saved file says of other GPUs."""
     path = persist.config_path(config_file)
-    exact = [(i, Layout.of({p.name: n for p, n in layout.resolve(backend.model(i))}) if layout.mig_enabled else layout)
-             for i, layout in layouts]
+    exact = [
+        (i, Layout.of({p.name: n for p, n in layout.resolve(backend.model(i))}) if layout.mig_enabled else layout)
+        for i, layout in layouts
+    ]
     mine = {i for i, _ in exact}
     kept: list[tuple[int, Layout]] = []
     if path.exists():
         before = persist.load(backend, path)
-        kept = [(g.index, lay) for g in backend.gpus() if g.index not in mine
-                for lay in [before.for_gpu(g.index)] if lay is not None]
+        kept = [
+            (g.index, lay)
+            for g in backend.gpus()
+            if g.index not in mine
+            for lay in [before.for_gpu(g.index)]
+            if lay is not None
+        ]
     persist.save(sorted(kept + exact), [g.index for g in backend.gpus()], path)
     for note in persist.placement_drift(backend, exact):
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
@@ -296,19 +410,41 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
     for g in reconcile.select_gpus(backend, gpus):
         procs = backend.processes(g.index)
         devs = backend.mig_devices(g.index) if g.mig_current else []
-        data.append(dict(gpu=g, mig_devices=devs, processes=procs,
-                         gpu_instances=backend.gpu_instances(g.index) if g.mig_current else []))
+        data.append(
+            dict(
+                gpu=g,
+                mig_devices=devs,
+                processes=procs,
+                gpu_instances=backend.gpu_instances(g.index) if g.mig_current else [],
+            )
+        )
     if as_json:
         return _emit_json(data)
     for d in data:
         g = d["gpu"]
-        t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode_short}",
-                  [("GI", "num"), ("CI", "num"), ("profile", "text"), ("placement", "text"), ("MIG UUID", "text"),
-                   ("used/total", "num"), ("processes", "list")])
+        t = table(
+            f"GPU {g.index}: {g.name}, MIG {g.mig_mode_short}",
+            [
+                ("GI", "num"),
+                ("CI", "num"),
+                ("profile", "text"),
+                ("placement", "text"),
+                ("MIG UUID", "text"),
+                ("used/total", "num"),
+                ("processes", "list"),
+            ],
+        )
         for dev in d["mig_devices"]:
             ps = [p for p in d["processes"] if p.device_uuid == dev.uuid]
-            t.add_row(str(dev.gi_id), str(dev.ci_id), dev.profile_name, str(dev.placement), _uuid(dev.uuid),
-                      f"{dev.memory_used_mib}/{mib(dev.memory_mib)}", items([f"{p.name}({p.pid})" for p in ps]))
+            t.add_row(
+                str(dev.gi_id),
+                str(dev.ci_id),
+                dev.profile_name,
+                str(dev.placement),
+                _uuid(dev.uuid),
+                f"{dev.memory_used_mib}/{mib(dev.memory_mib)}",
+                items([f"{p.name}({p.pid})" for p in ps]),
+            )
         whole = [p for p in d["processes"] if p.device_uuid == g.uuid]
         captions = []
         if not d["mig_devices"]:
@@ -341,11 +477,18 @@ def assert_cmd(desired: MachineLayout, backend: Backend, gpus: list[str] | None,
 @click.option("--force", is_flag=True, help="Stop processes on partitions that must be destroyed.")
 def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: bool, force: bool) -> None:
     """Remove the partitions migpool created (or --restore the prior state)."""
-    res = reconcile.teardown(backend, gpus=gpus, restore=restore, force=force,
-                             progress=None if as_json else (lambda s: out.print(f"  {s}", highlight=False)))
+    res = reconcile.teardown(
+        backend,
+        gpus=gpus,
+        restore=restore,
+        force=force,
+        progress=None if as_json else (lambda s: out.print(f"  {s}", highlight=False)),
+    )
     if as_json:
         return _emit_json(dict(operations=[str(o) for o in res.operations]))
-    out.print(f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing migpool created is left.")
+    out.print(
+        f"[green]done[/]: {len(res.operations)} operation(s)" if res.operations else "Nothing migpool created is left."
+    )
 
 
 @main.command()
@@ -354,19 +497,36 @@ def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: b
 @click.option("--slurm", is_flag=True, help="gres.conf and slurm.conf lines for this node instead.")
 @click.option("--k8s", is_flag=True, help="What the NVIDIA device plugin advertises (mixed and single strategies).")
 @click.option("--saved", is_flag=True, help="Export the layout saved for boot, not the current one.")
-@click.option("--config-file", type=click.Path(dir_okay=False), default=None, help="The saved layout's file (with --saved).")
+@click.option(
+    "--config-file", type=click.Path(dir_okay=False), default=None, help="The saved layout's file (with --saved)."
+)
 @click.option("--node-name", default=None, help="Slurm NodeName (default: this host's short name).")
-def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str, slurm: bool, k8s: bool, saved: bool,
-           config_file: str | None, node_name: str | None) -> None:
+def export(
+    backend: Backend,
+    gpus: list[str] | None,
+    as_json: bool,
+    name: str,
+    slurm: bool,
+    k8s: bool,
+    saved: bool,
+    config_file: str | None,
+    node_name: str | None,
+) -> None:
     """The current (or --saved) layout as a mig-parted config, or as Slurm (--slurm) or Kubernetes (--k8s) sees it."""
     if slurm and k8s:
         raise click.UsageError("choose one of --slurm and --k8s")
     if saved:
         wanted = persist.load(backend, config_file)
-        per_gpu = [(g.index, lay) for g in reconcile.select_gpus(backend, gpus)
-                   for lay in [wanted.for_gpu(g.index)] if lay is not None]
-        per_gpu = [(i, Layout.of({p.name: n for p, n in lay.resolve(backend.model(i))}) if lay.mig_enabled else lay)
-                   for i, lay in per_gpu]
+        per_gpu = [
+            (g.index, lay)
+            for g in reconcile.select_gpus(backend, gpus)
+            for lay in [wanted.for_gpu(g.index)]
+            if lay is not None
+        ]
+        per_gpu = [
+            (i, Layout.of({p.name: n for p, n in lay.resolve(backend.model(i))}) if lay.mig_enabled else lay)
+            for i, lay in per_gpu
+        ]
     else:
         per_gpu = persist.current_layouts(backend, gpus)
     if slurm:
@@ -400,8 +560,12 @@ def export(backend: Backend, gpus: list[str] | None, as_json: bool, name: str, s
 
 @main.command(name="persist")
 @common
-@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
-              help=f"Where to save it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
+@click.option(
+    "--config-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"Where to save it (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).",
+)
 def persist_cmd(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: str | None) -> None:
     """Save the current layout of the GPUs for `migpool boot` to apply at every boot."""
     path = _persist(backend, persist.current_layouts(backend, gpus), config_file)
@@ -412,14 +576,30 @@ def persist_cmd(backend: Backend, gpus: list[str] | None, as_json: bool, config_
 
 @main.command()
 @common
-@click.option("--config-file", type=click.Path(dir_okay=False), default=None,
-              help=f"The saved layout (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).")
-@click.option("--hooks", "hooks_file", type=click.Path(dir_okay=False), default=None,
-              help="A hooks file: services to stop before a change and start after it.")
+@click.option(
+    "--config-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help=f"The saved layout (default {persist.DEFAULT_CONFIG_FILE}, or ${persist.CONFIG_FILE_ENV}).",
+)
+@click.option(
+    "--hooks",
+    "hooks_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="A hooks file: services to stop before a change and start after it.",
+)
 @click.option("--dry-run", is_flag=True, help="List what boot would do; change nothing.")
 @click.option("--reset", is_flag=True, help="Reset GPUs whose MIG mode change is pending.")
-def boot(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: str | None, hooks_file: str | None,
-         dry_run: bool, reset: bool) -> None:
+def boot(
+    backend: Backend,
+    gpus: list[str] | None,
+    as_json: bool,
+    config_file: str | None,
+    hooks_file: str | None,
+    dry_run: bool,
+    reset: bool,
+) -> None:
     """Apply the saved layout (at boot, from the systemd unit); one line per GPU for the journal."""
     from .backend.base import read_only
 
@@ -429,19 +609,34 @@ def boot(backend: Backend, gpus: list[str] | None, as_json: bool, config_file: s
     if dry_run or read_only() or not plan.operations:
         why = "dry run" if dry_run else "MIGPOOL_READ_ONLY is set" if plan.operations else ""
         if as_json:
-            return _emit_json(dict(changed=False, reason=why or "already matches",
-                                   gpus={g.gpu.index: [str(o) for o in g.operations] for g in plan.gpus}))
+            return _emit_json(
+                dict(
+                    changed=False,
+                    reason=why or "already matches",
+                    gpus={g.gpu.index: [str(o) for o in g.operations] for g in plan.gpus},
+                )
+            )
         for g in plan.gpus:
-            line = (f"would run {len(g.operations)} operation(s): " + "; ".join(str(o).split(": ", 1)[-1] for o in g.operations)
-                    if g.operations else f"matches the saved layout ({_describe(g.transition.keep)})")
-            click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {line}" + (f" [{why}]" if g.operations else ""))
+            line = (
+                f"would run {len(g.operations)} operation(s): "
+                + "; ".join(str(o).split(": ", 1)[-1] for o in g.operations)
+                if g.operations
+                else f"matches the saved layout ({_describe(g.transition.keep)})"
+            )
+            click.echo(
+                f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {line}" + (f" [{why}]" if g.operations else "")
+            )
         return None
     with service.services_stopped(services, service.Systemctl(), lambda s: click.echo(f"migpool boot: {s}")):
         res = reconcile.apply(desired, backend, gpus=gpus, reset=reset)
     if as_json:
         return _emit_json(dict(changed=True, operations=[str(o) for o in res.operations], mig_devices=res.mig_devices))
     for g in res.plan.gpus:
-        now = [a.instance for a in reconcile.actual_instances(backend, g.gpu.index)] if backend.gpu(g.gpu.index).mig_current else []
+        now = (
+            [a.instance for a in reconcile.actual_instances(backend, g.gpu.index)]
+            if backend.gpu(g.gpu.index).mig_current
+            else []
+        )
         what = f"{len(g.operations)} operation(s), now {_describe(now)}" if g.operations else "already matched"
         click.echo(f"migpool boot: GPU {g.gpu.index} ({g.gpu.uuid}): {what}")
     for msg in res.pending_reset:
@@ -453,16 +648,29 @@ def _describe(instances: Any) -> str:
 
 
 @main.command(name="install-service")
-@click.option("--config-file", type=click.Path(dir_okay=False), default=persist.DEFAULT_CONFIG_FILE, show_default=True,
-              help="The saved layout the unit applies.")
+@click.option(
+    "--config-file",
+    type=click.Path(dir_okay=False),
+    default=persist.DEFAULT_CONFIG_FILE,
+    show_default=True,
+    help="The saved layout the unit applies.",
+)
 @click.option("--unit-dir", type=click.Path(file_okay=False), default=service.DEFAULT_UNIT_DIR, show_default=True)
 @click.option("--hooks-file", type=click.Path(dir_okay=False), default=service.DEFAULT_HOOKS_FILE, show_default=True)
-@click.option("--stop", "stop", multiple=True, metavar="UNIT",
-              help="A service to stop before a change and start after it (repeatable; writes the hooks file).")
+@click.option(
+    "--stop",
+    "stop",
+    multiple=True,
+    metavar="UNIT",
+    help="A service to stop before a change and start after it (repeatable; writes the hooks file).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the files; write nothing.")
-@click.option("--enable/--no-enable", default=True, help="Run systemctl daemon-reload and enable (where systemctl exists).")
-def install_service(config_file: str, unit_dir: str, hooks_file: str, stop: tuple[str, ...], dry_run: bool,
-                    enable: bool) -> None:
+@click.option(
+    "--enable/--no-enable", default=True, help="Run systemctl daemon-reload and enable (where systemctl exists)."
+)
+def install_service(
+    config_file: str, unit_dir: str, hooks_file: str, stop: tuple[str, ...], dry_run: bool, enable: bool
+) -> None:
     """Write migpool.service (runs `migpool boot` at boot, before the GPU's clients) and the hooks file."""
     hooks = Path(hooks_file) if stop else None
     if dry_run:
@@ -488,7 +696,9 @@ def install_service(config_file: str, unit_dir: str, hooks_file: str, stop: tupl
 @main.command(name="uninstall-service")
 @click.option("--unit-dir", type=click.Path(file_okay=False), default=service.DEFAULT_UNIT_DIR, show_default=True)
 @click.option("--hooks-file", type=click.Path(dir_okay=False), default=service.DEFAULT_HOOKS_FILE, show_default=True)
-@click.option("--enable/--no-enable", "disable", default=True, help="Run systemctl disable first (where systemctl exists).")
+@click.option(
+    "--enable/--no-enable", "disable", default=True, help="Run systemctl disable first (where systemctl exists)."
+)
 def uninstall_service(unit_dir: str, hooks_file: str, disable: bool) -> None:
     """Disable and remove migpool.service and the hooks file (the saved layout stays)."""
     if disable and service.systemctl_available():
@@ -547,8 +757,9 @@ def metrics(backend: Backend, gpus: list[str] | None, as_json: bool, port: int, 
 
     with _sampler(backend, interval) as sampler:
         server = serve(sampler, port, addr)
-        err.print(f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops",
-                  highlight=False)
+        err.print(
+            f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops", highlight=False
+        )
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
@@ -580,12 +791,19 @@ def catalog_cmd(ctx: click.Context) -> None:
     """The GPU catalog: list models (`migpool catalog`), show one, or check it against a real GPU."""
     if ctx.invoked_subcommand is None:
         with notes():
-            t = table("MIG-capable GPUs in migpool's catalog", [("model", "text"), ("memory", "num"), ("SMs", "num"),
-                                                                ("source", "text"), ("profiles", "list")])
+            t = table(
+                "MIG-capable GPUs in migpool's catalog",
+                [("model", "text"), ("memory", "num"), ("SMs", "num"), ("source", "text"), ("profiles", "list")],
+            )
             for m in catalog.models():
                 catalog.warn_if_estimated(m)
-                t.add_row(m.key, mib(m.memory_mib), str(m.sms), m.source + ("~" if m.estimated else ""),
-                          items([p.name for p in m.profiles]))
+                t.add_row(
+                    m.key,
+                    mib(m.memory_mib),
+                    str(m.sms),
+                    m.source + ("~" if m.estimated else ""),
+                    items([p.name for p in m.profiles]),
+                )
             t.caption = "`migpool catalog show MODEL` for NVML names, profiles and placements; ~: estimated figures"
             show(out, t)
 
@@ -603,20 +821,39 @@ def catalog_show(model: str, as_json: bool) -> None:
         return _emit_json(m)
     with notes():
         catalog.warn_if_estimated(m)
-        t = table(f"{m.key}: {', '.join(m.nvml_names)}", [("profile", "text"), ("id", "num"), ("slices", "num"),
-                                                           ("memory", "num"), ("SMs", "num"), ("max", "num"),
-                                                           ("placements", "text"), ("CI profiles", "list")],
-                  caption="source: " + catalog.source_text(m))
+        t = table(
+            f"{m.key}: {', '.join(m.nvml_names)}",
+            [
+                ("profile", "text"),
+                ("id", "num"),
+                ("slices", "num"),
+                ("memory", "num"),
+                ("SMs", "num"),
+                ("max", "num"),
+                ("placements", "text"),
+                ("CI profiles", "list"),
+            ],
+            caption="source: " + catalog.source_text(m),
+        )
         for p in m.profiles:
-            t.add_row(p.name, str(p.id), str(p.slices), mib(p.memory_mib, "memory_mib" in m.estimated),
-                      number(p.sms, "sms" in m.estimated), str(p.max_instances), format_placements(p.placements),
-                      items([c.name for c in p.compute_profiles]))
+            t.add_row(
+                p.name,
+                str(p.id),
+                str(p.slices),
+                mib(p.memory_mib, "memory_mib" in m.estimated),
+                number(p.sms, "sms" in m.estimated),
+                str(p.max_instances),
+                format_placements(p.placements),
+                items([c.name for c in p.compute_profiles]),
+            )
         show(out, t)
 
 
 @catalog_cmd.command(name="check")
 @common
-@click.option("--save", is_flag=True, help="Keep what the GPUs report in your user catalog (it overrides the shipped one).")
+@click.option(
+    "--save", is_flag=True, help="Keep what the GPUs report in your user catalog (it overrides the shipped one)."
+)
 def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool, save: bool) -> None:
     """Compare each GPU's profile table, read from the GPU, with the catalog, field for field."""
     from .hardware import compare_with_catalog
@@ -633,11 +870,15 @@ def catalog_check(backend: Backend, gpus: list[str] | None, as_json: bool, save:
         _emit_json(dict(differences=results, saved=saved) if save else results)
     else:
         for idx, diffs in results.items():
-            out.print(f"GPU {idx}: " + ("[green]matches the catalog[/]" if not diffs else "[red]differs from the catalog[/]"))
+            out.print(
+                f"GPU {idx}: " + ("[green]matches the catalog[/]" if not diffs else "[red]differs from the catalog[/]")
+            )
             for d in diffs:
                 out.print(f"  {d}", highlight=False)
             if idx in saved:
-                out.print(f"  saved what GPU {idx} reports to {saved[idx]}; migpool uses it from now on", highlight=False)
+                out.print(
+                    f"  saved what GPU {idx} reports to {saved[idx]}; migpool uses it from now on", highlight=False
+                )
         if not results:
             out.print("No MIG-capable GPU to check.")
     sys.exit(1 if any(results.values()) and not save else 0)

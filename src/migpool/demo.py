@@ -25,16 +25,26 @@ def crunch(size: int, seed: int) -> dict:
     a, b = rng.standard_normal((size, size)), rng.standard_normal((size, size))
     t = time.perf_counter()
     c = a @ b
-    return dict(worker=info.worker, uuid=os.environ.get("CUDA_VISIBLE_DEVICES", "-"),
-                profile=info.partition.profile if info.partition else "-", size=size,
-                checksum=float(np.abs(c).mean()), seconds=time.perf_counter() - t, pid=os.getpid())
+    return dict(
+        worker=info.worker,
+        uuid=os.environ.get("CUDA_VISIBLE_DEVICES", "-"),
+        profile=info.partition.profile if info.partition else "-",
+        size=size,
+        checksum=float(np.abs(c).mean()),
+        seconds=time.perf_counter() - t,
+        pid=os.getpid(),
+    )
 
 
 def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bool = False) -> list[dict]:
     where = f"simulated {simulate}" if simulate else "this machine's GPU 0"
     console.print(f"[bold]migpool demo[/]: layout {layout} on {where}")
-    with Compute(provider=Local(simulate=simulate), worker=Worker(executor="process"), image=Image(pip=["numpy"]),
-                 plugins=[plugins.mig(layout=layout, restore=True)]) as compute:
+    with Compute(
+        provider=Local(simulate=simulate),
+        worker=Worker(executor="process"),
+        image=Image(pip=["numpy"]),
+        plugins=[plugins.mig(layout=layout, restore=True)],
+    ) as compute:
         console.print(f"{len(compute.partitions)} partitions, one worker process each")
         tasks = []
         for p in compute.partitions:
@@ -43,13 +53,30 @@ def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bo
         t = time.perf_counter()
         results = gather(*tasks) >> compute
         wall = time.perf_counter() - t
-    t = table(f"One task per partition ({wall:.2f} s wall)",
-              [("worker", "num"), ("partition", "text"), ("CUDA_VISIBLE_DEVICES", "text"), ("matmul", "num"),
-               ("mean |C|", "num"), ("time", "num")])
+    t = table(
+        f"One task per partition ({wall:.2f} s wall)",
+        [
+            ("worker", "num"),
+            ("partition", "text"),
+            ("CUDA_VISIBLE_DEVICES", "text"),
+            ("matmul", "num"),
+            ("mean |C|", "num"),
+            ("time", "num"),
+        ],
+    )
     for r in sorted(results, key=lambda r: r["worker"]):
-        t.add_row(str(r["worker"]), r["profile"], short_uuid(r["uuid"], wide), f"{r['size']}²", f"{r['checksum']:.3f}",
-                  f"{r['seconds'] * 1e3:.1f} ms")
+        t.add_row(
+            str(r["worker"]),
+            r["profile"],
+            short_uuid(r["uuid"], wide),
+            f"{r['size']}²",
+            f"{r['checksum']:.3f}",
+            f"{r['seconds'] * 1e3:.1f} ms",
+        )
     show(console, t)
-    console.print("Partitions restored: the simulated GPU is as it was before the demo." if simulate
-                  else "Partitions restored to the state before the demo.")
+    console.print(
+        "Partitions restored: the simulated GPU is as it was before the demo."
+        if simulate
+        else "Partitions restored to the state before the demo."
+    )
     return results

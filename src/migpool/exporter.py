@@ -26,14 +26,24 @@ ACTIVITY = {
     "sm_occupancy": ("DCGM_FI_PROF_SM_OCCUPANCY", "Ratio of resident warps to the maximum (NVML GPM)."),
     "tensor_active": ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "Ratio of cycles any tensor pipe is active (NVML GPM)."),
     "dram_active": ("DCGM_FI_PROF_DRAM_ACTIVE", "Ratio of cycles the memory interface is active (NVML GPM)."),
-    "graphics_active": ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "Ratio of time the graphics/compute engine is active (NVML GPM)."),
+    "graphics_active": (
+        "DCGM_FI_PROF_GR_ENGINE_ACTIVE",
+        "Ratio of time the graphics/compute engine is active (NVML GPM).",
+    ),
 }
 POOL_LABELS = ["pool", "worker", "partition", "GPU_I_PROFILE", "gpu", "GPU_I_ID", "Hostname"]
 
 
 def _labels(snap: Snapshot, g: GpuSample, p: PartitionSample | None) -> list[str]:
-    return [str(g.index), g.uuid, f"nvidia{g.index}", g.name, snap.hostname,
-            p.profile if p else "", str(p.gi_id) if p else ""]
+    return [
+        str(g.index),
+        g.uuid,
+        f"nvidia{g.index}",
+        g.name,
+        snap.hostname,
+        p.profile if p else "",
+        str(p.gi_id) if p else "",
+    ]
 
 
 class SnapshotCollector(Collector):
@@ -53,15 +63,23 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     used = GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=DCGM_LABELS)
     free = GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=DCGM_LABELS)
     act = {k: GaugeMetricFamily(name, text, labels=DCGM_LABELS) for k, (name, text) in ACTIVITY.items()}
-    info = GaugeMetricFamily("migpool_partition_info", "A MIG partition of the layout (value 1).",
-                             labels=DCGM_LABELS + ["CI_ID", "placement", "MIG_UUID"])
-    nprocs = GaugeMetricFamily("migpool_partition_processes", "Compute processes on the partition (or whole GPU).",
-                               labels=DCGM_LABELS)
-    pmem = GaugeMetricFamily("migpool_process_fb_used", "Framebuffer memory a process uses (in MiB).",
-                             labels=DCGM_LABELS + ["pid", "user", "name"])
+    info = GaugeMetricFamily(
+        "migpool_partition_info",
+        "A MIG partition of the layout (value 1).",
+        labels=DCGM_LABELS + ["CI_ID", "placement", "MIG_UUID"],
+    )
+    nprocs = GaugeMetricFamily(
+        "migpool_partition_processes", "Compute processes on the partition (or whole GPU).", labels=DCGM_LABELS
+    )
+    pmem = GaugeMetricFamily(
+        "migpool_process_fb_used",
+        "Framebuffer memory a process uses (in MiB).",
+        labels=DCGM_LABELS + ["pid", "user", "name"],
+    )
     for g in snap.gpus:
         units: list[tuple[PartitionSample | None, int, int, Any, list[Any]]] = [
-            (p, p.memory_used_mib, p.memory_mib, p.activity, p.processes) for p in g.partitions]
+            (p, p.memory_used_mib, p.memory_mib, p.activity, p.processes) for p in g.partitions
+        ]
         if not g.partitions:
             units.append((None, g.memory_used_mib, g.memory_mib, g.activity, g.processes))
         for p, mem_used, mem_total, activity, procs in units:
@@ -86,20 +104,37 @@ def families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def pool_families(pools: list[dict[str, Any]], hostname: str) -> Iterator[Metric]:
-    names = {"started": "Tasks sent to the worker", "finished": "Tasks that returned a result",
-             "failed": "Tasks that raised an exception", "lost": "Tasks whose worker died or that timed out"}
-    counters = {k: CounterMetricFamily(f"migpool_tasks_{k}", f"{text}.", labels=POOL_LABELS) for k, text in names.items()}
-    busy = CounterMetricFamily("migpool_worker_busy_seconds", "Seconds the worker spent running tasks.", labels=POOL_LABELS)
+    names = {
+        "started": "Tasks sent to the worker",
+        "finished": "Tasks that returned a result",
+        "failed": "Tasks that raised an exception",
+        "lost": "Tasks whose worker died or that timed out",
+    }
+    counters = {
+        k: CounterMetricFamily(f"migpool_tasks_{k}", f"{text}.", labels=POOL_LABELS) for k, text in names.items()
+    }
+    busy = CounterMetricFamily(
+        "migpool_worker_busy_seconds", "Seconds the worker spent running tasks.", labels=POOL_LABELS
+    )
     running = GaugeMetricFamily("migpool_worker_tasks_running", "Tasks running on the worker now.", labels=POOL_LABELS)
     queued = GaugeMetricFamily("migpool_worker_tasks_queued", "Tasks sent to the worker, waiting.", labels=POOL_LABELS)
-    pending = GaugeMetricFamily("migpool_pool_tasks_pending", "Tasks not yet sent to a worker.", labels=["pool", "Hostname"])
+    pending = GaugeMetricFamily(
+        "migpool_pool_tasks_pending", "Tasks not yet sent to a worker.", labels=["pool", "Hostname"]
+    )
     hist = HistogramMetricFamily("migpool_task_duration_seconds", "Task run time on the worker.", labels=POOL_LABELS)
     for pool in pools:
         pid = str(pool["pid"])
         pending.add_metric([pid, hostname], pool["pending"])
         for w in pool["workers"]:
-            labels = [pid, str(w["worker"]), w["partition"] or "", w["profile"] or "",
-                      "" if w["gpu"] is None else str(w["gpu"]), "" if w["gi_id"] is None else str(w["gi_id"]), hostname]
+            labels = [
+                pid,
+                str(w["worker"]),
+                w["partition"] or "",
+                w["profile"] or "",
+                "" if w["gpu"] is None else str(w["gpu"]),
+                "" if w["gi_id"] is None else str(w["gi_id"]),
+                hostname,
+            ]
             counters["started"].add_metric(labels, w["tasks_started"])
             counters["finished"].add_metric(labels, w["tasks_done"])
             counters["failed"].add_metric(labels, w["tasks_failed"])
@@ -108,7 +143,7 @@ def pool_families(pools: list[dict[str, Any]], hostname: str) -> Iterator[Metric
             running.add_metric(labels, w["running"])
             queued.add_metric(labels, w["queued"])
             cumulative, acc = [], 0
-            for bound, n in zip([*map(str, BUCKETS), "+Inf"], w["buckets"]):
+            for bound, n in zip([*map(str, BUCKETS), "+Inf"], w["buckets"], strict=False):
                 acc += n
                 cumulative.append((bound, acc))
             hist.add_metric(labels, cumulative, w["duration_sum"])
@@ -131,7 +166,9 @@ def serve(sampler: Sampler, port: int, addr: str = "0.0.0.0") -> Any:
         server, _thread = start_http_server(port, addr=addr, registry=registry_for(sampler))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            raise MigpoolError(f"port {port} is already in use (another exporter, such as dcgm-exporter, may listen "
-                               "there); choose another with --port") from None
+            raise MigpoolError(
+                f"port {port} is already in use (another exporter, such as dcgm-exporter, may listen "
+                "there); choose another with --port"
+            ) from None
         raise MigpoolError(f"cannot serve metrics on {addr}:{port}: {e.strerror or e}") from None
     return server

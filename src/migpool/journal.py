@@ -59,8 +59,9 @@ class Journal:
     def remember_prior(self, gpu_uuid: str, mig_enabled: bool, instances: list[InstanceRecord]) -> None:
         with self._update() as data:
             if gpu_uuid not in data:
-                data[gpu_uuid] = dict(prior=dict(mig_enabled=mig_enabled, instances=[vars(i) for i in instances]),
-                                      created=[])
+                data[gpu_uuid] = dict(
+                    prior=dict(mig_enabled=mig_enabled, instances=[vars(i) for i in instances]), created=[]
+                )
 
     def prior(self, gpu_uuid: str) -> tuple[bool, list[InstanceRecord]] | None:
         rec = self._load().get(gpu_uuid)

@@ -137,7 +137,9 @@ class MachineLayout:
     entries: tuple[GpuLayout, ...] = field(default_factory=tuple)
 
     @classmethod
-    def of(cls, spec: MachineLayout | Layout | Mapping[str, int] | str, gpus: str | tuple[int, ...] = "all") -> MachineLayout:
+    def of(
+        cls, spec: MachineLayout | Layout | Mapping[str, int] | str, gpus: str | tuple[int, ...] = "all"
+    ) -> MachineLayout:
         if isinstance(spec, MachineLayout):
             return spec
         return cls((GpuLayout(Layout.of(spec), gpus),))

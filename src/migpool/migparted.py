@@ -1,12 +1,12 @@
 """NVIDIA mig-parted's config format (version v1), read as it is and written by `export`.
 
-    version: v1
-    mig-configs:
-      all-3g.40gb:
-        - devices: all            # or a list of GPU indices
-          device-filter: ["0x233010DE"]   # optional: PCI device ids this entry is for
-          mig-enabled: true
-          mig-devices: {"3g.40gb": 2}
+version: v1
+mig-configs:
+  all-3g.40gb:
+    - devices: all            # or a list of GPU indices
+      device-filter: ["0x233010DE"]   # optional: PCI device ids this entry is for
+      mig-enabled: true
+      mig-devices: {"3g.40gb": 2}
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
 from .backend.base import GpuInfo
+from .errors import ConfigError
 from .layout import GpuLayout, Layout, MachineLayout
 
 _ENTRY_KEYS = {"devices", "device-filter", "mig-enabled", "mig-devices"}
@@ -87,7 +87,7 @@ def _entry(node: yaml.Node, source: str) -> ConfigEntry:
             if val is None:
                 val = {}
             if not isinstance(val, dict):
-                raise _err(v, source, "mig-devices must map profile names to counts, e.g. {\"3g.40gb\": 2}")
+                raise _err(v, source, 'mig-devices must map profile names to counts, e.g. {"3g.40gb": 2}')
             for name, n in val.items():
                 if not isinstance(n, int) or isinstance(n, bool) or n < 0:
                     raise _err(v, source, f"count for {name!r} must be a non-negative integer, not {n!r}")
@@ -166,8 +166,10 @@ def dump(name: str, per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequenc
         groups.setdefault(key, []).append(index)
     entries = []
     for (enabled, counts), indices in groups.items():
-        entry: dict[str, object] = {"devices": "all" if sorted(indices) == sorted(machine_gpus) else sorted(indices),
-                                    "mig-enabled": enabled}
+        entry: dict[str, object] = {
+            "devices": "all" if sorted(indices) == sorted(machine_gpus) else sorted(indices),
+            "mig-enabled": enabled,
+        }
         if enabled:
             entry["mig-devices"] = {n: c for n, c in counts}
         entries.append(entry)

@@ -22,8 +22,10 @@ from .planner import plan
 CONFIG_FILE_ENV = "MIGPOOL_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "/etc/migpool/config.yaml"
 CONFIG_NAME = "migpool"
-_HEADER = ("# The MIG layout `migpool boot` applies at every boot (mig-parted v1). Written by `migpool persist` or\n"
-           "# `migpool apply --persist`; edit it with those commands, or by hand and check it with `migpool boot --dry-run`.\n")
+_HEADER = (
+    "# The MIG layout `migpool boot` applies at every boot (mig-parted v1). Written by `migpool persist` or\n"
+    "# `migpool apply --persist`; edit it with those commands, or by hand and check it with `migpool boot --dry-run`.\n"
+)
 
 
 def config_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -44,8 +46,9 @@ def current_layouts(backend: Backend, gpus: Sequence[int | str] | None = None) -
     return out
 
 
-def save(per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequence[int],
-         path: str | os.PathLike[str] | None = None) -> Path:
+def save(
+    per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequence[int], path: str | os.PathLike[str] | None = None
+) -> Path:
     """Write the layouts as the saved config, atomically (readers see the old file or the new one, never half)."""
     target = config_path(path)
     text = _HEADER + migparted.dump(CONFIG_NAME, per_gpu, machine_gpus)
@@ -59,8 +62,10 @@ def save(per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequence[int],
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
     except OSError as e:
-        raise ConfigError(f"cannot write the saved layout to {target}: {e.strerror or e}"
-                          + ("; run as root, or choose another file with --config-file" if isinstance(e, PermissionError) else "")) from None
+        raise ConfigError(
+            f"cannot write the saved layout to {target}: {e.strerror or e}"
+            + ("; run as root, or choose another file with --config-file" if isinstance(e, PermissionError) else "")
+        ) from None
     return target
 
 
@@ -68,7 +73,9 @@ def load(backend: Backend, path: str | os.PathLike[str] | None = None) -> Machin
     """The saved layout, for this machine's GPUs; a missing, unreadable or malformed file is refused, naming it."""
     target = config_path(path)
     if not target.exists():
-        raise ConfigError(f"no saved layout at {target}: save one with `migpool persist` or `migpool apply ... --persist`")
+        raise ConfigError(
+            f"no saved layout at {target}: save one with `migpool persist` or `migpool apply ... --persist`"
+        )
     try:
         entries = migparted.load(target, None)
     except ConfigError as e:
@@ -87,6 +94,8 @@ def placement_drift(backend: Backend, per_gpu: Sequence[tuple[int, Layout]]) -> 
         now = sorted(str(a.instance) for a in reconcile.actual_instances(backend, index))
         then = sorted(str(i) for i in plan(model, layout))
         if now != then:
-            notes.append(f"GPU {index}: boot will recreate {', '.join(then)} (now {', '.join(now)}): same profiles "
-                         "and counts, the planner's placements")
+            notes.append(
+                f"GPU {index}: boot will recreate {', '.join(then)} (now {', '.join(now)}): same profiles "
+                "and counts, the planner's placements"
+            )
     return notes

@@ -74,16 +74,18 @@ def _search(gpu: GpuModel, placed: list[PlannedInstance], todo: list[Profile]) -
 
 
 @lru_cache(maxsize=65536)
-def _search_cached(gpu: GpuModel, placed: tuple[PlannedInstance, ...],
-                   todo: tuple[Profile, ...]) -> tuple[PlannedInstance, ...] | None:
+def _search_cached(
+    gpu: GpuModel, placed: tuple[PlannedInstance, ...], todo: tuple[Profile, ...]
+) -> tuple[PlannedInstance, ...] | None:
     if not _bounded(gpu, placed, todo):
         return None
     out: list[PlannedInstance] = []
     return tuple(out) if _dfs(gpu, list(placed), list(todo), 0, out) else None
 
 
-def _dfs(gpu: GpuModel, placed: list[PlannedInstance], todo: list[Profile], first: int,
-         out: list[PlannedInstance]) -> bool:
+def _dfs(
+    gpu: GpuModel, placed: list[PlannedInstance], todo: list[Profile], first: int, out: list[PlannedInstance]
+) -> bool:
     """Depth-first placement. Instances of one profile are interchangeable, so each next one of the same
     profile takes a placement after the previous one's (`first`): no order is tried twice."""
     if not todo:
@@ -115,7 +117,7 @@ def plan(gpu: GpuModel, layout: Layout | dict | str, existing: Sequence[PlannedI
     found = _search(gpu, list(existing), todo)
     if found is None:
         raise LayoutError(explain(gpu, todo, existing))
-    return found[len(existing):]
+    return found[len(existing) :]
 
 
 def max_addable(gpu: GpuModel, profile: Profile | str, existing: Sequence[PlannedInstance] = ()) -> int:
@@ -137,7 +139,8 @@ def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedIn
     if existing:
         taken = sorted(occupied(existing))
         lines.append(
-            f"Already there: {', '.join(str(i) for i in existing)} (memory slices {taken} of 0..{gpu.memory_slices - 1} taken)."
+            f"Already there: {', '.join(str(i) for i in existing)} "
+            f"(memory slices {taken} of 0..{gpu.memory_slices - 1} taken)."
         )
     for name, n in want.items():
         p = gpu.profile(name)
@@ -148,7 +151,9 @@ def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedIn
     if slices > gpu.compute_slices:
         lines.append(f"The layout needs {slices} compute slices; the GPU has {gpu.compute_slices}.")
     fits = [f"{p.name} ×{k}" for p in gpu.profiles if (k := max_addable(gpu, p, existing))]
-    lines.append("What would fit instead (each alone): " + (", ".join(fits) if fits else "nothing; the GPU is full") + ".")
+    lines.append(
+        "What would fit instead (each alone): " + (", ".join(fits) if fits else "nothing; the GPU is full") + "."
+    )
     return " ".join(lines)
 
 
@@ -192,7 +197,7 @@ def plan_transition(
                 continue
             score = (sum(1 for i in keep if i in busy_set), r)
             if best is None or score > best[0]:
-                best = (score, list(keep), placed[len(keep):])
+                best = (score, list(keep), placed[len(keep) :])
     if best is None:
         raise LayoutError(explain(gpu, todo, ()))
     _, keep, create = best

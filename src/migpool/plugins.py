@@ -66,17 +66,30 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     force=True                                  stop processes on partitions that must be destroyed
     """
 
-    def __init__(self, profile: str | None = None, *, layout: Mapping[str, int] | None = None,
-                 partitions: int | None = None, min_memory: str | None = None,
-                 gpus: int | Sequence[int] | str = 0, restore: bool = False, force: bool = False,
-                 dynamic: bool = False, keep_idle: float = 30.0, remember: bool | str | Path = True) -> None:
+    def __init__(
+        self,
+        profile: str | None = None,
+        *,
+        layout: Mapping[str, int] | None = None,
+        partitions: int | None = None,
+        min_memory: str | None = None,
+        gpus: int | Sequence[int] | str = 0,
+        restore: bool = False,
+        force: bool = False,
+        dynamic: bool = False,
+        keep_idle: float = 30.0,
+        remember: bool | str | Path = True,
+    ) -> None:
         given = [k for k, x in (("profile", profile), ("layout", layout), ("partitions", partitions)) if x is not None]
         if dynamic and given:
-            raise PluginError(f"mig(dynamic=True) makes partitions for each task's profile: drop {given[0]}= (or drop "
-                              "dynamic=True for a fixed layout)")
+            raise PluginError(
+                f"mig(dynamic=True) makes partitions for each task's profile: drop {given[0]}= (or drop "
+                "dynamic=True for a fixed layout)"
+            )
         if not dynamic and len(given) != 1:
-            raise PluginError("mig() needs exactly one of profile='3g.40gb', layout={...} or partitions=N, "
-                              "or dynamic=True")
+            raise PluginError(
+                "mig() needs exactly one of profile='3g.40gb', layout={...} or partitions=N, or dynamic=True"
+            )
         if keep_idle < 0:
             raise PluginError(f"keep_idle must be a number of seconds >= 0, not {keep_idle}")
         if not isinstance(remember, (bool, str, Path)):
@@ -98,8 +111,13 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         self._selected: list[int] = []
 
     def __repr__(self) -> str:
-        what = (f"profile={self.profile!r}" if self.profile else f"layout={self.layout!r}" if self.layout
-                else f"partitions={self.partitions}, min_memory={self.min_memory!r}")
+        what = (
+            f"profile={self.profile!r}"
+            if self.profile
+            else f"layout={self.layout!r}"
+            if self.layout
+            else f"partitions={self.partitions}, min_memory={self.min_memory!r}"
+        )
         return f"mig({what}, gpus={self.gpus!r})"
 
     def _gpu_indices(self, node: Node) -> list[int]:
@@ -113,14 +131,18 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         known = {g.index for g in gpus}
         bad = [i for i in chosen if i not in known]
         if bad or not chosen:
-            raise PluginError(f"mig(gpus={self.gpus!r}): no such GPU(s) {bad or ''}; this node has GPUs {sorted(known)}")
+            raise PluginError(
+                f"mig(gpus={self.gpus!r}): no such GPU(s) {bad or ''}; this node has GPUs {sorted(known)}"
+            )
         return chosen
 
     def validate(self, node: Node) -> None:
         if node.worker.executor != "process":
-            raise PluginError("the mig plugin needs Worker(executor='process'): CUDA_VISIBLE_DEVICES selects one MIG "
-                              "device per process, before CUDA starts, so threads of one process cannot each have their own "
-                              "partition")
+            raise PluginError(
+                "the mig plugin needs Worker(executor='process'): CUDA_VISIBLE_DEVICES selects one MIG "
+                "device per process, before CUDA starts, so threads of one process cannot each have their own "
+                "partition"
+            )
         from .reconcile import check_may_change, plan_apply
 
         desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
@@ -129,8 +151,10 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             from .errors import NoPermissionError, NotSupportedError, ReadOnlyError
 
             if read_only():
-                raise ReadOnlyError("mig(dynamic=True) creates and destroys partitions as tasks need them, but "
-                                    "MIGPOOL_READ_ONLY is set: unset it, or use a fixed layout made beforehand")
+                raise ReadOnlyError(
+                    "mig(dynamic=True) creates and destroys partitions as tasks need them, but "
+                    "MIGPOOL_READ_ONLY is set: unset it, or use a fixed layout made beforehand"
+                )
             for i in self._selected:
                 if not node.backend.gpu(i).mig_capable:
                     raise NotSupportedError(f"GPU {i} ({node.backend.gpu(i).name}) does not support MIG")
@@ -151,13 +175,17 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         if self.layout is not None:
             total = sum(self.layout.values()) * len(indices)
             if want is not None and want != total:
-                raise PluginError(f"concurrency={want} but mig(layout={self.layout}) makes {total} partitions "
-                                  f"({sum(self.layout.values())} per GPU × {len(indices)} GPU(s)); set concurrency={total}")
+                raise PluginError(
+                    f"concurrency={want} but mig(layout={self.layout}) makes {total} partitions "
+                    f"({sum(self.layout.values())} per GPU × {len(indices)} GPU(s)); set concurrency={total}"
+                )
             return MachineLayout(tuple(GpuLayout(Layout.of(self.layout), (i,)) for i in indices))
         if self.dynamic:
             if want is not None:
-                raise PluginError("mig(dynamic=True) starts one worker per partition as tasks need them: leave "
-                                  "Worker(concurrency=...) out")
+                raise PluginError(
+                    "mig(dynamic=True) starts one worker per partition as tasks need them: leave "
+                    "Worker(concurrency=...) out"
+                )
             return MachineLayout(())
         if self.partitions is not None:
             want = self.partitions if want is None else want
@@ -178,8 +206,10 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 hint = f"; mig(profile={alt!r}) gives {want}"
             except LayoutError:
                 pass
-            raise PluginError(f"concurrency={want} but {len(indices)} GPU(s) hold at most {total} partitions of {name} "
-                              f"({', '.join(f'GPU {i}: {c}' for i, c in capacity.items())}){hint}, or set concurrency={total}")
+            raise PluginError(
+                f"concurrency={want} but {len(indices)} GPU(s) hold at most {total} partitions of {name} "
+                f"({', '.join(f'GPU {i}: {c}' for i, c in capacity.items())}){hint}, or set concurrency={total}"
+            )
         left = want
         for i in indices:
             k = min(left, capacity[i])
@@ -200,7 +230,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             if p.name.endswith("+me") or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
                 continue
             if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (
-                    best is None or (p.memory_mib, p.slices) > (best.memory_mib, best.slices)):
+                best is None or (p.memory_mib, p.slices) > (best.memory_mib, best.slices)
+            ):
                 best = p
         if best is None:
             choose_profile(first, n, min_memory)  # raises the explanatory LayoutError
@@ -227,8 +258,18 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             if wanted is None:
                 continue
             for d in node.backend.mig_devices(i):
-                parts.append(Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=i, gpu_uuid=g.uuid,
-                                       memory_mib=d.memory_mib, gi_id=d.gi_id, ci_id=d.ci_id, node=node.index))
+                parts.append(
+                    Partition(
+                        uuid=d.uuid,
+                        profile=d.profile_name,
+                        gpu_index=i,
+                        gpu_uuid=g.uuid,
+                        memory_mib=d.memory_mib,
+                        gi_id=d.gi_id,
+                        ci_id=d.ci_id,
+                        node=node.index,
+                    )
+                )
         node.partitions = parts
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -19,3 +21,13 @@ def pid_alive(pid: int) -> bool:
         return stat.rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def wait_gone(pids: Iterable[int], timeout: float, poll: float = 0.02) -> list[int]:
+    """Wait up to `timeout` seconds for these processes to end; returns those still running then."""
+    deadline = time.monotonic() + timeout
+    left = [p for p in pids if pid_alive(p)]
+    while left and time.monotonic() < deadline:
+        time.sleep(poll)
+        left = [p for p in left if pid_alive(p)]
+    return left

@@ -34,9 +34,17 @@ def _node_partitions() -> list[dict[str, Any]]:
             if not g.mig_current:
                 continue
             busy = {p.device_uuid for p in backend.processes(g.index)}
-            out += [dict(uuid=d.uuid, profile=d.profile_name, gpu=g.index, busy=d.uuid in busy,
-                         node_id=ray.get_runtime_context().get_node_id(), ip=ray.util.get_node_ip_address())
-                    for d in backend.mig_devices(g.index)]
+            out += [
+                dict(
+                    uuid=d.uuid,
+                    profile=d.profile_name,
+                    gpu=g.index,
+                    busy=d.uuid in busy,
+                    node_id=ray.get_runtime_context().get_node_id(),
+                    ip=ray.util.get_node_ip_address(),
+                )
+                for d in backend.mig_devices(g.index)
+            ]
         return out
     finally:
         backend.close()
@@ -47,8 +55,11 @@ def partitions() -> list[dict[str, Any]]:
     import ray
 
     task = ray.remote(_node_partitions)
-    refs = [task.options(num_cpus=0, scheduling_strategy=_affinity(n["NodeID"])).remote()
-            for n in ray.nodes() if n.get("Alive")]
+    refs = [
+        task.options(num_cpus=0, scheduling_strategy=_affinity(n["NodeID"])).remote()
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
     return [p for ref in refs for p in ray.get(ref)]
 
 
@@ -65,10 +76,20 @@ def partition_options(profile: str, node: str | None = None, *, exclude: Iterabl
     free = [p for p in fits if not p["busy"] and p["uuid"] not in skip]
     if not free:
         have = sorted({p["profile"] for p in everything})
-        raise PluginError(f"no free {profile} partition" + (f" on node {node}" if node else "") + " in the Ray cluster: "
-                          + (f"{len(fits)} exist, all in use or handed out" if fits else
-                             f"profiles there: {', '.join(have) or 'none (apply a layout first: migpool apply)'}"))
+        raise PluginError(
+            f"no free {profile} partition"
+            + (f" on node {node}" if node else "")
+            + " in the Ray cluster: "
+            + (
+                f"{len(fits)} exist, all in use or handed out"
+                if fits
+                else f"profiles there: {', '.join(have) or 'none (apply a layout first: migpool apply)'}"
+            )
+        )
     chosen = free[0]
     _handed_out.add(chosen["uuid"])
-    return dict(num_gpus=0, scheduling_strategy=_affinity(chosen["node_id"]),
-                runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": chosen["uuid"], RAY_OVERRIDE_ENV: "0"}})
+    return dict(
+        num_gpus=0,
+        scheduling_strategy=_affinity(chosen["node_id"]),
+        runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": chosen["uuid"], RAY_OVERRIDE_ENV: "0"}},
+    )

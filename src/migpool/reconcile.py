@@ -10,18 +10,17 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import Timeout
 
 from .backend.base import Backend, GpuInfo, MigDeviceInfo, ProcessInfo, read_only
-from .catalog import GpuModel, Placement
+from .catalog import GpuModel
 from .errors import (
     ApplyError,
     BackendError,
-    InsufficientResourcesError,
     InUseError,
     LayoutError,
     LockTimeoutError,
@@ -34,30 +33,21 @@ from .errors import (
 from .journal import InstanceRecord, Journal
 from .layout import GpuLayout, Layout, MachineLayout
 from .locks import PathLock
+from .operations import (
+    CreateCi,
+    CreateGi,
+    DestroyCi,
+    DestroyGi,
+    DisableMig,
+    EnableMig,
+    GpuRun,
+    Operation,
+    Progress,
+    ResetGpu,
+    Undo,
+)
 from .planner import PlannedInstance, Transition, plan_transition
-from .proc import pid_alive
-
-Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Operation:
-    """One driver call the reconciler makes."""
-
-    kind: str  # enable-mig, disable-mig, reset, create-gi, create-ci, destroy-ci, destroy-gi
-    gpu: int
-    profile: str = ""
-    placement: Placement | None = None
-    gi_id: int | None = None
-    ci_id: int | None = None
-
-    def __str__(self) -> str:
-        where = f" {self.profile}" if self.profile else ""
-        if self.placement is not None:
-            where += f" at {self.placement}"
-        if self.gi_id is not None and self.kind in ("destroy-gi", "destroy-ci"):
-            where += f" (GI {self.gi_id}{f', CI {self.ci_id}' if self.ci_id is not None else ''})"
-        return f"GPU {self.gpu}: {self.kind}{where}"
+from .proc import wait_gone
 
 
 @dataclass
@@ -110,9 +100,15 @@ def actual_instances(backend: Backend, gpu: int) -> list[Actual]:
     uuids: dict[int, list[str]] = {}
     for d in backend.mig_devices(gpu):
         uuids.setdefault(d.gi_id, []).append(d.uuid)
-    return [Actual(PlannedInstance(model.profile(gi.profile_id), gi.placement), gi.id,
-                   tuple(cis.get(gi.id, ())), tuple(uuids.get(gi.id, ())))
-            for gi in backend.gpu_instances(gpu)]
+    return [
+        Actual(
+            PlannedInstance(model.profile(gi.profile_id), gi.placement),
+            gi.id,
+            tuple(cis.get(gi.id, ())),
+            tuple(uuids.get(gi.id, ())),
+        )
+        for gi in backend.gpu_instances(gpu)
+    ]
 
 
 def select_gpus(backend: Backend, gpus: Sequence[int | str] | None) -> list[GpuInfo]:
@@ -123,7 +119,9 @@ def select_gpus(backend: Backend, gpus: Sequence[int | str] | None) -> list[GpuI
     out = []
     for sel in gpus:
         s = str(sel).strip()
-        match = [g for g in every if (s.isdigit() and g.index == int(s)) or g.uuid == s or g.uuid.removeprefix("GPU-") == s]
+        match = [
+            g for g in every if (s.isdigit() and g.index == int(s)) or g.uuid == s or g.uuid.removeprefix("GPU-") == s
+        ]
         if not match:
             raise NotFoundError(f"no GPU {s!r}; GPUs: " + ", ".join(f"{g.index} ({g.uuid})" for g in every))
         out.extend(m for m in match if m not in out)
@@ -134,8 +132,14 @@ def _describe_procs(procs: Sequence[ProcessInfo]) -> str:
     return "; ".join(f"PID {p.pid} ({p.name}) on {p.device_uuid}" for p in procs)
 
 
-def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
-               force: bool = False, reset: bool = False) -> ApplyPlan:
+def plan_apply(
+    desired: MachineLayout | Layout | dict | str,
+    backend: Backend,
+    *,
+    gpus: Sequence[int | str] | None = None,
+    force: bool = False,
+    reset: bool = False,
+) -> ApplyPlan:
     """Check everything and compute the operations (reads only); raises a specific error for a layout that
     cannot be applied. `apply` also calls `check_may_change` before its first change."""
     desired = MachineLayout.of(desired)
@@ -145,14 +149,18 @@ def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *
         if layout is None:
             continue
         if not g.mig_capable:
-            raise NotSupportedError(f"GPU {g.index} ({g.name}) does not support MIG; MIG-capable GPUs: A100, A30, H100, H200, GH200, H20, B200, GB200, RTX PRO 6000 Blackwell")
+            raise NotSupportedError(
+                f"GPU {g.index} ({g.name}) does not support MIG; MIG-capable GPUs: A100, A30, H100, H200, "
+                "GH200, H20, B200, GB200, RTX PRO 6000 Blackwell"
+            )
         if g.mig_current != g.mig_pending and not reset:
             blockers = backend.reset_blockers(g.index)
             raise ResetRequiredError(
                 f"GPU {g.index} has MIG mode {'enable' if g.mig_pending else 'disable'} pending until a GPU reset. "
                 f"Run `migpool apply ... --reset` (or `nvidia-smi --gpu-reset -i {g.index}`) once nothing uses the GPU"
                 + (f"; seen here, and commonly blocking a reset: {', '.join(blockers)}" if blockers else "")
-                + ". A reboot also applies it.")
+                + ". A reboot also applies it."
+            )
         model = backend.model(g.index)
         try:
             layout.resolve(model)
@@ -169,31 +177,35 @@ def plan_apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *
             raise LayoutError(f"GPU {g.index}: {e}") from None
         ops: list[Operation] = []
         if reset and g.mig_current != g.mig_pending:
-            ops.append(Operation("reset", g.index))
+            ops.append(ResetGpu(g.index))
         mig_now = g.mig_pending if reset else g.mig_current
         if layout.mig_enabled and not mig_now:
             if procs and not force:
-                raise InUseError(f"GPU {g.index}: cannot enable MIG mode while processes use the GPU: {_describe_procs(procs)}. "
-                                 "Stop them, or pass --force to stop them.")
-            ops.append(Operation("enable-mig", g.index))
+                raise InUseError(
+                    f"GPU {g.index}: cannot enable MIG mode while processes use the GPU: {_describe_procs(procs)}. "
+                    "Stop them, or pass --force to stop them."
+                )
+            ops.append(EnableMig(g.index))
         by_inst = {a.instance: a for a in actual}
         hit: list[ProcessInfo] = []
         for inst in tr.destroy:
             a = by_inst[inst]
             hit += [p for p in procs if p.device_uuid in a.uuids]
-            ops += [Operation("destroy-ci", g.index, inst.profile.name, inst.placement, a.gi_id, c) for c in a.ci_ids]
-            ops.append(Operation("destroy-gi", g.index, inst.profile.name, inst.placement, a.gi_id))
+            ops += [DestroyCi(g.index, inst.profile.name, inst.placement, a.gi_id, c) for c in a.ci_ids]
+            ops.append(DestroyGi(g.index, inst.profile.name, inst.placement, a.gi_id))
         if hit and not force:
-            raise InUseError(f"GPU {g.index}: the new layout would destroy MIG devices in use: {_describe_procs(hit)}. "
-                             "Stop those processes, choose a layout that keeps their partitions, or pass --force to stop them.")
+            raise InUseError(
+                f"GPU {g.index}: the new layout would destroy MIG devices in use: {_describe_procs(hit)}. "
+                "Stop those processes, choose a layout that keeps their partitions, or pass --force to stop them."
+            )
         for inst in tr.keep:
             if not by_inst[inst].ci_ids:
-                ops.append(Operation("create-ci", g.index, inst.profile.name, inst.placement, by_inst[inst].gi_id))
+                ops.append(CreateCi(g.index, inst.profile.name, inst.placement, by_inst[inst].gi_id))
         for inst in tr.create:
-            ops.append(Operation("create-gi", g.index, inst.profile.name, inst.placement))
-            ops.append(Operation("create-ci", g.index, inst.profile.name, inst.placement))
+            ops.append(CreateGi(g.index, inst.profile.name, inst.placement))
+            ops.append(CreateCi(g.index, inst.profile.name, inst.placement))
         if not layout.mig_enabled and (g.mig_current or g.mig_pending):
-            ops.append(Operation("disable-mig", g.index))
+            ops.append(DisableMig(g.index))
         plans.append(GpuPlan(g, model, layout, tr, ops, list(tr.destroy), hit if force else []))
     return ApplyPlan(plans)
 
@@ -205,27 +217,11 @@ def check_may_change(plan: ApplyPlan, backend: Backend) -> None:
     if read_only():
         raise ReadOnlyError(
             "MIGPOOL_READ_ONLY is set: migpool refused before changing anything. It would have run:\n  "
-            + "\n  ".join(str(op) for op in plan.operations))
+            + "\n  ".join(str(op) for op in plan.operations)
+        )
     why = backend.permission_problem()
     if why:
         raise NoPermissionError(why)
-
-
-RETRY_DELAYS = (0.05, 0.1, 0.2, 0.4, 0.8)
-
-
-def _retry(fn: Callable[[], object], progress: Progress | None, what: str) -> object:
-    """The driver briefly reports just-freed slices as in use: retry those answers with a short backoff."""
-    for delay in (*RETRY_DELAYS, None):
-        try:
-            return fn()
-        except (InsufficientResourcesError, InUseError):
-            if delay is None:
-                raise
-            if progress:
-                progress(f"{what}: driver still busy, retrying in {delay:.2f}s")
-            time.sleep(delay)
-    return None  # pragma: no cover
 
 
 def _stop_processes(procs: Sequence[ProcessInfo], progress: Progress | None) -> None:
@@ -236,17 +232,11 @@ def _stop_processes(procs: Sequence[ProcessInfo], progress: Progress | None) -> 
             os.kill(p.pid, signal.SIGTERM)
         except ProcessLookupError:
             continue
-    deadline = time.monotonic() + 10
-    for p in procs:
-        while time.monotonic() < deadline:
-            if not pid_alive(p.pid):
-                break
-            time.sleep(0.05)
-        else:
-            try:
-                os.kill(p.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    for pid in wait_gone([p.pid for p in procs], 10.0):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 class _Run:
@@ -256,71 +246,35 @@ class _Run:
         self.backend = backend
         self.journal = journal
         self.progress = progress
-        self.done: list[tuple[str, dict]] = []
+        self.done: list[Undo] = []
         self.performed: list[Operation] = []
 
-    def say(self, text: str) -> None:
-        if self.progress:
-            self.progress(text)
-
     def execute(self, plan: GpuPlan, result: ApplyResult) -> None:
-        b, g = self.backend, plan.gpu
         if plan.busy:
             _stop_processes(plan.busy, self.progress)
-        new_gi: dict[Placement, int] = {}
-        for op in plan.operations:
-            self.say(str(op))
-            if op.kind == "reset":
-                b.reset_gpu(g.index)
-            elif op.kind == "enable-mig":
-                if not b.set_mig_mode(g.index, True):
-                    result.pending_reset.append(f"GPU {g.index}: MIG mode enable is pending a GPU reset")
-                    self.performed.append(op)
+        run = GpuRun(self.backend, plan.gpu, plan.model, self.journal, self.progress)
+        try:
+            for op in plan.operations:
+                if self.progress:
+                    self.progress(str(op))
+                undo = op.do(run)
+                if undo is not None:
+                    self.done.append(undo)
+                self.performed.append(op)
+                if run.stopped:
                     return
-                self.done.append(("mig", dict(gpu=g.index, enabled=True)))
-            elif op.kind == "disable-mig":
-                if not b.set_mig_mode(g.index, False):
-                    result.pending_reset.append(f"GPU {g.index}: MIG mode disable is pending a GPU reset")
-                self.done.append(("mig", dict(gpu=g.index, enabled=False)))
-            elif op.kind == "destroy-ci":
-                _retry(lambda: b.destroy_compute_instance(g.index, op.gi_id, op.ci_id), self.progress, str(op))
-                self.done.append(("ci-destroyed", dict(gpu=g.index, gi=op.gi_id, slices=plan.model.profile(op.profile).slices)))
-            elif op.kind == "destroy-gi":
-                _retry(lambda: b.destroy_gpu_instance(g.index, op.gi_id), self.progress, str(op))
-                prof = plan.model.profile(op.profile)
-                self.done.append(("gi-destroyed", dict(gpu=g.index, gi=op.gi_id, profile=prof.id, placement=op.placement)))
-                self.journal.remove_created(g.uuid, InstanceRecord(op.profile, op.placement.start, op.placement.size))
-            elif op.kind == "create-gi":
-                prof = plan.model.profile(op.profile)
-                info = _retry(lambda: b.create_gpu_instance(g.index, prof.id, op.placement), self.progress, str(op))
-                new_gi[op.placement] = info.id  # type: ignore[attr-defined]
-                self.done.append(("gi-created", dict(gpu=g.index, gi=info.id)))  # type: ignore[attr-defined]
-                self.journal.add_created(g.uuid, InstanceRecord(op.profile, op.placement.start, op.placement.size))
-            elif op.kind == "create-ci":
-                gi_id = op.gi_id if op.gi_id is not None else new_gi[op.placement]
-                ci = _retry(lambda: b.create_compute_instance(g.index, gi_id), self.progress, str(op))
-                self.done.append(("ci-created", dict(gpu=g.index, gi=gi_id, ci=ci.id)))  # type: ignore[attr-defined]
-            self.performed.append(op)
+        finally:
+            result.pending_reset += run.pending_reset
 
     def rollback(self) -> list[str]:
         """Undo this run's operations, newest first; returns what could not be undone."""
-        b, problems = self.backend, []
-        new_id: dict[tuple[int, int], int] = {}  # (gpu, old GI id) -> id of the recreated GI
-        for kind, d in reversed(self.done):
+        problems = []
+        new_gi: dict[tuple[int, int], int] = {}  # (gpu, old GI id) -> id of the recreated GI
+        for undo in reversed(self.done):
             try:
-                if kind == "ci-created":
-                    b.destroy_compute_instance(d["gpu"], d["gi"], d["ci"])
-                elif kind == "gi-created":
-                    b.destroy_gpu_instance(d["gpu"], d["gi"])
-                elif kind == "gi-destroyed":
-                    info = _retry(lambda: b.create_gpu_instance(d["gpu"], d["profile"], d["placement"]), None, "rollback")
-                    new_id[(d["gpu"], d["gi"])] = info.id  # type: ignore[attr-defined]
-                elif kind == "ci-destroyed":
-                    b.create_compute_instance(d["gpu"], new_id.get((d["gpu"], d["gi"]), d["gi"]), d["slices"])
-                elif kind == "mig":
-                    b.set_mig_mode(d["gpu"], not d["enabled"])
+                undo.undo(self.backend, new_gi)
             except BackendError as e:
-                problems.append(f"could not undo {kind} on GPU {d['gpu']}: {e}")
+                problems.append(f"could not undo {undo.describe()} on GPU {undo.gpu}: {e}")
         return problems
 
 
@@ -352,15 +306,25 @@ def _locked(backend: Backend, gpus: Sequence[GpuInfo], timeout: float, progress:
                 try:
                     lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
                 except Timeout:
-                    raise LockTimeoutError(f"another migpool apply held GPU {g.index}'s lock {path} for over "
-                                           f"{timeout:.0f}s; try again when it has finished") from None
+                    raise LockTimeoutError(
+                        f"another migpool apply held GPU {g.index}'s lock {path} for over "
+                        f"{timeout:.0f}s; try again when it has finished"
+                    ) from None
             held.callback(lock.release)
         yield
 
 
-def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None,
-          force: bool = False, reset: bool = False, dry_run: bool = False, lock_timeout: float = 60.0,
-          progress: Progress | None = None) -> ApplyResult:
+def apply(
+    desired: MachineLayout | Layout | dict | str,
+    backend: Backend,
+    *,
+    gpus: Sequence[int | str] | None = None,
+    force: bool = False,
+    reset: bool = False,
+    dry_run: bool = False,
+    lock_timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> ApplyResult:
     """Make the GPUs match `desired`; returns the operations performed and the MIG device UUIDs."""
     if dry_run:
         plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
@@ -374,19 +338,31 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
         for gp in plan.gpus:
             if gp.operations:
                 prior = actual_instances(backend, gp.gpu.index) if gp.gpu.mig_current else []
-                journal.remember_prior(gp.gpu.uuid, gp.gpu.mig_current,
-                                       [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior])
+                journal.remember_prior(
+                    gp.gpu.uuid,
+                    gp.gpu.mig_current,
+                    [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior],
+                )
         try:
             for gp in plan.gpus:
                 run.execute(gp, result)
         except BackendError as e:
             problems = run.rollback()
-            state = {g.gpu.index: [str(a.instance) for a in actual_instances(backend, g.gpu.index)]
-                     for g in plan.gpus if backend.gpu(g.gpu.index).mig_current}
+            state = {
+                g.gpu.index: [str(a.instance) for a in actual_instances(backend, g.gpu.index)]
+                for g in plan.gpus
+                if backend.gpu(g.gpu.index).mig_current
+            }
             raise ApplyError(
                 f"apply failed at '{_next_op(plan, run)}': {e}. "
-                + ("Rolled back this run's changes. " if not problems else "Rollback was incomplete: " + "; ".join(problems) + ". ")
-                + f"State now: {state or 'no GPU instances'}", state) from e
+                + (
+                    "Rolled back this run's changes. "
+                    if not problems
+                    else "Rollback was incomplete: " + "; ".join(problems) + ". "
+                )
+                + f"State now: {state or 'no GPU instances'}",
+                state,
+            ) from e
         result.operations = run.performed
         for gp in plan.gpus:
             if backend.gpu(gp.gpu.index).mig_current:
@@ -394,8 +370,15 @@ def apply(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpu
         return result
 
 
-def change(backend: Backend, gpu: int, *, create: Sequence[PlannedInstance] = (), destroy: Sequence[Actual] = (),
-           lock_timeout: float = 60.0, progress: Progress | None = None) -> list[MigDeviceInfo]:
+def change(
+    backend: Backend,
+    gpu: int,
+    *,
+    create: Sequence[PlannedInstance] = (),
+    destroy: Sequence[Actual] = (),
+    lock_timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> list[MigDeviceInfo]:
     """Destroy these instances and create those, on one GPU (MIG mode enabled first where needed), with apply's
     refusals, journal and rollback, under that GPU's lock; returns the MIG devices created, in the order of
     `create`. Dynamic MIG changes go through here."""
@@ -409,29 +392,43 @@ def change(backend: Backend, gpu: int, *, create: Sequence[PlannedInstance] = ()
         busy = [p for p in backend.processes(gpu) if p.device_uuid in gone]
         if busy:
             raise InUseError(f"GPU {gpu}: will not destroy MIG devices in use: {_describe_procs(busy)}")
-        ops: list[Operation] = [] if g.mig_current else [Operation("enable-mig", gpu)]
+        ops: list[Operation] = [] if g.mig_current else [EnableMig(gpu)]
         for a in destroy:
-            ops += [Operation("destroy-ci", gpu, a.instance.profile.name, a.instance.placement, a.gi_id, c) for c in a.ci_ids]
-            ops.append(Operation("destroy-gi", gpu, a.instance.profile.name, a.instance.placement, a.gi_id))
+            ops += [DestroyCi(gpu, a.instance.profile.name, a.instance.placement, a.gi_id, c) for c in a.ci_ids]
+            ops.append(DestroyGi(gpu, a.instance.profile.name, a.instance.placement, a.gi_id))
         for inst in create:
-            ops += [Operation("create-gi", gpu, inst.profile.name, inst.placement),
-                    Operation("create-ci", gpu, inst.profile.name, inst.placement)]
-        gp = GpuPlan(g, model, Layout(), Transition((), tuple(a.instance for a in destroy), tuple(create)), ops,
-                     [a.instance for a in destroy], [])
+            ops += [
+                CreateGi(gpu, inst.profile.name, inst.placement),
+                CreateCi(gpu, inst.profile.name, inst.placement),
+            ]
+        gp = GpuPlan(
+            g,
+            model,
+            Layout(),
+            Transition((), tuple(a.instance for a in destroy), tuple(create)),
+            ops,
+            [a.instance for a in destroy],
+            [],
+        )
         plan = ApplyPlan([gp])
         check_may_change(plan, backend)
         journal = _journal(backend)
         prior = actual_instances(backend, gpu) if g.mig_current else []
-        journal.remember_prior(g.uuid, g.mig_current,
-                               [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior])
+        journal.remember_prior(
+            g.uuid,
+            g.mig_current,
+            [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior],
+        )
         run = _Run(backend, journal, progress)
         result = ApplyResult(plan=plan)
         try:
             run.execute(gp, result)
         except BackendError as e:
             problems = run.rollback()
-            raise ApplyError(f"GPU {gpu}: '{_next_op(plan, run)}' failed: {e}. "
-                             + ("Rolled back." if not problems else "Rollback was incomplete: " + "; ".join(problems))) from e
+            raise ApplyError(
+                f"GPU {gpu}: '{_next_op(plan, run)}' failed: {e}. "
+                + ("Rolled back." if not problems else "Rollback was incomplete: " + "; ".join(problems))
+            ) from e
         if result.pending_reset:
             raise ResetRequiredError("; ".join(result.pending_reset))
         made = {d.placement: d for d in backend.mig_devices(gpu)}
@@ -443,7 +440,9 @@ def _next_op(plan: ApplyPlan, run: _Run) -> str:
     return str(ops[len(run.performed)]) if len(run.performed) < len(ops) else "the end"
 
 
-def diff(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None) -> list[str]:
+def diff(
+    desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus: Sequence[int | str] | None = None
+) -> list[str]:
     """How the GPUs differ from `desired` (empty when they match). Reads only."""
     desired = MachineLayout.of(desired)
     out = []
@@ -471,8 +470,15 @@ def diff(desired: MachineLayout | Layout | dict | str, backend: Backend, *, gpus
     return out
 
 
-def teardown(backend: Backend, *, gpus: Sequence[int | str] | None = None, restore: bool = False, force: bool = False,
-             lock_timeout: float = 60.0, progress: Progress | None = None) -> ApplyResult:
+def teardown(
+    backend: Backend,
+    *,
+    gpus: Sequence[int | str] | None = None,
+    restore: bool = False,
+    force: bool = False,
+    lock_timeout: float = 60.0,
+    progress: Progress | None = None,
+) -> ApplyResult:
     """Remove the instances migpool created; with `restore`, return each GPU to the state recorded
     before migpool first changed it (MIG mode and instances)."""
     journal = _journal(backend)
@@ -500,8 +506,14 @@ def teardown(backend: Backend, *, gpus: Sequence[int | str] | None = None, resto
         desired_entries.append(GpuLayout(layout, (g.index,)))
     if not desired_entries:
         return ApplyResult()
-    result = apply(MachineLayout(tuple(desired_entries)), backend, gpus=gpus, force=force, lock_timeout=lock_timeout,
-                   progress=progress)
+    result = apply(
+        MachineLayout(tuple(desired_entries)),
+        backend,
+        gpus=gpus,
+        force=force,
+        lock_timeout=lock_timeout,
+        progress=progress,
+    )
     if restore:
         for g in select_gpus(backend, gpus):
             journal.forget(g.uuid)

@@ -25,7 +25,7 @@ def _base(profile: str) -> str:
 def _totals(per_gpu: Sequence[tuple[int, Layout]]) -> dict[str, int]:
     totals: dict[str, int] = {}
     for _, layout in per_gpu:
-        for name, n in (layout.counts if layout.mig_enabled else ()):
+        for name, n in layout.counts if layout.mig_enabled else ():
             totals[name] = totals.get(name, 0) + n
     return totals
 
@@ -34,19 +34,27 @@ def slurm(per_gpu: Sequence[tuple[int, Layout]], node_name: str) -> str:
     """gres.conf and slurm.conf lines for this node's layout."""
     whole = [i for i, layout in per_gpu if not layout.mig_enabled]
     items = [f"gpu:{name}:{n}" for name, n in _totals(per_gpu).items()] + ([f"gpu:{len(whole)}"] if whole else [])
-    described = [f"#   GPU {i}: " + (", ".join(f"{n}x {name}" for name, n in layout.counts) or "MIG enabled, no partitions"
-                                      if layout.mig_enabled else "MIG disabled: one whole GPU (untyped)")
-                 for i, layout in per_gpu]
-    return "\n".join([
-        "# gres.conf on this node: slurmd finds the MIG devices through NVML (Slurm built with NVML)",
-        "AutoDetect=nvml",
-        "",
-        "# slurm.conf: the node's GRES, one type per MIG profile",
-        *described,
-        "GresTypes=gpu",
-        f"NodeName={node_name} Gres={','.join(items)}" if items else f"# NodeName={node_name}: no GPU to declare",
-        "",
-    ])
+    described = [
+        f"#   GPU {i}: "
+        + (
+            ", ".join(f"{n}x {name}" for name, n in layout.counts) or "MIG enabled, no partitions"
+            if layout.mig_enabled
+            else "MIG disabled: one whole GPU (untyped)"
+        )
+        for i, layout in per_gpu
+    ]
+    return "\n".join(
+        [
+            "# gres.conf on this node: slurmd finds the MIG devices through NVML (Slurm built with NVML)",
+            "AutoDetect=nvml",
+            "",
+            "# slurm.conf: the node's GRES, one type per MIG profile",
+            *described,
+            "GresTypes=gpu",
+            f"NodeName={node_name} Gres={','.join(items)}" if items else f"# NodeName={node_name}: no GPU to declare",
+            "",
+        ]
+    )
 
 
 @dataclass(frozen=True)
@@ -70,15 +78,24 @@ def kubernetes(per_gpu: Sequence[tuple[int, Layout]]) -> K8sView:
     if not enabled:
         return K8sView(mixed, {"nvidia.com/gpu": whole}, "no GPU has MIG enabled: whole GPUs")
     if whole:
-        return K8sView(mixed, None, f"GPU(s) {', '.join(str(i) for i, l in per_gpu if not l.mig_enabled)} have MIG "
-                                    "disabled while others have it enabled; the single strategy needs every GPU "
-                                    "MIG-enabled with one profile. Use the mixed strategy")
+        return K8sView(
+            mixed,
+            None,
+            f"GPU(s) {', '.join(str(i) for i, lay in per_gpu if not lay.mig_enabled)} have MIG "
+            "disabled while others have it enabled; the single strategy needs every GPU "
+            "MIG-enabled with one profile. Use the mixed strategy",
+        )
     if len(profiles) != 1:
-        return K8sView(mixed, None, f"the partitions have {len(profiles)} profiles ({', '.join(sorted(profiles))}); "
-                                    "the single strategy needs one profile on every GPU. Use the mixed strategy")
+        return K8sView(
+            mixed,
+            None,
+            f"the partitions have {len(profiles)} profiles ({', '.join(sorted(profiles))}); "
+            "the single strategy needs one profile on every GPU. Use the mixed strategy",
+        )
     empty = [i for i, layout in per_gpu if layout.mig_enabled and not layout.counts]
     if empty:
         return K8sView(mixed, None, f"GPU(s) {', '.join(map(str, empty))} have MIG enabled but no partitions")
     (profile,) = profiles
-    return K8sView(mixed, {"nvidia.com/gpu": sum(_totals(per_gpu).values())},
-                   f"every GPU holds only {profile} partitions")
+    return K8sView(
+        mixed, {"nvidia.com/gpu": sum(_totals(per_gpu).values())}, f"every GPU holds only {profile} partitions"
+    )

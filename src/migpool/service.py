@@ -29,8 +29,14 @@ DEFAULT_UNIT_DIR = "/etc/systemd/system"
 DEFAULT_HOOKS_FILE = "/etc/migpool/hooks.yaml"
 # The GPU's usual clients, which must find the layout in place when they start (they are ordered after us;
 # a unit that does not exist on a machine is simply ignored by systemd).
-CLIENTS = ("kubelet.service", "nvidia-dcgm.service", "dcgm.service", "nvidia-device-plugin.service",
-           "dcgm-exporter.service", "slurmd.service")
+CLIENTS = (
+    "kubelet.service",
+    "nvidia-dcgm.service",
+    "dcgm.service",
+    "nvidia-device-plugin.service",
+    "dcgm-exporter.service",
+    "slurmd.service",
+)
 
 
 class ServiceError(MigpoolError):
@@ -64,7 +70,7 @@ ConditionPathExists={config_file}
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart={' '.join(_quote(a) for a in boot_command(config_file, hooks_file))}
+ExecStart={" ".join(_quote(a) for a in boot_command(config_file, hooks_file))}
 StandardOutput=journal
 StandardError=journal
 SyslogIdentifier=migpool
@@ -75,9 +81,11 @@ WantedBy=multi-user.target
 
 
 def hooks_text(services: Sequence[str]) -> str:
-    return ("# Services migpool stops before changing the GPUs (in this order, only if active and only when a change\n"
-            "# is needed) and starts again afterwards (in reverse order).\n"
-            + yaml.safe_dump({"version": "v1", "stop-before-change": list(services)}, sort_keys=False))
+    return (
+        "# Services migpool stops before changing the GPUs (in this order, only if active and only when a change\n"
+        "# is needed) and starts again afterwards (in reverse order).\n"
+        + yaml.safe_dump({"version": "v1", "stop-before-change": list(services)}, sort_keys=False)
+    )
 
 
 def load_hooks(path: Path) -> list[str]:
@@ -89,8 +97,12 @@ def load_hooks(path: Path) -> list[str]:
     except yaml.YAMLError as e:
         raise ConfigError(f"the hooks file {path} is not valid YAML: {e}") from None
     services = data.get("stop-before-change") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or data.get("version") != "v1" or not isinstance(services, list) \
-            or not all(isinstance(s, str) and s for s in services):
+    if (
+        not isinstance(data, dict)
+        or data.get("version") != "v1"
+        or not isinstance(services, list)
+        or not all(isinstance(s, str) and s for s in services)
+    ):
         raise ConfigError(f"the hooks file {path} must hold 'version: v1' and 'stop-before-change: [unit, ...]'")
     return services
 
@@ -99,7 +111,7 @@ def load_hooks(path: Path) -> list[str]:
 class Systemctl:
     """Runs systemctl with argv lists (no shell)."""
 
-    run: Callable[[list[str]], int] = lambda argv: subprocess.run(argv, check=False).returncode  # noqa: E731
+    run: Callable[[list[str]], int] = lambda argv: subprocess.run(argv, check=False).returncode
 
     def is_active(self, unit: str) -> bool:
         return self.run(["systemctl", "is-active", "--quiet", unit]) == 0

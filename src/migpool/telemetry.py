@@ -98,15 +98,38 @@ def sample(backend: Backend, pools: list[dict[str, Any]] | None = None) -> Snaps
         if g.mig_current:
             for d in backend.mig_devices(g.index):
                 act, note = _activity(backend, g.index, d.gi_id)
-                parts.append(PartitionSample(d.gi_id, d.ci_id, d.uuid, d.profile_name, str(d.placement),
-                                             d.memory_used_mib, d.memory_mib, act, note,
-                                             _procs([p for p in procs if p.device_uuid == d.uuid])))
+                parts.append(
+                    PartitionSample(
+                        d.gi_id,
+                        d.ci_id,
+                        d.uuid,
+                        d.profile_name,
+                        str(d.placement),
+                        d.memory_used_mib,
+                        d.memory_mib,
+                        act,
+                        note,
+                        _procs([p for p in procs if p.device_uuid == d.uuid]),
+                    )
+                )
             act, note = None, "per partition (MIG is enabled)"
         else:
             act, note = _activity(backend, g.index, None)
         inside = {p.uuid for p in parts}
-        gpus.append(GpuSample(g.index, g.uuid, g.name, g.mig_mode_short, backend.memory_used_mib(g.index), g.memory_mib,
-                              act, note, _procs([p for p in procs if p.device_uuid not in inside]), parts))
+        gpus.append(
+            GpuSample(
+                g.index,
+                g.uuid,
+                g.name,
+                g.mig_mode_short,
+                backend.memory_used_mib(g.index),
+                g.memory_mib,
+                act,
+                note,
+                _procs([p for p in procs if p.device_uuid not in inside]),
+                parts,
+            )
+        )
     return Snapshot(time.time(), socket.gethostname(), backend.kind, gpus, pools or [], time.perf_counter() - t0)
 
 
@@ -142,7 +165,7 @@ class Sampler:
         try:
             with self._backend_lock:
                 snap = sample(self.backend, list(self.pools()) if self.pools else [])
-        except BaseException as e:  # noqa: BLE001 - shown to the reader, never lost
+        except BaseException as e:
             with self._lock:
                 self._error = e
             return

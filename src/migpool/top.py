@@ -26,16 +26,29 @@ def _pct(a: Activity | None, field: str) -> str:
 
 
 def _gpu_view(g: GpuSample) -> list[RenderableType]:
-    cols = [("unit", "text"), ("used/total", "num"), ("SM%", "num"), ("occ%", "num"), ("tensor%", "num"),
-            ("DRAM%", "num"), ("procs", "num")]
+    cols = [
+        ("unit", "text"),
+        ("used/total", "num"),
+        ("SM%", "num"),
+        ("occ%", "num"),
+        ("tensor%", "num"),
+        ("DRAM%", "num"),
+        ("procs", "num"),
+    ]
     t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode}", cols)
-    units = [(f"{p.gi_id}:{p.profile}", p.memory_used_mib, p.memory_mib, p.activity, p.activity_note, p.processes)
-             for p in g.partitions] or [("GPU", g.memory_used_mib, g.memory_mib, g.activity, g.activity_note, g.processes)]
+    units = [
+        (f"{p.gi_id}:{p.profile}", p.memory_used_mib, p.memory_mib, p.activity, p.activity_note, p.processes)
+        for p in g.partitions
+    ] or [("GPU", g.memory_used_mib, g.memory_mib, g.activity, g.activity_note, g.processes)]
     notes: list[str] = []
     procs = table(None, [("PID", "num"), ("user", "text"), ("process", "text"), ("memory", "num"), ("on", "text")])
     for unit, used, total, act, note, ps in units:
-        t.add_row(unit, f"{used}/{total} MiB", *(_pct(act, f) for f in ("sm_active", "sm_occupancy", "tensor_active",
-                                                                         "dram_active")), str(len(ps)))
+        t.add_row(
+            unit,
+            f"{used}/{total} MiB",
+            *(_pct(act, f) for f in ("sm_active", "sm_occupancy", "tensor_active", "dram_active")),
+            str(len(ps)),
+        )
         if act is None and note and note not in notes:
             notes.append(note)
         for p in ps:
@@ -48,14 +61,33 @@ def _gpu_view(g: GpuSample) -> list[RenderableType]:
 
 
 def _pool_view(pool: dict, wide: bool) -> RenderableType:
-    t = table(f"pool (pid {pool['pid']}): {pool['pending']} task(s) waiting for a worker",
-              [("worker", "num"), ("partition", "text"), ("profile", "text"), ("run", "num"), ("queue", "num"),
-               ("done", "num"), ("fail", "num"), ("lost", "num"), ("busy s", "num")])
+    t = table(
+        f"pool (pid {pool['pid']}): {pool['pending']} task(s) waiting for a worker",
+        [
+            ("worker", "num"),
+            ("partition", "text"),
+            ("profile", "text"),
+            ("run", "num"),
+            ("queue", "num"),
+            ("done", "num"),
+            ("fail", "num"),
+            ("lost", "num"),
+            ("busy s", "num"),
+        ],
+    )
     errors = []
     for w in pool["workers"]:
-        t.add_row(str(w["worker"]), short_uuid(w["partition"], wide) if w["partition"] else "-", w["profile"] or "-",
-                  str(w["running"]), str(w["queued"]), str(w["tasks_done"]), str(w["tasks_failed"]),
-                  str(w["tasks_lost"]), f"{w['busy_s']:.1f}")
+        t.add_row(
+            str(w["worker"]),
+            short_uuid(w["partition"], wide) if w["partition"] else "-",
+            w["profile"] or "-",
+            str(w["running"]),
+            str(w["queued"]),
+            str(w["tasks_done"]),
+            str(w["tasks_failed"]),
+            str(w["tasks_lost"]),
+            f"{w['busy_s']:.1f}",
+        )
         if w["last_error"]:
             errors.append(f"worker {w['worker']}: {w['last_error']}")
     t.caption = ("last errors: " + "; ".join(errors)) if errors else None
@@ -63,9 +95,14 @@ def _pool_view(pool: dict, wide: bool) -> RenderableType:
 
 
 def render(snap: Snapshot, wide: bool = False, footer: str = "") -> RenderableType:
-    parts: list[RenderableType] = [Text(f"migpool top: {snap.hostname} ({snap.backend}), "
-                                        f"{time.strftime('%H:%M:%S', time.localtime(snap.time))}, "
-                                        f"sampled in {snap.sample_seconds * 1e3:.1f} ms", style="bold")]
+    parts: list[RenderableType] = [
+        Text(
+            f"migpool top: {snap.hostname} ({snap.backend}), "
+            f"{time.strftime('%H:%M:%S', time.localtime(snap.time))}, "
+            f"sampled in {snap.sample_seconds * 1e3:.1f} ms",
+            style="bold",
+        )
+    ]
     parts += [view for g in snap.gpus for view in _gpu_view(g)]
     parts += [_pool_view(p, wide) for p in snap.pools]
     if footer:

@@ -22,15 +22,22 @@ class _Table(Table):
     """A rich Table whose text and number columns never shrink below their widest cell."""
 
     def add_row(self, *cells: Any, **kw: Any) -> None:  # type: ignore[override]
-        for col, cell in zip(self.columns, cells):
+        for col, cell in zip(self.columns, cells, strict=False):
             if col.no_wrap and isinstance(cell, str):
                 col.min_width = max(col.min_width or 0, cell_len(cell), cell_len(str(col.header)))
         super().add_row(*cells, **kw)
 
 
 def table(title: str | None, columns: list[tuple[str, Kind]], caption: str | None = None) -> Table:
-    t = _Table(title=title, caption=caption, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
-               title_justify="left", caption_justify="left")
+    t = _Table(
+        title=title,
+        caption=caption,
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        title_justify="left",
+        caption_justify="left",
+    )
     for header, kind in columns:
         if kind == "list":
             t.add_column(header, overflow="fold", ratio=1, min_width=max(9, len(header)))

@@ -40,8 +40,10 @@ def test_nvml_reads_the_gpu_and_it_matches_the_catalog(nv):
         pytest.skip(f"{g.name} is not MIG-capable")
     read = nv.model(0)
     for p in sorted(read.profiles, key=lambda p: p.nvml_index):
-        print(f"  {p.nvml_index:>2} id {p.id:>2} {p.name:<11} {p.memory_mib} MiB {p.sms} SMs ×{p.max_instances} "
-              f"{format_placements(p.placements)}")
+        print(
+            f"  {p.nvml_index:>2} id {p.id:>2} {p.name:<11} {p.memory_mib} MiB {p.sms} SMs ×{p.max_instances} "
+            f"{format_placements(p.placements)}"
+        )
     assert find_by_nvml_name(g.name) is not None, f"{g.name} is missing from the catalog"
     assert compare_with_catalog(read) == []  # the catalog is wrong, not the card, if this fails
 
@@ -50,13 +52,20 @@ def test_cli_reads_and_plans_on_the_real_gpu(nv):
     gpus = json.loads(mp("gpus", "--json").stdout)
     assert gpus[0]["uuid"] == nv.gpus()[0].uuid
     prof = json.loads(mp("profiles", "--json").stdout)[0]["profiles"]
-    assert {p["name"]: p["placements"] for p in prof} == {p.name: format_placements(p.placements) for p in nv.model(0).profiles}
+    assert {p["name"]: p["placements"] for p in prof} == {
+        p.name: format_placements(p.placements) for p in nv.model(0).profiles
+    }
     plan = mp("plan", "3g.40gb", "-n", "2")
     assert plan.returncode == 0, plan.stderr
     assert "create   3g.40gb      ■■■■····  0:4" in plan.stdout and "····■■■■  4:4" in plan.stdout
     mixed = mp("plan", "3g.40gb:1,1g.10gb:3", "--json")
     assert mixed.returncode == 0, mixed.stderr
-    assert sorted(json.loads(mixed.stdout)["gpus"][0]["create"]) == ["1g.10gb@4:1", "1g.10gb@5:1", "1g.10gb@6:1", "3g.40gb@0:4"]
+    assert sorted(json.loads(mixed.stdout)["gpus"][0]["create"]) == [
+        "1g.10gb@4:1",
+        "1g.10gb@5:1",
+        "1g.10gb@6:1",
+        "3g.40gb@0:4",
+    ]
     print(plan.stdout)
 
 
@@ -85,7 +94,10 @@ def test_pool_runs_torch_on_the_whole_gpu_pinned_by_uuid(nv):
     assert all(r["accuracy"] > 50 for r in results)
 
 
-HOLDER = "import sys, time, torch; x = torch.empty(256 * 2**20, dtype=torch.uint8, device='cuda'); print('ready', flush=True); time.sleep(120)"
+HOLDER = (
+    "import sys, time, torch; x = torch.empty(256 * 2**20, dtype=torch.uint8, device='cuda'); "
+    "print('ready', flush=True); time.sleep(120)"
+)
 
 
 def test_pre_apply_check_names_a_real_process_on_the_gpu(nv):

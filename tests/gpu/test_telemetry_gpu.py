@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
+import pool_tasks as T
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import migpool
-import pool_tasks as T
 from migpool import NvmlBackend
 from migpool.exporter import registry_for
 from migpool.telemetry import Sampler
@@ -23,8 +23,13 @@ pytestmark = pytest.mark.gpu
 def _top_json():
     env = dict(os.environ, MIGPOOL_READ_ONLY="1")
     env.pop("MIGPOOL_SIMULATE", None)
-    r = subprocess.run([sys.executable, "-m", "migpool", "top", "--once", "--json", "--interval", "0.5"],
-                       capture_output=True, text=True, env=env, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "migpool", "top", "--once", "--json", "--interval", "0.5"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -35,9 +40,12 @@ def test_sampler_top_and_exporter_see_a_load_and_an_idle_gpu():
     if nv.gpus()[0].mig_current:
         pytest.skip("MIG is enabled on GPU 0: this test loads the whole GPU")
     readings = {}
-    with Sampler(nv, interval=0.5) as sampler, migpool.Compute(worker=migpool.Worker(concurrency=1),
-                                                                 plugins=[migpool.plugins.gpus([0])],
-                                                                 progress=False) as pool:
+    with (
+        Sampler(nv, interval=0.5) as sampler,
+        migpool.Compute(
+            worker=migpool.Worker(concurrency=1), plugins=[migpool.plugins.gpus([0])], progress=False
+        ) as pool,
+    ):
         idle = sampler.latest(wait=3).gpus[0]
         fut = pool.submit(T.matmul_for(12))
         time.sleep(4)  # past the ramp
@@ -48,14 +56,18 @@ def test_sampler_top_and_exporter_see_a_load_and_an_idle_gpu():
         time.sleep(1.5)
         after = sampler.latest(wait=3).gpus[0]
     nv.close()
-    readings = dict(idle=idle.activity, busy=busy.activity, after=after.activity, sample_s=sampler.latest().sample_seconds)
+    readings = dict(
+        idle=idle.activity, busy=busy.activity, after=after.activity, sample_s=sampler.latest().sample_seconds
+    )
     print("\nGPM readings:", readings)
     assert idle.activity is not None and busy.activity is not None, (idle.activity_note, busy.activity_note)
     assert busy.activity.sm_active > 50 and after.activity.sm_active < 10, readings
     load = [p for p in top["gpus"][0]["processes"] if p["pid"] == result["pid"]]
     assert load and load[0]["memory_mib"] > 256, top["gpus"][0]["processes"]
     print("top --once --json, the loading process:", load[0], "GPU activity:", top["gpus"][0]["activity"])
-    values = {(s.name, s.labels.get("gpu")): s.value for fam in text_string_to_metric_families(text) for s in fam.samples}
+    values = {
+        (s.name, s.labels.get("gpu")): s.value for fam in text_string_to_metric_families(text) for s in fam.samples
+    }
     print("exporter:", {k: v for k, v in values.items() if k[1] == "0" and k[0].startswith("DCGM")})
     assert values[("DCGM_FI_PROF_SM_ACTIVE", "0")] > 0.5
     assert values[("DCGM_FI_DEV_FB_USED", "0")] >= load[0]["memory_mib"]

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import os
 
-from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo, read_only
+from .base import (
+    Activity,
+    Backend,
+    ComputeInstanceInfo,
+    GpuInfo,
+    GpuInstanceInfo,
+    MigDeviceInfo,
+    ProcessInfo,
+    read_only,
+)
 from .simulated import SimulatedBackend
 
 SIMULATE_ENV = "MIGPOOL_SIMULATE"
@@ -28,5 +37,17 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
-__all__ = ["Activity", "Backend", "ComputeInstanceInfo", "GpuInfo", "GpuInstanceInfo", "MigDeviceInfo", "NvmlBackend",
-           "ProcessInfo", "SimulatedBackend", "SIMULATE_ENV", "open_backend", "read_only"]
+__all__ = [
+    "Activity",
+    "Backend",
+    "ComputeInstanceInfo",
+    "GpuInfo",
+    "GpuInstanceInfo",
+    "MigDeviceInfo",
+    "NvmlBackend",
+    "ProcessInfo",
+    "SimulatedBackend",
+    "SIMULATE_ENV",
+    "open_backend",
+    "read_only",
+]

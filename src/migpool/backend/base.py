@@ -212,5 +212,5 @@ class Backend(ABC):
     @abstractmethod
     def _reset_gpu(self, gpu: int) -> None: ...
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: only backends that hold driver resources override it
         """Release driver resources."""

@@ -65,7 +65,8 @@ class NvmlBackend(Backend):
         except nvml.NVMLError as e:
             raise NotSupportedError(
                 f"cannot talk to an NVIDIA driver here (NVML: {e}). On a machine without NVIDIA GPUs, simulate one: "
-                "--simulate A100-80GB, MIGPOOL_SIMULATE=A100-80GB, or Local(simulate='A100-80GB')") from None
+                "--simulate A100-80GB, MIGPOOL_SIMULATE=A100-80GB, or Local(simulate='A100-80GB')"
+            ) from None
         self._models: dict[int, GpuModel] = {}
         self._gpm_samples: dict[tuple[int, int | None], Any] = {}
         self._gpm_support: dict[int, str | None] = {}
@@ -86,7 +87,10 @@ class NvmlBackend(Backend):
             n.NVML_ERROR_NOT_FOUND: (NotFoundError, "not found"),
             n.NVML_ERROR_IN_USE: (InUseError, "in use"),
             n.NVML_ERROR_INSUFFICIENT_RESOURCES: (InsufficientResourcesError, "insufficient resources"),
-            n.NVML_ERROR_NO_PERMISSION: (NoPermissionError, "no permission: run as root, or grant access to the MIG capability devices (/dev/nvidia-caps)"),
+            n.NVML_ERROR_NO_PERMISSION: (
+                NoPermissionError,
+                "no permission: run as root, or grant access to the MIG capability devices (/dev/nvidia-caps)",
+            ),
             n.NVML_ERROR_RESET_REQUIRED: (ResetRequiredError, "a GPU reset is required first"),
             n.NVML_ERROR_NOT_SUPPORTED: (NotSupportedError, "not supported by this GPU or driver"),
             n.NVML_ERROR_INVALID_ARGUMENT: (InvalidArgumentError, "invalid argument"),
@@ -118,10 +122,18 @@ class NvmlBackend(Backend):
                 cur = pend = 0
                 capable = False
             mem = self._wrap(n.nvmlDeviceGetMemoryInfo, h)
-            out.append(GpuInfo(index=i, uuid=_decode(self._wrap(n.nvmlDeviceGetUUID, h)),
-                               name=_decode(self._wrap(n.nvmlDeviceGetName, h)), memory_mib=int(mem.total) // 2**20,
-                               mig_capable=capable, mig_current=bool(cur), mig_pending=bool(pend),
-                               pci_device_id=self._pci_id(h)))
+            out.append(
+                GpuInfo(
+                    index=i,
+                    uuid=_decode(self._wrap(n.nvmlDeviceGetUUID, h)),
+                    name=_decode(self._wrap(n.nvmlDeviceGetName, h)),
+                    memory_mib=int(mem.total) // 2**20,
+                    mig_capable=capable,
+                    mig_current=bool(cur),
+                    mig_pending=bool(pend),
+                    pci_device_id=self._pci_id(h),
+                )
+            )
         return out
 
     def _pci_id(self, h: Any) -> int | None:
@@ -150,23 +162,40 @@ class NvmlBackend(Backend):
             pname = _decode(getattr(info, "name", b"")).removeprefix("MIG ").strip()
             if not pname:
                 pname = f"{info.sliceCount}g.{round(info.memorySizeMB / 1024)}gb"
-            profiles.append(Profile(
-                name=pname, id=int(info.id), nvml_index=index, slices=int(info.sliceCount),
-                memory_mib=int(info.memorySizeMB), sms=int(info.multiprocessorCount),
-                max_instances=int(info.instanceCount), placements=placements,
-                compute_profiles=known.profile(pname).compute_profiles if known and _has(known, pname) else (),
-                media=dict(decoders=int(info.decoderCount), encoders=int(info.encoderCount),
-                           copy_engines=int(info.copyEngineCount), jpeg=int(info.jpegCount), ofa=int(info.ofaCount)),
-            ))
+            profiles.append(
+                Profile(
+                    name=pname,
+                    id=int(info.id),
+                    nvml_index=index,
+                    slices=int(info.sliceCount),
+                    memory_mib=int(info.memorySizeMB),
+                    sms=int(info.multiprocessorCount),
+                    max_instances=int(info.instanceCount),
+                    placements=placements,
+                    compute_profiles=known.profile(pname).compute_profiles if known and _has(known, pname) else (),
+                    media=dict(
+                        decoders=int(info.decoderCount),
+                        encoders=int(info.encoderCount),
+                        copy_engines=int(info.copyEngineCount),
+                        jpeg=int(info.jpegCount),
+                        ofa=int(info.ofaCount),
+                    ),
+                )
+            )
         if not profiles:
             raise NotSupportedError(f"GPU {gpu} ({name}) reports no MIG profiles: it is not MIG-capable")
         mem = self._wrap(n.nvmlDeviceGetMemoryInfo, h)
         full = max(profiles, key=lambda p: p.slices)
         model = GpuModel(
-            key=known.key if known else name, nvml_names=(name,), memory_mib=int(mem.total) // 2**20,
-            sms=known.sms if known else full.sms, compute_slices=full.slices,
+            key=known.key if known else name,
+            nvml_names=(name,),
+            memory_mib=int(mem.total) // 2**20,
+            sms=known.sms if known else full.sms,
+            compute_slices=full.slices,
             memory_slices=max(pl.start + pl.size for p in profiles for pl in p.placements),
-            profiles=tuple(profiles), aliases=known.aliases if known else (), source=f"read from GPU {gpu} through NVML",
+            profiles=tuple(profiles),
+            aliases=known.aliases if known else (),
+            source=f"read from GPU {gpu} through NVML",
             architecture=known.architecture if known else "",
         )
         self._models[gpu] = model
@@ -176,8 +205,14 @@ class NvmlBackend(Backend):
         n = self.nvml
         buf = (n.c_nvmlGpuInstancePlacement_t * _MAX_PLACEMENTS)()
         count = ctypes.c_uint(_MAX_PLACEMENTS)
-        self._wrap(n.nvmlDeviceGetGpuInstancePossiblePlacements, h, profile_id, buf, ctypes.byref(count),
-                   what=f"read placements of profile {profile_id}")
+        self._wrap(
+            n.nvmlDeviceGetGpuInstancePossiblePlacements,
+            h,
+            profile_id,
+            buf,
+            ctypes.byref(count),
+            what=f"read placements of profile {profile_id}",
+        )
         return tuple(Placement(int(buf[i].start), int(buf[i].size)) for i in range(count.value))
 
     def _gi_handles(self, gpu: int) -> list[tuple[Any, Any]]:
@@ -197,10 +232,16 @@ class NvmlBackend(Backend):
 
     def gpu_instances(self, gpu: int) -> list[GpuInstanceInfo]:
         model = self.model(gpu)
-        return [GpuInstanceInfo(gpu=gpu, id=int(info.id), profile_id=int(info.profileId),
-                                profile_name=model.profile(int(info.profileId)).name,
-                                placement=Placement(int(info.placement.start), int(info.placement.size)))
-                for _, info in self._gi_handles(gpu)]
+        return [
+            GpuInstanceInfo(
+                gpu=gpu,
+                id=int(info.id),
+                profile_id=int(info.profileId),
+                profile_name=model.profile(int(info.profileId)).name,
+                placement=Placement(int(info.placement.start), int(info.placement.size)),
+            )
+            for _, info in self._gi_handles(gpu)
+        ]
 
     def _ci_handles(self, gpu: int) -> list[tuple[Any, Any, Any]]:
         """(gi info, ci handle, ci info) of every compute instance."""
@@ -209,14 +250,18 @@ class NvmlBackend(Backend):
         for gih, giinfo in self._gi_handles(gpu):
             for cindex in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
                 try:
-                    cinfo = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gih, cindex, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+                    cinfo = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                        gih, cindex, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+                    )
                 except n.NVMLError:
                     continue
                 buf = (n.c_nvmlComputeInstance_t * _MAX_INSTANCES)()
                 count = ctypes.c_uint(_MAX_INSTANCES)
                 self._wrap(n.nvmlGpuInstanceGetComputeInstances, gih, cinfo.id, buf, ctypes.byref(count))
                 for i in range(count.value):
-                    out.append((giinfo, buf[i], self._wrap(n.nvmlComputeInstanceGetInfo, buf[i]), int(cinfo.sliceCount)))
+                    out.append(
+                        (giinfo, buf[i], self._wrap(n.nvmlComputeInstanceGetInfo, buf[i]), int(cinfo.sliceCount))
+                    )
         return out
 
     def compute_instances(self, gpu: int) -> list[ComputeInstanceInfo]:
@@ -225,7 +270,9 @@ class NvmlBackend(Backend):
         for giinfo, _, ci, slices in self._ci_handles(gpu):
             p = model.profile(int(giinfo.profileId))
             name = p.name if slices == p.slices else f"{slices}c.{p.name}"
-            out.append(ComputeInstanceInfo(gpu=gpu, gi_id=int(giinfo.id), id=int(ci.id), slices=slices, profile_name=name))
+            out.append(
+                ComputeInstanceInfo(gpu=gpu, gi_id=int(giinfo.id), id=int(ci.id), slices=slices, profile_name=name)
+            )
         return out
 
     def _mig_handles(self, gpu: int) -> list[Any]:
@@ -255,17 +302,27 @@ class NvmlBackend(Backend):
             mem = self._wrap(n.nvmlDeviceGetMemoryInfo, mh)
             gi = gis.get(gi_id)
             ci = cis.get((gi_id, ci_id))
-            out.append(MigDeviceInfo(gpu=gpu, gpu_uuid=gpu_uuid, gi_id=gi_id, ci_id=ci_id,
-                                     uuid=_decode(self._wrap(n.nvmlDeviceGetUUID, mh)),
-                                     profile_name=ci.profile_name if ci else (gi.profile_name if gi else "?"),
-                                     memory_mib=int(mem.total) // 2**20, memory_used_mib=int(mem.used) // 2**20,
-                                     placement=gi.placement if gi else Placement(0, 0)))
+            out.append(
+                MigDeviceInfo(
+                    gpu=gpu,
+                    gpu_uuid=gpu_uuid,
+                    gi_id=gi_id,
+                    ci_id=ci_id,
+                    uuid=_decode(self._wrap(n.nvmlDeviceGetUUID, mh)),
+                    profile_name=ci.profile_name if ci else (gi.profile_name if gi else "?"),
+                    memory_mib=int(mem.total) // 2**20,
+                    memory_used_mib=int(mem.used) // 2**20,
+                    placement=gi.placement if gi else Placement(0, 0),
+                )
+            )
         return sorted(out, key=lambda d: (d.gi_id, d.ci_id))
 
     def processes(self, gpu: int) -> list[ProcessInfo]:
         n = self.nvml
         h = self._handle(gpu)
-        devices = [(h, self.gpu(gpu).uuid)] + [(mh, _decode(self._wrap(n.nvmlDeviceGetUUID, mh))) for mh in self._mig_handles(gpu)]
+        devices = [(h, self.gpu(gpu).uuid)] + [
+            (mh, _decode(self._wrap(n.nvmlDeviceGetUUID, mh))) for mh in self._mig_handles(gpu)
+        ]
         out = []
         seen: set[tuple[int, str]] = set()
         for dh, duuid in devices:
@@ -275,17 +332,28 @@ class NvmlBackend(Backend):
                     continue
                 seen.add(key)
                 used = getattr(p, "usedGpuMemory", None)
-                out.append(ProcessInfo(pid=int(p.pid), name=process_name(int(p.pid)),
-                                       used_memory_mib=int(used) // 2**20 if isinstance(used, int) else 0,
-                                       gpu=gpu, device_uuid=duuid))
+                out.append(
+                    ProcessInfo(
+                        pid=int(p.pid),
+                        name=process_name(int(p.pid)),
+                        used_memory_mib=int(used) // 2**20 if isinstance(used, int) else 0,
+                        gpu=gpu,
+                        device_uuid=duuid,
+                    )
+                )
         return out
 
     def memory_used_mib(self, gpu: int) -> int:
         return int(self._wrap(self.nvml.nvmlDeviceGetMemoryInfo, self._handle(gpu)).used) // 2**20
 
     # GPM metric ids, in the order of Activity's fields
-    _GPM_METRICS = ("NVML_GPM_METRIC_SM_UTIL", "NVML_GPM_METRIC_SM_OCCUPANCY", "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
-                    "NVML_GPM_METRIC_DRAM_BW_UTIL", "NVML_GPM_METRIC_GRAPHICS_UTIL")
+    _GPM_METRICS = (
+        "NVML_GPM_METRIC_SM_UTIL",
+        "NVML_GPM_METRIC_SM_OCCUPANCY",
+        "NVML_GPM_METRIC_ANY_TENSOR_UTIL",
+        "NVML_GPM_METRIC_DRAM_BW_UTIL",
+        "NVML_GPM_METRIC_GRAPHICS_UTIL",
+    )
 
     def _gpm_problem(self, gpu: int) -> str | None:
         if gpu not in self._gpm_support:
@@ -295,8 +363,12 @@ class NvmlBackend(Backend):
                 why: str | None = "this nvidia-ml-py has no GPM functions (upgrade nvidia-ml-py)"
             else:
                 try:
-                    why = None if n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice else \
-                        f"{_decode(n.nvmlDeviceGetName(h))} has no GPM (per-instance activity counters need Hopper or later)"
+                    why = (
+                        None
+                        if n.nvmlGpmQueryDeviceSupport(h).isSupportedDevice
+                        else f"{_decode(n.nvmlDeviceGetName(h))} has no GPM "
+                        "(per-instance activity counters need Hopper or later)"
+                    )
                 except n.NVMLError as e:
                     why = str(self._map(e, f"query GPM support of GPU {gpu}"))
             self._gpm_support[gpu] = why
@@ -329,8 +401,10 @@ class NvmlBackend(Backend):
             for i, name in enumerate(self._GPM_METRICS):
                 req.metrics[i].metricId = getattr(n, name)
             self._wrap(n.nvmlGpmMetricsGet, req, what=f"GPM metrics of GPU {gpu}")
-            values = [float(req.metrics[i].value) if req.metrics[i].nvmlReturn == n.NVML_SUCCESS else None
-                      for i in range(len(self._GPM_METRICS))]
+            values = [
+                float(req.metrics[i].value) if req.metrics[i].nvmlReturn == n.NVML_SUCCESS else None
+                for i in range(len(self._GPM_METRICS))
+            ]
         finally:
             n.nvmlGpmSampleFree(prev)
         return Activity(*values)
@@ -352,8 +426,10 @@ class NvmlBackend(Backend):
         cap = Path("/proc/driver/nvidia/capabilities/mig/config")
         if cap.exists() and os.access(cap, os.R_OK):
             return None
-        return ("changing MIG configuration needs root, or read access to the MIG config capability "
-                f"({cap}, device /dev/nvidia-caps/nvidia-cap1); run with sudo or ask your administrator")
+        return (
+            "changing MIG configuration needs root, or read access to the MIG config capability "
+            f"({cap}, device /dev/nvidia-caps/nvidia-cap1); run with sudo or ask your administrator"
+        )
 
     # --- writes ---
     def _set_mig_mode(self, gpu: int, enabled: bool) -> bool:
@@ -370,19 +446,33 @@ class NvmlBackend(Backend):
         h = self._handle(gpu)
         pl = n.c_nvmlGpuInstancePlacement_t()
         pl.start, pl.size = placement.start, placement.size
-        gih = self._wrap(n.nvmlDeviceCreateGpuInstanceWithPlacement, h, profile_id, ctypes.byref(pl),
-                         what=f"create GPU instance (profile {profile_id} at {placement}) on GPU {gpu}")
+        gih = self._wrap(
+            n.nvmlDeviceCreateGpuInstanceWithPlacement,
+            h,
+            profile_id,
+            ctypes.byref(pl),
+            what=f"create GPU instance (profile {profile_id} at {placement}) on GPU {gpu}",
+        )
         info = self._wrap(n.nvmlGpuInstanceGetInfo, gih)
-        return GpuInstanceInfo(gpu=gpu, id=int(info.id), profile_id=profile_id,
-                               profile_name=self.model(gpu).profile(profile_id).name, placement=placement)
+        return GpuInstanceInfo(
+            gpu=gpu,
+            id=int(info.id),
+            profile_id=profile_id,
+            profile_name=self.model(gpu).profile(profile_id).name,
+            placement=placement,
+        )
 
     def _gi_handle(self, gpu: int, gi_id: int) -> Any:
-        return self._wrap(self.nvml.nvmlDeviceGetGpuInstanceById, self._handle(gpu), gi_id,
-                          what=f"GPU instance {gi_id} on GPU {gpu}")
+        return self._wrap(
+            self.nvml.nvmlDeviceGetGpuInstanceById, self._handle(gpu), gi_id, what=f"GPU instance {gi_id} on GPU {gpu}"
+        )
 
     def _destroy_gpu_instance(self, gpu: int, gi_id: int) -> None:
-        self._wrap(self.nvml.nvmlGpuInstanceDestroy, self._gi_handle(gpu, gi_id),
-                   what=f"destroy GPU instance {gi_id} on GPU {gpu}")
+        self._wrap(
+            self.nvml.nvmlGpuInstanceDestroy,
+            self._gi_handle(gpu, gi_id),
+            what=f"destroy GPU instance {gi_id} on GPU {gpu}",
+        )
 
     def _create_compute_instance(self, gpu: int, gi_id: int, slices: int | None) -> ComputeInstanceInfo:
         n = self.nvml
@@ -392,12 +482,18 @@ class NvmlBackend(Backend):
         want = slices or p.slices
         for cindex in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
             try:
-                cinfo = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(gih, cindex, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED)
+                cinfo = n.nvmlGpuInstanceGetComputeInstanceProfileInfo(
+                    gih, cindex, n.NVML_COMPUTE_INSTANCE_ENGINE_PROFILE_SHARED
+                )
             except n.NVMLError:
                 continue
             if int(cinfo.sliceCount) == want:
-                cih = self._wrap(n.nvmlGpuInstanceCreateComputeInstance, gih, cinfo.id,
-                                 what=f"create compute instance in GPU instance {gi_id} on GPU {gpu}")
+                cih = self._wrap(
+                    n.nvmlGpuInstanceCreateComputeInstance,
+                    gih,
+                    cinfo.id,
+                    what=f"create compute instance in GPU instance {gi_id} on GPU {gpu}",
+                )
                 ci = self._wrap(n.nvmlComputeInstanceGetInfo, cih)
                 name = p.name if want == p.slices else f"{want}c.{p.name}"
                 return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=int(ci.id), slices=want, profile_name=name)
@@ -405,8 +501,12 @@ class NvmlBackend(Backend):
 
     def _destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None:
         n = self.nvml
-        cih = self._wrap(n.nvmlGpuInstanceGetComputeInstanceById, self._gi_handle(gpu, gi_id), ci_id,
-                         what=f"compute instance {ci_id} of GPU instance {gi_id} on GPU {gpu}")
+        cih = self._wrap(
+            n.nvmlGpuInstanceGetComputeInstanceById,
+            self._gi_handle(gpu, gi_id),
+            ci_id,
+            what=f"compute instance {ci_id} of GPU instance {gi_id} on GPU {gpu}",
+        )
         self._wrap(n.nvmlComputeInstanceDestroy, cih, what=f"destroy compute instance {ci_id} of GPU instance {gi_id}")
 
     def _reset_gpu(self, gpu: int) -> None:
@@ -421,4 +521,3 @@ class NvmlBackend(Backend):
 
 def _has(model: GpuModel, name: str) -> bool:
     return any(p.name == name for p in model.profiles)
-

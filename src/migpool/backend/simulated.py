@@ -52,16 +52,24 @@ def parse_latency(text: str | None) -> dict[str, float]:
     out = {}
     for part in [p.strip() for p in text.split(",") if p.strip()]:
         op, _, value = part.partition("=")
-        valid = ("create_gpu_instance", "destroy_gpu_instance", "create_compute_instance", "destroy_compute_instance",
-                 "set_mig_mode")
+        valid = (
+            "create_gpu_instance",
+            "destroy_gpu_instance",
+            "create_compute_instance",
+            "destroy_compute_instance",
+            "set_mig_mode",
+        )
         try:
             if op not in valid:
                 raise ValueError
             out[op] = float(value)
         except ValueError:
-            raise BackendError(f"cannot read {LATENCY_ENV} item {part!r}; write 'hardware' or OP=SECONDS with OP in "
-                               f"{', '.join(valid)}") from None
+            raise BackendError(
+                f"cannot read {LATENCY_ENV} item {part!r}; write 'hardware' or OP=SECONDS with OP in {', '.join(valid)}"
+            ) from None
     return out
+
+
 _ERRORS: dict[str, type[BackendError]] = {
     "insufficient_resources": InsufficientResourcesError,
     "in_use": InUseError,
@@ -109,8 +117,9 @@ class SimulatedBackend(Backend):
 
     kind = "simulated"
 
-    def __init__(self, spec: str, state_path: str | os.PathLike[str] | None = None,
-                 latency: dict[str, float] | str | None = None) -> None:
+    def __init__(
+        self, spec: str, state_path: str | os.PathLike[str] | None = None, latency: dict[str, float] | str | None = None
+    ) -> None:
         """`latency`: seconds each operation takes (as on hardware), a dict, 'hardware', or $MIGPOOL_SIM_LATENCY."""
         self.spec = spec
         self.latency = latency if isinstance(latency, dict) else parse_latency(latency or os.environ.get(LATENCY_ENV))
@@ -129,8 +138,19 @@ class SimulatedBackend(Backend):
         gpus = []
         for i, m in enumerate(self.models):
             u = uuidlib.UUID(hashlib.md5(f"{seed}:{i}".encode()).hexdigest())
-            gpus.append(dict(index=i, model=m.key, uuid=f"GPU-{u}", mig_current=False, mig_pending=False,
-                             gis=[], processes=[], transient=[], reset_blockers=[]))
+            gpus.append(
+                dict(
+                    index=i,
+                    model=m.key,
+                    uuid=f"GPU-{u}",
+                    mig_current=False,
+                    mig_pending=False,
+                    gis=[],
+                    processes=[],
+                    transient=[],
+                    reset_blockers=[],
+                )
+            )
         return dict(spec=self.spec, ops=0, faults={}, transient_ops=0, gpus=gpus)
 
     @contextlib.contextmanager
@@ -158,7 +178,8 @@ class SimulatedBackend(Backend):
         except ValueError as e:
             raise BackendError(
                 f"the simulated machine's state file {self.path} is damaged ({e}); migpool will not guess what was on "
-                f"its GPUs. Delete that file to start again from freshly booted simulated GPUs") from None
+                f"its GPUs. Delete that file to start again from freshly booted simulated GPUs"
+            ) from None
         return st
 
     def _save(self, st: dict[str, Any]) -> None:
@@ -210,8 +231,14 @@ class SimulatedBackend(Backend):
         return alive
 
     # --- fault injection (tests) ---
-    def inject(self, *, fail_at: int | None = None, error: str = "unknown", kill_at: int | None = None,
-               transient_ops: int | None = None) -> None:
+    def inject(
+        self,
+        *,
+        fail_at: int | None = None,
+        error: str = "unknown",
+        kill_at: int | None = None,
+        transient_ops: int | None = None,
+    ) -> None:
         """Make mutating operation number `fail_at` (counted from now, 1-based) raise `error`, or kill the
         calling process with SIGKILL just before operation `kill_at`. `transient_ops`: after a GI is
         destroyed, its slices read as in use for that many further operations (the real driver's lag)."""
@@ -252,8 +279,9 @@ class SimulatedBackend(Backend):
             raise _ERRORS[f.get("error", "unknown")](f"injected failure at operation {st['ops']} ({what})")
 
     # --- test helpers that stand for the outside world ---
-    def register_process(self, gpu: int, pid: int, name: str, device_uuid: str | None = None,
-                         used_memory_mib: int = 512) -> None:
+    def register_process(
+        self, gpu: int, pid: int, name: str, device_uuid: str | None = None, used_memory_mib: int = 512
+    ) -> None:
         """Record a process using the GPU (or one of its MIG devices); it vanishes when `pid` exits."""
         with self._state(write=True) as st:
             g = self._g(st, gpu)
@@ -273,10 +301,16 @@ class SimulatedBackend(Backend):
     def gpus(self) -> list[GpuInfo]:
         with self._state() as st:
             return [
-                GpuInfo(index=g["index"], uuid=g["uuid"], name=self.models[g["index"]].name,
-                        memory_mib=self.models[g["index"]].memory_mib, mig_capable=True,
-                        mig_current=g["mig_current"], mig_pending=g["mig_pending"],
-                        pci_device_id=next(iter(self.models[g["index"]].pci_device_ids), None))
+                GpuInfo(
+                    index=g["index"],
+                    uuid=g["uuid"],
+                    name=self.models[g["index"]].name,
+                    memory_mib=self.models[g["index"]].memory_mib,
+                    mig_capable=True,
+                    mig_current=g["mig_current"],
+                    mig_pending=g["mig_pending"],
+                    pci_device_id=next(iter(self.models[g["index"]].pci_device_ids), None),
+                )
                 for g in st["gpus"]
             ]
 
@@ -292,8 +326,9 @@ class SimulatedBackend(Backend):
 
     def _gi_info(self, gpu: int, gi: dict[str, Any]) -> GpuInstanceInfo:
         p = self.models[gpu].profile(gi["profile_id"])
-        return GpuInstanceInfo(gpu=gpu, id=gi["id"], profile_id=p.id, profile_name=p.name,
-                               placement=Placement(gi["start"], gi["size"]))
+        return GpuInstanceInfo(
+            gpu=gpu, id=gi["id"], profile_id=p.id, profile_name=p.name, placement=Placement(gi["start"], gi["size"])
+        )
 
     def compute_instances(self, gpu: int) -> list[ComputeInstanceInfo]:
         with self._state() as st:
@@ -303,7 +338,11 @@ class SimulatedBackend(Backend):
                 p = self.models[gpu].profile(gi["profile_id"])
                 for ci in gi["cis"]:
                     name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
-                    out.append(ComputeInstanceInfo(gpu=gpu, gi_id=gi["id"], id=ci["id"], slices=ci["slices"], profile_name=name))
+                    out.append(
+                        ComputeInstanceInfo(
+                            gpu=gpu, gi_id=gi["id"], id=ci["id"], slices=ci["slices"], profile_name=name
+                        )
+                    )
             return out
 
     def mig_devices(self, gpu: int) -> list[MigDeviceInfo]:
@@ -318,16 +357,28 @@ class SimulatedBackend(Backend):
                 for ci in sorted(gi["cis"], key=lambda x: x["id"]):
                     used = sum(x["used"] for x in procs if x["device"] == ci["uuid"])
                     name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
-                    out.append(MigDeviceInfo(gpu=gpu, gpu_uuid=g["uuid"], gi_id=gi["id"], ci_id=ci["id"], uuid=ci["uuid"],
-                                             profile_name=name, memory_mib=p.memory_mib, memory_used_mib=used,
-                                             placement=Placement(gi["start"], gi["size"])))
+                    out.append(
+                        MigDeviceInfo(
+                            gpu=gpu,
+                            gpu_uuid=g["uuid"],
+                            gi_id=gi["id"],
+                            ci_id=ci["id"],
+                            uuid=ci["uuid"],
+                            profile_name=name,
+                            memory_mib=p.memory_mib,
+                            memory_used_mib=used,
+                            placement=Placement(gi["start"], gi["size"]),
+                        )
+                    )
             return out
 
     def processes(self, gpu: int) -> list[ProcessInfo]:
         with self._state(write=True) as st:
             g = self._g(st, gpu)
-            return [ProcessInfo(pid=p["pid"], name=p["name"], used_memory_mib=p["used"], gpu=gpu, device_uuid=p["device"])
-                    for p in self._live_processes(g)]
+            return [
+                ProcessInfo(pid=p["pid"], name=p["name"], used_memory_mib=p["used"], gpu=gpu, device_uuid=p["device"])
+                for p in self._live_processes(g)
+            ]
 
     def lock_path(self) -> Path:
         return Path(str(self.path) + ".apply.lock")
@@ -349,7 +400,9 @@ class SimulatedBackend(Backend):
                 names = ", ".join(f"{p['name']} (pid {p['pid']})" for p in busy)
                 raise InUseError(f"GPU {gpu} is in use by {names}; MIG mode cannot change while processes use the GPU")
             if not enabled and g["gis"]:
-                raise InUseError(f"GPU {gpu} still has {len(g['gis'])} GPU instance(s); destroy them before disabling MIG")
+                raise InUseError(
+                    f"GPU {gpu} still has {len(g['gis'])} GPU instance(s); destroy them before disabling MIG"
+                )
             g["mig_pending"] = enabled
             if g["reset_blockers"]:
                 return False
@@ -373,16 +426,24 @@ class SimulatedBackend(Backend):
             if placement not in profile.placements:
                 raise InvalidArgumentError(
                     f"placement {placement} is not legal for {profile.name} on {model.name}; legal: "
-                    + catalog.format_placements(profile.placements))
-            existing = [PlannedInstance(model.profile(gi["profile_id"]), Placement(gi["start"], gi["size"])) for gi in g["gis"]]
+                    + catalog.format_placements(profile.placements)
+                )
+            existing = [
+                PlannedInstance(model.profile(gi["profile_id"]), Placement(gi["start"], gi["size"])) for gi in g["gis"]
+            ]
             lagging = [t for t in g["transient"] if t["until"] >= st["ops"]]
             g["transient"] = lagging
             if any(placement.overlaps(Placement(t["start"], t["size"])) for t in lagging):
                 raise InsufficientResourcesError(f"memory slices at {placement} on GPU {gpu} are still being released")
             if not can_place(model, existing, profile, placement):
                 raise InsufficientResourcesError(f"no room for {profile.name} at {placement} on GPU {gpu}")
-            gi = dict(id=gi_id_for(placement, model.memory_slices), profile_id=profile.id,
-                      start=placement.start, size=placement.size, cis=[])
+            gi = dict(
+                id=gi_id_for(placement, model.memory_slices),
+                profile_id=profile.id,
+                start=placement.start,
+                size=placement.size,
+                cis=[],
+            )
             g["gis"].append(gi)
             return self._gi_info(gpu, gi)
 
@@ -415,7 +476,9 @@ class SimulatedBackend(Backend):
             if want not in [c.slices for c in p.compute_profiles]:
                 raise InvalidArgumentError(f"{want}-slice compute instances are not offered in {p.name}")
             if sum(c["slices"] for c in gi["cis"]) + want > p.slices:
-                raise InsufficientResourcesError(f"GPU instance {gi_id} on GPU {gpu} has no room for a {want}-slice compute instance")
+                raise InsufficientResourcesError(
+                    f"GPU instance {gi_id} on GPU {gpu} has no room for a {want}-slice compute instance"
+                )
             ci = dict(id=len(gi["cis"]) and max(c["id"] for c in gi["cis"]) + 1, slices=want, uuid=_mig_uuid())
             gi["cis"].append(ci)
             name = p.name if want == p.slices else f"{want}c.{p.name}"

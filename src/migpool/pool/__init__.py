@@ -8,12 +8,24 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "Compute": ".compute", "Local": ".compute", "Node": ".compute", "Verda": ".compute", "Worker": ".compute",
+    "Compute": ".compute",
+    "Local": ".compute",
+    "Node": ".compute",
+    "Verda": ".compute",
+    "Worker": ".compute",
     "Image": ".image",
-    "InstanceInfo": ".info", "Partition": ".info", "instance_info": ".info",
-    "RemoteError": ".scheduler", "RemoteTraceback": ".tracebacks",
+    "InstanceInfo": ".info",
+    "Partition": ".info",
+    "instance_info": ".info",
+    "RemoteError": ".scheduler",
+    "RemoteTraceback": ".tracebacks",
     "shard": ".shard",
-    "Gather": ".task", "Group": ".task", "RemoteFunction": ".task", "Task": ".task", "compute": ".task", "function": ".task",
+    "Gather": ".task",
+    "Group": ".task",
+    "RemoteFunction": ".task",
+    "Task": ".task",
+    "compute": ".task",
+    "function": ".task",
     "gather": ".task",
 }
 __all__ = sorted(_EXPORTS)
@@ -33,6 +45,6 @@ if TYPE_CHECKING:
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
     from .scheduler import RemoteError
-    from .tracebacks import RemoteTraceback
     from .shard import shard
     from .task import Gather, Group, RemoteFunction, Task, compute, function, gather
+    from .tracebacks import RemoteTraceback

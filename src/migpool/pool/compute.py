@@ -94,14 +94,25 @@ class Compute:
     """A pool of workers. Use as a context manager; send tasks with `task >> compute`, `gather(...) >> compute`,
     `compute.submit(task)` or `compute.map(fn, items)`."""
 
-    def __init__(self, provider: Local | None = None, worker: Worker | None = None, image: Image | None = None,
-                 plugins: Sequence[Any] = (), retries: int = 0, progress: bool | None = None, nodes: int = 1,
-                 accelerator: Accelerator | None = None, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        provider: Local | None = None,
+        worker: Worker | None = None,
+        image: Image | None = None,
+        plugins: Sequence[Any] = (),
+        retries: int = 0,
+        progress: bool | None = None,
+        nodes: int = 1,
+        accelerator: Accelerator | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
         self.provider = provider or Local()
         self.distributed = bool(getattr(self.provider, "distributed", False))
         if nodes != 1 and not self.distributed:
-            raise PluginError(f"nodes={nodes}: a Local pool runs on this one node; for several nodes use "
-                              "provider=migpool.Ray(address=...) (one Ray actor per MIG partition)")
+            raise PluginError(
+                f"nodes={nodes}: a Local pool runs on this one node; for several nodes use "
+                "provider=migpool.Ray(address=...) (one Ray actor per MIG partition)"
+            )
         self.nodes = nodes
         self.accelerator = accelerator
         self.worker = worker or Worker()
@@ -148,10 +159,13 @@ class Compute:
             self._bootstrapped.append(p)
         n = self.worker.concurrency or len(self.node.partitions) or os.cpu_count() or 1
         if self.node.partitions and n != len(self.node.partitions):
-            raise PluginError(f"concurrency={n} but the plugins made {len(self.node.partitions)} partitions; they must agree")
+            raise PluginError(
+                f"concurrency={n} but the plugins made {len(self.node.partitions)} partitions; they must agree"
+            )
         if self.worker.executor == "thread":
-            self._threads = ThreadPoolExecutor(n, thread_name_prefix="migpool-worker",
-                                               initializer=self._thread_init, initargs=(n,))
+            self._threads = ThreadPoolExecutor(
+                n, thread_name_prefix="migpool-worker", initializer=self._thread_init, initargs=(n,)
+            )
             return
         self._python, self._image = python, image
         dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
@@ -174,10 +188,19 @@ class Compute:
 
     def worker_spec(self, i: int, n: int, part: Partition | None) -> WorkerSpec:
         """The spec of worker `i` of `n` on this node, pinned to `part` (its environment fixed before it starts)."""
-        pythonpath = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-        env = dict(os.environ, **self._image.env, PYTHONPATH=pythonpath, MIGPOOL_WORKER_INDEX=str(i),
-                   MIGPOOL_NODE_INDEX=str(self.node.index), MIGPOOL_NODE_COUNT=str(self.node.count),
-                   MIGPOOL_CONCURRENCY=str(n), PYTHONUNBUFFERED="1")
+        pythonpath = os.pathsep.join(
+            _user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
+        )
+        env = dict(
+            os.environ,
+            **self._image.env,
+            PYTHONPATH=pythonpath,
+            MIGPOOL_WORKER_INDEX=str(i),
+            MIGPOOL_NODE_INDEX=str(self.node.index),
+            MIGPOOL_NODE_COUNT=str(self.node.count),
+            MIGPOOL_CONCURRENCY=str(n),
+            PYTHONUNBUFFERED="1",
+        )
         if part:
             env["MIGPOOL_PARTITION"] = part.to_env()
         spec = WorkerSpec(i, self._python, env, part)
@@ -210,8 +233,9 @@ class Compute:
             raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
         self._ray = RayPool(self)
         specs = self._ray.open()
-        self.node = Node(0, len(self._ray.nodes), self.provider, self.worker,
-                         [p for r in self._ray.nodes for p in r.partitions])
+        self.node = Node(
+            0, len(self._ray.nodes), self.provider, self.worker, [p for r in self._ray.nodes for p in r.partitions]
+        )
         self._sched = Scheduler(specs, default_retries=self.retries, slot=self._ray.slot)
         self._sched.start()
         dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
@@ -225,8 +249,16 @@ class Compute:
 
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
-        set_thread_info(InstanceInfo(worker=idx, node=self.node.index, total_nodes=self.node.count, workers_per_node=n,
-                                     pid=os.getpid(), hostname=socket.gethostname()))
+        set_thread_info(
+            InstanceInfo(
+                worker=idx,
+                node=self.node.index,
+                total_nodes=self.node.count,
+                workers_per_node=n,
+                pid=os.getpid(),
+                hostname=socket.gethostname(),
+            )
+        )
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
@@ -262,7 +294,9 @@ class Compute:
             self.node._backend = None
 
     # --- sending work ---
-    def submit(self, task: Task[Any] | Callable[..., Any], *args: Any, retries: int | None = None, **kwargs: Any) -> Future[Any]:
+    def submit(
+        self, task: Task[Any] | Callable[..., Any], *args: Any, retries: int | None = None, **kwargs: Any
+    ) -> Future[Any]:
         """Run a task (or a function with arguments); returns a concurrent.futures.Future."""
         if not isinstance(task, Task):
             fn = task.fn if isinstance(task, RemoteFunction) else task
@@ -270,7 +304,9 @@ class Compute:
         if self._threads is not None:
             return self._threads.submit(task.fn, *task.args, **task.kwargs)
         if self._sched is None:
-            raise RuntimeError("use the Compute as a context manager (`with Compute(...) as compute:`) before sending tasks")
+            raise RuntimeError(
+                "use the Compute as a context manager (`with Compute(...) as compute:`) before sending tasks"
+            )
         return self._sched.submit(task, retries=retries)
 
     def run(self, task: Task[Any]) -> Any:
@@ -283,7 +319,7 @@ class Compute:
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
         """Like concurrent.futures' map: results in input order."""
-        futs = [self.submit(fn, *args) for args in zip(*iterables)]
+        futs = [self.submit(fn, *args) for args in zip(*iterables, strict=False)]
         return (f.result() for f in futs)
 
     def gather(self, tasks: Sequence[Task[Any]], stream: bool = False) -> list[Any] | Iterator[Any]:

@@ -86,26 +86,53 @@ class Making:
         return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
 
 
-def change_here(backend: Backend, gpu: int, node: int, create: list[PlannedInstance],
-                destroy: list[PlannedInstance], pids: Sequence[int] = (), wait_s: float = 10.0) -> list[Partition]:
+def change_here(
+    backend: Backend,
+    gpu: int,
+    node: int,
+    create: list[PlannedInstance],
+    destroy: list[PlannedInstance],
+    pids: Sequence[int] = (),
+    wait_s: float = 10.0,
+) -> list[Partition]:
     """On the GPU's own node: destroy these instances and create those through `reconcile.change`, once the
     processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created."""
     deadline = time.monotonic() + wait_s
     while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.02)
     want = {(i.profile.name, i.placement) for i in destroy}
-    actual = [a for a in reconcile.actual_instances(backend, gpu)
-              if (a.instance.profile.name, a.instance.placement) in want] if destroy else []
+    actual = (
+        [a for a in reconcile.actual_instances(backend, gpu) if (a.instance.profile.name, a.instance.placement) in want]
+        if destroy
+        else []
+    )
     devices = reconcile.change(backend, gpu, create=create, destroy=actual)
     uuid = backend.gpu(gpu).uuid
-    return [Partition(uuid=d.uuid, profile=d.profile_name, gpu_index=gpu, gpu_uuid=uuid, memory_mib=d.memory_mib,
-                      gi_id=d.gi_id, ci_id=d.ci_id, node=node) for d in devices]
+    return [
+        Partition(
+            uuid=d.uuid,
+            profile=d.profile_name,
+            gpu_index=gpu,
+            gpu_uuid=uuid,
+            memory_mib=d.memory_mib,
+            gi_id=d.gi_id,
+            ci_id=d.ci_id,
+            node=node,
+        )
+        for d in devices
+    ]
 
 
 def gpus_here(backend: Backend, indices: list[int]) -> list[tuple[int, GpuModel, list[PlannedInstance]]]:
     """On a node: each GPU's model and the partitions that were there before the pool (obstacles, never touched)."""
-    return [(i, backend.model(i), [a.instance for a in reconcile.actual_instances(backend, i)]
-             if backend.gpu(i).mig_current else []) for i in indices]
+    return [
+        (
+            i,
+            backend.model(i),
+            [a.instance for a in reconcile.actual_instances(backend, i)] if backend.gpu(i).mig_current else [],
+        )
+        for i in indices
+    ]
 
 
 class Site(Protocol):
@@ -113,8 +140,9 @@ class Site(Protocol):
 
     def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]: ...
 
-    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
-               pids: Sequence[int] = ()) -> list[Partition]: ...
+    def change(
+        self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
+    ) -> list[Partition]: ...
 
     def start_worker(self, part: Partition) -> WorkerProcess: ...
 
@@ -127,8 +155,9 @@ class LocalSite:
     def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
         return [((0, i), m, f) for i, m, f in gpus_here(self.compute.node.backend, self.indices)]
 
-    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
-               pids: Sequence[int] = ()) -> list[Partition]:
+    def change(
+        self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
+    ) -> list[Partition]:
         return change_here(self.compute.node.backend, gpu[1], 0, create, destroy, pids)
 
     def start_worker(self, part: Partition) -> WorkerProcess:
@@ -179,10 +208,14 @@ class DynamicMig:
         if task.need_mib is not None:
             profile_for_memory(list(self.models.values()), task.min_memory)
             key = (0, task.need_mib)
-            if not any(max_addable(m, p, self.foreign[g]) >= 1 for g, m in self.models.items() for p in _holding(m, key)):
-                raise PluginError(f"no GPU of this pool can ever hold a partition with min_memory={task.min_memory}: "
-                                  "the partitions made before the pool are in the way; remove them (migpool "
-                                  "teardown) or ask for less")
+            if not any(
+                max_addable(m, p, self.foreign[g]) >= 1 for g, m in self.models.items() for p in _holding(m, key)
+            ):
+                raise PluginError(
+                    f"no GPU of this pool can ever hold a partition with min_memory={task.min_memory}: "
+                    "the partitions made before the pool are in the way; remove them (migpool "
+                    "teardown) or ask for less"
+                )
         if task.partition is None:
             return
         why = ""
@@ -194,8 +227,9 @@ class DynamicMig:
                 continue
             if max_addable(m, p, self.foreign[g]) >= 1:
                 return
-            why = explain(m, [p], self.foreign[g]) + (" (the partitions there were made before the pool)"
-                                                      if self.foreign[g] else "")
+            why = explain(m, [p], self.foreign[g]) + (
+                " (the partitions there were made before the pool)" if self.foreign[g] else ""
+            )
         raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
 
     def wake(self) -> None:
@@ -210,7 +244,7 @@ class DynamicMig:
             try:
                 self.step()
                 failures = 0
-            except Exception as e:  # noqa: BLE001 - retried; three in a row fail the tasks that wait on it
+            except Exception as e:
                 failures += 1
                 log.warning("dynamic MIG: %s", e)
                 self.error = e
@@ -220,8 +254,9 @@ class DynamicMig:
 
     def _fail_waiting(self, e: BaseException) -> None:
         with self.sched.lock:
-            doomed = [j for j in self.sched.pending
-                      if not any(w.serves(j.task) for w in [*self.sched.workers, *self.making])]
+            doomed = [
+                j for j in self.sched.pending if not any(w.serves(j.task) for w in [*self.sched.workers, *self.making])
+            ]
             for j in doomed:
                 self.sched.pending.remove(j)
         for j in doomed:
@@ -252,8 +287,11 @@ class DynamicMig:
             for s in self.slots:
                 idle = not s.worker.outstanding and s.worker.ready.is_set()
                 s.idle_since = (s.idle_since or now) if idle else None
-            soon: list[Any] = [w for w in self.sched.workers if not w.draining and not w.dead_reason
-                               and (not w.ready.is_set() or not w.outstanding)] + self.making
+            soon: list[Any] = [
+                w
+                for w in self.sched.workers
+                if not w.draining and not w.dead_reason and (not w.ready.is_set() or not w.outstanding)
+            ] + self.making
         waiting = []  # tasks that no idle or starting worker will take
         self._promised = {}
         for j in pending:
@@ -272,15 +310,24 @@ class DynamicMig:
                 stuck.add(key)
         self._drain_reserved()
         self._resize()
-        expired = [s for s in self.slots if s.idle_since is not None and now - s.idle_since >= self.keep_idle
-                   and not any(s.worker.serves(j.task) for j in waiting)]
+        expired = [
+            s
+            for s in self.slots
+            if s.idle_since is not None
+            and now - s.idle_since >= self.keep_idle
+            and not any(s.worker.serves(j.task) for j in waiting)
+        ]
         if expired:
             self._destroy(expired, f"idle for {self.keep_idle:g} s")
 
     # --- decisions ---
     def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
-        return (self.foreign[gpu] + self.stale.get(gpu, []) + [s.instance for s in self.slots if s.gpu == gpu]
-                + [m.instance for m in self.making if m.gpu == gpu])
+        return (
+            self.foreign[gpu]
+            + self.stale.get(gpu, [])
+            + [s.instance for s in self.slots if s.gpu == gpu]
+            + [m.instance for m in self.making if m.gpu == gpu]
+        )
 
     def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
         """How many more partitions of each size (compute slices, largest first) still fit: higher is better.
@@ -308,7 +355,9 @@ class DynamicMig:
             own = {p.name: p for m in self.models.values() for p in m.profiles if p.name == job.task.partition}
             return Choice(None, tuple(own.values()))
         key = self._key(job)
-        return self.sizes.choose(key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values()))
+        return self.sizes.choose(
+            key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values())
+        )
 
     def _fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
         """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
@@ -323,8 +372,14 @@ class DynamicMig:
         if not free_idle:
             inst = self._best_placement(gpu, p, placed)
             return None if inst is None else ((0, self._room_after(m, placed + [inst])), gpu, [], inst)
-        idle = [s for s in self.slots if s.gpu == gpu and s.idle_since is not None and not s.worker.draining
-                and id(s.worker) not in self._promised]  # one that an earlier waiting task will take is kept for it
+        idle = [
+            s
+            for s in self.slots
+            if s.gpu == gpu
+            and s.idle_since is not None
+            and not s.worker.draining
+            and id(s.worker) not in self._promised
+        ]  # one that an earlier waiting task will take is kept for it
         for k in range(1, len(idle) + 1):
             found = []
             for gone in combinations(idle, k):
@@ -360,13 +415,25 @@ class DynamicMig:
             if gone and len(self._destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
                 return False  # one of them took a task meanwhile (it is kept): decide again next time
             why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
-            self._create(gpu, inst, why + (" (trying a larger size)" if choice.explore and name == choice.explore.name
-                                           and not free_idle else ""),
-                         key=None if job.task.partition is not None else self._key(job),
-                         holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0)
+            self._create(
+                gpu,
+                inst,
+                why
+                + (
+                    " (trying a larger size)"
+                    if choice.explore and name == choice.explore.name and not free_idle
+                    else ""
+                ),
+                key=None if job.task.partition is not None else self._key(job),
+                holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0,
+            )
             return True
-        if choice.ranked and self.reserved is None and not any(w.serves(job.task) for w in self.making) \
-                and not any(w.serves(job.task) and not w.draining for w in self.sched.workers):
+        if (
+            choice.ranked
+            and self.reserved is None
+            and not any(w.serves(job.task) for w in self.making)
+            and not any(w.serves(job.task) and not w.draining for w in self.sched.workers)
+        ):
             self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
         return False
 
@@ -416,8 +483,9 @@ class DynamicMig:
             free_at = held.get(id(w))
             if free_at is None:
                 running = w.outstanding[0]
-                took = (self.sizes.measured(self._key(running)).get(q.profile)
-                        if running.task.partition is None else None)
+                took = (
+                    self.sizes.measured(self._key(running)).get(q.profile) if running.task.partition is None else None
+                )
                 ran = now - running.started
                 if took is None or ran > 2 * took:
                     continue
@@ -457,11 +525,20 @@ class DynamicMig:
                 if any(t.worker.outstanding for t in gone):
                     continue
             del self.resizing[gpu]
-            inst = self._best_placement(gpu, self.models[gpu].profile(want),
-                                        [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)])
+            inst = self._best_placement(
+                gpu,
+                self.models[gpu].profile(want),
+                [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)],
+            )
             if inst is not None and len(self._destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
-                self._create(gpu, inst, f"resized from {gone[0].instance.profile.name}: its tasks run better on "
-                                        f"{want} ({self._speed(gone[0].key)})", key=gone[0].key, holds=gone[0].holds)
+                self._create(
+                    gpu,
+                    inst,
+                    f"resized from {gone[0].instance.profile.name}: its tasks run better on "
+                    f"{want} ({self._speed(gone[0].key)})",
+                    key=gone[0].key,
+                    holds=gone[0].holds,
+                )
             else:  # the layout changed meanwhile: the partitions kept take tasks again
                 with self.sched.lock:
                     for t in gone:
@@ -500,8 +577,13 @@ class DynamicMig:
     def _speed(self, key: Key | None) -> str:
         runs = self.sizes.measured(key) if key else {}
         bound = self.sizes.bounds(key) if key else {}
-        return ", ".join(f"{n} {t * 1000:.0f} ms" if n in runs else f"{n} ≤{t * 1000:.0f} ms (first run)"
-                         for n, t in sorted({**bound, **runs}.items())) or "not measured yet"
+        return (
+            ", ".join(
+                f"{n} {t * 1000:.0f} ms" if n in runs else f"{n} ≤{t * 1000:.0f} ms (first run)"
+                for n, t in sorted({**bound, **runs}.items())
+            )
+            or "not measured yet"
+        )
 
     def _reserve(self, name: str, job: Any) -> None:
         """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits. A partition
@@ -514,7 +596,7 @@ class DynamicMig:
             except MigpoolError:
                 continue
             mine = [s for s in self.slots if s.gpu == gpu and self._promised.get(id(s.worker), job.id) >= job.id]
-            for k in range(0, len(mine) + 1):
+            for k in range(len(mine) + 1):
                 for gone in combinations(mine, k):
                     rest = [i for i in self._instances(gpu) if all(i is not s.instance for s in gone)]
                     if self._best_placement(gpu, p, rest) is not None:
@@ -529,8 +611,13 @@ class DynamicMig:
         with self.sched.lock:
             for s in gone:
                 s.worker.draining = True
-        self._note("reserve", gpu, name, None, f"the oldest waiting task needs {name}; "
-                   f"{len(gone)} partition(s) in the way take no new task")
+        self._note(
+            "reserve",
+            gpu,
+            name,
+            None,
+            f"the oldest waiting task needs {name}; {len(gone)} partition(s) in the way take no new task",
+        )
 
     def _drain_reserved(self) -> None:
         """Destroy the reserved GPU's draining partitions that have finished their work."""
@@ -560,7 +647,7 @@ class DynamicMig:
             self.making.remove(m)
             try:
                 part = m.done.result()[0]
-            except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
+            except Exception as e:
                 error = error or e
                 continue
             self.slots.append(Slot(m.gpu, m.instance, self.site.start_worker(part), key=m.key, holds=m.holds))
@@ -582,8 +669,10 @@ class DynamicMig:
         error: Exception | None = None
         for gpu, gone in by_gpu.items():  # every GPU's, even after one failed: their workers are retired already
             try:
-                self.site.change(gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid])
-            except Exception as e:  # noqa: BLE001 - raised below, once every GPU was tried
+                self.site.change(
+                    gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid]
+                )
+            except Exception as e:
                 self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
                 error = error or e
                 continue
@@ -602,8 +691,15 @@ class DynamicMig:
                 self._note("destroy", gpu, i.profile.name, i.placement, "retried")
 
     def _note(self, action: str, gpu: Gpu, profile: str, placement: Any, reason: str) -> None:
-        entry = dict(time=time.time(), action=action, node=gpu[0], gpu=gpu[1], profile=profile,
-                     placement=str(placement) if placement is not None else None, reason=reason)
+        entry = dict(
+            time=time.time(),
+            action=action,
+            node=gpu[0],
+            gpu=gpu[1],
+            profile=profile,
+            placement=str(placement) if placement is not None else None,
+            reason=reason,
+        )
         self.changes.append(entry)
         where = f"GPU {gpu[1]}" + (f" of node {gpu[0]}" if len(self.site_nodes) > 1 else "")
         log.info("%s %s on %s%s: %s", action, profile, where, f" at {placement}" if placement else "", reason)
@@ -647,6 +743,8 @@ def profile_for_memory(models: list[GpuModel], min_memory: str) -> str:
     fits = [p for m in models for p in m.profiles if p.memory_mib >= need and not p.name.endswith("+me")]
     if not fits:
         biggest = max((p for m in models for p in m.profiles), key=lambda p: p.memory_mib)
-        raise PluginError(f"min_memory={min_memory} is more than any partition of this pool holds "
-                          f"(the largest: {biggest.name}, {biggest.memory_mib} MiB)")
+        raise PluginError(
+            f"min_memory={min_memory} is more than any partition of this pool holds "
+            f"(the largest: {biggest.name}, {biggest.memory_mib} MiB)"
+        )
     return min(fits, key=lambda p: (p.memory_mib, p.slices)).name

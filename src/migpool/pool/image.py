@@ -74,11 +74,15 @@ class Image:
     def _build(self, root: Path, py: Path) -> None:
         uv = shutil.which("uv")
         if uv:
-            steps = [[uv, "venv", "--quiet", "--python", sys.executable, str(root)],
-                     [uv, "pip", "install", "--quiet", "--python", str(py), *self.pip]]
+            steps = [
+                [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
+                [uv, "pip", "install", "--quiet", "--python", str(py), *self.pip],
+            ]
         else:
-            steps = [[sys.executable, "-m", "venv", str(root)],
-                     [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *self.pip]]
+            steps = [
+                [sys.executable, "-m", "venv", str(root)],
+                [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *self.pip],
+            ]
         for i, argv in enumerate(steps):
             if i == 1:
                 self._link_parent(root, py)
@@ -86,13 +90,22 @@ class Image:
             if res.returncode != 0:
                 shutil.rmtree(root, ignore_errors=True)
                 tail = "\n  ".join((res.stderr or res.stdout).strip().splitlines()[-15:])
-                raise ImageError(f"installing {list(self.pip)} for the workers failed ({Path(argv[0]).name} exit "
-                                 f"{res.returncode}):\n  {tail}")
+                raise ImageError(
+                    f"installing {list(self.pip)} for the workers failed ({Path(argv[0]).name} exit "
+                    f"{res.returncode}):\n  {tail}"
+                )
 
     def _link_parent(self, root: Path, py: Path) -> None:
         """Make migpool and this interpreter's packages importable in the venv, after its own packages."""
-        site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                              capture_output=True, text=True, check=True).stdout.strip()
-        paths = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"],
-                 str(Path(migpool.__file__).resolve().parents[1])}
+        site = subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        paths = {
+            sysconfig.get_paths()["purelib"],
+            sysconfig.get_paths()["platlib"],
+            str(Path(migpool.__file__).resolve().parents[1]),
+        }
         Path(site, "_migpool_parent.pth").write_text("\n".join(sorted(paths)) + "\n")

@@ -83,8 +83,9 @@ def _pickler_class() -> type:
     base = cloudpickle.Pickler
 
     class Pickler(base):  # type: ignore[misc, valid-type]
-        dispatch_table = ChainMap({types.CodeType: _code_reduce},
-                                  getattr(base, "dispatch_table", copyreg.dispatch_table))
+        dispatch_table = ChainMap(
+            {types.CodeType: _code_reduce}, getattr(base, "dispatch_table", copyreg.dispatch_table)
+        )
 
         def reducer_override(self, obj: Any) -> Any:
             if isinstance(obj, types.FunctionType):

@@ -86,8 +86,14 @@ def _probe(plugins: list[Any], worker: Any, image: Any = None) -> dict[str, Any]
 
     from ..backend import open_backend
 
-    out: dict[str, Any] = dict(ip=ray.util.get_node_ip_address(), hostname=socket.gethostname(), gpus=[],
-                               error=None, refusal=None, missing=image.missing() if image is not None else [])
+    out: dict[str, Any] = dict(
+        ip=ray.util.get_node_ip_address(),
+        hostname=socket.gethostname(),
+        gpus=[],
+        error=None,
+        refusal=None,
+        missing=image.missing() if image is not None else [],
+    )
     try:
         backend = open_backend()
         try:
@@ -99,7 +105,7 @@ def _probe(plugins: list[Any], worker: Any, image: Any = None) -> dict[str, Any]
         return out
     try:
         _prepare(plugins, worker, 0, 1, apply=False)
-    except Exception as e:  # noqa: BLE001 - reported for the node, if it is chosen
+    except Exception as e:
         out["refusal"] = e
     return out
 
@@ -133,8 +139,9 @@ def _prepare(plugins: list[Any], worker: Any, index: int, count: int, apply: boo
             node.backend.close()
 
 
-def _finish(plugins: list[Any], worker: Any, index: int, count: int, undo: bool, pids: Sequence[int] = (),
-            wait_s: float = 30.0) -> None:
+def _finish(
+    plugins: list[Any], worker: Any, index: int, count: int, undo: bool, pids: Sequence[int] = (), wait_s: float = 30.0
+) -> None:
     """Tear the plugins down on this node (or undo them), once the pool's worker processes here have exited."""
     from ..proc import pid_alive
 
@@ -198,7 +205,11 @@ class RayWorkerSlot(WorkerProcess):
         self.timed_out = False
         self.writer_q = queue.SimpleQueue()
         self.actor = self.pool.actor_class.options(
-            num_cpus=0, num_gpus=0, max_restarts=0, max_concurrency=1, scheduling_strategy=_affinity(self.node.node_id),
+            num_cpus=0,
+            num_gpus=0,
+            max_restarts=0,
+            max_concurrency=1,
+            scheduling_strategy=_affinity(self.node.node_id),
             runtime_env=self.pool.runtime_env(self.spec),
         ).remote(self.node.plugins, self.spec, len(self.pool.nodes))
         refs: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -251,7 +262,7 @@ class RayWorkerSlot(WorkerProcess):
                 self.sched.pump()
         except _Stopped:
             how = "was stopped"
-        except Exception as e:  # noqa: BLE001 - the actor or its node is gone: every job still ends once
+        except Exception as e:
             how = self._how(e)
         with self.sched.lock:
             self.ready.clear()
@@ -270,7 +281,9 @@ class RayWorkerSlot(WorkerProcess):
         if not self.pool.node_alive(self.node.node_id):
             return "was lost with its node (it left the Ray cluster)"
         text = str(e).strip().splitlines()
-        detail = next((line for line in text if "exit" in line.lower() or "killed" in line.lower()), text[0] if text else "")
+        detail = next(
+            (line for line in text if "exit" in line.lower() or "killed" in line.lower()), text[0] if text else ""
+        )
         return f"died ({type(e).__name__}: {detail.strip()[:200]})"
 
     def respawn(self) -> None:
@@ -294,7 +307,7 @@ class RayWorkerSlot(WorkerProcess):
         if self.actor is not None:
             try:
                 ray.kill(self.actor, no_restart=True)
-            except Exception:  # noqa: BLE001 - already gone
+            except Exception:
                 pass
 
 
@@ -326,8 +339,7 @@ class RayPool:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.provider.address, logging_level="WARNING", log_to_driver=True,
-                     **self.provider.init)
+            ray.init(address=self.provider.address, logging_level="WARNING", log_to_driver=True, **self.provider.init)
             self.started_ray = True
         self.actor_class = ray.remote(WorkerActor)
 
@@ -353,18 +365,18 @@ class RayPool:
         import ray
 
         ids = [n["NodeID"] if isinstance(n, dict) else n.node_id for n in nodes]
-        refs = [self._agent(i).call.remote(fn, *args(n)) for i, n in zip(ids, nodes)]
+        refs = [self._agent(i).call.remote(fn, *args(n)) for i, n in zip(ids, nodes, strict=False)]
         out = []
-        for node_id, n, ref in zip(ids, nodes, refs):
+        for node_id, n, ref in zip(ids, nodes, refs, strict=False):
             try:
                 out.append(ray.get(ref))
             except ray.exceptions.RayActorError:  # the agent died (its node restarted, say): once more, afresh
                 _AGENTS.pop((ray.get_runtime_context().get_job_id(), node_id), None)
                 try:
                     out.append(ray.get(self._agent(node_id).call.remote(fn, *args(n))))
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     out.append(_unwrap(e))
-            except Exception as e:  # noqa: BLE001 - sorted out by the caller, per node
+            except Exception as e:
                 out.append(_unwrap(e))
         return out
 
@@ -373,17 +385,30 @@ class RayPool:
         import ray
 
         c = self.compute
-        alive = [n for n in ray.nodes() if n.get("Alive")
-                 and (self.provider.node_resource is None or n["Resources"].get(self.provider.node_resource))]
+        alive = [
+            n
+            for n in ray.nodes()
+            if n.get("Alive")
+            and (self.provider.node_resource is None or n["Resources"].get(self.provider.node_resource))
+        ]
         probes = self._on_each(_probe, alive, lambda n: (c.plugins, c.worker, c.image))
         found = []
-        for n, pr in zip(alive, probes):
+        for n, pr in zip(alive, probes, strict=False):
             if isinstance(pr, BaseException):
-                raise PluginError(f"Ray node {n['NodeID'][:8]}… ({n.get('NodeManagerAddress')}) could not be probed: {pr}")
+                raise PluginError(
+                    f"Ray node {n['NodeID'][:8]}… ({n.get('NodeManagerAddress')}) could not be probed: {pr}"
+                )
             if need_mig and not any(g["mig_capable"] for g in pr["gpus"]):
                 continue
-            r = RayNode(0, n["NodeID"], pr["ip"], pr["hostname"], pr["gpus"], n["Resources"].get("CPU", 1.0),
-                        missing=pr["missing"])
+            r = RayNode(
+                0,
+                n["NodeID"],
+                pr["ip"],
+                pr["hostname"],
+                pr["gpus"],
+                n["Resources"].get("CPU", 1.0),
+                missing=pr["missing"],
+            )
             found.append((r, pr["refusal"]))
         found.sort(key=lambda rr: (_ip_key(rr[0].ip), rr[0].node_id))
         if want == "all":
@@ -391,8 +416,10 @@ class RayPool:
         elif isinstance(want, int) and want >= 1:
             if len(found) < want:
                 what = "with a MIG-capable GPU " if need_mig else ""
-                raise PluginError(f"nodes={want}, but the Ray cluster has {len(found)} node(s) {what}alive: "
-                                  + (", ".join(f"{r.ip} ({r.node_id[:8]}…)" for r, _ in found) or "none"))
+                raise PluginError(
+                    f"nodes={want}, but the Ray cluster has {len(found)} node(s) {what}alive: "
+                    + (", ".join(f"{r.ip} ({r.node_id[:8]}…)" for r, _ in found) or "none")
+                )
             chosen = found[:want]
         else:
             raise PluginError(f"nodes must be a positive number or 'all', not {want!r}")
@@ -412,21 +439,23 @@ class RayPool:
         worker = c.worker
         self._raise_first(refusals, "refused")
         results = self._on_each(_prepare, self.nodes, lambda r: (c.plugins, worker, r.index, count, True))
-        failed = [(r, e) for r, e in zip(self.nodes, results) if isinstance(e, BaseException)]
-        for r, res in zip(self.nodes, results):
+        failed = [(r, e) for r, e in zip(self.nodes, results, strict=False) if isinstance(e, BaseException)]
+        for r, res in zip(self.nodes, results, strict=False):
             if not isinstance(res, BaseException):
                 r.partitions, r.plugins = res
         if failed:
-            done = [r for r, res in zip(self.nodes, results) if not isinstance(res, BaseException)]
+            done = [r for r, res in zip(self.nodes, results, strict=False) if not isinstance(res, BaseException)]
             self._on_each(_finish, done, lambda r: (r.plugins, worker, r.index, count, True))
             self._raise_first(results, "failed")
         return self._specs()
 
     def _raise_first(self, results: list[Any], verb: str) -> None:
-        for r, res in zip(self.nodes, results):
+        for r, res in zip(self.nodes, results, strict=False):
             if isinstance(res, BaseException):
                 cls = type(res) if isinstance(res, MigpoolError) else PluginError
-                others = "; nothing was changed on any node" if verb == "refused" else "; every node was put back as it was"
+                others = (
+                    "; nothing was changed on any node" if verb == "refused" else "; every node was put back as it was"
+                )
                 try:
                     err = cls(f"{r.describe()} {verb}: {res}{others}")
                 except TypeError:
@@ -441,23 +470,33 @@ class RayPool:
         for r in self.nodes:
             n = c.worker.concurrency or len(r.partitions) or max(1, int(r.cpus))
             if r.partitions and n != len(r.partitions):
-                raise PluginError(f"concurrency={n} but the plugins made {len(r.partitions)} partitions on "
-                                  f"{r.describe()}; they must agree")
+                raise PluginError(
+                    f"concurrency={n} but the plugins made {len(r.partitions)} partitions on "
+                    f"{r.describe()}; they must agree"
+                )
             per_node.append(n)
         total = sum(per_node)
         specs = []
-        for r, n in zip(self.nodes, per_node):
-            specs += [self.spec(r, i, n, len(specs) + i, total, r.partitions[i] if r.partitions else None)
-                      for i in range(n)]
+        for r, n in zip(self.nodes, per_node, strict=False):
+            specs += [
+                self.spec(r, i, n, len(specs) + i, total, r.partitions[i] if r.partitions else None) for i in range(n)
+            ]
         return specs
 
     def spec(self, r: RayNode, i: int, n: int, first: int, total: int, part: Partition | None) -> WorkerSpec:
         """Worker `i` of `n` on node `r` (`first`: its index among the pool's `total`), pinned to `part`."""
         c = self.compute
-        env = dict(c.image.env, MIGPOOL_WORKER_INDEX=str(i), MIGPOOL_NODE_INDEX=str(r.index),
-                   MIGPOOL_NODE_COUNT=str(len(self.nodes)), MIGPOOL_CONCURRENCY=str(n),
-                   MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total),
-                   MIGPOOL_ACCELERATORS=str(len(r.partitions) or int(part is not None)), PYTHONUNBUFFERED="1")
+        env = dict(
+            c.image.env,
+            MIGPOOL_WORKER_INDEX=str(i),
+            MIGPOOL_NODE_INDEX=str(r.index),
+            MIGPOOL_NODE_COUNT=str(len(self.nodes)),
+            MIGPOOL_CONCURRENCY=str(n),
+            MIGPOOL_GLOBAL_WORKER_INDEX=str(first),
+            MIGPOOL_TOTAL_WORKERS=str(total),
+            MIGPOOL_ACCELERATORS=str(len(r.partitions) or int(part is not None)),
+            PYTHONUNBUFFERED="1",
+        )
         env[RAY_OVERRIDE_ENV] = "0"
         if part:
             env["MIGPOOL_PARTITION"] = part.to_env()
@@ -487,10 +526,15 @@ class RayPool:
         if self.nodes:
             alive = [r for r in self.nodes if self.node_alive(r.node_id)]
             pids = {r.index: [s.stats.pid for s in self.slots if s.spec.node == r.index and s.stats.pid] for r in alive}
-            results = self._on_each(_finish, alive, lambda r: (r.plugins, self.compute.worker, r.index,
-                                                               len(self.nodes), False, pids[r.index]))
+            results = self._on_each(
+                _finish,
+                alive,
+                lambda r: (r.plugins, self.compute.worker, r.index, len(self.nodes), False, pids[r.index]),
+            )
             self.nodes = []
-            problems = [f"{r.describe()}: {e}" for r, e in zip(alive, results) if isinstance(e, BaseException)]
+            problems = [
+                f"{r.describe()}: {e}" for r, e in zip(alive, results, strict=False) if isinstance(e, BaseException)
+            ]
             if problems and not restore_error:
                 raise MigpoolError("tearing down the pool failed on " + "; ".join(problems))
         if self.started_ray:
@@ -510,8 +554,9 @@ def _gpus_on(worker: Any, index: int, count: int, indices: list[int]) -> Any:
         node.backend.close()
 
 
-def _change_on(worker: Any, index: int, count: int, gpu: int, create: list[Any], destroy: list[Any],
-               pids: Sequence[int]) -> list[Partition]:
+def _change_on(
+    worker: Any, index: int, count: int, gpu: int, create: list[Any], destroy: list[Any], pids: Sequence[int]
+) -> list[Partition]:
     node = _node_for(index, count, worker)
     try:
         return change_here(node.backend, gpu, index, create, destroy, pids)
@@ -532,9 +577,12 @@ class RaySite:
         import ray
 
         try:
-            return ray.get(self.pool._agent(r.node_id).call.remote(fn, self.pool.compute.worker, r.index,
-                                                                     len(self.pool.nodes), *args))
-        except Exception as e:  # noqa: BLE001 - raised as the node's own error
+            return ray.get(
+                self.pool._agent(r.node_id).call.remote(
+                    fn, self.pool.compute.worker, r.index, len(self.pool.nodes), *args
+                )
+            )
+        except Exception as e:
             raise _unwrap(e) from None
 
     def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
@@ -544,8 +592,9 @@ class RaySite:
                 out.append(((r.index, i), m, f))
         return out
 
-    def change(self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance],
-               pids: Sequence[int] = ()) -> list[Partition]:
+    def change(
+        self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
+    ) -> list[Partition]:
         return self._call(self.pool.nodes[gpu[0]], _change_on, gpu[1], create, destroy, list(pids))
 
     def start_worker(self, part: Partition) -> WorkerProcess:

@@ -32,9 +32,16 @@ def default_path() -> Path:
 def _entries(path: Path) -> list[dict]:
     try:
         raw = json.loads(path.read_text())
-        return [dict(gpu=str(e["gpu"]), function=str(e["function"]), need_mib=float(e["need_mib"]),
-                     seconds={str(k): float(v) for k, v in e["seconds"].items()}, updated=float(e.get("updated", 0)))
-                for e in raw["entries"]]
+        return [
+            dict(
+                gpu=str(e["gpu"]),
+                function=str(e["function"]),
+                need_mib=float(e["need_mib"]),
+                seconds={str(k): float(v) for k, v in e["seconds"].items()},
+                updated=float(e.get("updated", 0)),
+            )
+            for e in raw["entries"]
+        ]
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
@@ -57,12 +64,17 @@ def save(path: Path, gpu: str, figures: Named) -> None:
             now = time.time()
             mine = {(gpu, name, need) for name, need in figures}
             kept = [e for e in _entries(path) if (e["gpu"], e["function"], e["need_mib"]) not in mine]
-            kept += [dict(gpu=gpu, function=name, need_mib=need, seconds=seconds, updated=now)
-                     for (name, need), seconds in figures.items()]
+            kept += [
+                dict(gpu=gpu, function=name, need_mib=need, seconds=seconds, updated=now)
+                for (name, need), seconds in figures.items()
+            ]
             kept = sorted(kept, key=lambda e: e["updated"])[-KEPT:]
             tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"about": "run times that migpool's dynamic MIG learned; safe to delete",
-                                       "entries": kept}, indent=1))
+            tmp.write_text(
+                json.dumps(
+                    {"about": "run times that migpool's dynamic MIG learned; safe to delete", "entries": kept}, indent=1
+                )
+            )
             os.replace(tmp, path)
-    except Exception as e:  # noqa: BLE001 - learning is an aid: never fail a pool's close over it
+    except Exception as e:
         log.warning("could not keep the learned run times in %s: %s", path, e)

@@ -18,8 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,8 +123,13 @@ class WorkerProcess:
         self.draining = False  # takes no new job (dynamic MIG is about to free its partition)
         self.retired = False  # removed from the pool: not restarted when its process ends
         p = spec.partition
-        self.stats = WorkerStats(spec.index, p.uuid if p else None, p.profile if p else None,
-                                 p.gpu_index if p else None, p.gi_id if p else None)
+        self.stats = WorkerStats(
+            spec.index,
+            p.uuid if p else None,
+            p.profile if p else None,
+            p.gpu_index if p else None,
+            p.gi_id if p else None,
+        )
 
     # --- lifecycle ---
     def spawn(self) -> None:
@@ -138,7 +143,10 @@ class WorkerProcess:
         try:
             proc = self.sched.launch(
                 [self.spec.python, "-m", "migpool.pool.worker", str(c_r), str(c_w)],
-                env=env, pass_fds=(c_r, c_w), stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                env=env,
+                pass_fds=(c_r, c_w),
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
             )
         finally:
@@ -225,14 +233,14 @@ class WorkerProcess:
         if msg[0] == "ok":
             try:
                 job.future.set_result(pickle.loads(msg[2]))
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
         else:
             _, _, payload, chain, text = msg
             exc: BaseException
             try:
                 exc = pickle.loads(payload) if payload is not None else RemoteError(text)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 exc = RemoteError(text)
             exc.__cause__ = RemoteTraceback(format_chain(chain))
             if hasattr(exc, "add_note"):
@@ -267,12 +275,16 @@ class WorkerProcess:
                 sched.pending.appendleft(j)
             failure: BaseException | None = None
             if head is not None:
-                self.stats.finished(time.monotonic() - head.started,
-                                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {how}",
-                                    lost=True)
+                self.stats.finished(
+                    time.monotonic() - head.started,
+                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {how}",
+                    lost=True,
+                )
                 if self.timed_out:
-                    failure = TaskTimeoutError(f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
-                                               f"{self.spec.describe()}; the worker was stopped and restarted")
+                    failure = TaskTimeoutError(
+                        f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
+                        f"{self.spec.describe()}; the worker was stopped and restarted"
+                    )
                 elif head.attempts <= head.retries:
                     sched.pending.appendleft(head)
                 else:
@@ -281,8 +293,9 @@ class WorkerProcess:
                 self.startup_failures += 1
             give_up = self.startup_failures >= 3 or sched.starting
             if give_up:
-                self.dead_reason = (f"{self.spec.describe()} could not start: it {how}"
-                                    + (". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""))
+                self.dead_reason = f"{self.spec.describe()} could not start: it {how}" + (
+                    ". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""
+                )
                 self.ready.set()
         if failure is not None:
             head.future.set_exception(failure)  # type: ignore[union-attr]
@@ -296,9 +309,11 @@ class WorkerProcess:
         self.spawn()
 
     def _lost(self, job: _Job, how: str, rc: int | None) -> WorkerLostError:
-        e = WorkerLostError(f"{self.spec.describe()} died while running {job.task!r}: it {how}"
-                            + (f"; tried {job.attempts} times" if job.attempts > 1 else "")
-                            + ". The worker was restarted on the same partition.")
+        e = WorkerLostError(
+            f"{self.spec.describe()} died while running {job.task!r}: it {how}"
+            + (f"; tried {job.attempts} times" if job.attempts > 1 else "")
+            + ". The worker was restarted on the same partition."
+        )
         e.worker = self.spec.index  # type: ignore[attr-defined]
         e.partition = self.spec.partition  # type: ignore[attr-defined]
         e.exitcode = rc  # type: ignore[attr-defined]
@@ -342,8 +357,12 @@ class WorkerProcess:
 
 
 class Scheduler:
-    def __init__(self, specs: list[WorkerSpec], default_retries: int = 0,
-                 slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None) -> None:
+    def __init__(
+        self,
+        specs: list[WorkerSpec],
+        default_retries: int = 0,
+        slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None,
+    ) -> None:
         self.lock = threading.RLock()
         self.pending: collections.deque[_Job] = collections.deque()
         self._slot = slot or WorkerProcess
@@ -416,12 +435,21 @@ class Scheduler:
             if task.node is not None and not any(w.spec.node == task.node for w in self.workers):
                 raise PluginError(f"this pool has no node {task.node}")
             if task.need_mib is not None:
-                sizes = sorted({f"{w.spec.partition.profile} ({w.spec.partition.memory_mib} MiB)"
-                                for w in self.workers if w.spec.partition})
-                raise PluginError(f"no partition of this pool has min_memory={task.min_memory}; partitions: "
-                                  + (", ".join(sizes) or "none (no mig plugin)"))
-            raise PluginError(f"no worker runs on a {task.partition} partition; this pool's partitions: "
-                              + (", ".join(parts) if parts else "none (no mig plugin)"))
+                sizes = sorted(
+                    {
+                        f"{w.spec.partition.profile} ({w.spec.partition.memory_mib} MiB)"
+                        for w in self.workers
+                        if w.spec.partition
+                    }
+                )
+                raise PluginError(
+                    f"no partition of this pool has min_memory={task.min_memory}; partitions: "
+                    + (", ".join(sizes) or "none (no mig plugin)")
+                )
+            raise PluginError(
+                f"no worker runs on a {task.partition} partition; this pool's partitions: "
+                + (", ".join(parts) if parts else "none (no mig plugin)")
+            )
         fid = self._function(task.fn)
         payload = dumps((task.args, task.kwargs))
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)

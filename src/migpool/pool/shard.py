@@ -7,8 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def shard(data: Sequence[Any] | Any, *, shuffle: bool = False, seed: int = 0, drop_last: bool = False,
-          node: int | None = None, total_nodes: int | None = None) -> Any:
+def shard(
+    data: Sequence[Any] | Any,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    node: int | None = None,
+    total_nodes: int | None = None,
+) -> Any:
     """This node's part of `data` (a list, tuple or NumPy array; the same type comes back).
 
     The items are split into `total_nodes` contiguous parts whose sizes differ by at most one, in order (or in
@@ -34,7 +41,7 @@ def shard(data: Sequence[Any] | Any, *, shuffle: bool = False, seed: int = 0, dr
         order = order[: len(order) - len(order) % total_nodes]
     base, extra = divmod(len(order), total_nodes)
     start = node * base + min(node, extra)
-    mine = order[start:start + base + (1 if node < extra else 0)]
+    mine = order[start : start + base + (1 if node < extra else 0)]
     if is_array:
         return data[mine]
     picked = [data[i] for i in mine]

@@ -88,8 +88,11 @@ class RunTimes:
     def named(self) -> Named:
         """The figures of the functions that have a lasting name, by that name."""
         with self._lock:
-            return {(name, need): dict(m) for (fid, need), m in self._mean.items()
-                    if (name := self._names.get(fid)) is not None and m}
+            return {
+                (name, need): dict(m)
+                for (fid, need), m in self._mean.items()
+                if (name := self._names.get(fid)) is not None and m
+            }
 
     def add(self, key: Key, profile: str, seconds: float, first: bool = False) -> None:
         """A task of `key` took `seconds` on `profile`; `first`: it was its worker's first run of the function."""
@@ -131,8 +134,9 @@ class RunTimes:
             return Choice(next((p for p in cands if p.slices > cands[0].slices), None), tuple(cands))
         cost = {p.name: seconds[p.name] * p.slices for p in cands if p.name in seconds}
         cheapest = min(cost.values())  # a bound may set it: the profile's true cost is lower still
-        good = sorted((p for p in cands if p.name in cost and cost[p.name] <= cheapest * (1 + TIE)),
-                      key=lambda p: seconds[p.name])
+        good = sorted(
+            (p for p in cands if p.name in cost and cost[p.name] <= cheapest * (1 + TIE)), key=lambda p: seconds[p.name]
+        )
         worse = sorted((p for p in cands if p.name in mean and p not in good), key=lambda p: cost[p.name])
         known = good + worse  # a bound that makes its profile look worse says nothing: that profile is untried
         largest = max(known, key=lambda p: (p.slices, p.memory_mib))

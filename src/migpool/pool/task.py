@@ -1,10 +1,10 @@
 """Lazy tasks: `@migpool.function` makes calls return a Task, which runs when sent to a Compute.
 
-    task >> compute          its result
-    task > compute           a concurrent.futures.Future
-    task @ compute           once on every node: a list with one result per node, in node order
-    (a & b & c) >> compute   in parallel: a tuple of results in order (parenthesize: `>>` binds before `&`)
-    gather(*tasks) >> compute, gather(..., stream=True) >> compute
+task >> compute          its result
+task > compute           a concurrent.futures.Future
+task @ compute           once on every node: a list with one result per node, in node order
+(a & b & c) >> compute   in parallel: a tuple of results in order (parenthesize: `>>` binds before `&`)
+gather(*tasks) >> compute, gather(..., stream=True) >> compute
 """
 
 from __future__ import annotations
@@ -40,8 +40,11 @@ class Task(Generic[R]):
         return replace(self, partition=partition)
 
     def with_options(self, *, retries: int | None = None, timeout: float | None = None) -> Task[R]:
-        return replace(self, retries=self.retries if retries is None else retries,
-                       timeout=self.timeout if timeout is None else timeout)
+        return replace(
+            self,
+            retries=self.retries if retries is None else retries,
+            timeout=self.timeout if timeout is None else timeout,
+        )
 
     def __rshift__(self, compute: Compute) -> R:
         return compute.run(self)
@@ -64,8 +67,14 @@ class Task(Generic[R]):
 class RemoteFunction(Generic[R]):
     """What `@migpool.function` returns: calling it builds a Task; `.local(...)` calls the function here."""
 
-    def __init__(self, fn: Callable[..., R], partition: str | None, retries: int | None, timeout: float | None,
-                 min_memory: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[..., R],
+        partition: str | None,
+        retries: int | None,
+        timeout: float | None,
+        min_memory: str | None = None,
+    ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
         self.partition = partition
@@ -88,12 +97,23 @@ def function(fn: Callable[..., R]) -> RemoteFunction[R]: ...
 
 
 @overload
-def function(*, partition: str | None = None, retries: int | None = None, timeout: float | None = None,
-             min_memory: str | None = None) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
+def function(
+    *,
+    partition: str | None = None,
+    retries: int | None = None,
+    timeout: float | None = None,
+    min_memory: str | None = None,
+) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
 
 
-def function(fn: Callable[..., R] | None = None, *, partition: str | None = None, retries: int | None = None,
-             timeout: float | None = None, min_memory: str | None = None) -> Any:
+def function(
+    fn: Callable[..., R] | None = None,
+    *,
+    partition: str | None = None,
+    retries: int | None = None,
+    timeout: float | None = None,
+    min_memory: str | None = None,
+) -> Any:
     """Decorate a function so that calling it returns a lazy Task (`@migpool.function` or with options:
     `partition="3g.40gb"`, or `min_memory="30GB"` for the smallest partition with that much)."""
     if partition is not None and min_memory is not None:

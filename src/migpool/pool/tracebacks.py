@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import traceback
-from typing import Optional
 
-Frame = tuple[str, int, str, Optional[str]]
+Frame = tuple[str, int, str, str | None]
 # one exception: its frames, its `format_exception_only` lines, and how it relates to the one before it
-Link = tuple[list[Frame], list[str], Optional[str]]
+Link = tuple[list[Frame], list[str], str | None]
 
 _LINKS = {
     "cause": "\nThe above exception was the direct cause of the following exception:\n\n",
@@ -22,7 +21,7 @@ _LINKS = {
 }
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(Exception):  # noqa: N818 - named like concurrent.futures' _RemoteTraceback
     """The traceback of an exception raised in a worker (attached as __cause__)."""
 
     def __init__(self, tb: str) -> None:
@@ -42,8 +41,11 @@ def capture(e: BaseException, skip_file: str | None = None) -> list[Link]:
     seen: set[int] = set()
     while te is not None and id(te) not in seen:
         seen.add(id(te))
-        frames = [(f.filename, f.lineno or 0, f.name, f.line or None) for f in te.stack
-                  if skip is None or os.path.realpath(f.filename) != skip]
+        frames = [
+            (f.filename, f.lineno or 0, f.name, f.line or None)
+            for f in te.stack
+            if skip is None or os.path.realpath(f.filename) != skip
+        ]
         out.append((frames, list(te.format_exception_only()), link))
         if te.__cause__ is not None:
             te, link = te.__cause__, "cause"

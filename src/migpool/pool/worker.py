@@ -62,11 +62,11 @@ class Runner:
                 fn = self.functions[fid] = pickle.loads(fn)
             args, kwargs = pickle.loads(payload)
             result = fn(*args, **kwargs)
-        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+        except BaseException as e:
             return _error_frame(tid, e)
         try:
             return ("ok", tid, dumps(result))
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             return _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
 
 
