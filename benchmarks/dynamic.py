@@ -51,7 +51,10 @@ import migpool as sky
 from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
 from migpool.planner import max_addable, plan
-from migpool.pool.dynamic import DynamicMig, Gpu, LocalSite
+from migpool.pool.dynamic import DynamicMig
+from migpool.pool.providers import DynamicMigOptions
+from migpool.pool.scheduler import Scheduler
+from migpool.pool.site import Gpu, Site
 
 GPU = catalog.lookup("A100-80GB")
 WHOLE_SMS = GPU.sms
@@ -173,14 +176,14 @@ WINDOW_S, DECIDE_S, BETTER_BY = 20.0, 5.0, 0.20
 class DrainRecreate(DynamicMig):
     """Rebuilds whole GPUs to the layouts that the last WINDOW_S of arrivals want, after draining them."""
 
-    def __init__(self, compute: sky.Compute, site: LocalSite, keep_idle: float) -> None:
+    def __init__(self, sched: Scheduler, site: Site, keep_idle: float, remember: object = None) -> None:
         self.arrivals: list[tuple[float, str]] = []
         self.current: dict[Gpu, tuple[str, ...]] = {}
         self.target: dict[int, tuple[str, ...]] = {}  # GPUs draining, and their next layout
         self.built = False
         self.decided = 0.0
         self.rebuilds = 0
-        super().__init__(compute, site, keep_idle)
+        super().__init__(sched, site, keep_idle)
 
     def admit(self, task) -> None:
         super().admit(task)
@@ -240,8 +243,9 @@ class DrainRecreatePlugin(sky.plugins.mig):
     def __init__(self) -> None:
         super().__init__(dynamic=True, gpus="all")
 
-    def controller(self, compute: sky.Compute) -> DrainRecreate:
-        return DrainRecreate(compute, LocalSite(compute, self._selected), 0.0)
+    def dynamic_mig(self) -> DynamicMigOptions | None:
+        own = super().dynamic_mig()
+        return None if own is None else dataclasses.replace(own, keep_idle=0.0, controller=DrainRecreate)
 
 
 # --- real runs ---
@@ -424,7 +428,7 @@ def main() -> None:
                 )
             with pool(DrainRecreatePlugin()) as c:
                 rows["(d) drain+recreate"] = summary(replay(c, jobs, needing), gpus, jobs)
-                rebuilds = c._dynamic.rebuilds
+                rebuilds = c.controller.rebuilds
             print(
                 "\n"
                 + textwrap.fill(

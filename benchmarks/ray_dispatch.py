@@ -19,7 +19,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 import migpool
-from migpool.pool.ray_pool import WorkerActor, _affinity
+from migpool.pool.providers import WorkerSpec
+from migpool.pool.ray_pool import WorkerActor, node_affinity
 
 N = 10_000
 
@@ -61,9 +62,9 @@ def main() -> None:
             cls.options(
                 num_cpus=0,
                 num_gpus=0,
-                scheduling_strategy=_affinity(node.node_id),
+                scheduling_strategy=node_affinity(node.node_id),
                 runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": f"MIG-{i}", "X": str(time.time())}},
-            ).remote([], migpool.pool.scheduler.WorkerSpec(i, "", {}), 1)
+            ).remote([], WorkerSpec(i, "", {}), 1)
             for i in range(2)
         ]
         ray.get([a.ready.remote() for a in actors])

@@ -257,7 +257,7 @@ def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(si
         try:
             for inst in plan(model, {"1g.10gb": 7}):  # one change per partition: many journal updates at once
                 reconcile.change(b, gpu, create=[inst])
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001
             errors.append(e)
 
     threads = [threading.Thread(target=fill, args=(g,)) for g in range(4)]

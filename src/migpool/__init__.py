@@ -43,7 +43,7 @@ _EXPORTS = {
     "gather": ".pool",
     "instance_info": ".pool",
     "shard": ".pool",
-    "Ray": ".pool.ray_pool",
+    "Ray": ".pool",
 }
 _ERRORS = [
     "ApplyError",
@@ -60,6 +60,7 @@ _ERRORS = [
     "NotFoundError",
     "NotSupportedError",
     "PluginError",
+    "PoolBrokenError",
     "ProfileError",
     "ReadOnlyError",
     "ResetRequiredError",
@@ -104,6 +105,7 @@ if TYPE_CHECKING:
         NotFoundError,
         NotSupportedError,
         PluginError,
+        PoolBrokenError,
         ProfileError,
         ReadOnlyError,
         ResetRequiredError,
@@ -118,6 +120,7 @@ if TYPE_CHECKING:
         InstanceInfo,
         Local,
         Partition,
+        Ray,
         Task,
         Verda,
         Worker,
@@ -127,5 +130,4 @@ if TYPE_CHECKING:
         instance_info,
         shard,
     )
-    from .pool.ray_pool import Ray
     from .reconcile import apply, diff, plan_apply, teardown

@@ -39,6 +39,16 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def _progress_to(status: Any) -> Callable[[str], None]:
+    """apply's progress callback: the spinner's text, and one line per step."""
+
+    def say(text: str) -> None:
+        status.update(text)
+        out.print(f"  {text}", highlight=False)
+
+    return say
+
+
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(_jsonable(data), indent=2, default=str))
 
@@ -144,7 +154,7 @@ def _instances(backend: Backend, gpu: int) -> list[PlannedInstance]:
 @common
 def profiles(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
     """The MIG profile table of each GPU, read from the GPU (like `nvidia-smi mig -lgip -lgipp`)."""
-    data = []
+    data: list[dict[str, Any]] = []
     for g in reconcile.select_gpus(backend, gpus):
         if not g.mig_capable:
             data.append(dict(gpu=g.index, name=g.name, profiles=[]))
@@ -353,8 +363,9 @@ def apply_cmd(
             force=force,
             reset=reset,
             lock_timeout=lock_timeout,
-            progress=None if as_json else (lambda s: (status.update(s), out.print(f"  {s}", highlight=False))),
+            progress=None if as_json else _progress_to(status),
         )
+    assert res.plan is not None  # apply always returns its plan
     saved = _persist(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
     if as_json:
         return _emit_json(
@@ -406,7 +417,7 @@ def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: s
 @common
 def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
     """GPU instances, compute instances, MIG UUIDs, memory used and processes per partition."""
-    data = []
+    data: list[dict[str, Any]] = []
     for g in reconcile.select_gpus(backend, gpus):
         procs = backend.processes(g.index)
         devs = backend.mig_devices(g.index) if g.mig_current else []
@@ -631,6 +642,7 @@ def boot(
         res = reconcile.apply(desired, backend, gpus=gpus, reset=reset)
     if as_json:
         return _emit_json(dict(changed=True, operations=[str(o) for o in res.operations], mig_devices=res.mig_devices))
+    assert res.plan is not None  # apply always returns its plan
     for g in res.plan.gpus:
         now = (
             [a.instance for a in reconcile.actual_instances(backend, g.gpu.index)]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from rich.console import Console
 
 from . import plugins
-from .pool import Compute, Image, Local, Worker, function, gather, instance_info
+from .pool import Compute, Image, Local, Task, Worker, function, gather, instance_info
 from .ui import short_uuid, show, table
 
 DEMO_LAYOUT = {"3g.40gb": 1, "1g.10gb": 4}
@@ -46,14 +47,14 @@ def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bo
         plugins=[plugins.mig(layout=layout, restore=True)],
     ) as compute:
         console.print(f"{len(compute.partitions)} partitions, one worker process each")
-        tasks = []
+        tasks: list[Task[dict[str, Any]]] = []
         for p in compute.partitions:
             slices = int(p.profile.split("g.")[0])
             tasks.append(crunch(256 * slices, len(tasks)).on(p.profile))
         t = time.perf_counter()
-        results = gather(*tasks) >> compute
+        results: list[dict[str, Any]] = list(gather(*tasks) >> compute)
         wall = time.perf_counter() - t
-    t = table(
+    tab = table(
         f"One task per partition ({wall:.2f} s wall)",
         [
             ("worker", "num"),
@@ -65,7 +66,7 @@ def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bo
         ],
     )
     for r in sorted(results, key=lambda r: r["worker"]):
-        t.add_row(
+        tab.add_row(
             str(r["worker"]),
             r["profile"],
             short_uuid(r["uuid"], wide),
@@ -73,7 +74,7 @@ def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bo
             f"{r['checksum']:.3f}",
             f"{r['seconds'] * 1e3:.1f} ms",
         )
-    show(console, t)
+    show(console, tab)
     console.print(
         "Partitions restored: the simulated GPU is as it was before the demo."
         if simulate

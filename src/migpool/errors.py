@@ -75,6 +75,10 @@ class WorkerLostError(MigpoolError):
     """The worker process running a task died before answering."""
 
 
+class PoolBrokenError(MigpoolError):
+    """One of the pool's own threads died of an error: the pool can run no more tasks (the cause is attached)."""
+
+
 class PluginError(MigpoolError):
     """A plugin was configured in a way that cannot work."""
 

@@ -47,7 +47,7 @@ class Layout:
                 raise LayoutError(f"partitions must be a positive integer, got {parts!r}")
             mm = need.get("min_memory")
             if mm is not None:
-                parse_memory_mib(mm)  # validate early
+                parse_memory_mib(str(mm))  # validate early
             return cls(partitions=parts, min_memory=None if mm is None else str(mm))
         if spec is None:
             return cls()

@@ -47,12 +47,12 @@ def _scalar(node: yaml.Node) -> object:
 def _mapping(node: yaml.Node, source: str, what: str) -> list[tuple[yaml.ScalarNode, yaml.Node]]:
     if not isinstance(node, yaml.MappingNode):
         raise _err(node, source, f"{what} must be a mapping")
-    return node.value  # type: ignore[return-value]
+    return list(node.value)
 
 
 def _pci(value: object, node: yaml.Node, source: str) -> int:
     try:
-        return int(str(value), 16) if isinstance(value, str) else int(value)  # type: ignore[arg-type]
+        return int(str(value), 16) if isinstance(value, str) else int(str(value))
     except (TypeError, ValueError):
         raise _err(node, source, f"device-filter entry {value!r} is not a PCI device id like '0x233010DE'") from None
 

@@ -200,7 +200,8 @@ def plan_transition(
                 best = (score, list(keep), placed[len(keep) :])
     if best is None:
         raise LayoutError(explain(gpu, todo, ()))
-    _, keep, create = best
+    _, kept, create = best
+    keep = tuple(kept)
     destroy = [i for i in existing if i not in keep]
     return Transition(tuple(keep), tuple(destroy), tuple(create))
 

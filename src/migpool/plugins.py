@@ -20,15 +20,22 @@ from .catalog import warn_if_estimated
 from .errors import LayoutError, PluginError
 from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
 from .planner import max_addable
+from .pool.info import Partition
+from .pool.providers import DynamicMigOptions, Node, WorkerSpec
+from .pool.remembered import default_path
 
 if TYPE_CHECKING:
-    from .pool.compute import Node
     from .pool.image import Image
-    from .pool.scheduler import WorkerSpec
 
 
 class Plugin:
     """Base class with no-op hooks; subclass it and override what you need."""
+
+    needs_mig = False  # only nodes with a MIG-capable GPU will do (Ray pools choose their nodes by it)
+
+    def dynamic_mig(self) -> DynamicMigOptions | None:
+        """What this plugin asks of dynamic MIG, or None (partitions, if any, are made by bootstrap)."""
+        return None
 
     def transform_image(self, image: Image) -> Image:
         return image
@@ -65,6 +72,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     restore=True                                return the GPUs to their prior state when the pool closes
     force=True                                  stop processes on partitions that must be destroyed
     """
+
+    needs_mig = True
 
     def __init__(
         self,
@@ -108,7 +117,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         self.gpus = gpus
         self.restore = restore
         self.force = force
-        self._selected: list[int] = []
+        self.selected: list[int] = []  # the GPUs of its node that it partitions (chosen by validate)
 
     def __repr__(self) -> str:
         what = (
@@ -137,7 +146,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return chosen
 
     def validate(self, node: Node) -> None:
-        if node.worker.executor != "process":
+        if node.worker is not None and node.worker.executor != "process":
             raise PluginError(
                 "the mig plugin needs Worker(executor='process'): CUDA_VISIBLE_DEVICES selects one MIG "
                 "device per process, before CUDA starts, so threads of one process cannot each have their own "
@@ -155,22 +164,22 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                     "mig(dynamic=True) creates and destroys partitions as tasks need them, but "
                     "MIGPOOL_READ_ONLY is set: unset it, or use a fixed layout made beforehand"
                 )
-            for i in self._selected:
+            for i in self.selected:
                 if not node.backend.gpu(i).mig_capable:
                     raise NotSupportedError(f"GPU {i} ({node.backend.gpu(i).name}) does not support MIG")
             why = node.backend.permission_problem()
             if why:
                 raise NoPermissionError(why)
         # read-only mode, missing permission: refused now, before images are built or workers started
-        check_may_change(plan_apply(desired, node.backend, gpus=self._selected, force=self.force), node.backend)
+        check_may_change(plan_apply(desired, node.backend, gpus=self.selected, force=self.force), node.backend)
 
     def plan(self, node: Node) -> MachineLayout:
         """The per-GPU layouts, checked against `concurrency` before anything changes."""
         backend = node.backend
         indices = self._gpu_indices(node)
-        self._selected = indices
+        self.selected = indices
         models = {i: backend.model(i) for i in indices}
-        want = node.worker.concurrency
+        want = node.worker.concurrency if node.worker is not None else None
         entries: list[GpuLayout] = []
         if self.layout is not None:
             total = sum(self.layout.values()) * len(indices)
@@ -193,13 +202,14 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 raise PluginError(f"concurrency={want} but mig(partitions={self.partitions}); they must agree")
             profile = self._profile_for(models, want, self.min_memory)
         else:
+            assert self.profile is not None  # exactly one of profile, layout and partitions (checked in __init__)
             profile = self.profile
-        capacity = {i: max_addable(models[i], models[i].profile(profile)) for i in indices}  # type: ignore[arg-type]
+        capacity = {i: max_addable(models[i], models[i].profile(profile)) for i in indices}
         total = sum(capacity.values())
         if want is None:
             want = total
         if want > total:
-            name = models[indices[0]].profile(profile).name  # type: ignore[arg-type]
+            name = models[indices[0]].profile(profile).name
             hint = ""
             try:
                 alt = self._profile_for(models, want)
@@ -215,7 +225,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             k = min(left, capacity[i])
             left -= k
             if k:
-                entries.append(GpuLayout(Layout.of({models[i].profile(profile).name: k}), (i,)))  # type: ignore[arg-type]
+                entries.append(GpuLayout(Layout.of({models[i].profile(profile).name: k}), (i,)))
         return MachineLayout(tuple(entries))
 
     @staticmethod
@@ -239,20 +249,19 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return best.name
 
     def bootstrap(self, node: Node) -> None:
-        from .pool.info import Partition
         from .reconcile import apply, change
 
         if self.dynamic:
-            for i in self._selected:  # MIG mode on, the prior state journaled; partitions come later
+            for i in self.selected:  # MIG mode on, the prior state journaled; partitions come later
                 if not node.backend.gpu(i).mig_current:
                     change(node.backend, i)
             node.partitions = []
             return
 
         desired = self.plan(node)
-        apply(desired, node.backend, gpus=self._selected, force=self.force)
+        apply(desired, node.backend, gpus=self.selected, force=self.force)
         parts = []
-        for i in self._selected:
+        for i in self.selected:
             g = node.backend.gpu(i)
             wanted = desired.for_gpu(i)
             if wanted is None:
@@ -284,32 +293,29 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         if isinstance(b, SimulatedBackend) and worker.partition is not None:
             b.register_process(worker.partition.gpu_index, pid, "migpool-worker", worker.partition.uuid, 0)
 
-    def controller(self, compute: Any) -> Any:
-        """With dynamic=True: the controller that makes and frees partitions for the pool's tasks."""
-        from .pool.dynamic import DynamicMig, LocalSite
-
-        return DynamicMig(compute, LocalSite(compute, self._selected), self.keep_idle, self.run_times_file())
+    def dynamic_mig(self) -> DynamicMigOptions | None:
+        if not self.dynamic:
+            return None
+        return DynamicMigOptions(tuple(self.selected), self.keep_idle, self.run_times_file())
 
     def run_times_file(self) -> Path | None:
         """Where dynamic MIG keeps learned run times (pool/remembered.py), per `remember=`."""
-        from .pool.remembered import default_path
-
         if self.remember is False:
             return None
         return default_path() if self.remember is True else Path(self.remember)
 
     def teardown(self, node: Node) -> None:
-        if self._selected and (self.restore or self.dynamic):
+        if self.selected and (self.restore or self.dynamic):
             from .reconcile import teardown
 
             # dynamic partitions are the pool's own: removed at the end (restore=True also restores MIG mode)
-            teardown(node.backend, gpus=self._selected, restore=self.restore)
+            teardown(node.backend, gpus=self.selected, restore=self.restore)
 
     def rollback(self, node: Node) -> None:
-        if self._selected:
+        if self.selected:
             from .reconcile import teardown
 
-            teardown(node.backend, gpus=self._selected, restore=True)
+            teardown(node.backend, gpus=self.selected, restore=True)
 
 
 class gpus(Plugin):  # noqa: N801
@@ -328,7 +334,7 @@ class gpus(Plugin):  # noqa: N801
         if self.indices == "all":
             chosen = found
         else:
-            want = [self.indices] if isinstance(self.indices, int) else list(self.indices)  # type: ignore[arg-type]
+            want = [self.indices] if isinstance(self.indices, int) else [int(i) for i in self.indices]
             chosen = [g for i in want for g in found if g.index == i]
             if len(chosen) != len(want):
                 raise PluginError(f"gpus({self.indices!r}): this node has GPUs {[g.index for g in found]}")

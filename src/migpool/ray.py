@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import MigpoolError, PluginError
-from .pool.ray_pool import RAY_OVERRIDE_ENV, Ray, _affinity
+from .pool.providers import Ray
+from .pool.ray_pool import RAY_OVERRIDE_ENV, node_affinity
 
 __all__ = ["Ray", "partition_options", "partitions"]
 
@@ -56,7 +57,7 @@ def partitions() -> list[dict[str, Any]]:
 
     task = ray.remote(_node_partitions)
     refs = [
-        task.options(num_cpus=0, scheduling_strategy=_affinity(n["NodeID"])).remote()
+        task.options(num_cpus=0, scheduling_strategy=node_affinity(n["NodeID"])).remote()
         for n in ray.nodes()
         if n.get("Alive")
     ]
@@ -90,6 +91,6 @@ def partition_options(profile: str, node: str | None = None, *, exclude: Iterabl
     _handed_out.add(chosen["uuid"])
     return dict(
         num_gpus=0,
-        scheduling_strategy=_affinity(chosen["node_id"]),
+        scheduling_strategy=node_affinity(chosen["node_id"]),
         runtime_env={"env_vars": {"CUDA_VISIBLE_DEVICES": chosen["uuid"], RAY_OVERRIDE_ENV: "0"}},
     )

@@ -116,7 +116,7 @@ def select_gpus(backend: Backend, gpus: Sequence[int | str] | None) -> list[GpuI
     every = backend.gpus()
     if not gpus:
         return every
-    out = []
+    out: list[GpuInfo] = []
     for sel in gpus:
         s = str(sel).strip()
         match = [

@@ -165,7 +165,7 @@ class Sampler:
         try:
             with self._backend_lock:
                 snap = sample(self.backend, list(self.pools()) if self.pools else [])
-        except BaseException as e:
+        except BaseException as e:  # noqa: BLE001 - shown to the reader, never lost
             with self._lock:
                 self._error = e
             return

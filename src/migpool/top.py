@@ -17,7 +17,7 @@ from rich.text import Text
 
 from .backend.base import Activity
 from .telemetry import GpuSample, Sampler, Snapshot
-from .ui import short_uuid, table
+from .ui import Kind, short_uuid, table
 
 
 def _pct(a: Activity | None, field: str) -> str:
@@ -26,7 +26,7 @@ def _pct(a: Activity | None, field: str) -> str:
 
 
 def _gpu_view(g: GpuSample) -> list[RenderableType]:
-    cols = [
+    cols: list[tuple[str, Kind]] = [
         ("unit", "text"),
         ("used/total", "num"),
         ("SM%", "num"),

@@ -21,7 +21,7 @@ ESTIMATE_MARK = "~"
 class _Table(Table):
     """A rich Table whose text and number columns never shrink below their widest cell."""
 
-    def add_row(self, *cells: Any, **kw: Any) -> None:  # type: ignore[override]
+    def add_row(self, *cells: Any, **kw: Any) -> None:
         for col, cell in zip(self.columns, cells, strict=False):
             if col.no_wrap and isinstance(cell, str):
                 col.min_width = max(col.min_width or 0, cell_len(cell), cell_len(str(col.header)))

@@ -56,10 +56,11 @@ class NvmlBackend(Backend):
     def __init__(self, nvml: ModuleType | None = None) -> None:
         if nvml is None:
             try:
-                import pynvml as nvml
+                import pynvml
             except ImportError as e:  # pragma: no cover - dependency is declared
                 raise NotSupportedError("nvidia-ml-py is not installed; pip install nvidia-ml-py") from e
-        self.nvml = nvml
+            nvml = pynvml
+        self.nvml: Any = nvml  # pynvml has no type information: its calls are checked by the fake's tests
         try:
             nvml.nvmlInit()
         except nvml.NVMLError as e:
@@ -83,7 +84,7 @@ class NvmlBackend(Backend):
     def _map(self, err: Exception, what: str) -> BackendError:
         n = self.nvml
         code = getattr(err, "value", None)
-        table: dict[int, tuple[type[BackendError], str]] = {
+        table: dict[Any, tuple[type[BackendError], str]] = {
             n.NVML_ERROR_NOT_FOUND: (NotFoundError, "not found"),
             n.NVML_ERROR_IN_USE: (InUseError, "in use"),
             n.NVML_ERROR_INSUFFICIENT_RESOURCES: (InsufficientResourcesError, "insufficient resources"),
@@ -243,10 +244,10 @@ class NvmlBackend(Backend):
             for _, info in self._gi_handles(gpu)
         ]
 
-    def _ci_handles(self, gpu: int) -> list[tuple[Any, Any, Any]]:
-        """(gi info, ci handle, ci info) of every compute instance."""
+    def _ci_handles(self, gpu: int) -> list[tuple[Any, Any, Any, int]]:
+        """(gi info, ci handle, ci info, slices) of every compute instance."""
         n = self.nvml
-        out = []
+        out: list[tuple[Any, Any, Any, int]] = []
         for gih, giinfo in self._gi_handles(gpu):
             for cindex in range(n.NVML_COMPUTE_INSTANCE_PROFILE_COUNT):
                 try:

@@ -349,7 +349,7 @@ class SimulatedBackend(Backend):
         with self._state() as st:
             g = self._g(st, gpu)
             procs = self._live_processes(g)
-            out = []
+            out: list[MigDeviceInfo] = []
             if not g["mig_current"]:
                 return out
             for gi in sorted(g["gis"], key=lambda x: x["id"]):
@@ -421,7 +421,7 @@ class SimulatedBackend(Backend):
                 raise NotSupportedError(f"GPU {gpu} is not in MIG mode; enable MIG mode first")
             try:
                 profile = model.profile(profile_id)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - any lookup failure is the driver's invalid argument
                 raise InvalidArgumentError(str(e)) from None
             if placement not in profile.placements:
                 raise InvalidArgumentError(
@@ -482,7 +482,7 @@ class SimulatedBackend(Backend):
             ci = dict(id=len(gi["cis"]) and max(c["id"] for c in gi["cis"]) + 1, slices=want, uuid=_mig_uuid())
             gi["cis"].append(ci)
             name = p.name if want == p.slices else f"{want}c.{p.name}"
-            return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=ci["id"], slices=want, profile_name=name)
+            return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=int(ci["id"]), slices=want, profile_name=name)
 
     def _destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None:
         with self._state(write=True) as st:

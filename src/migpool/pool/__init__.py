@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Compute": ".compute",
-    "Local": ".compute",
-    "Node": ".compute",
-    "Verda": ".compute",
-    "Worker": ".compute",
+    "Local": ".providers",
+    "Node": ".providers",
+    "Ray": ".providers",
+    "Verda": ".providers",
+    "Worker": ".providers",
+    "WorkerSpec": ".providers",
     "Image": ".image",
     "InstanceInfo": ".info",
     "Partition": ".info",
@@ -41,9 +43,10 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
-    from .compute import Compute, Local, Node, Verda, Worker
+    from .compute import Compute
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
+    from .providers import Local, Node, Ray, Verda, Worker, WorkerSpec
     from .scheduler import RemoteError
     from .shard import shard
     from .task import Gather, Group, RemoteFunction, Task, compute, function, gather

@@ -1,4 +1,6 @@
-"""`Compute`: a pool of worker processes on this node, bootstrapped by plugins (e.g. `plugins.mig`)."""
+"""`Compute`: the pool as users see it. It assembles the layers below: the plugin chain (chain.py) on the node
+(providers.py), the scheduler and its worker processes (scheduler.py, worker.py), Ray's nodes and actors
+(ray_pool.py), dynamic MIG's controller on its site (dynamic.py, site.py), stats and metrics."""
 
 from __future__ import annotations
 
@@ -7,87 +9,26 @@ import itertools
 import os
 import socket
 import sys
-import sysconfig
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 from ..accelerators import Accelerator
-from ..backend import SIMULATE_ENV, Backend, open_backend
-from ..errors import PluginError
+from ..backend import open_backend
+from ..errors import PluginError, PoolBrokenError
+from . import chain
+from .dynamic import DynamicMig
 from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info
-from .scheduler import Scheduler, WorkerSpec
+from .providers import DynamicMigOptions, Local, Node, PluginHooks, Ray, Verda, Worker, WorkerSpec, worker_pythonpath
+from .ray_pool import RayPool, RaySite
+from .scheduler import Scheduler, WorkerProcess
+from .site import LocalSite, Site
 from .stats import Publisher
 from .task import RemoteFunction, Task
 
-
-def _user_paths() -> list[str]:
-    """The parent's import paths that are its own code (script dir, cwd, source trees), not the stdlib or
-    installed packages, so functions defined in the user's modules import in the workers too."""
-    skip = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    out = []
-    for p in sys.path:
-        p = p or os.getcwd()
-        if not os.path.isdir(p) or p in out or any(p.startswith(s) for s in skip):
-            continue
-        if "site-packages" in p or "dist-packages" in p or p.endswith(".zip"):
-            continue
-        out.append(p)
-    return out
-
-
-@dataclass(frozen=True)
-class Local:
-    """This machine. `simulate='A100-80GB'` (or $MIGPOOL_SIMULATE) uses simulated GPUs: never a silent fallback."""
-
-    simulate: str | None = None
-
-    def spec(self) -> str | None:
-        return self.simulate or os.environ.get(SIMULATE_ENV) or None
-
-
-class Verda(Local):
-    """The reference API's cloud provider, read as 'this node, provisioned on Verda'. migpool does not
-    provision machines: run the script on the node itself (or simulate one)."""
-
-
-@dataclass(frozen=True)
-class Worker:
-    """`concurrency` workers per node (None: one per partition, or one per CPU without partitions)."""
-
-    concurrency: int | None = None
-    executor: Literal["process", "thread"] = "process"
-
-    def __post_init__(self) -> None:
-        if self.executor not in ("process", "thread"):
-            raise PluginError(f"executor must be 'process' or 'thread', not {self.executor!r}")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise PluginError(f"concurrency must be at least 1, not {self.concurrency}")
-
-
-@dataclass
-class Node:
-    """What plugins see while bootstrapping: this node, its GPUs and the partitions they assign."""
-
-    index: int
-    count: int
-    provider: Local
-    worker: Worker
-    partitions: list[Partition] = field(default_factory=list)
-    _backend: Backend | None = None
-
-    @property
-    def backend(self) -> Backend:
-        if self._backend is None:
-            self._backend = open_backend(self.provider.spec())
-        return self._backend
-
-    @property
-    def simulated(self) -> bool:
-        return self.provider.spec() is not None
+__all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
 
 
 class Compute:
@@ -96,10 +37,10 @@ class Compute:
 
     def __init__(
         self,
-        provider: Local | None = None,
+        provider: Local | Ray | None = None,
         worker: Worker | None = None,
         image: Image | None = None,
-        plugins: Sequence[Any] = (),
+        plugins: Sequence[PluginHooks] = (),
         retries: int = 0,
         progress: bool | None = None,
         nodes: int = 1,
@@ -107,7 +48,7 @@ class Compute:
         metrics_port: int | None = None,
     ) -> None:
         self.provider = provider or Local()
-        self.distributed = bool(getattr(self.provider, "distributed", False))
+        self.distributed = self.provider.distributed
         if nodes != 1 and not self.distributed:
             raise PluginError(
                 f"nodes={nodes}: a Local pool runs on this one node; for several nodes use "
@@ -120,16 +61,19 @@ class Compute:
         self.plugins = list(plugins)
         self.retries = retries
         self.progress = sys.stdout.isatty() if progress is None else progress
-        self.node = Node(0, 1, self.provider, self.worker)
+        self.node = Node(0, 1, self.provider if isinstance(self.provider, Local) else Local(), self.worker)
         self._sched: Scheduler | None = None
         self._threads: ThreadPoolExecutor | None = None
-        self._bootstrapped: list[Any] = []
+        self._bootstrapped: list[PluginHooks] = []
         self._thread_ids = itertools.count()
+        self._worker_ids = itertools.count()  # dynamic MIG's workers, numbered as they come
+        self._python = sys.executable
+        self._image = self.image
         self.metrics_port = metrics_port
-        self._publisher: Any = None
-        self._metrics: Any = None  # (sampler, server) while metrics are served
-        self._ray: Any = None
-        self._dynamic: Any = None  # the dynamic MIG controller, with mig(dynamic=True)
+        self._publisher: Publisher | None = None
+        self._metrics: tuple[Any, Any] | None = None  # (sampler, server) while metrics are served
+        self._ray: RayPool | None = None
+        self._dynamic: DynamicMig | None = None  # the dynamic MIG controller, with mig(dynamic=True)
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
@@ -143,20 +87,22 @@ class Compute:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close(error=et is not None)
 
+    def _dynamic_options(self) -> DynamicMigOptions | None:
+        return next((o for p in self.plugins if (o := p.dynamic_mig()) is not None), None)
+
     def open(self) -> None:
         image = self.image
         for p in self.plugins:
             image = p.transform_image(image)
+        self._image = image
         if self.distributed:
             return self._open_ray()
         if self.accelerator is not None:
             self.accelerator.check([g.name for g in self.node.backend.gpus()])
-        for p in self.plugins:
-            p.validate(self.node)
-        python = image.python() if self.worker.executor == "process" else sys.executable
-        for p in self.plugins:
-            p.bootstrap(self.node)
-            self._bootstrapped.append(p)
+        chain.validate(self.plugins, self.node)  # every refusal before an image is built or anything changed
+        self._python = image.python() if self.worker.executor == "process" else sys.executable
+        chain.bootstrap(self.plugins, self.node)
+        self._bootstrapped = list(self.plugins)
         n = self.worker.concurrency or len(self.node.partitions) or os.cpu_count() or 1
         if self.node.partitions and n != len(self.node.partitions):
             raise PluginError(
@@ -167,34 +113,29 @@ class Compute:
                 n, thread_name_prefix="migpool-worker", initializer=self._thread_init, initargs=(n,)
             )
             return
-        self._python, self._image = python, image
-        dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
+        dynamic = self._dynamic_options()
         if dynamic is not None:
             n = 0  # workers come and go with their partitions
         specs = [self.worker_spec(i, n, self.node.partitions[i] if self.node.partitions else None) for i in range(n)]
         accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
         for spec in specs:
             spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
-        self._sched = Scheduler(specs, default_retries=self.retries)
-        self._sched.start()
-        for w in self._sched.workers:
-            self.worker_started(w)
+        self._sched = sched = Scheduler(specs, default_retries=self.retries)
+        sched.start()
+        for w in sched.workers:
+            self._worker_started(w)
         if dynamic is not None:
-            self._dynamic = dynamic.controller(self)
-        self._publisher = Publisher(self._sched.stats)
-        self._publisher.start()
+            self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker))
+        self._publish()
         if self.metrics_port is not None:
             self._serve_metrics(self.metrics_port)
 
     def worker_spec(self, i: int, n: int, part: Partition | None) -> WorkerSpec:
         """The spec of worker `i` of `n` on this node, pinned to `part` (its environment fixed before it starts)."""
-        pythonpath = os.pathsep.join(
-            _user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x]
-        )
         env = dict(
             os.environ,
             **self._image.env,
-            PYTHONPATH=pythonpath,
+            PYTHONPATH=worker_pythonpath(),
             MIGPOOL_WORKER_INDEX=str(i),
             MIGPOOL_NODE_INDEX=str(self.node.index),
             MIGPOOL_NODE_COUNT=str(self.node.count),
@@ -208,9 +149,25 @@ class Compute:
             spec.env.update(p.around_process(spec))
         return spec
 
-    def worker_started(self, w: Any) -> None:
+    def _worker_started(self, w: WorkerProcess) -> None:
         for p in self.plugins:
             p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+
+    def _start_worker(self, part: Partition) -> WorkerProcess:
+        """One more worker, on a partition dynamic MIG just made here."""
+        sched = self.scheduler
+        w = sched.add_worker(self.worker_spec(next(self._worker_ids), len(sched.workers) + 1, part))
+        self._worker_started(w)
+        return w
+
+    def _start_dynamic(self, options: DynamicMigOptions, site: Site) -> None:
+        make = options.controller or DynamicMig
+        self._dynamic = make(self.scheduler, site, options.keep_idle, options.run_times)
+        self._dynamic.start()
+
+    def _publish(self) -> None:
+        self._publisher = Publisher(self.scheduler.stats)
+        self._publisher.start()
 
     def _serve_metrics(self, port: int) -> None:
         from ..exporter import serve
@@ -227,25 +184,20 @@ class Compute:
             raise
 
     def _open_ray(self) -> None:
-        from .ray_pool import RayPool
-
         if self.worker.executor != "process":
             raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
-        self._ray = RayPool(self)
-        specs = self._ray.open()
+        assert isinstance(self.provider, Ray)
+        self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
+        specs = ray_pool.open()
         self.node = Node(
-            0, len(self._ray.nodes), self.provider, self.worker, [p for r in self._ray.nodes for p in r.partitions]
+            0, len(ray_pool.nodes), Local(), self.worker, [p for r in ray_pool.nodes for p in r.partitions]
         )
-        self._sched = Scheduler(specs, default_retries=self.retries, slot=self._ray.slot)
-        self._sched.start()
-        dynamic = next((p for p in self.plugins if getattr(p, "dynamic", False)), None)
+        self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot)
+        sched.start()
+        dynamic = self._dynamic_options()
         if dynamic is not None:
-            from .dynamic import DynamicMig
-            from .ray_pool import RaySite
-
-            self._dynamic = DynamicMig(self, RaySite(self._ray), dynamic.keep_idle, dynamic.run_times_file())
-        self._publisher = Publisher(self._sched.stats)
-        self._publisher.start()
+            self._start_dynamic(dynamic, RaySite(ray_pool, sched))
+        self._publish()
 
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
@@ -261,11 +213,17 @@ class Compute:
         )
 
     def close(self, error: bool = False) -> None:
-        """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down."""
-        if self._dynamic is not None and not error and self._sched is not None:
-            self._sched.wait_idle()
+        """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down. Raises the
+        error that broke the pool, if one of its threads died (unless `error`: one is on its way already)."""
+        broken: PoolBrokenError | None = None
         if self._dynamic is not None:
-            self._dynamic.stop()
+            if not error and self._sched is not None:
+                self._sched.wait_idle()
+            try:
+                self._dynamic.stop()
+            except PoolBrokenError as e:
+                broken = e
+            self._dynamic = None
         if self._metrics is not None:
             sampler, server = self._metrics
             server.shutdown()
@@ -279,19 +237,19 @@ class Compute:
             if not error:
                 self._sched.wait_idle()
             self._sched.shutdown(kill=error)
+            broken = broken or self._sched.failure
             self._sched = None
         if self._threads is not None:
             self._threads.shutdown(wait=not error, cancel_futures=error)
             self._threads = None
-        for p in reversed(self._bootstrapped):
-            p.teardown(self.node)
+        chain.finish(self._bootstrapped, self.node)
         self._bootstrapped = []
         if self._ray is not None:
             ray_pool, self._ray = self._ray, None
             ray_pool.close(restore_error=error)
-        if self.node._backend is not None:
-            self.node._backend.close()
-            self.node._backend = None
+        self.node.close()
+        if broken is not None and not error:
+            raise broken
 
     # --- sending work ---
     def submit(
@@ -366,3 +324,15 @@ class Compute:
         if self._sched is None:
             return []
         return [w.stats.pid for w in self._sched.workers if w.stats.pid]
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The pool's scheduler (its queue, workers and threads); only while the pool is open."""
+        if self._sched is None:
+            raise RuntimeError("the pool is not open: use the Compute as a context manager")
+        return self._sched
+
+    @property
+    def controller(self) -> DynamicMig | None:
+        """Dynamic MIG's controller, with mig(dynamic=True), while the pool is open."""
+        return self._dynamic

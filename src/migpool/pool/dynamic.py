@@ -24,35 +24,29 @@ Workers take one task at a time (no prefetch), so that waiting tasks stay where 
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
-from .. import reconcile
-from ..errors import MigpoolError, PluginError
+from ..catalog import GpuModel, Profile
+from ..errors import MigpoolError, PluginError, PoolBrokenError
 from ..layout import parse_memory_mib
 from ..planner import PlannedInstance, can_place, explain, max_addable
-from ..proc import pid_alive
 from .info import Partition
 from .remembered import load, save
-from .scheduler import serves
+from .scheduler import Scheduler, WorkerProcess, serves
+from .site import Gpu, Site
 from .sizing import TIE, Choice, Key, RunTimes, function_name
-
-if TYPE_CHECKING:
-    from ..backend.base import Backend
-    from ..catalog import GpuModel, Profile
-    from .compute import Compute
-    from .scheduler import WorkerProcess
+from .threads import Threads
 
 log = logging.getLogger("migpool.dynamic")
 TICK_S = 0.1
+STOP_S = 30.0  # how long stop() waits for the controller's step under way
 CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
 
 
@@ -66,9 +60,6 @@ class Slot:
     idle_since: float | None = None
     key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
     holds: float = 0.0  # the memory (MiB) that the tasks it was made for need: it is never resized to less
-
-
-Gpu = tuple[int, int]  # (node, GPU index on it)
 
 
 @dataclass
@@ -86,93 +77,14 @@ class Making:
         return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
 
 
-def change_here(
-    backend: Backend,
-    gpu: int,
-    node: int,
-    create: list[PlannedInstance],
-    destroy: list[PlannedInstance],
-    pids: Sequence[int] = (),
-    wait_s: float = 10.0,
-) -> list[Partition]:
-    """On the GPU's own node: destroy these instances and create those through `reconcile.change`, once the
-    processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created."""
-    deadline = time.monotonic() + wait_s
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    want = {(i.profile.name, i.placement) for i in destroy}
-    actual = (
-        [a for a in reconcile.actual_instances(backend, gpu) if (a.instance.profile.name, a.instance.placement) in want]
-        if destroy
-        else []
-    )
-    devices = reconcile.change(backend, gpu, create=create, destroy=actual)
-    uuid = backend.gpu(gpu).uuid
-    return [
-        Partition(
-            uuid=d.uuid,
-            profile=d.profile_name,
-            gpu_index=gpu,
-            gpu_uuid=uuid,
-            memory_mib=d.memory_mib,
-            gi_id=d.gi_id,
-            ci_id=d.ci_id,
-            node=node,
-        )
-        for d in devices
-    ]
-
-
-def gpus_here(backend: Backend, indices: list[int]) -> list[tuple[int, GpuModel, list[PlannedInstance]]]:
-    """On a node: each GPU's model and the partitions that were there before the pool (obstacles, never touched)."""
-    return [
-        (
-            i,
-            backend.model(i),
-            [a.instance for a in reconcile.actual_instances(backend, i)] if backend.gpu(i).mig_current else [],
-        )
-        for i in indices
-    ]
-
-
-class Site(Protocol):
-    """Where the controller's GPUs are: this machine (LocalSite) or the nodes of a Ray pool (ray_pool.RaySite)."""
-
-    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]: ...
-
-    def change(
-        self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
-    ) -> list[Partition]: ...
-
-    def start_worker(self, part: Partition) -> WorkerProcess: ...
-
-
-class LocalSite:
-    def __init__(self, compute: Compute, indices: list[int]) -> None:
-        self.compute, self.indices = compute, indices
-        self._ids = itertools.count()
-
-    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
-        return [((0, i), m, f) for i, m, f in gpus_here(self.compute.node.backend, self.indices)]
-
-    def change(
-        self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
-    ) -> list[Partition]:
-        return change_here(self.compute.node.backend, gpu[1], 0, create, destroy, pids)
-
-    def start_worker(self, part: Partition) -> WorkerProcess:
-        sched = self.compute._sched
-        w = sched.add_worker(self.compute.worker_spec(next(self._ids), len(sched.workers) + 1, part))
-        self.compute.worker_started(w)
-        return w
-
-
 class DynamicMig:
-    def __init__(self, compute: Compute, site: Site, keep_idle: float, remember: Path | None = None) -> None:
+    """The controller: one thread (`start()`, `stop()`) that decides each step and makes, frees and reserves
+    partitions through the site; each node's creates run on a change thread of its own."""
+
+    def __init__(self, sched: Scheduler, site: Site, keep_idle: float, remember: Path | None = None) -> None:
         """`remember`: the file of run times learned by earlier pools (pool/remembered.py), read now and updated
         when the pool closes; None to start from nothing. Used only where every GPU of the pool is one model."""
-        self.compute = compute
-        self.sched = compute._sched
+        self.sched = sched
         self.site = site
         found = site.gpus()
         self.gpus = [g for g, _, _ in found]
@@ -187,7 +99,6 @@ class DynamicMig:
         self.slots: list[Slot] = []
         self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
         self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
-        self.error: BaseException | None = None
         names = {m.name for m in self.models.values()}
         self.remember = (remember, names.pop()) if remember is not None and len(names) == 1 else None
         self.sizes = RunTimes(load(*self.remember) if self.remember else None)
@@ -197,9 +108,13 @@ class DynamicMig:
         self._promised: dict[int, int] = {}  # this step: idle or starting workers (by id) -> the job that takes each
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self.threads = Threads(on_error=sched.thread_died)  # its own thread and the change threads
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Take the scheduler's waiting tasks from now on, and start deciding."""
         self.sched.provisioner = self
-        self._thread = threading.Thread(target=self._run, name="migpool-dynamic", daemon=True)
-        self._thread.start()
+        self._thread = self.threads.start("migpool-dynamic", self._run)
 
     # --- called by the scheduler ---
     def admit(self, task: Any) -> None:
@@ -244,19 +159,17 @@ class DynamicMig:
             try:
                 self.step()
                 failures = 0
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - retried; three in a row fail the tasks that wait on it
                 failures += 1
                 log.warning("dynamic MIG: %s", e)
-                self.error = e
                 if failures >= 3:
                     self._fail_waiting(e)
                     failures = 0
 
     def _fail_waiting(self, e: BaseException) -> None:
         with self.sched.lock:
-            doomed = [
-                j for j in self.sched.pending if not any(w.serves(j.task) for w in [*self.sched.workers, *self.making])
-            ]
+            takers: list[WorkerProcess | Making] = [*self.sched.workers, *self.making]
+            doomed = [j for j in self.sched.pending if not any(w.serves(j.task) for w in takers)]
             for j in doomed:
                 self.sched.pending.remove(j)
         for j in doomed:
@@ -397,7 +310,7 @@ class DynamicMig:
         ranked first (trying a size never takes the room that the best known one would use), then the ranked
         sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
         choice = self._choice(job)
-        tried = {x.instance.profile.name for x in [*self.slots, *self.making]}
+        tried = {s.instance.profile.name for s in self.slots} | {m.instance.profile.name for m in self.making}
         explore = choice.explore if choice.explore is not None and choice.explore.name not in tried else None
         tries = [(explore.name, False)] if explore is not None else []
         tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
@@ -547,11 +460,11 @@ class DynamicMig:
         if self.reserved is not None:
             return
         active = [s for s in self.slots if not s.worker.draining and s.gpu not in self.resizing]
-        movable = {id(s): want for s in active if (want := self._wanted(s)) is not None}
-        best: dict[int, tuple[tuple[int, int], list[Slot], str]] = {}
+        movable = {id(s): better for s in active if (better := self._wanted(s)) is not None}
+        best: dict[Gpu, tuple[tuple[int, int], list[Slot], str]] = {}
         for s in active:
-            want = movable.get(id(s))
-            if want is None:
+            target = movable.get(id(s))
+            if target is None:
                 continue
             m = self.models[s.gpu]
             placed = self._instances(s.gpu)
@@ -560,10 +473,10 @@ class DynamicMig:
                 for others in combinations(mates, k):
                     gone = [s, *others]
                     rest = [i for i in placed if all(i is not t.instance for t in gone)]
-                    if self._best_placement(s.gpu, m.profile(want), rest) is not None:
+                    if self._best_placement(s.gpu, m.profile(target), rest) is not None:
                         busy = sum(1 for t in gone if t.idle_since is None)
                         if s.gpu not in best or (busy, k) < best[s.gpu][0]:
-                            best[s.gpu] = ((busy, k), gone, want)
+                            best[s.gpu] = ((busy, k), gone, target)
                         break
                 else:
                     continue
@@ -606,17 +519,17 @@ class DynamicMig:
                         break
         if best is None:
             return
-        _, gpu, gone = best
+        _, gpu, drain = best
         self.reserved = (gpu, name, job.id)
         with self.sched.lock:
-            for s in gone:
+            for s in drain:
                 s.worker.draining = True
         self._note(
             "reserve",
             gpu,
             name,
             None,
-            f"the oldest waiting task needs {name}; {len(gone)} partition(s) in the way take no new task",
+            f"the oldest waiting task needs {name}; {len(drain)} partition(s) in the way take no new task",
         )
 
     def _drain_reserved(self) -> None:
@@ -647,7 +560,7 @@ class DynamicMig:
             self.making.remove(m)
             try:
                 part = m.done.result()[0]
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
                 error = error or e
                 continue
             self.slots.append(Slot(m.gpu, m.instance, self.site.start_worker(part), key=m.key, holds=m.holds))
@@ -672,7 +585,7 @@ class DynamicMig:
                 self.site.change(
                     gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid]
                 )
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - raised below, once every GPU was tried
                 self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
                 error = error or e
                 continue
@@ -708,14 +621,19 @@ class DynamicMig:
     def partitions(self) -> list[Partition]:
         return [s.worker.spec.partition for s in self.slots if s.worker.spec.partition is not None]
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_S) -> None:
+        """Stop deciding: the controller's thread ends within `timeout` (a step under way finishes first), then
+        the creates under way (the pool's teardown removes what they made). Raises PoolBrokenError if the
+        thread is still running then."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
+        stuck = self.threads.join(timeout)
         for changer in self._changers.values():  # creates under way end first: the pool's teardown removes them
             changer.shutdown(wait=True)
         if self.remember:
             save(*self.remember, self.sizes.named())
+        if stuck:
+            raise PoolBrokenError(f"dynamic MIG's controller did not stop within {timeout:.0f}s (its step is stuck)")
 
     def _key(self, job: Any) -> Key:
         """The sizing group of a task that asks for memory (or nothing): its function and memory need."""

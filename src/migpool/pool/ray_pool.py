@@ -10,50 +10,35 @@ processes: same routing, retries, timeouts, streaming and exactly-once ends.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import itertools
+import logging
 import os
 import queue
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..catalog import GpuModel
 from ..errors import MigpoolError, PluginError
-from .dynamic import Gpu, change_here, gpus_here
+from ..planner import PlannedInstance
+from ..proc import wait_gone
+from . import chain
+from .image import Image
 from .info import Partition
-from .scheduler import POLL_S, Scheduler, WorkerProcess, WorkerSpec
+from .messages import Stop, TaskDone, TaskFailed, ToWorker
+from .providers import Local, Node, PluginHooks, Ray, Worker, WorkerSpec, worker_pythonpath
+from .scheduler import POLL_S, Scheduler, WorkerProcess
+from .site import Gpu, GpuState, change_here, gpus_here
 from .worker import Runner
-
-if TYPE_CHECKING:
-    from ..catalog import GpuModel
-    from ..planner import PlannedInstance
-    from .compute import Compute
 
 # Ray would blank CUDA_VISIBLE_DEVICES for num_gpus=0 actors if this asked it to: pin it off for ours
 RAY_OVERRIDE_ENV = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
 RAY_BATCH = 256  # most messages sent to an actor in one call
 RAY_PREFETCH_BUDGET_S = 0.05  # keep about this much work queued at each actor (a call costs about a millisecond)
-
-
-@dataclass(frozen=True)
-class Ray:
-    """Run the pool on a Ray cluster. `address`: "auto" (the cluster this machine belongs to), "ray://head:10001"
-    (Ray Client), or None (a local Ray started for the pool). `node_resource`: use only nodes that offer this
-    custom Ray resource (`ray start --resources='{"mig": 1}'`). `init` holds more ray.init() arguments.
-
-    Your own modules must import on every node (installed, on a shared filesystem, or shipped with Ray's
-    runtime_env through `init`); functions defined in the script itself travel by value."""
-
-    address: str | None = "auto"
-    node_resource: str | None = None
-    init: dict[str, Any] = field(default_factory=dict)
-    distributed = True
-
-    def spec(self) -> str | None:
-        return None  # each node reads its own GPUs (or its own MIGPOOL_SIMULATE)
 
 
 @dataclass
@@ -65,21 +50,22 @@ class RayNode:
     gpus: list[dict[str, Any]]
     cpus: float
     partitions: list[Partition] = field(default_factory=list)
-    plugins: list[Any] = field(default_factory=list)  # the plugins as bootstrapped there (their state)
+    plugins: list[PluginHooks] = field(default_factory=list)  # the plugins as bootstrapped there (their state)
     missing: list[str] = field(default_factory=list)  # the Image's requirements this node's Python lacks
 
     def describe(self) -> str:
         return f"node {self.index} ({self.ip}, Ray node {self.node_id[:8]}…)"
 
 
-def _affinity(node_id: str) -> Any:
+def node_affinity(node_id: str) -> Any:
+    """Ray's scheduling strategy that pins a task or actor to this node (not soft)."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     return NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
 
 
 # --- what runs on the nodes (as Ray tasks and actors) ---
-def _probe(plugins: list[Any], worker: Any, image: Any = None) -> dict[str, Any]:
+def _probe(plugins: list[PluginHooks], worker: Worker, image: Image | None = None) -> dict[str, Any]:
     """What a node has, and whether the plugins would accept it (checked here, so that choosing and checking
     the nodes is one round): `refusal` is the exception validate raised, or None."""
     import ray
@@ -103,61 +89,44 @@ def _probe(plugins: list[Any], worker: Any, image: Any = None) -> dict[str, Any]
     except MigpoolError as e:
         out["error"] = str(e)
         return out
+    node = Node(0, 1, Local(), worker)
     try:
-        _prepare(plugins, worker, 0, 1, apply=False)
-    except Exception as e:
+        chain.validate(plugins, node)
+    except Exception as e:  # noqa: BLE001 - reported for the node, if it is chosen
         out["refusal"] = e
+    finally:
+        node.close()
     return out
 
 
-def _node_for(index: int, count: int, worker: Any) -> Any:
-    from .compute import Local, Node
-
-    return Node(index, count, Local(), worker)
-
-
-def _prepare(plugins: list[Any], worker: Any, index: int, count: int, apply: bool) -> tuple[list[Partition], list[Any]]:
-    """validate (and with `apply`, bootstrap) the plugins on this node; a failed bootstrap is undone here."""
-    node = _node_for(index, count, worker)
+def _prepare(
+    plugins: list[PluginHooks], worker: Worker, index: int, count: int
+) -> tuple[list[Partition], list[PluginHooks]]:
+    """The plugin chain on this node (validate, bootstrap; a failed bootstrap is rolled back here)."""
+    node = Node(index, count, Local(), worker)
     try:
-        for p in plugins:
-            p.validate(node)
-        if not apply:
-            return [], plugins
-        done = []
-        try:
-            for p in plugins:
-                p.bootstrap(node)
-                done.append(p)
-        except BaseException:
-            for p in reversed(done):
-                p.rollback(node)
-            raise
+        chain.prepare(plugins, node)
         return node.partitions, plugins
     finally:
-        if node._backend is not None:
-            node.backend.close()
+        node.close()
 
 
 def _finish(
-    plugins: list[Any], worker: Any, index: int, count: int, undo: bool, pids: Sequence[int] = (), wait_s: float = 30.0
+    plugins: list[PluginHooks],
+    worker: Worker,
+    index: int,
+    count: int,
+    undo: bool,
+    pids: Sequence[int] = (),
+    wait_s: float = 30.0,
 ) -> None:
     """Tear the plugins down on this node (or undo them), once the pool's worker processes here have exited."""
-    from ..proc import pid_alive
-
-    deadline = time.monotonic() + wait_s
-    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    node = _node_for(index, count, worker)
+    wait_gone(pids, wait_s)
+    node = Node(index, count, Local(), worker)
     try:
-        for p in reversed(plugins):
-            if undo:
-                p.rollback(node)
-            else:
-                p.teardown(node)
+        chain.finish(plugins, node, undo=undo)
     finally:
-        if node._backend is not None:
-            node.backend.close()
+        node.close()
 
 
 _AGENTS: dict[tuple[str, str], Any] = {}  # (Ray job, node id) -> this driver's agent there
@@ -174,18 +143,19 @@ class NodeAgent:
 class WorkerActor:
     """One migpool worker on a Ray node: its process started with the partition's environment."""
 
-    def __init__(self, plugins: list[Any], spec: WorkerSpec, count: int) -> None:
+    def __init__(self, plugins: list[PluginHooks], spec: WorkerSpec, count: int) -> None:
         self.runner = Runner()
-        node = _node_for(spec.node, count, None)
-        for p in plugins:  # e.g. the simulator's record of processes on partitions
-            p.worker_started(spec, os.getpid(), node)
-        if node._backend is not None:
-            node.backend.close()
+        node = Node(spec.node, count, Local(), None)
+        try:
+            for p in plugins:  # e.g. the simulator's record of processes on partitions
+                p.worker_started(spec, os.getpid(), node)
+        finally:
+            node.close()
 
     def ready(self) -> dict[str, Any]:
         return dict(pid=os.getpid(), cuda=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
-    def run(self, msgs: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    def run(self, msgs: list[ToWorker]) -> list[TaskDone | TaskFailed]:
         return [f for f in (self.runner.handle(m) for m in msgs) if f is not None]
 
 
@@ -209,17 +179,22 @@ class RayWorkerSlot(WorkerProcess):
             num_gpus=0,
             max_restarts=0,
             max_concurrency=1,
-            scheduling_strategy=_affinity(self.node.node_id),
+            scheduling_strategy=node_affinity(self.node.node_id),
             runtime_env=self.pool.runtime_env(self.spec),
         ).remote(self.node.plugins, self.spec, len(self.pool.nodes))
+        with self.sched.lock:
+            closed = self.sched.closed
+        if closed:  # the pool closed while this one started (a restart): it goes at once
+            self.kill()
         refs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        threading.Thread(target=self._writer_loop, args=(self.actor, self.writer_q, refs), daemon=True).start()
-        threading.Thread(target=self._reader_loop, args=(self.actor, refs), daemon=True).start()
+        threads = self.sched.threads
+        threads.start(f"{self.name}-writer", self._writer_loop, self.actor, self.writer_q, refs)
+        threads.start(f"{self.name}-reader", self._reader_loop, self.actor, refs)
 
-    def _writer_loop(self, actor: Any, wq: queue.SimpleQueue[Any], refs: queue.SimpleQueue[Any]) -> None:
+    def _writer_loop(self, actor: Any, wq: queue.SimpleQueue[ToWorker | None], refs: queue.SimpleQueue[Any]) -> None:
         while True:
             msg = wq.get()
-            if msg is None or msg[0] == "stop":
+            if msg is None or isinstance(msg, Stop):
                 refs.put(None)
                 return
             batch = [msg]
@@ -228,7 +203,7 @@ class RayWorkerSlot(WorkerProcess):
                     more = wq.get_nowait()
                 except queue.Empty:
                     break
-                if more is None or more[0] == "stop":
+                if more is None or isinstance(more, Stop):
                     wq.put(more)
                     break
                 batch.append(more)
@@ -249,28 +224,28 @@ class RayWorkerSlot(WorkerProcess):
                 try:
                     ref = refs.get(timeout=POLL_S)
                 except queue.Empty:
-                    if self._past_deadline(actor):
-                        raise _Stopped from None
+                    if self._past_deadline():
+                        raise _KilledForTimeoutError from None
                     continue
                 if ref is None:
                     return
                 while not ray.wait([ref], timeout=POLL_S)[0]:
-                    if self._past_deadline(actor):
-                        raise _Stopped
+                    if self._past_deadline():
+                        raise _KilledForTimeoutError
                 for frame in ray.get(ref):
-                    self._resolve(frame)
+                    self.resolve(frame)
                 self.sched.pump()
-        except _Stopped:
+        except _KilledForTimeoutError:
             how = "was stopped"
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the actor or its node is gone: every job still ends once
             how = self._how(e)
         with self.sched.lock:
             self.ready.clear()
         self.writer_q.put(None)
-        self._ended(was_ready, how)
+        self.ended(was_ready, how)
 
-    def _past_deadline(self, actor: Any) -> bool:
-        deadline = self._head_deadline()
+    def _past_deadline(self) -> bool:
+        deadline = self.head_deadline()
         if deadline is not None and time.monotonic() >= deadline:
             self.timed_out = True
             self.kill()
@@ -305,14 +280,17 @@ class RayWorkerSlot(WorkerProcess):
         import ray
 
         if self.actor is not None:
-            try:
+            with contextlib.suppress(Exception):  # already gone
                 ray.kill(self.actor, no_restart=True)
-            except Exception:
-                pass
+
+    def stop(self, timeout: float) -> None:
+        """Retire the actor: its node waits for the process to end before its partition goes (RaySite)."""
+        self.writer_q.put(Stop())
+        self.kill()
 
 
-class _Stopped(Exception):
-    pass
+class _KilledForTimeoutError(Exception):
+    """The task at hand ran past its timeout: the actor was killed."""
 
 
 def _ip_key(ip: str) -> tuple[int, Any]:
@@ -325,9 +303,14 @@ def _ip_key(ip: str) -> tuple[int, Any]:
 class RayPool:
     """Chooses the nodes, prepares them (all or none), starts one actor per partition, and tears down."""
 
-    def __init__(self, compute: Compute) -> None:
-        self.compute = compute
-        self.provider: Ray = compute.provider  # type: ignore[assignment]
+    def __init__(
+        self, provider: Ray, plugins: Sequence[PluginHooks], worker: Worker, image: Image, nodes: int | str
+    ) -> None:
+        self.provider = provider
+        self.plugins = list(plugins)
+        self.worker = worker
+        self.image = image
+        self.want_nodes = nodes
         self.nodes: list[RayNode] = []
         self.started_ray = False
         self.actor_class: Any = None
@@ -339,7 +322,9 @@ class RayPool:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=self.provider.address, logging_level="WARNING", log_to_driver=True, **self.provider.init)
+            ray.init(
+                address=self.provider.address, logging_level=logging.WARNING, log_to_driver=True, **self.provider.init
+            )
             self.started_ray = True
         self.actor_class = ray.remote(WorkerActor)
 
@@ -352,12 +337,15 @@ class RayPool:
             self._alive_cache = (time.monotonic(), alive)
         return node_id in alive
 
-    def _agent(self, node_id: str) -> Any:
+    def agent(self, node_id: str) -> Any:
+        """migpool's agent actor on this node (made on first use, kept for this driver's later pools)."""
         import ray
 
         key = (ray.get_runtime_context().get_job_id(), node_id)
         if key not in _AGENTS:
-            _AGENTS[key] = ray.remote(NodeAgent).options(num_cpus=0, scheduling_strategy=_affinity(node_id)).remote()
+            _AGENTS[key] = (
+                ray.remote(NodeAgent).options(num_cpus=0, scheduling_strategy=node_affinity(node_id)).remote()
+            )
         return _AGENTS[key]
 
     def _on_each(self, fn: Callable[..., Any], nodes: list[Any], args: Callable[[Any], tuple[Any, ...]]) -> list[Any]:
@@ -365,7 +353,7 @@ class RayPool:
         import ray
 
         ids = [n["NodeID"] if isinstance(n, dict) else n.node_id for n in nodes]
-        refs = [self._agent(i).call.remote(fn, *args(n)) for i, n in zip(ids, nodes, strict=False)]
+        refs = [self.agent(i).call.remote(fn, *args(n)) for i, n in zip(ids, nodes, strict=False)]
         out = []
         for node_id, n, ref in zip(ids, nodes, refs, strict=False):
             try:
@@ -373,10 +361,10 @@ class RayPool:
             except ray.exceptions.RayActorError:  # the agent died (its node restarted, say): once more, afresh
                 _AGENTS.pop((ray.get_runtime_context().get_job_id(), node_id), None)
                 try:
-                    out.append(ray.get(self._agent(node_id).call.remote(fn, *args(n))))
-                except Exception as e:
+                    out.append(ray.get(self.agent(node_id).call.remote(fn, *args(n))))
+                except Exception as e:  # noqa: BLE001
                     out.append(_unwrap(e))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - sorted out by the caller, per node
                 out.append(_unwrap(e))
         return out
 
@@ -384,14 +372,13 @@ class RayPool:
         """The nodes to use, in a stable order (IP, then Ray node id), and what validate said on each."""
         import ray
 
-        c = self.compute
         alive = [
             n
             for n in ray.nodes()
             if n.get("Alive")
             and (self.provider.node_resource is None or n["Resources"].get(self.provider.node_resource))
         ]
-        probes = self._on_each(_probe, alive, lambda n: (c.plugins, c.worker, c.image))
+        probes = self._on_each(_probe, alive, lambda n: (self.plugins, self.worker, self.image))
         found = []
         for n, pr in zip(alive, probes, strict=False):
             if isinstance(pr, BaseException):
@@ -430,15 +417,13 @@ class RayPool:
         return [r for r, _ in chosen], [refusal for _, refusal in chosen]
 
     def open(self) -> list[WorkerSpec]:
-        from ..plugins import mig
-
-        c = self.compute
+        """Choose and prepare the nodes (the plugin chain on each: all or none); the workers' specs."""
         self._connect()
-        self.nodes, refusals = self._choose(c.nodes, any(isinstance(p, mig) for p in c.plugins))
+        self.nodes, refusals = self._choose(self.want_nodes, any(p.needs_mig for p in self.plugins))
         count = len(self.nodes)
-        worker = c.worker
+        worker = self.worker
         self._raise_first(refusals, "refused")
-        results = self._on_each(_prepare, self.nodes, lambda r: (c.plugins, worker, r.index, count, True))
+        results = self._on_each(_prepare, self.nodes, lambda r: (self.plugins, worker, r.index, count))
         failed = [(r, e) for r, e in zip(self.nodes, results, strict=False) if isinstance(e, BaseException)]
         for r, res in zip(self.nodes, results, strict=False):
             if not isinstance(res, BaseException):
@@ -463,12 +448,11 @@ class RayPool:
                 raise err from None
 
     def _specs(self) -> list[WorkerSpec]:
-        c = self.compute
-        if _dynamic_plugin(c.plugins) is not None:
+        if any(p.dynamic_mig() is not None for p in self.plugins):
             return []  # workers come and go with their partitions (RaySite)
         per_node = []
         for r in self.nodes:
-            n = c.worker.concurrency or len(r.partitions) or max(1, int(r.cpus))
+            n = self.worker.concurrency or len(r.partitions) or max(1, int(r.cpus))
             if r.partitions and n != len(r.partitions):
                 raise PluginError(
                     f"concurrency={n} but the plugins made {len(r.partitions)} partitions on "
@@ -476,8 +460,8 @@ class RayPool:
                 )
             per_node.append(n)
         total = sum(per_node)
-        specs = []
-        for r, n in zip(self.nodes, per_node, strict=False):
+        specs: list[WorkerSpec] = []
+        for r, n in zip(self.nodes, per_node, strict=True):
             specs += [
                 self.spec(r, i, n, len(specs) + i, total, r.partitions[i] if r.partitions else None) for i in range(n)
             ]
@@ -485,9 +469,8 @@ class RayPool:
 
     def spec(self, r: RayNode, i: int, n: int, first: int, total: int, part: Partition | None) -> WorkerSpec:
         """Worker `i` of `n` on node `r` (`first`: its index among the pool's `total`), pinned to `part`."""
-        c = self.compute
         env = dict(
-            c.image.env,
+            self.image.env,
             MIGPOOL_WORKER_INDEX=str(i),
             MIGPOOL_NODE_INDEX=str(r.index),
             MIGPOOL_NODE_COUNT=str(len(self.nodes)),
@@ -501,15 +484,12 @@ class RayPool:
         if part:
             env["MIGPOOL_PARTITION"] = part.to_env()
         spec = WorkerSpec(i, "", env, part, node=r.index, where=r.describe())
-        for p in c.plugins:
+        for p in self.plugins:
             spec.env.update(p.around_process(spec))
         return spec
 
     def runtime_env(self, spec: WorkerSpec) -> dict[str, Any]:
-        from .compute import _user_paths
-
-        paths = os.pathsep.join(_user_paths() + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
-        env: dict[str, Any] = {"env_vars": {"PYTHONPATH": paths, **spec.env}}
+        env: dict[str, Any] = {"env_vars": {"PYTHONPATH": worker_pythonpath(), **spec.env}}
         missing = self.nodes[spec.node].missing
         if missing:  # as locally: nothing is installed where the node's Python already satisfies the Image
             env["pip"] = {"packages": missing, "pip_check": False}
@@ -529,7 +509,7 @@ class RayPool:
             results = self._on_each(
                 _finish,
                 alive,
-                lambda r: (r.plugins, self.compute.worker, r.index, len(self.nodes), False, pids[r.index]),
+                lambda r: (r.plugins, self.worker, r.index, len(self.nodes), False, pids[r.index]),
             )
             self.nodes = []
             problems = [
@@ -542,26 +522,28 @@ class RayPool:
             self.started_ray = False
 
 
-def _dynamic_plugin(plugins: list[Any]) -> Any:
-    return next((p for p in plugins if getattr(p, "dynamic", False)), None)
-
-
-def _gpus_on(worker: Any, index: int, count: int, indices: list[int]) -> Any:
-    node = _node_for(index, count, worker)
+def _gpus_on(worker: Worker, index: int, count: int, indices: list[int]) -> list[tuple[int, GpuModel, Any]]:
+    node = Node(index, count, Local(), worker)
     try:
         return gpus_here(node.backend, indices)
     finally:
-        node.backend.close()
+        node.close()
 
 
 def _change_on(
-    worker: Any, index: int, count: int, gpu: int, create: list[Any], destroy: list[Any], pids: Sequence[int]
+    worker: Worker,
+    index: int,
+    count: int,
+    gpu: int,
+    create: list[PlannedInstance],
+    destroy: list[PlannedInstance],
+    pids: Sequence[int],
 ) -> list[Partition]:
-    node = _node_for(index, count, worker)
+    node = Node(index, count, Local(), worker)
     try:
         return change_here(node.backend, gpu, index, create, destroy, pids)
     finally:
-        node.backend.close()
+        node.close()
 
 
 class RaySite:
@@ -569,8 +551,9 @@ class RaySite:
     partition gets a worker actor pinned to that node. One controller (on the driver) sees every node's GPUs, so
     a task goes to an idle partition on any node, else to where one can be made with the least disturbance."""
 
-    def __init__(self, pool: RayPool) -> None:
+    def __init__(self, pool: RayPool, sched: Scheduler) -> None:
         self.pool = pool
+        self.sched = sched
         self._ids = itertools.count()
 
     def _call(self, r: RayNode, fn: Callable[..., Any], *args: Any) -> Any:
@@ -578,17 +561,16 @@ class RaySite:
 
         try:
             return ray.get(
-                self.pool._agent(r.node_id).call.remote(
-                    fn, self.pool.compute.worker, r.index, len(self.pool.nodes), *args
-                )
+                self.pool.agent(r.node_id).call.remote(fn, self.pool.worker, r.index, len(self.pool.nodes), *args)
             )
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - raised as the node's own error
             raise _unwrap(e) from None
 
-    def gpus(self) -> list[tuple[Gpu, GpuModel, list[PlannedInstance]]]:
-        out = []
+    def gpus(self) -> list[GpuState]:
+        out: list[GpuState] = []
         for r in self.pool.nodes:
-            for i, m, f in self._call(r, _gpus_on, _dynamic_plugin(r.plugins)._selected):
+            options = next(o for p in r.plugins if (o := p.dynamic_mig()) is not None)
+            for i, m, f in self._call(r, _gpus_on, list(options.gpus)):
                 out.append(((r.index, i), m, f))
         return out
 
@@ -598,7 +580,7 @@ class RaySite:
         return self._call(self.pool.nodes[gpu[0]], _change_on, gpu[1], create, destroy, list(pids))
 
     def start_worker(self, part: Partition) -> WorkerProcess:
-        sched = self.pool.compute._sched
+        sched = self.sched
         r = self.pool.nodes[part.node]
         i = next(self._ids)
         return sched.add_worker(self.pool.spec(r, i, len(sched.workers) + 1, i, len(sched.workers) + 1, part))

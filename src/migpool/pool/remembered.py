@@ -76,5 +76,5 @@ def save(path: Path, gpu: str, figures: Named) -> None:
                 )
             )
             os.replace(tmp, path)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - learning is an aid: never fail a pool's close over it
         log.warning("could not keep the learned run times in %s: %s", path, e)

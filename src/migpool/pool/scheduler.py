@@ -7,8 +7,10 @@ while running it and no retry was left), a TaskTimeoutError, or cancellation whe
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import pickle
 import queue
@@ -19,24 +21,27 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from concurrent.futures import CancelledError, Future
+from typing import Any, Protocol
 
-from ..errors import TaskTimeoutError, WorkerLostError
+from ..errors import PluginError, PoolBrokenError, TaskTimeoutError, WorkerLostError
 from ..layout import parse_memory_mib
-from .info import Partition
+from .messages import DefineFunction, FromWorker, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
 from .pickling import cloud_dumps, dumps
 from .protocol import read_frame, write_frame
+from .providers import WorkerSpec
 from .stats import WorkerStats
 from .task import Task
+from .threads import Spawner, Threads
 from .tracebacks import RemoteTraceback, format_chain
 
 MAX_PREFETCH = 32
 PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
 STARTUP_TIMEOUT_S = 120.0
 POLL_S = 0.1  # how often an idle reader looks for newly sent jobs' deadlines
+log = logging.getLogger("migpool.pool")
 RECENT_FUNCTIONS = 256  # function objects remembered to skip re-pickling
+JOIN_S = 5.0  # how long close() waits for the pool's threads to end
 
 
 class RemoteError(Exception):
@@ -53,24 +58,9 @@ def serves(task: Task[Any], node: int, profile: str | None, memory_mib: float | 
     return task.need_mib is None or (memory_mib is not None and memory_mib >= task.need_mib)
 
 
-@dataclass
-class WorkerSpec:
-    index: int  # on its node
-    python: str
-    env: dict[str, str]
-    partition: Partition | None = None
-    node: int = 0
-    where: str = ""  # the node, where there are several: "node 1 (10.0.0.7, 3fa2…)"
+class Job:
+    """A submitted task on its way: its future, its function's id, its pickled arguments and its attempts."""
 
-    def describe(self) -> str:
-        at = f" on {self.where}" if self.where else ""
-        if self.partition:
-            p = self.partition
-            return f"worker {self.index}{at} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
-        return f"worker {self.index}{at}"
-
-
-class _Job:
     __slots__ = ("id", "task", "future", "fid", "payload", "attempts", "retries", "started")
 
     def __init__(self, jid: int, task: Task[Any], future: Future[Any], fid: int, payload: bytes, retries: int) -> None:
@@ -80,7 +70,7 @@ class _Job:
         self.started = 0.0
 
 
-def _fit(w: WorkerProcess, job: _Job) -> tuple[int, float]:
+def _fit(w: WorkerProcess, job: Job) -> tuple[int, float]:
     """Which serving worker takes a job: the least loaded, then for a min_memory task the partition that dynamic
     MIG ranks first for it (pool/sizing.py), else the smallest."""
     p = w.spec.partition
@@ -104,17 +94,20 @@ def _exit_text(rc: int | None) -> str:
 
 
 class WorkerProcess:
-    """One worker slot: its current process, pipes and threads; restarted on the same partition when it dies."""
+    """One worker slot: its current process, pipes and threads; restarted on the same partition when it dies.
+
+    Its threads (reader, writer, stderr) belong to its scheduler's `threads`; a restart runs on the scheduler's
+    spawning thread, never on the reader thread that saw the worker die."""
 
     def __init__(self, sched: Scheduler, spec: WorkerSpec) -> None:
         self.sched = sched
         self.spec = spec
-        self.outstanding: collections.deque[_Job] = collections.deque()
+        self.outstanding: collections.deque[Job] = collections.deque()
         self.proc: subprocess.Popen[bytes] | None = None
         self.ready = threading.Event()
         self.dead_reason: str | None = None  # set when it failed to start and gave up
         self.sent_fns: set[int] = set()
-        self.writer_q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.writer_q: queue.SimpleQueue[ToWorker | None] = queue.SimpleQueue()
         self.avg_s = 0.01
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.startup_failures = 0
@@ -130,6 +123,11 @@ class WorkerProcess:
             p.gpu_index if p else None,
             p.gi_id if p else None,
         )
+
+    @property
+    def name(self) -> str:
+        """A short name for its threads: 'migpool-w3' (node 0), 'migpool-n1w3'."""
+        return f"migpool-{f'n{self.spec.node}' if self.spec.node else ''}w{self.spec.index}"
 
     # --- lifecycle ---
     def spawn(self) -> None:
@@ -162,9 +160,10 @@ class WorkerProcess:
         if closed:  # the pool closed while this one started (a restart): it goes at once
             self.kill()
         wq = self.writer_q
-        threading.Thread(target=self._drain_stderr, args=(proc,), daemon=True).start()
-        threading.Thread(target=self._writer, args=(p_w, wq), daemon=True).start()
-        threading.Thread(target=self._reader, args=(proc, p_r, wq), daemon=True).start()
+        threads = self.sched.threads
+        threads.start(f"{self.name}-stderr", self._drain_stderr, proc)
+        threads.start(f"{self.name}-writer", self._writer, p_w, wq)
+        threads.start(f"{self.name}-reader", self._reader, proc, p_r, wq)
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stderr is not None
@@ -174,7 +173,7 @@ class WorkerProcess:
             sys.stderr.write(line)
         proc.stderr.close()
 
-    def _writer(self, fd: int, wq: queue.SimpleQueue[Any]) -> None:
+    def _writer(self, fd: int, wq: queue.SimpleQueue[ToWorker | None]) -> None:
         try:
             while True:
                 msg = wq.get()
@@ -186,23 +185,25 @@ class WorkerProcess:
         finally:
             os.close(fd)
 
-    def _head_deadline(self) -> float | None:
+    def head_deadline(self) -> float | None:
+        """When the task running now must end (its timeout), or None."""
         with self.sched.lock:
             if not self.outstanding:
                 return None
             head = self.outstanding[0]
             return head.started + head.task.timeout if head.task.timeout else None
 
-    def _reader(self, proc: subprocess.Popen[bytes], fd: int, wq: queue.SimpleQueue[Any]) -> None:
+    def _reader(self, proc: subprocess.Popen[bytes], fd: int, wq: queue.SimpleQueue[ToWorker | None]) -> None:
         try:
             first = read_frame(fd)
-            assert first[0] == "ready"
+            if not isinstance(first, Ready):
+                raise EOFError
             self.stats.pid = proc.pid
             self.startup_failures = 0
             self.ready.set()
             self.sched.pump()
             while True:
-                deadline = self._head_deadline()
+                deadline = self.head_deadline()
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
                 if wait <= 0 or not select.select([fd], [], [], wait)[0]:
                     if deadline is not None and time.monotonic() >= deadline:
@@ -211,41 +212,44 @@ class WorkerProcess:
                         break
                     continue  # poll again: a job with a timeout may have been sent meanwhile
                 msg = read_frame(fd)
-                self._resolve(msg)
+                self.resolve(msg)
                 self.sched.pump()
-        except (EOFError, OSError, AssertionError):
+        except (EOFError, OSError):
             pass
         finally:
             wq.put(None)
             os.close(fd)
         self._on_exit(proc)
 
-    def _resolve(self, msg: tuple[Any, ...]) -> None:
+    def resolve(self, msg: FromWorker) -> None:
+        """A task's answer came back: end its future."""
+        if not isinstance(msg, (TaskDone, TaskFailed)):
+            return
         now = time.monotonic()
         with self.sched.lock:
             job = self.outstanding.popleft()
             self.avg_s = 0.8 * self.avg_s + 0.2 * max(now - job.started, 1e-7)
             if self.outstanding:
                 self.outstanding[0].started = now
-            self.stats.finished(now - job.started, None if msg[0] == "ok" else msg[4])
-        if msg[0] == "ok" and self.sched.provisioner is not None:
-            self.sched.provisioner.finished(job, self, now - job.started)
-        if msg[0] == "ok":
+            self.stats.finished(now - job.started, None if isinstance(msg, TaskDone) else msg.text)
+        provisioner = self.sched.provisioner
+        if isinstance(msg, TaskDone):
+            if provisioner is not None:
+                provisioner.finished(job, self, now - job.started)
             try:
-                job.future.set_result(pickle.loads(msg[2]))
-            except Exception as e:
+                job.future.set_result(pickle.loads(msg.result))
+            except Exception as e:  # noqa: BLE001
                 job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
-        else:
-            _, _, payload, chain, text = msg
-            exc: BaseException
-            try:
-                exc = pickle.loads(payload) if payload is not None else RemoteError(text)
-            except Exception:
-                exc = RemoteError(text)
-            exc.__cause__ = RemoteTraceback(format_chain(chain))
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"(raised in {self.spec.describe()})")
-            job.future.set_exception(exc)
+            return
+        exc: BaseException
+        try:
+            exc = pickle.loads(msg.exception) if msg.exception is not None else RemoteError(msg.text)
+        except Exception:  # noqa: BLE001
+            exc = RemoteError(msg.text)
+        exc.__cause__ = RemoteTraceback(format_chain(msg.chain))
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"(raised in {self.spec.describe()})")
+        job.future.set_exception(exc)
 
     def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
         sched = self.sched
@@ -253,11 +257,11 @@ class WorkerProcess:
             was_ready = self.ready.is_set()
             self.ready.clear()
         rc = proc.wait()
-        self._ended(was_ready, _exit_text(rc), rc)
+        self.ended(was_ready, _exit_text(rc), rc)
 
-    def _ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:
+    def ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:
         """The worker is gone (`how`: 'exited with code 3', 'was lost with its node', ...): end or requeue its jobs,
-        then start a replacement (or give up on this slot)."""
+        then start a replacement from the spawning thread (or give up on this slot)."""
         sched = self.sched
         with sched.lock:
             jobs = list(self.outstanding)
@@ -268,7 +272,7 @@ class WorkerProcess:
                 return
             if sched.closed:
                 for j in jobs:
-                    j.future.cancel() or j.future.done() or j.future.set_exception(CancelledError())
+                    _cancel(j.future)
                 return
             head, rest = (jobs[0], jobs[1:]) if jobs else (None, [])
             for j in reversed(rest):  # never started: back to the front of the queue, in order
@@ -297,24 +301,25 @@ class WorkerProcess:
                     ". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""
                 )
                 self.ready.set()
-        if failure is not None:
-            head.future.set_exception(failure)  # type: ignore[union-attr]
+        if failure is not None and head is not None:
+            head.future.set_exception(failure)
         if give_up:
             sched.fail_unservable()
             return
         self.restarts += 1
-        self.respawn()
+        sched.restart(self)
 
     def respawn(self) -> None:
+        """Start this slot's worker again (on the scheduler's spawning thread)."""
         self.spawn()
 
-    def _lost(self, job: _Job, how: str, rc: int | None) -> WorkerLostError:
+    def _lost(self, job: Job, how: str, rc: int | None) -> WorkerLostError:
         e = WorkerLostError(
             f"{self.spec.describe()} died while running {job.task!r}: it {how}"
             + (f"; tried {job.attempts} times" if job.attempts > 1 else "")
             + ". The worker was restarted on the same partition."
         )
-        e.worker = self.spec.index  # type: ignore[attr-defined]
+        e.worker = self.spec.index  # type: ignore[attr-defined]  # documented extra attributes
         e.partition = self.spec.partition  # type: ignore[attr-defined]
         e.exitcode = rc  # type: ignore[attr-defined]
         return e
@@ -325,10 +330,18 @@ class WorkerProcess:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     proc.kill()
-                except ProcessLookupError:
-                    pass
+
+    def stop(self, timeout: float) -> None:
+        """Ask the worker to exit once its task is done; wait up to `timeout` for it, then kill it."""
+        self.writer_q.put(Stop())
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait()
 
     # --- scheduling (called with the scheduler lock held) ---
     def capacity(self) -> int:
@@ -344,7 +357,7 @@ class WorkerProcess:
         p = self.spec.partition
         return serves(task, self.spec.node, p.profile if p else None, p.memory_mib if p else None)
 
-    def send(self, job: _Job, fn_bytes: bytes) -> None:
+    def send(self, job: Job, fn_bytes: bytes) -> None:
         job.attempts += 1
         self.stats.tasks_started += 1
         if not self.outstanding:
@@ -352,11 +365,34 @@ class WorkerProcess:
         self.outstanding.append(job)
         if job.fid not in self.sent_fns:
             self.sent_fns.add(job.fid)
-            self.writer_q.put(("fn", job.fid, fn_bytes))
-        self.writer_q.put(("task", job.id, job.fid, job.payload))
+            self.writer_q.put(DefineFunction(job.fid, fn_bytes))
+        self.writer_q.put(RunTask(job.id, job.fid, job.payload))
+
+
+def _cancel(fut: Future[Any], why: str = "the pool closed before this task ended") -> None:
+    if not fut.cancel() and not fut.done():
+        fut.set_exception(CancelledError(why))
+
+
+class Provisioner(Protocol):
+    """Dynamic MIG's side of the scheduler (dynamic.DynamicMig): it admits tasks, ranks and holds workers for
+    them, learns run times, and is woken when work waits."""
+
+    def admit(self, task: Task[Any]) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def rank(self, job: Job, worker: WorkerProcess) -> int: ...
+
+    def hold(self, job: Job, idle: WorkerProcess, held: dict[int, float]) -> bool: ...
+
+    def finished(self, job: Job, worker: WorkerProcess, seconds: float) -> None: ...
 
 
 class Scheduler:
+    """The pool's queue and routing: jobs go, in order, each to the least-loaded worker that serves it. It owns
+    every thread of the pool's workers (`threads`) and the one thread that starts their processes."""
+
     def __init__(
         self,
         specs: list[WorkerSpec],
@@ -364,7 +400,9 @@ class Scheduler:
         slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None,
     ) -> None:
         self.lock = threading.RLock()
-        self.pending: collections.deque[_Job] = collections.deque()
+        self.pending: collections.deque[Job] = collections.deque()
+        self.threads = Threads(on_error=self.thread_died)
+        self.failure: PoolBrokenError | None = None  # set when one of the pool's threads died of an error
         self._slot = slot or WorkerProcess
         self.workers = [self._slot(self, s) for s in specs]
         self.default_retries = default_retries
@@ -372,23 +410,51 @@ class Scheduler:
         self.starting = True
         self._ids = itertools.count()
         self._recent: collections.OrderedDict[int, tuple[object, int]] = collections.OrderedDict()
-        self.provisioner: Any = None  # dynamic MIG: admits tasks, and is woken when work waits or a worker idles
+        self.provisioner: Provisioner | None = None  # dynamic MIG: admits tasks, woken when work waits
         self._fid_by_bytes: dict[bytes, int] = {}
         self._fn_bytes: dict[int, bytes] = {}
-        # Every worker process is started from this one thread, which lasts as long as the pool: a worker asks the
-        # kernel to kill it when its parent dies (PR_SET_PDEATHSIG), and the kernel counts the *thread* that
-        # started it as its parent, so a worker started by a thread that ends (a restart, dynamic MIG's
-        # controller at close) would be killed with that thread.
-        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="migpool-spawn")
+        self.spawner = Spawner("migpool-spawn", self.threads)
 
     def launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes] | None:
         """Start a worker process, from the pool's spawning thread; None once the pool has shut down."""
         try:
-            return self._spawner.submit(subprocess.Popen, argv, **popen).result()
+            return self.spawner.call(lambda: subprocess.Popen(argv, **popen))
         except RuntimeError:  # the spawning thread was stopped: the pool is closed
             if self.closed:
                 return None
             raise
+
+    def restart(self, w: WorkerProcess) -> None:
+        """Start `w`'s worker again, from the spawning thread (the caller, a reader thread, is about to end)."""
+
+        def again() -> None:
+            if not self.closed:  # the pool closed meanwhile: nothing to restart
+                w.respawn()
+
+        with contextlib.suppress(RuntimeError):  # the spawner stopped: the pool is closed
+            self.spawner.post(again)
+
+    def thread_died(self, name: str, e: BaseException) -> None:
+        """One of the pool's threads ended with an error: the pool is broken. Every task not yet ended fails with
+        that error, and so do later submits and close()."""
+        err = PoolBrokenError(f"migpool's thread {name} died: {type(e).__name__}: {e}; the pool can run no more tasks")
+        err.__cause__ = e
+        with self.lock:
+            if self.failure is None:
+                self.failure = err
+            jobs = list(self.pending) + [j for w in self.workers for j in w.outstanding]
+            self.pending.clear()
+            for w in self.workers:
+                w.outstanding.clear()
+        for j in jobs:
+            if not j.future.done():
+                with contextlib.suppress(Exception):  # set meanwhile by another thread
+                    j.future.set_exception(err)
+
+    def check(self) -> None:
+        """Raise the error that broke the pool, if one did."""
+        if self.failure is not None:
+            raise self.failure
 
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         for w in self.workers:
@@ -422,6 +488,7 @@ class Scheduler:
         return fid
 
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
+        self.check()
         if self.closed:
             raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
         if task.min_memory is not None and task.need_mib is None:
@@ -430,8 +497,6 @@ class Scheduler:
             self.provisioner.admit(task)
         elif not any(w.serves(task) for w in self.workers):
             parts = sorted({w.spec.partition.profile for w in self.workers if w.spec.partition})
-            from ..errors import PluginError
-
             if task.node is not None and not any(w.spec.node == task.node for w in self.workers):
                 raise PluginError(f"this pool has no node {task.node}")
             if task.need_mib is not None:
@@ -455,7 +520,7 @@ class Scheduler:
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
         fut: Future[Any] = Future()
         with self.lock:
-            self.pending.append(_Job(next(self._ids), task, fut, fid, payload, n))
+            self.pending.append(Job(next(self._ids), task, fut, fid, payload, n))
         self.pump()
         return fut
 
@@ -501,15 +566,7 @@ class Scheduler:
             w.draining = w.retired = True
             if w in self.workers:
                 self.workers.remove(w)
-        w.writer_q.put(("stop",))
-        if w.proc is not None:
-            try:
-                w.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.proc.wait()
-        else:  # a Ray actor: its node waits for the process to end before its partition goes (RaySite)
-            w.kill()
+        w.stop(timeout)
 
     def stats(self) -> dict[str, Any]:
         """Per-worker counts, busy time and last error, with what is running and queued now."""
@@ -525,8 +582,8 @@ class Scheduler:
         """Fail jobs that no live worker can run (their workers could not be started)."""
         with self.lock:
             alive = [w for w in self.workers if not w.dead_reason]
-            keep: collections.deque[_Job] = collections.deque()
-            doomed = []
+            keep: collections.deque[Job] = collections.deque()
+            doomed: list[Job] = []
             for j in self.pending:
                 (keep if any(w.serves(j.task) for w in alive) else doomed).append(j)
             self.pending = keep
@@ -539,6 +596,7 @@ class Scheduler:
         while True:
             with self.lock:
                 futs = [j.future for j in self.pending] + [j.future for w in self.workers for j in w.outstanding]
+                futs = [f for f in futs if not f.done()]
             if not futs:
                 return
             for f in futs:
@@ -548,6 +606,8 @@ class Scheduler:
                     pass
 
     def shutdown(self, kill: bool = False, timeout: float = 5.0) -> None:
+        """Stop every worker (after the task at hand, unless `kill`), end every future not yet ended, and join
+        the pool's threads (each within JOIN_S)."""
         with self.lock:
             if self.closed and not kill:
                 return
@@ -555,28 +615,29 @@ class Scheduler:
             pending = list(self.pending)
             self.pending.clear()
         for j in pending:
-            if not j.future.cancel() and not j.future.done():
-                j.future.set_exception(CancelledError())
+            _cancel(j.future, "the pool closed before this task ran")
         if not kill:
             for w in self.workers:
-                w.writer_q.put(("stop",))
+                w.writer_q.put(Stop())
             deadline = time.monotonic() + timeout
             for w in self.workers:
                 if w.proc is not None:
-                    try:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
                         w.proc.wait(max(0.0, deadline - time.monotonic()))
-                    except subprocess.TimeoutExpired:
-                        pass
         for w in self.workers:
             w.kill()
         for w in self.workers:
             if w.proc is not None:
                 w.proc.wait()
-        self._spawner.shutdown(wait=False)
+        self.spawner.stop()
         with self.lock:
             jobs = [j for w in self.workers for j in w.outstanding]
             for w in self.workers:
                 w.outstanding.clear()
         for j in jobs:
-            if not j.future.cancel() and not j.future.done():
-                j.future.set_exception(CancelledError())
+            _cancel(j.future)
+        for w in self.workers:
+            w.writer_q.put(None)  # a writer whose reader never started (the pool closed as it spawned)
+        stuck = self.threads.join(JOIN_S)
+        if stuck:
+            log.warning("migpool: threads still running %.0f s after the pool closed: %s", JOIN_S, ", ".join(stuck))

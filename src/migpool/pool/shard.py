@@ -43,6 +43,6 @@ def shard(
     start = node * base + min(node, extra)
     mine = order[start : start + base + (1 if node < extra else 0)]
     if is_array:
-        return data[mine]
+        return data[mine]  # type: ignore[call-overload]  # a NumPy array takes a list of indices
     picked = [data[i] for i in mine]
     return tuple(picked) if isinstance(data, tuple) else picked

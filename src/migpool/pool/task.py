@@ -10,15 +10,24 @@ gather(*tasks) >> compute, gather(..., stream=True) >> compute
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
-
-if TYPE_CHECKING:
-    from .compute import Compute
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 R = TypeVar("R")
+
+
+class Compute(Protocol):
+    """What the operators need of a pool (compute.Compute is one)."""
+
+    def run(self, task: Task[Any]) -> Any: ...
+
+    def submit(self, task: Task[Any]) -> Future[Any]: ...
+
+    def broadcast(self, task: Task[Any]) -> list[Any]: ...
+
+    def gather(self, tasks: Sequence[Task[Any]], stream: bool = False) -> list[Any] | Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,7 @@ class Task(Generic[R]):
     def __rshift__(self, compute: Compute) -> R:
         return compute.run(self)
 
-    def __gt__(self, compute: Compute) -> Future[R]:  # type: ignore[override]
+    def __gt__(self, compute: Compute) -> Future[R]:  # `>` sends, as in the reference API
         return compute.submit(self)
 
     def __matmul__(self, compute: Compute) -> list[R]:

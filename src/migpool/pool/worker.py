@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from .messages import DefineFunction, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
 from .protocol import dumps, read_frame, write_frame
 from .tracebacks import capture
 
@@ -31,56 +32,58 @@ def _die_with_parent(parent: int) -> None:
                 os._exit(1)
             time.sleep(0.5)
 
-    threading.Thread(target=watch, daemon=True).start()
+    # the process exits from this thread: nothing joins it
+    threading.Thread(target=watch, name="migpool-parent-watch", daemon=True).start()
 
 
-def _error_frame(tid: int, e: BaseException) -> tuple[Any, ...]:
+def _error_frame(tid: int, e: BaseException) -> TaskFailed:
     try:
         payload: bytes | None = dumps(e)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an exception that cannot be pickled goes back as its text
         payload = None
-    return ("err", tid, payload, capture(e, skip_file=__file__), f"{type(e).__name__}: {e}")
+    return TaskFailed(tid, payload, capture(e, skip_file=__file__), f"{type(e).__name__}: {e}")
 
 
 class Runner:
-    """Runs the parent's messages: ("fn", fid, pickled function) defines, ("task", tid, fid, payload) runs and
-    returns its frame. The pipe loop below and the Ray actor (migpool.ray) both drive one."""
+    """Runs the parent's messages: DefineFunction keeps a function, RunTask runs one and returns its frame. The
+    pipe loop below and the Ray actor (ray_pool.WorkerActor) both drive one."""
 
     def __init__(self) -> None:
         self.functions: dict[int, Any] = {}
 
-    def handle(self, msg: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    def handle(self, msg: ToWorker) -> TaskDone | TaskFailed | None:
         import pickle
 
-        if msg[0] == "fn":
-            self.functions[msg[1]] = msg[2]
+        if isinstance(msg, DefineFunction):
+            self.functions[msg.fid] = msg.data
             return None
-        _, tid, fid, payload = msg
+        if not isinstance(msg, RunTask):
+            return None
         try:
-            fn = self.functions[fid]
+            fn = self.functions[msg.fid]
             if isinstance(fn, bytes):
-                fn = self.functions[fid] = pickle.loads(fn)
-            args, kwargs = pickle.loads(payload)
+                fn = self.functions[msg.fid] = pickle.loads(fn)
+            args, kwargs = pickle.loads(msg.payload)
             result = fn(*args, **kwargs)
-        except BaseException as e:
-            return _error_frame(tid, e)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            return _error_frame(msg.tid, e)
         try:
-            return ("ok", tid, dumps(result))
-        except Exception as e:
-            return _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
+            return TaskDone(msg.tid, dumps(result))
+        except Exception as e:  # noqa: BLE001
+            return _error_frame(msg.tid, TypeError(f"the task's result could not be pickled: {e}"))
 
 
 def main(rfd: int, wfd: int) -> None:
     _die_with_parent(int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
     runner = Runner()
-    write_frame(wfd, ("ready", os.getpid(), sys.executable))
+    write_frame(wfd, Ready(os.getpid(), sys.executable))
     while True:
         try:
             msg = read_frame(rfd)
         except EOFError:
             return
-        if msg[0] == "stop":
+        if isinstance(msg, Stop):
             return
         frame = runner.handle(msg)
         if frame is not None:
