@@ -6,10 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pool_tasks as T
 import pytest
 
 import migpool
-import pool_tasks as T
 from migpool import plugins
 from migpool.pool import chain
 from migpool.pool.providers import Local, Node, Worker
