@@ -101,13 +101,13 @@ class Node:
     provider: Local | Ray
     worker: Worker | None
     partitions: list[Partition] = field(default_factory=list)
-    backend_: Backend | None = field(default=None, repr=False)
+    _backend: Backend | None = field(default=None, init=False, repr=False)
 
     @property
     def backend(self) -> Backend:
-        if self.backend_ is None:
-            self.backend_ = open_backend(self.provider.spec())
-        return self.backend_
+        if self._backend is None:
+            self._backend = open_backend(self.provider.spec())
+        return self._backend
 
     @property
     def simulated(self) -> bool:
@@ -115,9 +115,9 @@ class Node:
 
     def close(self) -> None:
         """Close the backend if it was opened (a later use opens it again)."""
-        if self.backend_ is not None:
-            self.backend_.close()
-            self.backend_ = None
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
 
 
 @dataclass
