@@ -61,7 +61,7 @@ class Compute:
         self.plugins = list(plugins)
         self.retries = retries
         self.progress = sys.stdout.isatty() if progress is None else progress
-        self.node = Node(0, 1, self.provider if isinstance(self.provider, Local) else Local(), self.worker)
+        self.node = Node(0, 1, self.provider, self.worker)
         self._sched: Scheduler | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._bootstrapped: list[PluginHooks] = []
@@ -190,7 +190,7 @@ class Compute:
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()
         self.node = Node(
-            0, len(ray_pool.nodes), Local(), self.worker, [p for r in ray_pool.nodes for p in r.partitions]
+            0, len(ray_pool.nodes), self.provider, self.worker, [p for r in ray_pool.nodes for p in r.partitions]
         )
         self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot)
         sched.start()

@@ -44,5 +44,5 @@ def read_frame(fd: int) -> Any:
     body = _read_exact(fd, _HEADER.unpack(head)[0])
     if body is None:
         raise EOFError
-    kind, *fields = pickle.loads(body)
-    return _KINDS[kind](*fields)
+    fields = pickle.loads(body)
+    return tuple.__new__(_KINDS[fields[0]], fields[1:])  # the named tuple, without its Python-level __new__

@@ -54,10 +54,9 @@ class Runner:
     def handle(self, msg: ToWorker) -> TaskDone | TaskFailed | None:
         import pickle
 
-        if isinstance(msg, DefineFunction):
-            self.functions[msg.fid] = msg.data
-            return None
-        if not isinstance(msg, RunTask):
+        if not isinstance(msg, RunTask):  # the usual message first
+            if isinstance(msg, DefineFunction):
+                self.functions[msg.fid] = msg.data
             return None
         try:
             fn = self.functions[msg.fid]
