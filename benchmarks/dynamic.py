@@ -51,10 +51,10 @@ import migpool as sky
 from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
 from migpool.planner import max_addable, plan
-from migpool.pool.dynamic import DynamicMig
+from migpool.pool.policy import DynamicPolicy, Effects
 from migpool.pool.providers import DynamicMigOptions
 from migpool.pool.scheduler import Scheduler
-from migpool.pool.site import Gpu, Site
+from migpool.pool.site import Gpu, GpuState
 
 GPU = catalog.lookup("A100-80GB")
 WHOLE_SMS = GPU.sms
@@ -173,17 +173,17 @@ def best_static(jobs: list[Job], gpus: int) -> tuple[tuple[tuple[str, ...], ...]
 WINDOW_S, DECIDE_S, BETTER_BY = 20.0, 5.0, 0.20
 
 
-class DrainRecreate(DynamicMig):
+class DrainRecreate(DynamicPolicy):
     """Rebuilds whole GPUs to the layouts that the last WINDOW_S of arrivals want, after draining them."""
 
-    def __init__(self, sched: Scheduler, site: Site, keep_idle: float, remember: object = None) -> None:
+    def __init__(self, gpus: Sequence[GpuState], sched: Scheduler, effects: Effects, keep_idle: float, *rest) -> None:
         self.arrivals: list[tuple[float, str]] = []
         self.current: dict[Gpu, tuple[str, ...]] = {}
         self.target: dict[int, tuple[str, ...]] = {}  # GPUs draining, and their next layout
         self.built = False
         self.decided = 0.0
         self.rebuilds = 0
-        super().__init__(sched, site, keep_idle)
+        super().__init__(gpus, sched, effects, keep_idle)
 
     def admit(self, task) -> None:
         super().admit(task)
@@ -200,7 +200,7 @@ class DrainRecreate(DynamicMig):
             with self.sched.lock:
                 busy = any(s.worker.outstanding for s in mine)
             if not busy:
-                self._destroy(mine, "drain and recreate")
+                self.destroy(mine, "drain and recreate")
                 self._build(g, lay)
                 self.current[g] = lay
                 del self.target[g]
@@ -233,10 +233,10 @@ class DrainRecreate(DynamicMig):
     def _build(self, g: Gpu, lay: tuple[str, ...]) -> None:
         """Make the GPU's whole layout before going on, each partition's worker started as soon as it exists."""
         for inst in plan(GPU, {n: lay.count(n) for n in set(lay)}):
-            self._create(g, inst, "drain and recreate")
+            self.create(g, inst, "drain and recreate")
             for m in list(self.making):
                 m.done.result()
-            self._made()
+            self.made()
 
 
 class DrainRecreatePlugin(sky.plugins.mig):
@@ -245,7 +245,7 @@ class DrainRecreatePlugin(sky.plugins.mig):
 
     def dynamic_mig(self) -> DynamicMigOptions | None:
         own = super().dynamic_mig()
-        return None if own is None else dataclasses.replace(own, keep_idle=0.0, controller=DrainRecreate)
+        return None if own is None else dataclasses.replace(own, keep_idle=0.0, policy=DrainRecreate)
 
 
 # --- real runs ---
@@ -428,7 +428,7 @@ def main() -> None:
                 )
             with pool(DrainRecreatePlugin()) as c:
                 rows["(d) drain+recreate"] = summary(replay(c, jobs, needing), gpus, jobs)
-                rebuilds = c.controller.rebuilds
+                rebuilds = c.controller.policy.rebuilds
             print(
                 "\n"
                 + textwrap.fill(

@@ -29,7 +29,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import migpool
-from migpool.pool.dynamic import DynamicMig
+from migpool.pool.dynamic import SiteEffects
 
 NODES, PER_NODE, ROUNDS, TASK_S = 2, 4, 3, 0.2
 
@@ -40,19 +40,18 @@ def hold(seconds: float) -> int:
     return os.getpid()
 
 
-def one_thread(self: DynamicMig, *args, **kwargs):
+def one_thread(self: SiteEffects, gpu, inst):
     """(b): every node's changes go to one thread, shared by the controller's nodes."""
-    shared = self._changers.setdefault(-1, ThreadPoolExecutor(1, thread_name_prefix="migpool-change-all"))
-    for node in {g[0] for g in self.gpus}:
-        self._changers[node] = shared
-    return ORIGINAL(self, *args, **kwargs)
+    shared = self.changers.setdefault(-1, ThreadPoolExecutor(1, thread_name_prefix="migpool-change-all"))
+    self.changers[gpu[0]] = shared
+    return ORIGINAL(self, gpu, inst)
 
 
-ORIGINAL = DynamicMig._create
+ORIGINAL = SiteEffects.make
 
 
 def wave(serial: bool) -> float:
-    DynamicMig._create = one_thread if serial else ORIGINAL
+    SiteEffects.make = one_thread if serial else ORIGINAL
     try:
         with migpool.Compute(
             provider=migpool.Ray(node_resource="mig"),
@@ -65,7 +64,7 @@ def wave(serial: bool) -> float:
             migpool.gather(*[hold(TASK_S) for _ in range(NODES * PER_NODE)]) >> pool
             made = [ch["time"] - t0 for ch in pool.changes if ch["action"] == "create"]
     finally:
-        DynamicMig._create = ORIGINAL
+        SiteEffects.make = ORIGINAL
     assert len(made) == NODES * PER_NODE, f"expected {NODES * PER_NODE} partitions, made {len(made)}"
     return max(made)
 

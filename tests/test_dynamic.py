@@ -176,28 +176,46 @@ def test_a_profile_that_partitions_made_before_the_pool_block_fails_at_once():
     reconcile.teardown(b, restore=True)
 
 
-def _controller(layout, gpu=(0, 0)):
-    """A DynamicMig controller, without a pool, whose GPU holds these (profile, start) partitions, each with an
-    idle worker."""
-    import collections
+def _worker():
+    """A stand-in for an idle worker that is up."""
     import threading
+    import types
+
+    ready = threading.Event()
+    ready.set()
+    return types.SimpleNamespace(
+        draining=False, outstanding=[], ready=ready, dead_reason=None, stats=types.SimpleNamespace(pid=None)
+    )
+
+
+def _site(change):
+    """A stand-in for the controller's site: `change` makes the partitions, and their workers start idle."""
+    import types
+
+    return types.SimpleNamespace(change=change, start_worker=lambda part: _worker())
+
+
+def _controller(layout, gpus=((0, 0),), change=None, clock=None):
+    """A DynamicPolicy, without a pool or a process, over empty A100-80GBs `gpus`, holding these partitions
+    ((profile, start) on the first GPU, or (profile, start, gpu)), each with an idle worker. `change` stands in
+    for the site's changes; `clock` for the monotonic clock."""
+    import threading
+    import time
     import types
 
     from migpool.catalog import lookup
     from migpool.planner import PlannedInstance
-    from migpool.pool.dynamic import DynamicMig, Slot
+    from migpool.pool.dynamic import SiteEffects
+    from migpool.pool.policy import DynamicPolicy, Slot
 
     m = lookup("A100-80GB")
-    d = object.__new__(DynamicMig)
-    d.gpus, d.models, d.foreign, d.stale = [gpu], {gpu: m}, {gpu: []}, {}
-    d.slice_counts = sorted({p.slices for p in m.profiles}, reverse=True)
-    d.reserved, d.site_nodes, d.changes = None, {0}, collections.deque()
-    d.sched = types.SimpleNamespace(lock=threading.RLock())
-    d.slots, d.making, d._changers, d._wake = [], [], {}, threading.Event()
-    for name, start in layout:
+    sched = types.SimpleNamespace(lock=threading.RLock(), pending=[], workers=[], retire=lambda w: None)
+    effects = SiteEffects(_site(change or (lambda gpu, create, destroy, pids=(): [])), sched, wake=lambda: None)
+    d = DynamicPolicy([(g, m, []) for g in gpus], sched, effects, keep_idle=30.0, clock=clock or time.monotonic)
+    for name, start, *on in layout:
         p = m.profile(name)
         inst = PlannedInstance(p, next(pl for pl in p.placements if pl.start == start))
-        d.slots.append(Slot(gpu, inst, types.SimpleNamespace(draining=False), idle_since=0.0))
+        d.slots.append(Slot(on[0] if on else gpus[0], inst, _worker(), idle_since=0.0))
     return d
 
 
@@ -209,11 +227,11 @@ def test_an_idle_partition_that_an_earlier_task_will_take_is_not_destroyed_for_a
         s.idle_since = None  # the 2g partitions are busy
     idle_1g = d.slots[3]
     later = types.SimpleNamespace(id=9)
-    d._promised = {}
-    _, _, gone, _ = d._fits((0, 0), "1g.10gb", later, free_idle=True)
+    d.promised = {}
+    _, _, gone, _ = d.fits((0, 0), "1g.10gb", later, free_idle=True)
     assert gone == [idle_1g]  # nobody else will take it: it may go to make room
-    d._promised = {id(idle_1g.worker): 3}  # the older task 3 waits for a busy 2g, and will take it otherwise
-    assert d._fits((0, 0), "1g.10gb", later, free_idle=True) is None  # destroying it to make a 1g gains nothing
+    d.promised = {id(idle_1g.worker): 3}  # the older task 3 waits for a busy 2g, and will take it otherwise
+    assert d.fits((0, 0), "1g.10gb", later, free_idle=True) is None  # destroying it to make a 1g gains nothing
 
 
 def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run_on_it():
@@ -223,12 +241,12 @@ def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run
     for s in d.slots:
         s.idle_since = None  # starting: each for a task that waits
     three, one_at_4, one_at_5, _ = d.slots
-    d._promised = {id(three.worker): 1, id(one_at_4.worker): 2, id(one_at_5.worker): 7}
-    d._reserve("2g.20gb", types.SimpleNamespace(id=5))
+    d.promised = {id(three.worker): 1, id(one_at_4.worker): 2, id(one_at_5.worker): 7}
+    d.reserve("2g.20gb", types.SimpleNamespace(id=5))
     assert not three.worker.draining  # task 1 runs there first; before the fix the 3g (fewest in the way) drained
     assert d.reserved is None  # every way to a 2g needs a partition an older task is about to run on: wait
-    d._promised = {id(three.worker): 1, id(one_at_5.worker): 7}  # task 2 runs (its 1g is busy now)
-    d._reserve("2g.20gb", types.SimpleNamespace(id=5))
+    d.promised = {id(three.worker): 1, id(one_at_5.worker): 7}  # task 2 runs (its 1g is busy now)
+    d.reserve("2g.20gb", types.SimpleNamespace(id=5))
     assert d.reserved == ((0, 0), "2g.20gb", 5)
     assert [s.worker.draining for s in d.slots] == [False, True, True, False]  # 2g at 4:2, once they finish
 
@@ -236,15 +254,6 @@ def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run
 def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
     import types
 
-    d = _controller([("3g.40gb", 0)], gpu=(0, 0))
-    other = _controller([("3g.40gb", 4)], gpu=(0, 1))
-    d.gpus += other.gpus
-    d.models.update(other.models)
-    d.foreign.update(other.foreign)
-    d.slots += other.slots
-    for s in d.slots:
-        s.worker.outstanding, s.worker.stats = [], types.SimpleNamespace(pid=None)
-    d.sched.retire = lambda w: None
     done = []
 
     def change(gpu, create, destroy, pids=()):
@@ -253,10 +262,12 @@ def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
         done.append((gpu, [str(i) for i in destroy]))
         return []
 
-    d.site = types.SimpleNamespace(change=change)
+    d = _controller([("3g.40gb", 0, (0, 0)), ("3g.40gb", 4, (0, 1))], gpus=((0, 0), (0, 1)), change=change)
+    for s in d.slots:
+        s.worker.outstanding, s.worker.stats = [], types.SimpleNamespace(pid=None)
     first, second = d.slots
     with pytest.raises(migpool.BackendError, match="the driver said no"):
-        d._destroy([first, second], "idle")
+        d.destroy([first, second], "idle")
     assert done == [((0, 1), [str(second.instance)])]  # tried after GPU 0 failed
     assert d.stale == {(0, 0): [first.instance]} and d.slots == []  # GPU 0's is in the way until destroyed
     assert [c["gpu"] for c in d.changes if c["action"] == "destroy"] == [1]
@@ -272,15 +283,7 @@ def _memory_task(k):
     return types.SimpleNamespace(id=k, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
 
 
-def _site(change):
-    """A stand-in for the controller's site: `change` makes the partitions, and their workers start idle."""
-    import types
-
-    return types.SimpleNamespace(change=change, start_worker=lambda part: types.SimpleNamespace(draining=False))
-
-
 def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known_one():
-    from migpool.pool.sizing import RunTimes
 
     job = _memory_task(1)
 
@@ -288,38 +291,34 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
         return [None] * len(create)
 
     def controller(layout):
-        d = _controller(layout)
+        d = _controller(layout, change=change)
         for s in d.slots:
             s.idle_since = None  # busy
-        d.sizes, d._named, d._promised = RunTimes(), set(), {}
         d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
         d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g: a 3g is tried next
-        d.site = _site(change)
         return d
 
     d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
-    assert d._choice(job).explore.name == "3g.40gb" and d._fits((0, 0), "3g.40gb", job, False) is not None
-    assert d._provide(job)
+    assert d.choice(job).explore.name == "3g.40gb" and d.fits((0, 0), "3g.40gb", job, False) is not None
+    assert d.provide(job)
     assert [str(m.instance) for m in d.making] == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but leaves no room for a 2g
     d = controller([("1g.10gb", 6)])
-    assert d._provide(job)
+    assert d.provide(job)
     assert [str(m.instance) for m in d.making] == ["3g.40gb@0:4"]  # a 2g still fits beside it: the 3g is tried
 
 
 def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_for():
-    from migpool.pool.sizing import RunTimes
 
     d = _controller([("3g.40gb", 0)])
-    d.sizes = RunTimes()
     small = (1, 9000.0)
     for profile, seconds in (("1g.10gb", 0.4), ("2g.20gb", 0.2), ("3g.40gb", 0.2)):
         d.sizes.add(small, profile, seconds)  # small tasks: a 2g is best, a 3g wastes a slice
     three = d.slots[0]
     three.key = small  # a small task ran on it last
     three.holds = 0.0  # made for small tasks: it shrinks to what they run best on
-    assert d._wanted(three) == "2g.20gb"
+    assert d.wanted(three) == "2g.20gb"
     three.holds = 40192.0  # made for tasks that need 40 GB: a small task that ran on it does not shrink it
-    assert d._wanted(three) is None
+    assert d.wanted(three) is None
 
 
 def _two_gpu_controller(other_gpu):
@@ -328,15 +327,6 @@ def _two_gpu_controller(other_gpu):
     import threading
     import types
 
-    from migpool.pool.sizing import RunTimes
-
-    d = _controller([])
-    other = _controller([], gpu=other_gpu)
-    d.gpus += other.gpus
-    d.models.update(other.models)
-    d.foreign.update(other.foreign)
-    d.sizes, d._named, d._promised = RunTimes(), set(), {}
-    d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
     met = threading.Barrier(2, timeout=2)
     side_by_side = []
 
@@ -348,17 +338,18 @@ def _two_gpu_controller(other_gpu):
             pass
         return [types.SimpleNamespace(profile=i.profile.name) for i in create]
 
-    d.site = _site(change)
+    d = _controller([], gpus=((0, 0), other_gpu), change=change)
+    d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
     return d, side_by_side
 
 
 def test_partitions_on_different_nodes_are_made_side_by_side():
     d, side_by_side = _two_gpu_controller((1, 0))  # GPU 0 of node 1 (a Ray pool's second node)
-    assert d._provide(_memory_task(1)) and d._provide(_memory_task(2))
+    assert d.provide(_memory_task(1)) and d.provide(_memory_task(2))
     assert sorted(m.gpu for m in d.making) == [(0, 0), (1, 0)]  # the second went to the node that was free
     for m in list(d.making):
         m.done.result()
-    d._made()
+    d.made()
     assert sorted(side_by_side) == [(0, 0), (1, 0)]  # both changes ran at once: neither waited for the other
     assert d.making == [] and sorted(s.gpu for s in d.slots) == [(0, 0), (1, 0)]
     assert [c["action"] for c in d.changes] == ["create", "create"]
@@ -366,12 +357,12 @@ def test_partitions_on_different_nodes_are_made_side_by_side():
 
 def test_one_create_at_a_time_on_a_node():
     d, side_by_side = _two_gpu_controller((0, 1))  # two GPUs of one node: its driver makes one at a time anyway
-    assert d._provide(_memory_task(1))
-    assert not d._provide(_memory_task(2))  # waits for the create under way, to decide with what it taught
+    assert d.provide(_memory_task(1))
+    assert not d.provide(_memory_task(2))  # waits for the create under way, to decide with what it taught
     assert d.reserved is None  # and reserves nothing: it does fit
     d.making[0].done.result()
-    d._made()
-    assert d._provide(_memory_task(2)) and len(d.slots) == 1 and len(d.making) == 1
+    d.made()
+    assert d.provide(_memory_task(2)) and len(d.slots) == 1 and len(d.making) == 1
     d.making[0].done.result()
     assert side_by_side == []  # never two at once
 
@@ -379,7 +370,6 @@ def test_one_create_at_a_time_on_a_node():
 def test_a_create_that_fails_is_dropped_and_raised_once_the_others_are_done():
     import types
 
-    d = _controller([])
     calls = []
 
     def change(gpu, create, destroy, pids=()):
@@ -388,15 +378,37 @@ def test_a_create_that_fails_is_dropped_and_raised_once_the_others_are_done():
             raise migpool.BackendError("the driver said no")
         return [types.SimpleNamespace(profile=i.profile.name) for i in create]
 
-    d.site = _site(change)
+    d = _controller([], change=change)
     from migpool.planner import PlannedInstance
 
     p = d.models[(0, 0)].profile("1g.10gb")
     for start in (0, 1):
-        d._create((0, 0), next(i for i in [PlannedInstance(p, pl) for pl in p.placements] if i.start == start), "test")
+        d.create((0, 0), next(i for i in [PlannedInstance(p, pl) for pl in p.placements] if i.start == start), "test")
     for m in list(d.making):
         m.done.exception()
     with pytest.raises(migpool.BackendError, match="the driver said no"):
-        d._made()
+        d.made()
     assert d.making == [] and [str(s.instance) for s in d.slots] == ["1g.10gb@1:1"]  # the other one was made
     assert [(c["action"], c["placement"]) for c in d.changes] == [("create", "1:1")]  # only what exists is noted
+
+
+def test_the_policy_frees_a_partition_idle_for_keep_idle_by_its_clock():
+    """Driven with a fake clock and no process: an idle partition goes once it has been idle keep_idle seconds
+    of the policy's clock, and not a moment sooner."""
+    destroyed = []
+
+    def change(gpu, create, destroy, pids=()):
+        destroyed.extend(str(i) for i in destroy)
+        return []
+
+    now = [0.0]
+    d = _controller([("1g.10gb", 0)], change=change, clock=lambda: now[0])
+    d.slots[0].idle_since = None  # it has just finished a task
+    d.step()  # idle from t=0 on
+    now[0] = 29.9
+    d.step()
+    assert destroyed == [] and len(d.slots) == 1
+    now[0] = 30.0
+    d.step()
+    assert destroyed == ["1g.10gb@0:1"] and d.slots == []
+    assert [(c["action"], c["reason"]) for c in d.changes] == [("destroy", "idle for 30 s")]

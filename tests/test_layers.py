@@ -19,8 +19,9 @@ POOL_RANKS = {
     **dict.fromkeys(["worker", "chain"], 2),
     "scheduler": 3,
     "site": 4,
-    **dict.fromkeys(["ray_pool", "dynamic"], 5),
-    "compute": 6,
+    **dict.fromkeys(["ray_pool", "policy"], 5),
+    "dynamic": 6,
+    "compute": 7,
 }
 ALLOWED_PRIVATE = {"os._exit"}  # the standard library's own spelling
 

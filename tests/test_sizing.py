@@ -117,7 +117,7 @@ def test_dynamic_mig_learns_the_size_a_task_runs_best_on():
         for _ in range(8):
             gather(*[T.scaling(0.2) for _ in range(4)]) >> c
         last = gather(*[T.scaling(0.2) for _ in range(3)]) >> c
-        measured = c._dynamic.sizes.measured(next(iter(c._dynamic.sizes._mean)))
+        measured = c.controller.sizes.measured(next(iter(c.controller.sizes._mean)))
         live = [p.profile for p in c.partitions]
         changes = c.changes
     assert 1.6 < measured["1g.10gb"] / measured["2g.20gb"] < 2.4
@@ -213,7 +213,7 @@ def test_the_file_keeps_each_gpu_model_and_function_and_survives_a_bad_file(tmp_
 
 def test_a_second_pool_starts_from_the_sizes_the_first_learned():
     def learned(c):
-        return next(iter(c._dynamic.sizes.named().values()), {})
+        return next(iter(c.controller.sizes.named().values()), {})
 
     with dyn() as c:
         for _ in range(20):  # until a 1g and a 2g are measured (the 2g runs twice as fast)
@@ -240,7 +240,7 @@ def test_a_second_pool_starts_from_the_sizes_the_first_learned():
 def test_a_job_waits_for_a_busy_faster_partition_only_when_it_finishes_sooner_there():
     import types
 
-    from migpool.pool.dynamic import DynamicMig
+    from migpool.pool.policy import DynamicPolicy
 
     def fn():
         pass
@@ -259,19 +259,18 @@ def test_a_job_waits_for_a_busy_faster_partition_only_when_it_finishes_sooner_th
             serves=lambda task: True,
         )
 
-    d = object.__new__(DynamicMig)
-    d.sizes, d._named = RunTimes(), set()
+    now = 100.0  # the policy's clock stands still: every figure below is exact
+    idle = worker("1g.10gb")
+    sched = types.SimpleNamespace(workers=[idle, worker("2g.20gb", job(now - 0.15))])  # free in 0.05 s
+    d = DynamicPolicy([], sched, effects=None, keep_idle=30.0, clock=lambda: now)
     d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
     d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g
-    now = time.monotonic()
-    idle = worker("1g.10gb")
-    d.sched = types.SimpleNamespace(workers=[idle, worker("2g.20gb", job(now - 0.15))])  # free in about 0.05 s
     held = {}
     assert d.hold(job(), idle, held)  # 0.05 + 0.2 on the 2g beats 0.4 on the 1g
     assert not d.hold(job(), idle, held)  # the next one would wait 0.25 + 0.2: the idle 1g is sooner
     assert not d.hold(job(partition="1g.10gb"), idle, {})  # a task that names its profile takes it
-    d.sched.workers[1] = worker("2g.20gb", job(time.monotonic()))  # just started: 0.2 + 0.2 is no sooner
+    d.sched.workers[1] = worker("2g.20gb", job(now))  # just started: 0.2 + 0.2 is no sooner
     assert not d.hold(job(), idle, {})
-    d.sched.workers[1] = worker("2g.20gb", job(time.monotonic() - 0.5))  # ran past twice its figure: not waited for
+    d.sched.workers[1] = worker("2g.20gb", job(now - 0.5))  # ran past twice its figure: not waited for
     assert not d.hold(job(), idle, {})
     assert not d.hold(job(), worker("3g.40gb"), {})  # the idle size is not measured: it runs there (and is timed)

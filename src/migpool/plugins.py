@@ -65,7 +65,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     mig(profile="3g.40gb")                      one partition of this profile per worker
     mig(layout={"3g.40gb": 1, "1g.10gb": 4})    mixed partitions; route tasks with task.on("1g.10gb")
     mig(partitions=4, min_memory="16GB")        the largest profile giving 4 partitions of >= 16GB
-    mig(dynamic=True, keep_idle=30.0)           partitions made on demand for each task's profile (pool/dynamic.py)
+    mig(dynamic=True, keep_idle=30.0)           partitions made on demand for each task's profile (pool/policy.py)
       remember=True                             start from the run times earlier pools learned, and keep this one's
                                                 (False: start from nothing, keep nothing; or a file's path)
     gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)

@@ -1,6 +1,7 @@
 """`Compute`: the pool as users see it. It assembles the layers below: the plugin chain (chain.py) on the node
 (providers.py), the scheduler and its worker processes (scheduler.py, worker.py), Ray's nodes and actors
-(ray_pool.py), dynamic MIG's controller on its site (dynamic.py, site.py), stats and metrics."""
+(ray_pool.py), dynamic MIG's controller and policy on its site (dynamic.py, policy.py, site.py), stats and
+metrics."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from . import chain
 from .dynamic import DynamicMig
 from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info
+from .policy import DynamicPolicy
 from .providers import DynamicMigOptions, Local, Node, PluginHooks, Ray, Verda, Worker, WorkerSpec, worker_pythonpath
 from .ray_pool import RayPool, RaySite
 from .scheduler import Scheduler, WorkerProcess
@@ -161,8 +163,8 @@ class Compute:
         return w
 
     def _start_dynamic(self, options: DynamicMigOptions, site: Site) -> None:
-        make = options.controller or DynamicMig
-        self._dynamic = make(self.scheduler, site, options.keep_idle, options.run_times)
+        policy = options.policy or DynamicPolicy
+        self._dynamic = DynamicMig(self.scheduler, site, options.keep_idle, options.run_times, policy=policy)
         self._dynamic.start()
 
     def _publish(self) -> None:

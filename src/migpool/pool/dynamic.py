@@ -1,668 +1,147 @@
-"""Dynamic MIG: partitions made on demand for the tasks that wait.
-
-Policy (one thread, woken when work waits or a worker goes idle, and every 0.1 s):
-  1. A task runs on an idle worker that serves it: of its profile (`partition=`), with at least its memory
-     (`min_memory=`, the size ranked first for it), or any (a task that asks for nothing). A task that asks for
-     memory (or nothing) waits instead for a busy partition of a faster size when, by the measured run times,
-     it would finish there sooner by more than 10% (DynamicMig.hold).
-  2. Each task that no idle or starting worker (nor partition being made) will take gets one partition made for
-     it where the planner finds room, at the placement that leaves the most room for larger profiles. Its size:
-     the task's profile; for a memory need (or none), the size learned from measured run times (pool/sizing.py).
-     Each node makes one partition at a time, on its own change thread: nodes side by side.
-  3. If there is no room, idle partitions are destroyed to make it: the set that disturbs the fewest workers,
-     then leaves the most room. A busy partition is never destroyed, nor an idle one an earlier task will take.
-  4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
-     can ever take it, its GPU is reserved for it: the partitions in the way take no new task and are destroyed
-     as they finish, and nothing else is created in that GPU until the task's partition exists. A partition
-     that an older task is about to run on is not taken from it.
-  5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
-A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
-goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
-Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
+"""Dynamic MIG's controller: one thread that runs the policy (policy.py) a step at a time, and the effects that
+carry its decisions out: partitions made on a change thread per node (nodes side by side; on one machine the
+driver makes GPU instances one at a time anyway), destroyed through the site (`reconcile.change`: apply's
+checks, the GPU's lock, journal and rollback), workers started and retired through the scheduler.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
-import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 from typing import Any
 
-from ..catalog import GpuModel, Profile
-from ..errors import MigpoolError, PluginError, PoolBrokenError
-from ..layout import parse_memory_mib
-from ..planner import PlannedInstance, can_place, explain, max_addable
+from ..errors import PoolBrokenError
+from ..planner import PlannedInstance
 from .info import Partition
+from .policy import DynamicPolicy
 from .remembered import load, save
-from .scheduler import Scheduler, WorkerProcess, serves
+from .scheduler import Job, Scheduler, WorkerProcess
 from .site import Gpu, Site
-from .sizing import TIE, Choice, Key, RunTimes, function_name
+from .sizing import RunTimes
+from .task import Task
 from .threads import Threads
 
 log = logging.getLogger("migpool.dynamic")
 TICK_S = 0.1
 STOP_S = 30.0  # how long stop() waits for the controller's step under way
-CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
 
 
-@dataclass
-class Slot:
-    """A partition the pool made, and its worker."""
+class SiteEffects:
+    """The policy's effects in a pool: the site's changes, and the scheduler's workers. Owns the change threads
+    (one per node, named migpool-change-N), shut down by `shutdown()`."""
 
-    gpu: Gpu
-    instance: PlannedInstance
-    worker: WorkerProcess
-    idle_since: float | None = None
-    key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
-    holds: float = 0.0  # the memory (MiB) that the tasks it was made for need: it is never resized to less
+    def __init__(self, site: Site, sched: Scheduler, wake: Any) -> None:
+        self.site, self.sched, self.wake = site, sched, wake
+        self.changers: dict[int, ThreadPoolExecutor] = {}
 
+    def make(self, gpu: Gpu, inst: PlannedInstance) -> Future[list[Partition]]:
+        changer = self.changers.get(gpu[0])
+        if changer is None:
+            changer = self.changers[gpu[0]] = ThreadPoolExecutor(1, thread_name_prefix=f"migpool-change-{gpu[0]}")
+        done = changer.submit(self.site.change, gpu, [inst], [])
+        done.add_done_callback(lambda _: self.wake())
+        return done
 
-@dataclass
-class Making:
-    """A partition being made, on its node's change thread; its worker starts once it exists."""
+    def unmake(self, gpu: Gpu, instances: list[PlannedInstance], pids: Sequence[int]) -> None:
+        self.site.change(gpu, [], instances, pids)
 
-    gpu: Gpu
-    instance: PlannedInstance
-    done: Future[list[Partition]]
-    reason: str
-    key: Key | None
-    holds: float
+    def retire(self, worker: WorkerProcess) -> None:
+        self.sched.retire(worker)
 
-    def serves(self, task: Any) -> bool:
-        return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
+    def start_worker(self, part: Partition) -> WorkerProcess:
+        return self.site.start_worker(part)
+
+    def shutdown(self) -> None:
+        """Wait for the creates under way (the pool's teardown removes what they made)."""
+        for changer in self.changers.values():
+            changer.shutdown(wait=True)
 
 
 class DynamicMig:
-    """The controller: one thread (`start()`, `stop()`) that decides each step and makes, frees and reserves
-    partitions through the site; each node's creates run on a change thread of its own."""
+    """The controller: `start()` hands it the scheduler's waiting tasks and starts its thread; `stop()` ends
+    both. `policy` is the class that decides (DynamicPolicy; benchmarks/dynamic.py passes another)."""
 
-    def __init__(self, sched: Scheduler, site: Site, keep_idle: float, remember: Path | None = None) -> None:
+    def __init__(
+        self,
+        sched: Scheduler,
+        site: Site,
+        keep_idle: float,
+        remember: Path | None = None,
+        policy: type[DynamicPolicy] = DynamicPolicy,
+    ) -> None:
         """`remember`: the file of run times learned by earlier pools (pool/remembered.py), read now and updated
         when the pool closes; None to start from nothing. Used only where every GPU of the pool is one model."""
         self.sched = sched
-        self.site = site
+        self.effects = SiteEffects(site, sched, self.wake)
         found = site.gpus()
-        self.gpus = [g for g, _, _ in found]
-        self.models = {g: m for g, m, _ in found}
-        self.foreign = {g: f for g, _, f in found}  # partitions that were there before the pool: never touched
-        self.slice_counts = sorted({p.slices for m in self.models.values() for p in m.profiles}, reverse=True)
-        self.site_nodes = {g[0] for g in self.gpus}
-        self.stale: dict[Gpu, list[PlannedInstance]] = {}  # destroys that failed: still in the way, tried again
-        self.making: list[Making] = []  # creates under way: counted as made, their workers start when done
-        self._changers: dict[int, ThreadPoolExecutor] = {}  # per node: its creates run in order, nodes side by side
-        self.keep_idle = keep_idle
-        self.slots: list[Slot] = []
-        self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
-        self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
-        names = {m.name for m in self.models.values()}
+        names = {m.name for _, m, _ in found}
         self.remember = (remember, names.pop()) if remember is not None and len(names) == 1 else None
-        self.sizes = RunTimes(load(*self.remember) if self.remember else None)
-        self._named: set[int] = set()
-        self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
-        self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
-        self._promised: dict[int, int] = {}  # this step: idle or starting workers (by id) -> the job that takes each
+        sizes = RunTimes(load(*self.remember) if self.remember else None)
+        self.policy = policy(found, sched, self.effects, keep_idle, sizes)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.threads = Threads(on_error=sched.thread_died)  # its own thread and the change threads
-        self._thread: threading.Thread | None = None
+        self.threads = Threads(on_error=sched.thread_died)
 
     def start(self) -> None:
         """Take the scheduler's waiting tasks from now on, and start deciding."""
         self.sched.provisioner = self
-        self._thread = self.threads.start("migpool-dynamic", self._run)
-
-    # --- called by the scheduler ---
-    def admit(self, task: Any) -> None:
-        """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
-        partitions that were there before the pool (which it never touches)."""
-        if task.need_mib is not None:
-            profile_for_memory(list(self.models.values()), task.min_memory)
-            key = (0, task.need_mib)
-            if not any(
-                max_addable(m, p, self.foreign[g]) >= 1 for g, m in self.models.items() for p in _holding(m, key)
-            ):
-                raise PluginError(
-                    f"no GPU of this pool can ever hold a partition with min_memory={task.min_memory}: "
-                    "the partitions made before the pool are in the way; remove them (migpool "
-                    "teardown) or ask for less"
-                )
-        if task.partition is None:
-            return
-        why = ""
-        for g, m in self.models.items():
-            try:
-                p = m.profile(task.partition)
-            except MigpoolError as e:
-                why = why or str(e)
-                continue
-            if max_addable(m, p, self.foreign[g]) >= 1:
-                return
-            why = explain(m, [p], self.foreign[g]) + (
-                " (the partitions there were made before the pool)" if self.foreign[g] else ""
-            )
-        raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
+        self.threads.start("migpool-dynamic", self._run)
 
     def wake(self) -> None:
         self._wake.set()
 
-    # --- the loop ---
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             self._wake.wait(TICK_S)
             self._wake.clear()
             try:
-                self.step()
+                self.policy.step()
                 failures = 0
             except Exception as e:  # noqa: BLE001 - retried; three in a row fail the tasks that wait on it
                 failures += 1
                 log.warning("dynamic MIG: %s", e)
                 if failures >= 3:
-                    self._fail_waiting(e)
+                    self.policy.fail_waiting(e)
                     failures = 0
-
-    def _fail_waiting(self, e: BaseException) -> None:
-        with self.sched.lock:
-            takers: list[WorkerProcess | Making] = [*self.sched.workers, *self.making]
-            doomed = [j for j in self.sched.pending if not any(w.serves(j.task) for w in takers)]
-            for j in doomed:
-                self.sched.pending.remove(j)
-        for j in doomed:
-            if not j.future.done():
-                j.future.set_exception(PluginError(f"dynamic MIG could not make a partition for {j.task!r}: {e}"))
-
-    def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
-        """A task ended well on `worker`: learn its run time (a worker's first run of a function, which may pay
-        for loading it, only as an upper bound)."""
-        p = worker.spec.partition
-        if p is None or job.task.partition is not None:
-            return
-        key = self._key(job)
-        for s in list(self.slots):
-            if s.worker is worker:
-                s.key = key
-        first = (id(worker), job.fid) not in self._warm
-        self._warm.add((id(worker), job.fid))
-        self.sizes.add(key, p.profile, seconds, first=first)
-
-    def step(self) -> None:
-        if self.stale:
-            self._destroy_stale()
-        self._made()
-        now = time.monotonic()
-        with self.sched.lock:
-            pending = list(self.sched.pending)
-            for s in self.slots:
-                idle = not s.worker.outstanding and s.worker.ready.is_set()
-                s.idle_since = (s.idle_since or now) if idle else None
-            soon: list[Any] = [
-                w
-                for w in self.sched.workers
-                if not w.draining and not w.dead_reason and (not w.ready.is_set() or not w.outstanding)
-            ] + self.making
-        waiting = []  # tasks that no idle or starting worker will take
-        self._promised = {}
-        for j in pending:
-            w = min((w for w in soon if w.serves(j.task)), default=None, key=_memory)
-            if w is not None:
-                soon.remove(w)
-                self._promised[id(w)] = j.id
-            else:
-                waiting.append(j)
-        if self.reserved and not any(j.id == self.reserved[2] for j in pending):
-            self.reserved = None  # its task got a partition (or was cancelled)
-        stuck: set[tuple[Any, ...]] = set()
-        for j in waiting:  # oldest first: one partition for each
-            key = (j.task.partition, j.task.need_mib, j.fid)
-            if key not in stuck and not self._provide(j):
-                stuck.add(key)
-        self._drain_reserved()
-        self._resize()
-        expired = [
-            s
-            for s in self.slots
-            if s.idle_since is not None
-            and now - s.idle_since >= self.keep_idle
-            and not any(s.worker.serves(j.task) for j in waiting)
-        ]
-        if expired:
-            self._destroy(expired, f"idle for {self.keep_idle:g} s")
-
-    # --- decisions ---
-    def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
-        return (
-            self.foreign[gpu]
-            + self.stale.get(gpu, [])
-            + [s.instance for s in self.slots if s.gpu == gpu]
-            + [m.instance for m in self.making if m.gpu == gpu]
-        )
-
-    def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
-        """How many more partitions of each size (compute slices, largest first) still fit: higher is better.
-        Counted by size, not by profile, so that GPUs of different models compare like for like."""
-        most: dict[int, int] = {}
-        for p in m.profiles:
-            if not p.name.endswith("+me"):
-                most[p.slices] = max(most.get(p.slices, 0), max_addable(m, p, placed))
-        return tuple(most.get(k, 0) for k in self.slice_counts)
-
-    def _best_placement(self, gpu: Gpu, profile: Profile, placed: list[PlannedInstance]) -> PlannedInstance | None:
-        m = self.models[gpu]
-        best = None
-        for pl in profile.placements:
-            cand = PlannedInstance(profile, pl)
-            if can_place(m, placed, profile, pl):
-                score = self._room_after(m, placed + [cand])
-                if best is None or score > best[0]:
-                    best = (score, cand)
-        return best[1] if best else None
-
-    def _choice(self, job: Any) -> Choice:
-        """The profiles to make for `job`: its own, or for a memory need (or none) the sizes learned so far."""
-        if job.task.partition is not None:
-            own = {p.name: p for m in self.models.values() for p in m.profiles if p.name == job.task.partition}
-            return Choice(None, tuple(own.values()))
-        key = self._key(job)
-        return self.sizes.choose(
-            key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values())
-        )
-
-    def _fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
-        """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
-        if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
-            return None
-        m = self.models[gpu]
-        try:
-            p = m.profile(name)
-        except MigpoolError:
-            return None
-        placed = self._instances(gpu)
-        if not free_idle:
-            inst = self._best_placement(gpu, p, placed)
-            return None if inst is None else ((0, self._room_after(m, placed + [inst])), gpu, [], inst)
-        idle = [
-            s
-            for s in self.slots
-            if s.gpu == gpu
-            and s.idle_since is not None
-            and not s.worker.draining
-            and id(s.worker) not in self._promised
-        ]  # one that an earlier waiting task will take is kept for it
-        for k in range(1, len(idle) + 1):
-            found = []
-            for gone in combinations(idle, k):
-                rest = [i for i in placed if all(i is not s.instance for s in gone)]
-                inst = self._best_placement(gpu, p, rest)
-                if inst is not None:
-                    found.append(((-k, self._room_after(m, rest + [inst])), gpu, list(gone), inst))
-            if found:
-                return max(found, key=lambda o: o[0])
-        return None
-
-    def _provide(self, job: Any) -> bool:
-        """One more partition for `job` (the oldest task that waits for one of its kind); True if made.
-        Tried in turn: the size being explored where it fits as things are and still leaves room for the size
-        ranked first (trying a size never takes the room that the best known one would use), then the ranked
-        sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
-        choice = self._choice(job)
-        tried = {s.instance.profile.name for s in self.slots} | {m.instance.profile.name for m in self.making}
-        explore = choice.explore if choice.explore is not None and choice.explore.name not in tried else None
-        tries = [(explore.name, False)] if explore is not None else []
-        tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
-        changing = {m.gpu[0] for m in self.making}  # nodes with a create under way: one at a time per node
-        for name, free_idle in tries:
-            options = [o for gpu in self.gpus if (o := self._fits(gpu, name, job, free_idle)) is not None]
-            if choice.explore is not None and name == choice.explore.name and not free_idle and choice.ranked:
-                options = [o for o in options if self._leaves_room(o[1], o[3], choice.ranked[0].name)]
-            if not options:
-                continue
-            options = [o for o in options if o[1][0] not in changing]
-            if not options:  # it fits where a create is under way: decided once that one is done, with what it taught
-                return False
-            _, gpu, gone, inst = max(options, key=lambda o: o[0])
-            if gone and len(self._destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
-                return False  # one of them took a task meanwhile (it is kept): decide again next time
-            why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
-            self._create(
-                gpu,
-                inst,
-                why
-                + (
-                    " (trying a larger size)"
-                    if choice.explore and name == choice.explore.name and not free_idle
-                    else ""
-                ),
-                key=None if job.task.partition is not None else self._key(job),
-                holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0,
-            )
-            return True
-        if (
-            choice.ranked
-            and self.reserved is None
-            and not any(w.serves(job.task) for w in self.making)
-            and not any(w.serves(job.task) and not w.draining for w in self.sched.workers)
-        ):
-            self._reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
-        return False
-
-    def _leaves_room(self, gpu: Gpu, inst: PlannedInstance, name: str) -> bool:
-        """Whether a `name` partition still fits on `gpu` once `inst` is made there (True where that GPU's model
-        has no such profile: nothing to keep room for)."""
-        try:
-            p = self.models[gpu].profile(name)
-        except MigpoolError:
-            return True
-        return p is inst.profile or self._best_placement(gpu, p, self._instances(gpu) + [inst]) is not None
-
-    def _sized(self, key: Key, gpu: Gpu) -> Choice:
-        return self.sizes.choose(key, _holding(self.models[gpu], key))
-
-    def rank(self, job: Any, worker: WorkerProcess) -> int:
-        """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
-        p = worker.spec.partition
-        assert p is not None
-        choice = self._sized(self._key(job), (p.node, p.gpu_index))
-        if choice.explore is not None and choice.explore.name == p.profile:
-            return -1  # a size being tried: measured soonest if it runs the next task
-        return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
-
-    def hold(self, job: Any, idle: WorkerProcess, held: dict[int, float]) -> bool:
-        """Whether `job` (asking for memory, or nothing) would finish sooner by waiting for a busy partition of a
-        faster size than on the idle one: when the busy one is free (its task's measured run time less the time
-        it has run, counting the jobs already waiting for it in `held`) plus the job's run time there, against
-        its run time on `idle`, sooner by more than TIE (sizing.py). Only measured figures count; a task that
-        overruns twice its figure is not waited for, so a job waits only a bounded time."""
-        p = idle.spec.partition
-        if job.task.partition is not None or p is None:
-            return False
-        runs = self.sizes.measured(self._key(job))
-        here = runs.get(p.profile)
-        if here is None:
-            return False
-        now = time.monotonic()
-        best: tuple[float, int] | None = None
-        for w in self.sched.workers:
-            q = w.spec.partition
-            if q is None or not w.outstanding or w.draining or w.dead_reason or not w.serves(job.task):
-                continue
-            there = runs.get(q.profile)
-            if there is None or there >= here:
-                continue
-            free_at = held.get(id(w))
-            if free_at is None:
-                running = w.outstanding[0]
-                took = (
-                    self.sizes.measured(self._key(running)).get(q.profile) if running.task.partition is None else None
-                )
-                ran = now - running.started
-                if took is None or ran > 2 * took:
-                    continue
-                free_at = now + max(0.0, took - ran)
-            if free_at + there < now + here * (1 - TIE) and (best is None or free_at + there < best[0]):
-                best = (free_at + there, id(w))
-        if best is None:
-            return False
-        held[best[1]] = best[0]
-        return True
-
-    def _wanted(self, s: Slot) -> str | None:
-        """The size that the tasks `s` last ran would rather have, where it differs from its own and still holds
-        the memory of the tasks `s` was made for (a 3g.40gb made for 40 GB tasks is not shrunk because a small
-        task ran on it last)."""
-        if s.key is None:
-            return None
-        if s.instance.profile.name not in self.sizes.measured(s.key):
-            return None  # its own size is not measured yet: it is being tried
-        ranked = self._sized(s.key, s.gpu).ranked  # sizes being explored are made for waiting tasks only
-        if not ranked or ranked[0].name == s.instance.profile.name or ranked[0].memory_mib < s.holds:
-            return None
-        return ranked[0].name
-
-    def _resize(self) -> None:
-        """Move the layout toward the sizes the tasks run best on (pool/sizing.py), one partition per GPU at a
-        time: the partitions in the way of a better size for a partition's tasks take no new task; once all of
-        them are idle, they are destroyed and the better one is made. None starts while a GPU is reserved."""
-        for gpu, (gone, want) in list(self.resizing.items()):
-            if any(t not in self.slots for t in gone):  # freed meanwhile for a reservation
-                del self.resizing[gpu]
-                with self.sched.lock:
-                    for t in gone:
-                        t.worker.draining = False
-                continue
-            with self.sched.lock:
-                if any(t.worker.outstanding for t in gone):
-                    continue
-            del self.resizing[gpu]
-            inst = self._best_placement(
-                gpu,
-                self.models[gpu].profile(want),
-                [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)],
-            )
-            if inst is not None and len(self._destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
-                self._create(
-                    gpu,
-                    inst,
-                    f"resized from {gone[0].instance.profile.name}: its tasks run better on "
-                    f"{want} ({self._speed(gone[0].key)})",
-                    key=gone[0].key,
-                    holds=gone[0].holds,
-                )
-            else:  # the layout changed meanwhile: the partitions kept take tasks again
-                with self.sched.lock:
-                    for t in gone:
-                        if t in self.slots:
-                            t.worker.draining = False
-        if self.reserved is not None:
-            return
-        active = [s for s in self.slots if not s.worker.draining and s.gpu not in self.resizing]
-        movable = {id(s): better for s in active if (better := self._wanted(s)) is not None}
-        best: dict[Gpu, tuple[tuple[int, int], list[Slot], str]] = {}
-        for s in active:
-            target = movable.get(id(s))
-            if target is None:
-                continue
-            m = self.models[s.gpu]
-            placed = self._instances(s.gpu)
-            mates = [t for t in active if t.gpu == s.gpu and t is not s and id(t) in movable]
-            for k in range(len(mates) + 1):
-                for others in combinations(mates, k):
-                    gone = [s, *others]
-                    rest = [i for i in placed if all(i is not t.instance for t in gone)]
-                    if self._best_placement(s.gpu, m.profile(target), rest) is not None:
-                        busy = sum(1 for t in gone if t.idle_since is None)
-                        if s.gpu not in best or (busy, k) < best[s.gpu][0]:
-                            best[s.gpu] = ((busy, k), gone, target)
-                        break
-                else:
-                    continue
-                break
-        with self.sched.lock:
-            for gpu, (_, gone, want) in best.items():
-                for t in gone:
-                    t.worker.draining = True
-                self.resizing[gpu] = (gone, want)
-
-    def _speed(self, key: Key | None) -> str:
-        runs = self.sizes.measured(key) if key else {}
-        bound = self.sizes.bounds(key) if key else {}
-        return (
-            ", ".join(
-                f"{n} {t * 1000:.0f} ms" if n in runs else f"{n} ≤{t * 1000:.0f} ms (first run)"
-                for n, t in sorted({**bound, **runs}.items())
-            )
-            or "not measured yet"
-        )
-
-    def _reserve(self, name: str, job: Any) -> None:
-        """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits. A partition
-        that an older task is about to run on is not taken from it: that task goes first."""
-        best = None
-        for gpu in self.gpus:
-            m = self.models[gpu]
-            try:
-                p = m.profile(name)
-            except MigpoolError:
-                continue
-            mine = [s for s in self.slots if s.gpu == gpu and self._promised.get(id(s.worker), job.id) >= job.id]
-            for k in range(len(mine) + 1):
-                for gone in combinations(mine, k):
-                    rest = [i for i in self._instances(gpu) if all(i is not s.instance for s in gone)]
-                    if self._best_placement(gpu, p, rest) is not None:
-                        busy = sum(1 for s in gone if s.idle_since is None)
-                        if best is None or (busy, k) < best[0]:
-                            best = ((busy, k), gpu, list(gone))
-                        break
-        if best is None:
-            return
-        _, gpu, drain = best
-        self.reserved = (gpu, name, job.id)
-        with self.sched.lock:
-            for s in drain:
-                s.worker.draining = True
-        self._note(
-            "reserve",
-            gpu,
-            name,
-            None,
-            f"the oldest waiting task needs {name}; {len(drain)} partition(s) in the way take no new task",
-        )
-
-    def _drain_reserved(self) -> None:
-        """Destroy the reserved GPU's draining partitions that have finished their work."""
-        if self.reserved is None:
-            return
-        done = [s for s in self.slots if s.gpu == self.reserved[0] and s.worker.draining and not s.worker.outstanding]
-        if done:
-            self._destroy(done, f"making room for a waiting {self.reserved[1]} task")
-
-    # --- changes ---
-    def _create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None, holds: float = 0.0) -> None:
-        """Start making `inst` on its node's change thread: one node's changes run in order, different nodes'
-        side by side (on one machine the driver makes GPU instances one at a time anyway), and the controller
-        goes on deciding meanwhile. It counts as made from now on (_instances); its worker starts in _made."""
-        changer = self._changers.get(gpu[0])
-        if changer is None:
-            changer = self._changers[gpu[0]] = ThreadPoolExecutor(1, thread_name_prefix=f"migpool-change-{gpu[0]}")
-        done = changer.submit(self.site.change, gpu, [inst], [])
-        self.making.append(Making(gpu, inst, done, reason, key, holds))
-        done.add_done_callback(lambda _: self._wake.set())
-
-    def _made(self) -> None:
-        """Start the workers of the partitions made since the last step. A create that failed (rolled back by
-        reconcile.change) is dropped, and its error raised once the others are done."""
-        error: BaseException | None = None
-        for m in [m for m in self.making if m.done.done()]:
-            self.making.remove(m)
-            try:
-                part = m.done.result()[0]
-            except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
-                error = error or e
-                continue
-            self.slots.append(Slot(m.gpu, m.instance, self.site.start_worker(part), key=m.key, holds=m.holds))
-            self._note("create", m.gpu, m.instance.profile.name, m.instance.placement, m.reason)
-        if error is not None:
-            raise error
-
-    def _destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
-        """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
-        by_gpu: dict[Gpu, list[Slot]] = {}
-        for s in slots:
-            with self.sched.lock:
-                if s.worker.outstanding:  # it took a task meanwhile: never destroy a busy partition
-                    continue
-                s.worker.draining = True
-            self.sched.retire(s.worker)
-            self.slots.remove(s)
-            by_gpu.setdefault(s.gpu, []).append(s)
-        error: Exception | None = None
-        for gpu, gone in by_gpu.items():  # every GPU's, even after one failed: their workers are retired already
-            try:
-                self.site.change(
-                    gpu, [], [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid]
-                )
-            except Exception as e:  # noqa: BLE001 - raised below, once every GPU was tried
-                self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
-                error = error or e
-                continue
-            for s in gone:
-                self._note("destroy", gpu, s.instance.profile.name, s.instance.placement, reason)
-        if error is not None:
-            raise error
-        return [s for gone in by_gpu.values() for s in gone]
-
-    def _destroy_stale(self) -> None:
-        """Try again to destroy partitions whose destruction failed (their workers are gone)."""
-        for gpu, insts in list(self.stale.items()):
-            self.site.change(gpu, [], insts)
-            del self.stale[gpu]
-            for i in insts:
-                self._note("destroy", gpu, i.profile.name, i.placement, "retried")
-
-    def _note(self, action: str, gpu: Gpu, profile: str, placement: Any, reason: str) -> None:
-        entry = dict(
-            time=time.time(),
-            action=action,
-            node=gpu[0],
-            gpu=gpu[1],
-            profile=profile,
-            placement=str(placement) if placement is not None else None,
-            reason=reason,
-        )
-        self.changes.append(entry)
-        where = f"GPU {gpu[1]}" + (f" of node {gpu[0]}" if len(self.site_nodes) > 1 else "")
-        log.info("%s %s on %s%s: %s", action, profile, where, f" at {placement}" if placement else "", reason)
-
-    # --- the pool's view ---
-    def partitions(self) -> list[Partition]:
-        return [s.worker.spec.partition for s in self.slots if s.worker.spec.partition is not None]
 
     def stop(self, timeout: float = STOP_S) -> None:
         """Stop deciding: the controller's thread ends within `timeout` (a step under way finishes first), then
-        the creates under way (the pool's teardown removes what they made). Raises PoolBrokenError if the
-        thread is still running then."""
+        the creates under way. Raises PoolBrokenError if the thread is still running then."""
         self._stop.set()
         self._wake.set()
         stuck = self.threads.join(timeout)
-        for changer in self._changers.values():  # creates under way end first: the pool's teardown removes them
-            changer.shutdown(wait=True)
+        self.effects.shutdown()
         if self.remember:
-            save(*self.remember, self.sizes.named())
+            save(*self.remember, self.policy.sizes.named())
         if stuck:
             raise PoolBrokenError(f"dynamic MIG's controller did not stop within {timeout:.0f}s (its step is stuck)")
 
-    def _key(self, job: Any) -> Key:
-        """The sizing group of a task that asks for memory (or nothing): its function and memory need."""
-        if job.fid not in self._named:  # first seen: it takes up what earlier pools learned about it
-            self._named.add(job.fid)
-            self.sizes.name(job.fid, function_name(job.task.fn))
-        return job.fid, job.task.need_mib or 0
+    # --- the scheduler's side (scheduler.Provisioner) ---
+    def admit(self, task: Task[Any]) -> None:
+        self.policy.admit(task)
 
+    def rank(self, job: Job, worker: WorkerProcess) -> int:
+        return self.policy.rank(job, worker)
 
-def _memory(w: Any) -> float:
-    """The memory of a worker's partition, or of a partition being made (Making): the smallest serves first."""
-    if isinstance(w, Making):
-        return w.instance.profile.memory_mib
-    return w.spec.partition.memory_mib if w.spec.partition else 0
+    def hold(self, job: Job, idle: WorkerProcess, held: dict[int, float]) -> bool:
+        return self.policy.hold(job, idle, held)
 
+    def finished(self, job: Job, worker: WorkerProcess, seconds: float) -> None:
+        self.policy.finished(job, worker, seconds)
 
-def _holding(m: GpuModel, key: Key) -> list[Profile]:
-    """The profiles of `m` that hold the memory `key` needs (no +me variants: their size is their base's)."""
-    return [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")]
+    # --- the pool's view ---
+    def partitions(self) -> list[Partition]:
+        return self.policy.partitions()
 
+    @property
+    def changes(self) -> Any:
+        """Every partition created or destroyed (the most recent 10,000), when, where and why."""
+        return self.policy.changes
 
-def profile_for_memory(models: list[GpuModel], min_memory: str) -> str:
-    """The smallest profile (by memory, then slices) of the pool's GPUs that has at least `min_memory`."""
-    need = parse_memory_mib(min_memory)
-    fits = [p for m in models for p in m.profiles if p.memory_mib >= need and not p.name.endswith("+me")]
-    if not fits:
-        biggest = max((p for m in models for p in m.profiles), key=lambda p: p.memory_mib)
-        raise PluginError(
-            f"min_memory={min_memory} is more than any partition of this pool holds "
-            f"(the largest: {biggest.name}, {biggest.memory_mib} MiB)"
-        )
-    return min(fits, key=lambda p: (p.memory_mib, p.slices)).name
+    @property
+    def sizes(self) -> RunTimes:
+        return self.policy.sizes

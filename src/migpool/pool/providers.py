@@ -147,9 +147,9 @@ class DynamicMigOptions:
     gpus: tuple[int, ...]
     keep_idle: float
     run_times: Path | None
-    # a controller class to use instead of dynamic MIG's own, called as (scheduler, site, keep_idle, run_times);
-    # benchmarks/dynamic.py compares other strategies through it
-    controller: Any = None
+    # a policy class to use instead of dynamic MIG's own (a subclass of policy.DynamicPolicy); benchmarks/dynamic.py
+    # compares other strategies through it
+    policy: Any = None
 
 
 class PluginHooks(Protocol):

@@ -1,0 +1,637 @@
+"""Dynamic MIG's policy: what to make, free, reserve and drain for the tasks that wait, decided one step at a
+time from the pool's state and a clock. It starts no thread and no process: what it decides is carried out
+through `Effects` (dynamic.SiteEffects: the site's change threads, the scheduler's retire), so tests drive it
+with a fake clock and recorded effects.
+
+Each step (the controller, dynamic.DynamicMig, runs one when work waits or a worker goes idle, and every 0.1 s):
+  1. A task runs on an idle worker that serves it: of its profile (`partition=`), with at least its memory
+     (`min_memory=`, the size ranked first for it), or any (a task that asks for nothing). A task that asks for
+     memory (or nothing) waits instead for a busy partition of a faster size when, by the measured run times,
+     it would finish there sooner by more than 10% (DynamicPolicy.hold).
+  2. Each task that no idle or starting worker (nor partition being made) will take gets one partition made for
+     it where the planner finds room, at the placement that leaves the most room for larger profiles. Its size:
+     the task's profile; for a memory need (or none), the size learned from measured run times (pool/sizing.py).
+     Each node makes one partition at a time, on its own change thread: nodes side by side.
+  3. If there is no room, idle partitions are destroyed to make it: the set that disturbs the fewest workers,
+     then leaves the most room. A busy partition is never destroyed, nor an idle one an earlier task will take.
+  4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
+     can ever take it, its GPU is reserved for it: the partitions in the way take no new task and are destroyed
+     as they finish, and nothing else is created in that GPU until the task's partition exists. A partition
+     that an older task is about to run on is not taken from it.
+  5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
+A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
+goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
+Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any, Protocol
+
+from ..catalog import GpuModel, Profile
+from ..errors import MigpoolError, PluginError
+from ..layout import parse_memory_mib
+from ..planner import PlannedInstance, can_place, explain, max_addable
+from .info import Partition
+from .scheduler import Scheduler, WorkerProcess, serves
+from .site import Gpu, GpuState
+from .sizing import TIE, Choice, Key, RunTimes, function_name
+
+log = logging.getLogger("migpool.dynamic")
+CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
+
+
+@dataclass
+class Slot:
+    """A partition the pool made, and its worker."""
+
+    gpu: Gpu
+    instance: PlannedInstance
+    worker: WorkerProcess
+    idle_since: float | None = None
+    key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
+    holds: float = 0.0  # the memory (MiB) that the tasks it was made for need: it is never resized to less
+
+
+@dataclass
+class Making:
+    """A partition being made, on its node's change thread; its worker starts once it exists."""
+
+    gpu: Gpu
+    instance: PlannedInstance
+    done: Future[list[Partition]]
+    reason: str
+    key: Key | None
+    holds: float
+
+    def serves(self, task: Any) -> bool:
+        return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
+
+
+class Effects(Protocol):
+    """How the policy's decisions are carried out (dynamic.SiteEffects in a pool; a recorder in tests)."""
+
+    def make(self, gpu: Gpu, inst: PlannedInstance) -> Future[list[Partition]]:
+        """Start making `inst` (each node's in order, nodes side by side); its future ends with the partition."""
+        ...
+
+    def unmake(self, gpu: Gpu, instances: list[PlannedInstance], pids: Sequence[int]) -> None:
+        """Destroy these instances now, once the processes `pids` (their retired workers) have ended."""
+        ...
+
+    def retire(self, worker: WorkerProcess) -> None:
+        """Stop an idle worker for good and wait for its process to end."""
+        ...
+
+    def start_worker(self, part: Partition) -> WorkerProcess:
+        """Start a worker pinned to a partition just made."""
+        ...
+
+
+class DynamicPolicy:
+    """The decisions of dynamic MIG and what it keeps to make them: the partitions it made (`slots`), those
+    being made (`making`), reservations, resizes and the run times learned (`sizes`)."""
+
+    def __init__(
+        self,
+        gpus: Sequence[GpuState],
+        sched: Scheduler,
+        effects: Effects,
+        keep_idle: float,
+        sizes: RunTimes | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`gpus`: each GPU with its model and the partitions that were there before the pool (never touched);
+        `sched`: the queue it reads (its lock, pending jobs, workers); `clock`: monotonic seconds."""
+        self.sched = sched
+        self.effects = effects
+        self.clock = clock
+        self.gpus = [g for g, _, _ in gpus]
+        self.models = {g: m for g, m, _ in gpus}
+        self.foreign = {g: list(f) for g, _, f in gpus}
+        self.slice_counts = sorted({p.slices for m in self.models.values() for p in m.profiles}, reverse=True)
+        self.site_nodes = {g[0] for g in self.gpus}
+        self.stale: dict[Gpu, list[PlannedInstance]] = {}  # destroys that failed: still in the way, tried again
+        self.making: list[Making] = []  # creates under way: counted as made, their workers start when done
+        self.keep_idle = keep_idle
+        self.slots: list[Slot] = []
+        self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
+        self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
+        self.sizes = sizes if sizes is not None else RunTimes()
+        self._named: set[int] = set()
+        self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
+        self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
+        self.promised: dict[int, int] = {}  # this step: idle or starting workers (by id) -> the job that takes each
+
+    def admit(self, task: Any) -> None:
+        """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
+        partitions that were there before the pool (which it never touches)."""
+        if task.need_mib is not None:
+            profile_for_memory(list(self.models.values()), task.min_memory)
+            key = (0, task.need_mib)
+            if not any(
+                max_addable(m, p, self.foreign[g]) >= 1 for g, m in self.models.items() for p in _holding(m, key)
+            ):
+                raise PluginError(
+                    f"no GPU of this pool can ever hold a partition with min_memory={task.min_memory}: "
+                    "the partitions made before the pool are in the way; remove them (migpool "
+                    "teardown) or ask for less"
+                )
+        if task.partition is None:
+            return
+        why = ""
+        for g, m in self.models.items():
+            try:
+                p = m.profile(task.partition)
+            except MigpoolError as e:
+                why = why or str(e)
+                continue
+            if max_addable(m, p, self.foreign[g]) >= 1:
+                return
+            why = explain(m, [p], self.foreign[g]) + (
+                " (the partitions there were made before the pool)" if self.foreign[g] else ""
+            )
+        raise PluginError(f"no GPU of this pool can ever hold a {task.partition} partition: {why}")
+
+    def fail_waiting(self, e: BaseException) -> None:
+        with self.sched.lock:
+            takers: list[WorkerProcess | Making] = [*self.sched.workers, *self.making]
+            doomed = [j for j in self.sched.pending if not any(w.serves(j.task) for w in takers)]
+            for j in doomed:
+                self.sched.pending.remove(j)
+        for j in doomed:
+            if not j.future.done():
+                j.future.set_exception(PluginError(f"dynamic MIG could not make a partition for {j.task!r}: {e}"))
+
+    def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
+        """A task ended well on `worker`: learn its run time (a worker's first run of a function, which may pay
+        for loading it, only as an upper bound)."""
+        p = worker.spec.partition
+        if p is None or job.task.partition is not None:
+            return
+        key = self._key(job)
+        for s in list(self.slots):
+            if s.worker is worker:
+                s.key = key
+        first = (id(worker), job.fid) not in self._warm
+        self._warm.add((id(worker), job.fid))
+        self.sizes.add(key, p.profile, seconds, first=first)
+
+    def step(self) -> None:
+        if self.stale:
+            self._destroy_stale()
+        self.made()
+        now = self.clock()
+        with self.sched.lock:
+            pending = list(self.sched.pending)
+            for s in self.slots:
+                idle = not s.worker.outstanding and s.worker.ready.is_set()
+                s.idle_since = (now if s.idle_since is None else s.idle_since) if idle else None
+            soon: list[Any] = [
+                w
+                for w in self.sched.workers
+                if not w.draining and not w.dead_reason and (not w.ready.is_set() or not w.outstanding)
+            ] + self.making
+        waiting = []  # tasks that no idle or starting worker will take
+        self.promised = {}
+        for j in pending:
+            w = min((w for w in soon if w.serves(j.task)), default=None, key=_memory)
+            if w is not None:
+                soon.remove(w)
+                self.promised[id(w)] = j.id
+            else:
+                waiting.append(j)
+        if self.reserved and not any(j.id == self.reserved[2] for j in pending):
+            self.reserved = None  # its task got a partition (or was cancelled)
+        stuck: set[tuple[Any, ...]] = set()
+        for j in waiting:  # oldest first: one partition for each
+            key = (j.task.partition, j.task.need_mib, j.fid)
+            if key not in stuck and not self.provide(j):
+                stuck.add(key)
+        self.drain_reserved()
+        self.resize()
+        expired = [
+            s
+            for s in self.slots
+            if s.idle_since is not None
+            and now - s.idle_since >= self.keep_idle
+            and not any(s.worker.serves(j.task) for j in waiting)
+        ]
+        if expired:
+            self.destroy(expired, f"idle for {self.keep_idle:g} s")
+
+    def _instances(self, gpu: Gpu) -> list[PlannedInstance]:
+        return (
+            self.foreign[gpu]
+            + self.stale.get(gpu, [])
+            + [s.instance for s in self.slots if s.gpu == gpu]
+            + [m.instance for m in self.making if m.gpu == gpu]
+        )
+
+    def _room_after(self, m: GpuModel, placed: list[PlannedInstance]) -> tuple[int, ...]:
+        """How many more partitions of each size (compute slices, largest first) still fit: higher is better.
+        Counted by size, not by profile, so that GPUs of different models compare like for like."""
+        most: dict[int, int] = {}
+        for p in m.profiles:
+            if not p.name.endswith("+me"):
+                most[p.slices] = max(most.get(p.slices, 0), max_addable(m, p, placed))
+        return tuple(most.get(k, 0) for k in self.slice_counts)
+
+    def _best_placement(self, gpu: Gpu, profile: Profile, placed: list[PlannedInstance]) -> PlannedInstance | None:
+        m = self.models[gpu]
+        best = None
+        for pl in profile.placements:
+            cand = PlannedInstance(profile, pl)
+            if can_place(m, placed, profile, pl):
+                score = self._room_after(m, placed + [cand])
+                if best is None or score > best[0]:
+                    best = (score, cand)
+        return best[1] if best else None
+
+    def choice(self, job: Any) -> Choice:
+        """The profiles to make for `job`: its own, or for a memory need (or none) the sizes learned so far."""
+        if job.task.partition is not None:
+            own = {p.name: p for m in self.models.values() for p in m.profiles if p.name == job.task.partition}
+            return Choice(None, tuple(own.values()))
+        key = self._key(job)
+        return self.sizes.choose(
+            key, list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values())
+        )
+
+    def fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
+        """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
+        if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
+            return None
+        m = self.models[gpu]
+        try:
+            p = m.profile(name)
+        except MigpoolError:
+            return None
+        placed = self._instances(gpu)
+        if not free_idle:
+            inst = self._best_placement(gpu, p, placed)
+            return None if inst is None else ((0, self._room_after(m, placed + [inst])), gpu, [], inst)
+        idle = [
+            s
+            for s in self.slots
+            if s.gpu == gpu and s.idle_since is not None and not s.worker.draining and id(s.worker) not in self.promised
+        ]  # one that an earlier waiting task will take is kept for it
+        for k in range(1, len(idle) + 1):
+            found = []
+            for gone in combinations(idle, k):
+                rest = [i for i in placed if all(i is not s.instance for s in gone)]
+                inst = self._best_placement(gpu, p, rest)
+                if inst is not None:
+                    found.append(((-k, self._room_after(m, rest + [inst])), gpu, list(gone), inst))
+            if found:
+                return max(found, key=lambda o: o[0])
+        return None
+
+    def provide(self, job: Any) -> bool:
+        """One more partition for `job` (the oldest task that waits for one of its kind); True if made.
+        Tried in turn: the size being explored where it fits as things are and still leaves room for the size
+        ranked first (trying a size never takes the room that the best known one would use), then the ranked
+        sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
+        choice = self.choice(job)
+        tried = {s.instance.profile.name for s in self.slots} | {m.instance.profile.name for m in self.making}
+        explore = choice.explore if choice.explore is not None and choice.explore.name not in tried else None
+        tries = [(explore.name, False)] if explore is not None else []
+        tries += [(p.name, False) for p in choice.ranked] + [(p.name, True) for p in choice.ranked]
+        changing = {m.gpu[0] for m in self.making}  # nodes with a create under way: one at a time per node
+        for name, free_idle in tries:
+            options = [o for gpu in self.gpus if (o := self.fits(gpu, name, job, free_idle)) is not None]
+            if choice.explore is not None and name == choice.explore.name and not free_idle and choice.ranked:
+                options = [o for o in options if self._leaves_room(o[1], o[3], choice.ranked[0].name)]
+            if not options:
+                continue
+            options = [o for o in options if o[1][0] not in changing]
+            if not options:  # it fits where a create is under way: decided once that one is done, with what it taught
+                return False
+            _, gpu, gone, inst = max(options, key=lambda o: o[0])
+            if gone and len(self.destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
+                return False  # one of them took a task meanwhile (it is kept): decide again next time
+            why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
+            self.create(
+                gpu,
+                inst,
+                why
+                + (
+                    " (trying a larger size)"
+                    if choice.explore and name == choice.explore.name and not free_idle
+                    else ""
+                ),
+                key=None if job.task.partition is not None else self._key(job),
+                holds=inst.profile.memory_mib if job.task.partition is not None else job.task.need_mib or 0.0,
+            )
+            return True
+        if (
+            choice.ranked
+            and self.reserved is None
+            and not any(w.serves(job.task) for w in self.making)
+            and not any(w.serves(job.task) and not w.draining for w in self.sched.workers)
+        ):
+            self.reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
+        return False
+
+    def _leaves_room(self, gpu: Gpu, inst: PlannedInstance, name: str) -> bool:
+        """Whether a `name` partition still fits on `gpu` once `inst` is made there (True where that GPU's model
+        has no such profile: nothing to keep room for)."""
+        try:
+            p = self.models[gpu].profile(name)
+        except MigpoolError:
+            return True
+        return p is inst.profile or self._best_placement(gpu, p, self._instances(gpu) + [inst]) is not None
+
+    def _sized(self, key: Key, gpu: Gpu) -> Choice:
+        return self.sizes.choose(key, _holding(self.models[gpu], key))
+
+    def rank(self, job: Any, worker: WorkerProcess) -> int:
+        """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
+        p = worker.spec.partition
+        assert p is not None
+        choice = self._sized(self._key(job), (p.node, p.gpu_index))
+        if choice.explore is not None and choice.explore.name == p.profile:
+            return -1  # a size being tried: measured soonest if it runs the next task
+        return next((k for k, q in enumerate(choice.ranked) if q.name == p.profile), len(choice.ranked))
+
+    def hold(self, job: Any, idle: WorkerProcess, held: dict[int, float]) -> bool:
+        """Whether `job` (asking for memory, or nothing) would finish sooner by waiting for a busy partition of a
+        faster size than on the idle one: when the busy one is free (its task's measured run time less the time
+        it has run, counting the jobs already waiting for it in `held`) plus the job's run time there, against
+        its run time on `idle`, sooner by more than TIE (sizing.py). Only measured figures count; a task that
+        overruns twice its figure is not waited for, so a job waits only a bounded time."""
+        p = idle.spec.partition
+        if job.task.partition is not None or p is None:
+            return False
+        runs = self.sizes.measured(self._key(job))
+        here = runs.get(p.profile)
+        if here is None:
+            return False
+        now = self.clock()
+        best: tuple[float, int] | None = None
+        for w in self.sched.workers:
+            q = w.spec.partition
+            if q is None or not w.outstanding or w.draining or w.dead_reason or not w.serves(job.task):
+                continue
+            there = runs.get(q.profile)
+            if there is None or there >= here:
+                continue
+            free_at = held.get(id(w))
+            if free_at is None:
+                running = w.outstanding[0]
+                took = (
+                    self.sizes.measured(self._key(running)).get(q.profile) if running.task.partition is None else None
+                )
+                ran = now - running.started
+                if took is None or ran > 2 * took:
+                    continue
+                free_at = now + max(0.0, took - ran)
+            if free_at + there < now + here * (1 - TIE) and (best is None or free_at + there < best[0]):
+                best = (free_at + there, id(w))
+        if best is None:
+            return False
+        held[best[1]] = best[0]
+        return True
+
+    def wanted(self, s: Slot) -> str | None:
+        """The size that the tasks `s` last ran would rather have, where it differs from its own and still holds
+        the memory of the tasks `s` was made for (a 3g.40gb made for 40 GB tasks is not shrunk because a small
+        task ran on it last)."""
+        if s.key is None:
+            return None
+        if s.instance.profile.name not in self.sizes.measured(s.key):
+            return None  # its own size is not measured yet: it is being tried
+        ranked = self._sized(s.key, s.gpu).ranked  # sizes being explored are made for waiting tasks only
+        if not ranked or ranked[0].name == s.instance.profile.name or ranked[0].memory_mib < s.holds:
+            return None
+        return ranked[0].name
+
+    def resize(self) -> None:
+        """Move the layout toward the sizes the tasks run best on (pool/sizing.py), one partition per GPU at a
+        time: the partitions in the way of a better size for a partition's tasks take no new task; once all of
+        them are idle, they are destroyed and the better one is made. None starts while a GPU is reserved."""
+        for gpu, (gone, want) in list(self.resizing.items()):
+            if any(t not in self.slots for t in gone):  # freed meanwhile for a reservation
+                del self.resizing[gpu]
+                with self.sched.lock:
+                    for t in gone:
+                        t.worker.draining = False
+                continue
+            with self.sched.lock:
+                if any(t.worker.outstanding for t in gone):
+                    continue
+            del self.resizing[gpu]
+            inst = self._best_placement(
+                gpu,
+                self.models[gpu].profile(want),
+                [i for i in self._instances(gpu) if all(i is not t.instance for t in gone)],
+            )
+            if inst is not None and len(self.destroy(gone, f"resized: its tasks run better on {want}")) == len(gone):
+                self.create(
+                    gpu,
+                    inst,
+                    f"resized from {gone[0].instance.profile.name}: its tasks run better on "
+                    f"{want} ({self._speed(gone[0].key)})",
+                    key=gone[0].key,
+                    holds=gone[0].holds,
+                )
+            else:  # the layout changed meanwhile: the partitions kept take tasks again
+                with self.sched.lock:
+                    for t in gone:
+                        if t in self.slots:
+                            t.worker.draining = False
+        if self.reserved is not None:
+            return
+        active = [s for s in self.slots if not s.worker.draining and s.gpu not in self.resizing]
+        movable = {id(s): better for s in active if (better := self.wanted(s)) is not None}
+        best: dict[Gpu, tuple[tuple[int, int], list[Slot], str]] = {}
+        for s in active:
+            target = movable.get(id(s))
+            if target is None:
+                continue
+            m = self.models[s.gpu]
+            placed = self._instances(s.gpu)
+            mates = [t for t in active if t.gpu == s.gpu and t is not s and id(t) in movable]
+            for k in range(len(mates) + 1):
+                for others in combinations(mates, k):
+                    gone = [s, *others]
+                    rest = [i for i in placed if all(i is not t.instance for t in gone)]
+                    if self._best_placement(s.gpu, m.profile(target), rest) is not None:
+                        busy = sum(1 for t in gone if t.idle_since is None)
+                        if s.gpu not in best or (busy, k) < best[s.gpu][0]:
+                            best[s.gpu] = ((busy, k), gone, target)
+                        break
+                else:
+                    continue
+                break
+        with self.sched.lock:
+            for gpu, (_, gone, want) in best.items():
+                for t in gone:
+                    t.worker.draining = True
+                self.resizing[gpu] = (gone, want)
+
+    def _speed(self, key: Key | None) -> str:
+        runs = self.sizes.measured(key) if key else {}
+        bound = self.sizes.bounds(key) if key else {}
+        return (
+            ", ".join(
+                f"{n} {t * 1000:.0f} ms" if n in runs else f"{n} ≤{t * 1000:.0f} ms (first run)"
+                for n, t in sorted({**bound, **runs}.items())
+            )
+            or "not measured yet"
+        )
+
+    def reserve(self, name: str, job: Any) -> None:
+        """Hold the GPU where the fewest busy partitions stand in the way, until `job`'s partition fits. A partition
+        that an older task is about to run on is not taken from it: that task goes first."""
+        best = None
+        for gpu in self.gpus:
+            m = self.models[gpu]
+            try:
+                p = m.profile(name)
+            except MigpoolError:
+                continue
+            mine = [s for s in self.slots if s.gpu == gpu and self.promised.get(id(s.worker), job.id) >= job.id]
+            for k in range(len(mine) + 1):
+                for gone in combinations(mine, k):
+                    rest = [i for i in self._instances(gpu) if all(i is not s.instance for s in gone)]
+                    if self._best_placement(gpu, p, rest) is not None:
+                        busy = sum(1 for s in gone if s.idle_since is None)
+                        if best is None or (busy, k) < best[0]:
+                            best = ((busy, k), gpu, list(gone))
+                        break
+        if best is None:
+            return
+        _, gpu, drain = best
+        self.reserved = (gpu, name, job.id)
+        with self.sched.lock:
+            for s in drain:
+                s.worker.draining = True
+        self._note(
+            "reserve",
+            gpu,
+            name,
+            None,
+            f"the oldest waiting task needs {name}; {len(drain)} partition(s) in the way take no new task",
+        )
+
+    def drain_reserved(self) -> None:
+        """Destroy the reserved GPU's draining partitions that have finished their work."""
+        if self.reserved is None:
+            return
+        done = [s for s in self.slots if s.gpu == self.reserved[0] and s.worker.draining and not s.worker.outstanding]
+        if done:
+            self.destroy(done, f"making room for a waiting {self.reserved[1]} task")
+
+    def create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None, holds: float = 0.0) -> None:
+        """Start making `inst` on its node's change thread: one node's changes run in order, different nodes'
+        side by side (on one machine the driver makes GPU instances one at a time anyway), and the controller
+        goes on deciding meanwhile. It counts as made from now on (_instances); its worker starts in _made."""
+        self.making.append(Making(gpu, inst, self.effects.make(gpu, inst), reason, key, holds))
+
+    def made(self) -> None:
+        """Start the workers of the partitions made since the last step. A create that failed (rolled back by
+        reconcile.change) is dropped, and its error raised once the others are done."""
+        error: BaseException | None = None
+        for m in [m for m in self.making if m.done.done()]:
+            self.making.remove(m)
+            try:
+                part = m.done.result()[0]
+            except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
+                error = error or e
+                continue
+            self.slots.append(Slot(m.gpu, m.instance, self.effects.start_worker(part), key=m.key, holds=m.holds))
+            self._note("create", m.gpu, m.instance.profile.name, m.instance.placement, m.reason)
+        if error is not None:
+            raise error
+
+    def destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
+        """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
+        by_gpu: dict[Gpu, list[Slot]] = {}
+        for s in slots:
+            with self.sched.lock:
+                if s.worker.outstanding:  # it took a task meanwhile: never destroy a busy partition
+                    continue
+                s.worker.draining = True
+            self.effects.retire(s.worker)
+            self.slots.remove(s)
+            by_gpu.setdefault(s.gpu, []).append(s)
+        error: Exception | None = None
+        for gpu, gone in by_gpu.items():  # every GPU's, even after one failed: their workers are retired already
+            try:
+                self.effects.unmake(
+                    gpu, [s.instance for s in gone], [s.worker.stats.pid for s in gone if s.worker.stats.pid]
+                )
+            except Exception as e:  # noqa: BLE001 - raised below, once every GPU was tried
+                self.stale.setdefault(gpu, []).extend(s.instance for s in gone)  # in the way until destroyed
+                error = error or e
+                continue
+            for s in gone:
+                self._note("destroy", gpu, s.instance.profile.name, s.instance.placement, reason)
+        if error is not None:
+            raise error
+        return [s for gone in by_gpu.values() for s in gone]
+
+    def _destroy_stale(self) -> None:
+        """Try again to destroy partitions whose destruction failed (their workers are gone)."""
+        for gpu, insts in list(self.stale.items()):
+            self.effects.unmake(gpu, insts, [])
+            del self.stale[gpu]
+            for i in insts:
+                self._note("destroy", gpu, i.profile.name, i.placement, "retried")
+
+    def _note(self, action: str, gpu: Gpu, profile: str, placement: Any, reason: str) -> None:
+        entry = dict(
+            time=time.time(),
+            action=action,
+            node=gpu[0],
+            gpu=gpu[1],
+            profile=profile,
+            placement=str(placement) if placement is not None else None,
+            reason=reason,
+        )
+        self.changes.append(entry)
+        where = f"GPU {gpu[1]}" + (f" of node {gpu[0]}" if len(self.site_nodes) > 1 else "")
+        log.info("%s %s on %s%s: %s", action, profile, where, f" at {placement}" if placement else "", reason)
+
+    def partitions(self) -> list[Partition]:
+        return [s.worker.spec.partition for s in self.slots if s.worker.spec.partition is not None]
+
+    def _key(self, job: Any) -> Key:
+        """The sizing group of a task that asks for memory (or nothing): its function and memory need."""
+        if job.fid not in self._named:  # first seen: it takes up what earlier pools learned about it
+            self._named.add(job.fid)
+            self.sizes.name(job.fid, function_name(job.task.fn))
+        return job.fid, job.task.need_mib or 0
+
+
+def _memory(w: Any) -> float:
+    """The memory of a worker's partition, or of a partition being made (Making): the smallest serves first."""
+    if isinstance(w, Making):
+        return w.instance.profile.memory_mib
+    return w.spec.partition.memory_mib if w.spec.partition else 0
+
+
+def _holding(m: GpuModel, key: Key) -> list[Profile]:
+    """The profiles of `m` that hold the memory `key` needs (no +me variants: their size is their base's)."""
+    return [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")]
+
+
+def profile_for_memory(models: list[GpuModel], min_memory: str) -> str:
+    """The smallest profile (by memory, then slices) of the pool's GPUs that has at least `min_memory`."""
+    need = parse_memory_mib(min_memory)
+    fits = [p for m in models for p in m.profiles if p.memory_mib >= need and not p.name.endswith("+me")]
+    if not fits:
+        biggest = max((p for m in models for p in m.profiles), key=lambda p: p.memory_mib)
+        raise PluginError(
+            f"min_memory={min_memory} is more than any partition of this pool holds "
+            f"(the largest: {biggest.name}, {biggest.memory_mib} MiB)"
+        )
+    return min(fits, key=lambda p: (p.memory_mib, p.slices)).name
