@@ -116,7 +116,10 @@ def test_dynamic_mig_learns_the_size_a_task_runs_best_on():
     with dyn() as c:
         for _ in range(8):
             gather(*[T.scaling(0.2) for _ in range(4)]) >> c
-        last = gather(*[T.scaling(0.2) for _ in range(3)]) >> c
+        for _ in range(12):  # on a loaded machine a resize can still be under way after 8 rounds: a few more
+            last = gather(*[T.scaling(0.2) for _ in range(3)]) >> c
+            if last == ["2g.20gb"] * 3:
+                break
         measured = c.controller.sizes.measured(next(iter(c.controller.sizes._mean)))
         live = [p.profile for p in c.partitions]
         changes = c.changes
