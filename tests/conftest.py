@@ -14,6 +14,8 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGPOOL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MIGPOOL_CONFIG_DIR", str(tmp_path / "config"))  # an empty user catalog
     monkeypatch.setenv("MIGPOOL_CACHE_DIR", str(tmp_path / "cache"))  # no run times learned by other tests
+    monkeypatch.setenv("MIGPOOL_RUNTIME_DIR", str(tmp_path / "run"))  # real-GPU backends' locks and leases
+    monkeypatch.setenv("MIGPOOL_DATA_DIR", str(tmp_path / "lib"))  # and their journal, never the machine's
     for var in ("MIGPOOL_READ_ONLY", "MIGPOOL_SIMULATE"):
         monkeypatch.delenv(var, raising=False)
     catalog.reload()

@@ -266,7 +266,7 @@ def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(si
     for t in threads:
         t.join()
     assert errors == []
-    journal = reconcile._journal(b)
+    journal = reconcile.journal_of(b)
     assert all(len(journal.created(b.gpu(g).uuid)) == 7 for g in range(4))
     reconcile.teardown(b, restore=True)
     assert all(not g.mig_current for g in b.gpus())
@@ -277,11 +277,11 @@ def test_journal_updates_from_many_threads_are_all_kept(tmp_path):
 
     from migpool.journal import InstanceRecord, Journal
 
-    journal = Journal(tmp_path / "apply.journal.json")
+    journal = Journal(tmp_path / "journal.json", tmp_path / "journal.lock")
 
     def record(gpu):
         for k in range(40):
-            Journal(journal.path).add_created(f"GPU-{gpu}", InstanceRecord("1g.10gb", k, 1))
+            Journal(journal.path, journal.lock).add_created(f"GPU-{gpu}", InstanceRecord("1g.10gb", k, 1))
 
     threads = [threading.Thread(target=record, args=(g,)) for g in range(6)]
     for t in threads:

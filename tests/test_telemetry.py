@@ -20,10 +20,10 @@ from migpool.exporter import registry_for
 from migpool.telemetry import Sampler, sample
 
 
-def scrape_text(sampler):
+def scrape_text(sampler, process_metrics=False):
     from prometheus_client import generate_latest
 
-    return generate_latest(registry_for(sampler)).decode()
+    return generate_latest(registry_for(sampler, process_metrics)).decode()
 
 
 def parsed(text):
@@ -93,6 +93,19 @@ def test_exporter_uses_dcgm_names_and_parses():
     assert values[("migpool_partition_processes", key)] == 1
     info = [k for k in values if k[0] == "migpool_partition_info"]
     assert len(info) == 4 and all(values[k] == 1 for k in info)
+    assert not [k for k in values if k[0] == "migpool_process_fb_used"]  # who runs what: only when asked
+
+
+def test_per_process_series_are_opt_in_and_name_the_process():
+    sim = SimulatedBackend("H100-80GB")
+    reconcile.apply({"3g.40gb": 1}, sim)
+    d = sim.mig_devices(0)[0]
+    sim.register_process(0, os.getpid(), "python", d.uuid, 1000)
+    with Sampler(sim, interval=0.05) as s:
+        without, with_them = parsed(scrape_text(s)), parsed(scrape_text(s, process_metrics=True))
+    assert not [k for k in without if k[0] == "migpool_process_fb_used"]
+    (key,) = [k for k in with_them if k[0] == "migpool_process_fb_used"]
+    assert with_them[key] == 1000 and dict(key[1])["pid"] == str(os.getpid()) and dict(key[1])["name"] == "python"
 
 
 def test_a_scrape_of_8_gpus_by_7_partitions_reads_no_gpu():

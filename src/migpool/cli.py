@@ -416,7 +416,7 @@ def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: s
 @main.command()
 @common
 def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
-    """GPU instances, compute instances, MIG UUIDs, memory used and processes per partition."""
+    """GPU instances, compute instances, MIG UUIDs, memory used, processes and holders per partition."""
     data: list[dict[str, Any]] = []
     for g in reconcile.select_gpus(backend, gpus):
         procs = backend.processes(g.index)
@@ -427,10 +427,12 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 mig_devices=devs,
                 processes=procs,
                 gpu_instances=backend.gpu_instances(g.index) if g.mig_current else [],
+                leases=reconcile.leased(backend, [g.uuid, *(d.uuid for d in devs)]),
             )
         )
+    dirs = dict(backend.state_dirs().describe(), saved_layout=str(persist.config_path()))
     if as_json:
-        return _emit_json(data)
+        return _emit_json(dict(state=dirs, gpus=data))
     for d in data:
         g = d["gpu"]
         t = table(
@@ -443,8 +445,10 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 ("MIG UUID", "text"),
                 ("used/total", "num"),
                 ("processes", "list"),
+                ("held by", "text"),
             ],
         )
+        leases = d["leases"]
         for dev in d["mig_devices"]:
             ps = [p for p in d["processes"] if p.device_uuid == dev.uuid]
             t.add_row(
@@ -455,15 +459,21 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 _uuid(dev.uuid),
                 f"{dev.memory_used_mib}/{mib(dev.memory_mib)}",
                 items([f"{p.name}({p.pid})" for p in ps]),
+                f"PID {leases[dev.uuid].pid}" if dev.uuid in leases else "-",
             )
         whole = [p for p in d["processes"] if p.device_uuid == g.uuid]
-        captions = []
+        captions = [f"{_uuid(u)} held by {who.describe()}" for u, who in leases.items()]
         if not d["mig_devices"]:
             captions.append("no MIG devices" + ("" if g.mig_current else " (MIG is disabled)"))
         if whole:
             captions.append("on the whole GPU: " + items([f"{p.name}({p.pid})" for p in whole]))
         t.caption = "; ".join(captions) or None
         show(out, t)
+    out.print(
+        f"state: locks and leases in {Path(dirs['locks']).parent}, journal {dirs['journal']}, "
+        f"saved layout {dirs['saved_layout']}",
+        highlight=False,
+    )
 
 
 @main.command(name="assert")
@@ -759,16 +769,32 @@ def top(backend: Backend, gpus: list[str] | None, as_json: bool, interval: float
 @main.command()
 @common
 @click.option("--port", type=int, default=9400, show_default=True, help="Port to serve /metrics on.")
-@click.option("--addr", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option(
+    "--addr", default="0.0.0.0", show_default=True, help="Address to listen on (127.0.0.1: this machine only)."
+)
 @click.option("--interval", type=float, default=1.0, show_default=True, help="Seconds between GPU samples.")
-def metrics(backend: Backend, gpus: list[str] | None, as_json: bool, port: int, addr: str, interval: float) -> None:
+@click.option(
+    "--process-metrics",
+    is_flag=True,
+    help="Also export one series per GPU process, with its PID, user and command name (readable by anyone who "
+    "can reach the port).",
+)
+def metrics(
+    backend: Backend,
+    gpus: list[str] | None,
+    as_json: bool,
+    port: int,
+    addr: str,
+    interval: float,
+    process_metrics: bool,
+) -> None:
     """Serve Prometheus metrics (dcgm-exporter names where they mean the same, and migpool_*) until Ctrl-C."""
     import threading
 
     from .exporter import serve
 
     with _sampler(backend, interval) as sampler:
-        server = serve(sampler, port, addr)
+        server = serve(sampler, port, addr, process_metrics)
         err.print(
             f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops", highlight=False
         )

@@ -55,6 +55,14 @@ class InvalidArgumentError(BackendError):
     """The driver rejected an argument (e.g. a placement that is not legal for the profile)."""
 
 
+class LeasedError(InUseError):
+    """A partition is leased by another holder (another pool, `migpool run`, dynamic MIG); `holder` says who."""
+
+    def __init__(self, message: str, holder: object = None) -> None:
+        super().__init__(message)
+        self.holder = holder
+
+
 class ReadOnlyError(BackendError):
     """A mutating call was refused because MIGPOOL_READ_ONLY is set."""
 
@@ -65,6 +73,14 @@ class ApplyError(MigpoolError):
     def __init__(self, message: str, state: object = None) -> None:
         super().__init__(message)
         self.state = state
+
+
+class UnsafeFileError(MigpoolError):
+    """A state directory or file that another user could control (a symbolic link, a world-writable directory)."""
+
+
+class DamagedFileError(MigpoolError, ValueError):
+    """A file migpool keeps (the journal, a saved layout, the simulator's state, ...) is damaged: nothing changed."""
 
 
 class LockTimeoutError(MigpoolError, TimeoutError):

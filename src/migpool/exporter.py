@@ -49,17 +49,20 @@ def _labels(snap: Snapshot, g: GpuSample, p: PartitionSample | None) -> list[str
 class SnapshotCollector(Collector):
     """Turns the sampler's latest snapshot into metric families at each scrape."""
 
-    def __init__(self, sampler: Sampler) -> None:
+    def __init__(self, sampler: Sampler, process_metrics: bool = False) -> None:
         self.sampler = sampler
+        self.process_metrics = process_metrics
 
     def collect(self) -> Iterator[Metric]:
         snap = self.sampler.latest()
         if self.sampler.pools is not None:  # pool counters are cheap to read: always current
             snap = dataclasses.replace(snap, pools=list(self.sampler.pools()))
-        yield from families(snap)
+        yield from families(snap, self.process_metrics)
 
 
-def families(snap: Snapshot) -> Iterator[Metric]:
+def families(snap: Snapshot, process_metrics: bool = False) -> Iterator[Metric]:
+    """Every series of the snapshot; `process_metrics` adds one per process (its PID, user and command name,
+    which anyone who can scrape the port then learns: opt-in, `migpool metrics --process-metrics`)."""
     used = GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (in MiB).", labels=DCGM_LABELS)
     free = GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (in MiB).", labels=DCGM_LABELS)
     act = {k: GaugeMetricFamily(name, text, labels=DCGM_LABELS) for k, (name, text) in ACTIVITY.items()}
@@ -87,7 +90,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
             used.add_metric(labels, mem_used)
             free.add_metric(labels, max(0, mem_total - mem_used))
             nprocs.add_metric(labels, len(procs))
-            for proc in procs:
+            for proc in procs if process_metrics else ():
                 pmem.add_metric(labels + [str(proc.pid), proc.user, proc.name], proc.memory_mib)
             if activity is not None:
                 for k, fam in act.items():
@@ -96,7 +99,7 @@ def families(snap: Snapshot) -> Iterator[Metric]:
                         fam.add_metric(labels, value / 100.0)
             if p is not None:
                 info.add_metric(labels + [str(p.ci_id), p.placement, p.uuid], 1)
-    yield from (used, free, *act.values(), info, nprocs, pmem)
+    yield from (used, free, *act.values(), info, nprocs, *([pmem] if process_metrics else []))
     yield from pool_families(snap.pools, snap.hostname)
     cost = GaugeMetricFamily("migpool_sample_seconds", "Time the last reading of every GPU took.")
     cost.add_metric([], snap.sample_seconds)
@@ -150,20 +153,21 @@ def pool_families(pools: list[dict[str, Any]], hostname: str) -> Iterator[Metric
     yield from (*counters.values(), busy, running, queued, pending, hist)
 
 
-def registry_for(sampler: Sampler) -> CollectorRegistry:
+def registry_for(sampler: Sampler, process_metrics: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(sampler))
+    registry.register(SnapshotCollector(sampler, process_metrics))
     return registry
 
 
-def serve(sampler: Sampler, port: int, addr: str = "0.0.0.0") -> Any:
-    """Serve /metrics on `port` in a background thread; returns the server (call .shutdown() to stop)."""
+def serve(sampler: Sampler, port: int, addr: str = "0.0.0.0", process_metrics: bool = False) -> Any:
+    """Serve /metrics on `port` in a background thread; returns the server (call .shutdown() to stop). Like
+    dcgm-exporter it listens on every interface unless `addr` names one."""
     from prometheus_client import start_http_server
 
     if not 0 < port < 65536:
         raise MigpoolError(f"--port must be between 1 and 65535, not {port}")
     try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry_for(sampler))
+        server, _thread = start_http_server(port, addr=addr, registry=registry_for(sampler, process_metrics))
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise MigpoolError(

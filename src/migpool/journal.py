@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .catalog import Placement
+from .errors import DamagedFileError
 from .locks import PathLock
+from .safefiles import atomic_write, read_text
 
 
 @dataclass(frozen=True)
@@ -27,34 +28,50 @@ class InstanceRecord:
 
 
 class Journal:
-    """A JSON file beside the apply lock, keyed by GPU UUID. Changes to different GPUs run at once (each under its
-    GPU's lock), so every update of the file is made under the journal's own lock."""
+    """A JSON file keyed by GPU UUID (statedirs.py says where). Changes to different GPUs run at once (each under
+    its GPU's lock), so every update of the file is made under the journal's own lock. A damaged journal is
+    refused (DamagedFileError), never read as empty: the GPUs' prior states would be lost."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lock: Path) -> None:
         self.path = path
+        self.lock = lock
 
     @contextlib.contextmanager
     def _update(self) -> Iterator[dict[str, Any]]:
         """The journal's content, written back when the block ends (unless the block raises)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with PathLock(str(self.path) + ".lock"):
+        with PathLock(self.lock):
             data = self._load()
             before = json.dumps(data, sort_keys=True)
             yield data
             if json.dumps(data, sort_keys=True) != before:
-                self._save(data)
+                atomic_write(self.path, json.dumps(data, indent=1))
+
+    def check(self) -> None:
+        """Raise DamagedFileError if the journal cannot be read (apply calls this before any change)."""
+        self._load()
 
     def _load(self) -> dict[str, Any]:
         try:
-            return json.loads(self.path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            text = read_text(self.path)
+        except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise self._damaged(f"it cannot be read as text: {e}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise self._damaged("it is empty" if not text.strip() else f"it is not JSON ({e})") from None
+        problem = _journal_problem(data)
+        if problem:
+            raise self._damaged(problem)
+        return data
 
-    def _save(self, data: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.path)
+    def _damaged(self, what: str) -> DamagedFileError:
+        return DamagedFileError(
+            f"migpool's journal {self.path} is damaged: {what}. It holds each GPU's state before migpool changed "
+            "it, so migpool changes nothing until it can be read: restore it from a backup, or move it aside "
+            "(migpool then treats every GPU as never changed by it)"
+        )
 
     def remember_prior(self, gpu_uuid: str, mig_enabled: bool, instances: list[InstanceRecord]) -> None:
         with self._update() as data:
@@ -89,3 +106,34 @@ class Journal:
     def forget(self, gpu_uuid: str) -> None:
         with self._update() as data:
             data.pop(gpu_uuid, None)
+
+
+def _instances_problem(items: Any, where: str) -> str | None:
+    if not isinstance(items, list):
+        return f"{where} is not a list"
+    for i in items:
+        if not (
+            isinstance(i, dict)
+            and set(i) == {"profile", "start", "size"}
+            and isinstance(i["profile"], str)
+            and all(isinstance(i[k], int) and not isinstance(i[k], bool) and i[k] >= 0 for k in ("start", "size"))
+        ):
+            return f"{where} holds {str(i)[:60]!r}, not {{profile: str, start: int, size: int}}"
+    return None
+
+
+def _journal_problem(data: Any) -> str | None:
+    """What is wrong with the journal's JSON, or None."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an object keyed by GPU UUID"
+    for uuid, rec in data.items():
+        if not isinstance(rec, dict) or not isinstance(rec.get("prior"), dict) or "created" not in rec:
+            return f"the entry of {uuid} is not {{prior: {{...}}, created: [...]}}"
+        if not isinstance(rec["prior"].get("mig_enabled"), bool):
+            return f"{uuid}'s prior mig_enabled is not true or false"
+        problem = _instances_problem(rec["prior"].get("instances"), f"{uuid}'s prior instances") or (
+            _instances_problem(rec["created"], f"{uuid}'s created instances")
+        )
+        if problem:
+            return problem
+    return None

@@ -12,13 +12,15 @@ A plugin may implement any of these hooks (the base class gives no-op defaults):
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .catalog import warn_if_estimated
-from .errors import LayoutError, PluginError
+from .errors import LayoutError, LeasedError, PluginError
 from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
+from .leases import LeaseKey, Leases
 from .planner import max_addable
 from .pool.info import Partition
 from .pool.providers import DynamicMigOptions, Node, WorkerSpec
@@ -71,6 +73,11 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)
     restore=True                                return the GPUs to their prior state when the pool closes
     force=True                                  stop processes on partitions that must be destroyed
+    wait=60.0                                   wait up to 60 s for partitions another pool leases (default:
+                                                refuse at once, naming the holder)
+
+    The pool leases each partition it uses (leases.py) until it closes: no other pool, `migpool run` or
+    `migpool apply` destroys or uses it meanwhile. One mig() object serves one open pool at a time.
     """
 
     needs_mig = True
@@ -88,6 +95,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         dynamic: bool = False,
         keep_idle: float = 30.0,
         remember: bool | str | Path = True,
+        wait: float = 0.0,
     ) -> None:
         given = [k for k, x in (("profile", profile), ("layout", layout), ("partitions", partitions)) if x is not None]
         if dynamic and given:
@@ -101,6 +109,10 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             )
         if keep_idle < 0:
             raise PluginError(f"keep_idle must be a number of seconds >= 0, not {keep_idle}")
+        if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not wait >= 0:
+            raise PluginError(f"wait must be a number of seconds >= 0, not {wait!r}")
+        self.wait = float(wait)
+        self.lease = LeaseKey.new()
         if not isinstance(remember, (bool, str, Path)):
             raise PluginError(f"remember= is True, False or a file's path, not {remember!r}")
         self.dynamic = dynamic
@@ -248,18 +260,53 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             raise LayoutError(f"no profile gives {n} partitions")
         return best.name
 
-    def bootstrap(self, node: Node) -> None:
-        from .reconcile import apply, change
+    def leases(self, node: Node) -> Leases:
+        """This pool's leases on `node` (held in the process that runs this plugin's hooks there)."""
+        return self.lease.open(node.backend.state_dirs().leases())
 
+    def bootstrap(self, node: Node) -> None:
+        from .reconcile import change
+
+        if self.leases(node).held:
+            raise PluginError("this mig() object already serves an open pool: make one mig() per pool")
         if self.dynamic:
             for i in self.selected:  # MIG mode on, the prior state journaled; partitions come later
                 if not node.backend.gpu(i).mig_current:
                     change(node.backend, i)
             node.partitions = []
             return
+        deadline = time.monotonic() + self.wait
+        while True:
+            try:
+                node.partitions = self._claim(node)
+                return
+            except LeasedError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
 
+    def _claim(self, node: Node) -> list[Partition]:
+        """Apply the layout and lease its partitions, as one step under the GPUs' locks. The layout is the whole
+        GPU's, so a partition there that another holder leases is refused before anything changes."""
+        from .leases import refusal
+        from .reconcile import apply, leased, locked
+
+        backend = node.backend
+        mine = self.leases(node)
         desired = self.plan(node)
-        apply(desired, node.backend, gpus=self.selected, force=self.force)
+        with locked(backend, [backend.gpu(i) for i in self.selected], 60.0, None):
+            for i in self.selected:
+                g = backend.gpu(i)
+                devices = backend.mig_devices(i) if g.mig_current else []
+                for u, who in leased(backend, [g.uuid, *(d.uuid for d in devices)], mine).items():
+                    raise refusal(u, who, f"{self!r} cannot partition GPU {i}")
+            apply(desired, backend, gpus=self.selected, force=self.force, leases=mine)
+            parts = self._partitions(node, desired)
+            for p in parts:
+                mine.take(p.uuid)
+        return parts
+
+    def _partitions(self, node: Node, desired: MachineLayout) -> list[Partition]:
         parts = []
         for i in self.selected:
             g = node.backend.gpu(i)
@@ -279,7 +326,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                         node=node.index,
                     )
                 )
-        node.partitions = parts
+        return parts
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
         if worker.partition is None:
@@ -296,7 +343,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def dynamic_mig(self) -> DynamicMigOptions | None:
         if not self.dynamic:
             return None
-        return DynamicMigOptions(tuple(self.selected), self.keep_idle, self.run_times_file())
+        return DynamicMigOptions(tuple(self.selected), self.keep_idle, self.run_times_file(), lease=self.lease)
 
     def run_times_file(self) -> Path | None:
         """Where dynamic MIG keeps learned run times (pool/remembered.py), per `remember=`."""
@@ -305,17 +352,27 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return default_path() if self.remember is True else Path(self.remember)
 
     def teardown(self, node: Node) -> None:
-        if self.selected and (self.restore or self.dynamic):
-            from .reconcile import teardown
-
-            # dynamic partitions are the pool's own: removed at the end (restore=True also restores MIG mode)
-            teardown(node.backend, gpus=self.selected, restore=self.restore)
+        self._end(node, restore=self.restore, remove=self.restore or self.dynamic)
 
     def rollback(self, node: Node) -> None:
-        if self.selected:
-            from .reconcile import teardown
+        self._end(node, restore=True, remove=True)
 
-            teardown(node.backend, gpus=self.selected, restore=True)
+    def _end(self, node: Node, restore: bool, remove: bool, wait_s: float = 30.0) -> None:
+        """Remove (and restore) what the pool made, sparing what other holders lease, then end its leases.
+        Processes still on its own partitions (its workers, as they exit) are waited for first."""
+        from .proc import wait_gone
+        from .reconcile import teardown
+
+        mine = self.leases(node)
+        try:
+            if remove and self.selected:
+                held = set(mine.held)
+                backend = node.backend
+                wait_gone([p.pid for i in self.selected for p in backend.processes(i) if p.device_uuid in held], wait_s)
+                # dynamic partitions are the pool's own: removed at the end (restore=True also restores MIG mode)
+                teardown(backend, gpus=self.selected, restore=restore, leases=mine, spare_leased=True)
+        finally:
+            self.lease.close()
 
 
 class gpus(Plugin):  # noqa: N801

@@ -14,8 +14,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from filelock import Timeout
-
 from .backend.base import Backend, GpuInfo, MigDeviceInfo, ProcessInfo, read_only
 from .catalog import GpuModel
 from .errors import (
@@ -32,7 +30,8 @@ from .errors import (
 )
 from .journal import InstanceRecord, Journal
 from .layout import GpuLayout, Layout, MachineLayout
-from .locks import PathLock
+from .leases import Holder, Leases, holders, refusal
+from .locks import LockTimeout, PathLock
 from .operations import (
     CreateCi,
     CreateGi,
@@ -132,6 +131,11 @@ def _describe_procs(procs: Sequence[ProcessInfo]) -> str:
     return "; ".join(f"PID {p.pid} ({p.name}) on {p.device_uuid}" for p in procs)
 
 
+def leased(backend: Backend, uuids: Sequence[str], mine: Leases | None = None) -> dict[str, Holder]:
+    """Which of these MIG device (or GPU) UUIDs a holder other than `mine` leases now (leases.py)."""
+    return holders(backend.state_dirs().leases(write=False), uuids, mine)
+
+
 def plan_apply(
     desired: MachineLayout | Layout | dict | str,
     backend: Backend,
@@ -139,9 +143,11 @@ def plan_apply(
     gpus: Sequence[int | str] | None = None,
     force: bool = False,
     reset: bool = False,
+    leases: Leases | None = None,
 ) -> ApplyPlan:
     """Check everything and compute the operations (reads only); raises a specific error for a layout that
-    cannot be applied. `apply` also calls `check_may_change` before its first change."""
+    cannot be applied. `apply` also calls `check_may_change` before its first change. A partition (or GPU)
+    leased by a holder other than `leases` is kept where the layout allows it, else refused (even with force)."""
     desired = MachineLayout.of(desired)
     plans: list[GpuPlan] = []
     for g in select_gpus(backend, gpus):
@@ -168,7 +174,8 @@ def plan_apply(
             raise LayoutError(f"GPU {g.index}: {e}") from None
         actual = actual_instances(backend, g.index) if g.mig_current else []
         procs = backend.processes(g.index)
-        busy_uuids = {p.device_uuid for p in procs}
+        taken = leased(backend, [g.uuid, *(u for a in actual for u in a.uuids)], leases)
+        busy_uuids = {p.device_uuid for p in procs} | set(taken)
         busy_inst = [a.instance for a in actual if busy_uuids & set(a.uuids)]
         target = layout if layout.mig_enabled else Layout()
         try:
@@ -190,6 +197,9 @@ def plan_apply(
         hit: list[ProcessInfo] = []
         for inst in tr.destroy:
             a = by_inst[inst]
+            for u in a.uuids:
+                if u in taken:
+                    raise refusal(u, taken[u], f"GPU {g.index}: the layout would destroy {inst.profile.name}")
             hit += [p for p in procs if p.device_uuid in a.uuids]
             ops += [DestroyCi(g.index, inst.profile.name, inst.placement, a.gi_id, c) for c in a.ci_ids]
             ops.append(DestroyGi(g.index, inst.profile.name, inst.placement, a.gi_id))
@@ -206,6 +216,8 @@ def plan_apply(
             ops.append(CreateCi(g.index, inst.profile.name, inst.placement))
         if not layout.mig_enabled and (g.mig_current or g.mig_pending):
             ops.append(DisableMig(g.index))
+        if ops and g.uuid in taken:
+            raise refusal(g.uuid, taken[g.uuid], f"GPU {g.index}: the layout would change it")
         plans.append(GpuPlan(g, model, layout, tr, ops, list(tr.destroy), hit if force else []))
     return ApplyPlan(plans)
 
@@ -278,34 +290,36 @@ class _Run:
         return problems
 
 
-def _journal(backend: Backend) -> Journal:
-    return Journal(backend.lock_path().with_suffix(".journal.json"))
+def journal_of(backend: Backend) -> Journal:
+    """The journal of this backend's GPUs (where: `backend.state_dirs()`)."""
+    dirs = backend.state_dirs()
+    return Journal(dirs.journal(), dirs.locks() / "journal.lock")
 
 
 def gpu_lock_path(backend: Backend, gpu: GpuInfo) -> Path:
-    """The file whose lock makes changes to one GPU one at a time (beside `backend.lock_path()`)."""
-    base = backend.lock_path()
-    return base.with_name(f"{base.name}.{gpu.uuid}")
+    """The file whose lock makes changes to one GPU one at a time."""
+    return backend.state_dirs().locks() / f"gpu-{gpu.uuid}.lock"
 
 
 @contextlib.contextmanager
-def _locked(backend: Backend, gpus: Sequence[GpuInfo], timeout: float, progress: Progress | None) -> Iterator[None]:
+def locked(backend: Backend, gpus: Sequence[GpuInfo], timeout: float, progress: Progress | None) -> Iterator[None]:
     """Hold the lock of each of these GPUs (taken in UUID order, so two callers never wait on each other in a
-    circle): changes to different GPUs run at once, as dynamic MIG's do; two changes to one GPU never do."""
+    circle): changes to different GPUs run at once, as dynamic MIG's do; two changes to one GPU never do. The
+    locks are reentrant in the holding thread: a caller that checks and leases partitions around an apply holds
+    them across both."""
     deadline = time.monotonic() + timeout
     with contextlib.ExitStack() as held:
         for g in sorted(gpus, key=lambda g: g.uuid):
             path = gpu_lock_path(backend, g)
-            path.parent.mkdir(parents=True, exist_ok=True)
             lock = PathLock(path)
             try:
                 lock.acquire(timeout=0)
-            except Timeout:
+            except LockTimeout:
                 if progress:
                     progress(f"another migpool apply is changing GPU {g.index} ({path}); waiting up to {timeout:.0f}s")
                 try:
                     lock.acquire(timeout=max(0.0, deadline - time.monotonic()))
-                except Timeout:
+                except LockTimeout:
                     raise LockTimeoutError(
                         f"another migpool apply held GPU {g.index}'s lock {path} for over "
                         f"{timeout:.0f}s; try again when it has finished"
@@ -324,15 +338,17 @@ def apply(
     dry_run: bool = False,
     lock_timeout: float = 60.0,
     progress: Progress | None = None,
+    leases: Leases | None = None,
 ) -> ApplyResult:
-    """Make the GPUs match `desired`; returns the operations performed and the MIG device UUIDs."""
+    """Make the GPUs match `desired`; returns the operations performed and the MIG device UUIDs. Partitions that
+    a holder other than `leases` leases are never destroyed (LeasedError)."""
     if dry_run:
-        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
+        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases)
         return ApplyResult(plan=plan)
-    with _locked(backend, select_gpus(backend, gpus), lock_timeout, progress):
-        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset)
+    with locked(backend, select_gpus(backend, gpus), lock_timeout, progress):
+        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases)
         check_may_change(plan, backend)
-        journal = _journal(backend)
+        journal = journal_of(backend)
         result = ApplyResult(plan=plan)
         run = _Run(backend, journal, progress)
         for gp in plan.gpus:
@@ -378,17 +394,20 @@ def change(
     destroy: Sequence[Actual] = (),
     lock_timeout: float = 60.0,
     progress: Progress | None = None,
+    leases: Leases | None = None,
 ) -> list[MigDeviceInfo]:
     """Destroy these instances and create those, on one GPU (MIG mode enabled first where needed), with apply's
     refusals, journal and rollback, under that GPU's lock; returns the MIG devices created, in the order of
-    `create`. Dynamic MIG changes go through here."""
+    `create`, leased by `leases` (whose leases of the destroyed ones end). Dynamic MIG changes go through here."""
     g = backend.gpu(gpu)
-    with _locked(backend, [g], lock_timeout, progress):
+    with locked(backend, [g], lock_timeout, progress):
         g = backend.gpu(gpu)  # read again under the lock
         model = backend.model(gpu)
         if g.mig_current != g.mig_pending:
             raise ResetRequiredError(f"GPU {gpu} has a MIG mode change pending a reset; reset it first")
         gone = {u for a in destroy for u in a.uuids}
+        for u, who in leased(backend, sorted(gone), leases).items():
+            raise refusal(u, who, f"GPU {gpu}: will not destroy a partition another holder uses")
         busy = [p for p in backend.processes(gpu) if p.device_uuid in gone]
         if busy:
             raise InUseError(f"GPU {gpu}: will not destroy MIG devices in use: {_describe_procs(busy)}")
@@ -412,7 +431,7 @@ def change(
         )
         plan = ApplyPlan([gp])
         check_may_change(plan, backend)
-        journal = _journal(backend)
+        journal = journal_of(backend)
         prior = actual_instances(backend, gpu) if g.mig_current else []
         journal.remember_prior(
             g.uuid,
@@ -432,7 +451,13 @@ def change(
         if result.pending_reset:
             raise ResetRequiredError("; ".join(result.pending_reset))
         made = {d.placement: d for d in backend.mig_devices(gpu)}
-        return [made[inst.placement] for inst in create]
+        devices = [made[inst.placement] for inst in create]
+        if leases is not None:
+            for u in gone:
+                leases.release(u)
+            for d in devices:
+                leases.take(d.uuid, f"GPU {gpu}: cannot lease the new partition")
+        return devices
 
 
 def _next_op(plan: ApplyPlan, run: _Run) -> str:
@@ -478,46 +503,57 @@ def teardown(
     force: bool = False,
     lock_timeout: float = 60.0,
     progress: Progress | None = None,
+    leases: Leases | None = None,
+    spare_leased: bool = False,
 ) -> ApplyResult:
     """Remove the instances migpool created; with `restore`, return each GPU to the state recorded
-    before migpool first changed it (MIG mode and instances)."""
-    journal = _journal(backend)
-    desired_entries = []
-    for g in select_gpus(backend, gpus):
-        if restore:
-            prior = journal.prior(g.uuid)
-            if prior is None:
-                continue
-            enabled, instances = prior
-            counts: dict[str, int] = {}
-            for i in instances:
-                counts[i.profile] = counts.get(i.profile, 0) + 1
-            layout = Layout.of(counts) if enabled else Layout(mig_enabled=False)
-        else:
-            created = journal.created(g.uuid)
-            if not created or not g.mig_current:
-                continue
-            keep: dict[str, int] = {}
-            mine = {(c.profile, c.start, c.size) for c in created}
-            for a in actual_instances(backend, g.index):
-                if (a.instance.profile.name, a.instance.start, a.instance.size) not in mine:
-                    keep[a.instance.profile.name] = keep.get(a.instance.profile.name, 0) + 1
-            layout = Layout.of(keep)
-        desired_entries.append(GpuLayout(layout, (g.index,)))
-    if not desired_entries:
-        return ApplyResult()
-    result = apply(
-        MachineLayout(tuple(desired_entries)),
-        backend,
-        gpus=gpus,
-        force=force,
-        lock_timeout=lock_timeout,
-        progress=progress,
-    )
-    if restore:
-        for g in select_gpus(backend, gpus):
-            journal.forget(g.uuid)
-    return result
+    before migpool first changed it (MIG mode and instances). Partitions that a holder other than `leases`
+    leases are refused (LeasedError), or with `spare_leased` kept: a GPU where some are kept gets its other
+    instances removed and is restored later, by the last holder's teardown (its journal entry stays)."""
+    selected = select_gpus(backend, gpus)
+    with locked(backend, selected, lock_timeout, progress):
+        journal = journal_of(backend)
+        desired_entries = []
+        restored = []
+        for g in selected:
+            actual = actual_instances(backend, g.index) if g.mig_current else []
+            kept = leased(backend, [u for a in actual for u in a.uuids], leases) if spare_leased else {}
+            spared = [a for a in actual if kept.keys() & set(a.uuids)]
+            if restore and not spared:
+                prior = journal.prior(g.uuid)
+                if prior is None:
+                    continue
+                enabled, instances = prior
+                counts: dict[str, int] = {}
+                for i in instances:
+                    counts[i.profile] = counts.get(i.profile, 0) + 1
+                layout = Layout.of(counts) if enabled else Layout(mig_enabled=False)
+                restored.append(g.uuid)
+            else:
+                created = journal.created(g.uuid)
+                if not created or not g.mig_current:
+                    continue
+                mine = {(c.profile, c.start, c.size) for c in created}
+                keep: dict[str, int] = {}
+                for a in actual:
+                    if a in spared or (a.instance.profile.name, a.instance.start, a.instance.size) not in mine:
+                        keep[a.instance.profile.name] = keep.get(a.instance.profile.name, 0) + 1
+                layout = Layout.of(keep)
+            desired_entries.append(GpuLayout(layout, (g.index,)))
+        if not desired_entries:
+            return ApplyResult()
+        result = apply(
+            MachineLayout(tuple(desired_entries)),
+            backend,
+            gpus=gpus,
+            force=force,
+            lock_timeout=lock_timeout,
+            progress=progress,
+            leases=leases,
+        )
+        for uuid in restored:
+            journal.forget(uuid)
+        return result
 
 
 def recreate_operations(model: GpuModel, existing: Sequence[PlannedInstance], layout: Layout | dict | str) -> int:

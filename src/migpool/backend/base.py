@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-
-from platformdirs import user_state_dir
 
 from ..catalog import GpuModel, Placement
 from ..errors import ReadOnlyError
+from ..statedirs import StateDirs, system_dirs
 
 READ_ONLY_ENV = "MIGPOOL_READ_ONLY"
 
@@ -143,10 +141,10 @@ class Backend(ABC):
 
         raise NotSupportedError(f"the {self.kind} backend does not read activity")
 
-    def lock_path(self) -> Path:
-        """Where the apply locks live (one per GPU beside this path, named after it: reconcile.gpu_lock_path),
-        and the journal of prior states (for `teardown --restore`), so it must survive a reboot."""
-        return Path(os.environ.get("MIGPOOL_LOCK_DIR") or user_state_dir("migpool")) / "apply.lock"
+    def state_dirs(self) -> StateDirs:
+        """Where the apply locks, partition leases and the journal of this backend's GPUs live: machine-wide
+        for real GPUs (statedirs.py)."""
+        return system_dirs()
 
     def permission_problem(self) -> str | None:
         """Why this process may not change MIG configuration, or None if it may."""

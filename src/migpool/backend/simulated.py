@@ -34,6 +34,7 @@ from ..errors import (
 from ..locks import PathLock
 from ..planner import PlannedInstance, can_place
 from ..proc import pid_alive
+from ..statedirs import StateDirs
 from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
@@ -380,8 +381,10 @@ class SimulatedBackend(Backend):
                 for p in self._live_processes(g)
             ]
 
-    def lock_path(self) -> Path:
-        return Path(str(self.path) + ".apply.lock")
+    def state_dirs(self) -> StateDirs:
+        """Beside the simulated machine's state file: its locks, leases and journal, no root needed."""
+        here = Path(str(self.path) + ".d")
+        return StateDirs(here, here)
 
     def reset_blockers(self, gpu: int) -> list[str]:
         with self._state() as st:

@@ -127,7 +127,7 @@ class Compute:
         for w in sched.workers:
             self._worker_started(w)
         if dynamic is not None:
-            self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker))
+            self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker, dynamic.lease))
         self._publish()
         if self.metrics_port is not None:
             self._serve_metrics(self.metrics_port)

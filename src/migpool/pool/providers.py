@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ..backend import SIMULATE_ENV, Backend, open_backend
 from ..errors import PluginError
+from ..leases import LeaseKey
 from .info import Partition
 
 if TYPE_CHECKING:
@@ -150,6 +151,7 @@ class DynamicMigOptions:
     # a policy class to use instead of dynamic MIG's own (a subclass of policy.DynamicPolicy); benchmarks/dynamic.py
     # compares other strategies through it
     policy: Any = None
+    lease: LeaseKey | None = None  # whose leases the partitions it makes are (the plugin's)
 
 
 class PluginHooks(Protocol):

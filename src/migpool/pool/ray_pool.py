@@ -24,6 +24,7 @@ from typing import Any
 
 from ..catalog import GpuModel
 from ..errors import MigpoolError, PluginError
+from ..leases import LeaseKey
 from ..planner import PlannedInstance
 from ..proc import wait_gone
 from . import chain
@@ -538,10 +539,11 @@ def _change_on(
     create: list[PlannedInstance],
     destroy: list[PlannedInstance],
     pids: Sequence[int],
+    lease: LeaseKey | None,
 ) -> list[Partition]:
     node = Node(index, count, Local(), worker)
-    try:
-        return change_here(node.backend, gpu, index, create, destroy, pids)
+    try:  # in the node's agent, which holds the pool's leases there
+        return change_here(node.backend, gpu, index, create, destroy, pids, lease)
     finally:
         node.close()
 
@@ -577,7 +579,9 @@ class RaySite:
     def change(
         self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
     ) -> list[Partition]:
-        return self._call(self.pool.nodes[gpu[0]], _change_on, gpu[1], create, destroy, list(pids))
+        r = self.pool.nodes[gpu[0]]
+        options = next(o for p in r.plugins if (o := p.dynamic_mig()) is not None)
+        return self._call(r, _change_on, gpu[1], create, destroy, list(pids), options.lease)
 
     def start_worker(self, part: Partition) -> WorkerProcess:
         sched = self.sched

@@ -10,6 +10,7 @@ from typing import Protocol
 from .. import reconcile
 from ..backend.base import Backend
 from ..catalog import GpuModel
+from ..leases import LeaseKey
 from ..planner import PlannedInstance
 from ..proc import wait_gone
 from .info import Partition
@@ -27,10 +28,12 @@ def change_here(
     create: list[PlannedInstance],
     destroy: list[PlannedInstance],
     pids: Sequence[int] = (),
+    lease: LeaseKey | None = None,
     wait_s: float = 10.0,
 ) -> list[Partition]:
     """On the GPU's own node: destroy these instances and create those through `reconcile.change`, once the
-    processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created."""
+    processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created,
+    leased under `lease` (the pool's plugin's) in this process."""
     wait_gone(pids, wait_s)
     want = {(i.profile.name, i.placement) for i in destroy}
     actual = (
@@ -38,7 +41,8 @@ def change_here(
         if destroy
         else []
     )
-    devices = reconcile.change(backend, gpu, create=create, destroy=actual)
+    mine = lease.open(backend.state_dirs().leases()) if lease is not None else None
+    devices = reconcile.change(backend, gpu, create=create, destroy=actual, leases=mine)
     uuid = backend.gpu(gpu).uuid
     return [
         Partition(
@@ -80,11 +84,19 @@ class Site(Protocol):
 
 
 class LocalSite:
-    """This machine's GPUs `indices`; `start_worker` is the pool's own way to start a worker on a partition."""
+    """This machine's GPUs `indices`; `start_worker` is the pool's own way to start a worker on a partition;
+    `lease`: whose leases the partitions made are."""
 
-    def __init__(self, node: Node, indices: Sequence[int], start_worker: Callable[[Partition], WorkerProcess]) -> None:
+    def __init__(
+        self,
+        node: Node,
+        indices: Sequence[int],
+        start_worker: Callable[[Partition], WorkerProcess],
+        lease: LeaseKey | None = None,
+    ) -> None:
         self.node, self.indices = node, list(indices)
         self.start_worker = start_worker
+        self.lease = lease
 
     def gpus(self) -> list[GpuState]:
         return [((0, i), m, f) for i, m, f in gpus_here(self.node.backend, self.indices)]
@@ -92,4 +104,4 @@ class LocalSite:
     def change(
         self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
     ) -> list[Partition]:
-        return change_here(self.node.backend, gpu[1], 0, create, destroy, pids)
+        return change_here(self.node.backend, gpu[1], 0, create, destroy, pids, self.lease)
