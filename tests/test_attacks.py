@@ -126,3 +126,128 @@ def test_a_dead_holders_leases_end_with_it(monkeypatch, sim, tmp_path):
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def _fork_and_return(x):
+    import os
+
+    os.fork()  # the child returns from the task as well
+    return x
+
+
+def _leave_a_child(seconds):
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", f"import os, time; os.setsid(); time.sleep({seconds})"])
+    return p.pid
+
+
+def _leave_a_grandchild_and_die(seconds):
+    import os
+    import subprocess
+    import sys
+
+    channel = (int(sys.argv[1]), int(sys.argv[2]))  # the worker's pipes to and from the pool
+    subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], pass_fds=channel)
+    os._exit(7)
+
+
+def test_a_task_whose_forked_child_also_returns_gives_every_task_its_own_result(monkeypatch):
+    """Before: the child's frame went to the next task, then the reader thread died and the program hung."""
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        assert [pool.submit(_fork_and_return, i).result(timeout=30) for i in range(5)] == list(range(5))
+        assert pool.submit(lambda: "still fine").result(timeout=30) == "still fine"
+
+
+def test_processes_a_task_leaves_behind_end_with_the_pool():
+    """A task that starts a process in its own session and returns: the process ends when the pool closes (it
+    was left running with parent PID 1)."""
+    from migpool.proc import pid_alive, wait_gone
+
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        pid = pool.submit(_leave_a_child, 600).result(timeout=30)
+        assert pid_alive(pid)
+    assert wait_gone([pid], 10) == []
+
+
+def test_a_workers_death_is_seen_though_a_process_it_left_holds_its_pipe():
+    """The worker dies, but a process it started holds a copy of its pipe: the death is seen from the process
+    itself, at once (before: only when the pipe closed, 46 s later or never)."""
+    import time
+
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(migpool.WorkerLostError, match="exited with code 7"):
+            pool.submit(_leave_a_grandchild_and_die, 60).result(timeout=30)
+        assert time.monotonic() - t0 < 10
+        assert pool.submit(lambda: 5).result(timeout=30) == 5
+
+
+class NeedsArgs(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a} and {b}")
+        self.a, self.b = a, b
+
+
+class HoldsALock(Exception):
+    def __init__(self, msg):
+        super().__init__(msg)
+        import threading
+
+        self.lock = threading.Lock()  # cannot be pickled
+        self.count = 3
+
+
+def _raise(kind):
+    import sys
+
+    if kind == "needs-args":
+        raise NeedsArgs(1, 2)
+    if kind == "holds-a-lock":
+        raise HoldsALock("locked")
+    if kind == "exit":
+        sys.exit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    if kind == "deep":
+        sys.setrecursionlimit(500_000)
+
+        def down(n):
+            return down(n - 1) if n else 1 / 0
+
+        down(100_000)
+
+
+def test_an_exception_that_pickling_cannot_rebuild_comes_back_as_its_own_class():
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        with pytest.raises(NeedsArgs) as got:
+            pool.submit(_raise, "needs-args").result(timeout=30)
+        assert isinstance(got.value, migpool.RemoteError)
+        assert str(got.value) == "1 and 2" and (got.value.a, got.value.b) == (1, 2)
+        assert "in _raise" in str(got.value.__cause__)  # the worker's traceback
+        with pytest.raises(HoldsALock, match="locked") as got2:
+            pool.submit(_raise, "holds-a-lock").result(timeout=30)
+        assert got2.value.count == 3 and not hasattr(got2.value, "lock")
+
+
+@pytest.mark.parametrize(("kind", "text"), [("exit", r"sys.exit\(3\)"), ("interrupt", "KeyboardInterrupt")])
+def test_sys_exit_or_ctrl_c_in_a_task_fails_the_task_not_the_caller(kind, text):
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        with pytest.raises(migpool.TaskExitError, match=text) as got:
+            pool.submit(_raise, kind).result(timeout=30)
+        assert kind != "exit" or got.value.code == 3
+        assert pool.submit(lambda: "goes on").result(timeout=30) == "goes on"
+
+
+def test_a_deep_recursions_traceback_is_bounded():
+    import time
+
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(ZeroDivisionError) as got:
+            pool.submit(_raise, "deep").result(timeout=60)
+        took = time.monotonic() - t0
+    tb = str(got.value.__cause__)
+    assert "frames omitted" in tb and tb.count("in down") <= 100
+    assert took < 20

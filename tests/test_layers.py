@@ -14,7 +14,10 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "migpool"
 
 # pool/ from the bottom up: a module may import only modules of a lower rank
 POOL_RANKS = {
-    **dict.fromkeys(["info", "messages", "pickling", "tracebacks", "threads", "task", "stats", "image", "sizing"], 0),
+    **dict.fromkeys(
+        ["info", "messages", "pickling", "tracebacks", "threads", "task", "stats", "image", "sizing", "remote_errors"],
+        0,
+    ),
     **dict.fromkeys(["providers", "protocol", "remembered", "shard"], 1),
     **dict.fromkeys(["worker", "chain"], 2),
     "scheduler": 3,

@@ -65,10 +65,13 @@ _ERRORS = [
     "PoolBrokenError",
     "ProfileError",
     "ReadOnlyError",
+    "RemoteError",
     "ResetRequiredError",
+    "TaskExitError",
     "TaskTimeoutError",
     "UnsafeFileError",
     "WorkerLostError",
+    "WorkerStartError",
     "EstimateWarning",
 ]
 _EXPORTS.update({name: ".errors" for name in _ERRORS})
@@ -113,10 +116,13 @@ if TYPE_CHECKING:
         PoolBrokenError,
         ProfileError,
         ReadOnlyError,
+        RemoteError,
         ResetRequiredError,
+        TaskExitError,
         TaskTimeoutError,
         UnsafeFileError,
         WorkerLostError,
+        WorkerStartError,
     )
     from .layout import Layout, MachineLayout
     from .planner import PlannedInstance, max_addable, plan

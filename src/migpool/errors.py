@@ -91,6 +91,21 @@ class WorkerLostError(MigpoolError):
     """The worker process running a task died before answering."""
 
 
+class RemoteError(MigpoolError):
+    """A task's exception that could not come back as itself (its class cannot be imported here); a class
+    that can is derived from both its own class and this one, so `except ItsClass:` catches it."""
+
+
+class TaskExitError(MigpoolError):
+    """A task called sys.exit() or raised KeyboardInterrupt: the task failed, the caller's program goes on."""
+
+    code: object = None
+
+
+class WorkerStartError(MigpoolError):
+    """A worker could not start (three times in a row): the tasks it would have run fail with this, its output."""
+
+
 class PoolBrokenError(MigpoolError):
     """One of the pool's own threads died of an error: the pool can run no more tasks (the cause is attached)."""
 

@@ -19,7 +19,7 @@ _EXPORTS = {
     "InstanceInfo": ".info",
     "Partition": ".info",
     "instance_info": ".info",
-    "RemoteError": ".scheduler",
+    "RemoteError": ".remote_errors",
     "RemoteTraceback": ".tracebacks",
     "shard": ".shard",
     "Gather": ".task",
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
     from .providers import Local, Node, Ray, Verda, Worker, WorkerSpec
-    from .scheduler import RemoteError
+    from .remote_errors import RemoteError
     from .shard import shard
     from .task import Gather, Group, RemoteFunction, Task, compute, function, gather
     from .tracebacks import RemoteTraceback

@@ -24,12 +24,13 @@ from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from typing import Any, Protocol
 
-from ..errors import PluginError, PoolBrokenError, TaskTimeoutError, WorkerLostError
+from ..errors import PluginError, PoolBrokenError, RemoteError, TaskTimeoutError, WorkerLostError
 from ..layout import parse_memory_mib
 from .messages import DefineFunction, FromWorker, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
 from .pickling import cloud_dumps, dumps
 from .protocol import read_frame, write_frame
 from .providers import WorkerSpec
+from .remote_errors import ExceptionDescription, rebuild
 from .stats import WorkerStats
 from .task import Task
 from .threads import Spawner, Threads
@@ -42,10 +43,6 @@ POLL_S = 0.1  # how often an idle reader looks for newly sent jobs' deadlines
 log = logging.getLogger("migpool.pool")
 RECENT_FUNCTIONS = 256  # function objects remembered to skip re-pickling
 JOIN_S = 5.0  # how long close() waits for the pool's threads to end
-
-
-class RemoteError(Exception):
-    """A worker's exception that could not be sent back as itself."""
 
 
 def serves(task: Task[Any], node: int, profile: str | None, memory_mib: float | None) -> bool:
@@ -91,6 +88,14 @@ def _exit_text(rc: int | None) -> str:
             name = str(-rc)
         return f"killed by signal {-rc} ({name})"
     return f"exited with code {rc}"
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when process `pid` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
 
 
 class WorkerProcess:
@@ -194,6 +199,9 @@ class WorkerProcess:
             return head.started + head.task.timeout if head.task.timeout else None
 
     def _reader(self, proc: subprocess.Popen[bytes], fd: int, wq: queue.SimpleQueue[ToWorker | None]) -> None:
+        """Answers from the worker, until it exits. Its exit is seen from the process itself (a pidfd, else a poll
+        of its status), not from its pipe, which a process it forked may hold open."""
+        pidfd = _pidfd(proc.pid)
         try:
             first = read_frame(fd)
             if not isinstance(first, Ready):
@@ -202,23 +210,30 @@ class WorkerProcess:
             self.startup_failures = 0
             self.ready.set()
             self.sched.pump()
+            watch = [fd] if pidfd is None else [fd, pidfd]
             while True:
                 deadline = self.head_deadline()
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
-                if wait <= 0 or not select.select([fd], [], [], wait)[0]:
-                    if deadline is not None and time.monotonic() >= deadline:
-                        self.timed_out = True
-                        self.kill()
-                        break
-                    continue  # poll again: a job with a timeout may have been sent meanwhile
-                msg = read_frame(fd)
-                self.resolve(msg)
-                self.sched.pump()
+                ready = select.select(watch, [], [], wait)[0] if wait > 0 else []
+                if fd in ready:
+                    self.resolve(read_frame(fd))
+                    self.sched.pump()
+                    continue
+                if ready or (pidfd is None and proc.poll() is not None):  # exited: take what it wrote first
+                    while select.select([fd], [], [], 0)[0]:
+                        self.resolve(read_frame(fd))
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.timed_out = True
+                    self.kill()
+                    break
         except (EOFError, OSError):
             pass
         finally:
             wq.put(None)
             os.close(fd)
+            if pidfd is not None:
+                os.close(pidfd)
         self._on_exit(proc)
 
     def resolve(self, msg: FromWorker) -> None:
@@ -244,8 +259,10 @@ class WorkerProcess:
         exc: BaseException
         try:
             exc = pickle.loads(msg.exception) if msg.exception is not None else RemoteError(msg.text)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - not rebuildable here: it comes back as its text
             exc = RemoteError(msg.text)
+        if isinstance(exc, ExceptionDescription):
+            exc = rebuild(exc)
         exc.__cause__ = RemoteTraceback(format_chain(msg.chain))
         if hasattr(exc, "add_note"):
             exc.add_note(f"(raised in {self.spec.describe()})")
@@ -257,6 +274,8 @@ class WorkerProcess:
             was_ready = self.ready.is_set()
             self.ready.clear()
         rc = proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what its tasks left running in its process group ends with it
         self.ended(was_ready, _exit_text(rc), rc)
 
     def ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:

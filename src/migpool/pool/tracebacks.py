@@ -8,8 +8,9 @@ lines; the parent formats them with `traceback.StackSummary`, reading any source
 
 from __future__ import annotations
 
-import os
+import linecache
 import traceback
+from types import TracebackType
 
 Frame = tuple[str, int, str, str | None]
 # one exception: its frames, its `format_exception_only` lines, and how it relates to the one before it
@@ -32,27 +33,46 @@ class RemoteTraceback(Exception):  # noqa: N818 - named like concurrent.futures'
         return f'\n"""\n{self.tb}"""'
 
 
+KEEP_FRAMES = 50  # frames kept from each end of a long traceback (a deep recursion)
+OMITTED = "<omitted>"  # the file name of the frame that stands for those left out
+
+
+def _frames(tb: TracebackType | None, skip: str | None) -> list[Frame]:
+    """The traceback's frames, at most KEEP_FRAMES from each end (the walk itself reads no file); a frame of
+    `skip` is left out."""
+    walked = [(f.f_code, n) for f, n in traceback.walk_tb(tb)]
+    if skip is not None:
+        walked = [(c, n) for c, n in walked if c.co_filename != skip]
+    omitted = 0
+    if len(walked) > 2 * KEEP_FRAMES:
+        omitted = len(walked) - 2 * KEEP_FRAMES
+        walked = walked[:KEEP_FRAMES] + walked[-KEEP_FRAMES:]
+    out: list[Frame] = []
+    for code, line in walked:
+        text = linecache.getline(code.co_filename, line).strip() or None
+        out.append((code.co_filename, line, code.co_name, text))
+    if omitted:
+        out.insert(KEEP_FRAMES, (OMITTED, omitted, "", None))
+    return out
+
+
 def capture(e: BaseException, skip_file: str | None = None) -> list[Link]:
-    """The exception and its chain (newest first), leaving out frames of `skip_file` (the worker loop)."""
-    skip = os.path.realpath(skip_file) if skip_file else None
+    """The exception and its chain (newest first), leaving out frames of `skip_file` (the worker loop). Bounded:
+    a traceback of any depth keeps KEEP_FRAMES frames from each end."""
     out: list[Link] = []
-    te: traceback.TracebackException | None = traceback.TracebackException.from_exception(e)
+    exc: BaseException | None = e
     link: str | None = None
     seen: set[int] = set()
-    while te is not None and id(te) not in seen:
-        seen.add(id(te))
-        frames = [
-            (f.filename, f.lineno or 0, f.name, f.line or None)
-            for f in te.stack
-            if skip is None or os.path.realpath(f.filename) != skip
-        ]
-        out.append((frames, list(te.format_exception_only()), link))
-        if te.__cause__ is not None:
-            te, link = te.__cause__, "cause"
-        elif te.__context__ is not None and not te.__suppress_context__:
-            te, link = te.__context__, "context"
+    while exc is not None and id(exc) not in seen and len(out) < KEEP_FRAMES:
+        seen.add(id(exc))
+        only = traceback.format_exception_only(type(exc), exc)
+        out.append((_frames(exc.__traceback__, skip_file), only, link))
+        if exc.__cause__ is not None:
+            exc, link = exc.__cause__, "cause"
+        elif exc.__context__ is not None and not exc.__suppress_context__:
+            exc, link = exc.__context__, "context"
         else:
-            te = None
+            exc = None
     return out
 
 
@@ -62,7 +82,12 @@ def format_chain(chain: list[Link]) -> str:
     for frames, exc_only, link in reversed(chain):
         if frames:
             parts.append("Traceback (most recent call last):\n")
-            parts.extend(traceback.StackSummary.from_list(frames).format())
+            cut = next((i for i, f in enumerate(frames) if f[0] == OMITTED), None)
+            shown = frames if cut is None else frames[:cut]
+            parts.extend(traceback.StackSummary.from_list(shown).format())
+            if cut is not None:
+                parts.append(f"  ... {frames[cut][1]} frames omitted ...\n")
+                parts.extend(traceback.StackSummary.from_list(frames[cut + 1 :]).format())
         parts.extend(exc_only)
         if link:
             parts.append(_LINKS[link])
