@@ -251,3 +251,96 @@ def test_a_deep_recursions_traceback_is_bounded():
     tb = str(got.value.__cause__)
     assert "frames omitted" in tb and tb.count("in down") <= 100
     assert took < 20
+
+
+RANDOM_BYTES = bytes(range(128, 256)) * 2
+DAMAGE = {
+    "empty": b"",
+    "truncated": b'{"gpus": [{"index": 0, "uu',
+    "random bytes": RANDOM_BYTES,
+    "null": b"null",
+    "a list": b"[1, 2]",
+}
+
+
+def _cli(*args, env=None):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "migpool", *args], capture_output=True, text=True, env=env)
+
+
+def _one_error_line(r, path):
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(path) in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "wrong types"])
+def test_a_damaged_journal_is_refused_before_anything_changes(monkeypatch, sim, damage):
+    """Before: `teardown --restore` said "Nothing migpool created is left." and exited 0 (the prior state lost);
+    wrong types made `apply` destroy a partition, then crash with no rollback."""
+    import os
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    b = sim()
+    migpool.apply({"3g.40gb": 2}, b)
+    journal = b.state_dirs().journal()
+    bad = b'{"%s": {"prior": {"mig_enabled": "yes", "instances": 3}, "created": []}}' % b.gpus()[0].uuid.encode()
+    journal.write_bytes(bad if damage == "wrong types" else DAMAGE[damage])
+    before = [d.uuid for d in b.mig_devices(0)]
+    for args in (["teardown", "--restore"], ["apply", "1g.10gb:7"], ["teardown"]):
+        _one_error_line(_cli(*args, env=dict(os.environ)), journal)
+        assert [d.uuid for d in b.mig_devices(0)] == before
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "wrong types"])
+def test_a_damaged_simulated_state_file_is_refused(monkeypatch, sim, damage):
+    import os
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    b = sim()
+    b.gpus()
+    b.path.write_bytes(b'{"gpus": [{"gis": 3}]}' if damage == "wrong types" else DAMAGE[damage])
+    _one_error_line(_cli("status", env=dict(os.environ)), b.path)
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "mig-devices: null"])
+def test_a_damaged_saved_layout_or_hooks_file_is_refused(monkeypatch, tmp_path, damage):
+    import os
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    saved = tmp_path / "config.yaml"
+    good = b"version: v1\nmig-configs:\n  default:\n    - devices: all\n      mig-enabled: true\n"
+    if damage == "mig-devices: null":
+        saved.write_bytes(good + b"      mig-devices: null\n")
+    else:
+        saved.write_bytes(DAMAGE[damage])
+    r = _cli("boot", "--dry-run", "--config-file", str(saved), env=dict(os.environ))
+    _one_error_line(r, saved)
+    if damage != "mig-devices: null":
+        hooks = tmp_path / "hooks.yaml"
+        hooks.write_bytes(DAMAGE[damage])
+        saved.write_bytes(good + b'      mig-devices: {"3g.40gb": 2}\n')
+        _one_error_line(_cli("boot", "--hooks", str(hooks), "--config-file", str(saved), env=dict(os.environ)), hooks)
+
+
+@pytest.mark.parametrize("damage", [*DAMAGE, "wrong types"])
+def test_a_damaged_user_catalog_is_refused(monkeypatch, tmp_path, damage):
+    import os
+
+    path = tmp_path / "config" / "catalog.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b'{"models": [1]}' if damage == "wrong types" else DAMAGE[damage])
+    _one_error_line(_cli("catalog", env=dict(os.environ)), path)
+
+
+def test_damaged_remembered_run_times_are_a_cache_said_once(tmp_path, caplog):
+    from migpool.pool import remembered
+
+    path = tmp_path / "run-times.json"
+    path.write_bytes(RANDOM_BYTES)
+    assert remembered.load(path, "NVIDIA A100-SXM4-80GB") == {}
+    assert remembered.load(path, "NVIDIA A100-SXM4-80GB") == {}
+    assert len([r for r in caplog.records if "learned run times" in r.getMessage()]) == 1

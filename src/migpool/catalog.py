@@ -266,9 +266,11 @@ def _shipped() -> dict[str, Any]:
 def _user_rows(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not isinstance(data.get("models"), list):
+            raise TypeError("it is not an object whose 'models' is a list")
         rows = data["models"]
-        if not isinstance(rows, list):
-            raise TypeError("'models' is not a list")
+        if not all(isinstance(r, dict) and isinstance(r.get("key"), str) for r in rows):
+            raise TypeError("a row of 'models' is not an object with a 'key'")
         return rows
     except FileNotFoundError:
         return []

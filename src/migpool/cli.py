@@ -119,7 +119,17 @@ def _estimated(backend: Backend, index: int) -> GpuModel:
     return model
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """The command group: a migpool error raised anywhere in a command is one `error:` line (exit 2)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MigpoolError as e:
+            _fail(e)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="migpool")
 def main() -> None:
     """migpool: plan, apply and use NVIDIA MIG partitions (simulate any GPU with --simulate)."""

@@ -125,7 +125,8 @@ def _instances_problem(items: Any, where: str) -> str | None:
 def _journal_problem(data: Any) -> str | None:
     """What is wrong with the journal's JSON, or None."""
     if not isinstance(data, dict):
-        return f"it holds a JSON {type(data).__name__}, not an object keyed by GPU UUID"
+        kind = "null" if data is None else "list" if isinstance(data, list) else type(data).__name__
+        return f"it holds a JSON {kind}, not an object keyed by GPU UUID"
     for uuid, rec in data.items():
         if not isinstance(rec, dict) or not isinstance(rec.get("prior"), dict) or "created" not in rec:
             return f"the entry of {uuid} is not {{prior: {{...}}, created: [...]}}"

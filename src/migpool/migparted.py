@@ -85,7 +85,12 @@ def _entry(node: yaml.Node, source: str) -> ConfigEntry:
             enabled = val
         elif key == "mig-devices":
             if val is None:
-                val = {}
+                raise _err(
+                    v,
+                    source,
+                    "mig-devices is empty (null), which would destroy every partition; give the profiles and "
+                    'counts, e.g. {"3g.40gb": 2}, or write {} to mean no partitions',
+                )
             if not isinstance(val, dict):
                 raise _err(v, source, 'mig-devices must map profile names to counts, e.g. {"3g.40gb": 2}')
             for name, n in val.items():
@@ -102,13 +107,22 @@ def _entry(node: yaml.Node, source: str) -> ConfigEntry:
     return ConfigEntry(layout, devices, dfilter)
 
 
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what was wrong and where (PyYAML's own text spans several lines)."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def load(path: str | Path, name: str | None) -> list[ConfigEntry]:
     """Read config `name` from a mig-parted file; without a name the file must hold exactly one config."""
     source = str(path)
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read {source}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source} is not a text file (byte {e.start} is not UTF-8); is it damaged?") from None
     return loads(text, name, source)
 
 
@@ -116,7 +130,7 @@ def loads(text: str, name: str | None, source: str = "<config>") -> list[ConfigE
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{source}: not valid YAML: {e}") from None
+        raise ConfigError(f"{source}: not valid YAML: {yaml_problem(e)}") from None
     if root is None:
         raise ConfigError(f"{source}: empty file; expected 'version: v1' and 'mig-configs:'")
     configs: dict[str, yaml.Node] = {}

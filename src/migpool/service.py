@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, MigpoolError
+from .migparted import yaml_problem
 
 UNIT_NAME = "migpool.service"
 DEFAULT_UNIT_DIR = "/etc/systemd/system"
@@ -95,7 +96,9 @@ def load_hooks(path: Path) -> list[str]:
     except OSError as e:
         raise ConfigError(f"cannot read the hooks file {path}: {e.strerror or e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"the hooks file {path} is not valid YAML: {e}") from None
+        raise ConfigError(f"the hooks file {path} is not valid YAML: {yaml_problem(e)}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"the hooks file {path} is not a text file (byte {e.start} is not UTF-8)") from None
     services = data.get("stop-before-change") if isinstance(data, dict) else None
     if (
         not isinstance(data, dict)

@@ -23,6 +23,7 @@ from platformdirs import user_cache_dir
 from .. import catalog
 from ..catalog import GpuModel, Placement
 from ..errors import (
+    DamagedFileError,
     BackendError,
     InsufficientResourcesError,
     InUseError,
@@ -167,17 +168,23 @@ class SimulatedBackend(Backend):
     def _load(self) -> dict[str, Any]:
         """The saved state, a fresh machine if there is none; a damaged file is refused, never replaced."""
         try:
-            text = self.path.read_text()
+            text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return self._fresh()
         except OSError as e:
             raise BackendError(f"cannot read the simulated machine's state file {self.path}: {e}") from None
+        except UnicodeDecodeError:
+            text = "\0"  # not text: damaged, as below
         try:
             st = json.loads(text)
             if not isinstance(st, dict) or not isinstance(st.get("gpus"), list) or len(st["gpus"]) != len(self.models):
                 raise ValueError(f"it does not describe the {len(self.models)} GPU(s) of {self.spec!r}")
+            fresh = self._fresh()
+            for g, want in zip(st["gpus"], fresh["gpus"], strict=True):
+                if not isinstance(g, dict) or any(type(g.get(k)) is not type(v) for k, v in want.items()):
+                    raise ValueError(f"its GPU entries lack fields or have the wrong types ({str(g)[:60]})")
         except ValueError as e:
-            raise BackendError(
+            raise DamagedFileError(
                 f"the simulated machine's state file {self.path} is damaged ({e}); migpool will not guess what was on "
                 f"its GPUs. Delete that file to start again from freshly booted simulated GPUs"
             ) from None

@@ -29,6 +29,9 @@ def default_path() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or user_cache_dir("migpool")) / "run-times.json"
 
 
+_warned: set[str] = set()  # damaged files already reported
+
+
 def _entries(path: Path) -> list[dict]:
     try:
         raw = json.loads(path.read_text())
@@ -45,7 +48,9 @@ def _entries(path: Path) -> list[dict]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        log.warning("ignoring the learned run times in %s, which cannot be read (%s); starting from none", path, e)
+        if str(path) not in _warned:  # only a cache: replaced by the next save, said once
+            _warned.add(str(path))
+            log.warning("ignoring the learned run times in %s, which cannot be read (%s); starting from none", path, e)
         return []
 
 
