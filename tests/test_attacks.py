@@ -344,3 +344,117 @@ def test_damaged_remembered_run_times_are_a_cache_said_once(tmp_path, caplog):
     assert remembered.load(path, "NVIDIA A100-SXM4-80GB") == {}
     assert remembered.load(path, "NVIDIA A100-SXM4-80GB") == {}
     assert len([r for r in caplog.records if "learned run times" in r.getMessage()]) == 1
+
+
+def test_a_slot_that_cannot_restart_its_worker_fails_its_tasks_and_the_pool_closes(tmp_path):
+    """Workers killed as they start: before, after three failed starts new tasks and close() waited forever."""
+    import os
+    import signal
+    import time
+
+    failing = tmp_path / "python"
+    failing.write_text("#!/bin/sh\necho 'cannot start: no such module' >&2\nexit 3\n")
+    failing.chmod(0o755)
+    pool = Compute(worker=Worker(concurrency=2, executor="process"), progress=False)
+    with pool:
+        sched = pool.scheduler
+        doomed = sched.workers[0]
+        doomed.spec.python = str(failing)  # every restart of this slot fails
+        os.kill(doomed.stats.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while not doomed.dead_reason and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "could not start" in doomed.dead_reason and "no such module" in doomed.dead_reason
+        assert [pool.submit(lambda i=i: i).result(timeout=30) for i in range(4)] == [0, 1, 2, 3]  # the other slot
+        doomed.spec.python = str(failing)
+        os.kill(sched.workers[1].stats.pid, signal.SIGKILL)
+        sched.workers[1].spec.python = str(failing)
+        deadline = time.monotonic() + 30
+        while not sched.workers[1].dead_reason and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(migpool.WorkerStartError, match="no such module"):
+            pool.submit(lambda: 1).result(timeout=10)
+    t0 = time.monotonic()
+    pool.close()
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "1g.10gb", "-n", "100000000"],
+        ["plan", "1g.10gb:1000000000000000000"],
+        ["apply", "--dry-run", "3g.40gb:10000000000"],
+    ],
+)
+def test_huge_counts_are_refused_at_once_with_what_fits(monkeypatch, args):
+    """Before: the count was expanded into a list first (10**8: no answer in 60 s, 4.2 GB; 10**18: MemoryError)."""
+    import os
+    import time
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    t0 = time.monotonic()
+    r = _cli(*args, env=dict(os.environ))
+    assert r.returncode == 2 and "asked, at most" in r.stderr and "fit on an empty" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 20
+
+
+def test_a_simulated_machine_has_a_bounded_number_of_gpus(monkeypatch):
+    import os
+
+    from migpool.backend.simulated import MAX_GPUS
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB:999999")
+    r = _cli("gpus", env=dict(os.environ))
+    assert r.returncode == 2 and f"more than {MAX_GPUS} GPUs" in r.stderr
+
+
+def test_top_into_a_pipe_prints_plain_snapshots(monkeypatch):
+    """Before: `migpool top | head -1` and `migpool top > file` wrote nothing (rich Live on a non-terminal)."""
+    import os
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    p = subprocess.Popen(
+        [sys.executable, "-m", "migpool", "top", "--interval", "0.2"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+    try:
+        first = [p.stdout.readline() for _ in range(2)]
+    finally:
+        p.kill()
+        p.wait()
+    assert first[0].startswith("migpool top:") and "GPU 0: NVIDIA A100" in first[1]
+    assert "\x1b" not in "".join(first)  # no terminal control sequences
+
+
+def test_messages_say_what_happened():
+    """Cancelled futures say why, a closed pool says it is closed, a signal reads as English."""
+    import concurrent.futures
+    import time
+
+    pool = Compute(worker=Worker(concurrency=1, executor="process"), progress=False)
+    with pool:
+        with pytest.raises(migpool.WorkerLostError, match="it was killed by signal 9"):
+            pool.submit(lambda: __import__("os").kill(__import__("os").getpid(), 9)).result(timeout=30)
+        slow = pool.submit(time.sleep, 5)
+        waiting = [pool.submit(time.sleep, 5) for _ in range(40)]
+        pool.close(error=True)
+    for f in [slow, *waiting]:
+        with pytest.raises(concurrent.futures.CancelledError, match="the pool closed before this task (ran|ended)"):
+            f.result(timeout=10)
+    with pytest.raises(RuntimeError, match="this Compute is closed"):
+        pool.submit(lambda: 1)
+
+
+def test_an_in_use_refusal_names_the_python_spelling_too(sim):
+    import os
+
+    b = sim()
+    migpool.apply({"3g.40gb": 2}, b)
+    b.register_process(0, os.getpid(), "python", b.mig_devices(0)[0].uuid, 100)
+    with pytest.raises(migpool.InUseError, match=r"force=True in Python"):
+        migpool.apply({"1g.10gb": 7}, b)

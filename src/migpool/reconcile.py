@@ -190,7 +190,7 @@ def plan_apply(
             if procs and not force:
                 raise InUseError(
                     f"GPU {g.index}: cannot enable MIG mode while processes use the GPU: {_describe_procs(procs)}. "
-                    "Stop them, or pass --force to stop them."
+                    "Stop them, or let migpool stop them (--force; force=True in Python)."
                 )
             ops.append(EnableMig(g.index))
         by_inst = {a.instance: a for a in actual}
@@ -206,7 +206,8 @@ def plan_apply(
         if hit and not force:
             raise InUseError(
                 f"GPU {g.index}: the new layout would destroy MIG devices in use: {_describe_procs(hit)}. "
-                "Stop those processes, choose a layout that keeps their partitions, or pass --force to stop them."
+                "Stop those processes, choose a layout that keeps their partitions, or let migpool stop them "
+                "(--force; force=True in Python)."
             )
         for inst in tr.keep:
             if not by_inst[inst].ci_ids:

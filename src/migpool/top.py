@@ -126,7 +126,13 @@ def _keys() -> Iterator[bool]:
 
 
 def run(sampler: Sampler, console: Console, interval: float, wide: bool = False) -> None:
-    """Refresh every `interval` seconds until q (or Ctrl-C)."""
+    """Refresh every `interval` seconds until q (or Ctrl-C). Into a pipe or a file (no terminal to redraw):
+    one snapshot per interval, as plain lines, each flushed."""
+    if not console.is_terminal:
+        while True:
+            console.print(render(sampler.latest(), wide, f"every {interval:g} s; Ctrl-C: quit"))
+            console.file.flush()
+            time.sleep(interval)
     with _keys() as keys, Live(console=console, screen=False, auto_refresh=False) as live:
         while True:
             live.update(render(sampler.latest(), wide, "q: quit" if keys else "Ctrl-C: quit"), refresh=True)

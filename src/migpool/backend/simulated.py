@@ -23,8 +23,8 @@ from platformdirs import user_cache_dir
 from .. import catalog
 from ..catalog import GpuModel, Placement
 from ..errors import (
-    DamagedFileError,
     BackendError,
+    DamagedFileError,
     InsufficientResourcesError,
     InUseError,
     InvalidArgumentError,
@@ -39,6 +39,7 @@ from ..statedirs import StateDirs
 from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
+MAX_GPUS = 64  # the most GPUs one simulated machine has
 LATENCY_ENV = "MIGPOOL_SIM_LATENCY"
 # What a GPU-instance change costs on hardware: creation 52–132 ms and destruction 120–164 ms (nvidia-smi on an
 # A100, as published); the midpoints. Compute-instance and mode changes were not measured there: no delay.
@@ -88,12 +89,18 @@ def state_dir() -> Path:
 
 
 def parse_spec(spec: str) -> list[GpuModel]:
-    """'A100-80GB', 'H100-80GB:4', 'A100-40GB,H100-80GB' -> the GPU models, in index order."""
+    """'A100-80GB', 'H100-80GB:4', 'A100-40GB,H100-80GB' -> the GPU models, in index order (at most
+    MAX_GPUS in all)."""
     out: list[GpuModel] = []
     for part in [p.strip() for p in spec.split(",") if p.strip()]:
         name, _, count = part.partition(":")
         if count and not count.isdigit():
             raise BackendError(f"cannot read simulated GPU spec {part!r}; write MODEL[:COUNT], e.g. 'H100-80GB:2'")
+        if len(out) + (int(count) if count else 1) > MAX_GPUS:
+            raise BackendError(
+                f"simulated GPU spec {spec!r} asks for more than {MAX_GPUS} GPUs, the most a simulated machine has "
+                "(NVIDIA's largest machines have 8 or 16)"
+            )
         out.extend([catalog.lookup(name)] * (int(count) if count else 1))
     if not out:
         raise BackendError("empty simulated GPU spec; write MODEL[:COUNT][,MODEL…], e.g. 'A100-80GB' or 'H100-80GB:2'")

@@ -76,6 +76,7 @@ class Compute:
         self._metrics: tuple[Any, Any] | None = None  # (sampler, server) while metrics are served
         self._ray: RayPool | None = None
         self._dynamic: DynamicMig | None = None  # the dynamic MIG controller, with mig(dynamic=True)
+        self._closed = False
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
@@ -250,6 +251,7 @@ class Compute:
             ray_pool, self._ray = self._ray, None
             ray_pool.close(restore_error=error)
         self.node.close()
+        self._closed = True
         if broken is not None and not error:
             raise broken
 
@@ -264,6 +266,8 @@ class Compute:
         if self._threads is not None:
             return self._threads.submit(task.fn, *task.args, **task.kwargs)
         if self._sched is None:
+            if self._closed:
+                raise RuntimeError("this Compute is closed; open a new one (`with Compute(...) as compute:`)")
             raise RuntimeError(
                 "use the Compute as a context manager (`with Compute(...) as compute:`) before sending tasks"
             )

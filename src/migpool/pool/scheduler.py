@@ -21,10 +21,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Protocol
 
-from ..errors import PluginError, PoolBrokenError, RemoteError, TaskTimeoutError, WorkerLostError
+from ..errors import PluginError, PoolBrokenError, RemoteError, TaskTimeoutError, WorkerLostError, WorkerStartError
 from ..layout import parse_memory_mib
 from .messages import DefineFunction, FromWorker, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
 from .pickling import cloud_dumps, dumps
@@ -86,7 +86,7 @@ def _exit_text(rc: int | None) -> str:
             name = signal.Signals(-rc).name
         except ValueError:
             name = str(-rc)
-        return f"killed by signal {-rc} ({name})"
+        return f"was killed by signal {-rc} ({name})"
     return f"exited with code {rc}"
 
 
@@ -389,8 +389,10 @@ class WorkerProcess:
 
 
 def _cancel(fut: Future[Any], why: str = "the pool closed before this task ended") -> None:
-    if not fut.cancel() and not fut.done():
-        fut.set_exception(CancelledError(why))
+    """End the future with a CancelledError that says why (Future.cancel() would leave it without a message)."""
+    with contextlib.suppress(InvalidStateError):  # the caller cancelled it, or it ended meanwhile
+        if not fut.done():
+            fut.set_exception(CancelledError(why))
 
 
 class Provisioner(Protocol):
@@ -540,6 +542,9 @@ class Scheduler:
         fut: Future[Any] = Future()
         with self.lock:
             self.pending.append(Job(next(self._ids), task, fut, fid, payload, n))
+            some_dead = self.provisioner is None and any(w.dead_reason for w in self.workers)
+        if some_dead:  # a slot gave up starting its worker: what only it could run fails now, never waits
+            self.fail_unservable()
         self.pump()
         return fut
 
@@ -609,7 +614,7 @@ class Scheduler:
         reasons = "; ".join(w.dead_reason for w in self.workers if w.dead_reason)
         for j in doomed:
             if not j.future.done():
-                j.future.set_exception(WorkerLostError(f"no worker can run {j.task!r}: {reasons}"))
+                j.future.set_exception(WorkerStartError(f"no worker can run {j.task!r}: {reasons}"))
 
     def wait_idle(self) -> None:
         while True:
