@@ -57,8 +57,10 @@ def test_task_api_forms():
         assert compute.submit(pow, 2, 10).result() == 1024
         assert compute.submit(lambda x: x * 3, 3).result() == 9  # closures travel by value
         assert T.add.local(2, 2) == 4
-    with pytest.raises(RuntimeError, match="context manager"):
+    with pytest.raises(RuntimeError, match="this Compute is closed"):
         compute.submit(T.add(1))
+    with pytest.raises(RuntimeError, match="context manager"):  # never opened
+        Compute(worker=Worker(concurrency=1)).submit(T.add(1))
 
 
 def test_stream_yields_each_result_when_done():

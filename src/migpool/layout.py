@@ -74,7 +74,7 @@ class Layout:
         for p, n in merged.items():  # checked before anything expands the counts into instances
             if n > p.max_instances:
                 raise LayoutError(
-                    f"{p.name}: {n} asked, at most {p.max_instances} fit on an empty {gpu.name}; ask for fewer"
+                    f"cannot fit {n}×{p.name}: at most {p.max_instances} fit on an empty {gpu.name}; ask for fewer"
                 )
         return sorted(merged.items(), key=lambda pn: (-pn[0].memory_slices, -pn[0].slices, pn[0].name))
 

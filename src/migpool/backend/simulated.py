@@ -24,7 +24,6 @@ from .. import catalog
 from ..catalog import GpuModel, Placement
 from ..errors import (
     BackendError,
-    DamagedFileError,
     InsufficientResourcesError,
     InUseError,
     InvalidArgumentError,
@@ -191,7 +190,7 @@ class SimulatedBackend(Backend):
                 if not isinstance(g, dict) or any(type(g.get(k)) is not type(v) for k, v in want.items()):
                     raise ValueError(f"its GPU entries lack fields or have the wrong types ({str(g)[:60]})")
         except ValueError as e:
-            raise DamagedFileError(
+            raise BackendError(
                 f"the simulated machine's state file {self.path} is damaged ({e}); migpool will not guess what was on "
                 f"its GPUs. Delete that file to start again from freshly booted simulated GPUs"
             ) from None
