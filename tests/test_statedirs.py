@@ -176,3 +176,26 @@ def test_a_caller_who_cannot_write_the_system_directory_gets_one_line(monkeypatc
         assert os.listdir(run) == []
     finally:
         subprocess.run(["rm", "-rf", str(base)], check=False)
+
+
+def test_a_reader_probing_a_free_lease_does_not_refuse_its_taker(tmp_path):
+    """`migpool status` probes a lease with a shared lock; a pool that takes the lease at that moment, over the
+    name a killed holder left in the file, waits out the probe instead of naming the dead holder."""
+    import fcntl
+    import json
+    import threading
+    import time
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    path = tmp_path / "MIG-x.lease"
+    stale = dict(pid=dead.pid, command="killed", user="u", since=0.0, token="t")
+    path.write_text(json.dumps(stale))
+    fd = os.open(path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    threading.Timer(0.05, os.close, (fd,)).start()
+    t0 = time.monotonic()
+    mine = Leases(tmp_path, "taker")
+    mine.take("MIG-x")
+    assert mine.holds("MIG-x") and time.monotonic() - t0 < 1
+    assert holder(tmp_path, "MIG-x").command == "taker"

@@ -455,7 +455,6 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 ("MIG UUID", "text"),
                 ("used/total", "num"),
                 ("processes", "list"),
-                ("held by", "text"),
             ],
         )
         leases = d["leases"]
@@ -469,7 +468,6 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 _uuid(dev.uuid),
                 f"{dev.memory_used_mib}/{mib(dev.memory_mib)}",
                 items([f"{p.name}({p.pid})" for p in ps]),
-                f"PID {leases[dev.uuid].pid}" if dev.uuid in leases else "-",
             )
         whole = [p for p in d["processes"] if p.device_uuid == g.uuid]
         captions = [f"{_uuid(u)} held by {who.describe()}" for u, who in leases.items()]

@@ -46,10 +46,6 @@ class Journal:
             if json.dumps(data, sort_keys=True) != before:
                 atomic_write(self.path, json.dumps(data, indent=1))
 
-    def check(self) -> None:
-        """Raise DamagedFileError if the journal cannot be read (apply calls this before any change)."""
-        self._load()
-
     def _load(self) -> dict[str, Any]:
         try:
             text = read_text(self.path)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import LeasedError
+from .proc import pid_alive
 from .safefiles import open_nofollow
 
 SETTLE_S = 0.2  # how long a lease that looks held but names no holder (being written, or probed) is tried again
@@ -59,12 +60,16 @@ def _path(directory: Path, uuid: str) -> Path:
     return directory / f"{uuid}.lease"
 
 
+UNKNOWN = Holder(0, "unknown: its lease file names no holder", "?", 0.0, "")
+
+
 def _read_holder(fd: int) -> Holder | None:
+    """The holder the file names, if that process still runs (else the name is a dead holder's, left behind)."""
     try:
-        data = json.loads(os.pread(fd, 4096, 0).decode("utf-8"))
-        return Holder(**data)
+        who = Holder(**json.loads(os.pread(fd, 4096, 0).decode("utf-8")))
     except (ValueError, TypeError, UnicodeDecodeError):
         return None  # being written at this moment, or not migpool's
+    return who if who.token and pid_alive(who.pid) else None
 
 
 def holder(directory: Path, uuid: str) -> Holder | None:
@@ -80,9 +85,9 @@ def holder(directory: Path, uuid: str) -> Holder | None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
-                who = _read_holder(fd)
+                who = _read_holder(fd)  # None: being taken, or probed by another reader at this moment
                 if who is not None or time.monotonic() >= deadline:
-                    return who or Holder(0, "unknown (its lease file names no holder)", "?", 0.0, "")
+                    return who or UNKNOWN
             else:
                 return None  # a shared lock was free: nobody holds the exclusive one
         finally:
@@ -105,8 +110,7 @@ def holders(directory: Path, uuids: Iterable[str], mine: Leases | None = None) -
 def refusal(uuid: str, who: Holder, what: str) -> LeasedError:
     """The one-line error for a partition that another holder leases."""
     return LeasedError(
-        f"{what}: {uuid} is leased by {who.describe()}. Close that pool or program, or wait for it "
-        f"(mig(wait=seconds), migpool run --wait SECONDS)",
+        f"{what}: {uuid} is leased by {who.describe()}. Close that pool or program, or wait for it (mig(wait=seconds))",
         who,
     )
 
@@ -143,8 +147,8 @@ class Leases:
                     break
                 except BlockingIOError:
                     who = _read_holder(fd)
-                    if (who is not None and who.token) or time.monotonic() >= deadline:
-                        raise refusal(uuid, who or Holder(0, "unknown", "?", 0.0, ""), what) from None
+                    if who is not None or time.monotonic() >= deadline:
+                        raise refusal(uuid, who or UNKNOWN, what) from None
                     time.sleep(0.005)  # probed at this moment, or its holder is writing its name
             os.ftruncate(fd, 0)
             os.pwrite(fd, json.dumps(asdict(self.holder)).encode("utf-8"), 0)

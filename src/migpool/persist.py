@@ -9,7 +9,6 @@ checks, lock, journal and rollback as `apply`. The file is plain mig-parted v1, 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from .backend.base import Backend
 from .errors import ConfigError
 from .layout import Layout, MachineLayout
 from .planner import plan
+from .safefiles import atomic_write
 
 CONFIG_FILE_ENV = "MIGPOOL_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "/etc/migpool/config.yaml"
@@ -54,13 +54,7 @@ def save(
     text = _HEADER + migparted.dump(CONFIG_NAME, per_gpu, machine_gpus)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
+        atomic_write(target, text)
     except OSError as e:
         raise ConfigError(
             f"cannot write the saved layout to {target}: {e.strerror or e}"

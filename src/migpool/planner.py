@@ -105,8 +105,13 @@ def _dfs(
 
 
 def _expand(gpu: GpuModel, layout: Layout | dict | str) -> list[Profile]:
+    """The layout's instances, one per partition; a count above what an empty GPU holds is refused before it is
+    expanded (a count of 10**18 would otherwise fill the memory)."""
+    counts = Layout.of(layout).resolve(gpu)
+    if any(n > p.max_instances for p, n in counts):
+        raise LayoutError(explain_counts(gpu, counts, ()))
     todo: list[Profile] = []
-    for profile, n in Layout.of(layout).resolve(gpu):
+    for profile, n in counts:
         todo.extend([profile] * n)
     return todo
 
@@ -131,9 +136,15 @@ def max_addable(gpu: GpuModel, profile: Profile | str, existing: Sequence[Planne
 
 def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedInstance]) -> str:
     """Why `todo` does not fit: slices taken, per-profile maxima, and what would fit instead."""
-    want: dict[str, int] = {}
+    counts: dict[Profile, int] = {}
     for p in todo:
-        want[p.name] = want.get(p.name, 0) + 1
+        counts[p] = counts.get(p, 0) + 1
+    return explain_counts(gpu, list(counts.items()), existing)
+
+
+def explain_counts(gpu: GpuModel, counts: Sequence[tuple[Profile, int]], existing: Sequence[PlannedInstance]) -> str:
+    """`explain` for profiles and their counts."""
+    want = {p.name: n for p, n in counts}
     ask = ", ".join(f"{n}×{name}" for name, n in want.items())
     lines = [f"cannot fit {ask} on {gpu.name}."]
     if existing:
@@ -147,7 +158,7 @@ def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedIn
         room = max_addable(gpu, p, existing)
         if n > room:
             lines.append(f"{name}: {n} asked, at most {room} fit here ({p.max_instances} on an empty GPU).")
-    slices = sum(p.slices for p in todo) + sum(i.profile.slices for i in existing)
+    slices = sum(p.slices * n for p, n in counts) + sum(i.profile.slices for i in existing)
     if slices > gpu.compute_slices:
         lines.append(f"The layout needs {slices} compute slices; the GPU has {gpu.compute_slices}.")
     fits = [f"{p.name} ×{k}" for p in gpu.profiles if (k := max_addable(gpu, p, existing))]

@@ -13,6 +13,7 @@ import errno
 import grp
 import os
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,25 +118,26 @@ def read_text(path: Path) -> str:
     return data.decode("utf-8")
 
 
-def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` whole: the text goes to a new file beside it (never a link), is synced, then renamed over
-    it, and the directory is synced; a crash leaves the old file or the new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = open_nofollow(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+def atomic_write(path: Path, text: str, mode: int = 0o644, sync: bool = True) -> None:
+    """Replace `path` whole: the text goes to a new file of a random name beside it (created exclusively, so
+    never through a planted link), is synced, then renamed over it, and the directory is synced; a crash leaves
+    the old file or the new one, never a part. `sync=False` skips the syncs (a cache, the simulator's state)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-8"))
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    with _dir_fd(path.parent) as d:
-        os.fsync(d)
+    if sync:
+        with _dir_fd(path.parent) as d:
+            os.fsync(d)
 
 
 @contextlib.contextmanager

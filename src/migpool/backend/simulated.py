@@ -34,6 +34,7 @@ from ..errors import (
 from ..locks import PathLock
 from ..planner import PlannedInstance, can_place
 from ..proc import pid_alive
+from ..safefiles import atomic_write
 from ..statedirs import StateDirs
 from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
 
@@ -197,9 +198,7 @@ class SimulatedBackend(Backend):
         return st
 
     def _save(self, st: dict[str, Any]) -> None:
-        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(st, indent=1))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, json.dumps(st, indent=1), sync=False)  # a simulated machine: no fsync per call
 
     def set_activity(self, gpu: int, gi_id: int | None = None, **percent: float) -> None:
         """What the simulated GPU (or GPU instance) reports as its activity from now on (tests set this)."""

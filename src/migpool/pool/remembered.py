@@ -18,6 +18,7 @@ from pathlib import Path
 from filelock import FileLock
 from platformdirs import user_cache_dir
 
+from ..safefiles import atomic_write
 from .sizing import Named
 
 log = logging.getLogger("migpool.dynamic")
@@ -74,12 +75,7 @@ def save(path: Path, gpu: str, figures: Named) -> None:
                 for (name, need), seconds in figures.items()
             ]
             kept = sorted(kept, key=lambda e: e["updated"])[-KEPT:]
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            tmp.write_text(
-                json.dumps(
-                    {"about": "run times that migpool's dynamic MIG learned; safe to delete", "entries": kept}, indent=1
-                )
-            )
-            os.replace(tmp, path)
+            about = "run times that migpool's dynamic MIG learned; safe to delete"
+            atomic_write(path, json.dumps({"about": about, "entries": kept}, indent=1), sync=False)
     except Exception as e:  # noqa: BLE001 - learning is an aid: never fail a pool's close over it
         log.warning("could not keep the learned run times in %s: %s", path, e)
