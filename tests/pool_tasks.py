@@ -129,3 +129,133 @@ def scaling(seconds_on_1g, cap=2):
     one = model.profile("1g.10gb").sms
     time.sleep(seconds_on_1g * one / min(sms, cap * one))
     return p.profile
+
+
+# --- large values and streams (tests/test_payload.py) ---
+def segments_here():
+    """The memfd segments this process has open or mapped (their names in /proc)."""
+    from pathlib import Path
+
+    fds = [p for p in Path("/proc/self/fd").iterdir() if "memfd:migpool" in _link(p)]
+    maps = [line for line in Path("/proc/self/maps").read_text().splitlines() if "memfd:migpool" in line]
+    return len(fds), len(maps)
+
+
+def _link(p):
+    try:
+        return os.readlink(p)
+    except OSError:
+        return ""
+
+
+def describe(value, owndata=True):
+    """What arrived: for each array (at any depth) its sum and flags (with `owndata`: whether it owns its memory,
+    which one backed by the mapping does not)."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        out = dict(
+            sum=float(value.sum()),
+            shape=value.shape,
+            writeable=value.flags.writeable,
+            f=value.flags.f_contiguous,  # (NumPy sends a strided array as a contiguous copy)
+        )
+        if owndata:
+            out["owndata"] = value.flags.owndata
+        return out
+    if isinstance(value, dict):
+        return {k: describe(v, owndata) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(describe(v, owndata) for v in value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return (type(value).__name__, len(bytes(value)), bytes(value[:4]), bytes(value[-4:]))
+    return value
+
+
+def write_and_report(a):
+    """Writes into its argument (a task may): the caller's copy and a retry must not see it."""
+    a[:] = -1
+    return float(a.sum()), segments_here()
+
+
+def hold_arg(a, seconds):
+    time.sleep(seconds)
+    return a.nbytes
+
+
+def make_array(n, fill=2.0):
+    import numpy as np
+
+    return np.full(n, fill)
+
+
+def stored_ids(*values):
+    """The ids of what the refs resolved to here, and how many stored values this worker holds."""
+    from migpool.pool import refs
+
+    flat = [w for v in values for w in (v if isinstance(v, list) else [v])]
+    return [id(v) for v in flat], refs.held(), os.getpid()
+
+
+def count_up(n, log=None):
+    for i in range(n):
+        if log:
+            with open(log, "a") as f:
+                f.write(f"{i}\n")
+        yield i
+
+
+def fail_at(n, at):
+    for i in range(n):
+        if i == at:
+            raise Boom(f"failed at {i}")
+        yield i
+
+
+def running_sum(items):
+    total = 0
+    for x in items:
+        total += x
+    return total
+
+
+def squares_of(items):
+    for x in items:
+        yield x * x
+
+
+def slow_reader(items, seconds):
+    first = next(items)
+    time.sleep(seconds)
+    return first
+
+
+def big_items(n, size):
+    import numpy as np
+
+    for i in range(n):
+        yield np.full(size, float(i))
+
+
+_KEPT = []
+
+
+def keep_arg(a):
+    """Keeps its argument past the task (in a global): its segment must not be reused meanwhile."""
+    _KEPT.append(a)
+    return float(a.sum())
+
+
+def kept_sums():
+    return [float(a.sum()) for a in _KEPT]
+
+
+def fork_and_read_later(a, path, seconds):
+    """Forks a child that reads the argument after the task returned; the task returns at once."""
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(seconds)
+        with open(path, "w") as f:
+            f.write(str(float(a.sum())))
+        os._exit(0)
+    return pid

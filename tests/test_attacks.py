@@ -155,7 +155,7 @@ def _leave_a_grandchild_and_die(seconds):
     import subprocess
     import sys
 
-    channel = (int(sys.argv[1]), int(sys.argv[2]))  # the worker's pipes to and from the pool
+    channel = tuple(int(fd) for end in sys.argv[1:3] for fd in end.split(":"))  # the worker's channel to the pool
     subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({seconds})"], pass_fds=channel)
     os._exit(7)
 

@@ -15,16 +15,29 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "migpool"
 # pool/ from the bottom up: a module may import only modules of a lower rank
 POOL_RANKS = {
     **dict.fromkeys(
-        ["info", "messages", "pickling", "tracebacks", "threads", "task", "stats", "image", "sizing", "remote_errors"],
+        [
+            "info",
+            "messages",
+            "pickling",
+            "tracebacks",
+            "threads",
+            "task",
+            "stats",
+            "image",
+            "sizing",
+            "remote_errors",
+            "refs",
+        ],
         0,
     ),
-    **dict.fromkeys(["providers", "protocol", "remembered", "shard"], 1),
-    **dict.fromkeys(["worker", "chain"], 2),
-    "scheduler": 3,
-    "site": 4,
-    **dict.fromkeys(["ray_pool", "policy"], 5),
-    "dynamic": 6,
-    "compute": 7,
+    **dict.fromkeys(["providers", "segments", "streams", "remembered", "shard"], 1),
+    "protocol": 2,
+    **dict.fromkeys(["worker", "chain"], 3),
+    "scheduler": 4,
+    "site": 5,
+    **dict.fromkeys(["ray_pool", "policy"], 6),
+    "dynamic": 7,
+    "compute": 8,
 }
 ALLOWED_PRIVATE = {"os._exit"}  # the standard library's own spelling
 

@@ -44,10 +44,10 @@ def test_the_spawner_runs_calls_on_its_own_thread_even_from_itself():
 def test_a_pool_thread_that_dies_breaks_the_pool_loudly(monkeypatch):
     real = WorkerProcess.resolve
 
-    def broken(self, msg):
+    def broken(self, msg, peer=0):
         if getattr(msg, "tid", None) == 0:
             raise RuntimeError("reader bug")
-        return real(self, msg)
+        return real(self, msg, peer)
 
     monkeypatch.setattr(WorkerProcess, "resolve", broken)
     c = migpool.Compute(provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=1), progress=False)

@@ -161,6 +161,38 @@ def test_partition_options_for_ray_native_actors(cluster, monkeypatch):
     reconcile.teardown(b, restore=True)
 
 
+def test_put_and_streams_on_a_ray_pool(cluster):
+    np = pytest.importorskip("numpy")
+    with Compute(
+        provider=migpool.Ray(node_resource="ab"),
+        nodes=2,
+        worker=Worker(executor="process", concurrency=1),
+        progress=False,
+    ) as pool:
+        a = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: through Ray's object store, not the batches
+        ref = pool.put(a)
+        sums = [pool.submit(T.describe, {"x": [ref]}).result()["x"][0]["sum"] for _ in range(4)]
+        assert sums == [float(a.sum())] * 4
+        got = [pool.submit(T.stored_ids, ref, [ref]).result() for _ in range(6)]
+        assert all(ids[0] == ids[1] and held == 1 for ids, held, _ in got)
+        big = pool.submit(T.make_array, 1 << 18, 2.0).result()
+        assert float(big.sum()) == 2.0 * (1 << 18)
+        gen = migpool.function(T.count_up)
+        assert list(gen(40) >> pool) == list(range(40))
+        assert pool.submit(T.running_sum, iter(range(500))).result() == sum(range(500))
+        assert pool.submit(T.running_sum, (x for x in range(100))).result() == sum(range(100))
+        assert list(pool.submit(T.squares_of, iter(range(30))).result()) == [x * x for x in range(30)]
+        items = []
+        with pytest.raises(T.Boom, match="failed at 2"):
+            for x in pool.submit(T.fail_at, 10, 2).result():
+                items.append(x)
+        assert items == [0, 1]
+        for x in pool.submit(T.count_up, 10**9).result():
+            if x == 5:
+                break
+        assert [pool.submit(T.add, i, 1).result(timeout=60) for i in range(4)] == [1, 2, 3, 4]  # both freed
+
+
 def test_a_node_leaving_mid_run_fails_or_retries_its_tasks(cluster, monkeypatch):
     c, handles, root = cluster
     with Compute(

@@ -19,6 +19,7 @@ _EXPORTS = {
     "InstanceInfo": ".info",
     "Partition": ".info",
     "instance_info": ".info",
+    "Ref": ".refs",
     "RemoteError": ".remote_errors",
     "RemoteTraceback": ".tracebacks",
     "shard": ".shard",
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from .image import Image
     from .info import InstanceInfo, Partition, instance_info
     from .providers import Local, Node, Ray, Verda, Worker, WorkerSpec
+    from .refs import Ref
     from .remote_errors import RemoteError
     from .shard import shard
     from .task import Gather, Group, RemoteFunction, Task, compute, function, gather

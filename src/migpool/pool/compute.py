@@ -24,7 +24,7 @@ from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info
 from .policy import DynamicPolicy
 from .providers import DynamicMigOptions, Local, Node, PluginHooks, Ray, Verda, Worker, WorkerSpec, worker_pythonpath
-from .ray_pool import RayPool, RaySite
+from .ray_pool import RayCodec, RayPool, RaySite
 from .scheduler import Scheduler, WorkerProcess
 from .site import LocalSite, Site
 from .stats import Publisher
@@ -195,7 +195,7 @@ class Compute:
         self.node = Node(
             0, len(ray_pool.nodes), self.provider, self.worker, [p for r in ray_pool.nodes for p in r.partitions]
         )
-        self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot)
+        self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot, codec=RayCodec())
         sched.start()
         dynamic = self._dynamic_options()
         if dynamic is not None:
@@ -275,6 +275,16 @@ class Compute:
 
     def run(self, task: Task[Any]) -> Any:
         return self.submit(task).result()
+
+    def put(self, value: Any) -> Any:
+        """Store `value` once and get a Ref to pass to any number of tasks (alone or inside a list or dict): each
+        worker receives the value at most once and keeps it while the Ref lives (a Ray pool keeps it in Ray's
+        object store). NumPy arrays arrive read-only, shared by the tasks. A thread pool returns `value` itself."""
+        if self._threads is not None:
+            return value
+        if self._sched is None:
+            self.submit(lambda: None)  # the same error as a submit outside the `with` block
+        return self.scheduler.put(value)
 
     def broadcast(self, task: Task[Any]) -> list[Any]:
         """Run the task once on every node (`task @ compute`); one result per node, in node order."""

@@ -1,5 +1,6 @@
 """The messages between the pool and a worker, parent to worker and back. Each travels pickled in one frame
-(protocol.py) or, to a Ray actor, in a batch."""
+(protocol.py) or, to a Ray actor, in a batch. A value (arguments, a result, a stream's item, a shared value)
+travels as `pickle` bytes, or as a segments.Packed whose large buffers lie in shared memory."""
 
 from __future__ import annotations
 
@@ -17,11 +18,52 @@ class DefineFunction(NamedTuple):
 class RunTask(NamedTuple):
     tid: int
     fid: int
-    payload: bytes  # the pickled (args, kwargs)
+    payload: Any  # the packed (args, kwargs)
+    streams: int  # STREAM_OUT: a generator, its items come back as Yielded; STREAM_IN: it reads an iterator
+
+
+STREAM_OUT, STREAM_IN = 1, 2
 
 
 class Stop(NamedTuple):
     """Finish the task at hand, then exit."""
+
+
+class StoreValue(NamedTuple):
+    """A value that `put` stored, which tasks name through a Ref: kept by the worker until ForgetValue."""
+
+    vid: int
+    data: Any
+
+
+class ForgetValue(NamedTuple):
+    vid: int
+
+
+class Credit(NamedTuple):
+    """The consumer of task `tid`'s stream took `n` more items: the worker may send `n` more."""
+
+    tid: int
+    n: int
+
+
+class Cancel(NamedTuple):
+    """The consumer of task `tid`'s stream stopped early: close its generator."""
+
+    tid: int
+
+
+class Feed(NamedTuple):
+    """One item of input stream `sid` of task `tid` (FEED_ITEM), its end (FEED_END, data None), or the error that
+    the parent's iterator raised (FEED_ERROR, data its pickled exception)."""
+
+    tid: int
+    sid: int
+    data: Any
+    state: int
+
+
+FEED_ITEM, FEED_END, FEED_ERROR = 0, 1, 2
 
 
 # --- worker to parent ---
@@ -32,7 +74,7 @@ class Ready(NamedTuple):
 
 class TaskDone(NamedTuple):
     tid: int
-    result: bytes  # pickled
+    result: Any  # packed; for a stream, None once its generator is done
 
 
 class TaskFailed(NamedTuple):
@@ -42,5 +84,27 @@ class TaskFailed(NamedTuple):
     text: str  # "TypeName: message", for when it cannot be rebuilt
 
 
-ToWorker = DefineFunction | RunTask | Stop
-FromWorker = Ready | TaskDone | TaskFailed
+class Yielded(NamedTuple):
+    """One item of task `tid`'s stream, packed."""
+
+    tid: int
+    item: Any
+
+
+class Want(NamedTuple):
+    """Task `tid` may take `n` more items of its input stream `sid`."""
+
+    tid: int
+    sid: int
+    n: int
+
+
+class Released(NamedTuple):
+    """Both ways: the sender's segments that this side has unmapped, each (segment id, reusable); reusable is
+    false where this side forked while it had the segment mapped."""
+
+    items: list[tuple[int, bool]]
+
+
+ToWorker = DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Released
+FromWorker = Ready | TaskDone | TaskFailed | Yielded | Want | Released

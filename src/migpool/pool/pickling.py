@@ -13,11 +13,14 @@ cloudpickle is imported on first use, so a worker that only receives plain pickl
 from __future__ import annotations
 
 import importlib
+import io
 import marshal
 import os
 import pickle
 import sys
 import types
+from collections import ChainMap
+from collections.abc import Callable
 from functools import cache
 from typing import Any
 
@@ -73,10 +76,52 @@ def _wrapped_by_reference(fn: types.FunctionType) -> tuple[str, str] | None:
     return (module, qualname) if _is_remote_function(obj) and obj.fn is fn else None
 
 
+def _memoryview_from(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    m = memoryview(buf).cast("B")
+    return m if fmt == "B" and len(shape) == 1 else m.cast(fmt, shape)  # type: ignore[call-overload]
+
+
+def _memoryview_reduce(m: memoryview) -> tuple[Any, ...]:
+    # a memoryview pickles as its bytes, which travel out of band when large (segments.py); its format and shape
+    # come back with it
+    data = pickle.PickleBuffer(m) if m.c_contiguous else m.tobytes()
+    return _memoryview_from, (data, m.format, tuple(m.shape or ()))
+
+
+def _tensor_from(data: Any, dtype: Any, shape: tuple[int, ...]) -> Any:
+    import numpy
+    import torch
+
+    raw = numpy.frombuffer(data, dtype=numpy.uint8)
+    return torch.from_numpy(raw).view(dtype).reshape(shape)
+
+
+def _tensor_reduce(t: Any) -> Any:
+    """A plain CPU tensor travels as its bytes (out of band when large), not through torch.save's copy."""
+    import torch
+
+    if t.device.type != "cpu" or t.requires_grad or t.layout != torch.strided or t.is_quantized or t.is_sparse:
+        return t.__reduce_ex__(pickle.HIGHEST_PROTOCOL)
+    flat = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+    return _tensor_from, (pickle.PickleBuffer(flat), t.dtype, tuple(t.shape))
+
+
+_EXTRA: dict[type, Any] = {}  # what _extra_reducers returned last: cloudpickle's table reads it
+
+
+def _extra_reducers() -> dict[type, Any]:
+    """Reducers plain pickle lacks: memoryviews and, once torch is imported here, its CPU tensors."""
+    if memoryview not in _EXTRA:
+        _EXTRA[memoryview] = _memoryview_reduce
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(getattr(torch, "Tensor", None), type) and torch.Tensor not in _EXTRA:
+        _EXTRA[torch.Tensor] = _tensor_reduce
+    return _EXTRA
+
+
 @cache
 def _pickler_class() -> type:
     import copyreg
-    from collections import ChainMap
 
     import cloudpickle
 
@@ -84,7 +129,7 @@ def _pickler_class() -> type:
 
     class Pickler(base):  # type: ignore[misc, valid-type]
         dispatch_table = ChainMap(
-            {types.CodeType: _code_reduce}, getattr(base, "dispatch_table", copyreg.dispatch_table)
+            _EXTRA, {types.CodeType: _code_reduce}, getattr(base, "dispatch_table", copyreg.dispatch_table)
         )
 
         def reducer_override(self, obj: Any) -> Any:
@@ -97,18 +142,46 @@ def _pickler_class() -> type:
     return Pickler
 
 
-def cloud_dumps(obj: Any) -> bytes:
-    """cloudpickle, with functions by reference where they can be and code with its real file names."""
-    import io
+BufferCallback = Callable[[pickle.PickleBuffer], bool] | None
 
+
+def cloud_dumps(obj: Any, buffer_callback: BufferCallback = None) -> bytes:
+    """cloudpickle, with functions by reference where they can be and code with its real file names."""
+    _extra_reducers()
     buf = io.BytesIO()
-    _pickler_class()(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    _pickler_class()(buf, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback).dump(obj)
     return buf.getvalue()
 
 
-def dumps(obj: Any) -> bytes:
-    """Plain pickle where it works (fast), else `cloud_dumps` (lambdas, closures, `__main__` objects)."""
+def dumps(obj: Any, buffer_callback: BufferCallback = None) -> bytes:
+    """Plain pickle where it works (fast), else `cloud_dumps` (lambdas, closures, `__main__` objects, memoryviews).
+    Buffers go to `buffer_callback` (protocol 5), which keeps one out of band by returning False."""
     try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        if "torch" not in sys.modules:
+            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
+        import copyreg
+
+        buf = io.BytesIO()
+        p = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
+        p.dispatch_table = ChainMap(_extra_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
+        p.dump(obj)
+        return buf.getvalue()
     except (pickle.PicklingError, AttributeError, TypeError):
+        if buffer_callback is not None:
+            raise _RetryError from None
         return cloud_dumps(obj)
+
+
+class _RetryError(Exception):
+    """Plain pickle could not: the caller's buffers start again with cloudpickle."""
+
+
+def dumps_out_of_band(obj: Any) -> tuple[bytes, list[pickle.PickleBuffer]]:
+    """`obj` pickled as `dumps` does, with every buffer left out of the pickle: the pickle and those buffers, in
+    order (what `pickle.loads(body, buffers=...)` takes). A value without buffers costs what `dumps` costs."""
+    found: list[pickle.PickleBuffer] = []
+    try:
+        return dumps(obj, found.append), found  # type: ignore[arg-type]  # append's None: out of band
+    except _RetryError:
+        found.clear()
+        return cloud_dumps(obj, found.append), found  # type: ignore[arg-type]

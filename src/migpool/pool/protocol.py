@@ -1,6 +1,11 @@
-"""Length-prefixed frames over a pipe, between the parent and a worker process. A message (messages.py) travels
-as a plain tuple, its kind's number first: a named tuple pickled by class costs several microseconds more each
-way, which a pool of tiny tasks pays on every task."""
+"""Length-prefixed frames over a Unix socket, between the parent and a worker process. A message (messages.py)
+travels as a plain tuple, its kind's number first: a named tuple pickled by class costs several microseconds
+more each way, which a pool of tiny tasks pays on every task.
+
+A frame is a header (body length, number of descriptors) and its body, on a pipe; when the message holds a
+segments.Packed, the segment's descriptor goes first through the Unix socket beside the pipe (SCM_RIGHTS). A
+large body goes out in one writev and comes in without joining chunks; a segment's bytes never cross either.
+"""
 
 from __future__ import annotations
 
@@ -9,40 +14,185 @@ import pickle
 import struct
 from typing import Any
 
-from .messages import DefineFunction, FromWorker, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
-from .pickling import dumps
+from .messages import (
+    Cancel,
+    Credit,
+    DefineFunction,
+    Feed,
+    ForgetValue,
+    FromWorker,
+    Ready,
+    Released,
+    RunTask,
+    Stop,
+    StoreValue,
+    TaskDone,
+    TaskFailed,
+    ToWorker,
+    Want,
+    Yielded,
+)
+from .segments import Packed, Release, Segment
 
-_HEADER = struct.Struct("!Q")
-_KINDS: tuple[type[Any], ...] = (DefineFunction, RunTask, Stop, Ready, TaskDone, TaskFailed)
+_HEADER = struct.Struct("!QI")
+_KINDS: tuple[type[Any], ...] = (
+    DefineFunction,
+    RunTask,
+    Stop,
+    Ready,
+    TaskDone,
+    TaskFailed,
+    StoreValue,
+    ForgetValue,
+    Credit,
+    Cancel,
+    Feed,
+    Yielded,
+    Want,
+    Released,
+)
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}
+_VALUE_FIELD = {RunTask: 2, TaskDone: 1, StoreValue: 1, Feed: 2, Yielded: 1}  # where a Packed may be
+_BY_NUMBER = {_NUMBER[k]: i + 1 for k, i in _VALUE_FIELD.items()}  # the same, as an index into the wire tuple
+_MARK = b"\0"
+READ_CHUNK = 1 << 20
+SMALL = 64 << 10  # a body this small goes out joined to its header
 
 
-def write_frame(fd: int, msg: ToWorker | FromWorker) -> None:
-    body = dumps((_NUMBER[type(msg)], *msg))
-    data = memoryview(_HEADER.pack(len(body)) + body)
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
+class End:
+    """One end of a one-way channel: a pipe for the frames (the fastest path for small ones) and, beside it, a
+    Unix socket that carries the descriptors of segments (SCM_RIGHTS), in the order of their frames. The socket
+    module is imported when the first descriptor travels, so a worker of small tasks starts without it."""
+
+    __slots__ = ("fd", "side_fd", "_side")
+
+    def __init__(self, fd: int, side_fd: int) -> None:
+        self.fd = fd
+        self.side_fd = side_fd
+        self._side: Any = None
+
+    @property
+    def side(self) -> Any:
+        if self._side is None:
+            import socket
+
+            self._side = socket.socket(fileno=self.side_fd)
+        return self._side
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def fds(self) -> tuple[int, int]:
+        return self.fd, self.side_fd
+
+    def spec(self) -> str:
+        """How a child process names this end on its command line (its descriptors passed as they are)."""
+        return f"{self.fd}:{self.side_fd}"
+
+    @classmethod
+    def from_spec(cls, spec: str) -> End:
+        fd, side = (int(x) for x in spec.split(":"))
+        return cls(fd, side)
+
+    def close(self) -> None:
+        os.close(self.fd)
+        if self._side is not None:
+            self._side.close()
+        else:
+            os.close(self.side_fd)
 
 
-def _read_exact(fd: int, n: int) -> bytes | None:
-    chunks = []
-    while n:
-        b = os.read(fd, min(n, 1 << 20))
-        if not b:
+def _socket() -> Any:
+    import socket
+
+    return socket
+
+
+def channel() -> tuple[End, End]:
+    """A one-way channel: (the end to read, the end to write)."""
+    import socket
+
+    r, w = os.pipe()
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    return End(r, a.detach()), End(w, b.detach())
+
+
+def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> None:
+    """Send `msg`; a segment it holds goes to receiver `peer` (counted by the segment's Recycler until released)."""
+    kind = type(msg)
+    fields: tuple[Any, ...] = (_NUMBER[kind], *msg)
+    at = _VALUE_FIELD.get(kind)
+    nfds = 0
+    p = msg[at] if at is not None else None
+    if type(p) is Packed:
+        seg = p.segment
+        fields = (*fields[: at + 1], (p.body, seg.size, p.spans, seg.sid), *fields[at + 2 :])  # type: ignore[operator]
+        if seg.recycler is not None:
+            seg.recycler.sent(seg.sid, peer)
+        _socket().send_fds(end.side, [_MARK], [seg.fd])  # before its frame: the reader finds it waiting
+        nfds = 1
+    body = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)  # plain data: values are packed already
+    if len(body) < SMALL:  # the usual frame: one write, the copy costs less than a gathered one
+        data = memoryview(_HEADER.pack(len(body), nfds) + body)
+        while data:
+            data = data[os.write(end.fd, data) :]
+        return
+    views = [memoryview(_HEADER.pack(len(body), nfds)), memoryview(body)]
+    while views:
+        n = os.writev(end.fd, views)
+        while views and n >= views[0].nbytes:
+            n -= views[0].nbytes
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes | bytearray | None:
+    if n <= READ_CHUNK:
+        first = os.read(fd, n)
+        if len(first) == n:
+            return first
+        if not first:
             return None
-        chunks.append(b)
-        n -= len(b)
-    return b"".join(chunks)
+        buf = bytearray(n)
+        buf[: len(first)] = first
+        got = len(first)
+    else:
+        buf, got = bytearray(n), 0
+    view = memoryview(buf)
+    while got < n:
+        k = os.readv(fd, [view[got:]])
+        if not k:
+            return None
+        got += k
+    return buf
 
 
-def read_frame(fd: int) -> Any:
-    """The next message, or raises EOFError when the other end is gone."""
-    head = _read_exact(fd, _HEADER.size)
+def read_frame(end: End, release: Release | None = None) -> Any:
+    """The next message, or raises EOFError when the other end is gone. A segment it brings tells `release`
+    when this side has unmapped it."""
+    head = _read_exact(end.fd, _HEADER.size)
     if head is None:
         raise EOFError
-    body = _read_exact(fd, _HEADER.unpack(head)[0])
+    size, nfds = _HEADER.unpack(head)
+    fd = -1
+    if nfds:
+        _, fds, _, _ = _socket().recv_fds(end.side, 1, nfds)
+        if not fds:
+            raise EOFError
+        for extra in fds[1:]:
+            os.close(extra)
+        fd = fds[0]
+    body = _read_exact(end.fd, size)
     if body is None:
+        if fd >= 0:
+            os.close(fd)
         raise EOFError
     fields = pickle.loads(body)
+    if fd >= 0:
+        at = _BY_NUMBER[fields[0]]
+        data, seg_size, spans, sid = fields[at]
+        seg = Segment(fd, seg_size, sid)
+        seg.release = release
+        fields = (*fields[:at], Packed(data, seg, spans), *fields[at + 1 :])
     return tuple.__new__(_KINDS[fields[0]], fields[1:])  # the named tuple, without its Python-level __new__

@@ -10,6 +10,7 @@ processes: same routing, retries, timeouts, streaming and exactly-once ends.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ipaddress
 import itertools
@@ -17,28 +18,33 @@ import logging
 import os
 import queue
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalog import GpuModel
-from ..errors import MigpoolError, PluginError
+from ..errors import MigpoolError, PluginError, RemoteError
 from ..leases import LeaseKey
 from ..planner import PlannedInstance
 from ..proc import wait_gone
 from . import chain
 from .image import Image
 from .info import Partition
-from .messages import Stop, TaskDone, TaskFailed, ToWorker
+from .messages import Feed, RunTask, Stop, TaskDone, TaskFailed, ToWorker, Want, Yielded
+from .pickling import dumps, dumps_out_of_band
 from .providers import Local, Node, PluginHooks, Ray, Worker, WorkerSpec, worker_pythonpath
-from .scheduler import POLL_S, Scheduler, WorkerProcess
+from .scheduler import POLL_S, Job, Scheduler, WorkerProcess
 from .site import Gpu, GpuState, change_here, gpus_here
+from .streams import WINDOW
 from .worker import Runner
 
 # Ray would blank CUDA_VISIBLE_DEVICES for num_gpus=0 actors if this asked it to: pin it off for ours
 RAY_OVERRIDE_ENV = "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"
 RAY_BATCH = 256  # most messages sent to an actor in one call
+FETCH_WAIT_S = 30.0  # longest a slot waits for its actor's large results before stopping it
+RAY_INLINE_MAX = 1 << 20  # a value this big or bigger travels through Ray's object store, not in the batch
 RAY_PREFETCH_BUDGET_S = 0.05  # keep about this much work queued at each actor (a call costs about a millisecond)
 
 
@@ -141,11 +147,137 @@ class NodeAgent:
         return fn(*args)
 
 
+class InStore:
+    """A value that travels through Ray's object store (a large argument, result or stream item, or a value
+    stored with `put`): Ray moves it once, and maps NumPy arrays without a copy where it can."""
+
+    __slots__ = ("ref", "nbytes")
+
+    def __init__(self, ref: Any, nbytes: int) -> None:
+        self.ref, self.nbytes = ref, nbytes
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return InStore, (self.ref, self.nbytes)
+
+
+def _size(obj: Any) -> int:
+    """How many bytes `obj` pickles to, counting its buffers without copying them."""
+    body, buffers = dumps_out_of_band(obj)
+    return len(body) + sum(b.raw().nbytes for b in buffers)
+
+
+class RayCodec:
+    """How a Ray pool's values travel: small ones pickled inside the batched messages, large ones (and stored
+    values) through Ray's object store, so that a large result never holds up the other answers of its actor.
+    An actor's large result belongs to the actor until the driver has it: the slot stops its actor only once
+    every such result has arrived (RayWorkerSlot.kill)."""
+
+    def pack(self, obj: Any) -> Any:
+        import ray
+
+        size = _size(obj)
+        if size < RAY_INLINE_MAX:
+            return dumps(obj)
+        return InStore(ray.put(obj), size)
+
+    def store(self, obj: Any) -> Any:
+        import ray
+
+        return InStore(ray.put(obj), _size(obj))
+
+    def unpack(self, data: Any, shared: bool = False) -> Any:
+        import pickle
+
+        import ray
+
+        return ray.get(data.ref) if isinstance(data, InStore) else pickle.loads(data)
+
+    def released(self, items: list[tuple[int, bool]], peer: int) -> None:
+        """Nothing to take back: Ray's store frees what no ref names."""
+
+    def peer_gone(self, peer: int) -> None:
+        """As released."""
+
+    def tidy(self) -> None:
+        """As released."""
+
+    def close(self) -> None:
+        """As released."""
+
+
+class RayLink:
+    """A Ray actor's side of a stream: the task runs on a thread of the actor (WorkerActor.stream) while the
+    driver takes its items, feeds its input and cancels it through the actor's methods, which run in between."""
+
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.items: collections.deque[Any] = collections.deque()
+        self.wants: dict[int, int] = {}
+        self.feeds: dict[int, collections.deque[tuple[Any, int]]] = {}
+        self.cancelled: set[int] = set()  # kept across tasks: a cancel may come before its task starts
+        self.final: TaskDone | TaskFailed | None = None
+
+    def begin(self) -> None:
+        with self.cond:
+            self.items.clear()
+            self.wants.clear()
+            self.feeds.clear()
+            self.final = None
+
+    def emit(self, tid: int, item: Any) -> bool:
+        with self.cond:
+            self.cond.wait_for(lambda: len(self.items) < WINDOW or tid in self.cancelled)
+            if tid in self.cancelled:
+                return False
+            self.items.append(item)
+            self.cond.notify_all()
+            return True
+
+    def want(self, tid: int, sid: int, n: int) -> None:
+        with self.cond:
+            self.wants[sid] = self.wants.get(sid, 0) + n
+            self.cond.notify_all()
+
+    def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
+        with self.cond:
+            q = self.feeds.setdefault(sid, collections.deque())
+            self.cond.wait_for(lambda: bool(q))
+            return q.popleft()
+
+    def end(self, frame: TaskDone | TaskFailed) -> None:
+        with self.cond:
+            self.final = frame
+            self.cond.notify_all()
+
+    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | None]:
+        """What the task sent since the last take: its items, its requests for input, and its last frame once it
+        ended (after its last item). Waits up to `wait_s` for any of them."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.items or self.wants or self.final is not None, wait_s)
+            items, wants = list(self.items), dict(self.wants)
+            self.items.clear()
+            self.wants.clear()
+            self.cond.notify_all()
+            return items, wants, self.final
+
+    def feed(self, sid: int, feeds: list[Feed]) -> None:
+        with self.cond:
+            self.feeds.setdefault(sid, collections.deque()).extend((f.data, f.state) for f in feeds)
+            self.cond.notify_all()
+
+    def cancel(self, tid: int) -> None:
+        with self.cond:
+            self.cancelled.add(tid)
+            self.cond.notify_all()
+
+
 class WorkerActor:
     """One migpool worker on a Ray node: its process started with the partition's environment."""
 
     def __init__(self, plugins: list[PluginHooks], spec: WorkerSpec, count: int) -> None:
-        self.runner = Runner()
+        self.link = RayLink()
+        self.runner = Runner(RayCodec(), self.link)
+        self.streaming: threading.Thread | None = None  # the thread running a stream task; take() joins it
         node = Node(spec.node, count, Local(), None)
         try:
             for p in plugins:  # e.g. the simulator's record of processes on partitions
@@ -157,7 +289,36 @@ class WorkerActor:
         return dict(pid=os.getpid(), cuda=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
     def run(self, msgs: list[ToWorker]) -> list[TaskDone | TaskFailed]:
-        return [f for f in (self.runner.handle(m) for m in msgs) if f is not None]
+        out = []
+        for m in msgs:
+            if isinstance(m, RunTask) and m.streams:
+                self._stream(m)  # its items and its end go out through take()
+                continue
+            frame = self.runner.handle(m)
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def _stream(self, msg: RunTask) -> None:
+        self.link.begin()
+        t = threading.Thread(
+            target=lambda: self.link.end(self.runner.run(msg)), name=f"migpool-stream-{msg.tid}", daemon=True
+        )
+        self.streaming = t
+        t.start()
+
+    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | None]:
+        items, wants, final = self.link.take(wait_s)
+        if final is not None and self.streaming is not None:
+            self.streaming.join()
+            self.streaming = None
+        return items, wants, final
+
+    def feed(self, sid: int, feeds: list[Feed]) -> None:
+        self.link.feed(sid, feeds)
+
+    def cancel(self, tid: int) -> None:
+        self.link.cancel(tid)
 
 
 # --- the driver side ---
@@ -169,10 +330,13 @@ class RayWorkerSlot(WorkerProcess):
         self.pool = pool
         self.actor: Any = None
         self.node = pool.nodes[spec.node]
+        self.fetched = threading.Condition()
+        self.fetching = 0  # large results on their way from the actor's object store
 
     def spawn(self) -> None:
         self.ready.clear()
         self.sent_fns = set()
+        self.sent_values = set()
         self.timed_out = False
         self.writer_q = queue.SimpleQueue()
         self.actor = self.pool.actor_class.options(
@@ -193,22 +357,25 @@ class RayWorkerSlot(WorkerProcess):
         threads.start(f"{self.name}-reader", self._reader_loop, self.actor, refs)
 
     def _writer_loop(self, actor: Any, wq: queue.SimpleQueue[ToWorker | None], refs: queue.SimpleQueue[Any]) -> None:
+        """Messages to the actor in batches; a stream task goes alone, and its reader drives it (_drive)."""
         while True:
             msg = wq.get()
             if msg is None or isinstance(msg, Stop):
                 refs.put(None)
                 return
             batch = [msg]
-            while len(batch) < RAY_BATCH:
+            while len(batch) < RAY_BATCH and not _streams(batch[-1]):
                 try:
                     more = wq.get_nowait()
                 except queue.Empty:
                     break
-                if more is None or isinstance(more, Stop):
-                    wq.put(more)
+                if more is None or isinstance(more, Stop) or _streams(more):
+                    wq.put(more)  # the end goes last; a stream task starts the next batch
                     break
                 batch.append(more)
-            refs.put(actor.run.remote(batch))
+            ref = actor.run.remote(batch)
+            last = batch[-1]
+            refs.put((last.tid, ref) if isinstance(last, RunTask) and last.streams else ref)
 
     def _reader_loop(self, actor: Any, refs: queue.SimpleQueue[Any]) -> None:
         import ray
@@ -230,11 +397,16 @@ class RayWorkerSlot(WorkerProcess):
                     continue
                 if ref is None:
                     return
+                stream = None
+                if isinstance(ref, tuple):
+                    stream, ref = ref
                 while not ray.wait([ref], timeout=POLL_S)[0]:
                     if self._past_deadline():
                         raise _KilledForTimeoutError
                 for frame in ray.get(ref):
                     self.resolve(frame)
+                if stream is not None:
+                    self._drive(actor, stream)
                 self.sched.pump()
         except _KilledForTimeoutError:
             how = "was stopped"
@@ -244,6 +416,59 @@ class RayWorkerSlot(WorkerProcess):
             self.ready.clear()
         self.writer_q.put(None)
         self.ended(was_ready, how)
+
+    def _drive(self, actor: Any, tid: int) -> None:
+        """Run a stream task's side here: take its items while its consumer has room, feed its input as it asks,
+        until its last frame."""
+        import ray
+
+        with self.sched.lock:
+            job = self.outstanding[0] if self.outstanding and self.outstanding[0].id == tid else None
+        while True:
+            if self._past_deadline():
+                raise _KilledForTimeoutError
+            if job is not None and job.stream is not None and not job.stream.wait_room(POLL_S):
+                continue
+            items, wants, final = ray.get(actor.take.remote(POLL_S))
+            for item in items:
+                self.resolve(Yielded(tid, item))
+            for sid, n in wants.items():
+                self.resolve(Want(tid, sid, n))
+            if final is not None:
+                self.resolve(final)
+                return
+
+    def deliver(self, job: Job, result: Any) -> None:
+        """A large result comes from Ray's object store without holding up this actor's other answers."""
+        if job.stream is None and isinstance(result, InStore):
+            fut = job.future
+            with self.fetched:
+                self.fetching += 1
+
+            def done(f: Any) -> None:
+                try:
+                    fut.set_result(f.result())
+                except Exception as e:  # noqa: BLE001 - the object was lost with its node, say
+                    fut.set_exception(RemoteError(f"the task's result could not be fetched from Ray: {e!r}"))
+                with self.fetched:
+                    self.fetching -= 1
+                    self.fetched.notify_all()
+
+            result.ref.future().add_done_callback(done)
+            return
+        super().deliver(job, result)
+
+    def feed(self, job: Job, sid: int, n: int) -> None:
+        feeds = self.sched.read_input(job, sid, n)
+        if feeds and self.actor is not None:
+            self.actor.feed.remote(sid, feeds)
+
+    def cancel(self, job: Job) -> None:
+        if self.actor is not None:
+            self.actor.cancel.remote(job.id)
+
+    def credit(self, job: Job, n: int) -> None:
+        """Nothing to send: the reader takes a stream's items only while its consumer has room."""
 
     def _past_deadline(self) -> bool:
         deadline = self.head_deadline()
@@ -280,6 +505,8 @@ class RayWorkerSlot(WorkerProcess):
     def kill(self) -> None:
         import ray
 
+        with self.fetched:  # the actor owns its large results until they arrive here
+            self.fetched.wait_for(lambda: self.fetching == 0, FETCH_WAIT_S)
         if self.actor is not None:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(self.actor, no_restart=True)
@@ -288,6 +515,12 @@ class RayWorkerSlot(WorkerProcess):
         """Retire the actor: its node waits for the process to end before its partition goes (RaySite)."""
         self.writer_q.put(Stop())
         self.kill()
+
+
+def _streams(msg: Any) -> bool:
+    """Whether a message starts a task that streams (out, in or both): it runs on a thread of the actor, which
+    the driver reaches between its items."""
+    return type(msg) is RunTask and msg.streams != 0
 
 
 class _KilledForTimeoutError(Exception):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import inspect
 import itertools
 import logging
 import os
@@ -20,18 +21,45 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any, Protocol
 
 from ..errors import PluginError, PoolBrokenError, RemoteError, TaskTimeoutError, WorkerLostError, WorkerStartError
 from ..layout import parse_memory_mib
-from .messages import DefineFunction, FromWorker, Ready, RunTask, Stop, TaskDone, TaskFailed, ToWorker
-from .pickling import cloud_dumps, dumps
-from .protocol import read_frame, write_frame
+from . import refs
+from .messages import (
+    FEED_END,
+    FEED_ERROR,
+    FEED_ITEM,
+    STREAM_IN,
+    STREAM_OUT,
+    Cancel,
+    Credit,
+    DefineFunction,
+    Feed,
+    ForgetValue,
+    FromWorker,
+    Ready,
+    Released,
+    RunTask,
+    Stop,
+    StoreValue,
+    TaskDone,
+    TaskFailed,
+    ToWorker,
+    Want,
+    Yielded,
+)
+from .pickling import cloud_dumps
+from .protocol import End, channel, read_frame, write_frame
 from .providers import WorkerSpec
-from .remote_errors import ExceptionDescription, rebuild
+from .refs import Ref
+from .remote_errors import ExceptionDescription, as_task_error, rebuild
+from .segments import Codec, SharedMemoryCodec
 from .stats import WorkerStats
+from .streams import OutputStream, StreamResults, take_inputs
 from .task import Task
 from .threads import Spawner, Threads
 from .tracebacks import RemoteTraceback, format_chain
@@ -56,15 +84,38 @@ def serves(task: Task[Any], node: int, profile: str | None, memory_mib: float | 
 
 
 class Job:
-    """A submitted task on its way: its future, its function's id, its pickled arguments and its attempts."""
+    """A submitted task on its way: its future, its function's id, its packed arguments, the stored values they
+    name, its streams (a generator task's output, its iterator arguments) and its attempts."""
 
-    __slots__ = ("id", "task", "future", "fid", "payload", "attempts", "retries", "started")
+    __slots__ = ("id", "task", "future", "fid", "payload", "attempts", "retries", "started", "vids", "stream", "inputs")
 
-    def __init__(self, jid: int, task: Task[Any], future: Future[Any], fid: int, payload: bytes, retries: int) -> None:
+    def __init__(
+        self,
+        jid: int,
+        task: Task[Any],
+        future: Future[Any],
+        fid: int,
+        payload: Any,
+        retries: int,
+        vids: frozenset[int] = frozenset(),
+        stream: OutputStream | None = None,
+        inputs: list[Any] | None = None,
+    ) -> None:
         self.id, self.task, self.future, self.fid, self.payload = jid, task, future, fid, payload
         self.attempts = 0
         self.retries = retries
         self.started = 0.0
+        self.vids = vids
+        self.stream = stream  # a generator task's items, on their way to the caller
+        self.inputs = inputs or []  # its iterator arguments, read as the task asks (None once one ended)
+
+
+_NONE: frozenset[int] = frozenset()
+_NO_REFS: list[Ref] = []  # (never appended to: no Ref was made in this process)
+
+
+def _size(data: Any) -> int:
+    return int(getattr(data, "nbytes", 0))
 
 
 def _fit(w: WorkerProcess, job: Job) -> tuple[int, float]:
@@ -112,6 +163,7 @@ class WorkerProcess:
         self.ready = threading.Event()
         self.dead_reason: str | None = None  # set when it failed to start and gave up
         self.sent_fns: set[int] = set()
+        self.sent_values: set[int] = set()  # the stored values (refs) this worker holds
         self.writer_q: queue.SimpleQueue[ToWorker | None] = queue.SimpleQueue()
         self.avg_s = 0.01
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
@@ -136,28 +188,29 @@ class WorkerProcess:
 
     # --- lifecycle ---
     def spawn(self) -> None:
-        p_r, c_w = os.pipe()  # worker -> parent
-        c_r, p_w = os.pipe()  # parent -> worker
+        p_r, c_w = channel()  # worker -> parent
+        c_r, p_w = channel()  # parent -> worker
         env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()))
         self.ready.clear()
         self.sent_fns = set()
+        self.sent_values = set()
         self.timed_out = False
         self.writer_q = queue.SimpleQueue()
         try:
             proc = self.sched.launch(
-                [self.spec.python, "-m", "migpool.pool.worker", str(c_r), str(c_w)],
+                [self.spec.python, "-m", "migpool.pool.worker", c_r.spec(), c_w.spec()],
                 env=env,
-                pass_fds=(c_r, c_w),
+                pass_fds=(*c_r.fds(), *c_w.fds()),
                 stdin=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
             )
         finally:
-            os.close(c_r)
-            os.close(c_w)
+            c_r.close()
+            c_w.close()
         if proc is None:  # the pool has shut down
-            os.close(p_r)
-            os.close(p_w)
+            p_r.close()
+            p_w.close()
             return
         with self.sched.lock:
             self.proc = proc
@@ -167,7 +220,7 @@ class WorkerProcess:
         wq = self.writer_q
         threads = self.sched.threads
         threads.start(f"{self.name}-stderr", self._drain_stderr, proc)
-        threads.start(f"{self.name}-writer", self._writer, p_w, wq)
+        threads.start(f"{self.name}-writer", self._writer, p_w, wq, proc.pid)
         threads.start(f"{self.name}-reader", self._reader, proc, p_r, wq)
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
@@ -178,17 +231,18 @@ class WorkerProcess:
             sys.stderr.write(line)
         proc.stderr.close()
 
-    def _writer(self, fd: int, wq: queue.SimpleQueue[ToWorker | None]) -> None:
+    def _writer(self, sock: End, wq: queue.SimpleQueue[ToWorker | None], pid: int) -> None:
         try:
             while True:
                 msg = wq.get()
                 if msg is None:
                     break
-                write_frame(fd, msg)
+                write_frame(sock, msg, pid)
+                msg = None  # a segment it holds goes back to the pool now, not when the next message comes
         except OSError:
             pass
         finally:
-            os.close(fd)
+            sock.close()
 
     def head_deadline(self) -> float | None:
         """When the task running now must end (its timeout), or None."""
@@ -198,30 +252,34 @@ class WorkerProcess:
             head = self.outstanding[0]
             return head.started + head.task.timeout if head.task.timeout else None
 
-    def _reader(self, proc: subprocess.Popen[bytes], fd: int, wq: queue.SimpleQueue[ToWorker | None]) -> None:
+    def _reader(self, proc: subprocess.Popen[bytes], fd: End, wq: queue.SimpleQueue[ToWorker | None]) -> None:
         """Answers from the worker, until it exits. Its exit is seen from the process itself (a pidfd, else a poll
         of its status), not from its pipe, which a process it forked may hold open."""
         pidfd = _pidfd(proc.pid)
+
+        def release(sid: int, reusable: bool) -> None:  # a segment of this worker's was unmapped here
+            wq.put(Released([(sid, reusable)]))
+
         try:
-            first = read_frame(fd)
+            first = read_frame(fd, release)
             if not isinstance(first, Ready):
                 raise EOFError
             self.stats.pid = proc.pid
             self.startup_failures = 0
             self.ready.set()
             self.sched.pump()
-            watch = [fd] if pidfd is None else [fd, pidfd]
+            watch = [fd.fd] if pidfd is None else [fd.fd, pidfd]
             while True:
                 deadline = self.head_deadline()
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
                 ready = select.select(watch, [], [], wait)[0] if wait > 0 else []
-                if fd in ready:
-                    self.resolve(read_frame(fd))
+                if fd.fd in ready:
+                    self.resolve(read_frame(fd, release), proc.pid)
                     self.sched.pump()
                     continue
                 if ready or (pidfd is None and proc.poll() is not None):  # exited: take what it wrote first
-                    while select.select([fd], [], [], 0)[0]:
-                        self.resolve(read_frame(fd))
+                    while select.select([fd.fd], [], [], 0)[0]:
+                        self.resolve(read_frame(fd, release), proc.pid)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
                     self.timed_out = True
@@ -231,14 +289,16 @@ class WorkerProcess:
             pass
         finally:
             wq.put(None)
-            os.close(fd)
+            fd.close()
             if pidfd is not None:
                 os.close(pidfd)
         self._on_exit(proc)
 
-    def resolve(self, msg: FromWorker) -> None:
-        """A task's answer came back: end its future."""
-        if not isinstance(msg, (TaskDone, TaskFailed)):
+    def resolve(self, msg: FromWorker, peer: int = 0) -> None:
+        """A task's answer came back: end its future (a stream's item or request goes to its job; what the
+        worker unmapped goes back to the pool's segments)."""
+        if not isinstance(msg, (TaskDone, TaskFailed)):  # (the usual kinds go by with one check)
+            self._between(msg, peer)
             return
         now = time.monotonic()
         with self.sched.lock:
@@ -251,22 +311,47 @@ class WorkerProcess:
         if isinstance(msg, TaskDone):
             if provisioner is not None:
                 provisioner.finished(job, self, now - job.started)
-            try:
-                job.future.set_result(pickle.loads(msg.result))
-            except Exception as e:  # noqa: BLE001
-                job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
+            self.deliver(job, msg.result)
             return
-        exc: BaseException
+        job.future.set_exception(remote_exception(msg, self.spec.describe()))
+
+    def _between(self, msg: FromWorker, peer: int) -> None:
+        """What a worker sends while a task runs: a stream's item or request, segments it unmapped."""
+        if isinstance(msg, Released):
+            self.sched.codec.released(msg.items, peer)
+            return
+        if not isinstance(msg, (Yielded, Want)):
+            return
+        with self.sched.lock:
+            job = self.outstanding[0] if self.outstanding else None
+        if job is None or job.id != msg.tid:
+            return
+        if isinstance(msg, Want):
+            self.feed(job, msg.sid, msg.n)
+        elif job.stream is not None:
+            job.stream.push(msg.item)
+
+    def deliver(self, job: Job, result: Any) -> None:
+        """End a job's future with its packed result (a stream's end: None)."""
+        if job.stream is not None:
+            job.future.set_result(None)
+            return
         try:
-            exc = pickle.loads(msg.exception) if msg.exception is not None else RemoteError(msg.text)
-        except Exception:  # noqa: BLE001 - not rebuildable here: it comes back as its text
-            exc = RemoteError(msg.text)
-        if isinstance(exc, ExceptionDescription):
-            exc = rebuild(exc)
-        exc.__cause__ = RemoteTraceback(format_chain(msg.chain))
-        if hasattr(exc, "add_note"):
-            exc.add_note(f"(raised in {self.spec.describe()})")
-        job.future.set_exception(exc)
+            job.future.set_result(self.sched.codec.unpack(result))
+        except Exception as e:  # noqa: BLE001
+            job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
+
+    def feed(self, job: Job, sid: int, n: int) -> None:
+        """Send up to `n` items of the job's input stream `sid` (read here, on this worker's reader thread)."""
+        for f in self.sched.read_input(job, sid, n):
+            self.writer_q.put(f)
+
+    def cancel(self, job: Job) -> None:
+        """Stop the job's stream on this worker (its consumer stopped early)."""
+        self.writer_q.put(Cancel(job.id))
+
+    def credit(self, job: Job, n: int) -> None:
+        self.writer_q.put(Credit(job.id, n))
 
     def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
         sched = self.sched
@@ -276,6 +361,7 @@ class WorkerProcess:
         rc = proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # what its tasks left running in its process group ends with it
+        self.sched.codec.peer_gone(proc.pid)
         self.ended(was_ready, _exit_text(rc), rc)
 
     def ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:
@@ -308,7 +394,7 @@ class WorkerProcess:
                         f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
                         f"{self.spec.describe()}; the worker was stopped and restarted"
                     )
-                elif head.attempts <= head.retries:
+                elif head.attempts <= head.retries and not (head.stream is not None and head.stream.started):
                     sched.pending.appendleft(head)
                 else:
                     failure = self._lost(head, how, rc)
@@ -366,6 +452,8 @@ class WorkerProcess:
     def capacity(self) -> int:
         if not self.ready.is_set() or self.dead_reason or self.draining:
             return 0
+        if self.outstanding and self.outstanding[0].stream is not None:
+            return 0  # a stream runs alone: nothing waits behind a consumer
         if self.sched.provisioner is not None:
             depth = 1  # dynamic MIG: a task that waits may get a partition of its own rather than queue here
         else:
@@ -385,7 +473,27 @@ class WorkerProcess:
         if job.fid not in self.sent_fns:
             self.sent_fns.add(job.fid)
             self.writer_q.put(DefineFunction(job.fid, fn_bytes))
-        self.writer_q.put(RunTask(job.id, job.fid, job.payload))
+        if job.vids:
+            for vid in job.vids - self.sent_values:  # each stored value reaches a worker once
+                self.sent_values.add(vid)
+                self.writer_q.put(StoreValue(vid, self.sched.values[vid]))
+        streams = (STREAM_OUT if job.stream is not None else 0) | (STREAM_IN if job.inputs else 0)
+        self.writer_q.put(RunTask(job.id, job.fid, job.payload, streams))
+
+
+def remote_exception(msg: TaskFailed, where: str) -> BaseException:
+    """The exception a TaskFailed frame carries, with the worker's traceback as its cause and where it was raised."""
+    exc: BaseException
+    try:
+        exc = pickle.loads(msg.exception) if msg.exception is not None else RemoteError(msg.text)
+    except Exception:  # noqa: BLE001 - not rebuildable here: it comes back as its text
+        exc = RemoteError(msg.text)
+    if isinstance(exc, ExceptionDescription):
+        exc = rebuild(exc)
+    exc.__cause__ = RemoteTraceback(format_chain(msg.chain))
+    if hasattr(exc, "add_note"):
+        exc.add_note(f"(raised in {where})")
+    return exc
 
 
 def _cancel(fut: Future[Any], why: str = "the pool closed before this task ended") -> None:
@@ -419,8 +527,12 @@ class Scheduler:
         specs: list[WorkerSpec],
         default_retries: int = 0,
         slot: Callable[[Scheduler, WorkerSpec], WorkerProcess] | None = None,
+        codec: Codec | None = None,
     ) -> None:
         self.lock = threading.RLock()
+        self.codec: Codec = codec or SharedMemoryCodec()  # shared memory here, Ray's object store on Ray
+        self.values: dict[int, Any] = {}  # stored values (put), packed, by their Ref's number
+        self._forgotten: queue.SimpleQueue[int] = queue.SimpleQueue()  # refs that were dropped
         self.pending: collections.deque[Job] = collections.deque()
         self.threads = Threads(on_error=self.thread_died)
         self.failure: PoolBrokenError | None = None  # set when one of the pool's threads died of an error
@@ -430,7 +542,7 @@ class Scheduler:
         self.closed = False
         self.starting = True
         self._ids = itertools.count()
-        self._recent: collections.OrderedDict[int, tuple[object, int]] = collections.OrderedDict()
+        self._recent: collections.OrderedDict[int, tuple[object, int, bool]] = collections.OrderedDict()
         self.provisioner: Provisioner | None = None  # dynamic MIG: admits tasks, woken when work waits
         self._fid_by_bytes: dict[bytes, int] = {}
         self._fn_bytes: dict[int, bytes] = {}
@@ -491,22 +603,24 @@ class Scheduler:
                 raise WorkerLostError(reason)
         self.starting = False
 
-    def _function(self, fn: Any) -> int:
-        """The id under which workers know this function. Identical functions (same pickled bytes, e.g. the
-        same lambda made anew for each call) share one id, so neither side grows with the number of submits;
-        recently seen function objects skip re-pickling."""
+    def _function(self, fn: Any) -> tuple[int, bool]:
+        """The id under which workers know this function, and whether it is a generator function (its items
+        stream back). Identical functions (same pickled bytes, e.g. the same lambda made anew for each call)
+        share one id, so neither side grows with the number of submits; recently seen function objects skip
+        re-pickling."""
         key = id(fn)
         got = self._recent.get(key)
         if got is not None and got[0] is fn:
             self._recent.move_to_end(key)
-            return got[1]
+            return got[1], got[2]
         data = cloud_dumps(fn)
         fid = self._fid_by_bytes.setdefault(data, len(self._fid_by_bytes))
         self._fn_bytes[fid] = data
-        self._recent[key] = (fn, fid)
+        streams = inspect.isgeneratorfunction(getattr(fn, "fn", fn))
+        self._recent[key] = (fn, fid, streams)
         if len(self._recent) > RECENT_FUNCTIONS:
             self._recent.popitem(last=False)
-        return fid
+        return fid, streams
 
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         self.check()
@@ -536,28 +650,126 @@ class Scheduler:
                 f"no worker runs on a {task.partition} partition; this pool's partitions: "
                 + (", ".join(parts) if parts else "none (no mig plugin)")
             )
-        fid = self._function(task.fn)
-        payload = dumps((task.args, task.kwargs))
+        fid, streams = self._function(task.fn)
+        args, kwargs, inputs = take_inputs(task.args, task.kwargs)
+        named, before = refs.noting() if refs.made[0] else (_NO_REFS, None)
+        try:
+            payload = self.codec.pack((args, kwargs))
+        except Exception as e:
+            raise TypeError(
+                f"{task!r}: its arguments could not be pickled ({type(e).__name__}: {e}); pass values that pickle, "
+                "or make what cannot travel inside the task"
+            ) from e
+        finally:
+            if named is not _NO_REFS:
+                refs.stop_noting(before)
+        for r in named:
+            if r.owner != id(self) or r.vid not in self.values:
+                raise PluginError(
+                    f"{r!r} was made by another pool, or by this one and then freed: pass a Ref only to tasks of "
+                    "the pool whose put() made it, while that pool is open"
+                )
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
         fut: Future[Any] = Future()
+        vids = frozenset(r.vid for r in named) if named else _NONE
+        job = Job(next(self._ids), task, fut, fid, payload, n, vids, None, inputs)
+        caller: Future[Any] | None = None
+        if streams:
+            job.stream = stream = OutputStream(
+                self.codec.unpack, lambda k: self.credit(job, k), lambda: self.cancel_stream(job)
+            )
+            fut.add_done_callback(lambda f: stream.finish(f.exception() if not f.cancelled() else CancelledError()))
+            caller = Future()
+            caller.set_result(StreamResults(stream))
         with self.lock:
-            self.pending.append(Job(next(self._ids), task, fut, fid, payload, n))
+            self.pending.append(job)
             some_dead = self.provisioner is None and any(w.dead_reason for w in self.workers)
         if some_dead:  # a slot gave up starting its worker: what only it could run fails now, never waits
             self.fail_unservable()
         self.pump()
-        return fut
+        return fut if caller is None else caller
+
+    # --- stored values and streams ---
+    def put(self, value: Any) -> Ref:
+        """Store `value` once for any number of tasks; it is freed when the Ref is dropped or the pool closes."""
+        self.check()
+        if self.closed:
+            raise RuntimeError("this Compute is closed; put values inside its `with` block")
+        data = self.codec.store(value)
+        ref = Ref(id(self), len(data) if isinstance(data, bytes) else _size(data))
+        with self.lock:
+            self.values[ref.vid] = data
+        weakref.finalize(ref, self._forgotten.put, ref.vid)
+        return ref
+
+    def _forget(self) -> None:
+        """Free the stored values whose Refs were dropped, here and in the workers that hold them (lock held)."""
+        while True:
+            try:
+                vid = self._forgotten.get_nowait()
+            except queue.Empty:
+                return
+            self.values.pop(vid, None)
+            for w in self.workers:
+                if vid in w.sent_values:
+                    w.sent_values.discard(vid)
+                    w.writer_q.put(ForgetValue(vid))
+
+    def read_input(self, job: Job, sid: int, n: int) -> list[Feed]:
+        """Up to `n` items of the job's iterator argument `sid`, packed, then its end or the error it raised."""
+        out: list[Feed] = []
+        it = job.inputs[sid] if sid < len(job.inputs) else None
+        while it is not None and len(out) < n:
+            try:
+                item = next(it)
+                out.append(Feed(job.id, sid, self.codec.pack(item), FEED_ITEM))
+            except StopIteration:
+                out.append(Feed(job.id, sid, None, FEED_END))
+                it = job.inputs[sid] = None
+            except Exception as e:  # noqa: BLE001 - raised in the task, where it reads the stream
+                out.append(Feed(job.id, sid, self.codec.pack(as_task_error(e)), FEED_ERROR))
+                it = job.inputs[sid] = None
+        return out
+
+    def credit(self, job: Job, n: int) -> None:
+        with self.lock:
+            w = next((w for w in self.workers if job in w.outstanding), None)
+        if w is not None:
+            w.credit(job, n)
+
+    def cancel_stream(self, job: Job) -> None:
+        """The consumer stopped reading a stream: a job still queued ends now, a running one is told to stop."""
+        with self.lock:
+            if job in self.pending:
+                self.pending.remove(job)
+                w = None
+            else:
+                w = next((w for w in self.workers if job in w.outstanding), None)
+                if w is None:
+                    return
+        if w is None:
+            _cancel(job.future, "the stream was closed before its task ran")
+        else:
+            w.cancel(job)
 
     def pump(self) -> None:
         """Hand pending jobs, in order, each to the least-loaded worker that serves its partition and has room."""
+        self.codec.tidy()
         with self.lock:
+            if not self._forgotten.empty():
+                self._forget()
             i = 0
             held: dict[int, float] = {}  # dynamic MIG: busy workers that jobs wait for, and when each is taken until
             while i < len(self.pending):
                 job = self.pending[i]
                 best = None
                 for w in self.workers:
-                    if w.serves(job.task) and w.capacity() > 0 and (best is None or _fit(w, job) < _fit(best, job)):
+                    if (
+                        w.serves(job.task)
+                        and w.capacity() > 0
+                        and (job.stream is None or not w.outstanding)
+                        and (best is None or _fit(w, job) < _fit(best, job))
+                    ):
                         best = w
                 if best is None:
                     if self.provisioner is not None:
@@ -617,7 +829,13 @@ class Scheduler:
                 j.future.set_exception(WorkerStartError(f"no worker can run {j.task!r}: {reasons}"))
 
     def wait_idle(self) -> None:
+        """Wait until every task has ended; streams that nobody reads to the end are stopped first."""
         while True:
+            with self.lock:
+                jobs = list(self.pending) + [j for w in self.workers for j in w.outstanding]
+            for j in jobs:
+                if j.stream is not None and not j.future.done():
+                    j.stream.close()
             with self.lock:
                 futs = [j.future for j in self.pending] + [j.future for w in self.workers for j in w.outstanding]
                 futs = [f for f in futs if not f.done()]
@@ -658,10 +876,12 @@ class Scheduler:
             jobs = [j for w in self.workers for j in w.outstanding]
             for w in self.workers:
                 w.outstanding.clear()
+            self.values.clear()
         for j in jobs:
             _cancel(j.future)
         for w in self.workers:
             w.writer_q.put(None)  # a writer whose reader never started (the pool closed as it spawned)
         stuck = self.threads.join(JOIN_S)
+        self.codec.close()
         if stuck:
             log.warning("migpool: threads still running %.0f s after the pool closed: %s", JOIN_S, ", ".join(stuck))
