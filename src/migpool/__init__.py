@@ -45,6 +45,8 @@ _EXPORTS = {
     "instance_info": ".pool",
     "shard": ".pool",
     "Ray": ".pool",
+    "run_command": ".launch",
+    "CommandResult": ".launch",
 }
 _ERRORS = [
     "ApplyError",
@@ -125,6 +127,7 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
+    from .launch import CommandResult, run_command
     from .layout import Layout, MachineLayout
     from .planner import PlannedInstance, max_addable, plan
     from .pool import (

@@ -630,7 +630,9 @@ class Scheduler:
             task = dataclasses.replace(task, need_mib=parse_memory_mib(task.min_memory))
         if self.provisioner is not None:
             self.provisioner.admit(task)
-        elif not any(w.serves(task) for w in self.workers):
+        elif (task.partition is not None or task.need_mib is not None or task.node is not None) and not any(
+            w.serves(task) for w in self.workers
+        ):  # (a task that names nothing runs on any worker)
             parts = sorted({w.spec.partition.profile for w in self.workers if w.spec.partition})
             if task.node is not None and not any(w.spec.node == task.node for w in self.workers):
                 raise PluginError(f"this pool has no node {task.node}")
