@@ -242,9 +242,7 @@ def test_the_run_leases_its_partitions(tmp_path):
 
 def test_ready_port_lists_every_endpoint_once_they_accept_connections(tmp_path):
     marker = "migpool-test-server"
-    server = (
-        f"import sys, http.server as h; h.test(h.SimpleHTTPRequestHandler, port=int(sys.argv[1]), bind='127.0.0.1')"
-    )
+    server = "import sys, http.server as h; h.test(h.SimpleHTTPRequestHandler, port=int(sys.argv[1]), bind='127.0.0.1')"
     p = subprocess.Popen(
         [*RUN, "-p", "1g.10gb", "-n", "3", "--ready-port", "--port-base", "18700", "--grace", "1", "--",
          sys.executable, "-c", server, "{port}", marker],
