@@ -255,7 +255,8 @@ def fork_and_read_later(a, path, seconds):
     pid = os.fork()
     if pid == 0:
         time.sleep(seconds)
-        with open(path, "w") as f:
+        with open(path + ".part", "w") as f:
             f.write(str(float(a.sum())))
+        os.replace(path + ".part", path)  # whole, or not there yet
         os._exit(0)
     return pid

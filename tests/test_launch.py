@@ -127,14 +127,19 @@ def test_a_signal_stops_every_copy_and_leaves_no_process(sig, tmp_path):
 
 def test_restarts_with_back_off_then_give_up(tmp_path):
     count = tmp_path / "count"
-    script = f"echo x >> {count}; exit 4"
+    # copy 0 keeps failing; copy 1 would run for ten minutes: the run stops when copy 0 is given up
+    script = f"if [ {{index}} = 0 ]; then echo try >> {count}; echo last words; exit 4; fi; exec sleep 600"
     t = time.monotonic()
-    r = migpool_run("-p", "7g.80gb", "--restart", "on-failure", "--max-restarts", "3", "--", "sh", "-c", script)
+    r = migpool_run(
+        "-p", "3g.40gb", "-n", "2", "--grace", "1", "--restart", "on-failure", "--max-restarts", "3", "--",
+        "sh", "-c", script,
+    )  # fmt: skip
     took = time.monotonic() - t
     assert r.returncode == 4
     assert len(count.read_text().split()) == 4  # the first run and three restarts
-    assert "not restarted again" in r.stderr
-    assert took >= 0.5 + 1.0 + 2.0  # waits of 0.5 s, then 1 s, then 2 s
+    assert "[3g.40gb#0] failed 4 times, so the run stops; its last lines:" in r.stderr
+    assert "[3g.40gb#0]   last words" in r.stderr and "[3g.40gb#1] stopped" in r.stderr
+    assert 0.5 + 1.0 + 2.0 <= took < 120  # waits of 0.5 s, then 1 s, then 2 s
 
 
 def test_a_job_file_runs_each_line_once_over_three_partitions_with_retries(tmp_path):
@@ -206,7 +211,7 @@ def test_whole_gpus_one_copy_each():
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    got = [lines_of(r.stdout, f"gpu{i}") for i in range(2)]
+    got = [lines_of(r.stdout, f"gpu#{i}") for i in range(2)]
     assert len({g[0] for g in got}) == 2 and all(g[0].startswith("GPU-") for g in got)
 
 
@@ -277,3 +282,24 @@ def test_run_command_from_python():
     ) as pool:
         r = migpool.run_command(["sh", "-c", "echo on {profile} $CUDA_VISIBLE_DEVICES; echo oops >&2; exit 3"]) >> pool
     assert r.status == 3 and r.profile == "3g.40gb" and r.stdout == f"on 3g.40gb {r.uuid}\n" and r.stderr == "oops\n"
+
+
+def test_ready_cmd_is_run_with_each_copys_placeholders(tmp_path):
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    r = subprocess.Popen(
+        [*RUN, "-p", "2g.20gb", "-n", "2", "--grace", "1", "--ready-cmd", f"test -e {marks}/{{index}}-{{profile}}",
+         "--", "sh", "-c", f"sleep 1; touch {marks}/{{index}}-{{profile}}; exec sleep 600"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < 2 and time.monotonic() < deadline:
+            line = r.stderr.readline()
+            if line.startswith("ready:"):
+                got.append(line.split()[1:])
+        assert sorted(got) == [["2g.20gb#0", "2g.20gb"], ["2g.20gb#1", "2g.20gb"]]
+    finally:
+        r.send_signal(signal.SIGTERM)
+        r.communicate(timeout=60)

@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -964,6 +965,9 @@ def _gpu_indices(text: str | None) -> int | list[int] | str:
 @click.option("--port-base", type=click.IntRange(1, 65535), default=8000, help="{port}: free ports from here up.")
 @click.option("--log-dir", default=None, metavar="DIR", help="Also write each copy's output to DIR/NAME.log.")
 @click.option("--ready-port", is_flag=True, help="Wait until each copy accepts connections on its {port}; list them.")
+@click.option(
+    "--ready-cmd", default=None, metavar="CMD", help="Or until CMD (placeholders filled in) exits 0 for each."
+)
 @click.option("--restore", is_flag=True, help="Put the GPUs back as they were when the run ends.")
 @click.option("--simulate", "simulate", metavar="SPEC", default=None, help="Use simulated GPUs, e.g. A100-80GB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -984,6 +988,7 @@ def run_cmd(
     port_base: int,
     log_dir: str | None,
     ready_port: bool,
+    ready_cmd: str | None,
     restore: bool,
     simulate: str | None,
     as_json: bool,
@@ -1036,10 +1041,18 @@ def run_cmd(
         launch.check_placeholders(command)
     if ready_port and not any("{port}" in a for a in command):
         raise click.UsageError("--ready-port waits on each copy's {port}: put {port} in the command")
+    if ready_cmd:
+        launch.check_placeholders(shlex.split(ready_cmd))
     workers: int | None
     if whole_gpu:
         plugin: Any = plugins.gpus(gpus)
-        workers = count
+        backend = open_backend(provider.spec())
+        try:
+            found = [g.index for g in backend.gpus()]
+        finally:
+            backend.close()
+        chosen = found if gpus == "all" else [i for i in ([gpus] if isinstance(gpus, int) else gpus) if i in found]
+        workers = count or len(chosen) or 1  # one copy per GPU (the plugin names a GPU it lacks)
     elif dynamic:
         plugin = plugins.mig(dynamic=True, gpus=gpus, restore=restore)
         workers = None
@@ -1054,7 +1067,7 @@ def run_cmd(
         parts = pool.partitions
         if not jobs:
             if whole_gpu:
-                names = [f"gpu{i}" for i in range(len(pool.worker_pids))]
+                names = [f"gpu#{i}" for i in range(len(pool.worker_pids))]
                 profiles: list[str | None] = [None] * len(names)
             else:
                 profiles = [p.profile for p in parts]
@@ -1088,6 +1101,7 @@ def run_cmd(
             restart=restart,
             max_restarts=max_restarts,
             ready_port=ready_port,
+            ready_cmd=shlex.split(ready_cmd) if ready_cmd else (),
             on_progress=progress,
         )
     failed = [j for j in jobs if j.status not in (0,)]
@@ -1118,7 +1132,7 @@ def _run_summary(jobs: list[Any], as_json: bool) -> None:
         return
     t = table(None, [("copy", "text"), ("partition", "text"), ("status", "text"), ("time", "num"), ("restarts", "num")])
     for j in jobs:
-        t.add_row(j.name, j.where or "-", describe_status(j.status), f"{j.seconds:.1f}s", str(j.restarts))
+        t.add_row(j.name, short_uuid(j.where) or "-", describe_status(j.status), f"{j.seconds:.1f}s", str(j.restarts))
     show(err, t)
 
 

@@ -10,6 +10,7 @@ ends what it left running, and the pool ends its workers.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -33,7 +34,8 @@ from .pool.threads import Threads
 PLACEHOLDERS = ("index", "uuid", "profile", "gpu", "port")
 TICK_S = 0.2  # how often a quiet program's stream says it is alive (so that a stop is seen at once)
 READ_MAX = 1 << 16
-BACKOFF_S = (0.5, 10.0)  # a restart waits 0.5 s, doubling up to 10 s
+BACKOFF_S = (0.5, 10.0)
+TAIL = 10  # the last lines of a copy shown when it is given up  # a restart waits 0.5 s, doubling up to 10 s
 JOB_PREFIX = re.compile(r"^\s*\[([^\]]*)\]\s*")
 
 
@@ -242,6 +244,8 @@ class Job:
     where: str = ""  # the partition it last ran on
     line: str = ""  # its line in the job file
     error: str = ""
+    values: dict[str, Any] = dataclasses.field(default_factory=dict)  # its placeholders' values where it runs
+    tail: collections.deque[str] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=TAIL))
 
 
 def parse_job_line(line: str, number: int) -> Job | None:
@@ -317,16 +321,20 @@ class Runner:
         with self._lock:
             self._streams.add(stream)
         status: int | None = None
+        began = time.monotonic()
         try:
             if self.stopping.is_set():
                 stream.close()
             for kind, detail in stream:
                 if kind == "tick":
                     continue
-                if kind == "start":
-                    job.where = f"{detail['profile']}"
+                if kind == "start":  # where it runs: a MIG profile, or a whole GPU by its UUID
+                    job.where = detail["profile"] if detail["profile"] != "gpu" else str(detail["uuid"])
+                    job.values = {k: detail[k] for k in PLACEHOLDERS}
                     if detail.get("error"):
                         job.error = detail["error"]
+                elif kind in ("out", "err"):
+                    job.tail.append(detail)
                 elif kind == "exit":
                     status = detail["status"]
                     job.seconds += detail["seconds"]
@@ -336,6 +344,8 @@ class Runner:
             with self._lock:
                 self._streams.discard(stream)
             stream.close()
+            if status is None:  # stopped: it ran until now
+                job.seconds += time.monotonic() - began
         return None if self.stopping.is_set() and status is None else status
 
     def _serve(self, job: Job) -> None:
@@ -349,8 +359,9 @@ class Runner:
                 return
             again = self.restart == "always" or (self.restart == "on-failure" and job.status != 0)
             if not again or job.restarts >= self.max_restarts:
-                if again:
+                if again:  # it keeps failing: the run stops, with its last lines
                     self.events.put(("gave-up", job, self.max_restarts))
+                    self.stop()
                 return
             job.restarts += 1
             if self.stopping.wait(wait):
@@ -371,23 +382,41 @@ class Runner:
                 with self._lock:
                     self._todo.append(job)
 
-    def copies(self, jobs: list[Job], ready_port: bool = False) -> None:
+    def copies(self, jobs: list[Job], ready_port: bool = False, ready_cmd: Sequence[str] = ()) -> None:
         for job in jobs:
             self.threads.start(f"migpool-run-{job.name}", self._serve, job)
-        if ready_port:
-            self.threads.start("migpool-run-ready", self._ready, jobs)
+        if ready_port or ready_cmd:
+            self.threads.start("migpool-run-ready", self._ready, jobs, ready_cmd)
 
-    def _ready(self, jobs: list[Job]) -> None:
-        """Wait until every copy accepts connections on its port; then say where they are."""
-        waiting = {j.index: j for j in jobs if j.port}
+    @staticmethod
+    def _is_ready(job: Job, ready_cmd: Sequence[str]) -> bool:
+        if not ready_cmd:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", job.port), timeout=0.2):
+                return True
+            return False
+        if not job.values:  # not started yet
+            return False
+        try:
+            done = subprocess.run(
+                substitute(ready_cmd, job.values), stdin=subprocess.DEVNULL, capture_output=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
+
+    def _ready(self, jobs: list[Job], ready_cmd: Sequence[str]) -> None:
+        """Wait until every copy is ready (accepts connections on its port, or its ready command succeeds); then
+        say where each is."""
+        waiting = {j.index: j for j in jobs if j.port or ready_cmd}
         while waiting and not self.stopping.is_set():
             for i, j in list(waiting.items()):
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", j.port), timeout=0.2):
+                if self._is_ready(j, ready_cmd):
                     del waiting[i]
             if waiting and self.stopping.wait(0.2):
                 return
         if not self.stopping.is_set():
-            self.events.put(("ready", jobs[0], [(j.name, f"http://127.0.0.1:{j.port}") for j in jobs if j.port]))
+            where = [(j.name, f"http://127.0.0.1:{j.port}" if j.port else j.where) for j in jobs]
+            self.events.put(("ready", jobs[0], where))
 
     def queue(self, jobs: list[Job], parallel: int) -> None:
         self._todo = list(jobs)
@@ -469,6 +498,7 @@ def run(
     restart: str = "never",
     max_restarts: int = 5,
     ready_port: bool = False,
+    ready_cmd: Sequence[str] = (),
     on_progress: Callable[[list[Job]], None] | None = None,
 ) -> tuple[int, list[Job]]:
     """Run the jobs (copies, or a queue over `parallel` partitions) on an open pool, printing their lines; the
@@ -498,7 +528,9 @@ def run(
             if on_progress is not None:
                 on_progress(jobs)
         elif kind == "gave-up":
-            printer.note(job, f"failed {detail + 1} times: not restarted again")
+            printer.note(job, f"failed {detail + 1} times, so the run stops; its last lines:")
+            for text in job.tail:
+                printer.note(job, f"  {text}")
         elif kind == "ready":
             for name, url in detail:  # one a line: a list of seven endpoints would pass 80 columns
                 printer.err.write(f"ready: {name} {url}\n")
@@ -512,7 +544,7 @@ def run(
         if queue_mode:
             runner.queue(jobs, parallel)
         else:
-            runner.copies(jobs, ready_port)
+            runner.copies(jobs, ready_port, ready_cmd)
         runner.wait(on_event)
     finally:
         if main:
