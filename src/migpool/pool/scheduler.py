@@ -110,8 +110,16 @@ class Job:
         self.inputs = inputs or []  # its iterator arguments, read as the task asks (None once one ended)
 
 
+def _no_iterator(args: tuple[Any, ...]) -> bool:
+    for a in args:
+        if hasattr(type(a), "__next__"):
+            return False
+    return True
+
+
 _NONE: frozenset[int] = frozenset()
 _NO_REFS: list[Ref] = []  # (never appended to: no Ref was made in this process)
+_NO_INPUTS: list[Any] = []  # (never appended to: a task without iterator arguments)
 
 
 def _size(data: Any) -> int:
@@ -337,7 +345,7 @@ class WorkerProcess:
             job.future.set_result(None)
             return
         try:
-            job.future.set_result(self.sched.codec.unpack(result))
+            job.future.set_result(pickle.loads(result) if type(result) is bytes else self.sched.codec.unpack(result))
         except Exception as e:  # noqa: BLE001
             job.future.set_exception(RemoteError(f"the task's result could not be unpickled here: {e!r}"))
 
@@ -531,8 +539,9 @@ class Scheduler:
     ) -> None:
         self.lock = threading.RLock()
         self.codec: Codec = codec or SharedMemoryCodec()  # shared memory here, Ray's object store on Ray
+        self._pack = self.codec.pack  # (looked up once: every submit calls it)
         self.values: dict[int, Any] = {}  # stored values (put), packed, by their Ref's number
-        self._forgotten: queue.SimpleQueue[int] = queue.SimpleQueue()  # refs that were dropped
+        self._forgotten: collections.deque[int] = collections.deque()  # refs that were dropped (from finalizers)
         self.pending: collections.deque[Job] = collections.deque()
         self.threads = Threads(on_error=self.thread_died)
         self.failure: PoolBrokenError | None = None  # set when one of the pool's threads died of an error
@@ -653,10 +662,12 @@ class Scheduler:
                 + (", ".join(parts) if parts else "none (no mig plugin)")
             )
         fid, streams = self._function(task.fn)
-        args, kwargs, inputs = take_inputs(task.args, task.kwargs)
+        args, kwargs, inputs = task.args, task.kwargs, _NO_INPUTS
+        if kwargs or not _no_iterator(args):  # (an iterator argument streams)
+            args, kwargs, inputs = take_inputs(args, kwargs)
         named, before = refs.noting() if refs.made[0] else (_NO_REFS, None)
         try:
-            payload = self.codec.pack((args, kwargs))
+            payload = self._pack((args, kwargs))
         except Exception as e:
             raise TypeError(
                 f"{task!r}: its arguments could not be pickled ({type(e).__name__}: {e}); pass values that pickle, "
@@ -701,16 +712,13 @@ class Scheduler:
         ref = Ref(id(self), len(data) if isinstance(data, bytes) else _size(data))
         with self.lock:
             self.values[ref.vid] = data
-        weakref.finalize(ref, self._forgotten.put, ref.vid)
+        weakref.finalize(ref, self._forgotten.append, ref.vid)
         return ref
 
     def _forget(self) -> None:
         """Free the stored values whose Refs were dropped, here and in the workers that hold them (lock held)."""
-        while True:
-            try:
-                vid = self._forgotten.get_nowait()
-            except queue.Empty:
-                return
+        while self._forgotten:
+            vid = self._forgotten.popleft()
             self.values.pop(vid, None)
             for w in self.workers:
                 if vid in w.sent_values:
@@ -758,18 +766,19 @@ class Scheduler:
         """Hand pending jobs, in order, each to the least-loaded worker that serves its partition and has room."""
         self.codec.tidy()
         with self.lock:
-            if not self._forgotten.empty():
+            if self._forgotten:
                 self._forget()
             i = 0
             held: dict[int, float] = {}  # dynamic MIG: busy workers that jobs wait for, and when each is taken until
             while i < len(self.pending):
                 job = self.pending[i]
                 best = None
+                alone = job.stream is not None  # a stream goes only to an idle worker
                 for w in self.workers:
                     if (
                         w.serves(job.task)
                         and w.capacity() > 0
-                        and (job.stream is None or not w.outstanding)
+                        and not (alone and w.outstanding)
                         and (best is None or _fit(w, job) < _fit(best, job))
                     ):
                         best = w

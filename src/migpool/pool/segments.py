@@ -25,6 +25,7 @@ import itertools
 import mmap
 import os
 import pickle
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -293,8 +294,15 @@ class Packed:
 def pack(obj: Any, recycler: Recycler) -> bytes | Packed:
     """`obj` pickled: plain bytes when it is small, else a Packed whose buffers (and large body) were written
     once into a segment. A pickling that fails part-way raises before any segment is taken."""
-    body, found = dumps_out_of_band(obj)
-    if not found and len(body) < BODY_MIN:  # the usual small value
+    found: list[pickle.PickleBuffer] = []
+    if "torch" in sys.modules:  # its tensors need the reducers that pickling.dumps adds
+        body, found = dumps_out_of_band(obj)
+    else:
+        try:  # plain pickle, at once (the usual small value)
+            body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=found.append)
+        except Exception:  # noqa: BLE001 - cloudpickle's turn (and its error, if it cannot either)
+            body, found = dumps_out_of_band(obj)
+    if not found and len(body) < BODY_MIN:
         return body
     parts = [b.raw() for b in found]
     if parts and sum(m.nbytes for m in parts) < OOB_MIN:  # small buffers only: they go in the pickle
@@ -350,6 +358,7 @@ class SharedMemoryCodec:
         # number of workers (bound here: a pool of tiny tasks calls it twice a task)
         self.pack: Callable[[Any], Any] = functools.partial(pack, recycler=self.recycler)
         self.store: Callable[[Any], Any] = self.pack
+        self.tidy: Callable[[], None] = self.recycler.tidy  # (bound here: the scheduler calls it twice a task)
 
     def unpack(self, data: Any, shared: bool = False) -> Any:
         return unpack(data, shared)
@@ -359,9 +368,6 @@ class SharedMemoryCodec:
 
     def peer_gone(self, peer: int) -> None:
         self.recycler.peer_gone(peer)
-
-    def tidy(self) -> None:
-        self.recycler.tidy()
 
     def close(self) -> None:
         self.recycler.close()
