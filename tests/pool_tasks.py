@@ -119,15 +119,16 @@ def profile_after(seconds):
 
 
 @migpool.function(min_memory="9GB")
-def scaling(seconds_on_1g, cap=2):
-    """Sleeps as a job that runs faster on larger partitions, up to `cap` × a 1g's SMs; returns its profile."""
+def scaling(seconds_on_1g, cap=2, power=1.0):
+    """Sleeps as a job that runs faster on larger partitions, up to `cap` × a 1g's SMs (speed-up: the SMs' ratio
+    to the power `power`); returns its profile."""
     from migpool import catalog
 
     p = migpool.instance_info().partition
     model = catalog.lookup("A100-80GB")
     sms = model.profile(p.profile).sms
     one = model.profile("1g.10gb").sms
-    time.sleep(seconds_on_1g * one / min(sms, cap * one))
+    time.sleep(seconds_on_1g / (min(sms, cap * one) / one) ** power)
     return p.profile
 
 

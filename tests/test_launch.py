@@ -303,3 +303,22 @@ def test_ready_cmd_is_run_with_each_copys_placeholders(tmp_path):
     finally:
         r.send_signal(signal.SIGTERM)
         r.communicate(timeout=60)
+
+
+def test_its_help_fits_80_columns():
+    r = subprocess.run(
+        [sys.executable, "-m", "migpool", "run", "--help"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert r.returncode == 0 and "{port}" in r.stdout
+    assert [line for line in r.stdout.splitlines() if len(line) > 80] == []
+
+
+def test_a_mixed_layout_runs_one_copy_on_each_partition():
+    r = migpool_run("--layout", "3g.40gb:1,1g.10gb:4", "--json", "--", "sh", "-c", "echo {profile} $MIGPOOL_PROFILE")
+    assert r.returncode == 0, r.stderr
+    summary = summary_of(r.stdout)
+    assert sorted(j["partition"] for j in summary) == ["1g.10gb"] * 4 + ["3g.40gb"]
+    for j in summary:
+        (line,) = lines_of(r.stdout, j["name"])
+        assert j["name"].startswith(j["partition"] + "#") and line == f"{j['partition']} {j['partition']}"

@@ -1000,7 +1000,8 @@ def run_cmd(
     migpool run -p 1g.10gb -n 7 -- python serve.py --port {port}
     migpool run --layout 3g.40gb:1,1g.10gb:4 -- ./bench --tag {profile}-{index}
     migpool run -p 3g.40gb -n 2 --jobs sweep.txt
-    migpool run --dynamic --jobs jobs.txt     (a line may start with [2g.20gb] or [min_memory=30GB])
+    migpool run --dynamic --jobs jobs.txt   (lines may start with [2g.20gb]
+                                              or [min_memory=30GB])
     migpool run --whole-gpu --gpus all -- python train.py
 
     Each copy gets CUDA_VISIBLE_DEVICES=MIG-<uuid> from the start, MIGPOOL_INDEX, MIGPOOL_PROFILE and
