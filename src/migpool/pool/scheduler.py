@@ -469,6 +469,8 @@ class WorkerProcess:
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
+        if task.node is None and task.partition is None and task.need_mib is None:
+            return True  # (the usual task: any worker serves it)
         p = self.spec.partition
         return serves(task, self.spec.node, p.profile if p else None, p.memory_mib if p else None)
 
@@ -773,15 +775,13 @@ class Scheduler:
             while i < len(self.pending):
                 job = self.pending[i]
                 best = None
+                best_fit: tuple[int, float] = (0, 0.0)
                 alone = job.stream is not None  # a stream goes only to an idle worker
                 for w in self.workers:
-                    if (
-                        w.serves(job.task)
-                        and w.capacity() > 0
-                        and not (alone and w.outstanding)
-                        and (best is None or _fit(w, job) < _fit(best, job))
-                    ):
-                        best = w
+                    if w.serves(job.task) and w.capacity() > 0 and not (alone and w.outstanding):
+                        fit = _fit(w, job)
+                        if best is None or fit < best_fit:
+                            best, best_fit = w, fit
                 if best is None:
                     if self.provisioner is not None:
                         self.provisioner.wake()
