@@ -53,7 +53,7 @@ def measure(name: str, open_pool, n: int, samples: int) -> dict:
 
 
 def open_migpool():
-    c = migpool.Compute(worker=migpool.Worker(concurrency=2), progress=False)
+    c = migpool.Compute(worker=migpool.Worker(concurrency=2, executor="process"), progress=False)
     c.__enter__()
     return c, c.submit, lambda: c.__exit__(None, None, None)
 

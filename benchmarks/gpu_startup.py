@@ -32,7 +32,7 @@ def cuda_ready() -> int:
 def pool_startup(n: int) -> float:
     t = time.perf_counter()
     with migpool.Compute(
-        worker=migpool.Worker(concurrency=n), plugins=[migpool.plugins.gpus([0])], progress=False
+        worker=migpool.Worker(concurrency=n, executor="process"), plugins=[migpool.plugins.gpus([0])], progress=False
     ) as c:
         pids = migpool.gather(*[cuda_ready() for _ in range(n)]) >> c
         elapsed = time.perf_counter() - t

@@ -90,7 +90,7 @@ def open_pool(name: str, workers: int) -> tuple[Callable[..., Any], Callable[[],
     if name == "migpool":
         import migpool
 
-        c = migpool.Compute(worker=migpool.Worker(concurrency=workers), progress=False)
+        c = migpool.Compute(worker=migpool.Worker(concurrency=workers, executor="process"), progress=False)
         c.__enter__()
         return c.submit, lambda: c.__exit__(None, None, None), c
     if name == "ProcessPoolExecutor":

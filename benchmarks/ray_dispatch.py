@@ -79,7 +79,7 @@ def main() -> None:
             provider=migpool.Ray(),
             nodes=1,
             worker=migpool.Worker(executor="process"),
-            plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)],
+            plugins=[migpool.plugins.mig(profile="3g.40gb", count="all", restore=True)],
             progress=False,
         ):
             took = time.perf_counter() - t
@@ -90,7 +90,7 @@ def main() -> None:
             provider=migpool.Ray(),
             nodes=1,
             worker=migpool.Worker(executor="process"),
-            plugins=[migpool.plugins.mig(profile="3g.40gb", restore=True)],
+            plugins=[migpool.plugins.mig(profile="3g.40gb", count="all", restore=True)],
             progress=False,
         ) as pool:
             t = time.perf_counter()

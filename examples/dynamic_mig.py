@@ -50,7 +50,7 @@ def main() -> int:
             worker=sky.Worker(executor="process"),
             plugins=[sky.plugins.mig(dynamic=True, gpus="all", keep_idle=30.0)],
         ) as compute:
-            for r in sky.gather(*jobs, stream=True) >> compute:
+            for r in sky.gather(*jobs, stream=True, ordered=False) >> compute:  # as each finishes
                 print(r)
             print("live partitions:", ", ".join(sorted(p.profile for p in compute.partitions)))
             for ch in compute.changes:

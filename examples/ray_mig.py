@@ -1,6 +1,6 @@
 """The reference API across a Ray cluster: one Ray actor per MIG partition, on two nodes.
 
-On a real Ray cluster with MIG-capable GPUs (see examples/ray-cluster.yaml; needs root on each node):
+On a real Ray cluster with MIG-capable GPUs (see deploy/ray/ and deploy/kuberay/; needs root on each node):
     python examples/ray_mig.py
 Anywhere (a local Ray cluster of two simulated nodes, A100-80GB and H100-80GB, started by this script):
     python examples/ray_mig.py --local-cluster
@@ -62,7 +62,7 @@ def report() -> dict:
     return dict(
         node=info.node,
         hostname=socket.gethostname(),
-        is_head=info.is_head,
+        head_node=info.node == 0,
         partitions_here=info.accelerators,
         total_workers=info.total_workers,
     )
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"loss={r['loss']} in {r['seconds']}s"
         )
     for n in per_node:
-        print(f"node {n['node']} ({n['hostname']}): {n['partitions_here']} partitions, head={n['is_head']}")
+        print(f"node {n['node']} ({n['hostname']}): {n['partitions_here']} partitions, head={n['head_node']}")
     return dict(results=results, per_node=per_node, one=one)
 
 

@@ -261,3 +261,16 @@ def fork_and_read_later(a, path, seconds):
         os.replace(path + ".part", path)  # whole, or not there yet
         os._exit(0)
     return pid
+
+
+@migpool.function
+def shared_round(parties, key):
+    """Pool collections from a task: a counter, a barrier of `parties`, a dict written under a lock, a queue."""
+    info = migpool.instance_info()
+    migpool.counter("rounds").increment()
+    arrived = migpool.barrier("round", parties).wait(timeout=120)
+    with migpool.lock("totals", timeout=60):
+        d = migpool.dict("totals")
+        d[key] = d.get(key, 0) + 1
+    migpool.queue("done").put(info.node)
+    return info.node, arrived

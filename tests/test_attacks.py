@@ -84,7 +84,9 @@ def test_apply_and_teardown_refuse_a_leased_partition_even_with_force(monkeypatc
     leases; `teardown` likewise."""
     monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
     b = sim()
-    with Compute(worker=Worker(executor="process"), plugins=[plugins.mig(profile="3g.40gb")], progress=False) as pool:
+    with Compute(
+        worker=Worker(executor="process"), plugins=[plugins.mig(profile="3g.40gb", count="all")], progress=False
+    ) as pool:
         assert len(set(pool.map(lambda _: __import__("os").environ["CUDA_VISIBLE_DEVICES"], range(4)))) == 2
         with pytest.raises(migpool.LeasedError, match="leased by PID"):
             migpool.apply({"1g.10gb": 7}, b, force=True)

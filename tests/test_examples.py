@@ -38,13 +38,26 @@ def test_accelerator_and_nodes_are_checked(monkeypatch):
         with sky.Compute(accelerator=sky.accelerators.A100(), plugins=[sky.plugins.mig(profile="3g.40gb")]):
             pass
     assert sky.SimulatedBackend("H100-80GB").operations() == 0
-    with pytest.raises(sky.PluginError, match="nodes=2"):
-        sky.Compute(nodes=2)
+    with pytest.raises(sky.PluginError, match="not L40S"):  # a name, as the reference takes it
+        with sky.Compute(accelerator="L40S"):
+            pass
+    with sky.Compute(accelerator="H100", worker=sky.Worker(concurrency=1, executor="process"), progress=False) as c:
+        assert c.run(T.add(1)) == 1
+    a = sky.accelerators
+    assert a.A100().matches("NVIDIA A100-SXM4-80GB") and not a.A10().matches("NVIDIA A100-SXM4-80GB")
+    assert a.RTX_4090().matches("NVIDIA GeForce RTX 4090") and not a.H200().matches("NVIDIA GH200 480GB")
+    assert a.L4() == a.Custom("L4") and a.T4G().family == "T4G" and a.RTX_PRO_6000().family == "RTX PRO 6000"
+    with pytest.raises(sky.PluginError, match="nodes must be a whole number"):
+        sky.Compute(nodes=0)
+    with pytest.raises(sky.PluginError, match="nodes=2 runs each node's workers as processes"):
+        sky.Compute(nodes=2, worker=sky.Worker(executor="thread"))
 
 
 def test_whole_gpu_pinning_by_uuid(monkeypatch):
     monkeypatch.setenv("MIGPOOL_SIMULATE", "H100-80GB:2")
-    with sky.Compute(worker=sky.Worker(concurrency=3), plugins=[sky.plugins.gpus("all")], progress=False) as pool:
+    with sky.Compute(
+        worker=sky.Worker(concurrency=3, executor="process"), plugins=[sky.plugins.gpus("all")], progress=False
+    ) as pool:
         rs = sky.gather(*[T.where() for _ in range(6)]) >> pool
     uuids = [g.uuid for g in sky.SimulatedBackend("H100-80GB:2").gpus()]
     by_worker = {r["info"].worker: r["initial_cuda"] for r in rs}

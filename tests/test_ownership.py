@@ -50,7 +50,9 @@ def test_a_pool_thread_that_dies_breaks_the_pool_loudly(monkeypatch):
         return real(self, msg, peer)
 
     monkeypatch.setattr(WorkerProcess, "resolve", broken)
-    c = migpool.Compute(provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=1), progress=False)
+    c = migpool.Compute(
+        provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=1, executor="process"), progress=False
+    )
     c.open()
     try:
         first = c.submit(T.add(1))
@@ -66,7 +68,9 @@ def test_a_pool_thread_that_dies_breaks_the_pool_loudly(monkeypatch):
 
 def test_closing_a_pool_joins_every_thread_it_started():
     before = {t.ident for t in threading.enumerate()}
-    with migpool.Compute(provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=2), progress=False) as c:
+    with migpool.Compute(
+        provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=2, executor="process"), progress=False
+    ) as c:
         assert [T.add(i) >> c for i in range(3)] == [T.add.local(i) for i in range(3)]
         names = {t.name for t in threading.enumerate() if t.ident not in before}
         assert {"migpool-spawn", "migpool-w0-reader", "migpool-w1-writer", "migpool-w1-stderr"} <= names
@@ -109,7 +113,7 @@ def test_a_local_pool_whose_bootstrap_fails_rolls_back_as_a_ray_pool_does():
     log: list[str] = []
     pool = migpool.Compute(
         provider=Local(simulate="A100-80GB"),
-        worker=Worker(concurrency=1),
+        worker=Worker(concurrency=1, executor="process"),
         plugins=[Recorder(log, "a"), Recorder(log, "b", fail=True)],
         progress=False,
     )

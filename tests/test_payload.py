@@ -58,7 +58,7 @@ def no_segments_left(pids=(), timeout=10.0, mine=True) -> dict[int, int]:
 
 @pytest.fixture
 def pool():
-    with Compute(worker=Worker(concurrency=2), progress=False) as c:
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as c:
         yield c
     assert no_segments_left(c.worker_pids) == {}
 
@@ -139,7 +139,7 @@ def test_a_value_that_fails_to_pickle_half_way_is_refused_and_leaks_nothing(pool
 
 
 def test_a_worker_killed_while_a_large_argument_is_on_its_way_leaks_nothing():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         pid = c.worker_pids[0]
         busy = c.submit(T.hold_arg, np.zeros(1), 2.0)  # the worker is busy: the next frame waits in its socket
         time.sleep(0.3)
@@ -156,7 +156,7 @@ def test_a_worker_killed_while_a_large_argument_is_on_its_way_leaks_nothing():
 
 
 def test_a_worker_killed_while_it_holds_a_mapped_argument_leaks_nothing():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         pid = c.worker_pids[0]
         fut = c.submit(T.hold_arg, np.ones(32 * MiB), 30.0)
         deadline = time.monotonic() + 10
@@ -181,7 +181,7 @@ def test_the_parent_killed_mid_transfer_leaves_no_segment(tmp_path):
             import numpy as np
             import pool_tasks as T
             from migpool import Compute, Worker
-            with Compute(worker=Worker(concurrency=2), progress=False) as c:
+            with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as c:
                 print(*c.worker_pids, flush=True)
                 a = c.submit(T.hold_arg, np.ones(16 * 2**20), 60)
                 b = c.submit(T.make_array, 16 * 2**20)
@@ -234,7 +234,7 @@ def test_a_dropped_ref_is_freed_in_the_pool_and_its_workers(pool):
 
 
 def test_a_ref_of_another_pool_is_refused(pool):
-    with Compute(worker=Worker(concurrency=1), progress=False) as other:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as other:
         ref = other.put([1, 2, 3])
         assert other.submit(T.add, ref, [4]).result() == [1, 2, 3, 4]
     with pytest.raises(PluginError, match="another pool"):
@@ -264,7 +264,7 @@ def test_items_come_as_the_worker_yields_them_with_bounded_credit(pool, tmp_path
 
 
 def test_stopping_early_frees_the_worker():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         for x in c.submit(T.count_up, 10**9).result():
             if x == 3:
                 break
@@ -324,7 +324,7 @@ def test_large_items_stream_through_shared_memory(pool):
 
 
 def test_a_stream_is_not_retried_once_it_delivered_items():
-    with Compute(worker=Worker(concurrency=1), progress=False, retries=2) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False, retries=2) as c:
         it = c.submit(T.count_up, 10**9).result()
         assert next(it) == 0
         os.kill(c.worker_pids[0], signal.SIGKILL)
@@ -335,7 +335,7 @@ def test_a_stream_is_not_retried_once_it_delivered_items():
 
 # --- warm segments ---
 def test_a_segment_is_reused_once_its_receiver_let_go():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         rec = c.scheduler.codec.recycler
         for i in range(3):
             assert c.submit(T.describe, np.full(MiB, float(i))).result()["sum"] == i * MiB
@@ -344,14 +344,14 @@ def test_a_segment_is_reused_once_its_receiver_let_go():
 
 
 def test_a_value_the_worker_still_holds_is_never_overwritten():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         sums = [c.submit(T.keep_arg, np.full(MiB, float(i))).result() for i in range(4)]
         assert c.submit(T.kept_sums).result() == sums == [i * float(MiB) for i in range(4)]
 
 
 def test_a_segment_mapped_when_a_task_forked_is_not_reused(tmp_path):
     out = tmp_path / "sum"
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         c.submit(T.fork_and_read_later, np.full(MiB, 1.0), str(out), 1.0).result()
         for _ in range(3):  # same size: a reused segment would change what the child reads
             c.submit(T.describe, np.full(MiB, 7.0)).result()

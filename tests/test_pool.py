@@ -48,34 +48,51 @@ def test_reference_workflow_pins_each_worker_to_its_partition():
 
 
 def test_task_api_forms():
-    with Compute(worker=Worker(concurrency=2), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
         assert T.add(1, b=2) >> compute == 3
-        assert gather(*[T.add(i) for i in range(20)]) >> compute == list(range(20))
+        assert gather(*[T.add(i) for i in range(20)]) >> compute == tuple(range(20))  # a tuple, as the reference
+        assert compute.map(T.add, range(5), range(5)) == [0, 2, 4, 6, 8]  # a list, as the reference
+        assert compute.map(T.add, [1, 2]) == [1, 2]
+        assert compute.run_async(T.add(6)).result() == 6 and compute.run(T.add(7)) == 7
+        assert compute.is_active and compute.concurrency == 2 and compute.current_nodes() == 1
         fut = compute.submit(T.add(5))
         assert isinstance(fut, Future) and fut.result() == 5
-        assert list(compute.map(T.add, range(5), range(5))) == [0, 2, 4, 6, 8]
         assert compute.submit(pow, 2, 10).result() == 1024
         assert compute.submit(lambda x: x * 3, 3).result() == 9  # closures travel by value
         assert T.add.local(2, 2) == 4
+    assert not compute.is_active and compute.current_nodes() == 0
     with pytest.raises(RuntimeError, match="this Compute is closed"):
         compute.submit(T.add(1))
     with pytest.raises(RuntimeError, match="context manager"):  # never opened
-        Compute(worker=Worker(concurrency=1)).submit(T.add(1))
+        Compute(worker=Worker(concurrency=1, executor="process")).submit(T.add(1))
 
 
-def test_stream_yields_each_result_when_done():
-    with Compute(worker=Worker(concurrency=2), progress=False) as compute:
+def test_stream_yields_results_in_task_order_or_as_they_finish():
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
+        it = gather(T.nap(1.0, "slow"), T.nap(0.05, "fast"), stream=True, ordered=False) >> compute
+        assert next(it) == "fast" and next(it) == "slow"  # as they finish
+        t = time.monotonic()
         it = gather(T.nap(1.0, "slow"), T.nap(0.05, "fast"), stream=True) >> compute
-        assert next(it) == "fast" and next(it) == "slow"
+        assert next(it) == "slow" and next(it) == "fast"  # the reference's default: in task order
+        assert time.monotonic() - t < 1.9  # ... while both ran at once
+
+
+def test_a_group_timeout_stops_its_tasks():
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
+        with pytest.raises(TimeoutError):
+            gather(T.nap(30, "slow"), T.add(1)).with_timeout(0.5) >> compute
+        with pytest.raises(migpool.TaskTimeoutError):
+            T.nap(30, "slow").with_timeout(0.5) >> compute
+        assert (T.add(1) & T.nap(0.01, "ok")).with_timeout(30) >> compute == (1, "ok")
 
 
 def test_many_tasks_few_workers():
-    with Compute(worker=Worker(concurrency=2), progress=False) as compute:
-        assert gather(*[T.add(i, 1) for i in range(500)]) >> compute == [i + 1 for i in range(500)]
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
+        assert gather(*[T.add(i, 1) for i in range(500)]) >> compute == tuple(i + 1 for i in range(500))
 
 
 def test_exception_comes_back_as_itself_with_the_worker_traceback():
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         with pytest.raises(T.Boom, match="bad input") as e:
             T.fail("bad input") >> compute
         assert isinstance(e.value.__cause__, migpool.pool.RemoteTraceback)
@@ -104,15 +121,15 @@ def test_dead_worker_fails_its_task_and_is_restarted_on_the_same_partition(task,
 
 
 def test_retries_rerun_a_lost_task(tmp_path):
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         assert compute.submit(T.crash_once(str(tmp_path / "m")), retries=1).result() == "second try"
-    with Compute(worker=Worker(concurrency=1), retries=2, progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), retries=2, progress=False) as compute:
         with pytest.raises(migpool.WorkerLostError, match="tried 3 times"):
             T.crash() >> compute
 
 
 def test_timeout_stops_the_task_and_the_pool_goes_on():
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         t = time.monotonic()
         with pytest.raises(migpool.TaskTimeoutError, match="timeout of 0.3s"):
             T.nap(30).with_options(timeout=0.3) >> compute
@@ -122,7 +139,7 @@ def test_timeout_stops_the_task_and_the_pool_goes_on():
 
 def test_pending_tasks_are_cancelled_on_error_exit():
     with pytest.raises(KeyboardInterrupt):
-        with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+        with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
             futs = [compute.submit(T.nap(5)) for _ in range(3)]
             raise KeyboardInterrupt
     assert all(f.done() for f in futs)
@@ -132,7 +149,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, {tests!r})
     import migpool, pool_tasks as T
-    with migpool.Compute(worker=migpool.Worker(concurrency=2), progress=False) as c:
+    with migpool.Compute(worker=migpool.Worker(concurrency=2, executor="process"), progress=False) as c:
         g = c.submit(T.spawn_grandchild()).result()
         print(*c.worker_pids, g, flush=True)
         futs = [c.submit(T.nap(60)) for _ in range(4)]
@@ -192,7 +209,7 @@ def test_a_worker_outlives_the_thread_that_started_it():
 
 @pytest.fixture(scope="module")
 def shared_pool():
-    with Compute(worker=Worker(concurrency=2), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
         yield compute
 
 
@@ -233,9 +250,48 @@ def test_mig_with_threads_is_refused_with_the_reason():
             pass
 
 
-def test_concurrency_left_out_means_as_many_as_fit():
+def test_concurrency_left_out_means_one_partition_as_the_reference_and_count_all_as_many_as_fit():
     with Compute(provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(profile="2g.20gb")], progress=False) as c:
+        assert len(c.partitions) == 1 and len(c.worker_pids) == 1
+    mig = plugins.mig(profile="2g.20gb", count="all", restore=True)
+    with Compute(provider=Local(simulate="A100-80GB"), plugins=[mig], progress=False) as c:
         assert len(c.partitions) == 3 and len(c.worker_pids) == 3
+    with Compute(
+        provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(profile="1g.10gb", count=2)], progress=False
+    ) as c:
+        assert len(c.partitions) == 2 and c.concurrency == 2
+    with pytest.raises(migpool.PluginError, match="concurrency=3 but mig\\(count=2\\)"):
+        with Compute(
+            provider=Local(simulate="A100-80GB"),
+            worker=Worker(concurrency=3),
+            plugins=[plugins.mig(profile="1g.10gb", count=2)],
+        ):
+            pass
+    with pytest.raises(migpool.PluginError, match="count goes with profile="):
+        plugins.mig(layout={"1g.10gb": 2}, count=2)
+
+
+def test_executor_auto_is_threads_without_devices_and_processes_with_them():
+    with Compute(progress=False) as c:  # the reference's Worker(): one thread per node
+        assert c.executor == "thread" and c.concurrency == 1 and (T.where() >> c)["pid"] == os.getpid()
+    with Compute(provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(profile="3g.40gb")], progress=False) as c:
+        assert c.executor == "process" and (T.where() >> c)["pid"] != os.getpid()
+    with Compute(nodes=2, progress=False) as c:  # several nodes: processes of their own
+        assert c.executor == "process" and c.concurrency == 1
+    with pytest.raises(migpool.PluginError, match="reuse_processes=False only applies"):
+        Worker(reuse_processes=False)
+    with pytest.raises(migpool.PluginError, match="buffer must be"):
+        Worker(buffer=-1)
+
+
+def test_reuse_processes_false_runs_each_task_in_a_fresh_process():
+    with Compute(
+        worker=Worker(concurrency=2, executor="process", reuse_processes=False, buffer=3), progress=False
+    ) as c:
+        pids = [r["pid"] for r in gather(*[T.where() for _ in range(6)]) >> c]
+        assert len(set(pids)) == 6  # one process per task
+        assert c.run(T.add(1, 2)) == 3
+        assert sum(w["tasks_lost"] for w in c.stats()["workers"]) == 0  # each process ended after its task, by design
 
 
 def test_mixed_layout_routes_tasks_to_partition_kinds():
@@ -252,7 +308,9 @@ def test_mixed_layout_routes_tasks_to_partition_kinds():
 
 def test_several_gpus_and_a_partition_need():
     with Compute(
-        provider=Local(simulate="A100-80GB:2"), plugins=[plugins.mig(profile="3g.40gb", gpus="all")], progress=False
+        provider=Local(simulate="A100-80GB:2"),
+        plugins=[plugins.mig(profile="3g.40gb", gpus="all", count="all")],
+        progress=False,
     ) as c:
         rs = gather(*[T.where() for _ in range(8)]) >> c
         assert {r["info"].partition.gpu_index for r in rs} == {0, 1} and len(c.partitions) == 4
@@ -270,7 +328,9 @@ def test_restore_returns_the_gpu_to_its_prior_state():
 
 def test_simulation_from_the_environment_and_never_a_silent_fallback(monkeypatch):
     monkeypatch.setenv("MIGPOOL_SIMULATE", "H100-80GB")
-    with Compute(worker=Worker(concurrency=2), plugins=[plugins.mig(profile="3g.40gb")], progress=False) as c:
+    with Compute(
+        worker=Worker(concurrency=2, executor="process"), plugins=[plugins.mig(profile="3g.40gb")], progress=False
+    ) as c:
         assert c.partitions[0].profile == "3g.40gb"
     monkeypatch.delenv("MIGPOOL_SIMULATE")
     try:
@@ -281,7 +341,7 @@ def test_simulation_from_the_environment_and_never_a_silent_fallback(monkeypatch
     except Exception:  # noqa: BLE001 - no driver here, as the test needs
         pass
     with pytest.raises(migpool.NotSupportedError, match="simulate"):
-        with Compute(worker=Worker(concurrency=2), plugins=[plugins.mig(profile="3g.40gb")]):
+        with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.mig(profile="3g.40gb")]):
             pass
 
 
@@ -294,7 +354,7 @@ def test_thread_executor_without_mig():
 def test_image_env_and_satisfied_requirements_install_nothing():
     img = Image(pip=["cloudpickle>=1", "pytest"], env={"MY_SETTING": "42"})
     assert img.missing() == [] and img.python() == sys.executable
-    with Compute(worker=Worker(concurrency=1), image=img, progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), image=img, progress=False) as c:
         assert c.submit(T.getenv, "MY_SETTING").result() == "42"
 
 
@@ -314,7 +374,7 @@ def _wheel(tmp_path: Path) -> Path:
 def test_image_builds_a_cached_environment_when_needed(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGPOOL_IMAGE_DIR", str(tmp_path / "images"))
     img = Image(pip=[str(_wheel(tmp_path))])
-    with Compute(worker=Worker(concurrency=1), image=img, progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), image=img, progress=False) as c:
         r = c.submit(T.where()).result()
         assert r["exe"] != sys.executable and r["exe"].startswith(str(tmp_path / "images"))
         assert c.submit(_import_tinypkg).result() == "from the image"
@@ -335,7 +395,7 @@ def test_image_install_failure_reports_the_installer_message(tmp_path, monkeypat
 
 
 def test_fresh_lambdas_share_one_function_id():
-    with Compute(worker=Worker(concurrency=1), progress=False) as c:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         assert [c.submit(lambda x: x + 1, i).result() for i in range(300)] == list(range(1, 301))
         assert len(c._sched._fn_bytes) == 1 and len(c._sched._recent) <= 256
 
@@ -349,7 +409,7 @@ def _closure_that_fails(msg):
 
 def test_traceback_of_a_by_value_function_names_its_file_and_source_line():
     """Closures travel by value (cloudpickle); the traceback must still name this file and show the line."""
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         with pytest.raises(T.Boom) as e:
             compute.submit(_closure_that_fails("x")).result()
     tb = str(e.value.__cause__)
@@ -366,7 +426,7 @@ def test_traceback_source_lines_the_worker_cannot_read_come_from_the_parent():
     linecache.cache[name] = (len(src), None, src.splitlines(True), name)
     ns: dict = {}
     exec(compile(src, name, "exec"), ns)
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         with pytest.raises(KeyError, match="cell says 2") as e:
             compute.submit(ns["cell_fn"], 1).result()
     tb = str(e.value.__cause__)
@@ -384,7 +444,7 @@ def test_chained_exceptions_keep_their_chain(tmp_path):
         "    except ValueError as e:\n"
         "        raise RuntimeError('bad number') from e\n"
         "if __name__ == '__main__':\n"
-        "    with sky.Compute(worker=sky.Worker(concurrency=1), progress=False) as c:\n"
+        "    with sky.Compute(worker=sky.Worker(concurrency=1, executor='process'), progress=False) as c:\n"
         "        try:\n"
         "            parse('x') >> c\n"
         "        except RuntimeError as e:\n"
@@ -410,7 +470,7 @@ def test_a_module_the_worker_cannot_import_travels_by_value(tmp_path):
         import gone_mod
     finally:
         sys.path.remove(str(tmp_path))
-    with Compute(worker=Worker(concurrency=1), progress=False) as compute:
+    with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as compute:
         assert gone_mod.twice(4) >> compute == 8
         with pytest.raises(ValueError) as e:
             gone_mod.twice(-1) >> compute

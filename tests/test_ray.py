@@ -57,7 +57,7 @@ def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
         provider=migpool.Ray(node_resource="ab"),
         nodes=2,
         worker=Worker(executor="process"),
-        plugins=[plugins.mig(profile="3g.40gb", gpus="all")],
+        plugins=[plugins.mig(profile="3g.40gb", gpus="all", count="all")],
         progress=False,
     ) as pool:
         parts = pool.partitions
@@ -72,7 +72,8 @@ def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
     for r in rs:
         i = r["info"]
         assert r["initial_cuda"] == r["cuda"] == i.partition.uuid  # pinned from the process's first instruction
-        assert i.total_nodes == 2 and i.total_workers == 6 and i.is_head == (i.node == 0)
+        assert i.total_nodes == 2 and i.total_workers == 6 and i.is_head == (i.global_worker_index == 0)
+        assert i.total_accelerators == 6 and i.head_addr == i.peers[0]["private_ip"] and len(i.peers) == 2
         assert i.workers_per_node == (2 if i.partition.gpu_uuid in {g.uuid for g in a100.gpus()} else 4)
     assert [r["info"].node for r in per_node] == [0, 1]  # broadcast: once per node, in node order
     assert a100.gpus()[0].mig_current and h100.gpus()[1].mig_current  # partitions are kept (restore not asked)
@@ -108,7 +109,7 @@ def test_a_refusing_node_leaves_every_node_unchanged(cluster, monkeypatch):
             provider=migpool.Ray(node_resource=None),
             nodes="all",
             worker=Worker(executor="process"),
-            plugins=[plugins.mig(profile="7g.80gb", gpus="all")],
+            plugins=[plugins.mig(profile="7g.80gb", gpus="all", count="all")],
             progress=False,
         ):
             pass
@@ -123,7 +124,7 @@ def test_actor_crash_fails_its_task_and_restarts(cluster):
         provider=migpool.Ray(node_resource="ab"),
         nodes=2,
         worker=Worker(executor="process"),
-        plugins=[plugins.mig(profile="7g.80gb", gpus="all")],
+        plugins=[plugins.mig(profile="7g.80gb", gpus="all", count="all")],
         progress=False,
     ) as pool:
         with pytest.raises(migpool.WorkerLostError, match=r"on node \d \(.*\) \(partition MIG-.*7g.80gb.*\) died"):
@@ -191,6 +192,26 @@ def test_put_and_streams_on_a_ray_pool(cluster):
             if x == 5:
                 break
         assert [pool.submit(T.add, i, 1).result(timeout=60) for i in range(4)] == [1, 2, 3, 4]  # both freed
+
+
+def test_pool_collections_across_ray_nodes(cluster):
+    with Compute(
+        provider=migpool.Ray(node_resource="ab"),
+        nodes=2,
+        worker=Worker(executor="process", concurrency=1),
+        progress=False,
+    ) as pool:
+        got = T.shared_round(2, "k") @ pool  # one task per node, both in the barrier at once
+        assert sorted(n for n, _ in got) == [0, 1] and sorted(a for _, a in got) == [0, 1]
+        assert pool.counter("rounds").value == 2 and pool.dict("totals")["k"] == 2
+        assert sorted(pool.queue("done").get(timeout=30) for _ in range(2)) == [0, 1]
+        assert pool.queue("done").get(timeout=0.2) is None
+        with pool.lock("totals"):  # the driver holds it: a task waits, then times out
+            with pytest.raises(TimeoutError):
+                pool.submit(lambda: migpool.lock("totals", timeout=0.5).acquire()).result(timeout=60)
+        served = [n for n in ray.util.list_named_actors() if n.startswith("migpool-shared-")]
+    assert len(served) == 1  # one named actor served the pool's collections ...
+    assert served[0] not in ray.util.list_named_actors()  # ... and went with the pool
 
 
 def test_a_node_leaving_mid_run_fails_or_retries_its_tasks(cluster, monkeypatch):

@@ -124,7 +124,7 @@ def test_pool_stats_and_metrics_port():
     try:
         with migpool.Compute(
             worker=migpool.Worker(),
-            plugins=[plugins.mig(profile="3g.40gb")],
+            plugins=[plugins.mig(profile="3g.40gb", count="all")],
             metrics_port=port,
             progress=False,
             retries=0,
@@ -190,7 +190,8 @@ def test_top_once_json_and_table():
 def test_top_shows_a_running_pool():
     code = (
         "import time, migpool as sky, pool_tasks as T\n"
-        "with sky.Compute(provider=sky.Local(simulate='A100-80GB'), plugins=[sky.plugins.mig(profile='3g.40gb')],"
+        "with sky.Compute(provider=sky.Local(simulate='A100-80GB'),"
+        " plugins=[sky.plugins.mig(profile='3g.40gb', count='all')],"
         " progress=False) as c:\n"
         "    T.add(1) >> c\n"
         "    print('ready', flush=True)\n"

@@ -1062,7 +1062,7 @@ def run_cmd(
         plugin = plugins.mig(layout=dict(wanted.counts), gpus=gpus, restore=restore)
         workers = sum(n for _, n in wanted.counts)
     else:
-        plugin = plugins.mig(profile=profile, gpus=gpus, restore=restore)
+        plugin = plugins.mig(profile=profile, count=count or "all", gpus=gpus, restore=restore)  # -n left out: all fit
         workers = count
     with Compute(provider=provider, worker=Worker(concurrency=workers), plugins=[plugin], progress=False) as pool:
         parts = pool.partitions

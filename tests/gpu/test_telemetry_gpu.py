@@ -43,7 +43,9 @@ def test_sampler_top_and_exporter_see_a_load_and_an_idle_gpu():
     with (
         Sampler(nv, interval=0.5) as sampler,
         migpool.Compute(
-            worker=migpool.Worker(concurrency=1), plugins=[migpool.plugins.gpus([0])], progress=False
+            worker=migpool.Worker(concurrency=1, executor="process"),
+            plugins=[migpool.plugins.gpus([0])],
+            progress=False,
         ) as pool,
     ):
         idle = sampler.latest(wait=3).gpus[0]

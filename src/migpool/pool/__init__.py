@@ -13,6 +13,9 @@ _EXPORTS = {
     "Node": ".providers",
     "Ray": ".providers",
     "Verda": ".providers",
+    **{name: ".providers" for name in ("AWS", "GCP", "Azure", "Container", "Hyperstack", "JarvisLabs")},
+    **{name: ".providers" for name in ("LambdaCloud", "MassedCompute", "Novita", "RunPod", "Scaleway")},
+    **{name: ".providers" for name in ("TensorDock", "VastAI", "Vultr")},
     "Worker": ".providers",
     "WorkerSpec": ".providers",
     "Image": ".image",
@@ -20,6 +23,12 @@ _EXPORTS = {
     "Partition": ".info",
     "instance_info": ".info",
     "Ref": ".refs",
+    "dict": ".shared",
+    "set": ".shared",
+    "counter": ".shared",
+    "queue": ".shared",
+    "barrier": ".shared",
+    "lock": ".shared",
     "RemoteError": ".remote_errors",
     "RemoteTraceback": ".tracebacks",
     "shard": ".shard",
@@ -38,7 +47,8 @@ def __getattr__(name: str) -> Any:
     mod = _EXPORTS.get(name)
     if mod is None:
         raise AttributeError(f"module 'migpool.pool' has no attribute {name!r}")
-    value = getattr(importlib.import_module(mod, __name__), name)
+    module = importlib.import_module(mod, __name__)
+    value = getattr(module, module.PUBLIC.get(name, name) if mod == ".shared" else name)
     globals()[name] = value
     return value
 

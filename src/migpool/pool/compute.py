@@ -5,32 +5,56 @@ metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
 import socket
 import sys
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import TracebackType
 from typing import Any
 
-from ..accelerators import Accelerator
+from ..accelerators import Accelerator, named
 from ..backend import open_backend
 from ..errors import PluginError, PoolBrokenError
-from . import chain
+from . import chain, shared
 from .dynamic import DynamicMig
 from .image import Image
-from .info import InstanceInfo, Partition, set_thread_info
+from .info import InstanceInfo, Partition, set_thread_info, topology_env
+from .messages import ONE_TASK_ENV
 from .policy import DynamicPolicy
-from .providers import DynamicMigOptions, Local, Node, PluginHooks, Ray, Verda, Worker, WorkerSpec, worker_pythonpath
+from .providers import (
+    Cloud,
+    DynamicMigOptions,
+    Local,
+    Node,
+    PluginHooks,
+    Ray,
+    Verda,
+    Worker,
+    WorkerSpec,
+    mark_shared_gpus,
+    worker_pythonpath,
+)
 from .ray_pool import RayCodec, RayPool, RaySite
 from .scheduler import Scheduler, WorkerProcess
+from .shared import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
+from .shared_state import SharedState
 from .site import LocalSite, Site
 from .stats import Publisher
-from .task import RemoteFunction, Task
+from .task import Group, RemoteFunction, Task
 
 __all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
+
+
+def _free_port() -> int:
+    """A TCP port free on this machine now (instance_info().head_port: torch.distributed's master port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 class Compute:
@@ -39,31 +63,43 @@ class Compute:
 
     def __init__(
         self,
-        provider: Local | Ray | None = None,
+        provider: Local | Ray | Cloud | None = None,
         worker: Worker | None = None,
         image: Image | None = None,
         plugins: Sequence[PluginHooks] = (),
         retries: int = 0,
         progress: bool | None = None,
         nodes: int = 1,
-        accelerator: Accelerator | None = None,
+        accelerator: Accelerator | str | None = None,
         metrics_port: int | None = None,
     ) -> None:
+        if isinstance(provider, Cloud):
+            raise PluginError(provider.refusal())
         self.provider = provider or Local()
         self.distributed = self.provider.distributed
-        if nodes != 1 and not self.distributed:
-            raise PluginError(
-                f"nodes={nodes}: a Local pool runs on this one node; for several nodes use "
-                "provider=migpool.Ray(address=...) (one Ray actor per MIG partition)"
-            )
-        self.nodes = nodes
-        self.accelerator = accelerator
         self.worker = worker or Worker()
-        self.image = image or Image()
         self.plugins = list(plugins)
+        own = any(p.needs_processes for p in self.plugins)
+        # a Ray pool's workers are actors (processes); several local nodes are processes of their own
+        self.executor = self.worker.resolved(own or self.distributed or nodes != 1)
+        if not self.distributed:
+            if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+                raise PluginError(f"nodes must be a whole number >= 1 for a Local pool, not {nodes!r}")
+            if nodes > 1 and self.executor == "thread":
+                raise PluginError(
+                    f"nodes={nodes} runs each node's workers as processes of their own: use "
+                    "Worker(executor='process'), or nodes=1 for a thread pool"
+                )
+        self.nodes = nodes
+        self.node_count = nodes if not self.distributed else 1  # (a Ray pool's: the nodes it chose)
+        self.accelerator = named(accelerator) if accelerator is not None else None
+        self.image = image or Image()
         self.retries = retries
         self.progress = sys.stdout.isatty() if progress is None else progress
-        self.node = Node(0, 1, self.provider, self.worker)
+        # what the plugins see: this machine, with every worker of its simulated nodes
+        per_node = self.worker.concurrency
+        machine = dataclasses.replace(self.worker, concurrency=per_node * nodes) if per_node and nodes > 1 else None
+        self.node = Node(0, 1, self.provider, machine or self.worker)
         self._sched: Scheduler | None = None
         self._threads: ThreadPoolExecutor | None = None
         self._bootstrapped: list[PluginHooks] = []
@@ -76,12 +112,21 @@ class Compute:
         self._metrics: tuple[Any, Any] | None = None  # (sampler, server) while metrics are served
         self._ray: RayPool | None = None
         self._dynamic: DynamicMig | None = None  # the dynamic MIG controller, with mig(dynamic=True)
+        self._shared: Transport | None = None  # where the pool's collections (compute.dict, …) are served
+        self._thread_count = 0  # a thread pool's threads
+        self._decorators = [p.decorate for p in self.plugins if p.decorates]  # wrap each task's function
+        self._decorated: dict[int, tuple[Any, Any]] = {}  # id(fn) -> (fn, its decorated function)
+        self._around = contextlib.ExitStack()  # the plugins' around_pool contexts, left when the pool closes
         self._closed = False
 
     # --- lifecycle ---
     def __enter__(self) -> Compute:
         try:
             self.open()
+            for p in self.plugins:
+                cm = p.around_pool(self)
+                if cm is not None:
+                    self._around.enter_context(cm)
         except BaseException:
             self.close(error=True)
             raise
@@ -102,16 +147,23 @@ class Compute:
             return self._open_ray()
         if self.accelerator is not None:
             self.accelerator.check([g.name for g in self.node.backend.gpus()])
+        if self.node_count > 1 and self._dynamic_options() is not None:
+            raise PluginError(
+                f"nodes={self.node_count} with mig(dynamic=True): dynamic MIG runs one node per machine; "
+                "use nodes=1 (or a Ray pool for several machines)"
+            )
         chain.validate(self.plugins, self.node)  # every refusal before an image is built or anything changed
-        self._python = image.python() if self.worker.executor == "process" else sys.executable
+        self._python = image.python() if self.executor == "process" else sys.executable
         chain.bootstrap(self.plugins, self.node)
         self._bootstrapped = list(self.plugins)
-        n = self.worker.concurrency or len(self.node.partitions) or os.cpu_count() or 1
-        if self.node.partitions and n != len(self.node.partitions):
-            raise PluginError(
-                f"concurrency={n} but the plugins made {len(self.node.partitions)} partitions; they must agree"
-            )
-        if self.worker.executor == "thread":
+        parts = self.node.partitions
+        n = self.node.worker.concurrency if self.node.worker else None
+        n = n or next((k for p in self.plugins if (k := p.workers(self.node))), None) or self.node_count
+        if parts and n != len(parts):
+            raise PluginError(f"concurrency={n} but the plugins made {len(parts)} partitions; they must agree")
+        if self.executor == "thread":
+            self._share(LocalTransport(SharedState()))
+            self._thread_count = n
             self._threads = ThreadPoolExecutor(
                 n, thread_name_prefix="migpool-worker", initializer=self._thread_init, initargs=(n,)
             )
@@ -119,11 +171,9 @@ class Compute:
         dynamic = self._dynamic_options()
         if dynamic is not None:
             n = 0  # workers come and go with their partitions
-        specs = [self.worker_spec(i, n, self.node.partitions[i] if self.node.partitions else None) for i in range(n)]
-        accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
-        for spec in specs:
-            spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
+        specs = self._node_specs(n, parts)
         self._sched = sched = Scheduler(specs, default_retries=self.retries)
+        self._share(LocalTransport(sched.shared))
         sched.start()
         for w in sched.workers:
             self._worker_started(w)
@@ -133,21 +183,66 @@ class Compute:
         if self.metrics_port is not None:
             self._serve_metrics(self.metrics_port)
 
-    def worker_spec(self, i: int, n: int, part: Partition | None) -> WorkerSpec:
-        """The spec of worker `i` of `n` on this node, pinned to `part` (its environment fixed before it starts)."""
+    def _share(self, t: Transport) -> None:
+        """Serve the pool's collections through `t`; calls outside tasks in this process go to this pool."""
+        self._shared = t
+        shared.opened(t)
+
+    def _node_specs(self, n: int, parts: list[Partition]) -> list[WorkerSpec]:
+        """The specs of `n` workers split over this pool's nodes on this machine (as evenly as they go, in
+        order), each pinned to its partition (which then names its node); the accelerator count per node."""
+        count = self.node_count
+        if n and n < count:
+            raise PluginError(
+                f"nodes={count} but only {n} worker(s)"
+                + (f" ({len(parts)} partitions)" if parts else "")
+                + ": every node needs one; ask for fewer nodes or more partitions"
+            )
+        base, extra = divmod(n, count)
+        specs: list[WorkerSpec] = []
+        for k in range(count):
+            size = base + (1 if k < extra else 0)
+            for j in range(size):
+                g = len(specs)
+                part = dataclasses.replace(parts[g], node=k) if parts else None
+                spec = self.worker_spec(j, size, part, node=k, first=g if count > 1 else None, total=n)
+                specs.append(spec)
+            mine = specs[len(specs) - size :]
+            accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in mine if s.env.get("CUDA_VISIBLE_DEVICES")})
+            for spec in mine:
+                spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
+        if count > 1:
+            self.node.partitions = [s.partition for s in specs if s.partition is not None]
+        mark_shared_gpus(specs)
+        every = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
+        whole = topology_env(uuid.uuid4().hex[:12], ["127.0.0.1"] * count, _free_port(), every)
+        for spec in specs:
+            spec.env.update(whole)
+        return specs
+
+    def worker_spec(
+        self, i: int, n: int, part: Partition | None, node: int = 0, first: int | None = None, total: int = 0
+    ) -> WorkerSpec:
+        """The spec of worker `i` of `n` on node `node`, pinned to `part` (its environment fixed before it starts);
+        `first`: its index among the pool's `total` workers, where nodes hold different numbers."""
         env = dict(
             os.environ,
             **self._image.env,
             PYTHONPATH=worker_pythonpath(),
             MIGPOOL_WORKER_INDEX=str(i),
-            MIGPOOL_NODE_INDEX=str(self.node.index),
-            MIGPOOL_NODE_COUNT=str(self.node.count),
+            MIGPOOL_NODE_INDEX=str(node),
+            MIGPOOL_NODE_COUNT=str(self.node_count),
             MIGPOOL_CONCURRENCY=str(n),
             PYTHONUNBUFFERED="1",
         )
+        if first is not None:
+            env.update(MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total))
+        if not self.worker.reuse_processes:
+            env[ONE_TASK_ENV] = "1"
         if part:
             env["MIGPOOL_PARTITION"] = part.to_env()
-        spec = WorkerSpec(i, self._python, env, part)
+        where = f"node {node} of {self.node_count} on this machine" if self.node_count > 1 else ""
+        spec = WorkerSpec(i, self._python, env, part, node=node, where=where, buffer=self.worker.buffer)
         for p in self.plugins:
             spec.env.update(p.around_process(spec))
         return spec
@@ -187,15 +282,22 @@ class Compute:
             raise
 
     def _open_ray(self) -> None:
-        if self.worker.executor != "process":
+        if self.worker.executor == "thread":
             raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
+        if not self.worker.reuse_processes:
+            raise PluginError(
+                "Worker(reuse_processes=False) on a Ray pool: each worker is an actor that lives as long as the "
+                "pool; use a local pool for a fresh process per task"
+            )
         assert isinstance(self.provider, Ray)
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()
         self.node = Node(
             0, len(ray_pool.nodes), self.provider, self.worker, [p for r in ray_pool.nodes for p in r.partitions]
         )
+        self.node_count = len(ray_pool.nodes)
         self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot, codec=RayCodec())
+        self._share(ray_pool.shared)
         sched.start()
         dynamic = self._dynamic_options()
         if dynamic is not None:
@@ -204,11 +306,12 @@ class Compute:
 
     def _thread_init(self, n: int) -> None:
         idx = next(self._thread_ids)
+        shared.install_thread(self._shared)
         set_thread_info(
             InstanceInfo(
                 worker=idx,
-                node=self.node.index,
-                total_nodes=self.node.count,
+                node=0,
+                total_nodes=1,
                 workers_per_node=n,
                 pid=os.getpid(),
                 hostname=socket.gethostname(),
@@ -219,6 +322,7 @@ class Compute:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down. Raises the
         error that broke the pool, if one of its threads died (unless `error`: one is on its way already)."""
         broken: PoolBrokenError | None = None
+        self._around.close()
         if self._dynamic is not None:
             if not error and self._sched is not None:
                 self._sched.wait_idle()
@@ -251,6 +355,9 @@ class Compute:
             ray_pool, self._ray = self._ray, None
             ray_pool.close(restore_error=error)
         self.node.close()
+        if self._shared is not None:
+            shared.closed(self._shared)
+            self._shared = None
         self._closed = True
         if broken is not None and not error:
             raise broken
@@ -263,6 +370,8 @@ class Compute:
         if not isinstance(task, Task):
             fn = task.fn if isinstance(task, RemoteFunction) else task
             task = Task(fn, args, kwargs)
+        if self._decorators:
+            task = dataclasses.replace(task, fn=self._decorate(task.fn))
         if self._threads is not None:
             return self._threads.submit(task.fn, *task.args, **task.kwargs)
         if self._sched is None:
@@ -273,8 +382,23 @@ class Compute:
             )
         return self._sched.submit(task, retries=retries)
 
+    def _decorate(self, fn: Any) -> Any:
+        """fn wrapped by the plugins' decorators, once per function (the same wrapper travels once)."""
+        got = self._decorated.get(id(fn))
+        if got is None or got[0] is not fn:
+            wrapped = fn
+            for d in self._decorators:
+                wrapped = d(wrapped)
+            got = self._decorated[id(fn)] = (fn, wrapped)
+        return got[1]
+
     def run(self, task: Task[Any]) -> Any:
+        """Run a task and return its result (`task >> compute`)."""
         return self.submit(task).result()
+
+    def run_async(self, task: Task[Any]) -> Future[Any]:
+        """Send a task; a concurrent.futures.Future of its result (`task > compute`)."""
+        return self.submit(task)
 
     def put(self, value: Any) -> Any:
         """Store `value` once and get a Ref to pass to any number of tasks (alone or inside a list or dict): each
@@ -288,23 +412,29 @@ class Compute:
 
     def broadcast(self, task: Task[Any]) -> list[Any]:
         """Run the task once on every node (`task @ compute`); one result per node, in node order."""
-        futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node.count)]
+        futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node_count)]
         return [f.result() for f in futs]
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> Iterator[Any]:
-        """Like concurrent.futures' map: results in input order."""
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
+        """fn applied to each item, in parallel: a list of the results in input order (several iterables: fn
+        takes one item of each, as the built-in map does)."""
         futs = [self.submit(fn, *args) for args in zip(*iterables, strict=False)]
-        return (f.result() for f in futs)
-
-    def gather(self, tasks: Sequence[Task[Any]], stream: bool = False) -> list[Any] | Iterator[Any]:
-        futs = [self.submit(t) for t in tasks]
-        if stream:
-            return self._stream(futs)
         return [f.result() for f in self._progress(futs)]
 
-    def _stream(self, futs: list[Future[Any]]) -> Iterator[Any]:
-        for f in as_completed(futs):
-            yield f.result()
+    def run_parallel(self, group: Group) -> tuple[Any, ...] | Iterator[Any]:
+        """Run a group's tasks in parallel (`(a & b) >> compute`, `gather(...) >> compute`): a tuple of their
+        results in task order, or with `stream=True` an iterator of them (`ordered=False`: as they finish)."""
+        tasks = group.tasks
+        if group.timeout is not None:
+            tasks = tuple(t if t.timeout is not None else t.with_timeout(group.timeout) for t in tasks)
+        futs = [self.submit(t) for t in tasks]
+        if group.stream:
+            return (f.result() for f in (futs if group.ordered else as_completed(futs)))
+        return tuple(f.result() for f in self._progress(futs))
+
+    def gather(self, tasks: Sequence[Task[Any]], stream: bool = False, ordered: bool = True) -> Any:
+        """`gather(*tasks, stream=..., ordered=...) >> compute`, as a method."""
+        return self.run_parallel(Group(tuple(tasks), stream, ordered))
 
     def _progress(self, futs: list[Future[Any]]) -> list[Future[Any]]:
         if not self.progress or len(futs) < 2:
@@ -322,6 +452,24 @@ class Compute:
         if self._sched is None:
             return dict(pid=os.getpid(), pending=0, workers=[])
         return self._sched.stats()
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the pool is open and takes tasks."""
+        return (self._sched is not None or self._threads is not None) and not self._closed
+
+    @property
+    def concurrency(self) -> int:
+        """Tasks each node runs at once (its workers)."""
+        if self._threads is not None:
+            return self._thread_count
+        if self._sched is None:
+            return self.worker.concurrency or 0
+        return max(1, len(self._sched.workers) // self.node_count)
+
+    def current_nodes(self) -> int:
+        """The pool's nodes now."""
+        return self.node_count if self.is_active else 0
 
     @property
     def partitions(self) -> list[Partition]:
@@ -352,3 +500,32 @@ class Compute:
     def controller(self) -> DynamicMig | None:
         """Dynamic MIG's controller, with mig(dynamic=True), while the pool is open."""
         return self._dynamic
+
+    # --- the pool's collections, shared by all its tasks (the same as migpool.dict(name) … inside a task) ---
+    def _transport(self) -> Transport:
+        if self._shared is None:
+            self.submit(lambda: None)  # the error of a pool that is not open
+        assert self._shared is not None
+        return self._shared
+
+    def dict(self, name: str, *, consistency: str | None = None) -> Dict:
+        """The pool's dict `name`, which every task reads and writes as `migpool.dict(name)`."""
+        shared.check_consistency(consistency)
+        return Dict(name, self._transport())
+
+    def set(self, name: str, *, consistency: str | None = None) -> Set:
+        shared.check_consistency(consistency)
+        return Set(name, self._transport())
+
+    def counter(self, name: str, *, consistency: str | None = None) -> Counter:
+        shared.check_consistency(consistency)
+        return Counter(name, self._transport())
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, self._transport())
+
+    def barrier(self, name: str, n: int) -> Barrier:
+        return Barrier(name, n, self._transport())
+
+    def lock(self, name: str, timeout: float = 30) -> Lock:
+        return Lock(name, timeout, self._transport())

@@ -7,6 +7,7 @@ import os
 import socket
 import threading
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -37,10 +38,15 @@ class InstanceInfo:
     worker             this worker's index on its node (None outside a worker)
     node, total_nodes  this node's index and the number of nodes (nodes are numbered 0..total_nodes-1)
     workers_per_node   workers on each node (the Worker's concurrency)
-    global_worker_index, total_workers, is_head (node 0)
+    global_worker_index, total_workers, is_head (the pool's first worker: worker 0 of node 0)
     hostname           this machine's name
     accelerators       accelerators (MIG partitions or whole GPUs) the pool uses on this node; each worker sees one
+    total_accelerators those of every node of the pool
     partition          the MIG partition this worker is pinned to, or None
+    accelerator        the reference's dict for it: type (the profile), count, memory_gb; None without one
+    job_id             this pool's identifier (the same on every node)
+    peers              every node: [{"node": 0, "private_ip": "10.0.0.7", "public_ip": None}, ...]
+    head_addr, head_port   where node 0 listens for the pool's own coordination (torch.distributed's master)
     """
 
     worker: int | None
@@ -54,6 +60,21 @@ class InstanceInfo:
     # set where nodes hold different numbers of workers (a Ray pool over different GPUs)
     global_index: int | None = field(default=None, repr=False)
     total: int | None = field(default=None, repr=False)
+    total_accelerators: int = 0
+    job_id: str = ""
+    peers: list[dict[str, Any]] = field(default_factory=list)
+    head_port: int = 0
+
+    @property
+    def head_addr(self) -> str:
+        return str(self.peers[0]["private_ip"]) if self.peers else "127.0.0.1"
+
+    @property
+    def accelerator(self) -> dict[str, Any] | None:
+        p = self.partition
+        if p is None:
+            return None
+        return {"type": p.profile, "count": self.accelerators, "memory_gb": round(p.memory_mib / 1024, 2)}
 
     @property
     def global_worker_index(self) -> int | None:
@@ -67,7 +88,8 @@ class InstanceInfo:
 
     @property
     def is_head(self) -> bool:
-        return self.node == 0
+        """The pool's first worker (worker 0 of node 0), as the reference has it; True outside a worker."""
+        return self.global_worker_index in (0, None)
 
     @property
     def nodes(self) -> int:
@@ -102,7 +124,22 @@ def instance_info() -> InstanceInfo:
         accelerators=int(env.get("MIGPOOL_ACCELERATORS", "0")),
         global_index=int(env["MIGPOOL_GLOBAL_WORKER_INDEX"]) if "MIGPOOL_GLOBAL_WORKER_INDEX" in env else None,
         total=int(env["MIGPOOL_TOTAL_WORKERS"]) if "MIGPOOL_TOTAL_WORKERS" in env else None,
+        total_accelerators=int(env.get("MIGPOOL_TOTAL_ACCELERATORS", env.get("MIGPOOL_ACCELERATORS", "0"))),
+        job_id=env.get("MIGPOOL_JOB_ID", ""),
+        peers=json.loads(env.get("MIGPOOL_PEERS", "[]")),
+        head_port=int(env.get("MIGPOOL_HEAD_PORT", "0")),
     )
+
+
+def topology_env(job_id: str, peer_ips: list[str], head_port: int, total_accelerators: int) -> dict[str, str]:
+    """What every worker of a pool learns of the whole pool (instance_info()'s job_id, peers, head_addr, …)."""
+    peers = [{"node": i, "private_ip": ip, "public_ip": None} for i, ip in enumerate(peer_ips)]
+    return {
+        "MIGPOOL_JOB_ID": job_id,
+        "MIGPOOL_PEERS": json.dumps(peers),
+        "MIGPOOL_HEAD_PORT": str(head_port),
+        "MIGPOOL_TOTAL_ACCELERATORS": str(total_accelerators),
+    }
 
 
 def set_thread_info(info: InstanceInfo | None) -> None:

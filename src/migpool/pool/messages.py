@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+ONE_TASK_ENV = "MIGPOOL_ONE_TASK"  # in a worker's environment for Worker(reuse_processes=False): one task, then exit
+
 
 # --- parent to worker ---
 class DefineFunction(NamedTuple):
@@ -106,5 +108,32 @@ class Released(NamedTuple):
     items: list[tuple[int, bool]]
 
 
-ToWorker = DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Released
-FromWorker = Ready | TaskDone | TaskFailed | Yielded | Want | Released
+class Call(NamedTuple):
+    """A task's call on a pool collection (shared.py): `op` on collection `name` of `kind`, from `thread`."""
+
+    cid: int
+    kind: str
+    name: str
+    op: str
+    args: tuple[Any, ...]
+    thread: int
+
+
+class Withdraw(NamedTuple):
+    """The task stopped waiting for its call `cid` (its timeout passed); an Answer still comes: the value, if the
+    call was answered first, else shared_state.TIMED_OUT."""
+
+    cid: int
+    thread: int
+
+
+class Answer(NamedTuple):
+    """The parent's answer to Call `cid`: ok and its value, or not ok and a shared_state.Refusal."""
+
+    cid: int
+    ok: bool
+    value: Any
+
+
+ToWorker = DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Released | Answer
+FromWorker = Ready | TaskDone | TaskFailed | Yielded | Want | Released | Call | Withdraw

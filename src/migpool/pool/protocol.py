@@ -15,6 +15,8 @@ import struct
 from typing import Any
 
 from .messages import (
+    Answer,
+    Call,
     Cancel,
     Credit,
     DefineFunction,
@@ -30,6 +32,7 @@ from .messages import (
     TaskFailed,
     ToWorker,
     Want,
+    Withdraw,
     Yielded,
 )
 from .segments import Packed, Release, Segment
@@ -50,6 +53,9 @@ _KINDS: tuple[type[Any], ...] = (
     Yielded,
     Want,
     Released,
+    Call,
+    Withdraw,
+    Answer,
 )
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}
 _VALUE_FIELD = {RunTask: 2, TaskDone: 1, StoreValue: 1, Feed: 2, Yielded: 1}  # where a Packed may be

@@ -60,6 +60,57 @@ class Verda(Local):
     provision machines: run the script on the node itself (or simulate one)."""
 
 
+class Cloud:
+    """A provider of the reference system that provisions machines (`AWS()`, `GCP()`, …). migpool provisions none
+    itself: each such provider can be named, with any options, and a pool given one refuses with what to do."""
+
+    cloud = ""
+    distributed = False
+
+    def __init__(self, *args: Any, **options: Any) -> None:
+        self.options = options
+
+    def refusal(self) -> str:
+        name = type(self).__name__
+        return (
+            f"provider={name}(): migpool provisions no machines itself. Start a Ray cluster on {self.cloud} "
+            "(the ray up configs in deploy/ray/ and the KubeRay manifest in deploy/kuberay/ install migpool and "
+            "apply a MIG layout at boot) and use provider=migpool.Ray(address='auto') on its head node"
+        )
+
+    def spec(self) -> str | None:
+        return None
+
+
+def _cloud(name: str, where: str) -> type[Cloud]:
+    return type(name, (Cloud,), {"cloud": where, "__doc__": f"The reference system's {where} provider (refuses)."})
+
+
+AWS = _cloud("AWS", "AWS")
+GCP = _cloud("GCP", "Google Cloud")
+Azure = _cloud("Azure", "Azure")
+Hyperstack = _cloud("Hyperstack", "Hyperstack")
+JarvisLabs = _cloud("JarvisLabs", "JarvisLabs")
+LambdaCloud = _cloud("LambdaCloud", "Lambda Cloud")
+MassedCompute = _cloud("MassedCompute", "Massed Compute")
+Novita = _cloud("Novita", "Novita")
+RunPod = _cloud("RunPod", "RunPod")
+Scaleway = _cloud("Scaleway", "Scaleway")
+TensorDock = _cloud("TensorDock", "TensorDock")
+VastAI = _cloud("VastAI", "Vast.ai")
+Vultr = _cloud("Vultr", "Vultr")
+
+
+class Container(Cloud):
+    """The reference system's local container provider (refuses: migpool starts no containers)."""
+
+    def refusal(self) -> str:
+        return (
+            "provider=Container(): migpool starts no containers. provider=migpool.Local() with nodes=N runs N "
+            "nodes on this machine (each with its own workers and node index), with no container runtime"
+        )
+
+
 @dataclass(frozen=True)
 class Ray:
     """Run the pool on a Ray cluster. `address`: "auto" (the cluster this machine belongs to), "ray://head:10001"
@@ -80,16 +131,37 @@ class Ray:
 
 @dataclass(frozen=True)
 class Worker:
-    """`concurrency` workers per node (None: one per partition, or one per CPU without partitions)."""
+    """How each node runs its tasks, with the reference system's fields and defaults.
+
+    concurrency      tasks at once per node: its workers (None: one per partition or GPU that the plugins pin
+                     workers to, else 1, the reference's default)
+    buffer           tasks queued at each worker beyond the one it runs (migpool keeps the next task ready by itself;
+                     this raises that to at least `buffer`)
+    executor         "auto" (the default): "process" where plugins pin workers to partitions or GPUs (a process
+                     sees the devices it was started with), else "thread", as in the reference; or either, named
+    reuse_processes  False: a fresh worker process for every task (executor="process" only)
+    """
 
     concurrency: int | None = None
-    executor: Literal["process", "thread"] = "process"
+    buffer: int = 0
+    executor: Literal["auto", "process", "thread"] = "auto"
+    reuse_processes: bool = True
 
     def __post_init__(self) -> None:
-        if self.executor not in ("process", "thread"):
-            raise PluginError(f"executor must be 'process' or 'thread', not {self.executor!r}")
-        if self.concurrency is not None and self.concurrency < 1:
+        if self.executor not in ("auto", "process", "thread"):
+            raise PluginError(f"executor must be 'auto', 'process' or 'thread', not {self.executor!r}")
+        if self.concurrency is not None and (isinstance(self.concurrency, bool) or self.concurrency < 1):
             raise PluginError(f"concurrency must be at least 1, not {self.concurrency}")
+        if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 0:
+            raise PluginError(f"buffer must be a whole number >= 0, not {self.buffer!r}")
+        if not self.reuse_processes and self.executor != "process":
+            raise PluginError("reuse_processes=False only applies when executor='process'")
+
+    def resolved(self, pinned: bool) -> Literal["process", "thread"]:
+        """The executor "auto" stands for: processes where workers are pinned to devices, else threads."""
+        if self.executor == "auto":
+            return "process" if pinned else "thread"
+        return self.executor
 
 
 @dataclass
@@ -131,6 +203,7 @@ class WorkerSpec:
     partition: Partition | None = None
     node: int = 0
     where: str = ""  # the node, where there are several: "node 1 (10.0.0.7, 3fa2…)"
+    buffer: int = 0  # Worker(buffer=...): tasks kept queued at this worker beyond the one it runs, at least
 
     def describe(self) -> str:
         at = f" on {self.where}" if self.where else ""
@@ -138,6 +211,21 @@ class WorkerSpec:
             p = self.partition
             return f"worker {self.index}{at} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
         return f"worker {self.index}{at}"
+
+
+SHARED_GPU_ENV = "MIGPOOL_SHARED_GPU"  # "1" in a worker whose partition's GPU has another worker of this machine
+
+
+def mark_shared_gpus(specs: list[WorkerSpec]) -> None:
+    """Tell each worker whether another worker of the same machine runs on a MIG instance of its GPU (what NCCL
+    cannot tell apart: pool/distributed.py)."""
+    per_gpu: dict[str, int] = {}
+    for s in specs:
+        if s.partition is not None:
+            per_gpu[s.partition.gpu_uuid] = per_gpu.get(s.partition.gpu_uuid, 0) + 1
+    for s in specs:
+        shared = s.partition is not None and per_gpu[s.partition.gpu_uuid] > 1
+        s.env[SHARED_GPU_ENV] = "1" if shared else "0"
 
 
 @dataclass(frozen=True)
@@ -158,6 +246,15 @@ class PluginHooks(Protocol):
     """The hooks the pool calls on a plugin (`migpool.plugins.Plugin` implements all of them as no-ops)."""
 
     needs_mig: bool  # only nodes with a MIG-capable GPU will do
+    needs_processes: bool  # each worker is a process of its own (its devices, its rank): executor "auto" = processes
+
+    decorates: bool  # decorate() wraps each task's function
+
+    def workers(self, node: Node) -> int | None: ...
+
+    def decorate(self, fn: Any) -> Any: ...
+
+    def around_pool(self, pool: Any) -> Any: ...
 
     def transform_image(self, image: Image) -> Image: ...
 

@@ -29,13 +29,16 @@ from ..errors import MigpoolError, PluginError, RemoteError
 from ..leases import LeaseKey
 from ..planner import PlannedInstance
 from ..proc import wait_gone
-from . import chain
+from . import chain, lifecycle
+from .distributed import run_initializers
 from .image import Image
-from .info import Partition
+from .info import Partition, topology_env
 from .messages import Feed, RunTask, Stop, TaskDone, TaskFailed, ToWorker, Want, Yielded
 from .pickling import dumps, dumps_out_of_band
-from .providers import Local, Node, PluginHooks, Ray, Worker, WorkerSpec, worker_pythonpath
+from .providers import Local, Node, PluginHooks, Ray, Worker, WorkerSpec, mark_shared_gpus, worker_pythonpath
 from .scheduler import POLL_S, Job, Scheduler, WorkerProcess
+from .shared import install, refused
+from .shared_state import Holder, SharedState, Waiter
 from .site import Gpu, GpuState, change_here, gpus_here
 from .streams import WINDOW
 from .worker import Runner
@@ -46,6 +49,8 @@ RAY_BATCH = 256  # most messages sent to an actor in one call
 FETCH_WAIT_S = 30.0  # longest a slot waits for its actor's large results before stopping it
 RAY_INLINE_MAX = 1 << 20  # a value this big or bigger travels through Ray's object store, not in the batch
 RAY_PREFETCH_BUDGET_S = 0.05  # keep about this much work queued at each actor (a call costs about a millisecond)
+HEAD_PORT = 29500  # instance_info().head_port on a Ray pool: torch.distributed's usual master port, on node 0
+SHARED_ENV = "MIGPOOL_SHARED_ACTOR"  # the name of the Ray actor that serves a pool's collections
 
 
 @dataclass
@@ -271,6 +276,96 @@ class RayLink:
             self.cond.notify_all()
 
 
+class SharedActor:
+    """The Ray actor that serves one Ray pool's collections (shared.py), named after the pool so that every
+    worker actor and the driver find it. An asyncio actor: a call that waits (a queue's get, a barrier, a lock)
+    awaits its answer without holding up the others; all of them run on its one event loop thread."""
+
+    def __init__(self) -> None:
+        self.state = SharedState()
+
+    async def call(self, pid: int, thread: int, cid: int, kind: str, name: str, op: str, args: tuple[Any, ...]) -> Any:
+        import asyncio
+
+        now: list[tuple[bool, Any]] = []
+        fut: Any = None
+
+        def answer(ok: bool, value: Any) -> None:  # (on this loop's thread: from this call or another one)
+            if fut is None:
+                now.append((ok, value))
+            elif not fut.done():
+                fut.set_result((ok, value))
+
+        self.state.call(Waiter(Holder(pid, thread), cid, answer), kind, name, op, args)
+        if now:  # (the usual call: answered at once, no future)
+            return now[0]
+        fut = asyncio.get_running_loop().create_future()
+        return await fut
+
+    async def withdraw(self, pid: int, thread: int, cid: int) -> bool:
+        return self.state.withdraw(Holder(pid, thread), cid)
+
+    async def gone(self, pid: int) -> None:
+        self.state.gone(pid)
+
+
+class RayTransport:
+    """Calls on a Ray pool's collections, from its driver or from its worker actors (shared.Transport). The
+    actor is made by the first caller (detached, so that it outlives that caller) and killed when the pool
+    closes (RayPool.close); a Ray cluster that migpool started for the pool ends with it in any case."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._actor: Any = None
+        self._ids = itertools.count()
+
+    def actor(self, make: bool = True) -> Any:
+        import ray
+
+        if self._actor is None:
+            cls = ray.remote(SharedActor)
+            if make:
+                self._actor = cls.options(
+                    name=self.name, lifetime="detached", get_if_exists=True, num_cpus=0, max_concurrency=10_000
+                ).remote()
+            else:
+                try:
+                    self._actor = ray.get_actor(self.name)
+                except ValueError:  # nobody used a collection: it was never made
+                    return None
+        return self._actor
+
+    def call(self, kind: str, name: str, op: str, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        import ray
+
+        actor = self.actor()
+        pid, thread, cid = os.getpid(), threading.get_ident(), next(self._ids)
+        ref = actor.call.remote(pid, thread, cid, kind, name, op, args)
+        try:
+            ok, value = ray.get(ref, timeout=timeout)
+        except ray.exceptions.GetTimeoutError:
+            ray.get(actor.withdraw.remote(pid, thread, cid))  # answered now with TIMED_OUT, unless it was already
+            ok, value = ray.get(ref)
+        if not ok:
+            raise refused(value)
+        return value
+
+    def gone(self, pid: int) -> None:
+        """A worker actor died: its waiting calls go, the locks it held are released."""
+        actor = self.actor(make=False)
+        if actor is not None:
+            actor.gone.remote(pid)
+
+    def close(self) -> None:
+        import ray
+
+        actor = self.actor(make=False)
+        self._actor = None
+        if actor is not None:
+            with contextlib.suppress(Exception):  # already gone with its cluster
+                ray.kill(actor, no_restart=True)
+
+
 class WorkerActor:
     """One migpool worker on a Ray node: its process started with the partition's environment."""
 
@@ -278,6 +373,9 @@ class WorkerActor:
         self.link = RayLink()
         self.runner = Runner(RayCodec(), self.link)
         self.streaming: threading.Thread | None = None  # the thread running a stream task; take() joins it
+        install(RayTransport(spec.env[SHARED_ENV]))  # the pool's collections, for its tasks
+        run_initializers()  # a plugin's set-up for this process (torch.distributed: its rank)
+        self.around = lifecycle.enter()  # Plugin.create(...).with_around_process (for the actor's life)
         node = Node(spec.node, count, Local(), None)
         try:
             for p in plugins:  # e.g. the simulator's record of processes on partitions
@@ -415,6 +513,8 @@ class RayWorkerSlot(WorkerProcess):
         with self.sched.lock:
             self.ready.clear()
         self.writer_q.put(None)
+        if self.stats.pid:
+            self.pool.shared.gone(self.stats.pid)
         self.ended(was_ready, how)
 
     def _drive(self, actor: Any, tid: int) -> None:
@@ -490,6 +590,7 @@ class RayWorkerSlot(WorkerProcess):
     def respawn(self) -> None:
         if not self.pool.node_alive(self.node.node_id):
             with self.sched.lock:
+                self.sched.some_dead = True
                 self.dead_reason = f"{self.spec.describe()} is gone: its node left the Ray cluster"
                 self.ready.set()
             self.sched.fail_unservable()
@@ -534,6 +635,9 @@ def _ip_key(ip: str) -> tuple[int, Any]:
         return (1, ip)
 
 
+_POOL_IDS = itertools.count()
+
+
 class RayPool:
     """Chooses the nodes, prepares them (all or none), starts one actor per partition, and tears down."""
 
@@ -549,6 +653,8 @@ class RayPool:
         self.started_ray = False
         self.actor_class: Any = None
         self.slots: list[RayWorkerSlot] = []
+        self.topology: dict[str, str] = {}  # what every worker learns of the whole pool (info.topology_env)
+        self.shared = RayTransport(f"migpool-shared-{os.getpid()}-{next(_POOL_IDS)}-{os.urandom(4).hex()}")
         self._alive_cache: tuple[float, set[str]] = (0.0, set())
 
     # --- cluster ---
@@ -682,11 +788,17 @@ class RayPool:
                 raise err from None
 
     def _specs(self) -> list[WorkerSpec]:
+        self.topology = topology_env(
+            self.shared.name.rsplit("-", 1)[-1],
+            [r.ip for r in self.nodes],
+            HEAD_PORT,
+            sum(len(r.partitions) for r in self.nodes),
+        )
         if any(p.dynamic_mig() is not None for p in self.plugins):
             return []  # workers come and go with their partitions (RaySite)
         per_node = []
         for r in self.nodes:
-            n = self.worker.concurrency or len(r.partitions) or max(1, int(r.cpus))
+            n = self.worker.concurrency or len(r.partitions) or 1  # (1 per node: the reference's default)
             if r.partitions and n != len(r.partitions):
                 raise PluginError(
                     f"concurrency={n} but the plugins made {len(r.partitions)} partitions on "
@@ -696,9 +808,11 @@ class RayPool:
         total = sum(per_node)
         specs: list[WorkerSpec] = []
         for r, n in zip(self.nodes, per_node, strict=True):
-            specs += [
+            mine = [
                 self.spec(r, i, n, len(specs) + i, total, r.partitions[i] if r.partitions else None) for i in range(n)
             ]
+            mark_shared_gpus(mine)  # (per node: another node's GPUs are other GPUs)
+            specs += mine
         return specs
 
     def spec(self, r: RayNode, i: int, n: int, first: int, total: int, part: Partition | None) -> WorkerSpec:
@@ -714,6 +828,8 @@ class RayPool:
             MIGPOOL_ACCELERATORS=str(len(r.partitions) or int(part is not None)),
             PYTHONUNBUFFERED="1",
         )
+        env[SHARED_ENV] = self.shared.name
+        env.update(self.topology)
         env[RAY_OVERRIDE_ENV] = "0"
         if part:
             env["MIGPOOL_PARTITION"] = part.to_env()
@@ -751,6 +867,7 @@ class RayPool:
             ]
             if problems and not restore_error:
                 raise MigpoolError("tearing down the pool failed on " + "; ".join(problems))
+        self.shared.close()
         if self.started_ray:
             ray.shutdown()
             self.started_ray = False

@@ -33,8 +33,11 @@ from .messages import (
     FEED_END,
     FEED_ERROR,
     FEED_ITEM,
+    ONE_TASK_ENV,
     STREAM_IN,
     STREAM_OUT,
+    Answer,
+    Call,
     Cancel,
     Credit,
     DefineFunction,
@@ -50,6 +53,7 @@ from .messages import (
     TaskFailed,
     ToWorker,
     Want,
+    Withdraw,
     Yielded,
 )
 from .pickling import cloud_dumps
@@ -58,6 +62,7 @@ from .providers import WorkerSpec
 from .refs import Ref
 from .remote_errors import ExceptionDescription, as_task_error, rebuild
 from .segments import Codec, SharedMemoryCodec
+from .shared_state import Holder, SharedState, Waiter
 from .stats import WorkerStats
 from .streams import OutputStream, StreamResults, take_inputs
 from .task import Task
@@ -157,6 +162,30 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
+class Outbox:
+    """A worker process's end of the channel from the parent: whole frames, one at a time, from its writer thread,
+    or, for the answer to a task's call on a pool collection, straight from the thread that has the answer (the
+    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed."""
+
+    __slots__ = ("end", "pid", "lock", "closed")
+
+    def __init__(self, end: End, pid: int) -> None:
+        self.end, self.pid = end, pid
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, msg: ToWorker) -> None:
+        with self.lock:
+            if not self.closed:
+                write_frame(self.end, msg, self.pid)
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.end.close()
+
+
 class WorkerProcess:
     """One worker slot: its current process, pipes and threads; restarted on the same partition when it dies.
 
@@ -173,6 +202,9 @@ class WorkerProcess:
         self.sent_fns: set[int] = set()
         self.sent_values: set[int] = set()  # the stored values (refs) this worker holds
         self.writer_q: queue.SimpleQueue[ToWorker | None] = queue.SimpleQueue()
+        self.outbox: Outbox | None = None  # set once its process runs
+        self.one_task = spec.env.get(ONE_TASK_ENV) == "1"  # Worker(reuse_processes=False): a process per task
+        self.done_one = False  # its process ran its one task (and is ending)
         self.avg_s = 0.01
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.startup_failures = 0
@@ -203,6 +235,7 @@ class WorkerProcess:
         self.sent_fns = set()
         self.sent_values = set()
         self.timed_out = False
+        self.done_one = False
         self.writer_q = queue.SimpleQueue()
         try:
             proc = self.sched.launch(
@@ -226,9 +259,10 @@ class WorkerProcess:
         if closed:  # the pool closed while this one started (a restart): it goes at once
             self.kill()
         wq = self.writer_q
+        self.outbox = outbox = Outbox(p_w, proc.pid)
         threads = self.sched.threads
         threads.start(f"{self.name}-stderr", self._drain_stderr, proc)
-        threads.start(f"{self.name}-writer", self._writer, p_w, wq, proc.pid)
+        threads.start(f"{self.name}-writer", self._writer, outbox, wq)
         threads.start(f"{self.name}-reader", self._reader, proc, p_r, wq)
 
     def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
@@ -239,18 +273,18 @@ class WorkerProcess:
             sys.stderr.write(line)
         proc.stderr.close()
 
-    def _writer(self, sock: End, wq: queue.SimpleQueue[ToWorker | None], pid: int) -> None:
+    def _writer(self, outbox: Outbox, wq: queue.SimpleQueue[ToWorker | None]) -> None:
         try:
             while True:
                 msg = wq.get()
                 if msg is None:
                     break
-                write_frame(sock, msg, pid)
+                outbox.send(msg)
                 msg = None  # a segment it holds goes back to the pool now, not when the next message comes
         except OSError:
             pass
         finally:
-            sock.close()
+            outbox.close()
 
     def head_deadline(self) -> float | None:
         """When the task running now must end (its timeout), or None."""
@@ -282,8 +316,11 @@ class WorkerProcess:
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
                 ready = select.select(watch, [], [], wait)[0] if wait > 0 else []
                 if fd.fd in ready:
-                    self.resolve(read_frame(fd, release), proc.pid)
-                    self.sched.pump()
+                    msg = read_frame(fd, release)
+                    self.resolve(msg, proc.pid)
+                    if type(msg) is TaskDone or type(msg) is TaskFailed:  # room for the next job
+                        self.sched.pump()
+                    msg = None
                     continue
                 if ready or (pidfd is None and proc.poll() is not None):  # exited: take what it wrote first
                     while select.select([fd.fd], [], [], 0)[0]:
@@ -310,6 +347,9 @@ class WorkerProcess:
             return
         now = time.monotonic()
         with self.sched.lock:
+            if self.one_task:  # its process ends after this task: no job goes to it until its successor is ready
+                self.ready.clear()
+                self.done_one = True
             job = self.outstanding.popleft()
             self.avg_s = 0.8 * self.avg_s + 0.2 * max(now - job.started, 1e-7)
             if self.outstanding:
@@ -324,7 +364,14 @@ class WorkerProcess:
         job.future.set_exception(remote_exception(msg, self.spec.describe()))
 
     def _between(self, msg: FromWorker, peer: int) -> None:
-        """What a worker sends while a task runs: a stream's item or request, segments it unmapped."""
+        """What a worker sends while a task runs: a call on a pool collection, a stream's item or request, segments
+        it unmapped."""
+        if isinstance(msg, Call):
+            self.call(msg, peer)
+            return
+        if isinstance(msg, Withdraw):  # (answered with TIMED_OUT, unless its answer went already)
+            self.sched.shared.withdraw(Holder(peer, msg.thread), msg.cid)
+            return
         if isinstance(msg, Released):
             self.sched.codec.released(msg.items, peer)
             return
@@ -338,6 +385,17 @@ class WorkerProcess:
             self.feed(job, msg.sid, msg.n)
         elif job.stream is not None:
             job.stream.push(msg.item)
+
+    def call(self, msg: Call, peer: int) -> None:
+        """A task's call on a pool collection: answered now, or (a wait) from the call that readies it."""
+        outbox, cid = self.outbox, msg.cid  # (this process's: a later answer never reaches its successor)
+        assert outbox is not None  # (made before its reader started)
+
+        def answer(ok: bool, value: Any) -> None:  # straight to the worker, which waits for it, reading
+            with contextlib.suppress(OSError):  # it died meanwhile
+                outbox.send(Answer(cid, ok, value))
+
+        self.sched.shared.call(Waiter(Holder(peer, msg.thread), cid, answer), msg.kind, msg.name, msg.op, msg.args)
 
     def deliver(self, job: Job, result: Any) -> None:
         """End a job's future with its packed result (a stream's end: None)."""
@@ -364,12 +422,13 @@ class WorkerProcess:
     def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
         sched = self.sched
         with sched.lock:  # from here no job is handed to this worker until its replacement is ready
-            was_ready = self.ready.is_set()
+            was_ready = self.ready.is_set() or self.done_one
             self.ready.clear()
         rc = proc.wait()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # what its tasks left running in its process group ends with it
         self.sched.codec.peer_gone(proc.pid)
+        self.sched.shared.gone(proc.pid)  # its waiting calls go, the pool locks it held are released
         self.ended(was_ready, _exit_text(rc), rc)
 
     def ended(self, was_ready: bool, how: str, rc: int | None = None) -> None:
@@ -410,6 +469,7 @@ class WorkerProcess:
                 self.startup_failures += 1
             give_up = self.startup_failures >= 3 or sched.starting
             if give_up:
+                sched.some_dead = True
                 self.dead_reason = f"{self.spec.describe()} could not start: it {how}" + (
                     ". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""
                 )
@@ -419,7 +479,8 @@ class WorkerProcess:
         if give_up:
             sched.fail_unservable()
             return
-        self.restarts += 1
+        if not self.done_one:  # (a process per task ends by design: that is no restart)
+            self.restarts += 1
         sched.restart(self)
 
     def respawn(self) -> None:
@@ -462,10 +523,10 @@ class WorkerProcess:
             return 0
         if self.outstanding and self.outstanding[0].stream is not None:
             return 0  # a stream runs alone: nothing waits behind a consumer
-        if self.sched.provisioner is not None:
+        if self.sched.provisioner is not None or self.one_task:
             depth = 1  # dynamic MIG: a task that waits may get a partition of its own rather than queue here
-        else:
-            depth = max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
+        else:  # (one task per process: the next one goes to the next process)
+            depth = max(2, self.spec.buffer + 1, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
@@ -542,6 +603,7 @@ class Scheduler:
         self.lock = threading.RLock()
         self.codec: Codec = codec or SharedMemoryCodec()  # shared memory here, Ray's object store on Ray
         self._pack = self.codec.pack  # (looked up once: every submit calls it)
+        self.shared = SharedState()  # the pool's collections (shared.py), served to its workers from here
         self.values: dict[int, Any] = {}  # stored values (put), packed, by their Ref's number
         self._forgotten: collections.deque[int] = collections.deque()  # refs that were dropped (from finalizers)
         self.pending: collections.deque[Job] = collections.deque()
@@ -551,6 +613,7 @@ class Scheduler:
         self.workers = [self._slot(self, s) for s in specs]
         self.default_retries = default_retries
         self.closed = False
+        self.some_dead = False  # a slot gave up starting its worker (its dead_reason says why)
         self.starting = True
         self._ids = itertools.count()
         self._recent: collections.OrderedDict[int, tuple[object, int, bool]] = collections.OrderedDict()
@@ -698,7 +761,7 @@ class Scheduler:
             caller.set_result(StreamResults(stream))
         with self.lock:
             self.pending.append(job)
-            some_dead = self.provisioner is None and any(w.dead_reason for w in self.workers)
+            some_dead = self.some_dead and self.provisioner is None
         if some_dead:  # a slot gave up starting its worker: what only it could run fails now, never waits
             self.fail_unservable()
         self.pump()
@@ -770,32 +833,44 @@ class Scheduler:
         with self.lock:
             if self._forgotten:
                 self._forget()
+            pending = self.pending
+            if not pending:
+                return
+            workers = self.workers
+            caps = [w.capacity() for w in workers]  # (each worker's room, counted down as jobs go to it)
+            room = sum(c > 0 for c in caps)
+            provisioner = self.provisioner
             i = 0
             held: dict[int, float] = {}  # dynamic MIG: busy workers that jobs wait for, and when each is taken until
-            while i < len(self.pending):
-                job = self.pending[i]
+            while room and i < len(pending):
+                job = pending[i]
+                task = job.task
                 best = None
+                at = 0
                 best_fit: tuple[int, float] = (0, 0.0)
                 alone = job.stream is not None  # a stream goes only to an idle worker
-                for w in self.workers:
-                    if w.serves(job.task) and w.capacity() > 0 and not (alone and w.outstanding):
+                for k, w in enumerate(workers):
+                    if caps[k] > 0 and w.serves(task) and not (alone and w.outstanding):
                         fit = _fit(w, job)
                         if best is None or fit < best_fit:
-                            best, best_fit = w, fit
+                            best, at, best_fit = w, k, fit
                 if best is None:
-                    if self.provisioner is not None:
-                        self.provisioner.wake()
-                    if all(w.capacity() <= 0 for w in self.workers):
-                        return
+                    if provisioner is not None:
+                        provisioner.wake()
                     i += 1
                     continue
-                if self.provisioner is not None and self.provisioner.hold(job, best, held):
+                if provisioner is not None and provisioner.hold(job, best, held):
                     i += 1  # a busy partition of a faster size will finish it sooner: it waits for that one
                     continue
-                del self.pending[i]
+                del pending[i]
                 if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
                     continue
                 best.send(job, self._fn_bytes[job.fid])
+                caps[at] = 0 if alone else caps[at] - 1  # (a stream runs alone)
+                if caps[at] <= 0:
+                    room -= 1
+            if not room and i < len(pending) and provisioner is not None:
+                provisioner.wake()
 
     def add_worker(self, spec: WorkerSpec) -> WorkerProcess:
         """Start one more worker (dynamic MIG); it takes jobs once ready."""

@@ -4,13 +4,15 @@ task >> compute          its result
 task > compute           a concurrent.futures.Future
 task @ compute           once on every node: a list with one result per node, in node order
 (a & b & c) >> compute   in parallel: a tuple of results in order (parenthesize: `>>` binds before `&`)
-gather(*tasks) >> compute, gather(..., stream=True) >> compute
+gather(*tasks) >> compute                 the same
+gather(*tasks, stream=True) >> compute    an iterator of the results, in task order as they come
+gather(*tasks, stream=True, ordered=False) >> compute      in the order they finish
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar, overload
@@ -23,11 +25,11 @@ class Compute(Protocol):
 
     def run(self, task: Task[Any]) -> Any: ...
 
-    def submit(self, task: Task[Any]) -> Future[Any]: ...
+    def run_async(self, task: Task[Any]) -> Future[Any]: ...
 
     def broadcast(self, task: Task[Any]) -> list[Any]: ...
 
-    def gather(self, tasks: Sequence[Task[Any]], stream: bool = False) -> list[Any] | Iterator[Any]: ...
+    def run_parallel(self, group: Group) -> tuple[Any, ...] | Iterator[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,16 @@ class Task(Generic[R]):
             timeout=self.timeout if timeout is None else timeout,
         )
 
+    def with_timeout(self, timeout: float) -> Task[R]:
+        """This task with a timeout of `timeout` seconds: past it, its worker is stopped and the task fails with
+        TaskTimeoutError (a TimeoutError)."""
+        return replace(self, timeout=timeout)
+
     def __rshift__(self, compute: Compute) -> R:
         return compute.run(self)
 
     def __gt__(self, compute: Compute) -> Future[R]:  # `>` sends, as in the reference API
-        return compute.submit(self)
+        return compute.run_async(self)
 
     def __matmul__(self, compute: Compute) -> list[R]:
         return compute.broadcast(self)
@@ -140,35 +147,43 @@ compute = function
 
 
 @dataclass(frozen=True)
-class Gather:
-    """Several tasks sent together: `gather(a, b) >> compute` returns their results in task order."""
+class Group:
+    """Tasks sent together: `(a & b & c) >> compute` or `gather(a, b, c) >> compute` runs them in parallel and
+    gives a tuple of their results in task order; with `stream=True`, an iterator of them as they come (in task
+    order, or in the order they finish with `ordered=False`). `timeout` applies to each task that has none."""
 
     tasks: tuple[Task[Any], ...]
     stream: bool = False
-
-    def __rshift__(self, compute: Compute) -> list[Any] | Iterator[Any]:
-        return compute.gather(self.tasks, stream=self.stream)
-
-
-@dataclass(frozen=True)
-class Group:
-    """`a & b & c`: tasks that `>> compute` runs in parallel, giving a tuple of their results in order."""
-
-    tasks: tuple[Task[Any], ...]
+    ordered: bool = True
+    timeout: float | None = None
 
     def __and__(self, other: Task[Any] | Group) -> Group:
         if isinstance(other, Group):
-            return Group(self.tasks + other.tasks)
+            return replace(self, tasks=self.tasks + other.tasks)
         if isinstance(other, Task):
-            return Group(self.tasks + (other,))
+            return replace(self, tasks=self.tasks + (other,))
         return NotImplemented
 
-    def __rshift__(self, compute: Compute) -> tuple[Any, ...]:
-        return tuple(compute.gather(self.tasks))
+    def with_timeout(self, timeout: float) -> Group:
+        return replace(self, timeout=timeout)
+
+    def __rshift__(self, compute: Compute) -> tuple[Any, ...] | Iterator[Any]:
+        return compute.run_parallel(self)
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[Task[Any]]:
+        return iter(self.tasks)
 
 
-def gather(*tasks: Task[Any], stream: bool = False) -> Gather:
-    """Group tasks; with `stream=True`, `>> compute` yields each result as soon as it is done."""
+Gather = Group  # (the name of earlier migpool versions)
+
+
+def gather(*tasks: Task[Any], stream: bool = False, ordered: bool = True) -> Group:
+    """Group tasks to run in parallel: `gather(a, b) >> compute` is a tuple of their results in order. With
+    `stream=True`, `>> compute` is an iterator that yields each result as it is done, in task order (`ordered`,
+    the default) or in the order they finish (`ordered=False`)."""
     flat: list[Task[Any]] = []
     for t in tasks:
         if isinstance(t, (list, tuple)):
@@ -178,4 +193,4 @@ def gather(*tasks: Task[Any], stream: bool = False) -> Gather:
     for t in flat:
         if not isinstance(t, Task):
             raise TypeError(f"gather takes tasks (calls of @migpool.function functions), got {t!r}")
-    return Gather(tuple(flat), stream)
+    return Group(tuple(flat), stream, ordered)

@@ -7,17 +7,23 @@ task at a time and exits when the parent goes away.
 from __future__ import annotations
 
 import collections
+import contextlib
 import ctypes
+import itertools
 import os
+import select
 import signal
 import sys
 import threading
 import time
 from typing import Any
 
-from . import refs
+from . import refs, shared
 from .messages import (
+    ONE_TASK_ENV,
     STREAM_OUT,
+    Answer,
+    Call,
     Cancel,
     Credit,
     DefineFunction,
@@ -32,12 +38,14 @@ from .messages import (
     TaskFailed,
     ToWorker,
     Want,
+    Withdraw,
     Yielded,
 )
 from .pickling import dumps
 from .protocol import End, read_frame, write_frame
 from .remote_errors import as_task_error, pickled
 from .segments import Codec, SharedMemoryCodec
+from .shared import refused
 from .streams import WINDOW, InputStream, Link, give_inputs
 from .tracebacks import capture
 
@@ -199,8 +207,12 @@ class Runner:
 
 
 class ChannelLink:
-    """The worker's channel while a task runs: control messages for the running task (credit, cancel, input
-    items) are taken as they come; any other message (the next task, a definition, Stop) waits in `backlog`."""
+    """The worker's channel while it runs: control messages (a stream's credit, cancel and input items, answers to
+    the tasks' calls on pool collections) are taken as they come; any other message (the next task, a definition,
+    Stop) waits in `backlog` for the main loop.
+
+    Any thread of a task may need the channel (a collection's call from a thread the task started), so one
+    thread reads at a time, the others wait on `cond` for what it takes; frames go out one whole at a time."""
 
     def __init__(self, rsock: End, wsock: End, codec: Codec) -> None:
         self.r, self.w = rsock, wsock
@@ -211,13 +223,40 @@ class ChannelLink:
         self.cancelled: set[int] = set()
         self.feeds: dict[tuple[int, int], collections.deque[tuple[Any, int]]] = {}
         self.running: int | None = None
+        self.answers: dict[int, Answer] = {}
+        self.cond = threading.Condition(threading.Lock())
+        self.reading = False  # a thread is reading the channel (with `cond` released)
+        self._wlock = threading.Lock()
+        self._cids = itertools.count()
 
     def next_message(self) -> Any:
         """The next message for the main loop (raises EOFError when the parent is gone)."""
-        while True:
-            msg = self.backlog.popleft() if self.backlog else read_frame(self.r, self.release)
-            if type(msg) is RunTask or not self._control(msg):
-                return msg
+        with self.cond:
+            while not self.backlog:
+                self._take(None)
+            return self.backlog.popleft()
+
+    def _take(self, timeout: float | None) -> bool:
+        """With `cond` held: read one message (waiting up to `timeout`; None: until one comes) and take it, or,
+        while another thread reads, wait for that one to take its message. True if a message was read here."""
+        if self.reading:
+            self.cond.wait(timeout)
+            return False
+        self.reading = True
+        self.cond.release()
+        msg = None
+        try:
+            if timeout is None or select.select([self.r], [], [], timeout)[0]:
+                msg = read_frame(self.r, self.release)
+        finally:
+            self.cond.acquire()
+            self.reading = False
+            self.cond.notify_all()
+        if msg is None:
+            return False
+        if type(msg) is RunTask or not self._control(msg):
+            self.backlog.append(msg)
+        return True
 
     def release(self, sid: int, reusable: bool) -> None:
         """A segment of the parent's was unmapped here (from a finalizer: queued, sent with the next frame)."""
@@ -225,23 +264,27 @@ class ChannelLink:
 
     def send(self, frame: Any) -> None:
         """Write a frame, after telling the parent which of its segments this worker let go of."""
-        if self.releases:
-            items = []
-            while self.releases:
-                items.append(self.releases.popleft())
-            write_frame(self.w, Released(items))
-        write_frame(self.w, frame)
+        with self._wlock:
+            if self.releases:
+                items = []
+                while self.releases:
+                    items.append(self.releases.popleft())
+                write_frame(self.w, Released(items))
+            write_frame(self.w, frame)
 
     def begin(self, tid: int) -> None:
-        self.running = tid
-        self.credit = {tid: WINDOW}
-        self.cancelled.clear()
-        self.feeds.clear()
+        with self.cond:
+            self.running = tid
+            self.credit = {tid: WINDOW}
+            self.cancelled.clear()
+            self.feeds.clear()
 
     def _control(self, msg: Any) -> bool:
-        """Take a message about the running task's streams; False for any other message."""
+        """Take a message about the running task (its streams, its calls); False for any other message."""
         kind = type(msg)
-        if kind is Credit:
+        if kind is Answer:
+            self.answers[msg.cid] = msg
+        elif kind is Credit:
             if msg.tid == self.running:
                 self.credit[msg.tid] = self.credit.get(msg.tid, 0) + msg.n
         elif kind is Cancel:
@@ -256,22 +299,15 @@ class ChannelLink:
             return False
         return True
 
-    def _receive(self, block: bool) -> None:
-        import select
-
-        while block or select.select([self.r], [], [], 0)[0]:
-            msg = read_frame(self.r, self.release)
-            if not self._control(msg):
-                self.backlog.append(msg)
-            block = False
-
     def emit(self, tid: int, item: Any) -> bool:
-        self._receive(block=False)
-        while tid not in self.cancelled and self.credit.get(tid, 0) <= 0:
-            self._receive(block=True)
-        if tid in self.cancelled:
-            return False
-        self.credit[tid] -= 1
+        with self.cond:
+            while self._take(0):  # what has come meanwhile (a cancel above all)
+                pass
+            while tid not in self.cancelled and self.credit.get(tid, 0) <= 0:
+                self._take(None)
+            if tid in self.cancelled:
+                return False
+            self.credit[tid] -= 1
         self.send(Yielded(tid, item))
         return True
 
@@ -279,10 +315,33 @@ class ChannelLink:
         self.send(Want(tid, sid, n))
 
     def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
-        q = self.feeds.setdefault((tid, sid), collections.deque())
-        while not q:
-            self._receive(block=True)
-        return q.popleft()
+        with self.cond:
+            q = self.feeds.setdefault((tid, sid), collections.deque())
+            while not q:
+                self._take(None)
+            return q.popleft()
+
+    def call(self, kind: str, name: str, op: str, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        """A call on a pool collection, answered by the parent (shared.Transport)."""
+        cid = next(self._cids)
+        thread = threading.get_ident()
+        self.send(Call(cid, kind, name, op, args, thread))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while cid not in self.answers:
+                if deadline is None:
+                    self._take(None)
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._take(left)
+                    continue
+                deadline = None  # no longer wanted; the parent answers with the value or TIMED_OUT
+                self.send(Withdraw(cid, thread))
+            answer = self.answers.pop(cid)
+        if not answer.ok:
+            raise refused(answer.value)
+        return answer.value
 
 
 def main(read_end: str, write_end: str) -> None:
@@ -295,6 +354,24 @@ def main(read_end: str, write_end: str) -> None:
     codec = SharedMemoryCodec()
     link = ChannelLink(r, w, codec)
     runner = Runner(codec, link)
+    shared.install(link)
+    around = contextlib.ExitStack()
+    if os.environ.get("MIGPOOL_INIT") or os.environ.get("MIGPOOL_AROUND"):  # plugins' set-up for this process
+        from . import lifecycle
+        from .distributed import run_initializers
+
+        try:
+            run_initializers()  # (torch.distributed: this worker's rank)
+            around = lifecycle.enter()  # (Plugin.create(...).with_around_process)
+        except Exception as e:  # noqa: BLE001 - the reason, in one line, is what the pool shows
+            sys.stderr.write(f"migpool: this worker could not be set up: {type(e).__name__}: {e}\n")
+            sys.exit(1)
+    with around:
+        _serve(link, runner, owner)
+
+
+def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
+    one_task = os.environ.get(ONE_TASK_ENV) == "1"
     link.send(Ready(os.getpid(), sys.executable))
     try:
         while True:
@@ -312,6 +389,8 @@ def main(read_end: str, write_end: str) -> None:
             if frame is not None:
                 link.running = None
                 link.send(frame)
+                if one_task:  # Worker(reuse_processes=False): the next task gets a fresh process
+                    return
             msg = frame = None  # what they hold (a mapping, a segment) goes now, not with the next message
     finally:
         if os.getpid() == owner:
