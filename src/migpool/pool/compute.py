@@ -15,17 +15,14 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..accelerators import Accelerator, named
-from ..backend import open_backend
 from ..errors import PluginError, PoolBrokenError
 from . import chain, shared
-from .dynamic import DynamicMig
 from .image import Image
 from .info import InstanceInfo, Partition, set_thread_info, topology_env
 from .messages import ONE_TASK_ENV
-from .policy import DynamicPolicy
 from .providers import (
     Cloud,
     DynamicMigOptions,
@@ -39,13 +36,16 @@ from .providers import (
     mark_shared_gpus,
     worker_pythonpath,
 )
-from .ray_pool import RayCodec, RayPool, RaySite
 from .scheduler import Scheduler, WorkerProcess
 from .shared import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
 from .shared_state import SharedState
-from .site import LocalSite, Site
 from .stats import Publisher
 from .task import Group, RemoteFunction, Task
+
+if TYPE_CHECKING:  # imported where used: a pool without dynamic MIG, Ray or metrics loads none of them
+    from .dynamic import DynamicMig
+    from .ray_pool import RayPool
+    from .site import Site
 
 __all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
 
@@ -178,6 +178,8 @@ class Compute:
         for w in sched.workers:
             self._worker_started(w)
         if dynamic is not None:
+            from .site import LocalSite
+
             self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker, dynamic.lease))
         self._publish()
         if self.metrics_port is not None:
@@ -259,6 +261,9 @@ class Compute:
         return w
 
     def _start_dynamic(self, options: DynamicMigOptions, site: Site) -> None:
+        from .dynamic import DynamicMig
+        from .policy import DynamicPolicy
+
         policy = options.policy or DynamicPolicy
         self._dynamic = DynamicMig(self.scheduler, site, options.keep_idle, options.run_times, policy=policy)
         self._dynamic.start()
@@ -268,6 +273,7 @@ class Compute:
         self._publisher.start()
 
     def _serve_metrics(self, port: int) -> None:
+        from ..backend import open_backend
         from ..exporter import serve
         from ..telemetry import Sampler
 
@@ -290,6 +296,8 @@ class Compute:
                 "pool; use a local pool for a fresh process per task"
             )
         assert isinstance(self.provider, Ray)
+        from .ray_pool import RayCodec, RayPool, RaySite
+
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()
         self.node = Node(

@@ -11,12 +11,7 @@ import subprocess
 import sys
 import sysconfig
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-
-from filelock import FileLock
-from packaging.requirements import InvalidRequirement, Requirement
-from platformdirs import user_cache_dir
 
 import migpool
 
@@ -32,6 +27,12 @@ class Image:
 
     def missing(self) -> list[str]:
         """The requirements the current interpreter does not satisfy."""
+        if not self.pip:
+            return []
+        from importlib import metadata  # (imported here: most pools ask for nothing)
+
+        from packaging.requirements import InvalidRequirement, Requirement
+
         out = []
         for req in self.pip:
             try:
@@ -58,6 +59,9 @@ class Image:
         """The interpreter the workers run: this one, or a cached venv with the missing packages."""
         if not self.missing():
             return sys.executable
+        from filelock import FileLock
+        from platformdirs import user_cache_dir
+
         root = Path(os.environ.get("MIGPOOL_IMAGE_DIR") or Path(user_cache_dir("migpool")) / "images") / self.key()
         py = root / "bin" / "python"
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -361,9 +361,19 @@ class RayTransport:
 
         actor = self.actor(make=False)
         self._actor = None
-        if actor is not None:
-            with contextlib.suppress(Exception):  # already gone with its cluster
-                ray.kill(actor, no_restart=True)
+        if actor is None:
+            return
+        with contextlib.suppress(Exception):  # already gone with its cluster
+            ray.kill(actor, no_restart=True)
+        # ray.kill only asks: the name stays registered until the actor is dead. Wait (bounded) so that the pool's
+        # collections are gone when close() returns.
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline:
+            try:
+                ray.get_actor(self.name)
+            except (ValueError, ray.exceptions.RayError, ConnectionError):  # no such actor any more, or no cluster
+                return
+            time.sleep(0.02)
 
 
 class WorkerActor:
