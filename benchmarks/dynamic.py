@@ -467,6 +467,9 @@ class StaticLayout(sky.plugins.Plugin):
     def validate(self, node):
         pass
 
+    def workers(self, node):
+        return len(node.partitions) or None
+
     def bootstrap(self, node):
         from migpool.layout import GpuLayout, Layout, MachineLayout
         from migpool.pool.info import Partition

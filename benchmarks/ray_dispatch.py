@@ -5,11 +5,14 @@
   - start-up: `Compute` entry until every actor is ready (node probe, plugin checks and bootstrap included)
     vs creating the same 2 actors by hand and waiting for them, both from an idle cluster, in alternating order.
 
-Goals: throughput ≥ 1.0×, latency ≤ 1.2×, start-up ≤ 1.5× of plain Ray.   python benchmarks/ray_dispatch.py
+Goals: throughput ≥ 1.0×, latency ≤ 1.2×, start-up ≤ 1.5× of plain Ray.
+
+    python benchmarks/ray_dispatch.py [--quick]    (--quick: 200 tasks, one run of each: a smoke test)
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -22,8 +25,6 @@ import migpool
 from migpool.pool.providers import WorkerSpec
 from migpool.pool.ray_pool import WorkerActor, node_affinity
 
-N = 10_000
-
 
 @migpool.function
 def tiny(x: int) -> int:
@@ -35,6 +36,10 @@ def plain_tiny(x: int) -> int:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="200 tasks, one run of each (a smoke test)")
+    quick = ap.parse_args().quick
+    n, starts, runs_of_each = (200, 1, 1) if quick else (10_000, 5, 3)
     state = tempfile.mkdtemp()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     node = c.add_node(num_cpus=2, env_vars={"MIGPOOL_SIMULATE": "A100-80GB", "MIGPOOL_STATE_DIR": state})
@@ -45,9 +50,9 @@ def main() -> None:
 
     def plain_run() -> tuple[float, float]:
         t = time.perf_counter()
-        out = ray.get([remote_tiny.remote(i) for i in range(N)])
-        assert out[-1] == N
-        rate = N / (time.perf_counter() - t)
+        out = ray.get([remote_tiny.remote(i) for i in range(n)])
+        assert out[-1] == n
+        rate = n / (time.perf_counter() - t)
         lat = []
         for i in range(200):
             t = time.perf_counter()
@@ -94,9 +99,9 @@ def main() -> None:
             progress=False,
         ) as pool:
             t = time.perf_counter()
-            out = migpool.gather(*[tiny(i) for i in range(N)]) >> pool
-            assert out[-1] == N
-            rate = N / (time.perf_counter() - t)
+            out = migpool.gather(*[tiny(i) for i in range(n)]) >> pool
+            assert out[-1] == n
+            rate = n / (time.perf_counter() - t)
             lat = []
             for i in range(200):
                 t = time.perf_counter()
@@ -106,13 +111,13 @@ def main() -> None:
 
     runs: dict[str, list] = {"plain": [], "migpool": [], "plain_start": [], "migpool_start": []}
     migpool_startup()  # a driver's first pool also starts migpool's agent on each node (once): not counted
-    for i in range(5):  # start-ups from the same idle cluster, in alternating order
+    for i in range(starts):  # start-ups from the same idle cluster, in alternating order
         first, second = (plain_startup, migpool_startup) if i % 2 == 0 else (migpool_startup, plain_startup)
         a, b = first(), second()
         runs["plain_start"].append(a if first is plain_startup else b)
         runs["migpool_start"].append(b if first is plain_startup else a)
-        time.sleep(1.0)
-    for _ in range(3):
+        time.sleep(0 if quick else 1.0)
+    for _ in range(runs_of_each):
         runs["plain"].append(plain_run())
         runs["migpool"].append(migpool_run())
     med = lambda xs: statistics.median(xs)  # noqa: E731
@@ -120,8 +125,8 @@ def main() -> None:
     m_rate, m_lat = med([r[0] for r in runs["migpool"]]), med([r[1] for r in runs["migpool"]])
     p_start, m_start = med(runs["plain_start"]), med(runs["migpool_start"])
     print(
-        f"Ray {ray.__version__}, local cluster: head + one 2-CPU node (simulated A100-80GB); median of 3 runs "
-        "(start-up: of 5, both from an idle cluster)"
+        f"Ray {ray.__version__}, local cluster: head + one 2-CPU node (simulated A100-80GB); median of "
+        f"{runs_of_each} runs (start-up: of {starts}, both from an idle cluster)"
     )
     print(
         f"  throughput  migpool {m_rate:8.0f} tasks/s   plain Ray tasks {p_rate:8.0f}   "

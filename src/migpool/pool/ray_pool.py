@@ -16,6 +16,7 @@ import ipaddress
 import itertools
 import logging
 import os
+import pickle
 import queue
 import socket
 import threading
@@ -178,11 +179,12 @@ class RayCodec:
     every such result has arrived (RayWorkerSlot.kill)."""
 
     def pack(self, obj: Any) -> Any:
+        body, buffers = dumps_out_of_band(obj)  # pickled once: a value without buffers is sent as it is
+        size = len(body) + sum(b.raw().nbytes for b in buffers)
+        if size < RAY_INLINE_MAX:
+            return dumps(obj) if buffers else body
         import ray
 
-        size = _size(obj)
-        if size < RAY_INLINE_MAX:
-            return dumps(obj)
         return InStore(ray.put(obj), size)
 
     def store(self, obj: Any) -> Any:
@@ -191,11 +193,11 @@ class RayCodec:
         return InStore(ray.put(obj), _size(obj))
 
     def unpack(self, data: Any, shared: bool = False) -> Any:
-        import pickle
-
+        if not isinstance(data, InStore):
+            return pickle.loads(data)
         import ray
 
-        return ray.get(data.ref) if isinstance(data, InStore) else pickle.loads(data)
+        return ray.get(data.ref)
 
     def released(self, items: list[tuple[int, bool]], peer: int) -> None:
         """Nothing to take back: Ray's store frees what no ref names."""
@@ -383,7 +385,8 @@ class WorkerActor:
         self.link = RayLink()
         self.runner = Runner(RayCodec(), self.link)
         self.streaming: threading.Thread | None = None  # the thread running a stream task; take() joins it
-        install(RayTransport(spec.env[SHARED_ENV]))  # the pool's collections, for its tasks
+        if SHARED_ENV in spec.env:  # the pool's collections, for its tasks (an actor made outside a pool has none)
+            install(RayTransport(spec.env[SHARED_ENV]))
         run_initializers()  # a plugin's set-up for this process (torch.distributed: its rank)
         self.around = lifecycle.enter()  # Plugin.create(...).with_around_process (for the actor's life)
         node = Node(spec.node, count, Local(), None)
