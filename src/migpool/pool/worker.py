@@ -50,6 +50,16 @@ from .streams import WINDOW, InputStream, Link, give_inputs
 from .tracebacks import capture
 
 
+CALL_SPIN_S = 200e-6  # how long a call on a pool collection polls for its answer before it blocks
+
+
+def _poll(fd: int, seconds: float) -> None:
+    """Return as soon as `fd` is readable, or after `seconds`."""
+    end = time.perf_counter() + seconds
+    while not select.select([fd], [], [], 0)[0] and time.perf_counter() < end:
+        pass
+
+
 def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL(None)
@@ -236,9 +246,11 @@ class ChannelLink:
                 self._take(None)
             return self.backlog.popleft()
 
-    def _take(self, timeout: float | None) -> bool:
+    def _take(self, timeout: float | None, spin: float = 0.0) -> bool:
         """With `cond` held: read one message (waiting up to `timeout`; None: until one comes) and take it, or,
-        while another thread reads, wait for that one to take its message. True if a message was read here."""
+        while another thread reads, wait for that one to take its message. True if a message was read here.
+        `spin`: first poll the channel for up to that many seconds (an answer that comes within it is taken without
+        the wake-up of a blocked read, which costs this machine more than the whole round trip otherwise)."""
         if self.reading:
             self.cond.wait(timeout)
             return False
@@ -246,6 +258,8 @@ class ChannelLink:
         self.cond.release()
         msg = None
         try:
+            if spin:
+                _poll(self.r.fd, spin)
             if timeout is None or select.select([self.r], [], [], timeout)[0]:
                 msg = read_frame(self.r, self.release)
         finally:
@@ -330,7 +344,7 @@ class ChannelLink:
         with self.cond:
             while cid not in self.answers:
                 if deadline is None:
-                    self._take(None)
+                    self._take(None, CALL_SPIN_S)
                     continue
                 left = deadline - time.monotonic()
                 if left > 0:
