@@ -267,6 +267,8 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
         gpu, gid, cid = ci_of(cih)
         info = real.c_nvmlComputeInstanceInfo_t()
         info.id = cid
+        info.placement.start = next(c.start for c in cis_of(gpu, gid) if c.id == cid)
+        info.placement.size = next(c.slices for c in cis_of(gpu, gid) if c.id == cid)
         return info
 
     @api

@@ -1,3 +1,5 @@
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -53,8 +55,8 @@ def test_a_profile_name_is_not_its_memory():
 
 def test_estimated_figures_are_marked_in_the_data():
     for m in catalog.models():
-        assert set(m.estimated) <= {"memory_mib", "sms"}, m.key
-        if m.source == "approx":
+        assert set(m.estimated) <= {"memory_mib", "sms", "id"}, m.key
+        if m.source in ("approx", "approx-h200", "migparted+h200"):
             assert m.memory_estimated, m.key
     assert not catalog.lookup("A100-80GB").memory_estimated
     assert catalog.lookup("H100-NVL-94GB").memory_estimated
@@ -94,7 +96,44 @@ def test_catalog_covers_the_documented_gpus():
         "B200-180GB",
         "GB200-186GB",
         "RTX-PRO-6000",
+        "B300-269GB",
+        "GB300-278GB",
     } <= keys
+
+
+def _name_gb(total_mib: int, memory_mib: int) -> int:
+    """The GB in a profile's name as NVIDIA's tools compute it from memory (go-nvlib's getMigMemorySizeGB): the
+    profile's share of the GPU's memory rounded up to eighths, times the GPU's memory in whole GiB rounded up,
+    rounded half away from zero."""
+    share = math.ceil(memory_mib / total_mib * 8) / 8
+    return math.floor(share * math.ceil(total_mib / 1024) + 0.5)
+
+
+def test_every_profile_is_named_as_nvidias_tools_name_it_from_its_memory():
+    """Holds on the real readouts (H100, H200) and must hold on every estimate: before, the B200's estimated memory
+    (23552 MiB for 1g.23gb of 183359 MiB) would have been named 1g.45gb by NVIDIA's own tools."""
+    for m in catalog.models():
+        for p in m.profiles:
+            named = int(re.match(r"\d+g\.(\d+)gb", p.name).group(1))
+            assert _name_gb(m.memory_mib, p.memory_mib) == named, (m.key, p.name, p.memory_mib)
+
+
+def test_every_model_has_a_pci_device_id_for_mig_parted_device_filters():
+    for m in catalog.models():
+        assert m.pci_device_ids and all(x & 0xFFFF == 0x10DE for x in m.pci_device_ids), m.key
+
+
+@pytest.mark.parametrize(
+    ("model", "names"),
+    [
+        ("B300", ["1g.34gb", "1g.34gb+me", "1g.67gb", "2g.67gb", "3g.135gb", "4g.135gb", "7g.269gb"]),
+        ("GB300", ["1g.35gb", "1g.35gb+me", "1g.70gb", "2g.70gb", "3g.139gb", "4g.139gb", "7g.278gb"]),
+        ("RTX-PRO-6000", ["1g.24gb+gfx", "2g.48gb+gfx", "4g.96gb+gfx", "1g.24gb-me", "2g.48gb-me", "1g.24gb+me.all"]),
+    ],
+)
+def test_the_profiles_mig_parteds_default_configs_use(model, names):
+    gpu = catalog.lookup(model)
+    assert set(names) <= {p.name for p in gpu.profiles}
 
 
 def test_every_model_is_consistent():

@@ -1,5 +1,6 @@
 """Every table of every command, rendered as in an 80-column terminal: nothing a person reads is cut."""
 
+import json
 import re
 
 import pytest
@@ -44,8 +45,10 @@ def test_gpus_profiles_and_catalog_show_at_80_columns(model):
         for text in (out, shown):
             assert {p.name, str(p.id), f"{p.memory_mib}", str(p.max_instances)} <= {w.lstrip("~") for w in words(text)}
             assert format_placements(p.placements) in text
-        for c in p.compute_profiles:
-            assert c.name in words(shown)
+    listed = json.loads(run("catalog", "show", model, "--json", check=0).stdout)["profiles"]
+    for p, row in zip(m.profiles, listed, strict=True):
+        assert [c["name"] for c in row["compute_profiles"]] == [c.name for c in p.compute_profiles]
+        assert {f"{c.slices}c" for c in p.compute_profiles} <= {w.rstrip(",") for w in words(shown)}
 
 
 def test_plan_apply_status_demo_and_catalog_at_80_columns():

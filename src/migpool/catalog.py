@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
@@ -28,7 +28,45 @@ CONFIG_DIR_ENV = "MIGPOOL_CONFIG_DIR"
 USER_SOURCE = "user"
 
 _PLACEMENTS = re.compile(r"^\{([\d,\s]+)\}:(\d+)$")
-_PROFILE_NAME = re.compile(r"^(?:mig[\s-]+)?(\d+)g\.(\d+)gb(\+me)?$", re.IGNORECASE)
+# a MIG device profile as nvidia-smi and mig-parted write it: [<c>c.]<g>g.<gb>gb[+attr,...|-attr,...]
+_PROFILE_NAME = re.compile(r"^(?:(\d+)c\.)?(\d+)g\.(\d+)gb(?:([+-])([a-z][a-z0-9.]*(?:,[a-z][a-z0-9.]*)*))?$")
+_MIG_PREFIX = re.compile(r"^mig[\s-]+", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ProfileName:
+    """A MIG device profile's name taken apart: compute slices, GPU-instance slices, memory in the name's GB, and
+    the attributes after '+' (media extensions 'me', 'me.all', graphics 'gfx') or '-' ('me': none)."""
+
+    c: int
+    g: int
+    gb: int
+    attrs: tuple[str, ...] = ()
+    without: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> ProfileName | None:
+        """mig-parted's own reading (go-nvlib's parseMigProfile): exact spelling, lower case, no 'MIG ' prefix;
+        None where it refuses the text."""
+        m = _PROFILE_NAME.match(text)
+        if not m:
+            return None
+        g, gb = int(m.group(2)), int(m.group(3))
+        c = int(m.group(1)) if m.group(1) else g
+        attrs = tuple(m.group(5).split(",")) if m.group(5) else ()
+        if len(set(attrs)) != len(attrs) or any(a.endswith(".") for a in attrs):
+            return None
+        plus = m.group(4) == "+"
+        return cls(c, g, gb, tuple(sorted(attrs)) if plus else (), () if plus else tuple(sorted(attrs)))
+
+    @property
+    def gi(self) -> ProfileName:
+        return ProfileName(self.g, self.g, self.gb, self.attrs, self.without)
+
+    def __str__(self) -> str:
+        suffix = "+" + ",".join(self.attrs) if self.attrs else "-" + ",".join(self.without) if self.without else ""
+        head = f"{self.g}g.{self.gb}gb" if self.c == self.g else f"{self.c}c.{self.g}g.{self.gb}gb"
+        return head + suffix
 
 
 def _hash_once(self: Any) -> int:
@@ -80,11 +118,20 @@ def format_placements(placements: tuple[Placement, ...]) -> str:
 
 @dataclass(frozen=True)
 class ComputeProfile:
-    """A compute-instance profile inside a GPU-instance profile, e.g. `1c.3g.40gb`."""
+    """A compute-instance profile inside a GPU-instance profile, e.g. `1c.3g.40gb` (the whole GI's: `3g.40gb`).
+    At most `instances` fit in one GI; each takes `slices` contiguous compute slices of the GI's `gi_slices`."""
 
     name: str
     slices: int
     sms: int
+    nvml_index: int = 0
+    instances: int = 1
+    gi_slices: int = 0
+
+    @property
+    def starts(self) -> tuple[int, ...]:
+        """Where in its GI it can start (compute slices)."""
+        return tuple(range(max(self.gi_slices, self.slices) - self.slices + 1))
 
 
 @dataclass(frozen=True)
@@ -112,6 +159,73 @@ class Profile:
     @property
     def full_name(self) -> str:
         return f"MIG {self.name}"
+
+    @property
+    def plain(self) -> bool:
+        """No attribute in its name (`+me`, `+gfx`, `-me`, `+me.all`): a profile migpool may choose by itself."""
+        parsed = ProfileName.parse(self.name)
+        return parsed is not None and not parsed.attrs and not parsed.without
+
+    @property
+    def whole(self) -> ComputeProfile:
+        """The compute instance that takes the whole GPU instance (what a partition of this profile is)."""
+        return self.compute(self.slices)
+
+    def place_compute(
+        self, cis: Sequence[ComputeProfile], there: Sequence[tuple[ComputeProfile, int]] = ()
+    ) -> tuple[int, ...] | None:
+        """Where compute instances `cis`, made in this order, start inside one GPU instance of this profile that
+        already holds `there` (compute instances and their starts): each at its lowest free start, as the driver
+        places them; None where they do not all fit."""
+        taken = {k for c, at in there for k in range(at, at + c.slices)}
+        starts = []
+        every = [*cis, *(c for c, _ in there)]
+        for c in cis:
+            if sum(1 for x in every if x == c) > c.instances:
+                return None
+            free = next((s for s in c.starts if not taken & set(range(s, s + c.slices))), None)
+            if free is None:
+                return None
+            taken |= set(range(free, free + c.slices))
+            starts.append(free)
+        return tuple(starts)
+
+    def compute(self, slices: int) -> ComputeProfile:
+        for c in self.compute_profiles:
+            if c.slices == slices:
+                return c
+        offered = ", ".join(c.name for c in self.compute_profiles)
+        raise ProfileError(f"{self.name} offers no {slices}-slice compute instance; it offers {offered}")
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """What one MIG device is: a compute instance (`ci`) inside a GPU instance of profile `gi`. A partition of a
+    GPU-instance profile is its whole compute instance (`3g.40gb`); `1c.3g.40gb` is one of three 1-slice compute
+    instances that share a 3g.40gb GPU instance's memory and L2 cache."""
+
+    gi: Profile
+    ci: ComputeProfile
+
+    @property
+    def name(self) -> str:
+        return self.ci.name
+
+    @property
+    def whole(self) -> bool:
+        return self.ci.slices == self.gi.slices
+
+    @property
+    def memory_mib(self) -> int:
+        """The memory this device sees: its GPU instance's (shared with sibling compute instances)."""
+        return self.gi.memory_mib
+
+    @property
+    def sms(self) -> int:
+        return self.ci.sms
 
     def __str__(self) -> str:
         return self.name
@@ -151,47 +265,97 @@ class GpuModel:
         return self.nvml_names[0] if self.nvml_names else self.key
 
     def profile(self, spec: str | int | Profile) -> Profile:
-        """Resolve `3g.40gb`, `MIG 3g.40gb`, `3G.40GB`, `9` or 9 to a Profile, or raise ProfileError."""
+        """Resolve a GPU-instance profile: `3g.40gb`, `MIG 3g.40gb`, `3G.40GB`, `9` or 9, or raise ProfileError."""
         if isinstance(spec, Profile):
             if spec in self.profiles:
                 return spec
+            spec = spec.name
+        d = self.device(spec)
+        if d.ci.slices != d.gi.slices:
+            raise ProfileError(
+                f"'{spec}' is a compute-instance profile inside {d.gi.name}; a GPU-instance profile is wanted here"
+            )
+        return d.gi
+
+    def device(self, spec: str | int | Profile | DeviceProfile) -> DeviceProfile:
+        """Resolve a MIG device profile, forgivingly (the CLI's and Python's spelling): a GPU-instance profile
+        (`3g.40gb`, its id, `MIG 3G.40GB`) or a compute instance inside one (`1c.3g.40gb`), or raise ProfileError."""
+        if isinstance(spec, DeviceProfile):
+            return self.device(spec.name)
+        if isinstance(spec, Profile):
             spec = spec.name
         text = str(spec).strip()
         if re.fullmatch(r"\d+", text):
             for p in self.profiles:
                 if p.id == int(text):
-                    return p
+                    return DeviceProfile(p, p.whole)
             ids = ", ".join(f"{p.id} ({p.name})" for p in self.profiles)
             raise ProfileError(f"profile id {text} is not a profile of {self.name}; valid ids: {ids}")
-        m = _PROFILE_NAME.match(text)
-        if m:
-            canon = f"{int(m.group(1))}g.{int(m.group(2))}gb{'+me' if m.group(3) else ''}"
-            for p in self.profiles:
-                if p.name == canon:
-                    return p
-        raise ProfileError(self._unknown(text))
+        found = self.device_named(_MIG_PREFIX.sub("", text).lower())
+        if found is None:
+            raise ProfileError(self._unknown(text))
+        return found
+
+    def device_named(self, name: str) -> DeviceProfile | None:
+        """The device profile with exactly this name as mig-parted reads it (`1c.3g.40gb`, `1g.10gb+me`,
+        `1c.1g.10gb+me` for the same; no 'MIG ' prefix, no capitals, no ids), or None."""
+        want = ProfileName.parse(name)
+        if want is None:
+            return None
+        for p in self.profiles:
+            if ProfileName.parse(p.name) == want.gi:
+                for c in p.compute_profiles:
+                    if c.slices == want.c:
+                        return DeviceProfile(p, c)
+        return None
+
+    @property
+    def devices(self) -> tuple[DeviceProfile, ...]:
+        """Every MIG device profile: each GPU-instance profile and each compute instance it offers."""
+        return tuple(DeviceProfile(p, c) for p in self.profiles for c in p.compute_profiles)
 
     def _unknown(self, text: str) -> str:
         names = [p.name for p in self.profiles]
-        close = difflib.get_close_matches(text.lower().removeprefix("mig ").strip(), names, n=1, cutoff=0.5)
+        wanted = _MIG_PREFIX.sub("", text).lower()
+        close = difflib.get_close_matches(wanted, [d.name for d in self.devices], n=1, cutoff=0.5)
         hint = f" — did you mean '{close[0]}'?" if close else ""
-        return f"'{text}' is not a profile of {self.name}{hint} valid: {', '.join(names)}"
+        parsed = ProfileName.parse(wanted)
+        if parsed is not None and parsed.c != parsed.g:
+            gi = next((p for p in self.profiles if ProfileName.parse(p.name) == parsed.gi), None)
+            if gi is not None:
+                offered = ", ".join(c.name for c in gi.compute_profiles)
+                return f"'{text}' is not a compute instance {gi.name} offers{hint} valid: {offered}"
+        return (
+            f"'{text}' is not a profile of {self.name}{hint} valid: {', '.join(names)} (and compute instances "
+            "inside them, such as '1c.<profile>')"
+        )
 
     def __str__(self) -> str:
         return self.name
 
 
-def _load_model(raw: dict, ci_slices: dict[str, list[int]]) -> GpuModel:
+def compute_profiles(gi_name: str, slices: int, sms: int) -> tuple[ComputeProfile, ...]:
+    """The compute-instance profiles a GPU instance of `slices` compute slices offers (the catalog's table, the
+    same on every model), named after its profile `gi_name`."""
+    table = _raw()["compute_instance_profiles"]
+    offered = table.get(str(slices)) or [dict(slices=slices, nvml_index=0, instances=1)]
+    return tuple(
+        ComputeProfile(
+            name=gi_name if c["slices"] == slices else f"{c['slices']}c.{gi_name}",
+            slices=c["slices"],
+            sms=sms * c["slices"] // slices,
+            nvml_index=c["nvml_index"],
+            instances=c["instances"],
+            gi_slices=slices,
+        )
+        for c in offered
+    )
+
+
+def _load_model(raw: dict) -> GpuModel:
     profiles = []
     for p in raw["profiles"]:
-        cps = tuple(
-            ComputeProfile(
-                name=p["name"] if c == p["slices"] else f"{c}c.{p['name']}",
-                slices=c,
-                sms=p["sms"] * c // p["slices"],
-            )
-            for c in ci_slices.get(str(p["slices"]), [p["slices"]])
-        )
+        cps = compute_profiles(p["name"], p["slices"], p["sms"])
         media = {k: p[k] for k in ("decoders", "encoders", "copy_engines", "jpeg", "ofa") if k in p}
         profiles.append(
             Profile(
@@ -297,9 +461,8 @@ def _raw() -> dict[str, Any]:
 def models() -> tuple[GpuModel, ...]:
     """Every GPU model in the catalog (the user catalog's first)."""
     raw = _raw()
-    ci = {k: v for k, v in raw["compute_instance_slices"].items() if k != "about"}
     try:
-        return tuple(_load_model(m, ci) for m in raw["models"])
+        return tuple(_load_model(m) for m in raw["models"])
     except (KeyError, TypeError, ValueError) as e:
         raise CatalogError(
             f"a catalog row is malformed ({e!r}); if you saved one, delete {user_catalog_path()} "

@@ -879,20 +879,21 @@ def catalog_show(model: str, as_json: bool) -> None:
                 ("SMs", "num"),
                 ("max", "num"),
                 ("placements", "text"),
-                ("CI profiles", "list"),
+                ("CIs", "list"),
             ],
-            caption="source: " + catalog.source_text(m),
+            caption="CIs: the compute instances a GPU instance of the profile offers, by compute slices: 1c "
+            "is `1c.<profile>`, and the whole GPU instance is the profile itself. source: " + catalog.source_text(m),
         )
         for p in m.profiles:
             t.add_row(
                 p.name,
-                str(p.id),
+                number(p.id, "id" in m.estimated),
                 str(p.slices),
                 mib(p.memory_mib, "memory_mib" in m.estimated),
                 number(p.sms, "sms" in m.estimated),
                 str(p.max_instances),
                 format_placements(p.placements),
-                items([c.name for c in p.compute_profiles]),
+                items([f"{c.slices}c" for c in p.compute_profiles]),
             )
         show(out, t)
 

@@ -18,9 +18,22 @@ from .safefiles import atomic_write, read_text
 
 @dataclass(frozen=True)
 class InstanceRecord:
+    """A GPU instance: its profile and placement, and the sizes of its compute instances where they are not one
+    that takes the whole GPU instance (None)."""
+
     profile: str
     start: int
     size: int
+    cis: list[int] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = dict(profile=self.profile, start=self.start, size=self.size)
+        if self.cis is not None:
+            out["cis"] = list(self.cis)
+        return out
+
+    def same_instance(self, other: InstanceRecord) -> bool:
+        return (self.profile, self.start, self.size) == (other.profile, other.start, other.size)
 
     @property
     def placement(self) -> Placement:
@@ -73,7 +86,7 @@ class Journal:
         with self._update() as data:
             if gpu_uuid not in data:
                 data[gpu_uuid] = dict(
-                    prior=dict(mig_enabled=mig_enabled, instances=[vars(i) for i in instances]), created=[]
+                    prior=dict(mig_enabled=mig_enabled, instances=[i.as_json() for i in instances]), created=[]
                 )
 
     def prior(self, gpu_uuid: str) -> tuple[bool, list[InstanceRecord]] | None:
@@ -90,18 +103,22 @@ class Journal:
     def add_created(self, gpu_uuid: str, inst: InstanceRecord) -> None:
         with self._update() as data:
             rec = data.setdefault(gpu_uuid, dict(prior=dict(mig_enabled=False, instances=[]), created=[]))
-            if vars(inst) not in rec["created"]:
-                rec["created"].append(vars(inst))
+            if inst.as_json() not in rec["created"]:
+                rec["created"].append(inst.as_json())
 
     def remove_created(self, gpu_uuid: str, inst: InstanceRecord) -> None:
         with self._update() as data:
             rec = data.get(gpu_uuid)
-            if rec and vars(inst) in rec["created"]:
-                rec["created"].remove(vars(inst))
+            if rec and inst.as_json() in rec["created"]:
+                rec["created"].remove(inst.as_json())
 
     def forget(self, gpu_uuid: str) -> None:
         with self._update() as data:
             data.pop(gpu_uuid, None)
+
+
+def _count(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
 
 
 def _instances_problem(items: Any, where: str) -> str | None:
@@ -110,11 +127,12 @@ def _instances_problem(items: Any, where: str) -> str | None:
     for i in items:
         if not (
             isinstance(i, dict)
-            and set(i) == {"profile", "start", "size"}
+            and set(i) - {"cis"} == {"profile", "start", "size"}
             and isinstance(i["profile"], str)
-            and all(isinstance(i[k], int) and not isinstance(i[k], bool) and i[k] >= 0 for k in ("start", "size"))
+            and all(_count(i[k]) for k in ("start", "size"))
+            and (isinstance(i.get("cis", []), list) and all(_count(c) and c > 0 for c in i.get("cis", [])))
         ):
-            return f"{where} holds {str(i)[:60]!r}, not {{profile: str, start: int, size: int}}"
+            return f"{where} holds {str(i)[:60]!r}, not {{profile: str, start: int, size: int[, cis: [int]]}}"
     return None
 
 

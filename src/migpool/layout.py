@@ -6,7 +6,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .catalog import GpuModel, Profile, warn_if_estimated
+from .catalog import ComputeProfile, DeviceProfile, GpuModel, Profile, ProfileName, warn_if_estimated
 from .errors import ConfigError, LayoutError
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
@@ -61,16 +61,35 @@ class Layout:
                 items.append((str(k), v))
         return cls(counts=tuple(items))
 
-    def resolve(self, gpu: GpuModel) -> list[tuple[Profile, int]]:
-        """The profiles and counts this layout means on `gpu` (ProfileError for unknown profiles)."""
+    def devices(self, gpu: GpuModel) -> list[tuple[DeviceProfile, int]]:
+        """The MIG devices this layout asks for on `gpu`, by device profile (ProfileError for unknown profiles)."""
         if not self.mig_enabled:
             return []
         if self.partitions is not None:
-            return [(choose_profile(gpu, self.partitions, self.min_memory), self.partitions)]
-        merged: dict[Profile, int] = {}
+            p = choose_profile(gpu, self.partitions, self.min_memory)
+            return [(DeviceProfile(p, p.whole), self.partitions)]
+        merged: dict[DeviceProfile, int] = {}
         for name, n in self.counts:
-            p = gpu.profile(name)
-            merged[p] = merged.get(p, 0) + n
+            d = gpu.device(name)
+            merged[d] = merged.get(d, 0) + n
+        return sorted(merged.items(), key=lambda dn: (-dn[0].gi.memory_slices, -dn[0].gi.slices, dn[0].name))
+
+    def shapes(self, gpu: GpuModel) -> list[tuple[Profile, tuple[ComputeProfile, ...]]]:
+        """The GPU instances this layout makes on `gpu`, each with the compute instances it holds (pack())."""
+        return pack(self.devices(gpu))
+
+    def resolve(self, gpu: GpuModel) -> list[tuple[Profile, int]]:
+        """The GPU-instance profiles and counts this layout means on `gpu` (ProfileError for unknown profiles). A
+        count beyond what any GPU of the model holds is passed on as it is, unpacked: the planner refuses it with
+        what fits, before anything is expanded."""
+        devices = self.devices(gpu)
+        merged: dict[Profile, int] = {}
+        if any(n > d.gi.max_instances * d.ci.instances for d, n in devices):
+            for d, n in devices:
+                merged[d.gi] = merged.get(d.gi, 0) + -(-n // d.ci.instances)
+        else:
+            for p, _ in pack(devices):
+                merged[p] = merged.get(p, 0) + 1
         return sorted(merged.items(), key=lambda pn: (-pn[0].memory_slices, -pn[0].slices, pn[0].name))
 
     def __str__(self) -> str:
@@ -80,6 +99,29 @@ class Layout:
             extra = f", min_memory={self.min_memory}" if self.min_memory else ""
             return f"partitions={self.partitions}{extra}"
         return ",".join(f"{n}:{c}" for n, c in self.counts) or "(no instances)"
+
+
+def pack(devices: list[tuple[DeviceProfile, int]]) -> list[tuple[Profile, tuple[ComputeProfile, ...]]]:
+    """GPU instances holding these MIG devices, grouped as NVIDIA's mig-parted groups them: the devices in its
+    order (more GPU-instance slices first, then more compute slices, then attributes), each compute instance put
+    in the GPU instance made just before it where it fits there (same profile, a free start), else in a new one.
+    `1c.3g.40gb: 4` is one 3g.40gb GPU instance with three 1-slice compute instances and a second one with one."""
+    flat = [d for d, n in devices for _ in range(n)]
+    flat.sort(key=lambda d: d.gi.name)
+    flat.sort(key=_attributes, reverse=True)
+    flat.sort(key=lambda d: (-d.gi.slices, -d.ci.slices))  # (stable: the orders above break its ties)
+    shapes: list[tuple[Profile, list[ComputeProfile]]] = []
+    for d in flat:
+        if shapes and shapes[-1][0] == d.gi and d.gi.place_compute([*shapes[-1][1], d.ci]) is not None:
+            shapes[-1][1].append(d.ci)
+        else:
+            shapes.append((d.gi, [d.ci]))
+    return [(gi, tuple(cis)) for gi, cis in shapes]
+
+
+def _attributes(d: DeviceProfile) -> str:
+    parsed = ProfileName.parse(d.gi.name)
+    return ",".join(parsed.attrs) if parsed else ""
 
 
 def parse_counts(text: str) -> list[tuple[str, int]]:
@@ -97,8 +139,8 @@ def parse_counts(text: str) -> list[tuple[str, int]]:
 
 
 def auto_profiles(gpu: GpuModel) -> list[Profile]:
-    """Profiles eligible when migpool picks one itself (no media-extension variants)."""
-    return [p for p in gpu.profiles if not p.name.endswith("+me")]
+    """Profiles eligible when migpool picks one itself (no media-extension, graphics or other variants)."""
+    return [p for p in gpu.profiles if p.plain]
 
 
 def choose_profile(gpu: GpuModel, partitions: int, min_memory: str | None = None) -> Profile:

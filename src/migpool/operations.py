@@ -131,10 +131,11 @@ class Operation:
     """One driver call the reconciler makes. `kind` names it as the CLI prints it."""
 
     gpu: int
-    profile: str = ""
+    profile: str = ""  # a GPU-instance profile, or for a compute instance its device profile (`1c.3g.40gb`)
     placement: Placement | None = None
     gi_id: int | None = None
     ci_id: int | None = None
+    slices: int | None = None  # a compute instance's compute slices (None: the whole GPU instance)
     kind: ClassVar[str] = ""
 
     def __str__(self) -> str:
@@ -196,7 +197,7 @@ class DestroyCi(Operation):
         if ci is None:
             raise ValueError(f"{self}: needs a compute instance id")
         retry_busy(lambda: run.backend.destroy_compute_instance(self.gpu, gi, ci), run.progress, str(self))
-        return RecreateCi(self.gpu, gi, run.model.profile(self.profile).slices)
+        return RecreateCi(self.gpu, gi, self.slices or run.model.device(self.profile).ci.slices)
 
 
 class DestroyGi(Operation):
@@ -229,5 +230,5 @@ class CreateCi(Operation):
 
     def do(self, run: GpuRun) -> Undo | None:
         gi = self.gi_id if self.gi_id is not None else run.new_gi[self._placed()]
-        ci = retry_busy(lambda: run.backend.create_compute_instance(self.gpu, gi), run.progress, str(self))
+        ci = retry_busy(lambda: run.backend.create_compute_instance(self.gpu, gi, self.slices), run.progress, str(self))
         return DestroyCreatedCi(self.gpu, gi, ci.id)

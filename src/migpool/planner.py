@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from itertools import combinations
 
-from .catalog import GpuModel, Placement, Profile
+from .catalog import DeviceProfile, GpuModel, Placement, Profile
 from .errors import LayoutError
 from .layout import Layout
 
@@ -132,6 +132,13 @@ def max_addable(gpu: GpuModel, profile: Profile | str, existing: Sequence[Planne
         if _search(gpu, list(existing), [p] * n) is not None:
             return n
     return 0
+
+
+def max_devices(gpu: GpuModel, device: DeviceProfile | str, existing: Sequence[PlannedInstance] = ()) -> int:
+    """The most MIG devices of this device profile (`3g.40gb`, or `1c.3g.40gb` inside them) that new GPU instances
+    beside `existing` can hold."""
+    d = gpu.device(device)
+    return max_addable(gpu, d.gi, existing) * d.ci.instances
 
 
 def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedInstance]) -> str:

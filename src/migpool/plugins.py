@@ -23,7 +23,7 @@ from .catalog import warn_if_estimated
 from .errors import LayoutError, LeasedError, PluginError
 from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
 from .leases import LeaseKey, Leases
-from .planner import max_addable
+from .planner import max_addable, max_devices
 from .pool.info import Partition
 from .pool.providers import DynamicMigOptions, Node, WorkerSpec
 from .pool.remembered import default_path
@@ -373,14 +373,14 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         else:
             assert self.profile is not None  # exactly one of profile, layout and partitions (checked in __init__)
             profile = self.profile
-        capacity = {i: max_addable(models[i], models[i].profile(profile)) for i in indices}
+        capacity = {i: max_devices(models[i], profile) for i in indices}
         total = sum(capacity.values())
         if want is not None and isinstance(self.count, int) and want != self.count:
             raise PluginError(f"concurrency={want} but mig(count={self.count}); they must agree")
         if want is None:
             want = total if self.count == "all" else self.count if isinstance(self.count, int) else 1
         if want > total:
-            name = models[indices[0]].profile(profile).name
+            name = models[indices[0]].device(profile).name
             hint = ""
             try:
                 alt = self._profile_for(models, want)
@@ -396,7 +396,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             k = min(left, capacity[i])
             left -= k
             if k:
-                entries.append(GpuLayout(Layout.of({models[i].profile(profile).name: k}), (i,)))
+                entries.append(GpuLayout(Layout.of({models[i].device(profile).name: k}), (i,)))
         return MachineLayout(tuple(entries))
 
     @staticmethod
@@ -408,7 +408,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 warn_if_estimated(m, stacklevel=4)
         best = None
         for p in first.profiles:
-            if p.name.endswith("+me") or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
+            if not p.plain or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
                 continue
             if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (
                 best is None or (p.memory_mib, p.slices) > (best.memory_mib, best.slices)

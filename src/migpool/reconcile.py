@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backend.base import Backend, GpuInfo, MigDeviceInfo, ProcessInfo, read_only
-from .catalog import GpuModel
+from .catalog import ComputeProfile, GpuModel, Profile
 from .errors import (
     ApplyError,
     BackendError,
@@ -83,31 +83,149 @@ class ApplyResult:
 
 @dataclass(frozen=True)
 class Actual:
-    """A GPU instance as it is now, with its compute instances and MIG device UUIDs."""
+    """A GPU instance as it is now, with its compute instances (their ids and compute slices) and MIG device
+    UUIDs."""
 
     instance: PlannedInstance
     gi_id: int
     ci_ids: tuple[int, ...]
     uuids: tuple[str, ...]
+    ci_slices: tuple[int, ...] = ()
+    ci_starts: tuple[int, ...] = ()  # where each compute instance starts in the GPU instance
+    ci_uuids: tuple[str, ...] = ()  # each compute instance's MIG device UUID (where the driver lists it)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Its compute instances' sizes, largest first (what a layout's GPU instance is compared by)."""
+        return tuple(sorted(self.ci_slices, reverse=True))
+
+    @property
+    def device_names(self) -> list[str]:
+        """The MIG device profile of each of its compute instances (`3g.40gb`, `1c.3g.40gb`, ...)."""
+        return [self.instance.profile.compute(c).name for c in self.ci_slices]
+
+    @property
+    def record(self) -> InstanceRecord:
+        whole = self.ci_slices == (self.instance.profile.slices,)
+        return InstanceRecord(
+            self.instance.profile.name, self.instance.start, self.instance.size, None if whole else list(self.shape)
+        )
 
 
 def actual_instances(backend: Backend, gpu: int) -> list[Actual]:
     model = backend.model(gpu)
-    cis: dict[int, list[int]] = {}
+    cis: dict[int, list[tuple[int, int, int]]] = {}
     for c in backend.compute_instances(gpu):
-        cis.setdefault(c.gi_id, []).append(c.id)
+        cis.setdefault(c.gi_id, []).append((c.id, c.slices, c.start))
     uuids: dict[int, list[str]] = {}
+    by_ci: dict[tuple[int, int], str] = {}
     for d in backend.mig_devices(gpu):
         uuids.setdefault(d.gi_id, []).append(d.uuid)
+        by_ci[(d.gi_id, d.ci_id)] = d.uuid
     return [
         Actual(
             PlannedInstance(model.profile(gi.profile_id), gi.placement),
             gi.id,
-            tuple(cis.get(gi.id, ())),
+            tuple(i for i, _, _ in cis.get(gi.id, ())),
             tuple(uuids.get(gi.id, ())),
+            tuple(c for _, c, _ in cis.get(gi.id, ())),
+            tuple(at for _, _, at in cis.get(gi.id, ())),
+            tuple(by_ci.get((gi.id, i), "") for i, _, _ in cis.get(gi.id, ())),
         )
         for gi in backend.gpu_instances(gpu)
     ]
+
+
+def device_counts(actual: Sequence[Actual]) -> dict[str, int]:
+    """How many MIG devices of each device profile these GPU instances hold."""
+    counts: dict[str, int] = {}
+    for a in actual:
+        for name in a.device_names:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def record_counts(model: GpuModel, records: Sequence[InstanceRecord]) -> dict[str, int]:
+    """The MIG device counts that journaled GPU instances held (a record without compute instances: whole)."""
+    counts: dict[str, int] = {}
+    for r in records:
+        p = model.profile(r.profile)
+        for c in r.cis if r.cis is not None else [p.slices]:
+            name = p.compute(c).name
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+@dataclass(frozen=True)
+class _CiChange:
+    """How one kept GPU instance comes to hold a wanted set of compute instances: which of its own go (indices into
+    its `ci_ids`) and which are made beside the rest."""
+
+    drop: tuple[int, ...]
+    add: tuple[ComputeProfile, ...]
+
+
+def _ci_change(a: Actual, wanted: Sequence[ComputeProfile], busy: set[str]) -> _CiChange | None:
+    """Keep what `a` already holds of `wanted` (its compute instances not in use first, among equal ones, go), add
+    the rest where the driver will place it; None where the additions do not fit beside what stays."""
+    gi = a.instance.profile
+    missing = list(wanted)
+    order = sorted(range(len(a.ci_ids)), key=lambda k: a.ci_uuids[k] not in busy if a.ci_uuids else True)
+    stay, drop = [], []
+    for k in order:
+        c = gi.compute(a.ci_slices[k])
+        if c in missing:
+            missing.remove(c)
+            stay.append((c, a.ci_starts[k]))
+        else:
+            drop.append(k)
+    missing.sort(key=lambda c: -c.slices)
+    if gi.place_compute(missing, stay) is None:
+        return None
+    return _CiChange(tuple(sorted(drop)), tuple(missing))
+
+
+def _compute_instance_ops(
+    gpu: int,
+    shapes: Sequence[tuple[Profile, tuple[ComputeProfile, ...]]],
+    kept: Sequence[Actual],
+    created: Sequence[PlannedInstance],
+    busy: set[str],
+) -> tuple[list[Operation], list[str]]:
+    """The operations that make the kept GPU instances and the new ones (`created`, made here too) each hold one of
+    `shapes`, and the MIG device UUIDs they destroy. Each kept GPU instance takes the wanted shape that costs it the
+    fewest destroyed compute instances in use, then the fewest destroyed, then the fewest made (those in use
+    choose first); where no shape fits beside what it keeps, its compute instances are all remade."""
+    left: dict[Profile, list[tuple[ComputeProfile, ...]]] = {}
+    for gi, cis in shapes:
+        left.setdefault(gi, []).append(tuple(sorted(cis, key=lambda c: -c.slices)))
+    ops: list[Operation] = []
+    gone: list[str] = []
+    for a in sorted(kept, key=lambda a: not (busy & set(a.uuids))):
+        gi = a.instance.profile
+        options = [(k, ch) for k, cis in enumerate(left[gi]) if (ch := _ci_change(a, cis, busy)) is not None]
+
+        def cost(option: tuple[int, _CiChange], a: Actual = a) -> tuple[int, int, int]:
+            ch = option[1]
+            in_use = sum(1 for k in ch.drop if a.ci_uuids and a.ci_uuids[k] in busy)
+            return (in_use, len(ch.drop), len(ch.add))
+
+        if options:
+            k, change = min(options, key=cost)
+            left[gi].pop(k)
+        else:  # remade whole
+            change = _CiChange(tuple(range(len(a.ci_ids))), left[gi].pop(0))
+        for k in change.drop:
+            sl = a.ci_slices[k]
+            ops.append(DestroyCi(gpu, gi.compute(sl).name, a.instance.placement, a.gi_id, a.ci_ids[k], slices=sl))
+            if a.ci_uuids:
+                gone.append(a.ci_uuids[k])
+        ops += [CreateCi(gpu, c.name, a.instance.placement, a.gi_id, slices=c.slices) for c in change.add]
+    for inst in created:
+        cis = left[inst.profile].pop(0)
+        ops.append(CreateGi(gpu, inst.profile.name, inst.placement))
+        ops += [CreateCi(gpu, c.name, inst.placement, slices=c.slices) for c in cis]
+    return ops, gone
 
 
 def select_gpus(backend: Backend, gpus: Sequence[int | str] | None) -> list[GpuInfo]:
@@ -194,14 +312,22 @@ def plan_apply(
                 )
             ops.append(EnableMig(g.index))
         by_inst = {a.instance: a for a in actual}
+        ci_ops, ci_gone = _compute_instance_ops(
+            g.index, target.shapes(model), [by_inst[i] for i in tr.keep], tr.create, busy_uuids
+        )
         hit: list[ProcessInfo] = []
+        doomed = [(a.instance.profile.name, u) for inst in tr.destroy for a in [by_inst[inst]] for u in a.uuids]
+        doomed += [(d.profile_name, d.uuid) for d in backend.mig_devices(g.index) if d.uuid in ci_gone]
+        for name, u in doomed:
+            if u in taken:
+                raise refusal(u, taken[u], f"GPU {g.index}: the layout would destroy {name}")
+            hit += [p for p in procs if p.device_uuid == u]
         for inst in tr.destroy:
             a = by_inst[inst]
-            for u in a.uuids:
-                if u in taken:
-                    raise refusal(u, taken[u], f"GPU {g.index}: the layout would destroy {inst.profile.name}")
-            hit += [p for p in procs if p.device_uuid in a.uuids]
-            ops += [DestroyCi(g.index, inst.profile.name, inst.placement, a.gi_id, c) for c in a.ci_ids]
+            ops += [
+                DestroyCi(g.index, inst.profile.compute(sl).name, inst.placement, a.gi_id, c, slices=sl)
+                for c, sl in zip(a.ci_ids, a.ci_slices, strict=True)
+            ]
             ops.append(DestroyGi(g.index, inst.profile.name, inst.placement, a.gi_id))
         if hit and not force:
             raise InUseError(
@@ -209,17 +335,13 @@ def plan_apply(
                 "Stop those processes, choose a layout that keeps their partitions, or let migpool stop them "
                 "(--force; force=True in Python)."
             )
-        for inst in tr.keep:
-            if not by_inst[inst].ci_ids:
-                ops.append(CreateCi(g.index, inst.profile.name, inst.placement, by_inst[inst].gi_id))
-        for inst in tr.create:
-            ops.append(CreateGi(g.index, inst.profile.name, inst.placement))
-            ops.append(CreateCi(g.index, inst.profile.name, inst.placement))
+        ops += ci_ops
         if not layout.mig_enabled and (g.mig_current or g.mig_pending):
             ops.append(DisableMig(g.index))
         if ops and g.uuid in taken:
             raise refusal(g.uuid, taken[g.uuid], f"GPU {g.index}: the layout would change it")
-        plans.append(GpuPlan(g, model, layout, tr, ops, list(tr.destroy), hit if force else []))
+        disturbed = list(tr.destroy) + [i for i in tr.keep if set(by_inst[i].uuids) & set(ci_gone)]
+        plans.append(GpuPlan(g, model, layout, tr, ops, disturbed, hit if force else []))
     return ApplyPlan(plans)
 
 
@@ -355,11 +477,7 @@ def apply(
         for gp in plan.gpus:
             if gp.operations:
                 prior = actual_instances(backend, gp.gpu.index) if gp.gpu.mig_current else []
-                journal.remember_prior(
-                    gp.gpu.uuid,
-                    gp.gpu.mig_current,
-                    [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior],
-                )
+                journal.remember_prior(gp.gpu.uuid, gp.gpu.mig_current, [a.record for a in prior])
         try:
             for gp in plan.gpus:
                 run.execute(gp, result)
@@ -414,12 +532,15 @@ def change(
             raise InUseError(f"GPU {gpu}: will not destroy MIG devices in use: {_describe_procs(busy)}")
         ops: list[Operation] = [] if g.mig_current else [EnableMig(gpu)]
         for a in destroy:
-            ops += [DestroyCi(gpu, a.instance.profile.name, a.instance.placement, a.gi_id, c) for c in a.ci_ids]
+            ops += [
+                DestroyCi(gpu, a.instance.profile.compute(sl).name, a.instance.placement, a.gi_id, c, slices=sl)
+                for c, sl in zip(a.ci_ids, a.ci_slices, strict=True)
+            ]
             ops.append(DestroyGi(gpu, a.instance.profile.name, a.instance.placement, a.gi_id))
         for inst in create:
             ops += [
                 CreateGi(gpu, inst.profile.name, inst.placement),
-                CreateCi(gpu, inst.profile.name, inst.placement),
+                CreateCi(gpu, inst.profile.name, inst.placement, slices=inst.profile.slices),
             ]
         gp = GpuPlan(
             g,
@@ -434,11 +555,7 @@ def change(
         check_may_change(plan, backend)
         journal = journal_of(backend)
         prior = actual_instances(backend, gpu) if g.mig_current else []
-        journal.remember_prior(
-            g.uuid,
-            g.mig_current,
-            [InstanceRecord(a.instance.profile.name, a.instance.start, a.instance.size) for a in prior],
-        )
+        journal.remember_prior(g.uuid, g.mig_current, [a.record for a in prior])
         run = _Run(backend, journal, progress)
         result = ApplyResult(plan=plan)
         try:
@@ -484,10 +601,10 @@ def diff(
             out.append(f"GPU {g.index}: MIG mode is disabled")
             continue
         model = backend.model(g.index)
-        want: dict[str, int] = {p.name: n for p, n in layout.resolve(model)}
-        have: dict[str, int] = {}
-        for a in actual_instances(backend, g.index):
-            have[a.instance.profile.name] = have.get(a.instance.profile.name, 0) + 1
+        want: dict[str, int] = {d.name: n for d, n in layout.devices(model)}
+        actual = actual_instances(backend, g.index)
+        have = device_counts(actual)
+        for a in actual:
             if not a.ci_ids:
                 out.append(f"GPU {g.index}: {a.instance} has no compute instance")
         for name in sorted(set(want) | set(have)):
@@ -525,21 +642,23 @@ def teardown(
                 if prior is None:
                     continue
                 enabled, instances = prior
-                counts: dict[str, int] = {}
-                for i in instances:
-                    counts[i.profile] = counts.get(i.profile, 0) + 1
-                layout = Layout.of(counts) if enabled else Layout(mig_enabled=False)
+                layout = (
+                    Layout.of(record_counts(backend.model(g.index), instances))
+                    if enabled
+                    else Layout(mig_enabled=False)
+                )
                 restored.append(g.uuid)
             else:
                 created = journal.created(g.uuid)
                 if not created or not g.mig_current:
                     continue
                 mine = {(c.profile, c.start, c.size) for c in created}
-                keep: dict[str, int] = {}
-                for a in actual:
-                    if a in spared or (a.instance.profile.name, a.instance.start, a.instance.size) not in mine:
-                        keep[a.instance.profile.name] = keep.get(a.instance.profile.name, 0) + 1
-                layout = Layout.of(keep)
+                kept = [
+                    a
+                    for a in actual
+                    if a in spared or (a.instance.profile.name, a.instance.start, a.instance.size) not in mine
+                ]
+                layout = Layout.of(device_counts(kept))
             desired_entries.append(GpuLayout(layout, (g.index,)))
         if not desired_entries:
             return ApplyResult()

@@ -60,6 +60,7 @@ class ComputeInstanceInfo:
     id: int
     slices: int
     profile_name: str
+    start: int = 0  # its first compute slice inside its GPU instance
 
 
 @dataclass(frozen=True)

@@ -173,7 +173,9 @@ class NvmlBackend(Backend):
                     sms=int(info.multiprocessorCount),
                     max_instances=int(info.instanceCount),
                     placements=placements,
-                    compute_profiles=known.profile(pname).compute_profiles if known and _has(known, pname) else (),
+                    compute_profiles=catalog.compute_profiles(
+                        pname, int(info.sliceCount), int(info.multiprocessorCount)
+                    ),
                     media=dict(
                         decoders=int(info.decoderCount),
                         encoders=int(info.encoderCount),
@@ -272,7 +274,14 @@ class NvmlBackend(Backend):
             p = model.profile(int(giinfo.profileId))
             name = p.name if slices == p.slices else f"{slices}c.{p.name}"
             out.append(
-                ComputeInstanceInfo(gpu=gpu, gi_id=int(giinfo.id), id=int(ci.id), slices=slices, profile_name=name)
+                ComputeInstanceInfo(
+                    gpu=gpu,
+                    gi_id=int(giinfo.id),
+                    id=int(ci.id),
+                    slices=slices,
+                    profile_name=name,
+                    start=int(ci.placement.start),
+                )
             )
         return out
 
@@ -497,7 +506,9 @@ class NvmlBackend(Backend):
                 )
                 ci = self._wrap(n.nvmlComputeInstanceGetInfo, cih)
                 name = p.name if want == p.slices else f"{want}c.{p.name}"
-                return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=int(ci.id), slices=want, profile_name=name)
+                return ComputeInstanceInfo(
+                    gpu=gpu, gi_id=gi_id, id=int(ci.id), slices=want, profile_name=name, start=int(ci.placement.start)
+                )
         raise InvalidArgumentError(f"{p.name} offers no {want}-slice compute instance profile")
 
     def _destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None:
@@ -518,7 +529,3 @@ class NvmlBackend(Backend):
         self._models.pop(gpu, None)
         if res.returncode != 0:
             raise InUseError(f"GPU {gpu} reset failed: {(res.stdout + res.stderr).strip()}")
-
-
-def _has(model: GpuModel, name: str) -> bool:
-    return any(p.name == name for p in model.profiles)

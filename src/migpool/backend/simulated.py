@@ -353,7 +353,12 @@ class SimulatedBackend(Backend):
                     name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
                     out.append(
                         ComputeInstanceInfo(
-                            gpu=gpu, gi_id=gi["id"], id=ci["id"], slices=ci["slices"], profile_name=name
+                            gpu=gpu,
+                            gi_id=gi["id"],
+                            id=ci["id"],
+                            slices=ci["slices"],
+                            profile_name=name,
+                            start=ci.get("start", 0),
                         )
                     )
             return out
@@ -490,14 +495,21 @@ class SimulatedBackend(Backend):
             want = slices or p.slices
             if want not in [c.slices for c in p.compute_profiles]:
                 raise InvalidArgumentError(f"{want}-slice compute instances are not offered in {p.name}")
-            if sum(c["slices"] for c in gi["cis"]) + want > p.slices:
+            kind = p.compute(want)
+            taken = {k for c in gi["cis"] for k in range(c.get("start", 0), c.get("start", 0) + c["slices"])}
+            start = next((x for x in kind.starts if not taken & set(range(x, x + want))), None)
+            if start is None or sum(1 for c in gi["cis"] if c["slices"] == want) >= kind.instances:
                 raise InsufficientResourcesError(
                     f"GPU instance {gi_id} on GPU {gpu} has no room for a {want}-slice compute instance"
                 )
-            ci = dict(id=len(gi["cis"]) and max(c["id"] for c in gi["cis"]) + 1, slices=want, uuid=_mig_uuid())
+            ci = dict(
+                id=len(gi["cis"]) and max(c["id"] for c in gi["cis"]) + 1, slices=want, start=start, uuid=_mig_uuid()
+            )
             gi["cis"].append(ci)
             name = p.name if want == p.slices else f"{want}c.{p.name}"
-            return ComputeInstanceInfo(gpu=gpu, gi_id=gi_id, id=int(ci["id"]), slices=want, profile_name=name)
+            return ComputeInstanceInfo(
+                gpu=gpu, gi_id=gi_id, id=int(ci["id"]), slices=want, profile_name=name, start=start
+            )
 
     def _destroy_compute_instance(self, gpu: int, gi_id: int, ci_id: int) -> None:
         with self._state(write=True) as st:

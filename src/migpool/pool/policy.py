@@ -240,7 +240,7 @@ class DynamicPolicy:
         Counted by size, not by profile, so that GPUs of different models compare like for like."""
         most: dict[int, int] = {}
         for p in m.profiles:
-            if not p.name.endswith("+me"):
+            if p.plain:
                 most[p.slices] = max(most.get(p.slices, 0), max_addable(m, p, placed))
         return tuple(most.get(k, 0) for k in self.slice_counts)
 
@@ -621,13 +621,13 @@ def _memory(w: Any) -> float:
 
 def _holding(m: GpuModel, key: Key) -> list[Profile]:
     """The profiles of `m` that hold the memory `key` needs (no +me variants: their size is their base's)."""
-    return [p for p in m.profiles if p.memory_mib >= key[1] and not p.name.endswith("+me")]
+    return [p for p in m.profiles if p.memory_mib >= key[1] and p.plain]
 
 
 def profile_for_memory(models: list[GpuModel], min_memory: str) -> str:
     """The smallest profile (by memory, then slices) of the pool's GPUs that has at least `min_memory`."""
     need = parse_memory_mib(min_memory)
-    fits = [p for m in models for p in m.profiles if p.memory_mib >= need and not p.name.endswith("+me")]
+    fits = [p for m in models for p in m.profiles if p.memory_mib >= need and p.plain]
     if not fits:
         biggest = max((p for m in models for p in m.profiles), key=lambda p: p.memory_mib)
         raise PluginError(

@@ -49,7 +49,6 @@ from .shared import refused
 from .streams import WINDOW, InputStream, Link, give_inputs
 from .tracebacks import capture
 
-
 CALL_SPIN_S = 200e-6  # how long a call on a pool collection polls for its answer before it blocks
 
 
