@@ -653,12 +653,12 @@ def teardown(
                 if not created or not g.mig_current:
                     continue
                 mine = {(c.profile, c.start, c.size) for c in created}
-                kept = [
+                staying = [
                     a
                     for a in actual
                     if a in spared or (a.instance.profile.name, a.instance.start, a.instance.size) not in mine
                 ]
-                layout = Layout.of(device_counts(kept))
+                layout = Layout.of(device_counts(staying))
             desired_entries.append(GpuLayout(layout, (g.index,)))
         if not desired_entries:
             return ApplyResult()
