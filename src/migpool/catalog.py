@@ -29,7 +29,9 @@ USER_SOURCE = "user"
 
 _PLACEMENTS = re.compile(r"^\{([\d,\s]+)\}:(\d+)$")
 # a MIG device profile as nvidia-smi and mig-parted write it: [<c>c.]<g>g.<gb>gb[+attr,...|-attr,...]
-_PROFILE_NAME = re.compile(r"^(?:(\d+)c\.)?(\d+)g\.(\d+)gb(?:([+-])([a-z][a-z0-9.]*(?:,[a-z][a-z0-9.]*)*))?$")
+_PROFILE_NAME = re.compile(
+    r"^(?:(\d+)c\.)?(\d+)g\.(\d+)gb(?:([+-])([a-zA-Z.][a-zA-Z0-9.]*(?:,[a-zA-Z.][a-zA-Z0-9.]*)*))?$"
+)
 _MIG_PREFIX = re.compile(r"^mig[\s-]+", re.IGNORECASE)
 
 
@@ -54,7 +56,7 @@ class ProfileName:
         g, gb = int(m.group(2)), int(m.group(3))
         c = int(m.group(1)) if m.group(1) else g
         attrs = tuple(m.group(5).split(",")) if m.group(5) else ()
-        if len(set(attrs)) != len(attrs) or any(a.endswith(".") for a in attrs):
+        if len(set(attrs)) != len(attrs) or any(a.startswith(".") or a.endswith(".") for a in attrs):
             return None
         plus = m.group(4) == "+"
         return cls(c, g, gb, tuple(sorted(attrs)) if plus else (), () if plus else tuple(sorted(attrs)))

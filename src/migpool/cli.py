@@ -263,7 +263,7 @@ def parse_layout_args(
         )
     if config_file:
         entries = migparted.load(config_file, config_name)
-        return migparted.machine_layout(entries, backend.gpus())
+        return migparted.machine_layout(entries, backend)
     if partitions is not None:
         return MachineLayout.of(Layout.of(partitions=partitions, min_memory=min_memory))
     assert layout is not None
@@ -285,7 +285,11 @@ def _picture(model: GpuModel, plan: reconcile.GpuPlan) -> list[str]:
     final = list(plan.transition.keep) + list(plan.transition.create)
     for inst, what in sorted(tag.items(), key=lambda kv: (kv[0].start, kv[1] != "destroy")):
         bar = "".join("■" if s in inst.placement.slots else "·" for s in range(model.memory_slices))
-        lines.append(f"  [{color[what]}]{what:<8}[/] {inst.profile.name:<12} {bar}  {inst.placement}")
+        cis = plan.devices_after(inst) if what != "destroy" else []
+        inside = " ".join(n.split(".")[0] for n in cis) if cis != [inst.profile.name] else ""
+        lines.append(
+            f"  [{color[what]}]{what:<8}[/] {inst.profile.name:<12} {bar}  {str(inst.placement):<5} {inside}".rstrip()
+        )
     used = set().union(*(i.placement.slots for i in final)) if final else set()
     free = "".join("·" if s in used else "□" for s in range(model.memory_slices))
     lines.append(f"  {'free':<8} {'':<12} {free}  ({model.memory_slices - len(used)} memory slice(s) free)")
@@ -419,7 +423,7 @@ def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: s
             for lay in [before.for_gpu(g.index)]
             if lay is not None
         ]
-    persist.save(sorted(kept + exact), [g.index for g in backend.gpus()], path)
+    persist.save(sorted(kept + exact), backend.gpus(), path)
     for note in persist.placement_drift(backend, exact):
         err.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
     return str(path)
@@ -581,7 +585,8 @@ def export(
         if any(name.endswith("+me") for _, lay in per_gpu for name, _ in lay.counts):
             click.echo("# media-extension (+me) partitions are advertised under their base profile's name")
         return None
-    text = migparted.dump(name, per_gpu, [g.index for g in backend.gpus()])
+    every = backend.gpus()
+    text = migparted.dump(name, per_gpu, [g.index for g in every], {g.index: g.pci_device_id for g in every})
     if as_json:
         import yaml
 

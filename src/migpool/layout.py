@@ -177,6 +177,7 @@ class MachineLayout:
     """Desired layouts for a machine's GPUs, in order; a later entry wins for a GPU it also names."""
 
     entries: tuple[GpuLayout, ...] = field(default_factory=tuple)
+    uncovered: tuple[int, ...] = ()  # GPUs that the mig-parted config it came from leaves out (its assert fails)
 
     @classmethod
     def of(

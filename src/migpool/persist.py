@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import migparted, reconcile
-from .backend.base import Backend
+from .backend.base import Backend, GpuInfo
 from .errors import ConfigError
 from .layout import Layout, MachineLayout
 from .planner import plan
@@ -39,19 +39,18 @@ def current_layouts(backend: Backend, gpus: Sequence[int | str] | None = None) -
         if not g.mig_current:
             out.append((g.index, Layout(mig_enabled=False)))
             continue
-        counts: dict[str, int] = {}
-        for a in reconcile.actual_instances(backend, g.index):
-            counts[a.instance.profile.name] = counts.get(a.instance.profile.name, 0) + 1
-        out.append((g.index, Layout.of(counts)))
+        out.append((g.index, Layout.of(reconcile.device_counts(reconcile.actual_instances(backend, g.index)))))
     return out
 
 
 def save(
-    per_gpu: Sequence[tuple[int, Layout]], machine_gpus: Sequence[int], path: str | os.PathLike[str] | None = None
+    per_gpu: Sequence[tuple[int, Layout]], machine: Sequence[GpuInfo], path: str | os.PathLike[str] | None = None
 ) -> Path:
-    """Write the layouts as the saved config, atomically (readers see the old file or the new one, never half)."""
+    """Write the layouts as the saved config, atomically (readers see the old file or the new one, never half).
+    `machine`: every GPU of the machine (what `devices: all` and the device filters are written against)."""
     target = config_path(path)
-    text = _HEADER + migparted.dump(CONFIG_NAME, per_gpu, machine_gpus)
+    ids = {g.index: g.pci_device_id for g in machine}
+    text = _HEADER + migparted.dump(CONFIG_NAME, per_gpu, [g.index for g in machine], ids)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(target, text)
@@ -74,7 +73,7 @@ def load(backend: Backend, path: str | os.PathLike[str] | None = None) -> Machin
         entries = migparted.load(target, None)
     except ConfigError as e:
         raise ConfigError(f"the saved layout cannot be used: {e}") from None
-    return migparted.machine_layout(entries, backend.gpus())
+    return migparted.machine_layout(entries, backend)
 
 
 def placement_drift(backend: Backend, per_gpu: Sequence[tuple[int, Layout]]) -> list[str]:

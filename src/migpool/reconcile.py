@@ -58,6 +58,21 @@ class GpuPlan:
     operations: list[Operation]
     disturbed: list[PlannedInstance]
     busy: list[ProcessInfo]
+    actual: list[Actual] = field(default_factory=list)  # what the GPU held when the plan was made
+
+    def devices_after(self, inst: PlannedInstance) -> list[str]:
+        """The MIG device profiles a kept or new GPU instance holds once the plan has run, largest first."""
+        now = next((a for a in self.actual if a.instance == inst), None)
+        held = dict(zip(now.ci_ids, now.device_names, strict=True)) if now else {}
+        gi = now.gi_id if now else None
+        added = []
+        for op in self.operations:
+            if isinstance(op, DestroyCi) and op.gi_id == gi and op.ci_id is not None:
+                held.pop(op.ci_id, None)
+            elif isinstance(op, CreateCi) and op.placement == inst.placement and (op.gi_id is None or op.gi_id == gi):
+                added.append(op.profile)
+        names = [*held.values(), *added]
+        return sorted(names, key=lambda n: -inst.profile.compute(self.model.device(n).ci.slices).slices)
 
 
 @dataclass
@@ -299,7 +314,14 @@ def plan_apply(
         try:
             tr = plan_transition(model, target, [a.instance for a in actual], busy=busy_inst)
         except LayoutError as e:
-            raise LayoutError(f"GPU {g.index}: {e}") from None
+            inside = [f"{n}×{d.name}" for d, n in target.devices(model) if not d.whole]
+            hosts: dict[str, int] = {}
+            for gi, cis in target.shapes(model):
+                if any(c.slices != gi.slices for c in cis):
+                    hosts[gi.name] = hosts.get(gi.name, 0) + 1
+            gis = ", ".join(f"{n}×{name}" for name, n in hosts.items())
+            packed = f" ({', '.join(inside)}: compute instances inside {gis} GPU instances)" if inside else ""
+            raise LayoutError(f"GPU {g.index}: {e}{packed}") from None
         ops: list[Operation] = []
         if reset and g.mig_current != g.mig_pending:
             ops.append(ResetGpu(g.index))
@@ -341,7 +363,7 @@ def plan_apply(
         if ops and g.uuid in taken:
             raise refusal(g.uuid, taken[g.uuid], f"GPU {g.index}: the layout would change it")
         disturbed = list(tr.destroy) + [i for i in tr.keep if set(by_inst[i].uuids) & set(ci_gone)]
-        plans.append(GpuPlan(g, model, layout, tr, ops, disturbed, hit if force else []))
+        plans.append(GpuPlan(g, model, layout, tr, ops, disturbed, hit if force else [], actual))
     return ApplyPlan(plans)
 
 
@@ -591,6 +613,8 @@ def diff(
     out = []
     for g in select_gpus(backend, gpus):
         layout = desired.for_gpu(g.index)
+        if g.index in desired.uncovered:
+            out.append(f"GPU {g.index}: no entry of the config selects it (mig-parted's assert fails for it too)")
         if layout is None:
             continue
         if not layout.mig_enabled:

@@ -14,6 +14,7 @@ import migpool
 from migpool import NvmlBackend, reconcile
 from migpool.catalog import find_by_nvml_name, format_placements
 from migpool.hardware import compare_with_catalog
+from migpool.planner import max_addable, plan
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,30 +49,46 @@ def test_nvml_reads_the_gpu_and_it_matches_the_catalog(nv):
     assert compare_with_catalog(read) == []  # the catalog is wrong, not the card, if this fails
 
 
+def _picks(model):
+    """Profiles chosen from the card's own table, never by name: the smallest plain one, one of which two fit
+    (the largest such), and a mix of the two that fits."""
+    plain = [p for p in model.profiles if p.plain]
+    small = min(plain, key=lambda p: (p.memory_mib, p.slices))
+    two = max((p for p in plain if p.max_instances >= 2), key=lambda p: (p.slices, p.memory_mib))
+    room = max_addable(model, small, plan(model, {two.name: 1}))
+    return small, two, {two.name: 1, small.name: room}
+
+
 def test_cli_reads_and_plans_on_the_real_gpu(nv):
+    model = nv.model(0)
     gpus = json.loads(mp("gpus", "--json").stdout)
     assert gpus[0]["uuid"] == nv.gpus()[0].uuid
     prof = json.loads(mp("profiles", "--json").stdout)[0]["profiles"]
     assert {p["name"]: p["placements"] for p in prof} == {
-        p.name: format_placements(p.placements) for p in nv.model(0).profiles
+        p.name: format_placements(p.placements) for p in model.profiles
     }
-    plan = mp("plan", "3g.40gb", "-n", "2")
-    assert plan.returncode == 0, plan.stderr
-    assert "create   3g.40gb      ■■■■····  0:4" in plan.stdout and "····■■■■  4:4" in plan.stdout
-    mixed = mp("plan", "3g.40gb:1,1g.10gb:3", "--json")
-    assert mixed.returncode == 0, mixed.stderr
-    assert sorted(json.loads(mixed.stdout)["gpus"][0]["create"]) == [
-        "1g.10gb@4:1",
-        "1g.10gb@5:1",
-        "1g.10gb@6:1",
-        "3g.40gb@0:4",
-    ]
-    print(plan.stdout)
+    small, two, mix = _picks(model)
+    print(f"\nchosen from the card's table: {small.name} (smallest), {two.name} (two fit), mix {mix}")
+    r = mp("plan", two.name, "-n", "2", "--json")
+    assert r.returncode == 0, r.stderr
+    want = sorted(str(i) for i in plan(model, {two.name: 2}))
+    assert sorted(json.loads(r.stdout)["gpus"][0]["create"]) == want and len(want) == 2
+    r = mp("plan", ",".join(f"{k}:{n}" for k, n in mix.items()), "--json")
+    assert r.returncode == 0, r.stderr
+    assert sorted(json.loads(r.stdout)["gpus"][0]["create"]) == sorted(str(i) for i in plan(model, mix))
+    inside = two.compute_profiles[0]  # its smallest compute instance: several in one GPU instance
+    r = mp("plan", inside.name, "-n", str(inside.instances), "--json")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["gpus"][0]["create"]) == 1  # they share one GPU instance
+    shown = mp("plan", two.name, "-n", "2")
+    assert shown.returncode == 0 and two.name in shown.stdout
+    print(shown.stdout)
 
 
 def test_apply_refuses_before_any_change_in_read_only_mode(nv):
     before = nv.gpus()[0]
-    r = mp("apply", "3g.40gb", "-n", "2")
+    _, two, _ = _picks(nv.model(0))
+    r = mp("apply", two.name, "-n", "2")
     assert r.returncode == 2 and "MIGPOOL_READ_ONLY is set" in r.stderr and "enable-mig" in r.stderr, r.stderr
     after = nv.gpus()[0]
     assert (after.mig_current, after.mig_pending) == (before.mig_current, before.mig_pending)
@@ -113,8 +130,9 @@ def test_pre_apply_check_names_a_real_process_on_the_gpu(nv):
         assert procs[p.pid].used_memory_mib >= 256 and procs[p.pid].name.startswith("python")
         if nv.gpus()[0].mig_current:
             pytest.skip("MIG is already enabled here; the enable-MIG check does not apply")
+        _, two, _ = _picks(nv.model(0))
         with pytest.raises(migpool.InUseError) as e:
-            reconcile.plan_apply({"3g.40gb": 2}, nv)
+            reconcile.plan_apply({two.name: 2}, nv)
         assert f"PID {p.pid} ({procs[p.pid].name})" in str(e.value)
         print(f"\n{e.value}")
     finally:

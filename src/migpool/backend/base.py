@@ -27,7 +27,8 @@ class GpuInfo:
     mig_capable: bool
     mig_current: bool
     mig_pending: bool
-    pci_device_id: int | None = None
+    pci_device_id: int | None = None  # the PCI device and vendor ids, 0x233010DE
+    pci_subsystem_id: int | None = None  # the PCI subsystem device and vendor ids, where the driver says
 
     @property
     def mig_mode(self) -> str:

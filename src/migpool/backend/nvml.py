@@ -123,6 +123,7 @@ class NvmlBackend(Backend):
                 cur = pend = 0
                 capable = False
             mem = self._wrap(n.nvmlDeviceGetMemoryInfo, h)
+            pci, subsystem = self._pci_ids(h)
             out.append(
                 GpuInfo(
                     index=i,
@@ -132,16 +133,19 @@ class NvmlBackend(Backend):
                     mig_capable=capable,
                     mig_current=bool(cur),
                     mig_pending=bool(pend),
-                    pci_device_id=self._pci_id(h),
+                    pci_device_id=pci,
+                    pci_subsystem_id=subsystem,
                 )
             )
         return out
 
-    def _pci_id(self, h: Any) -> int | None:
+    def _pci_ids(self, h: Any) -> tuple[int | None, int | None]:
+        """The GPU's PCI device+vendor id and subsystem id (mig-parted's device-filter matches them)."""
         try:
-            return int(self.nvml.nvmlDeviceGetPciInfo(h).pciDeviceId)
+            info = self.nvml.nvmlDeviceGetPciInfo(h)
         except self.nvml.NVMLError:
-            return None
+            return None, None
+        return int(info.pciDeviceId), int(getattr(info, "pciSubSystemId", 0)) or None
 
     def model(self, gpu: int) -> GpuModel:
         """Read the profile table and placements from the GPU itself (works with MIG mode disabled)."""
