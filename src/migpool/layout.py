@@ -75,8 +75,10 @@ class Layout:
         return sorted(merged.items(), key=lambda dn: (-dn[0].gi.memory_slices, -dn[0].gi.slices, dn[0].name))
 
     def shapes(self, gpu: GpuModel) -> list[tuple[Profile, tuple[ComputeProfile, ...]]]:
-        """The GPU instances this layout makes on `gpu`, each with the compute instances it holds (pack())."""
-        return pack(self.devices(gpu))
+        """The GPU instances this layout makes on `gpu`, each with the compute instances it holds (pack()); [] for
+        a count beyond what any GPU of the model holds (resolve() passes that on for the planner to refuse)."""
+        devices = self.devices(gpu)
+        return [] if _beyond(devices) else pack(devices)
 
     def resolve(self, gpu: GpuModel) -> list[tuple[Profile, int]]:
         """The GPU-instance profiles and counts this layout means on `gpu` (ProfileError for unknown profiles). A
@@ -84,7 +86,7 @@ class Layout:
         what fits, before anything is expanded."""
         devices = self.devices(gpu)
         merged: dict[Profile, int] = {}
-        if any(n > d.gi.max_instances * d.ci.instances for d, n in devices):
+        if _beyond(devices):
             for d, n in devices:
                 merged[d.gi] = merged.get(d.gi, 0) + -(-n // d.ci.instances)
         else:
@@ -117,6 +119,11 @@ def pack(devices: list[tuple[DeviceProfile, int]]) -> list[tuple[Profile, tuple[
         else:
             shapes.append((d.gi, [d.ci]))
     return [(gi, tuple(cis)) for gi, cis in shapes]
+
+
+def _beyond(devices: list[tuple[DeviceProfile, int]]) -> bool:
+    """A count beyond what any GPU of the model holds (never expanded: it could be 10**18)."""
+    return any(n > d.gi.max_instances * d.ci.instances for d, n in devices)
 
 
 def _attributes(d: DeviceProfile) -> str:
