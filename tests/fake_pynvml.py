@@ -52,7 +52,15 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
     m = types.ModuleType("fake_pynvml")
     for k in dir(real):
         if k.startswith(
-            ("NVML_", "c_nvml", "NVMLError", "nvmlGpuInstanceProfileInfo", "nvmlComputeInstanceProfileInfo")
+            (
+                "NVML_",
+                "c_nvml",
+                "NVMLError",
+                "nvmlGpuInstanceProfileInfo",
+                "nvmlComputeInstanceProfileInfo",
+                "nvmlMemory_v2",
+                "nvmlEventType",
+            )
         ):
             setattr(m, k, getattr(real, k))
     m.calls = []  # type: ignore[attr-defined]
@@ -75,9 +83,9 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
         return h.gpu
 
     def api(fn: Any) -> Any:
-        def wrapper(*a: Any) -> Any:
+        def wrapper(*a: Any, **kw: Any) -> Any:
             m.calls.append(fn.__name__)  # type: ignore[attr-defined]
-            return fn(*a)
+            return fn(*a, **kw)
 
         wrapper.__name__ = fn.__name__
         setattr(m, fn.__name__, wrapper)
@@ -119,16 +127,19 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
     @api
     def nvmlDeviceGetPciInfo(h: Device) -> Any:
         ids = sim.models[h.gpu].pci_device_ids if h.gpu < nsim() else ()
-        return types.SimpleNamespace(pciDeviceId=ids[0] if ids else 0x1EB810DE)
+        bus = sim.gpus()[h.gpu].pci_bus_id if h.gpu < nsim() else f"00000000:{0x80 + h.gpu:02X}:00.0"
+        return types.SimpleNamespace(pciDeviceId=ids[0] if ids else 0x1EB810DE, busId=bus.encode())
 
     @api
-    def nvmlDeviceGetMemoryInfo(h: Device) -> Any:
+    def nvmlDeviceGetMemoryInfo(h: Device, version: int | None = None) -> Any:
+        reserved = 0 if version is None or h.gpu >= nsim() else reading(h, "fb_reserved_mib") * 2**20
         if h.mig:
             d = next(d for d in sim.mig_devices(h.gpu) if (d.gi_id, d.ci_id) == h.mig)
             return types.SimpleNamespace(total=d.memory_mib * 2**20, used=d.memory_used_mib * 2**20, free=0)
         total = sim.models[h.gpu].memory_mib if h.gpu < nsim() else 15360
         used = sim.memory_used_mib(h.gpu) if h.gpu < nsim() else 0
-        return types.SimpleNamespace(total=total * 2**20, used=used * 2**20, free=(total - used) * 2**20)
+        free = (total - used) * 2**20 - reserved
+        return types.SimpleNamespace(total=total * 2**20, used=used * 2**20, free=free, reserved=reserved)
 
     @api
     def nvmlDeviceGetMigMode(h: Device) -> list[int]:
@@ -382,5 +393,114 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
                 req.metrics[i].nvmlReturn = real.NVML_SUCCESS
                 req.metrics[i].value = second[field]  # the simulator reports the window's value directly
         return req
+
+    # --- the device counters dcgm-exporter reads (from the simulator's Health), with NVML's types and codes
+    def reading(h: Device, field: str) -> Any:
+        if h.gpu >= nsim():
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        value = getattr(sim.health(h.gpu), field)
+        if value is None:
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        return value
+
+    @api
+    def nvmlSystemGetDriverVersion() -> str:
+        return sim.driver_version()
+
+    @api
+    def nvmlDeviceGetTemperature(h: Device, sensor: int) -> int:
+        if sensor != real.NVML_TEMPERATURE_GPU:
+            raise err(real.NVML_ERROR_INVALID_ARGUMENT)
+        return int(reading(h, "gpu_temp"))
+
+    @api
+    def nvmlDeviceGetFieldValues(h: Device, field_ids: list[int]) -> Any:
+        names = {
+            real.NVML_FI_DEV_MEMORY_TEMP: "memory_temp",
+            real.NVML_FI_DEV_NVLINK_BANDWIDTH_C0_TOTAL: "nvlink_bandwidth",
+        }
+        out = (real.c_nvmlFieldValue_t * len(field_ids))()
+        for i, fid in enumerate(field_ids):
+            out[i].fieldId = fid
+            try:
+                value = reading(h, names[fid]) if fid in names else None
+            except real.NVMLError:
+                value = None
+            if value is None:
+                out[i].nvmlReturn = real.NVML_ERROR_NOT_SUPPORTED
+                continue
+            out[i].nvmlReturn = real.NVML_SUCCESS
+            out[i].valueType = real.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG
+            out[i].value.ullVal = int(value)
+        return out
+
+    @api
+    def nvmlDeviceGetPowerUsage(h: Device) -> int:
+        return int(reading(h, "power_w") * 1000)  # mW
+
+    @api
+    def nvmlDeviceGetTotalEnergyConsumption(h: Device) -> int:
+        return int(reading(h, "energy_mj"))
+
+    @api
+    def nvmlDeviceGetClockInfo(h: Device, kind: int) -> int:
+        fields = {real.NVML_CLOCK_SM: "sm_clock_mhz", real.NVML_CLOCK_MEM: "mem_clock_mhz"}
+        if kind not in fields:
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+        return int(reading(h, fields[kind]))
+
+    @api
+    def nvmlDeviceGetUtilizationRates(h: Device) -> Any:
+        u = real.c_nvmlUtilization_t()
+        u.gpu, u.memory = int(reading(h, "gpu_util")), int(reading(h, "mem_copy_util"))
+        return u
+
+    @api
+    def nvmlDeviceGetEncoderUtilization(h: Device) -> list[int]:
+        return [int(reading(h, "enc_util")), 167000]
+
+    @api
+    def nvmlDeviceGetDecoderUtilization(h: Device) -> list[int]:
+        return [int(reading(h, "dec_util")), 167000]
+
+    @api
+    def nvmlDeviceGetPcieReplayCounter(h: Device) -> int:
+        return int(reading(h, "pcie_replays"))
+
+    @api
+    def nvmlDeviceGetPcieThroughput(h: Device, counter: int) -> int:
+        field = "pcie_tx_bytes" if counter == real.NVML_PCIE_UTIL_TX_BYTES else "pcie_rx_bytes"
+        return int(reading(h, field) / 1024)  # KB/s
+
+    @api
+    def nvmlDeviceGetRemappedRows(h: Device) -> list[int]:
+        corr, unc = reading(h, "rows_remapped_correctable"), reading(h, "rows_remapped_uncorrectable")
+        return [int(corr), int(unc), 0, int(reading(h, "row_remap_failure"))]
+
+    # --- XID errors through an NVML event set
+    events: dict[int, list[tuple[int, int]]] = {}
+
+    @api
+    def nvmlEventSetCreate() -> Any:
+        events[len(events) + 1] = []
+        return ctypes.cast(ctypes.c_void_p(0x9000 + len(events)), real.c_nvmlEventSet_t)
+
+    @api
+    def nvmlDeviceRegisterEvents(h: Device, kinds: int, event_set: Any) -> None:
+        if h.gpu >= nsim():
+            raise err(real.NVML_ERROR_NOT_SUPPORTED)
+
+    @api
+    def nvmlEventSetWait_v2(event_set: Any, timeout_ms: int) -> Any:
+        pending = events[_addr(event_set) - 0x9000]
+        pending.extend(sim.xid_events())
+        if not pending:
+            raise err(real.NVML_ERROR_TIMEOUT)
+        gpu, xid = pending.pop(0)
+        return types.SimpleNamespace(device=Device(gpu), eventType=real.nvmlEventTypeXidCriticalError, eventData=xid)
+
+    @api
+    def nvmlEventSetFree(event_set: Any) -> None:
+        events.pop(_addr(event_set) - 0x9000, None)
 
     return m

@@ -274,3 +274,8 @@ def shared_round(parties, key):
         d[key] = d.get(key, 0) + 1
     migpool.queue("done").put(info.node)
     return info.node, arrived
+
+
+@migpool.function
+def getpid():
+    return os.getpid()

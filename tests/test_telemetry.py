@@ -16,14 +16,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import migpool
 from migpool import NvmlBackend, SimulatedBackend, plugins, reconcile
-from migpool.exporter import registry_for
+from migpool.backend.simulated import SIMULATED_DRIVER
+from migpool.exporter import exposition, registry_for
 from migpool.telemetry import Sampler, sample
 
 
-def scrape_text(sampler, process_metrics=False):
-    from prometheus_client import generate_latest
-
-    return generate_latest(registry_for(sampler, process_metrics)).decode()
+def scrape_text(sampler, process_metrics=False, hostname_label="Hostname"):
+    return exposition(registry_for(sampler, process_metrics, hostname_label)).decode()
 
 
 def parsed(text):
@@ -80,17 +79,20 @@ def test_exporter_uses_dcgm_names_and_parses():
     labels = dict(
         gpu="0",
         UUID=sim.gpus()[0].uuid,
+        pci_bus_id=sim.gpus()[0].pci_bus_id,
         device="nvidia0",
         modelName="NVIDIA H100 80GB HBM3",
         Hostname=socket.gethostname(),
         GPU_I_PROFILE=d.profile_name,
         GPU_I_ID=str(d.gi_id),
+        DCGM_FI_DRIVER_VERSION=SIMULATED_DRIVER,
     )
     key = tuple(sorted(labels.items()))
     assert values[("DCGM_FI_DEV_FB_USED", key)] == 1000
     assert values[("DCGM_FI_DEV_FB_FREE", key)] == d.memory_mib - 1000
     assert values[("DCGM_FI_PROF_SM_ACTIVE", key)] == 0.5 and values[("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", key)] == 0.25
-    assert values[("migpool_partition_processes", key)] == 1
+    device = tuple(sorted({**labels, "CI_ID": str(d.ci_id), "placement": str(d.placement), "MIG_UUID": d.uuid}.items()))
+    assert values[("migpool_partition_processes", device)] == 1
     info = [k for k in values if k[0] == "migpool_partition_info"]
     assert len(info) == 4 and all(values[k] == 1 for k in info)
     assert not [k for k in values if k[0] == "migpool_process_fb_used"]  # who runs what: only when asked

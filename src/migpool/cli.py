@@ -794,6 +794,13 @@ def top(backend: Backend, gpus: list[str] | None, as_json: bool, interval: float
     help="Also export one series per GPU process, with its PID, user and command name (readable by anyone who "
     "can reach the port).",
 )
+@click.option(
+    "--hostname-label",
+    type=click.Choice(["Hostname", "hostname"]),
+    default="Hostname",
+    show_default=True,
+    help="The host label's spelling: dcgm-exporter's released one, or its main branch's.",
+)
 def metrics(
     backend: Backend,
     gpus: list[str] | None,
@@ -802,14 +809,16 @@ def metrics(
     addr: str,
     interval: float,
     process_metrics: bool,
+    hostname_label: str,
 ) -> None:
-    """Serve Prometheus metrics (dcgm-exporter names where they mean the same, and migpool_*) until Ctrl-C."""
+    """Serve Prometheus metrics until Ctrl-C: dcgm-exporter's default counters, names and labels (its dashboards
+    work unchanged), and migpool_* for partitions and pools."""
     import threading
 
     from .exporter import serve
 
     with _sampler(backend, interval) as sampler:
-        server = serve(sampler, port, addr, process_metrics)
+        server = serve(sampler, port, addr, process_metrics, hostname_label)
         err.print(
             f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops", highlight=False
         )

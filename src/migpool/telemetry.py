@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .backend.base import Activity, Backend, ProcessInfo
+from .backend.base import Activity, Backend, Health, ProcessInfo
 from .errors import BackendError
 
 
@@ -54,6 +54,10 @@ class GpuSample:
     activity_note: str | None
     processes: list[Proc]  # on the whole GPU (MIG disabled) or outside any partition
     partitions: list[PartitionSample]
+    health: Health | None = None  # temperatures, power, clocks, utilization, error counters
+    health_note: str | None = None  # why health is missing
+    pci_bus_id: str = ""
+    xid: int = 0  # the last XID error seen on it (0: none)
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,7 @@ class Snapshot:
     gpus: list[GpuSample]
     pools: list[dict[str, Any]] = field(default_factory=list)
     sample_seconds: float = 0.0  # what reading the GPUs took
+    driver: str = ""  # the driver's version
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,16 +93,33 @@ def _activity(backend: Backend, gpu: int, gi_id: int | None) -> tuple[Activity |
     return got, None if got is not None else "warming up: the first sample opens the window"
 
 
-def sample(backend: Backend, pools: list[dict[str, Any]] | None = None) -> Snapshot:
-    """Read every GPU once (activity covers the time since the previous call)."""
+def _health(backend: Backend, gpu: int) -> tuple[Health | None, str | None]:
+    try:
+        return backend.health(gpu), None
+    except BackendError as e:
+        return None, str(e)
+
+
+def sample(backend: Backend, pools: list[dict[str, Any]] | None = None, xid: dict[int, int] | None = None) -> Snapshot:
+    """Read every GPU once (activity covers the time since the previous call). `xid`: the last XID error of each
+    GPU, kept by the caller across samples (updated here from the XID events since the previous call)."""
     t0 = time.perf_counter()
+    last = xid if xid is not None else {}
+    try:
+        for gpu, code in backend.xid_events():
+            last[gpu] = code
+    except BackendError:
+        pass
     gpus = []
     for g in backend.gpus():
         procs = backend.processes(g.index)
         parts = []
         if g.mig_current:
+            per_gi: dict[int, tuple[Activity | None, str | None]] = {}
             for d in backend.mig_devices(g.index):
-                act, note = _activity(backend, g.index, d.gi_id)
+                if d.gi_id not in per_gi:  # one GPM window per GPU instance, whatever its compute instances
+                    per_gi[d.gi_id] = _activity(backend, g.index, d.gi_id)
+                act, note = per_gi[d.gi_id]
                 parts.append(
                     PartitionSample(
                         d.gi_id,
@@ -116,6 +138,7 @@ def sample(backend: Backend, pools: list[dict[str, Any]] | None = None) -> Snaps
         else:
             act, note = _activity(backend, g.index, None)
         inside = {p.uuid for p in parts}
+        health, health_note = _health(backend, g.index)
         gpus.append(
             GpuSample(
                 g.index,
@@ -128,9 +151,19 @@ def sample(backend: Backend, pools: list[dict[str, Any]] | None = None) -> Snaps
                 note,
                 _procs([p for p in procs if p.device_uuid not in inside]),
                 parts,
+                health,
+                health_note,
+                g.pci_bus_id,
+                last.get(g.index, 0),
             )
         )
-    return Snapshot(time.time(), socket.gethostname(), backend.kind, gpus, pools or [], time.perf_counter() - t0)
+    try:
+        driver = backend.driver_version()
+    except BackendError:
+        driver = ""
+    return Snapshot(
+        time.time(), socket.gethostname(), backend.kind, gpus, pools or [], time.perf_counter() - t0, driver
+    )
 
 
 class Sampler:
@@ -148,6 +181,7 @@ class Sampler:
         self._backend_lock = threading.Lock()
         self._stop = threading.Event()
         self._fresh = threading.Event()
+        self._xid: dict[int, int] = {}  # the last XID error of each GPU, across samples
         self._thread = threading.Thread(target=self._run, name="migpool-sampler", daemon=True)
 
     def __enter__(self) -> Sampler:
@@ -164,7 +198,7 @@ class Sampler:
     def _take(self) -> None:
         try:
             with self._backend_lock:
-                snap = sample(self.backend, list(self.pools()) if self.pools else [])
+                snap = sample(self.backend, list(self.pools()) if self.pools else [], self._xid)
         except BaseException as e:  # noqa: BLE001 - shown to the reader, never lost
             with self._lock:
                 self._error = e

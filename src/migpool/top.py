@@ -16,6 +16,7 @@ from rich.live import Live
 from rich.text import Text
 
 from .backend.base import Activity
+from .catalog import ProfileName
 from .telemetry import GpuSample, Sampler, Snapshot
 from .ui import Kind, short_uuid, table
 
@@ -37,7 +38,14 @@ def _gpu_view(g: GpuSample) -> list[RenderableType]:
     ]
     t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode}", cols)
     units = [
-        (f"{p.gi_id}:{p.profile}", p.memory_used_mib, p.memory_mib, p.activity, p.activity_note, p.processes)
+        (
+            _unit_name(p.gi_id, p.ci_id, p.profile),
+            p.memory_used_mib,
+            p.memory_mib,
+            p.activity,
+            p.activity_note,
+            p.processes,
+        )
         for p in g.partitions
     ] or [("GPU", g.memory_used_mib, g.memory_mib, g.activity, g.activity_note, g.processes)]
     notes: list[str] = []
@@ -56,8 +64,42 @@ def _gpu_view(g: GpuSample) -> list[RenderableType]:
     if g.partitions:
         for p in g.processes:
             procs.add_row(str(p.pid), p.user, p.name, f"{p.memory_mib} MiB", "GPU (no partition)")
-    t.caption = ("n/a: " + "; ".join(notes)) if notes else None
+    captions = [_health_line(g)]
+    if notes:
+        captions.append("activity n/a: " + "; ".join(notes))
+    t.caption = "\n".join(c for c in captions if c) or None
     return [t, procs] if procs.row_count else [t]
+
+
+def _unit_name(gi_id: int, ci_id: int, profile: str) -> str:
+    """'3:3g.40gb' (GPU instance 3), '5.1:1c.2g.20gb' (its compute instance 1, beside siblings)."""
+    parsed = ProfileName.parse(profile)
+    return f"{gi_id}:{profile}" if parsed is None or parsed.c == parsed.g else f"{gi_id}.{ci_id}:{profile}"
+
+
+def _health_line(g: GpuSample) -> str:
+    """The GPU's temperature, power, clocks and utilization on one line, and why any is missing."""
+    h = g.health
+    if h is None:
+        return f"readings n/a: {g.health_note}" if g.health_note else ""
+    parts = []
+    if h.gpu_temp is not None:
+        parts.append(
+            f"{h.gpu_temp:.0f} °C" + (f" (memory {h.memory_temp:.0f} °C)" if h.memory_temp is not None else "")
+        )
+    if h.power_w is not None:
+        parts.append(f"{h.power_w:.0f} W")
+    if h.sm_clock_mhz is not None:
+        parts.append(f"SM {h.sm_clock_mhz} MHz")
+    if h.gpu_util is not None:
+        parts.append(f"util {h.gpu_util:.0f}%")
+    if g.xid:
+        parts.append(f"last XID {g.xid}")
+    line = " · ".join(parts)
+    missing = dict(h.missing)
+    if "gpu_util" in missing:
+        line += f"; util n/a: {missing['gpu_util']}"
+    return line
 
 
 def _pool_view(pool: dict, wide: bool) -> RenderableType:

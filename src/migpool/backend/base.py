@@ -29,6 +29,7 @@ class GpuInfo:
     mig_pending: bool
     pci_device_id: int | None = None  # the PCI device and vendor ids, 0x233010DE
     pci_subsystem_id: int | None = None  # the PCI subsystem device and vendor ids, where the driver says
+    pci_bus_id: str = ""  # "00000000:18:00.0", as NVML (and dcgm-exporter's pci_bus_id label) writes it
 
     @property
     def mig_mode(self) -> str:
@@ -94,12 +95,53 @@ class Activity:
 
 
 @dataclass(frozen=True)
+class Health:
+    """A whole GPU's readings, as dcgm-exporter's default counters name them (the field in brackets). None where
+    the GPU does not report one; `missing` says why, field by field.
+
+    gpu_temp, memory_temp     °C                     [DCGM_FI_DEV_GPU_TEMP, _MEMORY_TEMP]
+    power_w                   W                      [_POWER_USAGE]
+    energy_mj                 mJ since the driver loaded (a counter)  [_TOTAL_ENERGY_CONSUMPTION]
+    sm_clock_mhz, mem_clock_mhz  MHz                 [_SM_CLOCK, _MEM_CLOCK]
+    gpu_util, mem_copy_util, enc_util, dec_util  %   [_GPU_UTIL, _MEM_COPY_UTIL, _ENC_UTIL, _DEC_UTIL]; not with MIG
+    pcie_replays              retries (a counter)    [_PCIE_REPLAY_COUNTER]
+    pcie_tx_bytes, pcie_rx_bytes  bytes per second   [DCGM_FI_PROF_PCIE_TX_BYTES, _RX_BYTES]
+    fb_reserved_mib           MiB the driver keeps   [_FB_RESERVED]
+    nvlink_bandwidth          NVLink counter, all lanes  [_NVLINK_BANDWIDTH_TOTAL]
+    rows_remapped_correctable, rows_remapped_uncorrectable, row_remap_failure  [_CORRECTABLE_REMAPPED_ROWS, ...]
+    """
+
+    gpu_temp: float | None = None
+    memory_temp: float | None = None
+    power_w: float | None = None
+    energy_mj: int | None = None
+    sm_clock_mhz: int | None = None
+    mem_clock_mhz: int | None = None
+    gpu_util: float | None = None
+    mem_copy_util: float | None = None
+    enc_util: float | None = None
+    dec_util: float | None = None
+    pcie_replays: int | None = None
+    pcie_tx_bytes: float | None = None
+    pcie_rx_bytes: float | None = None
+    fb_reserved_mib: int | None = None
+    nvlink_bandwidth: int | None = None
+    rows_remapped_correctable: int | None = None
+    rows_remapped_uncorrectable: int | None = None
+    row_remap_failure: int | None = None
+    missing: tuple[tuple[str, str], ...] = ()  # (field, why it is not read)
+
+
+@dataclass(frozen=True)
 class ProcessInfo:
     pid: int
     name: str
     used_memory_mib: int
     gpu: int
     device_uuid: str  # the GPU's UUID, or the MIG device's
+
+
+HEALTH_FIELDS = tuple(f for f in Health.__dataclass_fields__ if f != "missing")
 
 
 class Backend(ABC):
@@ -142,6 +184,18 @@ class Backend(ABC):
         from ..errors import NotSupportedError
 
         raise NotSupportedError(f"the {self.kind} backend does not read activity")
+
+    def health(self, gpu: int) -> Health:
+        """The GPU's temperatures, power, energy, clocks, utilization and error counters (Health); fields the GPU
+        does not report are None, with the reason in `missing`."""
+        return Health(missing=tuple((f, f"the {self.kind} backend does not read it") for f in HEALTH_FIELDS))
+
+    def driver_version(self) -> str:
+        return ""
+
+    def xid_events(self) -> list[tuple[int, int]]:
+        """The XID errors (GPU index, XID) reported since the previous call, oldest first."""
+        return []
 
     def state_dirs(self) -> StateDirs:
         """Where the apply locks, partition leases and the journal of this backend's GPUs live: machine-wide

@@ -24,7 +24,16 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
-from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from .base import (
+    Activity,
+    Backend,
+    ComputeInstanceInfo,
+    GpuInfo,
+    GpuInstanceInfo,
+    Health,
+    MigDeviceInfo,
+    ProcessInfo,
+)
 
 T = TypeVar("T")
 _MAX_PLACEMENTS = 32
@@ -71,12 +80,17 @@ class NvmlBackend(Backend):
         self._models: dict[int, GpuModel] = {}
         self._gpm_samples: dict[tuple[int, int | None], Any] = {}
         self._gpm_support: dict[int, str | None] = {}
+        self._events: Any = None  # the NVML event set that XID errors arrive on (made on first use)
 
     def close(self) -> None:
         for sample in self._gpm_samples.values():
             with contextlib.suppress(Exception):
                 self.nvml.nvmlGpmSampleFree(sample)
         self._gpm_samples.clear()
+        if self._events is not None:
+            with contextlib.suppress(Exception):
+                self.nvml.nvmlEventSetFree(self._events)
+            self._events = None
         with contextlib.suppress(Exception):
             self.nvml.nvmlShutdown()
 
@@ -123,7 +137,7 @@ class NvmlBackend(Backend):
                 cur = pend = 0
                 capable = False
             mem = self._wrap(n.nvmlDeviceGetMemoryInfo, h)
-            pci, subsystem = self._pci_ids(h)
+            pci, subsystem, bus = self._pci_ids(h)
             out.append(
                 GpuInfo(
                     index=i,
@@ -134,18 +148,20 @@ class NvmlBackend(Backend):
                     mig_current=bool(cur),
                     mig_pending=bool(pend),
                     pci_device_id=pci,
+                    pci_bus_id=bus,
                     pci_subsystem_id=subsystem,
                 )
             )
         return out
 
-    def _pci_ids(self, h: Any) -> tuple[int | None, int | None]:
-        """The GPU's PCI device+vendor id and subsystem id (mig-parted's device-filter matches them)."""
+    def _pci_ids(self, h: Any) -> tuple[int | None, int | None, str]:
+        """The GPU's PCI device+vendor id and subsystem id (mig-parted's device-filter matches them), and its bus
+        id ('00000000:18:00.0', dcgm-exporter's pci_bus_id)."""
         try:
             info = self.nvml.nvmlDeviceGetPciInfo(h)
         except self.nvml.NVMLError:
-            return None, None
-        return int(info.pciDeviceId), int(getattr(info, "pciSubSystemId", 0)) or None
+            return None, None, ""
+        return int(info.pciDeviceId), int(getattr(info, "pciSubSystemId", 0)) or None, _decode(info.busId)
 
     def model(self, gpu: int) -> GpuModel:
         """Read the profile table and placements from the GPU itself (works with MIG mode disabled)."""
@@ -423,6 +439,112 @@ class NvmlBackend(Backend):
             n.nvmlGpmSampleFree(prev)
         return Activity(*values)
 
+    def health(self, gpu: int) -> Health:
+        """One reading of each of dcgm-exporter's default device counters that NVML gives (Health); a field the
+        GPU or driver does not report is None, with NVML's reason."""
+        n = self.nvml
+        h = self._handle(gpu)
+        got: dict[str, Any] = {}
+        missing: list[tuple[str, str]] = []
+        try:
+            mig = bool(n.nvmlDeviceGetMigMode(h)[0])
+        except n.NVMLError:
+            mig = False
+
+        def read(fields: tuple[str, ...], call: Callable[[], Any], convert: Callable[[Any], tuple[Any, ...]]) -> None:
+            try:
+                values = convert(call())
+            except n.NVMLError as e:
+                why = "not supported by this GPU or driver" if _code(e) == n.NVML_ERROR_NOT_SUPPORTED else str(e)
+                if _code(e) == n.NVML_ERROR_NOT_SUPPORTED and mig and fields[0].endswith("util"):
+                    why = "not reported while MIG is enabled (NVML)"
+                missing.extend((f, why) for f in fields)
+                return
+            got.update(zip(fields, values, strict=True))
+
+        read(("gpu_temp",), lambda: n.nvmlDeviceGetTemperature(h, n.NVML_TEMPERATURE_GPU), lambda v: (float(v),))
+        read(("memory_temp",), lambda: self._field(h, n.NVML_FI_DEV_MEMORY_TEMP), lambda v: (float(v),))
+        read(("power_w",), lambda: n.nvmlDeviceGetPowerUsage(h), lambda v: (v / 1000.0,))
+        read(("energy_mj",), lambda: n.nvmlDeviceGetTotalEnergyConsumption(h), lambda v: (int(v),))
+        read(("sm_clock_mhz",), lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_SM), lambda v: (int(v),))
+        read(("mem_clock_mhz",), lambda: n.nvmlDeviceGetClockInfo(h, n.NVML_CLOCK_MEM), lambda v: (int(v),))
+        read(
+            ("gpu_util", "mem_copy_util"),
+            lambda: n.nvmlDeviceGetUtilizationRates(h),
+            lambda u: (float(u.gpu), float(u.memory)),
+        )
+        read(("enc_util",), lambda: n.nvmlDeviceGetEncoderUtilization(h), lambda v: (float(v[0]),))
+        read(("dec_util",), lambda: n.nvmlDeviceGetDecoderUtilization(h), lambda v: (float(v[0]),))
+        read(("pcie_replays",), lambda: n.nvmlDeviceGetPcieReplayCounter(h), lambda v: (int(v),))
+        read(
+            ("pcie_tx_bytes",),
+            lambda: n.nvmlDeviceGetPcieThroughput(h, n.NVML_PCIE_UTIL_TX_BYTES),
+            lambda v: (v * 1024.0,),  # KB/s over NVML's 20 ms window
+        )
+        read(
+            ("pcie_rx_bytes",),
+            lambda: n.nvmlDeviceGetPcieThroughput(h, n.NVML_PCIE_UTIL_RX_BYTES),
+            lambda v: (v * 1024.0,),
+        )
+        read(
+            ("fb_reserved_mib",),
+            lambda: n.nvmlDeviceGetMemoryInfo(h, version=n.nvmlMemory_v2),
+            lambda m: (int(m.reserved) // 2**20,),
+        )
+        read(
+            ("nvlink_bandwidth",),
+            lambda: self._field(h, n.NVML_FI_DEV_NVLINK_BANDWIDTH_C0_TOTAL),
+            lambda v: (int(v),),
+        )
+        read(
+            ("rows_remapped_correctable", "rows_remapped_uncorrectable", "row_remap_failure"),
+            lambda: n.nvmlDeviceGetRemappedRows(h),
+            lambda r: (int(r[0]), int(r[1]), int(r[3])),
+        )
+        return Health(**got, missing=tuple(missing))
+
+    def _field(self, h: Any, field_id: int) -> Any:
+        """One NVML field value (nvmlDeviceGetFieldValues), raising its own NVML error where it has one."""
+        n = self.nvml
+        v = n.nvmlDeviceGetFieldValues(h, [field_id])[0]
+        if v.nvmlReturn != n.NVML_SUCCESS:
+            raise n.NVMLError(v.nvmlReturn)
+        kinds = {
+            n.NVML_VALUE_TYPE_DOUBLE: "dVal",
+            n.NVML_VALUE_TYPE_UNSIGNED_INT: "uiVal",
+            n.NVML_VALUE_TYPE_UNSIGNED_LONG: "ulVal",
+            n.NVML_VALUE_TYPE_UNSIGNED_LONG_LONG: "ullVal",
+            n.NVML_VALUE_TYPE_SIGNED_LONG_LONG: "sllVal",
+        }
+        return getattr(v.value, kinds.get(v.valueType, "ullVal"))
+
+    def driver_version(self) -> str:
+        return _decode(self._wrap(self.nvml.nvmlSystemGetDriverVersion))
+
+    def xid_events(self) -> list[tuple[int, int]]:
+        """XID errors since the previous call, from an NVML event set made on the first call (each GPU registered
+        for nvmlEventTypeXidCriticalError; a GPU that cannot deliver them is left out)."""
+        n = self.nvml
+        if self._events is None:
+            self._events = self._wrap(n.nvmlEventSetCreate)
+            for i in range(self._wrap(n.nvmlDeviceGetCount)):
+                with contextlib.suppress(n.NVMLError):
+                    n.nvmlDeviceRegisterEvents(self._handle(i), n.nvmlEventTypeXidCriticalError, self._events)
+        index: dict[str, int] = {}
+        out: list[tuple[int, int]] = []
+        while True:
+            try:
+                ev = n.nvmlEventSetWait_v2(self._events, 0)
+            except n.NVMLError as e:
+                if _code(e) != n.NVML_ERROR_TIMEOUT:
+                    raise self._map(e, "read XID events") from None
+                return out
+            if ev.eventType & n.nvmlEventTypeXidCriticalError:
+                key = _decode(n.nvmlDeviceGetUUID(ev.device))
+                if not index:
+                    index = {g.uuid: g.index for g in self.gpus()}
+                out.append((index.get(key, -1), int(ev.eventData)))
+
     def reset_blockers(self, gpu: int) -> list[str]:
         found = []
         for proc in Path("/proc").glob("[0-9]*/comm"):
@@ -533,3 +655,7 @@ class NvmlBackend(Backend):
         self._models.pop(gpu, None)
         if res.returncode != 0:
             raise InUseError(f"GPU {gpu} reset failed: {(res.stdout + res.stderr).strip()}")
+
+
+def _code(e: Exception) -> Any:
+    return getattr(e, "value", None)

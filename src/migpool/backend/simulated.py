@@ -36,7 +36,16 @@ from ..planner import PlannedInstance, can_place
 from ..proc import pid_alive
 from ..safefiles import atomic_write
 from ..statedirs import StateDirs
-from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from .base import (
+    Activity,
+    Backend,
+    ComputeInstanceInfo,
+    GpuInfo,
+    GpuInstanceInfo,
+    Health,
+    MigDeviceInfo,
+    ProcessInfo,
+)
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
 MAX_GPUS = 64  # the most GPUs one simulated machine has
@@ -44,6 +53,14 @@ LATENCY_ENV = "MIGPOOL_SIM_LATENCY"
 # What a GPU-instance change costs on hardware: creation 52–132 ms and destruction 120–164 ms (nvidia-smi on an
 # A100, as published); the midpoints. Compute-instance and mode changes were not measured there: no delay.
 HARDWARE_LATENCY = {"create_gpu_instance": 0.092, "destroy_gpu_instance": 0.142}
+SIMULATED_DRIVER = "580.159.04-simulated"
+# idle and full-load power (W), top SM and memory clocks (MHz) of the simulated GPUs, by architecture
+_POWER_CLOCKS = {
+    "ampere": (55.0, 400.0, 1410, 1593),
+    "hopper": (72.0, 700.0, 1980, 2619),
+    "blackwell": (120.0, 1000.0, 1965, 3996),
+}
+_UTIL_FIELDS = ("gpu_util", "mem_copy_util", "enc_util", "dec_util")
 
 
 def parse_latency(text: str | None) -> dict[str, float]:
@@ -220,6 +237,59 @@ class SimulatedBackend(Backend):
             idle = {f: 0.0 for f in Activity.__dataclass_fields__}  # an idle GPU reports zeros, as real ones do
             return Activity(**{**idle, **g.get("activity", {}).get(str(gi_id), {})})
 
+    def health(self, gpu: int) -> Health:
+        """Readings that follow the simulated load (the activity tests set, set_activity): temperatures and power
+        rise with it, clocks boost, the energy counter grows with the power drawn over time. Like NVML, the
+        utilization fields are not reported while MIG is enabled."""
+        model = self.models[gpu]
+        idle_w, max_w, sm_mhz, mem_mhz = _POWER_CLOCKS.get(model.architecture, _POWER_CLOCKS["ampere"])
+        now = time.time()
+        with self._state(write=True) as st:
+            g = self._g(st, gpu)
+            acts = list(g.get("activity", {}).values())
+            load = max((max(a.get("sm_active", 0.0), a.get("graphics_active", 0.0)) for a in acts), default=0.0)
+            dram = max((a.get("dram_active", 0.0) for a in acts), default=0.0)
+            power = idle_w + (max_w - idle_w) * load / 100.0
+            meter = g.setdefault("energy", {"mj": 0.0, "at": now, "w": power})
+            meter["mj"] += meter["w"] * max(0.0, now - meter["at"]) * 1000.0
+            meter.update(at=now, w=power)
+            mig = g["mig_current"]
+            missing = [(f, "not reported while MIG is enabled (NVML)") for f in _UTIL_FIELDS] if mig else []
+            return Health(
+                gpu_temp=float(round(32.0 + 0.45 * load)),  # (NVML reports whole degrees)
+                memory_temp=float(round(36.0 + 0.35 * load)),
+                power_w=round(power, 3),
+                energy_mj=int(meter["mj"]),
+                sm_clock_mhz=int(345 + (sm_mhz - 345) * min(1.0, load / 10.0)),
+                mem_clock_mhz=mem_mhz,
+                gpu_util=None if mig else load,
+                mem_copy_util=None if mig else dram,
+                enc_util=None if mig else 0.0,
+                dec_util=None if mig else 0.0,
+                pcie_replays=0,
+                pcie_tx_bytes=load * 2.5e6,
+                pcie_rx_bytes=load * 1.5e6,
+                fb_reserved_mib=int(model.memory_mib * 0.0057),
+                nvlink_bandwidth=0,
+                rows_remapped_correctable=0,
+                rows_remapped_uncorrectable=0,
+                row_remap_failure=0,
+                missing=tuple(missing),
+            )
+
+    def driver_version(self) -> str:
+        return SIMULATED_DRIVER
+
+    def inject_xid(self, gpu: int, xid: int) -> None:
+        """A simulated XID error on `gpu` (what NVML's event set reports; dcgm-exporter's DCGM_FI_DEV_XID_ERRORS)."""
+        with self._state(write=True) as st:
+            self._g(st, gpu)
+            st.setdefault("xid", []).append([gpu, xid])
+
+    def xid_events(self) -> list[tuple[int, int]]:
+        with self._state(write=True) as st:
+            return [(int(g), int(x)) for g, x in st.pop("xid", [])]
+
     def reboot(self) -> None:
         """What a reboot does to a real A100/H100: GPU and compute instances and processes are gone, a MIG mode
         change that was pending takes effect, and the MIG mode itself is kept."""
@@ -323,6 +393,7 @@ class SimulatedBackend(Backend):
                     mig_current=g["mig_current"],
                     mig_pending=g["mig_pending"],
                     pci_device_id=next(iter(self.models[g["index"]].pci_device_ids), None),
+                    pci_bus_id=f"00000000:{(0x18 + 0x10 * g['index']) & 0xFF:02X}:00.0",
                 )
                 for g in st["gpus"]
             ]
@@ -372,8 +443,9 @@ class SimulatedBackend(Backend):
                 return out
             for gi in sorted(g["gis"], key=lambda x: x["id"]):
                 p = self.models[gpu].profile(gi["profile_id"])
+                # a MIG device reports its GPU instance's memory: what every compute instance of it uses
+                used = sum(x["used"] for x in procs if x["device"] in {ci["uuid"] for ci in gi["cis"]})
                 for ci in sorted(gi["cis"], key=lambda x: x["id"]):
-                    used = sum(x["used"] for x in procs if x["device"] == ci["uuid"])
                     name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
                     out.append(
                         MigDeviceInfo(
