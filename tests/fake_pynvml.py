@@ -413,17 +413,36 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
             raise err(real.NVML_ERROR_INVALID_ARGUMENT)
         return int(reading(h, "gpu_temp"))
 
+    pcie_bytes: dict[tuple[int, str], tuple[float, float]] = {}  # (gpu, field) -> (when, bytes counted so far)
+
+    def pcie_count(h: Device, field: str) -> int:
+        """The driver's PCIe byte counter: the simulated rate, accumulated over time."""
+        import time
+
+        now = time.monotonic()
+        at, total = pcie_bytes.get((h.gpu, field), (now, 0.0))
+        total += reading(h, field) * (now - at)
+        pcie_bytes[(h.gpu, field)] = (now, total)
+        return int(total)
+
     @api
     def nvmlDeviceGetFieldValues(h: Device, field_ids: list[int]) -> Any:
         names = {
             real.NVML_FI_DEV_MEMORY_TEMP: "memory_temp",
             real.NVML_FI_DEV_NVLINK_BANDWIDTH_C0_TOTAL: "nvlink_bandwidth",
         }
+        counters = {
+            real.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: "pcie_tx_bytes",
+            real.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: "pcie_rx_bytes",
+        }
         out = (real.c_nvmlFieldValue_t * len(field_ids))()
         for i, fid in enumerate(field_ids):
             out[i].fieldId = fid
             try:
-                value = reading(h, names[fid]) if fid in names else None
+                if fid in names:
+                    value = reading(h, names[fid])
+                else:
+                    value = pcie_count(h, counters[fid]) if fid in counters else None
             except real.NVMLError:
                 value = None
             if value is None:

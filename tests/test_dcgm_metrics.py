@@ -154,3 +154,25 @@ def test_top_shows_the_readings_and_why_some_are_missing(h100s):
     assert "°C" in text and " W" in text and "MHz" in text
     assert "util n/a: not reported while MIG is enabled" in " ".join(text.split())
     assert "5.0:1c.2g.20gb" in text and "5.1:1c.2g.20gb" in text  # the compute instances of one GPU instance
+
+
+def test_pcie_rates_come_from_the_drivers_byte_counters_without_blocking(h100s):
+    """nvmlDeviceGetPcieThroughput blocks 20 ms per direction (40 of 46 ms of a sampling pass on an H200): where
+    the driver counts PCIe bytes, the rate is taken from those counters between two readings instead."""
+    import time
+
+    nv = NvmlBackend(nvml=fake_pynvml.make(h100s))
+    first = nv.health(1)
+    time.sleep(0.2)
+    second = nv.health(1)
+    assert first.pcie_tx_bytes == 0.0
+    assert second.pcie_tx_bytes == pytest.approx(h100s.health(1).pcie_tx_bytes, rel=0.2)
+    assert "nvmlDeviceGetPcieThroughput" not in nv.nvml.calls
+
+
+def test_without_byte_counters_pcie_rates_come_from_nvmls_throughput_call(h100s):
+    fake = fake_pynvml.make(h100s)
+    del fake.NVML_FI_DEV_PCIE_COUNT_TX_BYTES  # (a driver or library older than the counters)
+    nv = NvmlBackend(nvml=fake)
+    assert nv.health(1).pcie_tx_bytes == pytest.approx(h100s.health(1).pcie_tx_bytes, rel=0.01)
+    assert "nvmlDeviceGetPcieThroughput" in fake.calls
