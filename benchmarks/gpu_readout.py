@@ -24,6 +24,10 @@ LOAD = (
 )
 
 
+def _show(value: object) -> str:
+    return "n/a" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--passes", type=int, default=20)
@@ -63,11 +67,11 @@ def main() -> None:
     health = busy.health
     print(f"\n{'counter':<28}{'idle':>14}{'bf16 load':>14}")
     for f in HEALTH_FIELDS:
-        print(f"{f:<28}{getattr(idle.health, f)!s:>14}{getattr(health, f)!s:>14}")
+        print(f"{f:<28}{_show(getattr(idle.health, f)):>14}{_show(getattr(health, f)):>14}")
     for f in ("sm_active", "sm_occupancy", "tensor_active", "dram_active", "graphics_active"):
         before = getattr(idle.activity, f) if idle.activity else None
         during = getattr(busy.activity, f) if busy.activity else None
-        print(f"GPM {f:<24}{before!s:>14}{during!s:>14}")
+        print(f"GPM {f + ' %':<24}{_show(before):>14}{_show(during):>14}")
     print("not read here:", dict(health.missing) or "none")
     lines = body.count(b"\n")
     print(f"exporter: {lines} lines, first scrape of a snapshot {scrape * 1e3:.2f} ms")
