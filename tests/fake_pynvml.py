@@ -125,6 +125,10 @@ def make(sim: SimulatedBackend, non_mig: tuple[str, ...] = (), no_permission: bo
         return sim.gpus()[h.gpu].uuid
 
     @api
+    def nvmlDeviceGetMinorNumber(h: Device) -> int:
+        return h.gpu
+
+    @api
     def nvmlDeviceGetPciInfo(h: Device) -> Any:
         ids = sim.models[h.gpu].pci_device_ids if h.gpu < nsim() else ()
         bus = sim.gpus()[h.gpu].pci_bus_id if h.gpu < nsim() else f"00000000:{0x80 + h.gpu:02X}:00.0"

@@ -22,6 +22,7 @@ def test_reads_gpus_and_profile_tables(pair):
     gpus = nv.gpus()
     assert [g.name for g in gpus] == ["NVIDIA H100 80GB HBM3", "NVIDIA A100-SXM4-80GB", "NVIDIA T4"]
     assert [g.mig_capable for g in gpus] == [True, True, False]
+    assert [g.device_minor for g in gpus] == [0, 1, 2]
     assert gpus[0].uuid == sim.gpus()[0].uuid and gpus[0].pci_device_id == 0x233010DE
     read = nv.model(0)
     assert read.key == "H100-80GB" and compare_with_catalog(read) == []
@@ -152,3 +153,19 @@ def test_a_gpu_missing_from_the_catalog_works_from_the_driver_table():
     assert model.name == "NVIDIA A100X Future" and "not in the catalog" in compare_with_catalog(model)[0]
     res = reconcile.apply({"3g.40gb": 2}, nv)
     assert len(res.mig_devices) == 2
+
+
+def test_slurm_export_on_nvml_names_device_files_from_the_drivers_minors(pair, tmp_path, monkeypatch):
+    from migpool import devicefiles, persist, slurm
+
+    sim, nv = pair
+    reconcile.apply({"3g.40gb": 2}, sim, gpus=[0])
+    table = tmp_path / "mig-minors"
+    table.write_text("".join(f"{k} {v}\n" for k, v in devicefiles.standard_minors([0, 1, 2]).items()))
+    monkeypatch.setattr(devicefiles, "MIG_MINORS", table)
+    node = slurm.node_gres(nv, persist.current_layouts(nv), "n")
+    assert node.gres == "gpu:3g.40gb:2,gpu:a100-80gb:1,gpu:t4:1"  # a GPU outside the catalog is typed by its name
+    assert {d.uuid for d in node.devices[:2]} == {m.uuid for m in sim.mig_devices(0)}
+    table.unlink()
+    with pytest.raises(migpool.NotFoundError, match="mig-minors is missing"):
+        slurm.node_gres(nv, persist.current_layouts(nv), "n")

@@ -19,7 +19,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from . import catalog, migparted, persist, reconcile, schedulers, service
+from . import catalog, migparted, persist, reconcile, service
 from .backend import SIMULATE_ENV, Backend, open_backend
 from .catalog import GpuModel, format_placements
 from .errors import EstimateWarning, MigpoolError
@@ -536,6 +536,14 @@ def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: b
     "--config-file", type=click.Path(dir_okay=False), default=None, help="The saved layout's file (with --saved)."
 )
 @click.option("--node-name", default=None, help="Slurm NodeName (default: this host's short name).")
+@click.option(
+    "--autodetect",
+    type=click.Choice(["off", "nvml"]),
+    default="off",
+    show_default=True,
+    help="With --slurm: explicit device files (any slurmd), or AutoDetect=nvml (a slurmd built with NVML).",
+)
+@click.option("--dev-root", default="", metavar="DIR", help="With --slurm: device paths under DIR (containers, tests).")
 def export(
     backend: Backend,
     gpus: list[str] | None,
@@ -546,10 +554,14 @@ def export(
     saved: bool,
     config_file: str | None,
     node_name: str | None,
+    autodetect: str,
+    dev_root: str,
 ) -> None:
     """The current (or --saved) layout as a mig-parted config, or as Slurm (--slurm) or Kubernetes (--k8s) sees it."""
     if slurm and k8s:
         raise click.UsageError("choose one of --slurm and --k8s")
+    if not slurm and (autodetect != "off" or dev_root):
+        raise click.UsageError("--autodetect and --dev-root go with --slurm")
     if saved:
         wanted = persist.load(backend, config_file)
         per_gpu = [
@@ -567,31 +579,100 @@ def export(
     if slurm:
         import socket
 
-        text = schedulers.slurm(per_gpu, node_name or socket.gethostname().split(".")[0])
-        return _emit_json(dict(text=text)) if as_json else click.echo(text, nl=False)
-    if k8s:
-        view = schedulers.kubernetes(per_gpu)
+        from . import slurm as slurm_conf
+
+        node = slurm_conf.node_gres(
+            backend,
+            per_gpu,
+            node_name or socket.gethostname().split(".")[0],
+            autodetect=autodetect == "nvml",
+            live=not saved,
+        )
         if as_json:
-            return _emit_json(dict(mixed=view.mixed, single=view.single, single_note=view.single_reason))
-        click.echo("# NVIDIA device plugin, MIG strategy 'mixed': the node advertises")
-        for k, n in view.mixed.items():
-            click.echo(f"{k}: {n}")
-        if view.single is not None:
-            click.echo(f"# MIG strategy 'single' ({view.single_reason}): the node advertises")
-            for k, n in view.single.items():
-                click.echo(f"{k}: {n}")
-        else:
-            click.echo(f"# MIG strategy 'single' cannot express this layout: {view.single_reason}.")
-        if any(name.endswith("+me") for _, lay in per_gpu for name, _ in lay.counts):
-            click.echo("# media-extension (+me) partitions are advertised under their base profile's name")
-        return None
+            gres_lines, slurm_lines = slurm_conf.render(node, dev_root=dev_root)
+            return _emit_json(
+                dict(
+                    node=node.node,
+                    gres=node.gres,
+                    devices=[
+                        dict(
+                            type=d.type,
+                            gpu=d.gpu,
+                            uuid=d.uuid,
+                            files=list(d.files.paths(dev_root)) if d.files else None,
+                        )
+                        for d in node.devices
+                    ],
+                    gres_conf=gres_lines,
+                    slurm_conf=slurm_lines,
+                )
+            )
+        return click.echo(slurm_conf.export(node, dev_root=dev_root), nl=False)
     every = backend.gpus()
     text = migparted.dump(name, per_gpu, [g.index for g in every], {g.index: g.pci_device_id for g in every})
+    if k8s:
+        import socket
+
+        from . import kubernetes
+
+        seen = kubernetes.view(backend, per_gpu)
+        cm = kubernetes.configmap(name, text)
+        host = node_name or socket.gethostname().split(".")[0]
+        if as_json:
+            return _emit_json(
+                dict(
+                    mixed=seen.mixed,
+                    single=seen.single,
+                    single_note=seen.single_reason,
+                    labels=seen.labels,
+                    notes=list(seen.notes),
+                    configmap=cm,
+                    node_label={"nvidia.com/mig.config": name},
+                )
+            )
+        click.echo(_k8s_text(seen, cm, name, host), nl=False)
+        return None
     if as_json:
         import yaml
 
         return _emit_json(yaml.safe_load(text))
     click.echo(text, nl=False)
+
+
+def _k8s_text(seen: Any, configmap: str, name: str, node: str) -> str:
+    """`export --k8s` for people: resources and labels per MIG strategy, then mig-manager's ConfigMap."""
+    from .ui import comment
+
+    lines = [
+        *comment(
+            "Kubernetes, as NVIDIA's device plugin, GPU feature discovery and the GPU operator's mig-manager "
+            "define it in their sources (not checked against a running cluster). MIG strategy 'mixed': the node "
+            "advertises"
+        ),
+        *(f"{k}: {n}" for k, n in seen.mixed.items()),
+        "# and is labelled",
+        *(f"{k}={v}" for k, v in sorted(seen.labels["mixed"].items())),
+        *(line for n in seen.notes for line in comment(n)),
+    ]
+    if seen.single is not None:
+        lines += comment(f"MIG strategy 'single' ({seen.single_reason}): the node advertises")
+        lines += [f"{k}: {n}" for k, n in seen.single.items()]
+    else:
+        lines += comment(
+            f"MIG strategy 'single' cannot express this layout: {seen.single_reason}; the node would advertise "
+            "no GPU and be labelled"
+        )
+        lines += [f"{k}={v}" for k, v in sorted(seen.labels["single"].items()) if "INVALID" in v or k.endswith("count")]
+    lines += [
+        *comment(
+            "mig-manager applies this layout from the ConfigMap below (the ClusterPolicy's "
+            "spec.migManager.config.name names it), selected by"
+        ),
+        f"#   kubectl label node {node} nvidia.com/mig.config={name} --overwrite",
+        "---",
+        configmap.rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"
 
 
 @main.command(name="persist")

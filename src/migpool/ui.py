@@ -73,3 +73,10 @@ def show(console: Console, t: Table) -> None:
     """Print a table at the terminal's width, or wider (never cut) when its whole cells need more (--wide)."""
     need = Measurement.get(console, console.options.update_width(10_000), t).minimum
     console.print(t, width=max(console.width, need), crop=False)
+
+
+def comment(text: str, width: int = 80) -> list[str]:
+    """A comment's words as '# ' lines of at most `width` columns (config files and scripts' output)."""
+    import textwrap
+
+    return textwrap.wrap(text, width, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False) or ["#"]

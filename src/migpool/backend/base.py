@@ -30,6 +30,11 @@ class GpuInfo:
     pci_device_id: int | None = None  # the PCI device and vendor ids, 0x233010DE
     pci_subsystem_id: int | None = None  # the PCI subsystem device and vendor ids, where the driver says
     pci_bus_id: str = ""  # "00000000:18:00.0", as NVML (and dcgm-exporter's pci_bus_id label) writes it
+    minor: int | None = None  # N of /dev/nvidiaN; None where the driver does not say (then taken as the index)
+
+    @property
+    def device_minor(self) -> int:
+        return self.index if self.minor is None else self.minor
 
     @property
     def mig_mode(self) -> str:
@@ -192,6 +197,12 @@ class Backend(ABC):
 
     def driver_version(self) -> str:
         return ""
+
+    def mig_minors(self) -> dict[str, int]:
+        """The driver's MIG capability minors (devicefiles.py): read from /proc on a real machine."""
+        from ..devicefiles import read_minors
+
+        return read_minors()
 
     def xid_events(self) -> list[tuple[int, int]]:
         """The XID errors (GPU index, XID) reported since the previous call, oldest first."""

@@ -153,9 +153,17 @@ class NvmlBackend(Backend):
                     pci_device_id=pci,
                     pci_bus_id=bus,
                     pci_subsystem_id=subsystem,
+                    minor=self._minor(h),
                 )
             )
         return out
+
+    def _minor(self, h: Any) -> int | None:
+        """N of the GPU's /dev/nvidiaN (Slurm's gres.conf and the MIG capability files name GPUs by it)."""
+        try:
+            return int(self.nvml.nvmlDeviceGetMinorNumber(h))
+        except self.nvml.NVMLError:
+            return None
 
     def _pci_ids(self, h: Any) -> tuple[int | None, int | None, str]:
         """The GPU's PCI device+vendor id and subsystem id (mig-parted's device-filter matches them), and its bus

@@ -22,6 +22,7 @@ from platformdirs import user_cache_dir
 
 from .. import catalog
 from ..catalog import GpuModel, Placement
+from ..devicefiles import standard_minors
 from ..errors import (
     BackendError,
     InsufficientResourcesError,
@@ -280,6 +281,10 @@ class SimulatedBackend(Backend):
     def driver_version(self) -> str:
         return SIMULATED_DRIVER
 
+    def mig_minors(self) -> dict[str, int]:
+        """The table the driver would write for these GPUs (devicefiles.py)."""
+        return standard_minors([g.device_minor for g in self.gpus()])
+
     def inject_xid(self, gpu: int, xid: int) -> None:
         """A simulated XID error on `gpu` (what NVML's event set reports; dcgm-exporter's DCGM_FI_DEV_XID_ERRORS)."""
         with self._state(write=True) as st:
@@ -394,6 +399,7 @@ class SimulatedBackend(Backend):
                     mig_pending=g["mig_pending"],
                     pci_device_id=next(iter(self.models[g["index"]].pci_device_ids), None),
                     pci_bus_id=f"00000000:{(0x18 + 0x10 * g['index']) & 0xFF:02X}:00.0",
+                    minor=g["index"],
                 )
                 for g in st["gpus"]
             ]
