@@ -230,6 +230,9 @@ class DrainRecreate(DynamicPolicy):
                             if s.gpu == g:
                                 s.worker.draining = True
 
+    def good_fit(self, job: object, worker: object, behind: int) -> bool:
+        return True  # any partition that holds a job takes it: this way sizes nothing by the load
+
     def _build(self, g: Gpu, lay: tuple[str, ...]) -> None:
         """Make the GPU's whole layout before going on, each partition's worker started as soon as it exists."""
         for inst in plan(GPU, {n: lay.count(n) for n in set(lay)}):

@@ -132,6 +132,37 @@ def scaling(seconds_on_1g, cap=2, power=1.0):
     return p.profile
 
 
+@migpool.function(checkpoint=True, min_memory="9GB")
+def steps(n, seconds_on_1g, resume=None):
+    """A checkpoint task of `n` steps, each `seconds_on_1g` on a 1g and faster on larger partitions (in proportion
+    to the SMs); returns each step's (profile, pid): where every step ran, none lost or done twice."""
+    from migpool import Checkpoint, catalog
+
+    ran = list(resume or [])
+    model = catalog.lookup("A100-80GB")
+    while len(ran) < n:
+        p = migpool.instance_info().partition
+        time.sleep(seconds_on_1g * model.profile("1g.10gb").sms / model.profile(p.profile).sms)
+        ran.append((p.profile, os.getpid()))
+        yield Checkpoint(ran, done=len(ran), total=n)
+    return ran
+
+
+@migpool.function(checkpoint=True)
+def tally(n, resume=None):
+    """A checkpoint task of `n` quick steps on any worker; returns each step's run (0 for the first run, 1 for
+    the run resumed after its first stop, ...)."""
+    from migpool import Checkpoint
+
+    ran = list(resume or [])
+    run = ran[-1] + 1 if ran else 0
+    while len(ran) < n:
+        time.sleep(0.01)
+        ran.append(run)
+        yield Checkpoint(ran, done=len(ran), total=n)
+    return ran
+
+
 # --- large values and streams (tests/test_payload.py) ---
 def segments_here():
     """The memfd segments this process has open or mapped (their names in /proc)."""

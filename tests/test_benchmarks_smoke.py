@@ -47,3 +47,10 @@ def test_ray_dispatch():
     pytest.importorskip("ray")
     out = _run("ray_dispatch.py", "--quick", timeout=600)
     assert "throughput  migpool" in out and "start-up    migpool" in out
+
+
+def test_miso():
+    """MISO's workload in its CI form: 12 jobs of each trace on one simulated A100-40GB, dynamic MIG in virtual
+    time and in a real pool (a moved task's partition that idled away once stalled that run), and the models."""
+    out = _run("miso.py", "--quick")
+    assert out.count("(ar) real run") == 2 and "(b) best static" in out and "(d) MISO static" in out

@@ -280,7 +280,8 @@ def _memory_task(k):
     def fn():
         pass
 
-    return types.SimpleNamespace(id=k, fid=1, task=types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0))
+    task = types.SimpleNamespace(fn=fn, partition=None, need_mib=9000.0, checkpoint=False)
+    return types.SimpleNamespace(id=k, fid=1, task=task)
 
 
 def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known_one():
@@ -298,13 +299,30 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
         d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g: a 3g is tried next
         return d
 
+    busy = 20  # tasks waiting behind it: under this load the 2g, which does the most per slice, ranks first
     d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
+    assert d.loaded(job, d.choice(job), busy).ranked[0].name == "2g.20gb"
     assert d.choice(job).explore.name == "3g.40gb" and d.fits((0, 0), "3g.40gb", job, False) is not None
-    assert d.provide(job)
+    assert d.provide(job, behind=busy)
     assert [str(m.instance) for m in d.making] == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but leaves no room for a 2g
     d = controller([("1g.10gb", 6)])
-    assert d.provide(job)
+    assert d.provide(job, behind=busy)
     assert [str(m.instance) for m in d.making] == ["3g.40gb@0:4"]  # a 2g still fits beside it: the 3g is tried
+
+
+def test_on_a_quiet_pool_a_checkpoint_task_gets_the_size_estimated_fastest():
+    """A checkpoint task can be shrunk later: on a quiet pool it starts on the size estimated fastest. A task
+    that cannot move is ranked by its measured sizes alone."""
+    job = _memory_task(1)
+    job.task.checkpoint = True
+    d = _controller([("1g.10gb", 6)], change=lambda gpu, create, destroy, pids=(): [None] * len(create))
+    d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
+    d.sizes.add((1, 9000.0), "2g.20gb", 0.2)
+    assert d.loaded(job, d.choice(job), 0).ranked[0].name == "7g.80gb"  # nothing waits or runs: the fastest
+    assert d.provide(job)
+    assert [str(m.instance) for m in d.making] == ["4g.40gb@0:4"]  # the largest that fits beside the 1g
+    job.task.checkpoint = False
+    assert d.loaded(job, d.choice(job), 0).ranked[0].name == "2g.20gb"  # the fastest measured
 
 
 def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_for():

@@ -14,6 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "migpool"
 
 # pool/ from the bottom up: a module may import only modules of a lower rank
 POOL_RANKS = {
+    "checkpoints": -1,  # what a checkpoint task yields: below the task API, which reads it
     **dict.fromkeys(
         [
             "info",

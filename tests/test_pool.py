@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -379,6 +380,18 @@ def test_image_builds_a_cached_environment_when_needed(tmp_path, monkeypatch):
         assert r["exe"] != sys.executable and r["exe"].startswith(str(tmp_path / "images"))
         assert c.submit(_import_tinypkg).result() == "from the image"
     assert img.python() == r["exe"]  # cached
+
+
+def test_image_lives_under_the_cache_dir_and_says_what_it_installs(tmp_path, monkeypatch, capfd):
+    monkeypatch.delenv("MIGPOOL_IMAGE_DIR", raising=False)
+    monkeypatch.setenv("MIGPOOL_CACHE_DIR", str(tmp_path / "cache"))
+    img = Image(pip=[str(_wheel(tmp_path))])
+    exe = img.python(progress=True)
+    err = capfd.readouterr().err
+    assert exe.startswith(str(tmp_path / "cache" / "images"))
+    assert "installing" in err and "tinypkg" in err and str(tmp_path / "cache" / "images") in err
+    assert "migpool: pip:" in err  # the installer's own lines, as they come
+    assert re.search(r"worker environment ready: .* \([\d,]+ MiB\)", err)
 
 
 def _import_tinypkg():

@@ -30,6 +30,7 @@ _EXPORTS = {
     "diff": ".reconcile",
     "plan_apply": ".reconcile",
     "teardown": ".reconcile",
+    "Checkpoint": ".pool",
     "Compute": ".pool",
     "Image": ".pool",
     "InstanceInfo": ".pool",
@@ -139,6 +140,7 @@ if TYPE_CHECKING:
     from .layout import Layout, MachineLayout
     from .planner import PlannedInstance, max_addable, plan
     from .pool import (
+        Checkpoint,
         Compute,
         Image,
         InstanceInfo,

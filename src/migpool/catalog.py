@@ -15,7 +15,7 @@ import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,11 @@ class ProfileName:
     def parse(cls, text: str) -> ProfileName | None:
         """mig-parted's own reading (go-nvlib's parseMigProfile): exact spelling, lower case, no 'MIG ' prefix;
         None where it refuses the text."""
+        return _parse_profile_name(text)
+
+    @classmethod
+    def read(cls, text: str) -> ProfileName | None:
+        """parse() without its cache."""
         m = _PROFILE_NAME.match(text)
         if not m:
             return None
@@ -69,6 +74,12 @@ class ProfileName:
         suffix = "+" + ",".join(self.attrs) if self.attrs else "-" + ",".join(self.without) if self.without else ""
         head = f"{self.g}g.{self.gb}gb" if self.c == self.g else f"{self.c}c.{self.g}g.{self.gb}gb"
         return head + suffix
+
+
+@lru_cache(maxsize=4096)
+def _parse_profile_name(text: str) -> ProfileName | None:
+    """ProfileName.parse, kept: the same few names are read again and again (dynamic MIG's every step)."""
+    return ProfileName.read(text)
 
 
 def _hash_once(self: Any) -> int:
@@ -272,6 +283,9 @@ class GpuModel:
             if spec in self.profiles:
                 return spec
             spec = spec.name
+        for p in self.profiles:  # the usual case, exactly a profile's name, at once
+            if p.name == spec:
+                return p
         d = self.device(spec)
         if d.ci.slices != d.gi.slices:
             raise ProfileError(

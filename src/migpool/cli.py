@@ -9,9 +9,10 @@ import os
 import shlex
 import subprocess
 import sys
+import textwrap
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,8 @@ def notes() -> Iterator[None]:
                 else:
                     warnings.showwarning(w.message, w.category, w.filename, w.lineno)
             if keys:
-                err.print(f"[yellow]note:[/] {catalog.estimate_note(keys)}", highlight=False, soft_wrap=True)
+                text = textwrap.fill(f"note: {catalog.estimate_note(keys)}", 80, subsequent_indent="  ")
+                err.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -104,7 +106,7 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _fail(e: BaseException, code: int = 2) -> None:
+def _fail(e: BaseException | str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
     sys.exit(code)
 
@@ -122,7 +124,29 @@ def _estimated(backend: Backend, index: int) -> GpuModel:
 
 
 class _Main(click.Group):
-    """The command group: a migpool error raised anywhere in a command is one `error:` line (exit 2)."""
+    """The command group: a migpool error raised anywhere in a command is one `error:` line (exit 2), and so is a
+    usage error (an unknown option, a missing argument), with where to read more, not click's usage block."""
+
+    def main(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, prog_name: str | None = None, standalone_mode: bool = True, **kw: Any
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **kw)
+        try:
+            super().main(args, prog_name, standalone_mode=False, **kw)
+        except click.UsageError as e:
+            if e.ctx is not None and isinstance(e, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                click.echo(e.ctx.get_help())
+                sys.exit(0)
+            where = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+            _fail(f"{e.format_message()}{where}")
+        except click.ClickException as e:
+            _fail(e.format_message(), e.exit_code)
+        except click.exceptions.Abort:
+            _fail("aborted", 1)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        sys.exit(0)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -383,11 +407,20 @@ def apply_cmd(
         )
     assert res.plan is not None  # apply always returns its plan
     saved = _persist(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
+    made = set(res.mig_devices)
+    new: list[dict[str, str]] = [
+        dict(gpu=str(g.index), profile=d.profile_name, placement=str(d.placement), uuid=d.uuid)
+        for g in backend.gpus()
+        if g.mig_current and made
+        for d in backend.mig_devices(g.index)
+        if d.uuid in made
+    ]
     if as_json:
         return _emit_json(
             dict(
                 operations=[str(o) for o in res.operations],
                 mig_devices=res.mig_devices,
+                partitions=new,
                 pending_reset=res.pending_reset,
                 saved_to=saved,
             )
@@ -397,8 +430,11 @@ def apply_cmd(
         if res.operations
         else "Nothing to do: the GPUs already match."
     )
-    for m in res.mig_devices:
-        out.print(f"  {m}", highlight=False)
+    if new:
+        t = table("new partitions", [("GPU", "num"), ("profile", "text"), ("placement", "text"), ("MIG UUID", "text")])
+        for n in new:
+            t.add_row(n["gpu"], n["profile"], n["placement"], n["uuid"])  # whole: for CUDA_VISIBLE_DEVICES
+        show(out, t)
     for msg in res.pending_reset:
         out.print(f"[yellow]{msg}[/]: run `migpool apply ... --reset` once nothing uses the GPU, or reboot.")
     if saved:
@@ -407,7 +443,7 @@ def apply_cmd(
 
 def _persist(backend: Backend, layouts: list[tuple[int, Layout]], config_file: str | None) -> str:
     """Save these GPUs' layouts (as exact profile counts), keeping what the saved file says of other GPUs."""
-    path = persist.config_path(config_file)
+    path = persist.config_path(config_file, backend)
     exact = [
         (i, Layout.of({p.name: n for p, n in layout.resolve(backend.model(i))}) if layout.mig_enabled else layout)
         for i, layout in layouts
@@ -446,7 +482,7 @@ def status(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
                 leases=reconcile.leased(backend, [g.uuid, *(d.uuid for d in devs)]),
             )
         )
-    dirs = dict(backend.state_dirs().describe(), saved_layout=str(persist.config_path()))
+    dirs = dict(backend.state_dirs().describe(), saved_layout=str(persist.config_path(None, backend)))
     if as_json:
         return _emit_json(dict(state=dirs, gpus=data))
     for d in data:
@@ -769,9 +805,9 @@ def _describe(instances: Any) -> str:
 @click.option(
     "--config-file",
     type=click.Path(dir_okay=False),
-    default=persist.DEFAULT_CONFIG_FILE,
-    show_default=True,
-    help="The saved layout the unit applies.",
+    default=None,
+    help=f"The saved layout the unit applies [default: ${persist.CONFIG_FILE_ENV}, else {persist.DEFAULT_CONFIG_FILE};"
+    f" beside the simulated state with ${SIMULATE_ENV}].",
 )
 @click.option("--unit-dir", type=click.Path(file_okay=False), default=service.DEFAULT_UNIT_DIR, show_default=True)
 @click.option("--hooks-file", type=click.Path(dir_okay=False), default=service.DEFAULT_HOOKS_FILE, show_default=True)
@@ -787,10 +823,14 @@ def _describe(instances: Any) -> str:
     "--enable/--no-enable", default=True, help="Run systemctl daemon-reload and enable (where systemctl exists)."
 )
 def install_service(
-    config_file: str, unit_dir: str, hooks_file: str, stop: tuple[str, ...], dry_run: bool, enable: bool
+    config_file: str | None, unit_dir: str, hooks_file: str, stop: tuple[str, ...], dry_run: bool, enable: bool
 ) -> None:
     """Write migpool.service (runs `migpool boot` at boot, before the GPU's clients) and the hooks file."""
     hooks = Path(hooks_file) if stop else None
+    simulated = open_backend(None) if os.environ.get(SIMULATE_ENV) else None
+    config_file = str(persist.config_path(config_file, simulated))
+    if simulated is not None:
+        err.print(f"note: a simulated machine: the unit applies {config_file}", highlight=False)
     if dry_run:
         click.echo(f"# {Path(unit_dir) / service.UNIT_NAME}\n{service.unit_text(Path(config_file), hooks)}")
         if stop:
@@ -925,14 +965,19 @@ def sim_reboot(backend: Backend, gpus: list[str] | None, as_json: bool) -> None:
     if not isinstance(backend, SimulatedBackend):
         raise click.UsageError("`migpool sim reboot` works on simulated GPUs only (--simulate or $MIGPOOL_SIMULATE)")
     backend.reboot()
+    if as_json:
+        return _emit_json({"rebooted": backend.spec, "gpu_instances": 0, "mig_modes_kept": True})
     click.echo(f"rebooted the simulated machine {backend.spec}: no GPU instances left, MIG modes kept")
 
 
 @main.group(name="catalog", invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True, help="every model, as JSON")
 @click.pass_context
-def catalog_cmd(ctx: click.Context) -> None:
+def catalog_cmd(ctx: click.Context, as_json: bool) -> None:
     """The GPU catalog: list models (`migpool catalog`), show one, or check it against a real GPU."""
     if ctx.invoked_subcommand is None:
+        if as_json:
+            return _emit_json(list(catalog.models()))
         with notes():
             t = table(
                 "MIG-capable GPUs in migpool's catalog",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class MigpoolError(Exception):
     """Base class of every migpool error."""
@@ -128,3 +130,10 @@ class EstimateWarning(UserWarning):
     def __init__(self, message: str, models: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.models = models
+
+
+def listed(names: Sequence[str], shown: int = 10) -> str:
+    """Names for a message, the first `shown` of them: "a, b, c … and 9,990 more" past that."""
+    if len(names) <= shown:
+        return ", ".join(names)
+    return f"{', '.join(names[:shown])} … and {len(names) - shown:,} more"

@@ -26,7 +26,7 @@ import yaml
 
 from .backend.base import Backend, GpuInfo
 from .catalog import ProfileName
-from .errors import ConfigError
+from .errors import ConfigError, listed
 from .layout import GpuLayout, Layout, MachineLayout
 
 _ENTRY_KEYS = {"devices", "device-filter", "mig-enabled", "mig-devices"}
@@ -254,10 +254,10 @@ def loads(text: str, name: str | None, source: str = "<config>") -> list[ConfigE
         raise ConfigError(f"{source}: no configs under 'mig-configs'")
     if name is None:
         if len(configs) != 1:
-            raise ConfigError(f"{source} holds {len(configs)} configs; choose one with -c: {', '.join(configs)}")
+            raise ConfigError(f"{source} holds {len(configs)} configs; choose one with -c: {listed(list(configs))}")
         name = next(iter(configs))
     if name not in configs:
-        raise ConfigError(f"{source} has no config {name!r}; configs: {', '.join(configs)}")
+        raise ConfigError(f"{source} has no config {name!r}; configs: {listed(list(configs))}")
     node = configs[name]
     if not isinstance(node, yaml.SequenceNode):
         raise _err(node, source, f"config {name!r} must be a list of entries (- devices: ...)")

@@ -28,8 +28,14 @@ _HEADER = (
 )
 
 
-def config_path(path: str | os.PathLike[str] | None = None) -> Path:
-    return Path(path or os.environ.get(CONFIG_FILE_ENV) or DEFAULT_CONFIG_FILE)
+def config_path(path: str | os.PathLike[str] | None = None, backend: Backend | None = None) -> Path:
+    """The saved layout's file: `path`, else $MIGPOOL_CONFIG_FILE, else /etc/migpool/config.yaml; on a simulated
+    machine, a file beside its simulated state (a simulation never writes /etc)."""
+    chosen = path or os.environ.get(CONFIG_FILE_ENV)
+    if chosen:
+        return Path(chosen)
+    state = getattr(backend, "path", None) if backend is not None and backend.kind == "simulated" else None
+    return Path(state).with_suffix(".config.yaml") if state is not None else Path(DEFAULT_CONFIG_FILE)
 
 
 def current_layouts(backend: Backend, gpus: Sequence[int | str] | None = None) -> list[tuple[int, Layout]]:
@@ -64,7 +70,7 @@ def save(
 
 def load(backend: Backend, path: str | os.PathLike[str] | None = None) -> MachineLayout:
     """The saved layout, for this machine's GPUs; a missing, unreadable or malformed file is refused, naming it."""
-    target = config_path(path)
+    target = config_path(path, backend)
     if not target.exists():
         raise ConfigError(
             f"no saved layout at {target}: save one with `migpool persist` or `migpool apply ... --persist`"

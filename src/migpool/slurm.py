@@ -184,7 +184,8 @@ def render(gres: SlurmNode, *, dev_root: str = "", prolog: str | None = None) ->
             assert d.files is not None
             paths = d.files.paths(dev_root)
             key = "MultipleFiles" if len(paths) > 1 else "File"
-            gres_lines.append(f"NodeName={node} Name=gpu Type={d.type} {key}={','.join(paths)}  # {d.what}")
+            gres_lines.append(f"# {d.what}")
+            gres_lines.append(f"NodeName={node} Name=gpu Type={d.type} {key}={','.join(paths)}")
     gres_lines += [f"# {s}" for s in gres.skipped]
     slurm_lines = comment(
         "slurm.conf: put Gres= on this node's NodeName line, keeping its other words (CPUs=, RealMemory=, ...), "

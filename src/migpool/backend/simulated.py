@@ -119,6 +119,12 @@ def parse_spec(spec: str) -> list[GpuModel]:
                 f"simulated GPU spec {spec!r} asks for more than {MAX_GPUS} GPUs, the most a simulated machine has "
                 "(NVIDIA's largest machines have 8 or 16)"
             )
+        sizes = [m.key for m in catalog.models() if re.fullmatch(rf"{re.escape(name)}-\d+GB", m.key, re.I)]
+        if len(sizes) > 1:  # a family name that several memory sizes share: which one is meant is not known
+            raise BackendError(
+                f"simulated GPU {name!r} is ambiguous: it is made as {' and '.join(sizes)}; name one, e.g. "
+                f"--simulate {sizes[-1]} (or $MIGPOOL_SIMULATE={sizes[-1]})"
+            )
         out.extend([catalog.lookup(name)] * (int(count) if count else 1))
     if not out:
         raise BackendError("empty simulated GPU spec; write MODEL[:COUNT][,MODEL…], e.g. 'A100-80GB' or 'H100-80GB:2'")

@@ -32,6 +32,7 @@ _EXPORTS = {
     "RemoteError": ".remote_errors",
     "RemoteTraceback": ".tracebacks",
     "shard": ".shard",
+    "Checkpoint": ".task",
     "Gather": ".task",
     "Group": ".task",
     "RemoteFunction": ".task",
@@ -61,5 +62,5 @@ if TYPE_CHECKING:
     from .refs import Ref
     from .remote_errors import RemoteError
     from .shard import shard
-    from .task import Gather, Group, RemoteFunction, Task, compute, function, gather
+    from .task import Checkpoint, Gather, Group, RemoteFunction, Task, compute, function, gather
     from .tracebacks import RemoteTraceback

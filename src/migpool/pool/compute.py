@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..accelerators import Accelerator, named
 from ..errors import PluginError, PoolBrokenError
@@ -120,6 +120,12 @@ class Compute:
         self._closed = False
 
     # --- lifecycle ---
+    def __rrshift__(self, other: object) -> NoReturn:
+        raise TypeError(_not_a_task(other, ">>"))
+
+    def __rmatmul__(self, other: object) -> NoReturn:
+        raise TypeError(_not_a_task(other, "@"))
+
     def __enter__(self) -> Compute:
         try:
             self.open()
@@ -537,3 +543,10 @@ class Compute:
 
     def lock(self, name: str, timeout: float = 30) -> Lock:
         return Lock(name, timeout, self._transport())
+
+
+def _not_a_task(other: object, op: str) -> str:
+    return (
+        f"`x {op} pool` takes a task, and {type(other).__name__} is not one: the function ran here and returned it. "
+        "Decorate the function with @migpool.function, so that calling it makes a task"
+    )

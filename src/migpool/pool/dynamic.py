@@ -133,6 +133,13 @@ class DynamicMig:
     def finished(self, job: Job, worker: WorkerProcess, seconds: float) -> None:
         self.policy.finished(job, worker, seconds)
 
+    def progress(self, job: Job, worker: WorkerProcess, done: float | None, total: float | None, now: float) -> None:
+        self.policy.progress(job, worker, done, total, now)
+
+    def paused(self, job: Job, worker: WorkerProcess) -> None:
+        self.policy.paused(job, worker)
+        self.wake()
+
     # --- the pool's view ---
     def partitions(self) -> list[Partition]:
         return self.policy.partitions()

@@ -3,6 +3,7 @@ current interpreter already satisfies it; otherwise a cached virtual environment
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
@@ -62,7 +63,8 @@ class Image:
         from filelock import FileLock
         from platformdirs import user_cache_dir
 
-        root = Path(os.environ.get("MIGPOOL_IMAGE_DIR") or Path(user_cache_dir("migpool")) / "images") / self.key()
+        cache = os.environ.get("MIGPOOL_CACHE_DIR") or user_cache_dir("migpool")
+        root = Path(os.environ.get("MIGPOOL_IMAGE_DIR") or Path(cache) / "images") / self.key()
         py = root / "bin" / "python"
         root.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(root) + ".lock"):
@@ -70,33 +72,47 @@ class Image:
                 return str(py)
             shutil.rmtree(root, ignore_errors=True)
             if progress:
-                print(f"migpool: building worker environment {root} for {list(self.pip)}", file=sys.stderr)
-            self._build(root, py)
+                print(
+                    f"migpool: building the workers' environment: installing {', '.join(self.missing())} into "
+                    f"{root} ($MIGPOOL_IMAGE_DIR, else $MIGPOOL_CACHE_DIR/images); packages such as torch take "
+                    "minutes and several GB. Once built, it is reused.",
+                    file=sys.stderr,
+                )
+            self._build(root, py, progress)
             (root / ".migpool-ready").write_text(json.dumps(list(self.pip)))
+            if progress:
+                size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file() and not f.is_symlink())
+                print(f"migpool: worker environment ready: {root} ({size / 2**20:,.0f} MiB)", file=sys.stderr)
         return str(py)
 
-    def _build(self, root: Path, py: Path) -> None:
+    def _build(self, root: Path, py: Path, progress: bool = False) -> None:
         uv = shutil.which("uv")
         if uv:
             steps = [
                 [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
-                [uv, "pip", "install", "--quiet", "--python", str(py), *self.pip],
+                [uv, "pip", "install", "--python", str(py), *self.pip],
             ]
         else:
             steps = [
                 [sys.executable, "-m", "venv", str(root)],
-                [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *self.pip],
+                [str(py), "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check", *self.pip],
             ]
         for i, argv in enumerate(steps):
             if i == 1:
                 self._link_parent(root, py)
-            res = subprocess.run(argv, capture_output=True, text=True, check=False)
-            if res.returncode != 0:
+            lines: collections.deque[str] = collections.deque(maxlen=15)
+            with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+                assert proc.stdout is not None
+                for line in proc.stdout:  # pip's own progress, line by line, as it comes
+                    lines.append(line.rstrip())
+                    if progress and i == len(steps) - 1 and line.strip():
+                        print(f"migpool: pip: {line.rstrip()}", file=sys.stderr, flush=True)
+            if proc.returncode != 0:
                 shutil.rmtree(root, ignore_errors=True)
-                tail = "\n  ".join((res.stderr or res.stdout).strip().splitlines()[-15:])
+                tail = "\n  ".join(lines)
                 raise ImageError(
                     f"installing {list(self.pip)} for the workers failed ({Path(argv[0]).name} exit "
-                    f"{res.returncode}):\n  {tail}"
+                    f"{proc.returncode}):\n  {tail}"
                 )
 
     def _link_parent(self, root: Path, py: Path) -> None:

@@ -21,10 +21,12 @@ class RunTask(NamedTuple):
     tid: int
     fid: int
     payload: Any  # the packed (args, kwargs)
-    streams: int  # STREAM_OUT: a generator, its items come back as Yielded; STREAM_IN: it reads an iterator
+    streams: int  # STREAM_OUT: a generator, its items come back as Yielded; STREAM_IN: it reads an iterator;
+    # CHECKPOINTS: a generator whose items are checkpoints (task.Checkpoint), its return value the result
+    resume: bytes | None = None  # CHECKPOINTS: the pickled state to resume from (the task's `resume=`), or None
 
 
-STREAM_OUT, STREAM_IN = 1, 2
+STREAM_OUT, STREAM_IN, CHECKPOINTS = 1, 2, 4
 
 
 class Stop(NamedTuple):
@@ -68,6 +70,12 @@ class Feed(NamedTuple):
 FEED_ITEM, FEED_END, FEED_ERROR = 0, 1, 2
 
 
+class Pause(NamedTuple):
+    """Stop task `tid` at its next checkpoint and send that checkpoint back (Paused): it resumes elsewhere."""
+
+    tid: int
+
+
 # --- worker to parent ---
 class Ready(NamedTuple):
     pid: int
@@ -91,6 +99,21 @@ class Yielded(NamedTuple):
 
     tid: int
     item: Any
+
+
+class Progress(NamedTuple):
+    """Task `tid` yielded a checkpoint, `done` of `total` units of its work (each None where it did not say)."""
+
+    tid: int
+    done: float | None
+    total: float | None
+
+
+class Paused(NamedTuple):
+    """Task `tid` stopped at a checkpoint, as asked (Pause): its pickled state, to resume from."""
+
+    tid: int
+    state: bytes
 
 
 class Want(NamedTuple):
@@ -135,5 +158,7 @@ class Answer(NamedTuple):
     value: Any
 
 
-ToWorker = DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Released | Answer
-FromWorker = Ready | TaskDone | TaskFailed | Yielded | Want | Released | Call | Withdraw
+ToWorker = (
+    DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Pause | Released | Answer
+)
+FromWorker = Ready | TaskDone | TaskFailed | Paused | Yielded | Progress | Want | Released | Call | Withdraw

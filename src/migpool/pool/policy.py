@@ -19,6 +19,24 @@ Each step (the controller, dynamic.DynamicMig, runs one when work waits or a wor
      as they finish, and nothing else is created in that GPU until the task's partition exists. A partition
      that an older task is about to run on is not taken from it.
   5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
+  6. Sizes follow the load: the size ranked first minimizes the task's run time × (1 + its footprint × X), the
+     footprint being the size's share of its GPU's compute or memory slices (the larger, in compute slices),
+     X = (tasks waiting behind it + KAPPA·u/(1−u)) / the pool's compute slices, u the share of those slices busy;
+     a task that cannot move also counts the tasks expected to arrive while it runs. On an idle pool a task gets
+     the size that runs it fastest; the more work waits or runs, the more a slice-second counts, down to the size
+     that does the most per slice. A task that cannot move is ranked by its measured sizes only (nothing measured:
+     the smallest first, sizing.py); a checkpoint task also by estimates (run time falling with the square root
+     of the slices), since a wrong guess can be moved. An idle partition far too large for a task under load is
+     left to be split, not taken. Where the oldest task's reservation (rule 4) drains a GPU, other tasks may use
+     the room meanwhile: a checkpoint task (stopped at a checkpoint once nothing else is in the way), or a task
+     whose measured run time ends before the partitions in the way.
+  7. A checkpoint task (`@function(checkpoint=True)`) may move: grown into a larger size when nothing waits and
+     its remaining work (units left × seconds per unit) shrinks by MOVE_MARGIN after the move's measured cost;
+     shrunk to a smaller size when the oldest waiting task cannot get a partition otherwise and its wait (the
+     soonest a busy partition frees) is longer than what the shrink costs the moved task. The task stops at its
+     next checkpoint, its partition is destroyed, the new one made, and it resumes there from that checkpoint
+     (or, should the new one fail, on any partition that serves it). One move at a time; at most MAX_MOVES per
+     task. A task without checkpoints is never moved.
 A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
 goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
 Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
@@ -28,10 +46,11 @@ from __future__ import annotations
 
 import collections
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from typing import Any, Protocol
 
@@ -46,6 +65,12 @@ from .sizing import TIE, Choice, Key, RunTimes, function_name
 
 log = logging.getLogger("migpool.dynamic")
 CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
+KAPPA = 2.0  # the load term's weight of the pool's busy share (rule 6)
+MOVE_MARGIN = 0.2  # a grow must cut the task's remaining time by this share, its cost included (rule 7)
+MAX_MOVES = 4  # moves of one task, at most
+MOVE_GUESS = 3.0  # a move is taken to cost this many of the task's checkpoint intervals until one is measured
+ARRIVALS_KEPT = 32  # the arrival rate is taken over the last this many tasks
+TARGET_WAIT_S = 120.0  # how long a moved task waits for the partition made for it before any other may take it
 
 
 @dataclass
@@ -73,6 +98,23 @@ class Making:
 
     def serves(self, task: Any) -> bool:
         return serves(task, self.gpu[0], self.instance.profile.name, self.instance.profile.memory_mib)
+
+
+@dataclass
+class Move:
+    """A checkpoint task asked to stop at its next checkpoint, to resume on a `profile` partition of `gpu`."""
+
+    job: Any
+    slot: Slot
+    gpu: Gpu
+    profile: Profile
+    asked: float
+    done: float
+    why: str
+    clear: list[Slot] = field(default_factory=list)  # idle partitions in the target's way, kept from other tasks
+    target: Making | Slot | None = None  # once it stopped: the partition made for it
+    since: float = 0.0  # when it stopped
+    state: str = "asked"  # asked, stopped, then resumed; or ended (before it reached a checkpoint)
 
 
 class Effects(Protocol):
@@ -124,15 +166,26 @@ class DynamicPolicy:
         self.slots: list[Slot] = []
         self.changes: collections.deque[dict[str, Any]] = collections.deque(maxlen=CHANGES_KEPT)
         self.reserved: tuple[Gpu, str, int] | None = None  # (GPU, profile, job id) held for a waiting task
+        self.backfill: set[int] = set()  # ids of the instances made on a reserved GPU for other tasks (rule 4)
         self.sizes = sizes if sizes is not None else RunTimes()
         self._named: set[int] = set()
         self.resizing: dict[Gpu, tuple[list[Slot], str]] = {}  # per GPU: partitions draining to make a better size
         self._warm: set[tuple[int, int]] = set()  # (worker, function) pairs that ran once: later runs are timed
         self.promised: dict[int, int] = {}  # this step: idle or starting workers (by id) -> the job that takes each
+        self.moves: dict[int, Move] = {}  # checkpoint tasks being moved, by job id (asked, stopped, resuming)
+        self.marks: dict[int, tuple[float, float, str, int, float]] = {}  # job id -> (done, when, profile, worker
+        # id, units since the checkpoint before)
+        self._stopped: collections.deque[Any] = collections.deque()  # jobs that stopped for a move (reader threads)
+        self._mark_lock = threading.Lock()
+        self.capacity = sum(m.compute_slices for m in self.models.values())
+        self.arrived: collections.deque[float] = collections.deque(maxlen=ARRIVALS_KEPT)  # when tasks came
+        self.mean_run = 0.0  # the moving average of tasks' run times: the run time of a task not measured yet
+        self._footprints: dict[str, float] = {}
 
     def admit(self, task: Any) -> None:
         """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
-        partitions that were there before the pool (which it never touches)."""
+        partitions that were there before the pool (which it never touches). Counts the arrival (rule 6)."""
+        self.arrived.append(self.clock())
         if task.need_mib is not None:
             profile_for_memory(list(self.models.values()), task.min_memory)
             key = (0, task.need_mib)
@@ -172,7 +225,13 @@ class DynamicPolicy:
 
     def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
         """A task ended well on `worker`: learn its run time (a worker's first run of a function, which may pay
-        for loading it, only as an upper bound)."""
+        for loading it, only as an upper bound). A checkpoint task that said how far it was is timed per unit
+        instead (progress), whatever its length; if it was asked to move, it ended first."""
+        with self._mark_lock:
+            self.marks.pop(job.id, None)
+        move = self.moves.get(job.id)
+        if move is not None and move.state == "asked":  # (the controller's step drops it and frees the partition)
+            move.state = "ended"
         p = worker.spec.partition
         if p is None or job.task.partition is not None:
             return
@@ -182,13 +241,42 @@ class DynamicPolicy:
                 s.key = key
         first = (id(worker), job.fid) not in self._warm
         self._warm.add((id(worker), job.fid))
+        self.mean_run = seconds if not self.mean_run else 0.8 * self.mean_run + 0.2 * seconds
+        if job.progress is not None and job.progress[0] is not None:
+            return  # timed per unit of its work (progress)
         self.sizes.add(key, p.profile, seconds, first=first)
+
+    def progress(self, job: Any, worker: WorkerProcess, done: float | None, total: float | None, now: float) -> None:
+        """A checkpoint task reached a checkpoint (a worker's reader thread): learn its size's seconds per unit
+        from the time since its last one on the same worker (not from its first after it started: that one pays
+        for starting), and what its move cost when this is its first on the partition it moved to."""
+        p = worker.spec.partition
+        if p is None or job.task.partition is not None or done is None:
+            return
+        key = self._key(job)
+        with self._mark_lock:
+            last = self.marks.get(job.id)
+            same = last is not None and last[2] == p.profile and last[3] == id(worker) and done > last[0]
+            step = done - last[0] if same and last is not None else (last[4] if last is not None else 0.0)
+            self.marks[job.id] = (done, now, p.profile, id(worker), step)
+        if same and last is not None:
+            self.sizes.add_unit(key, p.profile, (now - last[1]) / (done - last[0]))
+        move = self.moves.get(job.id)
+        if move is not None and isinstance(move.target, Slot) and move.target.worker is worker:
+            unit = self.sizes.per_unit(key).get(p.profile, 0.0)
+            self.sizes.add_move(key, max(0.0, now - move.asked - (done - move.done) * unit))
+            move.state = "resumed"  # the step forgets the move
+
+    def paused(self, job: Any, worker: WorkerProcess) -> None:
+        """A task stopped at a checkpoint for a move (a worker's reader thread): the step makes its partition."""
+        self._stopped.append((job, worker))
 
     def step(self) -> None:
         if self.stale:
             self._destroy_stale()
         self.made()
         now = self.clock()
+        self._follow_moves(now)
         with self.sched.lock:
             pending = list(self.sched.pending)
             for s in self.slots:
@@ -202,7 +290,16 @@ class DynamicPolicy:
         waiting = []  # tasks that no idle or starting worker will take
         self.promised = {}
         for j in pending:
-            w = min((w for w in soon if w.serves(j.task)), default=None, key=_memory)
+            w = min(
+                (
+                    w
+                    for w in soon
+                    if w.serves(j.task)
+                    and (isinstance(w, Making) or not w.ready.is_set() or self._suits(j, w, len(pending) - 1))
+                ),
+                default=None,
+                key=_memory,
+            )
             if w is not None:
                 soon.remove(w)
                 self.promised[id(w)] = j.id
@@ -210,18 +307,23 @@ class DynamicPolicy:
                 waiting.append(j)
         if self.reserved and not any(j.id == self.reserved[2] for j in pending):
             self.reserved = None  # its task got a partition (or was cancelled)
+            self._end_backfill()
         stuck: set[tuple[Any, ...]] = set()
+        starved = None  # the oldest waiting task that got no partition
         for j in waiting:  # oldest first: one partition for each
             key = (j.task.partition, j.task.need_mib, j.fid)
-            if key not in stuck and not self.provide(j):
+            if key not in stuck and not self.provide(j, behind=len(pending) - 1):
                 stuck.add(key)
+                starved = starved or j
         self.drain_reserved()
         self.resize()
+        self.plan_moves(now, starved, bool(pending))
         expired = [
             s
             for s in self.slots
             if s.idle_since is not None
             and now - s.idle_since >= self.keep_idle
+            and id(s.worker) not in self.promised
             and not any(s.worker.serves(j.task) for j in waiting)
         ]
         if expired:
@@ -267,7 +369,7 @@ class DynamicPolicy:
 
     def fits(self, gpu: Gpu, name: str, job: Any, free_idle: bool) -> tuple[Any, ...] | None:
         """Where a `name` partition goes on `gpu`: (score, gpu, idle slots to destroy, instance), or None."""
-        if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
+        if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id and not self._backfills(job, name):
             return None
         m = self.models[gpu]
         try:
@@ -294,12 +396,14 @@ class DynamicPolicy:
                 return max(found, key=lambda o: o[0])
         return None
 
-    def provide(self, job: Any) -> bool:
+    def provide(self, job: Any, behind: int = 0) -> bool:
         """One more partition for `job` (the oldest task that waits for one of its kind); True if made.
         Tried in turn: the size being explored where it fits as things are and still leaves room for the size
         ranked first (trying a size never takes the room that the best known one would use), then the ranked
-        sizes where they fit as things are, then the ranked sizes after destroying idle partitions."""
-        choice = self.choice(job)
+        sizes where they fit as things are, then the ranked sizes after destroying idle partitions; where none
+        fits, its smallest size is reserved (rule 4: draining the fewest partitions). `behind`: how many other
+        tasks wait (the load, rule 6)."""
+        choice = self.loaded(job, self.choice(job), behind)
         tried = {s.instance.profile.name for s in self.slots} | {m.instance.profile.name for m in self.making}
         explore = choice.explore if choice.explore is not None and choice.explore.name not in tried else None
         tries = [(explore.name, False)] if explore is not None else []
@@ -318,6 +422,9 @@ class DynamicPolicy:
             if gone and len(self.destroy(gone, f"room for a {name} partition that a task waits for")) < len(gone):
                 return False  # one of them took a task meanwhile (it is kept): decide again next time
             why = f"{job.task!r} waits" + (" (after freeing idle ones)" if gone else "")
+            if self.reserved and self.reserved[0] == gpu and self.reserved[2] != job.id:
+                self.backfill.add(id(inst))
+                why += f" (meanwhile on a GPU held for a {self.reserved[1]} task)"
             self.create(
                 gpu,
                 inst,
@@ -337,8 +444,286 @@ class DynamicPolicy:
             and not any(w.serves(job.task) for w in self.making)
             and not any(w.serves(job.task) and not w.draining for w in self.sched.workers)
         ):
-            self.reserve(choice.ranked[0].name, job)  # else its own workers will take it, or another task holds it
+            least = min(choice.ranked, key=self.footprint)  # the size that drains the least
+            self.reserve(least.name, job)  # else its own workers will take it, or another task holds it
         return False
+
+    def busy_share(self) -> float:
+        """The share of the pool's compute slices that partitions running a task hold."""
+        busy = sum(self.footprint(s.instance.profile) for s in self.slots if s.worker.outstanding)
+        return min(busy / self.capacity, 1.0) if self.capacity else 0.0
+
+    def footprint(self, p: Profile) -> float:
+        """The compute slices' worth of its GPU that a `p` partition takes: its share of the compute slices or of
+        the memory slices, whichever is larger (a 1g.10gb on an A100 holds 1 of 7 compute slices but 2 of 8
+        memory slices: it blocks 1.75 slices' worth)."""
+        got = self._footprints.get(p.name)
+        if got is None:
+            m = next((m for m in self.models.values() if any(q.name == p.name for q in m.profiles)), None)
+            got = (
+                p.slices
+                if m is None
+                else m.compute_slices * max(p.slices / m.compute_slices, p.memory_slices / m.memory_slices)
+            )
+            self._footprints[p.name] = got
+        return got
+
+    def load_factor(self, behind: int) -> float:
+        """X of rule 6: what one slice-second of a task's run costs the others, in seconds of their wait."""
+        u = min(self.busy_share(), 0.9)
+        return (behind + KAPPA * u / (1 - u)) / max(self.capacity, 1)
+
+    def arrival_rate(self) -> float:
+        """Tasks per second, over the last ARRIVALS_KEPT arrivals (0 before two)."""
+        if len(self.arrived) < 2:
+            return 0.0
+        span = max(self.clock() - self.arrived[0], 1e-9)
+        return (len(self.arrived) - 1) / span
+
+    def costs(self, job: Any, candidates: Sequence[Profile], behind: int) -> dict[str, float]:
+        """Rule 6's cost of each size for `job`. A task that cannot move also counts the tasks expected to arrive
+        while it runs (the arrival rate × its run time there): it keeps its size to its end."""
+        key = self._key(job)
+        seconds = self.estimated(key, candidates)
+        x = self.load_factor(behind)
+        rate = 0.0 if job.task.checkpoint else self.arrival_rate()
+        if not rate:
+            return {p.name: seconds[p.name] * (1 + self.footprint(p) * x) for p in candidates}
+        measured = any(p.name in self.sizes.speeds(key)[0] for p in candidates)
+        scale = 1.0 if measured or not self.mean_run else self.mean_run / max(seconds.values())
+        c = max(self.capacity, 1)
+        return {
+            p.name: seconds[p.name] * (1 + self.footprint(p) * (x + rate * seconds[p.name] * scale / c))
+            for p in candidates
+        }
+
+    def loaded(self, job: Any, choice: Choice, behind: int) -> Choice:
+        """`choice` ranked by the load (rule 6): every size by its cost (costs()), a size not measured yet by its
+        estimate (estimated()). On a quiet pool a task starts on the size that runs it fastest (or, a checkpoint
+        task, that is estimated to: it can be moved), under load on one that does more per slice; the size being
+        explored (sizing.py) is kept where it is larger than the one ranked first."""
+        if job.task.partition is not None or not choice.ranked:
+            return choice
+        measured = self.sizes.speeds(self._key(job))[0]
+        if not job.task.checkpoint and not any(p.name in measured for p in choice.ranked):
+            return choice  # nothing measured, and it cannot move: the smallest first (sizing.py), not a guess
+        cost = self.costs(job, choice.ranked, behind)
+        if not job.task.checkpoint:  # it cannot move: only measured sizes are ranked by cost, the rest follow
+            order = {p.name: k for k, p in enumerate(choice.ranked)}
+            cost = {n: c if n in measured else float("inf") for n, c in cost.items()}
+            ranked = tuple(sorted(choice.ranked, key=lambda p: (cost[p.name], order[p.name])))
+        else:
+            ranked = tuple(sorted(choice.ranked, key=lambda p: (cost[p.name], p.slices)))
+        explore = choice.explore  # a larger size is still tried where the first one ranks below it
+        return Choice(explore if explore is not None and explore.slices > ranked[0].slices else None, ranked)
+
+    def good_fit(self, job: Any, worker: WorkerProcess, behind: int) -> bool:
+        """Whether the idle `worker`'s partition suits `job` under the load (within TIE of its best size's cost),
+        or its best size cannot be made in its place: an idle partition far too large for a task under load is
+        left for the policy to split (rule 6), not taken."""
+        slot = next((s for s in self.slots if s.worker is worker), None)
+        if job.task.partition is not None or slot is None:
+            return True
+        cands = self._candidates(job)
+        cost = self.costs(job, cands, behind)
+        profile = slot.instance.profile.name
+        if profile not in cost or cost[profile] <= min(cost.values()) * (1 + TIE):
+            return True
+        best = min(cands, key=lambda p: cost[p.name])
+        room = [i for i in self._instances(slot.gpu) if i is not slot.instance]
+        return self._best_placement(slot.gpu, best, room) is None
+
+    def _candidates(self, job: Any) -> list[Profile]:
+        key = self._key(job)
+        return list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values())
+
+    def estimated(self, key: Key, candidates: Sequence[Profile]) -> dict[str, float]:
+        """Each candidate's run time (or seconds per unit): measured, else estimated from the nearest measured size
+        as if the run time fell with the square root of the slices (GPU work rarely speeds up in proportion), or,
+        with nothing measured, that rule alone."""
+        seconds, _ = self.sizes.speeds(key)
+        known = [p for p in candidates if p.name in seconds]
+        out = {}
+        for p in candidates:
+            if p.name in seconds:
+                out[p.name] = seconds[p.name]
+            elif known:
+                near = min(known, key=lambda k: (abs(k.slices - p.slices), k.slices))
+                out[p.name] = seconds[near.name] * (near.slices / p.slices) ** 0.5
+            else:
+                out[p.name] = p.slices**-0.5
+        return out
+
+    # --- moves of checkpoint tasks (rule 7) ---
+    def _movable(self, s: Slot) -> tuple[Any, float, float, dict[str, float], float] | None:
+        """(job, units left, seconds per unit here, seconds per unit by profile, what a move costs) of the
+        checkpoint task that `s` runs, where it may move; else None."""
+        if not s.worker.outstanding or s.worker.draining or s.gpu in self.resizing:
+            return None
+        job = s.worker.outstanding[0]
+        if not job.task.checkpoint or job.task.partition is not None or job.pausing or job.moves >= MAX_MOVES:
+            return None
+        with self._mark_lock:
+            mark = self.marks.get(job.id)
+        total = job.progress[1] if job.progress else None
+        if mark is None or mark[3] != id(s.worker) or total is None:
+            return None
+        key = self._key(job)
+        units = self.sizes.per_unit(key)
+        here = units.get(s.instance.profile.name)
+        if here is None or not mark[4]:
+            return None
+        cost = self.sizes.move_cost(key)
+        return job, max(total - mark[0], 0.0), here, units, MOVE_GUESS * mark[4] * here if cost is None else cost
+
+    def _unit_time(self, units: dict[str, float], here: Profile, seconds: float, there: Profile) -> float:
+        """Seconds per unit on `there`: measured, else taken to scale with the slices (a guess that the first
+        checkpoints there correct)."""
+        known = units.get(there.name)
+        return known if known is not None else seconds * here.slices / there.slices
+
+    def _remaining(self, s: Slot, now: float) -> float | None:
+        """When the task on `s` is expected to end, in seconds from now (None where nothing says)."""
+        got = self._movable(s)
+        if got is not None:
+            return got[1] * got[2]
+        if not s.worker.outstanding:
+            return 0.0
+        job = s.worker.outstanding[0]
+        took = self.sizes.measured(self._key(job)).get(s.instance.profile.name) if job.task.partition is None else None
+        return None if took is None else max(took - (now - job.started), 0.0)
+
+    def plan_moves(self, now: float, starved: Any, pending: bool) -> None:
+        """Rule 7: at most one move under way; a shrink for `starved` (the oldest waiting task that got no
+        partition), else a grow when no task waits at all."""
+        if self.moves or self.reserved is not None or self.making:
+            return
+        if starved is not None:
+            self._shrink_for(starved, now)
+        elif not pending:
+            self._grow(now)
+
+    def _room(self, gpu: Gpu, without: Slot) -> tuple[list[PlannedInstance], list[Slot]]:
+        """The GPU's partitions less `without` and less the idle ones that may go (none promised to a task), and
+        those idle ones."""
+        idle = [
+            t
+            for t in self.slots
+            if t.gpu == gpu and t.idle_since is not None and not t.worker.draining and id(t.worker) not in self.promised
+        ]
+        gone = {id(t.instance) for t in idle}
+        return [i for i in self._instances(gpu) if i is not without.instance and id(i) not in gone], idle
+
+    def _in_way(self, gpu: Gpu, inst: PlannedInstance, idle: list[Slot]) -> list[Slot]:
+        """The idle partitions of `idle` that overlap `inst`."""
+        return [t for t in idle if t.instance.placement.overlaps(inst.placement)]
+
+    def _grow(self, now: float) -> None:
+        best: tuple[float, Slot, Profile, str, list[Slot]] | None = None
+        for s in self.slots:
+            got = self._movable(s)
+            if got is None:
+                continue
+            job, left, here, units, cost = got
+            cur = s.instance.profile
+            room, idle = self._room(s.gpu, s)
+            for q in _holding(self.models[s.gpu], self._key(job)):
+                inst = self._best_placement(s.gpu, q, room) if q.slices > cur.slices else None
+                if inst is None:
+                    continue
+                after = left * self._unit_time(units, cur, here, q) + cost
+                saved = left * here - after
+                if after < left * here * (1 - MOVE_MARGIN) and (best is None or saved > best[0]):
+                    why = f"grown: nothing waits; {left * here:.0f} s left on {cur.name}, {after:.0f} s on {q.name}"
+                    best = (saved, s, q, why, self._in_way(s.gpu, inst, idle))
+        if best is not None:
+            self._ask_move(best[1], best[2], best[3], now, best[4])
+
+    def _shrink_for(self, starved: Any, now: float) -> None:
+        want = self.loaded(starved, self.choice(starved), 0).ranked[:2]
+        ends = [r for t in self.slots if t.worker.outstanding and (r := self._remaining(t, now)) is not None]
+        wait = min(ends) if ends else float("inf")  # the soonest a busy partition frees
+        best: tuple[float, Slot, Profile, str, list[Slot]] | None = None
+        for s in self.slots:
+            got = self._movable(s)
+            if got is None or self.reserved is not None:
+                continue
+            job, left, here, units, cost = got
+            cur = s.instance.profile
+            room, idle = self._room(s.gpu, s)
+            m = self.models[s.gpu]
+            for q in _holding(m, self._key(job)):
+                if q.slices >= cur.slices:
+                    continue
+                inst = self._best_placement(s.gpu, q, room)
+                if inst is None:
+                    continue
+                fits = any(
+                    (w := _profile_of(m, p.name)) is not None and self._best_placement(s.gpu, w, [*room, inst])
+                    for p in want
+                )
+                if not fits:
+                    continue
+                loss = left * (self._unit_time(units, cur, here, q) - here) + cost
+                if loss < wait and (best is None or wait - loss > best[0]):
+                    why = (
+                        f"shrunk for a waiting task: {q.name} costs this one about {loss:.0f} s; the waiting one "
+                        f"would wait {'long' if wait == float('inf') else f'{wait:.0f} s'}"
+                    )
+                    best = (wait - loss, s, q, why, self._in_way(s.gpu, inst, idle))
+        if best is not None:
+            self._ask_move(best[1], best[2], best[3], now, best[4])
+
+    def _ask_move(self, s: Slot, q: Profile, why: str, now: float, clear: list[Slot]) -> None:
+        with self.sched.lock:
+            if not s.worker.outstanding or any(t.worker.outstanding for t in clear):
+                return
+            job = s.worker.outstanding[0]
+            for t in (s, *clear):
+                t.worker.draining = True  # they take no new task: they go once the task stopped
+            s.worker.pause(job)
+        with self._mark_lock:
+            mark = self.marks.get(job.id)
+        self.moves[job.id] = Move(job, s, s.gpu, q, now, mark[0] if mark else 0.0, why, clear)
+        self._note("move", s.gpu, s.instance.profile.name, s.instance.placement, why)
+
+    def _follow_moves(self, now: float) -> None:
+        """The moves' next steps: a task that stopped gets its partition made (its old one destroyed first); a
+        task that resumed, or ended before it stopped, is done moving; a partition made for a task that has not
+        taken it within TARGET_WAIT_S is left to any task."""
+        while self._stopped:
+            job, worker = self._stopped.popleft()
+            move = self.moves.get(job.id)
+            if move is None:
+                continue
+            move.since, move.state = now, "stopped"
+            gone = [t for t in (move.slot, *move.clear) if t in self.slots]
+            if gone:
+                self.destroy(gone, f"moving a task to a {move.profile.name} partition")
+            inst = self._best_placement(move.gpu, move.profile, self._instances(move.gpu))
+            if inst is None:  # the room went meanwhile: it resumes on any partition that serves it
+                del self.moves[job.id]
+                continue
+            self.create(move.gpu, inst, f"moved here: {move.why}", key=self._key(job), holds=job.task.need_mib or 0.0)
+            move.target = self.making[-1]
+        for jid, move in list(self.moves.items()):
+            if move.state in ("ended", "resumed"):
+                if move.state == "ended":
+                    with self.sched.lock:
+                        for t in (move.slot, *move.clear):
+                            if t in self.slots:
+                                t.worker.draining = False
+                del self.moves[jid]
+            elif isinstance(move.target, Making) and move.target not in self.making:
+                slot = next((t for t in self.slots if t.instance is move.target.instance), None)
+                if slot is None:  # its create failed: it resumes on any partition that serves it
+                    del self.moves[jid]
+                else:
+                    move.target = slot
+            elif isinstance(move.target, Slot) and move.target not in self.slots:
+                del self.moves[jid]  # its partition went: it resumes on any partition that serves it
+            elif move.target is not None and now - move.since > TARGET_WAIT_S:
+                del self.moves[jid]
 
     def _leaves_room(self, gpu: Gpu, inst: PlannedInstance, name: str) -> bool:
         """Whether a `name` partition still fits on `gpu` once `inst` is made there (True where that GPU's model
@@ -351,6 +736,9 @@ class DynamicPolicy:
 
     def _sized(self, key: Key, gpu: Gpu) -> Choice:
         return self.sizes.choose(key, _holding(self.models[gpu], key))
+
+    def _suits(self, job: Any, w: WorkerProcess, behind: int) -> bool:
+        return len(self.sched.pending) < 2 or self.good_fit(job, w, behind)
 
     def rank(self, job: Any, worker: WorkerProcess) -> int:
         """How much a task that asks for memory (or nothing) would rather run on this worker: 0 is best."""
@@ -367,9 +755,14 @@ class DynamicPolicy:
         it has run, counting the jobs already waiting for it in `held`) plus the job's run time there, against
         its run time on `idle`, sooner by more than TIE (sizing.py). Only measured figures count; a task that
         overruns twice its figure is not waited for, so a job waits only a bounded time."""
+        move = self.moves.get(job.id) if self.moves else None
+        if move is not None and move.state == "stopped":  # a task being moved waits for the partition made for it
+            return not (isinstance(move.target, Slot) and move.target.worker is idle)
         p = idle.spec.partition
         if job.task.partition is not None or p is None:
             return False
+        if len(self.sched.pending) >= 2 and not self.good_fit(job, idle, len(self.sched.pending) - 1):
+            return True  # too large for it under this load: the policy makes it a better size
         runs = self.sizes.measured(self._key(job))
         here = runs.get(p.profile)
         if here is None:
@@ -522,11 +915,54 @@ class DynamicPolicy:
             f"the oldest waiting task needs {name}; {len(drain)} partition(s) in the way take no new task",
         )
 
+    def _blockers(self, gpu: Gpu) -> list[Slot]:
+        """The reserved GPU's partitions in the way that still run their task (backfills aside)."""
+        return [
+            s
+            for s in self.slots
+            if s.gpu == gpu and s.worker.draining and s.worker.outstanding and id(s.instance) not in self.backfill
+        ]
+
+    def _backfills(self, job: Any, name: str) -> bool:
+        """Whether `job` may run on a `name` partition of the reserved GPU meanwhile (rule 4's backfill): a
+        checkpoint task may (it is stopped at a checkpoint, to resume elsewhere, once the partitions in the way
+        are done); another task where its measured run time there ends before the last of them."""
+        assert self.reserved is not None
+        blockers = self._blockers(self.reserved[0])
+        if not blockers or job.task.partition is not None:
+            return False
+        if job.task.checkpoint:
+            return True
+        took = self.sizes.measured(self._key(job)).get(name)
+        now = self.clock()
+        ends = [self._remaining(s, now) for s in blockers]
+        return took is not None and all(e is not None for e in ends) and took <= max(e or 0.0 for e in ends)
+
+    def _end_backfill(self) -> None:
+        with self.sched.lock:
+            for s in self.slots:
+                if id(s.instance) in self.backfill and not (s.worker.outstanding and s.worker.outstanding[0].pausing):
+                    s.worker.draining = False
+        self.backfill.clear()
+
     def drain_reserved(self) -> None:
-        """Destroy the reserved GPU's draining partitions that have finished their work."""
+        """Destroy the reserved GPU's draining partitions that have finished their work. A partition made there
+        for another task meanwhile (backfill) takes no task after it; once nothing else is in the way, a
+        checkpoint task on one is stopped at its next checkpoint (it resumes on any partition that serves it)."""
         if self.reserved is None:
             return
-        done = [s for s in self.slots if s.gpu == self.reserved[0] and s.worker.draining and not s.worker.outstanding]
+        gpu = self.reserved[0]
+        with self.sched.lock:
+            filled = [s for s in self.slots if s.gpu == gpu and id(s.instance) in self.backfill]
+            for s in filled:
+                if s.worker.outstanding:
+                    s.worker.draining = True
+            if not self._blockers(gpu):
+                for s in filled:
+                    job = s.worker.outstanding[0] if s.worker.outstanding else None
+                    if job is not None and job.task.checkpoint and not job.pausing and job.id not in self.moves:
+                        s.worker.pause(job)
+        done = [s for s in self.slots if s.gpu == gpu and s.worker.draining and not s.worker.outstanding]
         if done:
             self.destroy(done, f"making room for a waiting {self.reserved[1]} task")
 
@@ -610,6 +1046,13 @@ class DynamicPolicy:
             self._named.add(job.fid)
             self.sizes.name(job.fid, function_name(job.task.fn))
         return job.fid, job.task.need_mib or 0
+
+
+def _profile_of(m: GpuModel, name: str) -> Profile | None:
+    try:
+        return m.profile(name)
+    except MigpoolError:
+        return None
 
 
 def _memory(w: Any) -> float:

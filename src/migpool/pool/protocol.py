@@ -23,6 +23,9 @@ from .messages import (
     Feed,
     ForgetValue,
     FromWorker,
+    Pause,
+    Paused,
+    Progress,
     Ready,
     Released,
     RunTask,
@@ -56,6 +59,9 @@ _KINDS: tuple[type[Any], ...] = (
     Call,
     Withdraw,
     Answer,
+    Pause,
+    Progress,
+    Paused,
 )
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}
 _VALUE_FIELD = {RunTask: 2, TaskDone: 1, StoreValue: 1, Feed: 2, Yielded: 1}  # where a Packed may be

@@ -6,6 +6,7 @@ This is the lowest layer of the pool: it imports nothing of the pool but `info` 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 import sysconfig
@@ -124,6 +125,10 @@ class Ray:
     node_resource: str | None = None
     init: dict[str, Any] = field(default_factory=dict)
     distributed = True
+
+    def __post_init__(self) -> None:
+        if importlib.util.find_spec("ray") is None:
+            raise PluginError("sky.Ray() needs Ray, which is not installed here: pip install 'migpool[ray]'")
 
     def spec(self) -> str | None:
         return None  # each node reads its own GPUs (or its own MIGPOOL_SIMULATE)

@@ -34,7 +34,7 @@ from . import chain, lifecycle
 from .distributed import run_initializers
 from .image import Image
 from .info import Partition, topology_env
-from .messages import Feed, RunTask, Stop, TaskDone, TaskFailed, ToWorker, Want, Yielded
+from .messages import Feed, Paused, RunTask, Stop, TaskDone, TaskFailed, ToWorker, Want, Yielded
 from .pickling import dumps, dumps_out_of_band
 from .providers import Local, Node, PluginHooks, Ray, Worker, WorkerSpec, mark_shared_gpus, worker_pythonpath
 from .scheduler import POLL_S, Job, Scheduler, WorkerProcess
@@ -222,7 +222,7 @@ class RayLink:
         self.wants: dict[int, int] = {}
         self.feeds: dict[int, collections.deque[tuple[Any, int]]] = {}
         self.cancelled: set[int] = set()  # kept across tasks: a cancel may come before its task starts
-        self.final: TaskDone | TaskFailed | None = None
+        self.final: TaskDone | TaskFailed | Paused | None = None
 
     def begin(self) -> None:
         with self.cond:
@@ -245,18 +245,22 @@ class RayLink:
             self.wants[sid] = self.wants.get(sid, 0) + n
             self.cond.notify_all()
 
+    def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
+        """A checkpoint task on Ray runs to its end: dynamic MIG moves tasks on local pools only."""
+        return False
+
     def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
         with self.cond:
             q = self.feeds.setdefault(sid, collections.deque())
             self.cond.wait_for(lambda: bool(q))
             return q.popleft()
 
-    def end(self, frame: TaskDone | TaskFailed) -> None:
+    def end(self, frame: TaskDone | TaskFailed | Paused) -> None:
         with self.cond:
             self.final = frame
             self.cond.notify_all()
 
-    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | None]:
+    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | Paused | None]:
         """What the task sent since the last take: its items, its requests for input, and its last frame once it
         ended (after its last item). Waits up to `wait_s` for any of them."""
         with self.cond:
@@ -399,7 +403,7 @@ class WorkerActor:
     def ready(self) -> dict[str, Any]:
         return dict(pid=os.getpid(), cuda=os.environ.get("CUDA_VISIBLE_DEVICES"))
 
-    def run(self, msgs: list[ToWorker]) -> list[TaskDone | TaskFailed]:
+    def run(self, msgs: list[ToWorker]) -> list[TaskDone | TaskFailed | Paused]:
         out = []
         for m in msgs:
             if isinstance(m, RunTask) and m.streams:
@@ -418,7 +422,7 @@ class WorkerActor:
         self.streaming = t
         t.start()
 
-    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | None]:
+    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | Paused | None]:
         items, wants, final = self.link.take(wait_s)
         if final is not None and self.streaming is not None:
             self.streaming.join()

@@ -30,6 +30,7 @@ from ..errors import PluginError, PoolBrokenError, RemoteError, TaskTimeoutError
 from ..layout import parse_memory_mib
 from . import refs
 from .messages import (
+    CHECKPOINTS,
     FEED_END,
     FEED_ERROR,
     FEED_ITEM,
@@ -44,6 +45,9 @@ from .messages import (
     Feed,
     ForgetValue,
     FromWorker,
+    Pause,
+    Paused,
+    Progress,
     Ready,
     Released,
     RunTask,
@@ -92,7 +96,23 @@ class Job:
     """A submitted task on its way: its future, its function's id, its packed arguments, the stored values they
     name, its streams (a generator task's output, its iterator arguments) and its attempts."""
 
-    __slots__ = ("id", "task", "future", "fid", "payload", "attempts", "retries", "started", "vids", "stream", "inputs")
+    __slots__ = (
+        "id",
+        "task",
+        "future",
+        "fid",
+        "payload",
+        "attempts",
+        "retries",
+        "started",
+        "vids",
+        "stream",
+        "inputs",
+        "resume",
+        "progress",
+        "pausing",
+        "moves",
+    )
 
     def __init__(
         self,
@@ -113,6 +133,10 @@ class Job:
         self.vids = vids
         self.stream = stream  # a generator task's items, on their way to the caller
         self.inputs = inputs or []  # its iterator arguments, read as the task asks (None once one ended)
+        self.resume: Any = None  # a checkpoint task's packed state to resume from (after a move), or None
+        self.progress: tuple[float | None, float | None, float] | None = None  # its last (done, total, when)
+        self.pausing = False  # asked to stop at its next checkpoint
+        self.moves = 0
 
 
 def _no_iterator(args: tuple[Any, ...]) -> bool:
@@ -341,9 +365,12 @@ class WorkerProcess:
 
     def resolve(self, msg: FromWorker, peer: int = 0) -> None:
         """A task's answer came back: end its future (a stream's item or request goes to its job; what the
-        worker unmapped goes back to the pool's segments)."""
+        worker unmapped goes back to the pool's segments; a task paused at a checkpoint waits to resume)."""
         if not isinstance(msg, (TaskDone, TaskFailed)):  # (the usual kinds go by with one check)
-            self._between(msg, peer)
+            if isinstance(msg, Paused):
+                self.paused(msg)
+            else:
+                self._between(msg, peer)
             return
         now = time.monotonic()
         with self.sched.lock:
@@ -363,6 +390,29 @@ class WorkerProcess:
             return
         job.future.set_exception(remote_exception(msg, self.spec.describe()))
 
+    def paused(self, msg: Paused) -> None:
+        """The task stopped at a checkpoint, as asked: it waits at the front of the queue, to resume from it on
+        the partition dynamic MIG makes for it (or, should that fail, on any that serves it)."""
+        now = time.monotonic()
+        with self.sched.lock:
+            job = self.outstanding.popleft()
+            if self.outstanding:
+                self.outstanding[0].started = now
+            self.stats.finished(now - job.started, None)
+            job.resume, job.pausing = msg.state, False
+            job.moves += 1
+            job.attempts -= 1  # a move is no attempt: its retries stay for failures
+            self.sched.pending.appendleft(job)
+        provisioner = self.sched.provisioner
+        if provisioner is not None:
+            provisioner.paused(job, self)
+        self.sched.pump()
+
+    def pause(self, job: Job) -> None:
+        """Ask the worker to stop `job` (a checkpoint task it runs) at its next checkpoint (lock held)."""
+        job.pausing = True
+        self.writer_q.put(Pause(job.id))
+
     def _between(self, msg: FromWorker, peer: int) -> None:
         """What a worker sends while a task runs: a call on a pool collection, a stream's item or request, segments
         it unmapped."""
@@ -375,6 +425,9 @@ class WorkerProcess:
         if isinstance(msg, Released):
             self.sched.codec.released(msg.items, peer)
             return
+        if isinstance(msg, Progress):
+            self._progress(msg)
+            return
         if not isinstance(msg, (Yielded, Want)):
             return
         with self.sched.lock:
@@ -385,6 +438,17 @@ class WorkerProcess:
             self.feed(job, msg.sid, msg.n)
         elif job.stream is not None:
             job.stream.push(msg.item)
+
+    def _progress(self, msg: Progress) -> None:
+        now = time.monotonic()
+        with self.sched.lock:
+            job = self.outstanding[0] if self.outstanding else None
+            if job is None or job.id != msg.tid:
+                return
+            job.progress = (msg.done, msg.total, now)
+        provisioner = self.sched.provisioner
+        if provisioner is not None:
+            provisioner.progress(job, self, msg.done, msg.total, now)
 
     def call(self, msg: Call, peer: int) -> None:
         """A task's call on a pool collection: answered now, or (a wait) from the call that readies it."""
@@ -549,6 +613,9 @@ class WorkerProcess:
                 self.sent_values.add(vid)
                 self.writer_q.put(StoreValue(vid, self.sched.values[vid]))
         streams = (STREAM_OUT if job.stream is not None else 0) | (STREAM_IN if job.inputs else 0)
+        if job.task.checkpoint:
+            self.writer_q.put(RunTask(job.id, job.fid, job.payload, streams | CHECKPOINTS, job.resume))
+            return
         self.writer_q.put(RunTask(job.id, job.fid, job.payload, streams))
 
 
@@ -587,6 +654,14 @@ class Provisioner(Protocol):
     def hold(self, job: Job, idle: WorkerProcess, held: dict[int, float]) -> bool: ...
 
     def finished(self, job: Job, worker: WorkerProcess, seconds: float) -> None: ...
+
+    def progress(self, job: Job, worker: WorkerProcess, done: float | None, total: float | None, now: float) -> None:
+        """A checkpoint task reported a checkpoint (on the worker's reader thread)."""
+        ...
+
+    def paused(self, job: Job, worker: WorkerProcess) -> None:
+        """A checkpoint task stopped at a checkpoint, as the provisioner asked: it waits in the queue to resume."""
+        ...
 
 
 class Scheduler:
@@ -752,7 +827,7 @@ class Scheduler:
         vids = frozenset(r.vid for r in named) if named else _NONE
         job = Job(next(self._ids), task, fut, fid, payload, n, vids, None, inputs)
         caller: Future[Any] | None = None
-        if streams:
+        if streams and not task.checkpoint:  # (a checkpoint task's items are its checkpoints, not a stream)
             job.stream = stream = OutputStream(
                 self.codec.unpack, lambda k: self.credit(job, k), lambda: self.cancel_stream(job)
             )
@@ -863,7 +938,9 @@ class Scheduler:
                     i += 1  # a busy partition of a faster size will finish it sooner: it waits for that one
                     continue
                 del pending[i]
-                if job.attempts == 0 and not job.future.set_running_or_notify_cancel():
+                if job.attempts == 0 and not job.moves and not job.future.set_running_or_notify_cancel():
+                    continue
+                if job.moves and job.future.done():  # cancelled while it waited to resume after a move
                     continue
                 best.send(job, self._fn_bytes[job.fid])
                 caps[at] = 0 if alone else caps[at] - 1  # (a stream runs alone)

@@ -10,6 +10,11 @@ partition is chosen only when the task runs faster on it in proportion to its sl
 profile that holds the memory and the next larger size are tried first; each next larger size is tried once,
 while the largest one measured so far is still among the preferred.
 
+A checkpoint task (task.Checkpoint, with `done=`) is timed per unit of its work between checkpoints instead:
+what each size does per unit, whatever the task's length (two runs of one function may differ a hundredfold in
+length; their speed per unit does not). Where a group has such figures, they rank its sizes. The time a move
+took (from the pause until the task goes on elsewhere, beyond its own work) is kept per group too.
+
 Figures are kept from one pool to the next (pool/remembered.py) under a name for each function that stays the
 same while its code does, so a pool that runs the same functions again starts from what the last one learned.
 """
@@ -27,6 +32,8 @@ from ..catalog import Profile
 
 TIE = 0.10  # costs within 10% of the cheapest count as equal
 ALPHA = 0.3  # weight of the newest run in the moving average
+UNIT = "/unit"  # in a remembered group's figures: seconds per unit of work on the profile before it
+MOVE = "move"  # in a remembered group's figures: seconds a move costs
 
 Key = tuple[int, float]  # (function id, memory need in MiB; 0 for a task that asks for nothing)
 Named = dict[tuple[str, float], dict[str, float]]  # (function name, memory need) -> {profile: seconds per task}
@@ -68,6 +75,8 @@ class RunTimes:
         self._lock = threading.RLock()
         self._mean: dict[Key, dict[str, float]] = {}
         self._first: dict[Key, dict[str, float]] = {}  # the fastest first run on each profile: an upper bound
+        self._unit: dict[Key, dict[str, float]] = {}  # checkpoint tasks: seconds per unit of work, per profile
+        self._move: dict[Key, float] = {}  # checkpoint tasks: seconds a move costs
         self._chosen: dict[tuple[Key, tuple[str, ...]], Choice] = {}  # cleared by every new measurement
         self._known = known or {}
         self._names: dict[int, str | None] = {}
@@ -80,19 +89,32 @@ class RunTimes:
             self._names[fid] = name
             for (known, need), seconds in self._known.items():
                 if known == name:
-                    mine = self._mean.setdefault((fid, need), {})
+                    key = (fid, need)
                     for profile, s in seconds.items():
-                        mine.setdefault(profile, s)
+                        if profile == MOVE:
+                            self._move.setdefault(key, s)
+                        elif profile.endswith(UNIT):
+                            self._unit.setdefault(key, {}).setdefault(profile.removesuffix(UNIT), s)
+                        else:
+                            self._mean.setdefault(key, {}).setdefault(profile, s)
             self._chosen.clear()
 
     def named(self) -> Named:
         """The figures of the functions that have a lasting name, by that name."""
         with self._lock:
-            return {
-                (name, need): dict(m)
-                for (fid, need), m in self._mean.items()
-                if (name := self._names.get(fid)) is not None and m
-            }
+            out: Named = {}
+            for fid, need in {*self._mean, *self._unit, *self._move}:
+                name = self._names.get(fid)
+                if name is None:
+                    continue
+                key = (fid, need)
+                figures = dict(self._mean.get(key, {}))
+                figures |= {p + UNIT: s for p, s in self._unit.get(key, {}).items()}
+                if key in self._move:
+                    figures[MOVE] = self._move[key]
+                if figures:
+                    out[(name, need)] = figures
+            return out
 
     def add(self, key: Key, profile: str, seconds: float, first: bool = False) -> None:
         """A task of `key` took `seconds` on `profile`; `first`: it was its worker's first run of the function."""
@@ -105,6 +127,38 @@ class RunTimes:
                 old = means.get(profile)
                 means[profile] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
             self._chosen.clear()
+
+    def add_unit(self, key: Key, profile: str, seconds: float) -> None:
+        """A checkpoint task of `key` did one unit of work per `seconds` on `profile`."""
+        with self._lock:
+            units = self._unit.setdefault(key, {})
+            old = units.get(profile)
+            units[profile] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
+            self._chosen.clear()
+
+    def per_unit(self, key: Key) -> dict[str, float]:
+        """Seconds per unit of work on each profile, for checkpoint tasks that say how far they are."""
+        with self._lock:
+            return dict(self._unit.get(key, {}))
+
+    def add_move(self, key: Key, seconds: float) -> None:
+        with self._lock:
+            old = self._move.get(key)
+            self._move[key] = seconds if old is None else (1 - ALPHA) * old + ALPHA * seconds
+
+    def move_cost(self, key: Key) -> float | None:
+        """What a move of a task of `key` cost, measured; None before the first."""
+        with self._lock:
+            return self._move.get(key)
+
+    def speeds(self, key: Key) -> tuple[dict[str, float], bool]:
+        """The figures that rank `key`'s sizes: seconds per unit where measured (True), else seconds per task,
+        measured or a first run's bound (False)."""
+        with self._lock:
+            units = self._unit.get(key)
+            if units:
+                return dict(units), True
+            return {**self.bounds(key), **self.measured(key)}, False
 
     def measured(self, key: Key) -> dict[str, float]:
         """The mean run time on each profile, of runs after a worker's first (first runs are not in it)."""
@@ -128,8 +182,8 @@ class RunTimes:
 
     def _choose(self, key: Key, candidates: list[Profile]) -> Choice:
         cands = sorted(candidates, key=lambda p: (p.slices, p.memory_mib))
-        mean, bound = self.measured(key), self.bounds(key)
-        seconds = {**bound, **mean}
+        seconds, units = self.speeds(key)
+        mean = seconds if units else self.measured(key)
         if not any(p.name in seconds for p in cands):  # try the smallest and the next size at once
             return Choice(next((p for p in cands if p.slices > cands[0].slices), None), tuple(cands))
         cost = {p.name: seconds[p.name] * p.slices for p in cands if p.name in seconds}

@@ -88,6 +88,11 @@ class Link(Protocol):
         """The next (data, state) for input stream `sid`, waiting for it."""
         ...
 
+    def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
+        """Task `tid` yielded a checkpoint (`done` of `total` units): report it; True when the pool asks the task
+        to stop there, to resume elsewhere."""
+        ...
+
 
 class InputStream:
     """The iterator a task reads for an iterator argument: items come from the caller as it reads them."""

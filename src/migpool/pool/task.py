@@ -7,17 +7,25 @@ task @ compute           once on every node: a list with one result per node, in
 gather(*tasks) >> compute                 the same
 gather(*tasks, stream=True) >> compute    an iterator of the results, in task order as they come
 gather(*tasks, stream=True, ordered=False) >> compute      in the order they finish
+
+A task that may move between partitions (dynamic MIG) is a generator made with `@function(checkpoint=True)`: it
+yields checkpoints (any value, or `Checkpoint(state, done=, total=)` to say how far it is), returns its result,
+and takes `resume=`, the last checkpoint's state, when it runs again after a move.
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar, overload
 
+from .checkpoints import Checkpoint
+
 R = TypeVar("R")
+__all__ = ["Checkpoint", "Gather", "Group", "RemoteFunction", "Task", "compute", "function", "gather"]
 
 
 class Compute(Protocol):
@@ -45,6 +53,7 @@ class Task(Generic[R]):
     node: int | None = None  # run on this node (broadcast sets it)
     min_memory: str | None = None  # instead of a profile: any partition with at least this memory
     need_mib: float | None = None  # min_memory in MiB, set when the task is submitted
+    checkpoint: bool = False  # a generator of checkpoints (Checkpoint): dynamic MIG may move it
 
     def on(self, partition: str) -> Task[R]:
         """Run this task only on a worker whose MIG partition has this profile (e.g. '3g.40gb')."""
@@ -90,6 +99,7 @@ class RemoteFunction(Generic[R]):
         retries: int | None,
         timeout: float | None,
         min_memory: str | None = None,
+        checkpoint: bool = False,
     ) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -97,15 +107,33 @@ class RemoteFunction(Generic[R]):
         self.retries = retries
         self.timeout = timeout
         self.min_memory = min_memory
+        self.checkpoint = checkpoint
 
     def __call__(self, *args: Any, **kwargs: Any) -> Task[R]:
-        return Task(self.fn, args, kwargs, self.partition, self.retries, self.timeout, min_memory=self.min_memory)
+        return Task(
+            self.fn,
+            args,
+            kwargs,
+            self.partition,
+            self.retries,
+            self.timeout,
+            min_memory=self.min_memory,
+            checkpoint=self.checkpoint,
+        )
 
     def local(self, *args: Any, **kwargs: Any) -> R:
-        return self.fn(*args, **kwargs)
+        """Call the function here (a checkpoint task runs to its end here: its result, its checkpoints dropped)."""
+        if not self.checkpoint:
+            return self.fn(*args, **kwargs)
+        gen: Any = self.fn(*args, **kwargs)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as end:
+                return end.value  # type: ignore[no-any-return,unused-ignore]
 
     def __reduce__(self) -> Any:
-        return (RemoteFunction, (self.fn, self.partition, self.retries, self.timeout, self.min_memory))
+        return (RemoteFunction, (self.fn, self.partition, self.retries, self.timeout, self.min_memory, self.checkpoint))
 
 
 @overload
@@ -119,6 +147,7 @@ def function(
     retries: int | None = None,
     timeout: float | None = None,
     min_memory: str | None = None,
+    checkpoint: bool = False,
 ) -> Callable[[Callable[..., R]], RemoteFunction[R]]: ...
 
 
@@ -129,18 +158,40 @@ def function(
     retries: int | None = None,
     timeout: float | None = None,
     min_memory: str | None = None,
+    checkpoint: bool = False,
 ) -> Any:
     """Decorate a function so that calling it returns a lazy Task (`@migpool.function` or with options:
-    `partition="3g.40gb"`, or `min_memory="30GB"` for the smallest partition with that much)."""
+    `partition="3g.40gb"`, or `min_memory="30GB"` for the smallest partition with that much; `checkpoint=True` for
+    a generator of checkpoints that dynamic MIG may move between partitions, see Checkpoint)."""
     if partition is not None and min_memory is not None:
         raise ValueError("give partition= or min_memory=, not both")
     if min_memory is not None:
         from ..layout import parse_memory_mib
 
         parse_memory_mib(min_memory)  # a clear error now, not at submit
-    if fn is not None:
-        return RemoteFunction(fn, partition, retries, timeout, min_memory)
-    return lambda f: RemoteFunction(f, partition, retries, timeout, min_memory)
+
+    def make(f: Callable[..., R]) -> RemoteFunction[R]:
+        if checkpoint:
+            _check_resumable(f)
+        return RemoteFunction(f, partition, retries, timeout, min_memory, checkpoint)
+
+    return make(fn) if fn is not None else make
+
+
+def _check_resumable(f: Callable[..., Any]) -> None:
+    """A checkpoint task is a generator function that takes `resume=`: say so at once, not when it first moves."""
+    name = getattr(f, "__qualname__", repr(f))
+    if not inspect.isgeneratorfunction(f):
+        raise TypeError(
+            f"@function(checkpoint=True) needs a generator function that yields its checkpoints; {name} is not one "
+            "(write `yield Checkpoint(state, done=i, total=n)` where it may stop, and `return` its result)"
+        )
+    params = inspect.signature(f).parameters
+    if "resume" not in params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(
+            f"@function(checkpoint=True): {name} must take a `resume=None` argument, the state of its last "
+            "checkpoint when it runs again after a move"
+        )
 
 
 compute = function
@@ -162,7 +213,10 @@ class Group:
             return replace(self, tasks=self.tasks + other.tasks)
         if isinstance(other, Task):
             return replace(self, tasks=self.tasks + (other,))
-        return NotImplemented
+        raise TypeError(
+            f"& joins tasks, and {type(other).__name__} is not one. Python binds >> before &: `a & b >> pool` runs b "
+            "alone first; write `(a & b) >> pool`, or decorate the function with @migpool.function"
+        )
 
     def with_timeout(self, timeout: float) -> Group:
         return replace(self, timeout=timeout)

@@ -19,7 +19,9 @@ import time
 from typing import Any
 
 from . import refs, shared
+from .checkpoints import Checkpoint
 from .messages import (
+    CHECKPOINTS,
     ONE_TASK_ENV,
     STREAM_OUT,
     Answer,
@@ -29,6 +31,9 @@ from .messages import (
     DefineFunction,
     Feed,
     ForgetValue,
+    Pause,
+    Paused,
+    Progress,
     Ready,
     Released,
     RunTask,
@@ -161,7 +166,7 @@ class Runner:
         self.codec = codec
         self.link = link
 
-    def handle(self, msg: ToWorker) -> TaskDone | TaskFailed | None:
+    def handle(self, msg: ToWorker) -> TaskDone | TaskFailed | Paused | None:
         kind = type(msg)
         if kind is RunTask:  # the usual message first
             return self.run(msg)  # type: ignore[arg-type]
@@ -173,7 +178,7 @@ class Runner:
             refs.forget(msg.vid)  # type: ignore[union-attr]
         return None
 
-    def run(self, msg: RunTask) -> TaskDone | TaskFailed:
+    def run(self, msg: RunTask) -> TaskDone | TaskFailed | Paused:
         import pickle
 
         try:
@@ -184,6 +189,10 @@ class Runner:
             args, kwargs = pickle.loads(payload) if type(payload) is bytes else self.codec.unpack(payload)
             if msg.streams:
                 args, kwargs = give_inputs(args, kwargs, lambda sid: InputStream(self.link, msg.tid, sid, self._unpack))
+            if msg.streams & CHECKPOINTS:
+                if msg.resume is not None:
+                    kwargs = {**kwargs, "resume": pickle.loads(msg.resume)}
+                return self._checkpoints(msg.tid, fn(*args, **kwargs))
             result = fn(*args, **kwargs)
             if msg.streams & STREAM_OUT:
                 self._stream(msg.tid, result)
@@ -197,6 +206,30 @@ class Runner:
 
     def _unpack(self, data: Any) -> Any:
         return self.codec.unpack(data)
+
+    def _checkpoints(self, tid: int, gen: Any) -> TaskDone | TaskFailed | Paused:
+        """Run a checkpoint task: report each checkpoint; stop at one when the pool asks (Paused, with its state);
+        its return value is its result."""
+        try:
+            while True:
+                try:
+                    item = next(gen)
+                except StopIteration as end:
+                    result = end.value
+                    break
+                point = item if isinstance(item, Checkpoint) else Checkpoint(item)
+                if self.link.checkpointed(tid, point.done, point.total):
+                    gen.close()
+                    try:
+                        return Paused(tid, dumps(point.state))
+                    except Exception as e:  # noqa: BLE001
+                        return _error_frame(tid, TypeError(f"the task's checkpoint could not be pickled: {e}"))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            return _error_frame(tid, e)
+        try:
+            return TaskDone(tid, self.codec.pack(result))
+        except Exception as e:  # noqa: BLE001
+            return _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
 
     def _stream(self, tid: int, items: Any) -> None:
         """Send what the generator yields, until it ends or the consumer stops (then it is closed)."""
@@ -230,6 +263,7 @@ class ChannelLink:
         self.backlog: collections.deque[Any] = collections.deque()
         self.credit: dict[int, int] = {}
         self.cancelled: set[int] = set()
+        self.pauses: set[int] = set()  # tasks asked to stop at their next checkpoint (kept: one may come early)
         self.feeds: dict[tuple[int, int], collections.deque[tuple[Any, int]]] = {}
         self.running: int | None = None
         self.answers: dict[int, Answer] = {}
@@ -303,6 +337,8 @@ class ChannelLink:
         elif kind is Cancel:
             if msg.tid == self.running:
                 self.cancelled.add(msg.tid)
+        elif kind is Pause:
+            self.pauses.add(msg.tid)
         elif kind is Feed:
             if msg.tid == self.running:
                 self.feeds.setdefault((msg.tid, msg.sid), collections.deque()).append((msg.data, msg.state))
@@ -326,6 +362,16 @@ class ChannelLink:
 
     def want(self, tid: int, sid: int, n: int) -> None:
         self.send(Want(tid, sid, n))
+
+    def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
+        self.send(Progress(tid, done, total))
+        with self.cond:
+            while self._take(0):  # a Pause that came meanwhile
+                pass
+            if tid in self.pauses:
+                self.pauses.discard(tid)
+                return True
+        return False
 
     def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
         with self.cond:

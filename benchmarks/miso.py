@@ -1,0 +1,483 @@
+"""Dynamic MIG on MISO's measured workload (SoCC'22; benchmarks/data/miso.json, converted by miso_convert.py).
+
+MISO's 100 training jobs (19 model and batch-size configurations), each with its run time on a whole A100-40GB
+and its per-iteration latency measured on every MIG slice; arrivals as MISO's own runs draw them (seed 1): "readme"
+(30 jobs sampled from the trace, one every 100 s on average: MISO's README check) and "default" (all 100, one
+every 60 s, the first third twice as often: MISO's defaults). Simulated A100-40GBs; every job needs the memory of
+the smallest slice MISO could run it on.
+
+THE TIME MODEL IS MISO'S MEASUREMENTS: a job does its iterations, sleeping its measured per-iteration latency on
+the partition it runs on. The 1g.10gb profile, which MISO did not measure, has 1g.5gb's 14 SMs: a job runs there
+at its 1g.5gb speed, or, where it did not fit 5 GB, at half its 2g.10gb speed. A whole GPU runs a job at 7g.40gb's
+speed (MISO's trace times are 7g.40gb times).
+
+  (a) dynamic:        migpool's own controller (DynamicPolicy, remember=False) driven in virtual time by
+                      virtual_pool.py: no process sleeps, so a full trace takes a minute, not hours. Each job is a
+                      checkpoint task (@function(checkpoint=True), one function per model configuration) that
+                      yields a checkpoint every 1% of its iterations and costs 30 s to resume after a move
+                      (MISO's default migration overhead); the controller knows nothing at first. --real also
+                      runs it in a real simulated pool (worker processes, scaled time) as "(ar) real run".
+  (a') learned:       the same, starting from what a pool learned on the other run (readme <-> default).
+  (a-) no moves:      (a') with plain tasks (no checkpoints): sizes follow the load, no task moves.
+  (b) best static:    in hindsight: the combination of per-GPU layouts (maximal ones) with the lowest mean JCT in
+                      the event model; exhaustive up to 4 GPUs, beyond that grown from the best for one GPU fewer
+                      and improved one GPU at a time (exact at 2-4 GPUs where checked, --check-search).
+  (c) whole GPUs:     no MIG, FIFO.
+  (d) MISO's static:  3g.20gb+2g.10gb+2g.10gb on every GPU, a job on the largest idle slice that holds it (MISO's
+                      exp_static.py).
+  (e) drain+recreate: every 10 minutes, the layouts that would have served the last 30 minutes of arrivals best
+                      (the event model, one GPU at a time); a GPU whose layout improves it by 20% takes no new job,
+                      finishes its running ones and is rebuilt.
+(b)-(e) are scored by the event model: a waiting job, in arrival order, takes the free partition that holds it and
+runs it fastest; a job that fits no free partition does not hold back later ones. --real-static runs (b), (c) and
+(d) for real too and prints both.
+Goals: dynamic's mean JCT at most (b)'s and (c)'s on every trace and GPU count; -16% against (b) where
+partitioning pays (MISO's figure against its static). The last columns are the dynamic rows ÷ each row.
+    python benchmarks/miso.py [--trace readme,default] [--gpus 1,2,4] [--time-scale 100] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import itertools
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import textwrap
+import time
+import types
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from virtual_pool import VirtualPool, VJob
+
+import migpool as sky
+from migpool import catalog
+from migpool.backend.simulated import HARDWARE_LATENCY
+from migpool.planner import max_addable, plan
+from migpool.pool.sizing import RunTimes
+
+DATA = json.loads((Path(__file__).parent / "data" / "miso.json").read_text())
+GPU = catalog.lookup("A100-40GB")
+PROFILES = {p.name: p for p in GPU.profiles if p.plain}
+MOVE_S = 30.0  # MISO's default migration overhead (run.py --overhead)
+CHUNKS = 100  # checkpoints per job
+SCALE = 100.0  # trace seconds per wall-clock second (--time-scale)
+OTHER = {"readme": "default", "default": "readme"}
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    model: str
+    arrival: float
+    seconds: dict[str, float]  # on each profile that holds it (1g.10gb by the rule above; "whole": 7g.40gb's)
+
+    @property
+    def need_mib(self) -> int:
+        smallest = min((PROFILES[p] for p in self.seconds if p in PROFILES), key=lambda p: p.memory_mib)
+        return smallest.memory_mib
+
+
+def jobs(name: str, limit: int | None = None) -> list[Job]:
+    by_id = {j["id"]: j for j in DATA["jobs"]}
+    out = []
+    for jid, arrival in DATA["arrivals"][name]["jobs"][:limit]:
+        measured = dict(by_id[jid]["seconds"])
+        if "1g.5gb" in measured:
+            measured["1g.10gb"] = measured["1g.5gb"]
+        elif "2g.10gb" in measured:
+            measured["1g.10gb"] = 2 * measured["2g.10gb"]
+        measured["whole"] = measured["7g.40gb"]
+        out.append(Job(jid, by_id[jid]["model"], float(arrival), measured))
+    return out
+
+
+# --- the event model ---
+def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest") -> list[float]:
+    """JCTs on a static set of partitions: a waiting job, in arrival order, takes a free partition that holds it
+    (`fastest`: the one that runs it fastest; `largest`: the largest, MISO's static); later jobs may go first."""
+    busy = [False] * len(units)
+    events = [(j.arrival, 0, k, -1) for k, j in enumerate(trace)]
+    heapq.heapify(events)
+    waiting: list[int] = []
+    jct = [math.nan] * len(trace)
+    while events:
+        t, kind, k, i = heapq.heappop(events)
+        if kind == 0:
+            waiting.append(k)
+        else:
+            busy[i] = False
+            jct[k] = t - trace[k].arrival
+        for k2 in list(waiting):
+            job = trace[k2]
+            free = [i for i, u in enumerate(units) if not busy[i] and u in job.seconds]
+            if not free:
+                continue
+            if pick == "fastest":
+                i = min(free, key=lambda i: (job.seconds[units[i]], i))
+            else:
+                i = max(free, key=lambda i: (PROFILES[units[i]].slices if units[i] in PROFILES else 8, -i))
+            busy[i] = True
+            waiting.remove(k2)
+            heapq.heappush(events, (t + job.seconds[units[i]], 1, k2, i))
+    return jct
+
+
+def mean(values: Sequence[float]) -> float:
+    return statistics.mean(values) if values and not any(math.isnan(v) for v in values) else math.inf
+
+
+def layouts() -> list[tuple[str, ...]]:
+    """Every maximal layout of one A100-40GB (nothing more fits), as sorted profile names."""
+    found: set[tuple[str, ...]] = set()
+
+    def grow(current: list[str]) -> None:
+        placed = plan(GPU, {n: current.count(n) for n in set(current)}) if current else []
+        more = [n for n in PROFILES if max_addable(GPU, PROFILES[n], placed) > 0]
+        if not more:
+            found.add(tuple(sorted(current)))
+        for n in more:
+            if not current or n >= current[-1]:
+                grow(current + [n])
+
+    grow([])
+    return sorted(found)
+
+
+def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job]) -> float:
+    return mean(dispatch([u for lay in combo for u in lay], trace))
+
+
+def best_static(
+    trace: Sequence[Job], gpus: int, exhaustive_up_to: int = 4
+) -> tuple[tuple[tuple[str, ...], ...], float]:
+    """The best combination of per-GPU layouts for `trace`: exhaustive up to `exhaustive_up_to` GPUs; beyond, the
+    best 20 of one GPU fewer, each with every layout added, then improved one GPU at a time until nothing does."""
+    lays = LAYOUTS
+    if gpus <= exhaustive_up_to:
+        scored = [(score(c, trace), c) for c in itertools.combinations_with_replacement(lays, gpus)]
+        best = min(scored)
+        return best[1], best[0]
+    top = _top(trace, gpus - 1, exhaustive_up_to)
+    seeds = {tuple(sorted((*c, lay))) for c in top for lay in lays}
+    best_s, best_c = min((score(c, trace), c) for c in seeds)
+    improved = True
+    while improved:
+        improved = False
+        for k in range(gpus):
+            for lay in lays:
+                cand = tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
+                s = score(cand, trace)
+                if s < best_s - 1e-9:
+                    best_s, best_c, improved = s, cand, True
+    return best_c, best_s
+
+
+_TOPS: dict[tuple[int, int], list[tuple[tuple[str, ...], ...]]] = {}
+
+
+def _top(trace: Sequence[Job], gpus: int, exhaustive_up_to: int, keep: int = 20) -> list[tuple[tuple[str, ...], ...]]:
+    memo = (id(trace), gpus)
+    if memo not in _TOPS:
+        if gpus <= exhaustive_up_to:
+            scored = sorted((score(c, trace), c) for c in itertools.combinations_with_replacement(LAYOUTS, gpus))
+        else:
+            prev = _top(trace, gpus - 1, exhaustive_up_to, keep)
+            seeds = {tuple(sorted((*c, lay))) for c in prev for lay in LAYOUTS}
+            scored = sorted((score(c, trace), c) for c in seeds)
+        _TOPS[memo] = [c for _, c in scored[:keep]]
+    return _TOPS[memo]
+
+
+def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, window_s: float = 1800.0) -> list[float]:
+    """(e) in the event model: start as MISO's static; every `decide_s`, the layouts that would have served the
+    last `window_s` of arrivals best (one GPU at a time, twice over); a GPU whose layout changes drains, then is
+    rebuilt (its create and destroy time is not counted)."""
+    current = [("2g.10gb", "2g.10gb", "3g.20gb")] * gpus
+    target: dict[int, tuple[str, ...]] = {}
+    parts: list[list[list[int | None]]] = [[[None] for _ in lay] for lay in current]  # job on each partition
+    events = [(j.arrival, 0, k, None) for k, j in enumerate(trace)]
+    heapq.heapify(events)
+    waiting: list[int] = []
+    jct = [math.nan] * len(trace)
+    next_decision = decide_s
+    while events:
+        t, kind, k, where = heapq.heappop(events)
+        while t >= next_decision:  # decisions due before this event
+            recent = [dataclasses.replace(j, arrival=j.arrival - next_decision + window_s) for j in trace]
+            recent = [j for j in recent if 0 <= j.arrival <= window_s]
+            if recent:
+                best, best_cost = list(current), score(current, recent)
+                now_cost = best_cost
+                for _ in range(2):
+                    for g in range(gpus):
+                        for lay in LAYOUTS:
+                            cand = [*best[:g], lay, *best[g + 1 :]]
+                            c = score(cand, recent)
+                            if c < best_cost:
+                                best, best_cost = cand, c
+                if best_cost < 0.8 * now_cost:
+                    target = {g: lay for g, lay in enumerate(best) if lay != current[g]}
+            next_decision += decide_s
+        if kind == 0:
+            waiting.append(k)
+        else:
+            g, i = where
+            parts[g][i][0] = None
+            jct[k] = t - trace[k].arrival
+        for g, lay in list(target.items()):
+            if all(p[0] is None for p in parts[g]):
+                current[g] = lay
+                parts[g] = [[None] for _ in lay]
+                del target[g]
+        for k2 in list(waiting):
+            job = trace[k2]
+            free = [
+                (g, i)
+                for g in range(gpus)
+                if g not in target
+                for i, u in enumerate(current[g])
+                if parts[g][i][0] is None and u in job.seconds
+            ]
+            if not free:
+                continue
+            g, i = min(free, key=lambda gi: job.seconds[current[gi[0]][gi[1]]])
+            parts[g][i][0] = k2
+            waiting.remove(k2)
+            heapq.heappush(events, (t + job.seconds[current[g][i]], 1, k2, (g, i)))
+    return jct
+
+
+# --- real runs ---
+_FUNCTIONS: dict[tuple[str, bool], sky.RemoteFunction] = {}
+
+
+def job_function(model: str, checkpoints: bool) -> sky.RemoteFunction:
+    """One function per model configuration (dynamic MIG learns per function): a checkpoint task, or plain."""
+    if (model, checkpoints) in _FUNCTIONS:
+        return _FUNCTIONS[(model, checkpoints)]
+
+    def run(per_iteration: dict, iterations: int, scale: float, resume=None):
+        info = sky.instance_info()
+        profile = info.partition.profile if info.partition else "whole"
+        done = 0
+        if resume is not None:
+            done = resume
+            time.sleep(MOVE_S / scale)  # restoring the checkpoint
+        step = max(1, iterations // CHUNKS)
+        while done < iterations:
+            n = min(step, iterations - done)
+            time.sleep(per_iteration[profile] * n / scale)
+            done += n
+            if checkpoints:
+                yield sky.Checkpoint(done, done=done, total=iterations)
+        return profile
+
+    def plain(per_iteration: dict, iterations: int, scale: float):
+        gen = run(per_iteration, iterations, scale)
+        while True:
+            try:
+                next(gen)
+            except StopIteration as end:
+                return end.value
+
+    fn = run if checkpoints else plain
+    fn.__qualname__ = fn.__name__ = f"miso_{model}"
+    made = sky.function(checkpoint=checkpoints)(fn)
+    _FUNCTIONS[(model, checkpoints)] = made
+    return made
+
+
+def task(job: Job, checkpoints: bool) -> sky.Task:
+    """The job as a task: its unit of work is one second of 7g.40gb time, so each size's seconds per unit are
+    its model's slowdown there, the same for every job of the model whatever its length."""
+    iterations = max(1, round(job.seconds["7g.40gb"]))
+    per_iteration = {p: s / job.seconds["7g.40gb"] for p, s in job.seconds.items()}
+    t = job_function(job.model, checkpoints)(per_iteration, iterations, SCALE)
+    return dataclasses.replace(t, min_memory=f"{job.need_mib}MiB")
+
+
+def now() -> float:
+    return time.monotonic() * SCALE
+
+
+def replay(compute: sky.Compute, trace: Sequence[Job], make: Callable[[Job], sky.Task]) -> list[float]:
+    """Submit each job at its arrival (trace seconds); their JCTs."""
+    ends: list[float] = [math.nan] * len(trace)
+    start = now()
+    futs = []
+    for k, j in enumerate(trace):
+        delay = j.arrival - (now() - start)
+        if delay > 0:
+            time.sleep(delay / SCALE)
+        fut = compute.submit(make(j))
+        fut.add_done_callback(lambda f, k=k: ends.__setitem__(k, now() - start))
+        futs.append(fut)
+    for f in futs:
+        f.result()
+    return [e - j.arrival for e, j in zip(ends, trace, strict=True)]
+
+
+def pool(spec: str, plugin: sky.plugins.Plugin, concurrency: int | None = None) -> sky.Compute:
+    os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
+    return sky.Compute(
+        provider=sky.Local(simulate=spec),
+        progress=False,
+        plugins=[plugin],
+        worker=sky.Worker(concurrency=concurrency, executor="process"),
+    )
+
+
+def mig(remember: Path | bool) -> sky.plugins.mig:
+    """Dynamic MIG with its default keep_idle (30 s) in trace seconds."""
+    return sky.plugins.mig(dynamic=True, gpus="all", remember=remember, keep_idle=30.0 / SCALE)
+
+
+def dynamic(trace: Sequence[Job], gpus: int, remember: Path | None, checkpoints: bool = True) -> dict:
+    mine: Path | bool = False
+    if remember is not None:  # each run starts from the learned file, not from what the run before kept
+        mine = Path(tempfile.mkdtemp()) / "run-times.json"
+        shutil.copyfile(remember, mine)
+    with pool(f"A100-40GB:{gpus}", mig(remember=mine)) as c:
+        jct = replay(c, trace, lambda j: task(j, checkpoints))
+        changes = list(c.changes)
+    return dict(
+        mean=mean(jct),
+        p95=sorted(jct)[int(0.95 * (len(jct) - 1))],
+        moves=sum(1 for ch in changes if ch["action"] == "move"),
+        changes=len(changes),
+    )
+
+
+_VFUNCS: dict[str, Any] = {}
+
+
+def _vfn(model: str) -> Any:
+    """A stand-in function per model configuration, named as the real runs name theirs (sizing learns per name)."""
+    if model not in _VFUNCS:
+
+        def fn() -> None: ...
+
+        fn.__qualname__ = fn.__name__ = f"miso_{model}"
+        _VFUNCS[model] = fn
+    return _VFUNCS[model]
+
+
+def virtual(trace: Sequence[Job], gpus: int, sizes: RunTimes | None, checkpoints: bool = True) -> tuple[dict, RunTimes]:
+    """The dynamic strategy with migpool's own policy in virtual time (virtual_pool.py): real time, no scaling."""
+    sim = VirtualPool([((0, g), GPU) for g in range(gpus)], keep_idle=30.0, sizes=sizes, resume_s=MOVE_S)
+    fids = {m: k for k, m in enumerate(sorted({j["model"] for j in DATA["jobs"]}))}
+    for k, j in enumerate(trace):
+        t = types.SimpleNamespace(
+            fn=_vfn(j.model),
+            partition=None,
+            need_mib=float(j.need_mib),
+            min_memory=f"{j.need_mib}MiB",
+            checkpoint=checkpoints,
+            node=None,
+        )
+        unit = {p: s / j.seconds["7g.40gb"] for p, s in j.seconds.items() if p != "whole"}
+        sim.submit(VJob(k, t, fids[j.model], unit, round(j.seconds["7g.40gb"]), j.arrival))
+    done = sim.replay()
+    jct = [v.end - v.arrival for v in done]
+    return dict(mean=mean(jct), p95=sorted(jct)[int(0.95 * (len(jct) - 1))], moves=sum(v.moves for v in done)), (
+        sim.policy.sizes
+    )
+
+
+def modeled(jct: Sequence[float]) -> dict:
+    return dict(mean=mean(jct), p95=sorted(jct)[int(0.95 * (len(jct) - 1))])
+
+
+LAYOUTS = layouts()
+MISO_STATIC = ("2g.10gb", "2g.10gb", "3g.20gb")
+
+
+def main() -> None:
+    global SCALE
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace", default="readme,default")
+    ap.add_argument("--gpus", default="1,2,4")
+    ap.add_argument("--time-scale", type=float, default=SCALE, help="trace seconds per wall-clock second")
+    ap.add_argument("--quick", action="store_true", help="the CI form: 12 jobs of readme on 1 GPU, (a) and models")
+    ap.add_argument("--real", action="store_true", help="run (a) in a real simulated pool too, in scaled time")
+    ap.add_argument("--json", type=Path, help="also write every row to this file (docs/generated/miso.json)")
+    ap.add_argument("--no-learned", action="store_true", help="leave out (a') and (a-) (each needs a learning run)")
+    ap.add_argument("--check-search", action="store_true", help="compare (b)'s search with exhaustive at 2-4 GPUs")
+    args = ap.parse_args()
+    SCALE = 1000.0 if args.quick and args.time_scale == ap.get_default("time_scale") else args.time_scale
+    os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
+    print(
+        textwrap.fill(
+            f"Trace seconds run {SCALE:g}x faster (job sleeps, the resume cost, GPU-instance create and destroy "
+            "latencies); worker start-up and the controller's own work do not. Times are trace seconds.",
+            80,
+        )
+    )
+    if args.check_search:
+        for name in args.trace.split(","):
+            for n in (2, 3, 4):
+                fast = best_static(jobs(name), n, exhaustive_up_to=n - 1)
+                full = best_static(jobs(name), n)
+                print(f"search check, {name}, {n} GPUs: grown {fast[1]:.0f} s, exhaustive {full[1]:.0f} s")
+    runs = []
+    for name in args.trace.split(","):
+        for gpus in map(int, args.gpus.split(",")) if not args.quick else [1]:
+            trace = jobs(name, 12 if args.quick else None)
+            rows: dict[str, dict] = {}
+            started = time.monotonic()
+            combo, _ = best_static(trace, gpus)
+            searched = time.monotonic() - started
+            rows["(a) dynamic"], _ = virtual(trace, gpus, None)
+            if args.real or args.quick:
+                rows["(ar) real run"] = dynamic(trace, gpus, None)
+            if not args.quick and not args.no_learned:
+                other = jobs(OTHER[name])
+                rows["(a') learned"], _ = virtual(trace, gpus, virtual(other, gpus, None)[1])
+                learned = virtual(other, gpus, None, checkpoints=False)[1]
+                rows["(a-) no moves"], _ = virtual(trace, gpus, learned, checkpoints=False)
+            rows["(b) best static"] = modeled(dispatch([u for lay in combo for u in lay], trace))
+            rows["(c) whole GPUs"] = modeled(dispatch(["whole"] * gpus, trace))
+            rows["(d) MISO static"] = modeled(dispatch(list(MISO_STATIC) * gpus, trace, pick="largest"))
+            rows["(e) drain+recr."] = modeled(drain_recreate(trace, gpus))
+            moved = ", ".join(f"{k.split()[0]} {r['moves']}" for k, r in rows.items() if "moves" in r)
+            print(
+                "\n"
+                + textwrap.fill(
+                    f"{gpus} x A100-40GB, MISO {name} ({len(trace)} jobs); best static: "
+                    f"{' | '.join('+'.join(lay) for lay in combo)} (found in {searched:.1f} s); moves: {moved}",
+                    80,
+                )
+            )
+            dyn = [k for k in rows if k.startswith("(a")]
+            head = ["strategy", "mean JCT", "p95 JCT", *(f"{k.split()[0]} x" for k in dyn)]
+            print("  {:<17} {:>9} {:>9}".format(*head[:3]) + "".join(f" {h:>7}" for h in head[3:]))
+            for k, r in rows.items():
+                ratios = "".join(f" {rows[d]['mean'] / r['mean']:>7.2f}" for d in dyn)
+                print(f"  {k:<17} {r['mean']:>8.0f}s {r['p95']:>8.0f}s{ratios}")
+            keep = ("mean", "p95", "moves")
+            runs.append(
+                dict(
+                    trace=name,
+                    gpus=gpus,
+                    best_static=["+".join(lay) for lay in combo],
+                    rows={k: {f: r[f] for f in keep if f in r} for k, r in rows.items()},
+                )
+            )
+    if args.json is not None:
+        args.json.write_text(
+            json.dumps(dict(command=" ".join(["benchmarks/miso.py", *sys.argv[1:]]), runs=runs), indent=1)
+        )
+
+
+if __name__ == "__main__":
+    main()
