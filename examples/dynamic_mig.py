@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 import time
 
 import migpool as sky
@@ -53,8 +54,9 @@ def main() -> int:
             for r in sky.gather(*jobs, stream=True, ordered=False) >> compute:  # as each finishes
                 print(r)
             print("live partitions:", ", ".join(sorted(p.profile for p in compute.partitions)))
-            for ch in compute.changes:
-                print(f"  {ch['action']:<8} {ch['profile']:<8} GPU {ch['gpu']} at {ch['placement']}: {ch['reason']}")
+            for ch in compute.changes:  # each change and why, wrapped for an 80-column terminal
+                line = f"{ch['action']:<8} {ch['profile']:<8} GPU {ch['gpu']} at {ch['placement']}: {ch['reason']}"
+                print(textwrap.fill(line, 80, initial_indent="  ", subsequent_indent="      "))
     except sky.MigpoolError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -163,6 +163,7 @@ def test_the_readme_example_runs_on_a_simulated_gpu(tmp_path):
     model = migpool.catalog.lookup("A100-80GB")
     assert len(embeds) == 3 and all(model.profile(p).memory_mib >= 15 * 1000**3 / 2**20 for p in embeds)
     assert any(ln.strip().startswith("create") for ln in lines)
+    assert all(len(ln) <= 80 for ln in lines)  # the change lines wrap
 
 
 def test_a_profile_that_partitions_made_before_the_pool_block_fails_at_once():
