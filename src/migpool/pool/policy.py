@@ -690,7 +690,9 @@ class DynamicPolicy:
     def _follow_moves(self, now: float) -> None:
         """The moves' next steps: a task that stopped gets its partition made (its old one destroyed first); a
         task that resumed, or ended before it stopped, is done moving; a partition made for a task that has not
-        taken it within TARGET_WAIT_S is left to any task."""
+        taken it within TARGET_WAIT_S is left to any task. A task whose move ends is handed out again at once (the
+        scheduler's pump): while it was moving it waited for its own partition, which no event now calls for."""
+        before = len(self.moves)
         while self._stopped:
             job, worker = self._stopped.popleft()
             move = self.moves.get(job.id)
@@ -724,6 +726,8 @@ class DynamicPolicy:
                 del self.moves[jid]  # its partition went: it resumes on any partition that serves it
             elif move.target is not None and now - move.since > TARGET_WAIT_S:
                 del self.moves[jid]
+        if len(self.moves) < before:
+            self.sched.pump()
 
     def _leaves_room(self, gpu: Gpu, inst: PlannedInstance, name: str) -> bool:
         """Whether a `name` partition still fits on `gpu` once `inst` is made there (True where that GPU's model
