@@ -47,10 +47,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from layouts import maximal_layouts
+
 import migpool as sky
 from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
-from migpool.planner import max_addable, plan
+from migpool.planner import plan
 from migpool.pool.policy import DynamicPolicy, Effects
 from migpool.pool.providers import DynamicMigOptions
 from migpool.pool.scheduler import Scheduler
@@ -138,25 +140,6 @@ def model(units: list[str], jobs: list[Job]) -> list[float]:
         free[i] = start + j.work / usable_sms(sms[i], j.cls)
         out.append(free[i] - j.arrival)
     return out
-
-
-def layouts() -> list[tuple[str, ...]]:
-    """Every maximal layout of one GPU (nothing more fits), as sorted profile names."""
-    names = [p.name for p in GPU.profiles if not p.name.endswith("+me")]
-    found: set[tuple[str, ...]] = set()
-
-    def grow(current: list[str]) -> None:
-        placed = plan(GPU, {n: current.count(n) for n in set(current)}) if current else []
-        more = [n for n in names if max_addable(GPU, GPU.profile(n), placed) > 0]
-        if not more:
-            found.add(tuple(sorted(current)))
-            return
-        for n in more:
-            if not current or n >= current[-1]:
-                grow(current + [n])
-
-    grow([])
-    return sorted(found)
 
 
 def modeled_mean(combo: Sequence[tuple[str, ...]], jobs: list[Job]) -> float:
@@ -498,7 +481,7 @@ class StaticLayout(sky.plugins.Plugin):
         return self.inner.around_process(worker)
 
 
-LAYOUTS = layouts()
+LAYOUTS = maximal_layouts(GPU)
 
 if __name__ == "__main__":
     main()

@@ -19,18 +19,22 @@ speed (MISO's trace times are 7g.40gb times).
                       runs it in a real simulated pool (worker processes, scaled time) as "(ar) real run".
   (a') learned:       the same, starting from what a pool learned on the other run (readme <-> default).
   (a-) no moves:      (a') with plain tasks (no checkpoints): sizes follow the load, no task moves.
-  (b) best static:    in hindsight: the combination of per-GPU layouts (maximal ones) with the lowest mean JCT in
-                      the event model; exhaustive up to 4 GPUs, beyond that grown from the best for one GPU fewer
-                      and improved one GPU at a time (exact at 2-4 GPUs where checked, --check-search).
+  (b) best static:    in hindsight: the combination of per-GPU layouts (maximal ones, over every placement:
+                      layouts.py) with the lowest mean JCT in the event model; exhaustive up to 4 GPUs, beyond that
+                      the best 20 for one GPU fewer, each with every layout added, improved one GPU at a time
+                      (--check-search compares that with exhaustive at 2-4 GPUs).
   (c) whole GPUs:     no MIG, FIFO.
   (d) MISO's static:  3g.20gb+2g.10gb+2g.10gb on every GPU, a job on the largest idle slice that holds it (MISO's
                       exp_static.py).
   (e) drain+recreate: every 10 minutes, the layouts that would have served the last 30 minutes of arrivals best
                       (the event model, one GPU at a time); a GPU whose layout improves it by 20% takes no new job,
                       finishes its running ones and is rebuilt.
-(b)-(e) are scored by the event model: a waiting job, in arrival order, takes the free partition that holds it and
-runs it fastest; a job that fits no free partition does not hold back later ones. --real-static runs (b), (c) and
-(d) for real too and prints both.
+  (f) joint replan:   MISO's way, idealised, not a controller: at every arrival and end, each GPU's layout and its
+                      running jobs' profiles chosen to minimise the sum of every known job's expected completion,
+                      knowing each job's work left; 30 s per moved job, placements and partition changes free
+                      (joint_replan()).
+(b)-(f) are scored by the event model: a waiting job, in arrival order, takes the free partition that holds it and
+runs it fastest; a job that fits no free partition does not hold back later ones.
 Goals: dynamic's mean JCT at most (b)'s and (c)'s on every trace and GPU count; -16% against (b) where
 partitioning pays (MISO's figure against its static). The last columns are the dynamic rows ÷ each row.
     python benchmarks/miso.py [--trace readme,default] [--gpus 1,2,4] [--time-scale 100] [--quick]
@@ -40,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import heapq
 import itertools
 import json
@@ -57,12 +62,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from layouts import maximal_layouts
 from virtual_pool import VirtualPool, VJob
 
 import migpool as sky
 from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
-from migpool.planner import max_addable, plan
 from migpool.pool.sizing import RunTimes
 
 DATA = json.loads((Path(__file__).parent / "data" / "miso.json").read_text())
@@ -134,23 +139,6 @@ def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest") 
 
 def mean(values: Sequence[float]) -> float:
     return statistics.mean(values) if values and not any(math.isnan(v) for v in values) else math.inf
-
-
-def layouts() -> list[tuple[str, ...]]:
-    """Every maximal layout of one A100-40GB (nothing more fits), as sorted profile names."""
-    found: set[tuple[str, ...]] = set()
-
-    def grow(current: list[str]) -> None:
-        placed = plan(GPU, {n: current.count(n) for n in set(current)}) if current else []
-        more = [n for n in PROFILES if max_addable(GPU, PROFILES[n], placed) > 0]
-        if not more:
-            found.add(tuple(sorted(current)))
-        for n in more:
-            if not current or n >= current[-1]:
-                grow(current + [n])
-
-    grow([])
-    return sorted(found)
 
 
 def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job]) -> float:
@@ -254,6 +242,151 @@ def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, win
             parts[g][i][0] = k2
             waiting.remove(k2)
             heapq.heappush(events, (t + job.seconds[current[g][i]], 1, k2, (g, i)))
+    return jct
+
+
+def _slowdown(job: Job, profile: str) -> float:
+    return job.seconds[profile] / job.seconds["7g.40gb"]
+
+
+def _assign(layout: tuple[str, ...], jobs: list[Job], cost: dict[tuple[int, str], float]) -> tuple[float, tuple]:
+    """The cheapest way to give each job its own partition of `layout` (`cost[i, profile]`: jobs[i]'s there):
+    (cost, ((i, profile), ...)); the tuple is empty where the jobs do not fit (and the cost infinite)."""
+    kinds = sorted(set(layout))
+
+    @functools.cache
+    def best(i: int, left: tuple[int, ...]) -> tuple[float, tuple]:
+        if i == len(jobs):
+            return 0.0, ()
+        found: tuple[float, tuple] = (math.inf, ())
+        for k, name in enumerate(kinds):
+            if left[k] and name in jobs[i].seconds:
+                rest = best(i + 1, (*left[:k], left[k] - 1, *left[k + 1 :]))
+                c = cost[i, name] + rest[0]
+                if c < found[0]:
+                    found = (c, ((i, name), *rest[1]))
+        return found
+
+    return best(0, tuple(layout.count(n) for n in kinds))
+
+
+def _queue_ends(parts: list[tuple[str, float]], queue: Sequence[tuple[Job, float]], now: float) -> float:
+    """The sum of the completion times of the waiting jobs (each with its work, in 7g.40gb seconds), in arrival
+    order, each on the fastest partition that holds it as partitions free (a job that fits no partition does not
+    hold back later ones), no more arrivals."""
+    frees = [(at, i) for i, (_, at) in enumerate(parts)]
+    heapq.heapify(frees)
+    idle: list[int] = []
+    waiting = list(queue)
+    total = 0.0
+    while waiting and frees:
+        at = frees[0][0]
+        while frees and frees[0][0] <= at:
+            idle.append(heapq.heappop(frees)[1])
+        for job, work in list(waiting):
+            fit = [i for i in idle if parts[i][0] in job.seconds]
+            if fit:
+                i = min(fit, key=lambda i: _slowdown(job, parts[i][0]))
+                idle.remove(i)
+                waiting.remove((job, work))
+                end = max(at, now) + work * _slowdown(job, parts[i][0])
+                total += end
+                heapq.heappush(frees, (end, i))
+    return total + 1e12 * len(waiting)
+
+
+def joint_replan(trace: Sequence[Job], gpus: int) -> list[float]:
+    """(f) in the event model: MISO's way, with perfect knowledge. At each arrival and each end, every GPU in turn
+    takes the maximal layout, and the assignment of its running jobs to it, that minimise the sum of the expected
+    completion times of all known jobs (the running ones; the waiting ones as they would take partitions in
+    arrival order; no more arrivals). A running job whose profile changes stops for MOVE_S. It knows each job's
+    remaining work, changes a GPU's layout around its running jobs whatever their placements, and pays nothing for
+    creating or destroying partitions: what re-planning whole GPUs at each event gives, not a controller."""
+    layout: list[tuple[str, ...]] = [("7g.40gb",)] * gpus
+    on: list[dict[int, int]] = [{} for _ in range(gpus)]  # job index -> partition index, per GPU
+    left: dict[int, float] = {}  # work left (7g.40gb seconds), by job index
+    goes_on: dict[int, float] = {}  # when a job runs again (after a move), by job index
+    queue: list[int] = []
+    jct = [math.nan] * len(trace)
+    now = 0.0
+
+    def parts(g: int, lay: tuple[str, ...], where: dict[int, int]) -> list[tuple[str, float]]:
+        out = [(name, now) for name in lay]
+        for k, i in where.items():
+            moved = k in on[g] and layout[g][on[g][k]] != lay[i]
+            start = now + MOVE_S if moved else max(now, goes_on[k])
+            out[i] = (lay[i], start + left[k] * _slowdown(trace[k], lay[i]))
+        return out
+
+    def total(all_parts: list[tuple[str, float]]) -> float:
+        running = sum(at for _, at in all_parts if at > now)
+        return running + _queue_ends(all_parts, [(trace[k], left[k]) for k in queue], now)
+
+    def decide() -> None:
+        for _ in range(3):
+            changed = False
+            for g in range(gpus):
+                others = [p for h in range(gpus) if h != g for p in parts(h, layout[h], on[h])]
+                mine = list(on[g])
+                cost = {
+                    (i, n): left[k] * _slowdown(trace[k], n) + (MOVE_S if layout[g][on[g][k]] != n else 0.0)
+                    for i, k in enumerate(mine)
+                    for n in trace[k].seconds
+                    if n in PROFILES
+                }
+                best = (total(others + parts(g, layout[g], on[g])), layout[g], on[g])
+                for lay in LAYOUTS:
+                    if len(lay) < len(mine):
+                        continue
+                    _, got = _assign(lay, [trace[k] for k in mine], cost)
+                    if mine and not got:
+                        continue
+                    where: dict[int, int] = {}
+                    for i, name in got:
+                        where[mine[i]] = next(x for x, n in enumerate(lay) if n == name and x not in where.values())
+                    c = total(others + parts(g, lay, where))
+                    if c < best[0] - 1e-6:
+                        best = (c, lay, where)
+                if best[1] != layout[g] or best[2] != on[g]:
+                    for k, i in best[2].items():
+                        if layout[g][on[g][k]] != best[1][i]:
+                            goes_on[k] = now + MOVE_S
+                    layout[g], on[g], changed = best[1], dict(best[2]), True
+            if not changed:
+                break
+        for k in list(queue):  # the waiting jobs take free partitions, in arrival order
+            job = trace[k]
+            free = [
+                (_slowdown(job, n), g, i)
+                for g in range(gpus)
+                for i, n in enumerate(layout[g])
+                if i not in on[g].values() and n in job.seconds
+            ]
+            if free:
+                _, g, i = min(free)
+                queue.remove(k)
+                on[g][k] = i
+                goes_on[k] = now
+
+    arrivals = sorted(range(len(trace)), key=lambda k: trace[k].arrival)
+    while arrivals or queue or any(on):
+        speed = {k: 1 / _slowdown(trace[k], layout[g][i]) for g in range(gpus) for k, i in on[g].items()}
+        end = min(((max(now, goes_on[k]) + left[k] / v, k) for k, v in speed.items()), default=(math.inf, -1))
+        nxt = trace[arrivals[0]].arrival if arrivals else math.inf
+        t = min(end[0], nxt)
+        for k, v in speed.items():
+            left[k] -= max(0.0, t - max(now, goes_on[k])) * v
+        now = t
+        if end[0] <= nxt:
+            k = end[1]
+            for g in range(gpus):
+                on[g].pop(k, None)
+            jct[k] = now - trace[k].arrival
+        else:
+            k = arrivals.pop(0)
+            left[k] = trace[k].seconds["7g.40gb"]
+            queue.append(k)
+        decide()
     return jct
 
 
@@ -398,7 +531,7 @@ def modeled(jct: Sequence[float]) -> dict:
     return dict(mean=mean(jct), p95=sorted(jct)[int(0.95 * (len(jct) - 1))])
 
 
-LAYOUTS = layouts()
+LAYOUTS = maximal_layouts(GPU)
 MISO_STATIC = ("2g.10gb", "2g.10gb", "3g.20gb")
 
 
@@ -449,6 +582,7 @@ def main() -> None:
             rows["(c) whole GPUs"] = modeled(dispatch(["whole"] * gpus, trace))
             rows["(d) MISO static"] = modeled(dispatch(list(MISO_STATIC) * gpus, trace, pick="largest"))
             rows["(e) drain+recr."] = modeled(drain_recreate(trace, gpus))
+            rows["(f) joint replan"] = modeled(joint_replan(trace, gpus))
             moved = ", ".join(f"{k.split()[0]} {r['moves']}" for k, r in rows.items() if "moves" in r)
             print(
                 "\n"

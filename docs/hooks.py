@@ -57,7 +57,15 @@ def miso_table() -> str:
     runs = [
         r for f in sorted((ROOT / "docs" / "generated").glob("miso-*.json")) for r in json.loads(f.read_text())["runs"]
     ]
-    names = ["(a) dynamic", "(a') learned", "(a-) no moves", "(b) best static", "(c) whole GPUs", "(d) MISO static"]
+    names = [
+        "(a) dynamic",
+        "(a') learned",
+        "(a-) no moves",
+        "(b) best static",
+        "(c) whole GPUs",
+        "(d) MISO static",
+        "(f) joint replan",
+    ]
     head = ["trace", "GPUs", *(n.split(" ", 1)[1] for n in names), "(a) vs (b)", "(a) vs (c)"]
     rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:

@@ -54,3 +54,40 @@ def test_miso():
     time and in a real pool (a moved task's partition that idled away once stalled that run), and the models."""
     out = _run("miso.py", "--quick")
     assert out.count("(ar) real run") == 2 and "(b) best static" in out and "(d) MISO static" in out
+    assert out.count("(f) joint replan") == 2
+
+
+@pytest.mark.parametrize("model", ["A100-40GB", "H100-80GB"])
+def test_maximal_layouts(model):
+    """The best-static searches' layouts: each one placeable and maximal (no plain profile can be added), and
+    every placeable set of profiles lies within one of them. The first search missed 3g.20gb beside 4g.20gb
+    (its planner put the 3g.20gb where the 4g.20gb had to go) and called 1g.5gb x3 + 3g.20gb maximal."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        from layouts import maximal_layouts
+    finally:
+        sys.path.remove(str(BENCH))
+    from migpool import catalog
+    from migpool.errors import LayoutError
+    from migpool.planner import plan
+
+    gpu = catalog.lookup(model)
+    names = [p.name for p in gpu.profiles if p.plain]
+
+    def placeable(lay):
+        try:
+            plan(gpu, {n: lay.count(n) for n in set(lay)})
+        except LayoutError:
+            return False
+        return True
+
+    found = maximal_layouts(gpu)
+    assert len(found) == len(set(found))
+    for lay in found:
+        assert placeable(lay) and not any(placeable((*lay, n)) for n in names), lay
+    for a in names:  # every placeable pair is within some maximal layout
+        for b in names:
+            if placeable((a, b)):
+                assert any(all(lay.count(n) >= (a, b).count(n) for n in (a, b)) for lay in found), (a, b)
+    if model == "A100-40GB":
+        assert ("3g.20gb", "4g.20gb") in found and ("1g.5gb", "1g.5gb", "1g.5gb", "3g.20gb") not in found

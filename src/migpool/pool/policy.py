@@ -16,11 +16,14 @@ Each step (the controller, dynamic.DynamicMig, runs one when work waits or a wor
      then leaves the most room. A busy partition is never destroyed, nor an idle one an earlier task will take.
   4. No starvation: when the oldest waiting task cannot get its partition even so, and no worker of the pool
      can ever take it, its GPU is reserved for it: the partitions in the way take no new task and are destroyed
-     as they finish, and nothing else is created in that GPU until the task's partition exists. A partition
-     that an older task is about to run on is not taken from it.
+     as they finish (a checkpoint task there stops at its next checkpoint and resumes elsewhere), and nothing
+     else is created in that GPU until the task's partition exists. A partition that an older task is about to
+     run on is not taken from it. No reservation is made while a move is under way; one whose room was taken
+     meanwhile (nothing drains, yet its partition does not fit) is released and made anew.
   5. A partition idle for `keep_idle` seconds, with no waiting task it could run, is destroyed.
-  6. Sizes follow the load: the size ranked first minimizes the task's run time × (1 + its footprint × X), the
-     footprint being the size's share of its GPU's compute or memory slices (the larger, in compute slices),
+  6. Sizes follow the load: the size ranked first minimizes the task's run time × (1 + what it takes × X), what
+     it takes being the compute slices that a new partition of that size leaves unusable where it goes (takes():
+     a 3g.20gb on an A100-40GB takes 3, as four 1g.5gb still fit beside it; a 4g.20gb takes 4),
      X = (tasks waiting behind it + KAPPA·u/(1−u)) / the pool's compute slices, u the share of those slices busy;
      a task that cannot move also counts the tasks expected to arrive while it runs. On an idle pool a task gets
      the size that runs it fastest; the more work waits or runs, the more a slice-second counts, down to the size
@@ -33,10 +36,12 @@ Each step (the controller, dynamic.DynamicMig, runs one when work waits or a wor
   7. A checkpoint task (`@function(checkpoint=True)`) may move: grown into a larger size when nothing waits and
      its remaining work (units left × seconds per unit) shrinks by MOVE_MARGIN after the move's measured cost;
      shrunk to a smaller size when the oldest waiting task cannot get a partition otherwise and its wait (the
-     soonest a busy partition frees) is longer than what the shrink costs the moved task. The task stops at its
-     next checkpoint, its partition is destroyed, the new one made, and it resumes there from that checkpoint
-     (or, should the new one fail, on any partition that serves it). One move at a time; at most MAX_MOVES per
-     task. A task without checkpoints is never moved.
+     soonest a busy partition frees) is longer than what the shrink costs the moved task, or, where several
+     tasks wait, when its rest costs less by MOVE_MARGIN on the smaller size by rule 6's cost (run time × (1 +
+     the slices it takes × X)), the move's cost included. The task stops at its next checkpoint, its partition
+     is destroyed, the new one made, and it resumes there from that checkpoint (or, should the new one fail, on
+     any partition that serves it). One move at a time; at most MAX_MOVES per task. A task without checkpoints
+     is never moved.
 A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
 goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
 Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
@@ -181,6 +186,8 @@ class DynamicPolicy:
         self.arrived: collections.deque[float] = collections.deque(maxlen=ARRIVALS_KEPT)  # when tasks came
         self.mean_run = 0.0  # the moving average of tasks' run times: the run time of a task not measured yet
         self._footprints: dict[str, float] = {}
+        self._takes: dict[tuple[str, int], float] = {}  # what a new partition takes (takes()), by layout change
+        self._changed = 0  # counts the creates and destroys: the layouts takes() saw
 
     def admit(self, task: Any) -> None:
         """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
@@ -317,7 +324,7 @@ class DynamicPolicy:
                 starved = starved or j
         self.drain_reserved()
         self.resize()
-        self.plan_moves(now, starved, bool(pending))
+        self.plan_moves(now, starved, bool(pending), len(waiting))
         expired = [
             s
             for s in self.slots
@@ -441,6 +448,7 @@ class DynamicPolicy:
         if (
             choice.ranked
             and self.reserved is None
+            and not self.moves  # a move changes the layout under way: reserved once it is done
             and not any(w.serves(job.task) for w in self.making)
             and not any(w.serves(job.task) and not w.draining for w in self.sched.workers)
         ):
@@ -468,6 +476,30 @@ class DynamicPolicy:
             self._footprints[p.name] = got
         return got
 
+    def takes(self, p: Profile) -> float:
+        """The compute slices that a new `p` partition takes from the pool as it stands: on the GPU where it
+        costs the least, how many fewer one-slice partitions still fit once it is made at its best placement (a
+        3g.20gb on an empty A100-40GB leaves room for four 1g.5gb: it takes 3, though it holds half the memory; a
+        4g.20gb leaves three: it takes 4; a 1g.10gb at the last placement leaves six: it takes 1). Where it fits
+        nowhere as things are, its footprint()."""
+        memo = (p.name, self._changed)
+        got = self._takes.get(memo)
+        if got is not None:
+            return got
+        if len(self._takes) > 256:
+            self._takes.clear()
+        best = None
+        for gpu in self.gpus:
+            m = self.models[gpu]
+            q = _profile_of(m, p.name)
+            placed = self._instances(gpu)
+            inst = self._best_placement(gpu, q, placed) if q is not None else None
+            if inst is not None:
+                took = self._slices(gpu, inst, placed)
+                best = took if best is None else min(best, took)
+        got = self._takes[memo] = self.footprint(p) if best is None else best
+        return got
+
     def load_factor(self, behind: int) -> float:
         """X of rule 6: what one slice-second of a task's run costs the others, in seconds of their wait."""
         u = min(self.busy_share(), 0.9)
@@ -488,13 +520,12 @@ class DynamicPolicy:
         x = self.load_factor(behind)
         rate = 0.0 if job.task.checkpoint else self.arrival_rate()
         if not rate:
-            return {p.name: seconds[p.name] * (1 + self.footprint(p) * x) for p in candidates}
+            return {p.name: seconds[p.name] * (1 + self.takes(p) * x) for p in candidates}
         measured = any(p.name in self.sizes.speeds(key)[0] for p in candidates)
         scale = 1.0 if measured or not self.mean_run else self.mean_run / max(seconds.values())
         c = max(self.capacity, 1)
         return {
-            p.name: seconds[p.name] * (1 + self.footprint(p) * (x + rate * seconds[p.name] * scale / c))
-            for p in candidates
+            p.name: seconds[p.name] * (1 + self.takes(p) * (x + rate * seconds[p.name] * scale / c)) for p in candidates
         }
 
     def loaded(self, job: Any, choice: Choice, behind: int) -> Choice:
@@ -593,13 +624,13 @@ class DynamicPolicy:
         took = self.sizes.measured(self._key(job)).get(s.instance.profile.name) if job.task.partition is None else None
         return None if took is None else max(took - (now - job.started), 0.0)
 
-    def plan_moves(self, now: float, starved: Any, pending: bool) -> None:
+    def plan_moves(self, now: float, starved: Any, pending: bool, waiting: int = 0) -> None:
         """Rule 7: at most one move under way; a shrink for `starved` (the oldest waiting task that got no
-        partition), else a grow when no task waits at all."""
+        partition; `waiting` tasks got none), else a grow when no task waits at all."""
         if self.moves or self.reserved is not None or self.making:
             return
         if starved is not None:
-            self._shrink_for(starved, now)
+            self._shrink_for(starved, now, waiting)
         elif not pending:
             self._grow(now)
 
@@ -639,10 +670,17 @@ class DynamicPolicy:
         if best is not None:
             self._ask_move(best[1], best[2], best[3], now, best[4])
 
-    def _shrink_for(self, starved: Any, now: float) -> None:
+    def _slices(self, gpu: Gpu, inst: PlannedInstance, others: list[PlannedInstance]) -> float:
+        """The compute slices that `inst` leaves unusable beside `others` on `gpu` (as takes() counts them)."""
+        m = self.models[gpu]
+        unit = min((r for r in m.profiles if r.plain), key=lambda r: (r.slices, r.memory_mib))
+        return max(float(max_addable(m, unit, others) - max_addable(m, unit, [*others, inst])), 1.0) * unit.slices
+
+    def _shrink_for(self, starved: Any, now: float, waiting: int = 1) -> None:
         want = self.loaded(starved, self.choice(starved), 0).ranked[:2]
         ends = [r for t in self.slots if t.worker.outstanding and (r := self._remaining(t, now)) is not None]
         wait = min(ends) if ends else float("inf")  # the soonest a busy partition frees
+        x = self.load_factor(waiting - 1) if waiting > 1 else 0.0  # one waiting task: its own wait decides
         best: tuple[float, Slot, Profile, str, list[Slot]] | None = None
         for s in self.slots:
             got = self._movable(s)
@@ -671,6 +709,16 @@ class DynamicPolicy:
                         f"would wait {'long' if wait == float('inf') else f'{wait:.0f} s'}"
                     )
                     best = (wait - loss, s, q, why, self._in_way(s.gpu, inst, idle))
+                    continue
+                # under load (rule 6's cost): what the task's rest costs here, against on q after the move
+                stay = left * here * (1 + self._slices(s.gpu, s.instance, room) * x)
+                go = (left * self._unit_time(units, cur, here, q) + cost) * (1 + self._slices(s.gpu, inst, room) * x)
+                if go < stay * (1 - MOVE_MARGIN) and (best is None or stay - go > best[0]):
+                    why = (
+                        f"shrunk under load: {waiting} task(s) wait; {left * here:.0f} s left on {cur.name}, "
+                        f"{left * self._unit_time(units, cur, here, q):.0f} s on {q.name}"
+                    )
+                    best = (stay - go, s, q, why, self._in_way(s.gpu, inst, idle))
         if best is not None:
             self._ask_move(best[1], best[2], best[3], now, best[4])
 
@@ -961,6 +1009,10 @@ class DynamicPolicy:
             for s in filled:
                 if s.worker.outstanding:
                     s.worker.draining = True
+            for s in self._blockers(gpu):  # a checkpoint task in the way stops at its next checkpoint
+                way = s.worker.outstanding[0]
+                if way.task.checkpoint and not way.pausing and way.id not in self.moves and way.moves < MAX_MOVES:
+                    s.worker.pause(way)
             if not self._blockers(gpu):
                 for s in filled:
                     job = s.worker.outstanding[0] if s.worker.outstanding else None
@@ -969,12 +1021,22 @@ class DynamicPolicy:
         done = [s for s in self.slots if s.gpu == gpu and s.worker.draining and not s.worker.outstanding]
         if done:
             self.destroy(done, f"making room for a waiting {self.reserved[1]} task")
+        wanted = _profile_of(self.models[gpu], self.reserved[1])
+        if (
+            not any(s.gpu == gpu and s.worker.draining for s in self.slots)
+            and not any(m.gpu == gpu for m in self.making)
+            and (wanted is None or self._best_placement(gpu, wanted, self._instances(gpu)) is None)
+        ):  # nothing drains, yet it does not fit: what was in its way changed meanwhile; reserved anew next step
+            self._note("release", gpu, self.reserved[1], None, "the partitions in its way changed: reserved anew")
+            self.reserved = None
+            self._end_backfill()
 
     def create(self, gpu: Gpu, inst: PlannedInstance, reason: str, key: Key | None = None, holds: float = 0.0) -> None:
         """Start making `inst` on its node's change thread: one node's changes run in order, different nodes'
         side by side (on one machine the driver makes GPU instances one at a time anyway), and the controller
         goes on deciding meanwhile. It counts as made from now on (_instances); its worker starts in _made."""
         self.making.append(Making(gpu, inst, self.effects.make(gpu, inst), reason, key, holds))
+        self._changed += 1
 
     def made(self) -> None:
         """Start the workers of the partitions made since the last step. A create that failed (rolled back by
@@ -982,6 +1044,7 @@ class DynamicPolicy:
         error: BaseException | None = None
         for m in [m for m in self.making if m.done.done()]:
             self.making.remove(m)
+            self._changed += 1
             try:
                 part = m.done.result()[0]
             except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
@@ -1002,6 +1065,7 @@ class DynamicPolicy:
                 s.worker.draining = True
             self.effects.retire(s.worker)
             self.slots.remove(s)
+            self._changed += 1
             by_gpu.setdefault(s.gpu, []).append(s)
         error: Exception | None = None
         for gpu, gone in by_gpu.items():  # every GPU's, even after one failed: their workers are retired already
@@ -1024,6 +1088,7 @@ class DynamicPolicy:
         for gpu, insts in list(self.stale.items()):
             self.effects.unmake(gpu, insts, [])
             del self.stale[gpu]
+            self._changed += 1
             for i in insts:
                 self._note("destroy", gpu, i.profile.name, i.placement, "retried")
 
