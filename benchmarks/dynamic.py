@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import math
 import os
@@ -47,6 +48,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import replaying
 from layouts import maximal_layouts
 
 import migpool as sky
@@ -236,24 +238,9 @@ class DrainRecreatePlugin(sky.plugins.mig):
 
 # --- real runs ---
 def replay(compute: sky.Compute, jobs: list[Job], make) -> list[tuple[float, float, str]]:
-    """Submit each job, as the task `make(job)` builds, at its arrival time."""
-    results: list[tuple[float, float, str]] = [None] * len(jobs)  # type: ignore[list-item]
-    start = now()
-    futs = []
-    for k, j in enumerate(jobs):
-        delay = j.arrival - (now() - start)
-        if delay > 0:
-            time.sleep(delay / SCALE)
-        fut = compute.submit(make(j))
-
-        def done(f, k=k, j=j):
-            results[k] = (j.arrival, now() - start, f.result()[0])
-
-        fut.add_done_callback(done)
-        futs.append(fut)
-    for f in futs:
-        f.result()
-    return results
+    """Submit each job, as the task `make(job)` builds, at its arrival time: (arrival, end, profile) of each."""
+    ended = replaying.replay(compute, [j.arrival for j in jobs], lambda k: make(jobs[k]), SCALE)
+    return [(j.arrival, end, result[0]) for j, (end, result) in zip(jobs, ended, strict=True)]
 
 
 def needing(j: Job) -> sky.Task:
@@ -377,16 +364,9 @@ def main() -> None:
             spec = f"A100-80GB:{gpus}"
             rows = {}
 
-            def pool(plugin, concurrency=None, spec=spec):
-                os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
-                return sky.Compute(
-                    provider=sky.Local(simulate=spec),
-                    progress=False,
-                    plugins=[plugin],
-                    worker=sky.Worker(concurrency=concurrency, executor="process"),
-                )
+            pool = functools.partial(replaying.simulated_pool, spec)
 
-            def dynamic(remember, jobs=jobs, gpus=gpus) -> dict:
+            def dynamic(remember, jobs=jobs, gpus=gpus, pool=pool) -> dict:
                 """Run the trace on a dynamic pool `repeat` times; the run with the median mean JCT, with the
                 spread of the runs' mean JCTs and its number of changes."""
                 runs = []

@@ -57,12 +57,13 @@ import tempfile
 import textwrap
 import time
 import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from layouts import maximal_layouts
+from replaying import replay, simulated_pool
 from virtual_pool import VirtualPool, VJob
 
 import migpool as sky
@@ -439,37 +440,6 @@ def task(job: Job, checkpoints: bool) -> sky.Task:
     return dataclasses.replace(t, min_memory=f"{job.need_mib}MiB")
 
 
-def now() -> float:
-    return time.monotonic() * SCALE
-
-
-def replay(compute: sky.Compute, trace: Sequence[Job], make: Callable[[Job], sky.Task]) -> list[float]:
-    """Submit each job at its arrival (trace seconds); their JCTs."""
-    ends: list[float] = [math.nan] * len(trace)
-    start = now()
-    futs = []
-    for k, j in enumerate(trace):
-        delay = j.arrival - (now() - start)
-        if delay > 0:
-            time.sleep(delay / SCALE)
-        fut = compute.submit(make(j))
-        fut.add_done_callback(lambda f, k=k: ends.__setitem__(k, now() - start))
-        futs.append(fut)
-    for f in futs:
-        f.result()
-    return [e - j.arrival for e, j in zip(ends, trace, strict=True)]
-
-
-def pool(spec: str, plugin: sky.plugins.Plugin, concurrency: int | None = None) -> sky.Compute:
-    os.environ["MIGPOOL_STATE_DIR"] = tempfile.mkdtemp()
-    return sky.Compute(
-        provider=sky.Local(simulate=spec),
-        progress=False,
-        plugins=[plugin],
-        worker=sky.Worker(concurrency=concurrency, executor="process"),
-    )
-
-
 def mig(remember: Path | bool) -> sky.plugins.mig:
     """Dynamic MIG with its default keep_idle (30 s) in trace seconds."""
     return sky.plugins.mig(dynamic=True, gpus="all", remember=remember, keep_idle=30.0 / SCALE)
@@ -480,8 +450,9 @@ def dynamic(trace: Sequence[Job], gpus: int, remember: Path | None, checkpoints:
     if remember is not None:  # each run starts from the learned file, not from what the run before kept
         mine = Path(tempfile.mkdtemp()) / "run-times.json"
         shutil.copyfile(remember, mine)
-    with pool(f"A100-40GB:{gpus}", mig(remember=mine)) as c:
-        jct = replay(c, trace, lambda j: task(j, checkpoints))
+    with simulated_pool(f"A100-40GB:{gpus}", mig(remember=mine)) as c:
+        ended = replay(c, [j.arrival for j in trace], lambda k: task(trace[k], checkpoints), SCALE)
+        jct = [end - j.arrival for (end, _), j in zip(ended, trace, strict=True)]
         changes = list(c.changes)
     return dict(
         mean=mean(jct),
