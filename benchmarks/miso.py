@@ -37,7 +37,10 @@ speed (MISO's trace times are 7g.40gb times).
 runs it fastest; a job that fits no free partition does not hold back later ones.
 Goals: dynamic's mean JCT at most (b)'s and (c)'s on every trace and GPU count; -16% against (b) where
 partitioning pays (MISO's figure against its static). The last columns are the dynamic rows ÷ each row.
+--order-check asks whether the order of service is what keeps (a) from the goals: (a) and (b) with the waiting
+jobs in arrival order, and both served least work first (each job's true work, known to no scheduler).
     python benchmarks/miso.py [--trace readme,default] [--gpus 1,2,4] [--time-scale 100] [--quick]
+    python benchmarks/miso.py --order-check [--trace ...] [--gpus ...] > docs/generated/order-check.txt
 """
 
 from __future__ import annotations
@@ -107,10 +110,21 @@ def jobs(name: str, limit: int | None = None) -> list[Job]:
     return out
 
 
+def per_slice(seconds: dict[str, float]) -> float:
+    """Slice-seconds on the profile that does the most per slice, of `seconds` by profile (the --order-check key)."""
+    return min(PROFILES[p].slices * s for p, s in seconds.items() if p in PROFILES)
+
+
+def work(job: Job) -> float:
+    """The slice-seconds `job` needs on the profile that does the most of it per slice."""
+    return per_slice(job.seconds)
+
+
 # --- the event model ---
-def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest") -> list[float]:
-    """JCTs on a static set of partitions: a waiting job, in arrival order, takes a free partition that holds it
-    (`fastest`: the one that runs it fastest; `largest`: the largest, MISO's static); later jobs may go first."""
+def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest", order: str = "arrival") -> list[float]:
+    """JCTs on a static set of partitions: a waiting job, in arrival order (`shortest`: least work() first),
+    takes a free partition that holds it (`fastest`: the one that runs it fastest; `largest`: the largest, MISO's
+    static); later jobs may go first."""
     busy = [False] * len(units)
     events = [(j.arrival, 0, k, -1) for k, j in enumerate(trace)]
     heapq.heapify(events)
@@ -120,6 +134,8 @@ def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest") 
         t, kind, k, i = heapq.heappop(events)
         if kind == 0:
             waiting.append(k)
+            if order == "shortest":
+                waiting.sort(key=lambda k: work(trace[k]))
         else:
             busy[i] = False
             jct[k] = t - trace[k].arrival
@@ -142,47 +158,51 @@ def mean(values: Sequence[float]) -> float:
     return statistics.mean(values) if values and not any(math.isnan(v) for v in values) else math.inf
 
 
-def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job]) -> float:
-    return mean(dispatch([u for lay in combo for u in lay], trace))
+def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job], order: str = "arrival") -> float:
+    return mean(dispatch([u for lay in combo for u in lay], trace, order=order))
 
 
 def best_static(
-    trace: Sequence[Job], gpus: int, exhaustive_up_to: int = 4
+    trace: Sequence[Job], gpus: int, exhaustive_up_to: int = 4, order: str = "arrival"
 ) -> tuple[tuple[tuple[str, ...], ...], float]:
-    """The best combination of per-GPU layouts for `trace`: exhaustive up to `exhaustive_up_to` GPUs; beyond, the
-    best 20 of one GPU fewer, each with every layout added, then improved one GPU at a time until nothing does."""
+    """The best combination of per-GPU layouts for `trace` (jobs served in `order`, as dispatch()): exhaustive up
+    to `exhaustive_up_to` GPUs; beyond, the best 20 of one GPU fewer, each with every layout added, then improved
+    one GPU at a time until nothing does."""
     lays = LAYOUTS
     if gpus <= exhaustive_up_to:
-        scored = [(score(c, trace), c) for c in itertools.combinations_with_replacement(lays, gpus)]
+        scored = [(score(c, trace, order), c) for c in itertools.combinations_with_replacement(lays, gpus)]
         best = min(scored)
         return best[1], best[0]
-    top = _top(trace, gpus - 1, exhaustive_up_to)
+    top = _top(trace, gpus - 1, exhaustive_up_to, order)
     seeds = {tuple(sorted((*c, lay))) for c in top for lay in lays}
-    best_s, best_c = min((score(c, trace), c) for c in seeds)
+    best_s, best_c = min((score(c, trace, order), c) for c in seeds)
     improved = True
     while improved:
         improved = False
         for k in range(gpus):
             for lay in lays:
                 cand = tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
-                s = score(cand, trace)
+                s = score(cand, trace, order)
                 if s < best_s - 1e-9:
                     best_s, best_c, improved = s, cand, True
     return best_c, best_s
 
 
-_TOPS: dict[tuple[int, int], list[tuple[tuple[str, ...], ...]]] = {}
+_TOPS: dict[tuple[int, int, str], list[tuple[tuple[str, ...], ...]]] = {}
 
 
-def _top(trace: Sequence[Job], gpus: int, exhaustive_up_to: int, keep: int = 20) -> list[tuple[tuple[str, ...], ...]]:
-    memo = (id(trace), gpus)
+def _top(
+    trace: Sequence[Job], gpus: int, exhaustive_up_to: int, order: str, keep: int = 20
+) -> list[tuple[tuple[str, ...], ...]]:
+    memo = (id(trace), gpus, order)
     if memo not in _TOPS:
         if gpus <= exhaustive_up_to:
-            scored = sorted((score(c, trace), c) for c in itertools.combinations_with_replacement(LAYOUTS, gpus))
+            combos = itertools.combinations_with_replacement(LAYOUTS, gpus)
+            scored = sorted((score(c, trace, order), c) for c in combos)
         else:
-            prev = _top(trace, gpus - 1, exhaustive_up_to, keep)
+            prev = _top(trace, gpus - 1, exhaustive_up_to, order, keep)
             seeds = {tuple(sorted((*c, lay))) for c in prev for lay in LAYOUTS}
-            scored = sorted((score(c, trace), c) for c in seeds)
+            scored = sorted((score(c, trace, order), c) for c in seeds)
         _TOPS[memo] = [c for _, c in scored[:keep]]
     return _TOPS[memo]
 
@@ -476,9 +496,23 @@ def _vfn(model: str) -> Any:
     return _VFUNCS[model]
 
 
-def virtual(trace: Sequence[Job], gpus: int, sizes: RunTimes | None, checkpoints: bool = True) -> tuple[dict, RunTimes]:
-    """The dynamic strategy with migpool's own policy in virtual time (virtual_pool.py): real time, no scaling."""
-    sim = VirtualPool([((0, g), GPU) for g in range(gpus)], keep_idle=30.0, sizes=sizes, resume_s=MOVE_S)
+def _work_left(v: VJob) -> float:
+    """What a virtual job has left, in work() terms: known to no scheduler (--order-check)."""
+    return (v.units - v.done) * per_slice(v.unit_s)
+
+
+def virtual(
+    trace: Sequence[Job], gpus: int, sizes: RunTimes | None, checkpoints: bool = True, order: str = "arrival"
+) -> tuple[dict, RunTimes]:
+    """The dynamic strategy with migpool's own policy in virtual time (virtual_pool.py): real time, no scaling.
+    `shortest`: the waiting jobs served least work left first (--order-check)."""
+    sim = VirtualPool(
+        [((0, g), GPU) for g in range(gpus)],
+        keep_idle=30.0,
+        sizes=sizes,
+        resume_s=MOVE_S,
+        order=_work_left if order == "shortest" else None,
+    )
     fids = {m: k for k, m in enumerate(sorted({j["model"] for j in DATA["jobs"]}))}
     for k, j in enumerate(trace):
         t = types.SimpleNamespace(
@@ -506,6 +540,36 @@ LAYOUTS = maximal_layouts(GPU)
 MISO_STATIC = ("2g.10gb", "2g.10gb", "3g.20gb")
 
 
+def order_check(names: Sequence[str], counts: Sequence[int], out: Path | None) -> None:
+    """How much of the goals is the order the jobs are served in: (a) and (b) with the waiting jobs in arrival
+    order, as the goals score them, and served least work first (work(): each job's true work, which no
+    scheduler knows before the job ends)."""
+    print(textwrap.fill(__doc__.splitlines()[0], 80))
+    print(
+        textwrap.fill(
+            "Least work first: each job's true work (slice-seconds on its most efficient profile), which no "
+            "scheduler knows before the job ends. Times are trace seconds, in virtual time.",
+            80,
+        )
+    )
+    found = []
+    for name in names:
+        trace = jobs(name)
+        for gpus in counts:
+            row: dict[str, float] = {}
+            for order in ("arrival", "shortest"):
+                row[f"(a) {order}"] = virtual(trace, gpus, None, order=order)[0]["mean"]
+                row[f"(b) {order}"] = best_static(trace, gpus, order=order)[1]
+            print(f"\n{gpus} x A100-40GB, MISO {name} ({len(trace)} jobs), mean JCT:")
+            print(f"  {'served':<20} {'(a) dynamic':>12} {'(b) best static':>16} {'(a) / (b)':>10}")
+            for order, label in (("arrival", "in arrival order"), ("shortest", "least work first")):
+                a, b = row[f"(a) {order}"], row[f"(b) {order}"]
+                print(f"  {label:<20} {a:>11.0f}s {b:>15.0f}s {a / b:>10.2f}")
+            found.append(dict(trace=name, gpus=gpus, mean=row))
+    if out is not None:
+        out.write_text(json.dumps(dict(command=" ".join(["benchmarks/miso.py", *sys.argv[1:]]), runs=found), indent=1))
+
+
 def main() -> None:
     global SCALE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -517,7 +581,13 @@ def main() -> None:
     ap.add_argument("--json", type=Path, help="also write every row to this file (docs/generated/miso.json)")
     ap.add_argument("--no-learned", action="store_true", help="leave out (a') and (a-) (each needs a learning run)")
     ap.add_argument("--check-search", action="store_true", help="compare (b)'s search with exhaustive at 2-4 GPUs")
+    ap.add_argument(
+        "--order-check", action="store_true", help="only (a) and (b), in arrival order and least work first"
+    )
     args = ap.parse_args()
+    if args.order_check:
+        order_check(args.trace.split(","), [int(g) for g in args.gpus.split(",")], args.json)
+        return
     SCALE = 1000.0 if args.quick and args.time_scale == ap.get_default("time_scale") else args.time_scale
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
     print(

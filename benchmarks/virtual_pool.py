@@ -4,6 +4,8 @@ in order, to an idle worker that serves it, as Scheduler.pump does (the policy's
 a partition takes `create_s` to make and its worker `start_s` to start; a job runs at the speed its profile has
 for it, reports a checkpoint every `chunk` units of its work, stops at a checkpoint when the policy asks
 (Worker.pause) and pays `resume_s` when it resumes; the policy steps after every event and every `tick_s`.
+`order` (benchmarks/miso.py --order-check, not what a pool does): the waiting jobs are kept sorted by this key,
+least first, so that the policy's oldest waiting job is the first in that order.
 benchmarks/miso.py checks it against real pools (--real)."""
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class VScheduler:
         self.workers: list[VWorker] = []
         self.policy: DynamicPolicy | None = None
         self.sim: VirtualPool | None = None
+        self.order: Callable[[VJob], float] | None = None
 
     def retire(self, w: VWorker) -> None:
         if w in self.workers:
@@ -78,6 +81,10 @@ class VScheduler:
     def pump(self) -> None:
         """Scheduler.pump for a dynamic pool: one job per worker, in order, the policy's rank and hold."""
         assert self.policy is not None and self.sim is not None
+        if self.order is not None:
+            ordered = sorted(self.pending, key=self.order)
+            self.pending.clear()
+            self.pending.extend(ordered)
         held: dict[int, float] = {}
         i = 0
         while i < len(self.pending):
@@ -137,6 +144,7 @@ class VirtualPool:
         chunk_share: float = 0.01,
         tick_s: float = 5.0,
         policy: type[DynamicPolicy] = DynamicPolicy,
+        order: Callable[[VJob], float] | None = None,
     ) -> None:
         self.now = 0.0
         self.events: list[tuple[float, int, Callable[[], None]]] = []
@@ -151,6 +159,7 @@ class VirtualPool:
         )
         self.sched = VScheduler()
         self.sched.sim = self
+        self.sched.order = order
         self.policy = policy(
             [(g, m, []) for g, m in gpus],
             self.sched,  # type: ignore[arg-type]

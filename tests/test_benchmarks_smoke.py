@@ -57,6 +57,22 @@ def test_miso():
     assert out.count("(f) joint replan") == 2
 
 
+def test_miso_order_check():
+    """--order-check: (a) and (b) with the jobs in arrival order and least work first, in its smallest form; the
+    event model serves least work first: a short job that came last overtakes a long one that waits."""
+    out = _run("miso.py", "--order-check", "--trace", "readme", "--gpus", "1")
+    assert "in arrival order" in out and "least work first" in out
+    sys.path.insert(0, str(BENCH))
+    try:
+        from miso import Job, dispatch
+    finally:
+        sys.path.remove(str(BENCH))
+    trace = [Job(0, "a", 0.0, {"1g.5gb": 100.0}), Job(1, "b", 1.0, {"1g.5gb": 500.0})]
+    trace.append(Job(2, "c", 2.0, {"1g.5gb": 50.0}))
+    assert dispatch(["1g.5gb"], trace) == [100.0, 599.0, 648.0]
+    assert dispatch(["1g.5gb"], trace, order="shortest") == [100.0, 649.0, 148.0]
+
+
 @pytest.mark.parametrize("model", ["A100-40GB", "H100-80GB"])
 def test_maximal_layouts(model):
     """The best-static searches' layouts: each one placeable and maximal (no plain profile can be added), and
