@@ -186,8 +186,9 @@ class DynamicPolicy:
         self.arrived: collections.deque[float] = collections.deque(maxlen=ARRIVALS_KEPT)  # when tasks came
         self.mean_run = 0.0  # the moving average of tasks' run times: the run time of a task not measured yet
         self._footprints: dict[str, float] = {}
-        self._takes: dict[tuple[str, int], float] = {}  # what a new partition takes (takes()), by layout change
-        self._changed = 0  # counts the creates and destroys: the layouts takes() saw
+        self._takes: dict[str, float] = {}  # what a new partition takes (takes()) in the layout `_takes_at`
+        self._changed = 0  # counts the creates and destroys: a new layout for takes()
+        self._takes_at = 0
 
     def admit(self, task: Any) -> None:
         """Fail at once a task whose profile (or memory need) no GPU of the pool can ever hold, counting the
@@ -482,12 +483,11 @@ class DynamicPolicy:
         3g.20gb on an empty A100-40GB leaves room for four 1g.5gb: it takes 3, though it holds half the memory; a
         4g.20gb leaves three: it takes 4; a 1g.10gb at the last placement leaves six: it takes 1). Where it fits
         nowhere as things are, its footprint()."""
-        memo = (p.name, self._changed)
-        got = self._takes.get(memo)
+        if self._takes_at != self._changed:
+            self._takes, self._takes_at = {}, self._changed
+        got = self._takes.get(p.name)
         if got is not None:
             return got
-        if len(self._takes) > 256:
-            self._takes.clear()
         best = None
         for gpu in self.gpus:
             m = self.models[gpu]
@@ -497,7 +497,7 @@ class DynamicPolicy:
             if inst is not None:
                 took = self._slices(gpu, inst, placed)
                 best = took if best is None else min(best, took)
-        got = self._takes[memo] = self.footprint(p) if best is None else best
+        got = self._takes[p.name] = self.footprint(p) if best is None else best
         return got
 
     def load_factor(self, behind: int) -> float:
@@ -702,7 +702,8 @@ class DynamicPolicy:
                 )
                 if not fits:
                     continue
-                loss = left * (self._unit_time(units, cur, here, q) - here) + cost
+                there = self._unit_time(units, cur, here, q)
+                loss = left * (there - here) + cost
                 if loss < wait and (best is None or wait - loss > best[0]):
                     why = (
                         f"shrunk for a waiting task: {q.name} costs this one about {loss:.0f} s; the waiting one "
@@ -712,11 +713,11 @@ class DynamicPolicy:
                     continue
                 # under load (rule 6's cost): what the task's rest costs here, against on q after the move
                 stay = left * here * (1 + self._slices(s.gpu, s.instance, room) * x)
-                go = (left * self._unit_time(units, cur, here, q) + cost) * (1 + self._slices(s.gpu, inst, room) * x)
+                go = (left * there + cost) * (1 + self._slices(s.gpu, inst, room) * x)
                 if go < stay * (1 - MOVE_MARGIN) and (best is None or stay - go > best[0]):
                     why = (
                         f"shrunk under load: {waiting} task(s) wait; {left * here:.0f} s left on {cur.name}, "
-                        f"{left * self._unit_time(units, cur, here, q):.0f} s on {q.name}"
+                        f"{left * there:.0f} s on {q.name}"
                     )
                     best = (stay - go, s, q, why, self._in_way(s.gpu, inst, idle))
         if best is not None:
@@ -1009,11 +1010,12 @@ class DynamicPolicy:
             for s in filled:
                 if s.worker.outstanding:
                     s.worker.draining = True
-            for s in self._blockers(gpu):  # a checkpoint task in the way stops at its next checkpoint
+            blockers = self._blockers(gpu)
+            for s in blockers:  # a checkpoint task in the way stops at its next checkpoint
                 way = s.worker.outstanding[0]
                 if way.task.checkpoint and not way.pausing and way.id not in self.moves and way.moves < MAX_MOVES:
                     s.worker.pause(way)
-            if not self._blockers(gpu):
+            if not blockers:
                 for s in filled:
                     job = s.worker.outstanding[0] if s.worker.outstanding else None
                     if job is not None and job.task.checkpoint and not job.pausing and job.id not in self.moves:
