@@ -41,11 +41,15 @@ partitioning pays (MISO's figure against its static). The last columns are the d
 jobs in arrival order, and both served least work first (each job's true work, known to no scheduler).
     python benchmarks/miso.py [--trace readme,default] [--gpus 1,2,4] [--time-scale 100] [--quick]
     python benchmarks/miso.py --order-check [--trace ...] [--gpus ...] > docs/generated/order-check.txt
+--seeds asks whether one draw's figures hold on others: (a), (b), (c) and (f) on each run drawn with other seeds
+(benchmarks/data/miso.json holds seeds 1-8; 1 is MISO's), cases side by side on every core.
+    python benchmarks/miso.py --seeds 1-8 [--trace ...] [--gpus ...] > docs/generated/seeds-check.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import functools
 import heapq
@@ -96,10 +100,14 @@ class Job:
         return smallest.memory_mib
 
 
-def jobs(name: str, limit: int | None = None) -> list[Job]:
+def jobs(name: str, limit: int | None = None, seed: int = 1) -> list[Job]:
+    """The run `name` as arrivals drawn with `seed` (1: MISO's own; 2-8: the same run drawn again)."""
     by_id = {j["id"]: j for j in DATA["jobs"]}
+    drawn = DATA["arrivals"][name]["seeds"]
+    if str(seed) not in drawn:
+        raise SystemExit(f"error: no seed {seed} in benchmarks/data/miso.json: it has seeds {', '.join(drawn)}")
     out = []
-    for jid, arrival in DATA["arrivals"][name]["jobs"][:limit]:
+    for jid, arrival in drawn[str(seed)][:limit]:
         measured = dict(by_id[jid]["seconds"])
         if "1g.5gb" in measured:
             measured["1g.10gb"] = measured["1g.5gb"]
@@ -188,13 +196,13 @@ def best_static(
     return best_c, best_s
 
 
-_TOPS: dict[tuple[int, int, str], list[tuple[tuple[str, ...], ...]]] = {}
+_TOPS: dict[tuple[tuple, int, str], list[tuple[tuple[str, ...], ...]]] = {}
 
 
 def _top(
     trace: Sequence[Job], gpus: int, exhaustive_up_to: int, order: str, keep: int = 20
 ) -> list[tuple[tuple[str, ...], ...]]:
-    memo = (id(trace), gpus, order)
+    memo = (tuple((j.id, j.arrival) for j in trace), gpus, order)  # not id(): a trace freed may lend its id
     if memo not in _TOPS:
         if gpus <= exhaustive_up_to:
             combos = itertools.combinations_with_replacement(LAYOUTS, gpus)
@@ -570,6 +578,82 @@ def order_check(names: Sequence[str], counts: Sequence[int], out: Path | None) -
         out.write_text(json.dumps(dict(command=" ".join(["benchmarks/miso.py", *sys.argv[1:]]), runs=found), indent=1))
 
 
+def _seed_case(name: str, gpus: int, seed: int) -> dict[str, float]:
+    trace = jobs(name, seed=seed)
+    return {
+        "(a)": virtual(trace, gpus, None)[0]["mean"],
+        "(b)": best_static(trace, gpus)[1],
+        "(c)": mean(dispatch(["whole"] * gpus, trace)),
+        "(f)": mean(joint_replan(trace, gpus)),
+    }
+
+
+def seeds_check(names: Sequence[str], counts: Sequence[int], seeds: Sequence[int], out: Path | None) -> None:
+    """(a), (b), (c) and (f) on each run drawn with each of `seeds` (1: MISO's own): whether one draw's figures
+    hold on others. Cases run side by side, one process per core."""
+    print(textwrap.fill(__doc__.splitlines()[0], 80))
+    print(
+        textwrap.fill(
+            "Each run's arrivals drawn again with other seeds, as MISO's exp_full.py draws them (seed 1 is "
+            "MISO's own; readme also samples other jobs). Mean JCT in trace seconds, in virtual time; the "
+            "ratios' geometric mean and worst per trace and GPU count.",
+            80,
+        )
+    )
+    cases = [(n, g, k) for n in names for g in counts for k in seeds]
+    found: dict[tuple[str, int, int], dict[str, float]] = {}
+    with concurrent.futures.ProcessPoolExecutor(os.cpu_count()) as pool:
+        running = {pool.submit(_seed_case, *c): c for c in cases}
+        for k, done in enumerate(concurrent.futures.as_completed(running), 1):
+            found[running[done]] = done.result()
+            print(f"  ({k}/{len(cases)} done)", file=sys.stderr, flush=True)
+    ratios = (("(a)", "(b)"), ("(a)", "(c)"), ("(f)", "(b)"))
+    every: dict[str, list[float]] = {f"{x}/{y}": [] for x, y in ratios}
+    for name in names:
+        for gpus in counts:
+            print(f"\nMISO {name}, {gpus} x A100-40GB, mean JCT:")
+            head = "".join(f" {k:>7}" for k in ("(a)", "(b)", "(c)", "(f)"))
+            print(f"  {'seed':>4}{head}" + "".join(f" {x}/{y}" for x, y in ratios))
+            got: dict[str, list[float]] = {f"{x}/{y}": [] for x, y in ratios}
+            for seed in seeds:
+                row = found[(name, gpus, seed)]
+                for x, y in ratios:
+                    got[f"{x}/{y}"].append(row[x] / row[y])
+                print(
+                    f"  {seed:>4}"
+                    + "".join(f" {row[k]:>6.0f}s" for k in ("(a)", "(b)", "(c)", "(f)"))
+                    + "".join(f" {row[x] / row[y]:>7.2f}" for x, y in ratios)
+                )
+            for label, pick in (("geo. mean", _geomean), ("worst", max)):
+                print(f"  {label:<36}" + "".join(f" {pick(got[k]):>7.2f}" for k in got))
+            for k, v in got.items():
+                every[k] += v
+    a_b = every["(a)/(b)"]
+    print(
+        "\n"
+        + textwrap.fill(
+            f"All {len(a_b)}: (a) at most (b) on {sum(r <= 1 for r in a_b)}, geometric mean "
+            f"{_geomean(a_b):.3f}, worst {max(a_b):.2f}; (a) at most (c) on "
+            f"{sum(r <= 1 for r in every['(a)/(c)'])}; (f), MISO's re-planning with perfect knowledge, "
+            f"against (b): geometric mean {_geomean(every['(f)/(b)']):.3f}, best {min(every['(f)/(b)']):.2f}.",
+            80,
+        )
+    )
+    if out is not None:
+        rows = [dict(trace=n, gpus=g, seed=k, mean=found[(n, g, k)]) for n, g, k in cases]
+        out.write_text(json.dumps(dict(command=" ".join(["benchmarks/miso.py", *sys.argv[1:]]), runs=rows), indent=1))
+
+
+def _geomean(values: Sequence[float]) -> float:
+    return math.exp(statistics.mean(math.log(v) for v in values))
+
+
+def _seed_list(text: str) -> list[int]:
+    """'1-8' or '1,3,5'."""
+    first, _, last = text.partition("-")
+    return list(range(int(first), int(last) + 1)) if last else [int(k) for k in text.split(",")]
+
+
 def main() -> None:
     global SCALE
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -584,7 +668,13 @@ def main() -> None:
     ap.add_argument(
         "--order-check", action="store_true", help="only (a) and (b), in arrival order and least work first"
     )
+    ap.add_argument(
+        "--seeds", type=_seed_list, help="only (a), (b), (c) and (f), on the runs drawn with these seeds (1-8)"
+    )
     args = ap.parse_args()
+    if args.seeds:
+        seeds_check(args.trace.split(","), [int(g) for g in args.gpus.split(",")], args.seeds, args.json)
+        return
     if args.order_check:
         order_check(args.trace.split(","), [int(g) for g in args.gpus.split(",")], args.json)
         return

@@ -13,8 +13,8 @@ the mean rounded to 4 decimals).
 Arrival times are drawn as MISO's exp_full.py draws them (Python's random seeded with `seed`, NumPy's legacy
 generator with `seed + 1`; jobs in a random order; each gap Poisson with mean `arrival`, halved for the first
 third of the jobs), for the two runs MISO's README and defaults name: 30 jobs sampled from the trace at 100 s
-(run.py --arrival 100 --num_job 30 --random_trace) and all 100 jobs at 60 s (run.py's defaults), seed 1. NumPy is
-needed here only.
+(run.py --arrival 100 --num_job 30 --random_trace) and all 100 jobs at 60 s (run.py's defaults); seed 1 is
+MISO's, seeds 2-8 draw the same runs again (benchmarks/miso.py --seeds). NumPy is needed here only.
     python benchmarks/miso_convert.py /path/to/socc22-miso
 """
 
@@ -29,6 +29,7 @@ SLICES = ("1g.5gb", "2g.10gb", "3g.20gb", "4g.20gb", "7g.40gb")
 COMMIT = "39b1ee69d73c876c2d2bfca7858806890b27c834"
 OUT = Path(__file__).parent / "data" / "miso.json"
 RUNS = {"readme": dict(num_job=30, arrival=100, random_trace=True), "default": dict(num_job=100, arrival=60)}
+SEEDS = range(1, 9)  # 1: MISO's own; the others, the same runs drawn again
 
 
 def mean_latency(path: Path) -> float:
@@ -85,13 +86,17 @@ def main() -> None:
             f"{COMMIT[:9]}): each job's model, its run time in seconds on a whole A100-40GB (trace_100.json, "
             "as MISO's int() reads it), and on each MIG slice of an A100-40GB (that time x the slice's measured "
             "mean iteration latency / 7g.40gb's; a slice missing: the model does not fit it); arrival times of "
-            "MISO's two documented runs, seed 1. Converted by benchmarks/miso_convert.py."
+            "MISO's two documented runs, by seed (1: MISO's; 2-8: the same runs drawn again). Converted by "
+            "benchmarks/miso_convert.py."
         ),
         licence="MIT, Copyright (c) 2022 Baolin Li (see benchmarks/data/MISO-LICENSE)",
         commit=COMMIT,
         gpu="A100-40GB",
         jobs=jobs,
-        arrivals={name: dict(run, seed=1, jobs=arrivals(trace, **run)) for name, run in RUNS.items()},
+        arrivals={
+            name: dict(run, seeds={str(seed): arrivals(trace, **run, seed=seed) for seed in SEEDS})
+            for name, run in RUNS.items()
+        },
     )
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_text(json.dumps(data, indent=1) + "\n")

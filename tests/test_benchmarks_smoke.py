@@ -73,6 +73,21 @@ def test_miso_order_check():
     assert dispatch(["1g.5gb"], trace, order="shortest") == [100.0, 649.0, 148.0]
 
 
+def test_miso_seeds():
+    """--seeds: (a), (b), (c) and (f) on the runs drawn with other seeds, in its smallest form; seed 1 is MISO's
+    own draw, which the other figures use, and another seed draws other arrivals (readme: other jobs too)."""
+    out = _run("miso.py", "--seeds", "1-2", "--trace", "readme", "--gpus", "1")
+    assert "geo. mean" in out and "(f)/(b)" in out and "All 2: (a) at most (b) on" in out
+    sys.path.insert(0, str(BENCH))
+    try:
+        from miso import jobs
+    finally:
+        sys.path.remove(str(BENCH))
+    assert jobs("readme", seed=1) == jobs("readme") and jobs("readme", seed=2) != jobs("readme")
+    with pytest.raises(SystemExit, match="no seed 9 in benchmarks/data/miso.json: it has seeds 1, 2"):
+        jobs("readme", seed=9)
+
+
 @pytest.mark.parametrize("model", ["A100-40GB", "H100-80GB"])
 def test_maximal_layouts(model):
     """The best-static searches' layouts: each one placeable and maximal (no plain profile can be added), and

@@ -53,7 +53,7 @@ def test_a_checkpoint_task_is_shrunk_for_waiting_tasks_and_resumes_where_it_stop
     assert places[0] == "7g.80gb" and len(places) >= 2 and all(p != "7g.80gb" for p in places[1:2])
     assert len(others) == 3
     moves = [ch for ch in changes if ch["action"] == "move"]
-    assert moves and "shrunk for a waiting task" in moves[0]["reason"]
+    assert moves and moves[0]["reason"].startswith(("shrunk for a waiting task", "shrunk under load"))
 
 
 def test_a_move_whose_new_partition_fails_resumes_the_task_from_its_checkpoint():
@@ -77,6 +77,9 @@ def test_a_move_whose_new_partition_fails_resumes_the_task_from_its_checkpoint()
         _running(c, long)
         others = gather(*[T.scaling(0.3) for _ in range(3)]) >> c
         ran = long.result(timeout=120)
+        ends = time.monotonic() + 5.0  # the controller's next step (every 0.1 s) drops a move whose task ended
+        while policy.moves and time.monotonic() < ends:
+            time.sleep(0.05)
         assert not policy.moves
     assert failed, "no move was made"
     _check_steps(ran, n)  # resumed elsewhere from its last checkpoint: no step lost or repeated

@@ -24,24 +24,26 @@ Each step (the controller, dynamic.DynamicMig, runs one when work waits or a wor
   6. Sizes follow the load: the size ranked first minimizes the task's run time × (1 + what it takes × X), what
      it takes being the compute slices that a new partition of that size leaves unusable where it goes (takes():
      a 3g.20gb on an A100-40GB takes 3, as four 1g.5gb still fit beside it; a 4g.20gb takes 4),
-     X = (tasks waiting behind it + KAPPA·u/(1−u)) / the pool's compute slices, u the share of those slices busy;
-     a task that cannot move also counts the tasks expected to arrive while it runs. On an idle pool a task gets
-     the size that runs it fastest; the more work waits or runs, the more a slice-second counts, down to the size
-     that does the most per slice. A task that cannot move is ranked by its measured sizes only (nothing measured:
-     the smallest first, sizing.py); a checkpoint task also by estimates (run time falling with the square root
-     of the slices), since a wrong guess can be moved. An idle partition far too large for a task under load is
-     left to be split, not taken. Where the oldest task's reservation (rule 4) drains a GPU, other tasks may use
-     the room meanwhile: a checkpoint task (stopped at a checkpoint once nothing else is in the way), or a task
-     whose measured run time ends before the partitions in the way.
-  7. A checkpoint task (`@function(checkpoint=True)`) may move: grown into a larger size when nothing waits and
-     its remaining work (units left × seconds per unit) shrinks by MOVE_MARGIN after the move's measured cost;
-     shrunk to a smaller size when the oldest waiting task cannot get a partition otherwise and its wait (the
-     soonest a busy partition frees) is longer than what the shrink costs the moved task, or, where several
-     tasks wait, when its rest costs less by MOVE_MARGIN on the smaller size by rule 6's cost (run time × (1 +
-     the slices it takes × X)), the move's cost included. The task stops at its next checkpoint, its partition
-     is destroyed, the new one made, and it resumes there from that checkpoint (or, should the new one fail, on
-     any partition that serves it). One move at a time; at most MAX_MOVES per task. A task without checkpoints
-     is never moved.
+     X = (tasks waiting behind it + KAPPA·u/(1−u)) / the pool's compute slices, u the share of those slices busy,
+     plus the tasks expected to arrive while it runs. On an idle pool a task gets the size that runs it fastest;
+     the more work waits or runs, the more a slice-second counts, down to the size that does the most per slice.
+     A task that cannot move is ranked by its measured sizes only (nothing measured: the smallest first,
+     sizing.py); a checkpoint task also by estimates (run time falling with the square root of the slices), since
+     a wrong guess can be moved. An idle partition far too large for a task under load (against the sizes step 2
+     would make for it) is left to be split, not taken. Where the oldest task's reservation (rule 4) drains a GPU,
+     other tasks may use the room meanwhile: a checkpoint task (stopped at a checkpoint once nothing else is in
+     the way), or a task whose measured run time ends before the partitions in the way.
+  7. A checkpoint task (`@function(checkpoint=True)`) may move, to a partition on its own GPU or another: grown
+     into a larger size when nothing waits and its remaining work (units left × seconds per unit: measured, else
+     guessed by the square root of the slices) shrinks by MOVE_MARGIN after the move's measured cost; shrunk to
+     a smaller size when the oldest waiting task cannot get a partition otherwise and its wait (the soonest a
+     busy partition frees) is longer than what the shrink costs the moved task, or, where several tasks wait,
+     when its rest costs less by MOVE_MARGIN on the smaller size by rule 6's cost (run time × (1 + the slices it
+     takes × X)), the move's cost included, and the room it leaves takes one of the two sizes ranked first for
+     some kind of waiting task (the oldest SHRINK_KINDS kinds). The task stops at its next checkpoint, its
+     partition is destroyed, the new one made, and it resumes there from that checkpoint (or, should the new one
+     fail, on any partition that serves it). One move at a time; at most MAX_MOVES per task. A task without
+     checkpoints is never moved.
 A profile that no GPU of the pool can hold fails its task at once, with the planner's explanation. Every change
 goes through `reconcile.change` (apply's checks, the GPU's lock, journal and rollback) and is logged with its reason.
 Workers take one task at a time (no prefetch), so that waiting tasks stay where this controller sees them.
@@ -71,10 +73,11 @@ from .sizing import TIE, Choice, Key, RunTimes, function_name
 log = logging.getLogger("migpool.dynamic")
 CHANGES_KEPT = 10_000  # the most recent creates, destroys and reservations kept for `compute.changes`
 KAPPA = 2.0  # the load term's weight of the pool's busy share (rule 6)
-MOVE_MARGIN = 0.2  # a grow must cut the task's remaining time by this share, its cost included (rule 7)
+MOVE_MARGIN = 0.15  # a grow must cut the task's remaining time by this share, its cost included (rule 7)
 MAX_MOVES = 4  # moves of one task, at most
 MOVE_GUESS = 3.0  # a move is taken to cost this many of the task's checkpoint intervals until one is measured
 ARRIVALS_KEPT = 32  # the arrival rate is taken over the last this many tasks
+SHRINK_KINDS = 8  # a shrink under load looks for room for this many kinds of waiting task, oldest first
 TARGET_WAIT_S = 120.0  # how long a moved task waits for the partition made for it before any other may take it
 
 
@@ -234,11 +237,13 @@ class DynamicPolicy:
     def finished(self, job: Any, worker: WorkerProcess, seconds: float) -> None:
         """A task ended well on `worker`: learn its run time (a worker's first run of a function, which may pay
         for loading it, only as an upper bound). A checkpoint task that said how far it was is timed per unit
-        instead (progress), whatever its length; if it was asked to move, it ended first."""
+        instead (progress), whatever its length. A move of it is over: it ended before it stopped (its partition
+        takes tasks again), or on its new partition before a checkpoint there (a move left "stopped" stood until
+        TARGET_WAIT_S)."""
         with self._mark_lock:
             self.marks.pop(job.id, None)
         move = self.moves.get(job.id)
-        if move is not None and move.state == "asked":  # (the controller's step drops it and frees the partition)
+        if move is not None and move.state in ("asked", "stopped"):  # the controller's step drops it
             move.state = "ended"
         p = worker.spec.partition
         if p is None or job.task.partition is not None:
@@ -316,16 +321,15 @@ class DynamicPolicy:
         if self.reserved and not any(j.id == self.reserved[2] for j in pending):
             self.reserved = None  # its task got a partition (or was cancelled)
             self._end_backfill()
-        stuck: set[tuple[Any, ...]] = set()
-        starved = None  # the oldest waiting task that got no partition
+        stuck: dict[tuple[Any, ...], Any] = {}  # per kind of task, the oldest waiting one that got no partition
         for j in waiting:  # oldest first: one partition for each
             key = (j.task.partition, j.task.need_mib, j.fid)
             if key not in stuck and not self.provide(j, behind=len(pending) - 1):
-                stuck.add(key)
-                starved = starved or j
+                stuck[key] = j
         self.drain_reserved()
         self.resize()
-        self.plan_moves(now, starved, bool(pending), len(waiting))
+        unserved = list(stuck.values())
+        self.plan_moves(now, unserved[0] if unserved else None, bool(pending), len(waiting), unserved)
         expired = [
             s
             for s in self.slots
@@ -393,6 +397,8 @@ class DynamicPolicy:
             for s in self.slots
             if s.gpu == gpu and s.idle_since is not None and not s.worker.draining and id(s.worker) not in self.promised
         ]  # one that an earlier waiting task will take is kept for it
+        if any(s.instance.profile.name == name for s in idle):
+            return None  # the task passed over an idle one of that size: destroying it to make another gains nothing
         for k in range(1, len(idle) + 1):
             found = []
             for gone in combinations(idle, k):
@@ -513,12 +519,13 @@ class DynamicPolicy:
         return (len(self.arrived) - 1) / span
 
     def costs(self, job: Any, candidates: Sequence[Profile], behind: int) -> dict[str, float]:
-        """Rule 6's cost of each size for `job`. A task that cannot move also counts the tasks expected to arrive
-        while it runs (the arrival rate × its run time there): it keeps its size to its end."""
+        """Rule 6's cost of each size for `job`, counting the tasks expected to arrive while it runs (the arrival
+        rate × its run time there). A checkpoint task counts them too: a move costs it, so a size it would soon
+        be moved off is no bargain."""
         key = self._key(job)
         seconds = self.estimated(key, candidates)
         x = self.load_factor(behind)
-        rate = 0.0 if job.task.checkpoint else self.arrival_rate()
+        rate = self.arrival_rate()
         if not rate:
             return {p.name: seconds[p.name] * (1 + self.takes(p) * x) for p in candidates}
         measured = any(p.name in self.sizes.speeds(key)[0] for p in candidates)
@@ -555,18 +562,16 @@ class DynamicPolicy:
         slot = next((s for s in self.slots if s.worker is worker), None)
         if job.task.partition is not None or slot is None:
             return True
-        cands = self._candidates(job)
-        cost = self.costs(job, cands, behind)
+        choice = self.loaded(job, self.choice(job), behind)
         profile = slot.instance.profile.name
-        if profile not in cost or cost[profile] <= min(cost.values()) * (1 + TIE):
+        if not choice.ranked or (choice.explore is not None and choice.explore.name == profile):
             return True
-        best = min(cands, key=lambda p: cost[p.name])
+        best = choice.ranked[0]  # what provide() makes for it first
+        cost = self.costs(job, [best, slot.instance.profile], behind)
+        if profile == best.name or cost[profile] <= cost[best.name] * (1 + TIE):
+            return True
         room = [i for i in self._instances(slot.gpu) if i is not slot.instance]
         return self._best_placement(slot.gpu, best, room) is None
-
-    def _candidates(self, job: Any) -> list[Profile]:
-        key = self._key(job)
-        return list({p.name: p for m in self.models.values() for p in _holding(m, key)}.values())
 
     def estimated(self, key: Key, candidates: Sequence[Profile]) -> dict[str, float]:
         """Each candidate's run time (or seconds per unit): measured, else estimated from the nearest measured size
@@ -580,7 +585,7 @@ class DynamicPolicy:
                 out[p.name] = seconds[p.name]
             elif known:
                 near = min(known, key=lambda k: (abs(k.slices - p.slices), k.slices))
-                out[p.name] = seconds[near.name] * (near.slices / p.slices) ** 0.5
+                out[p.name] = _root_scaled(seconds[near.name], near.slices, p.slices)
             else:
                 out[p.name] = p.slices**-0.5
         return out
@@ -608,10 +613,11 @@ class DynamicPolicy:
         return job, max(total - mark[0], 0.0), here, units, MOVE_GUESS * mark[4] * here if cost is None else cost
 
     def _unit_time(self, units: dict[str, float], here: Profile, seconds: float, there: Profile) -> float:
-        """Seconds per unit on `there`: measured, else taken to scale with the slices (a guess that the first
-        checkpoints there correct)."""
+        """Seconds per unit on `there`: measured, else estimated() by the square root of the slices (a guess that
+        the first checkpoints there correct). A guess linear in the slices made no smaller size ever look cheaper
+        per slice: a task alone on a whole GPU kept it while others waited (MISO's readme runs, 4,400 s)."""
         known = units.get(there.name)
-        return known if known is not None else seconds * here.slices / there.slices
+        return known if known is not None else _root_scaled(seconds, here.slices, there.slices)
 
     def _remaining(self, s: Slot, now: float) -> float | None:
         """When the task on `s` is expected to end, in seconds from now (None where nothing says)."""
@@ -624,13 +630,16 @@ class DynamicPolicy:
         took = self.sizes.measured(self._key(job)).get(s.instance.profile.name) if job.task.partition is None else None
         return None if took is None else max(took - (now - job.started), 0.0)
 
-    def plan_moves(self, now: float, starved: Any, pending: bool, waiting: int = 0) -> None:
+    def plan_moves(
+        self, now: float, starved: Any, pending: bool, waiting: int = 0, unserved: Sequence[Any] = ()
+    ) -> None:
         """Rule 7: at most one move under way; a shrink for `starved` (the oldest waiting task that got no
-        partition; `waiting` tasks got none), else a grow when no task waits at all."""
+        partition; `waiting` tasks got none; `unserved`: the oldest of each kind that got none, `starved` first),
+        else a grow when no task waits at all."""
         if self.moves or self.reserved is not None or self.making:
             return
         if starved is not None:
-            self._shrink_for(starved, now, waiting)
+            self._shrink_for(starved, now, waiting, unserved or [starved])
         elif not pending:
             self._grow(now)
 
@@ -650,25 +659,29 @@ class DynamicPolicy:
         return [t for t in idle if t.instance.placement.overlaps(inst.placement)]
 
     def _grow(self, now: float) -> None:
-        best: tuple[float, Slot, Profile, str, list[Slot]] | None = None
+        best: tuple[float, Slot, Profile, str, list[Slot], Gpu] | None = None
         for s in self.slots:
             got = self._movable(s)
             if got is None:
                 continue
             job, left, here, units, cost = got
             cur = s.instance.profile
-            room, idle = self._room(s.gpu, s)
-            for q in _holding(self.models[s.gpu], self._key(job)):
-                inst = self._best_placement(s.gpu, q, room) if q.slices > cur.slices else None
-                if inst is None:
-                    continue
-                after = left * self._unit_time(units, cur, here, q) + cost
-                saved = left * here - after
-                if after < left * here * (1 - MOVE_MARGIN) and (best is None or saved > best[0]):
-                    why = f"grown: nothing waits; {left * here:.0f} s left on {cur.name}, {after:.0f} s on {q.name}"
-                    best = (saved, s, q, why, self._in_way(s.gpu, inst, idle))
+            for gpu in self.gpus:  # on its own GPU or another: it resumes wherever its partition is made
+                room, idle = self._room(gpu, s)
+                for q in _holding(self.models[gpu], self._key(job)):
+                    inst = self._best_placement(gpu, q, room) if q.slices > cur.slices else None
+                    if inst is None:
+                        continue
+                    after = left * self._unit_time(units, cur, here, q) + cost
+                    saved = left * here - after
+                    if after < left * here * (1 - MOVE_MARGIN) and (best is None or saved > best[0]):
+                        why = (
+                            f"grown: nothing waits; {left * here:.0f} s left on {cur.name}, {after:.0f} s on "
+                            f"{q.name}{_elsewhere(gpu, s)}"
+                        )
+                        best = (saved, s, q, why, self._in_way(gpu, inst, idle), gpu)
         if best is not None:
-            self._ask_move(best[1], best[2], best[3], now, best[4])
+            self._ask_move(*best[1:], now)
 
     def _slices(self, gpu: Gpu, inst: PlannedInstance, others: list[PlannedInstance]) -> float:
         """The compute slices that `inst` leaves unusable beside `others` on `gpu` (as takes() counts them)."""
@@ -676,54 +689,64 @@ class DynamicPolicy:
         unit = min((r for r in m.profiles if r.plain), key=lambda r: (r.slices, r.memory_mib))
         return max(float(max_addable(m, unit, others) - max_addable(m, unit, [*others, inst])), 1.0) * unit.slices
 
-    def _shrink_for(self, starved: Any, now: float, waiting: int = 1) -> None:
+    def _shrink_for(self, starved: Any, now: float, waiting: int, unserved: Sequence[Any]) -> None:
         want = self.loaded(starved, self.choice(starved), 0).ranked[:2]
+        # under load, a shrink may make room for any kind of task that waits: one of its two sizes ranked first
+        wanted = [p for j in unserved[:SHRINK_KINDS] for p in self.loaded(j, self.choice(j), waiting).ranked[:2]]
         ends = [r for t in self.slots if t.worker.outstanding and (r := self._remaining(t, now)) is not None]
         wait = min(ends) if ends else float("inf")  # the soonest a busy partition frees
         x = self.load_factor(waiting - 1) if waiting > 1 else 0.0  # one waiting task: its own wait decides
-        best: tuple[float, Slot, Profile, str, list[Slot]] | None = None
+        best: tuple[float, Slot, Profile, str, list[Slot], Gpu] | None = None
         for s in self.slots:
             got = self._movable(s)
             if got is None or self.reserved is not None:
                 continue
             job, left, here, units, cost = got
             cur = s.instance.profile
-            room, idle = self._room(s.gpu, s)
-            m = self.models[s.gpu]
-            for q in _holding(m, self._key(job)):
-                if q.slices >= cur.slices:
-                    continue
-                inst = self._best_placement(s.gpu, q, room)
-                if inst is None:
-                    continue
-                fits = any(
-                    (w := _profile_of(m, p.name)) is not None and self._best_placement(s.gpu, w, [*room, inst])
-                    for p in want
-                )
-                if not fits:
-                    continue
-                there = self._unit_time(units, cur, here, q)
-                loss = left * (there - here) + cost
-                if loss < wait and (best is None or wait - loss > best[0]):
-                    why = (
-                        f"shrunk for a waiting task: {q.name} costs this one about {loss:.0f} s; the waiting one "
-                        f"would wait {'long' if wait == float('inf') else f'{wait:.0f} s'}"
-                    )
-                    best = (wait - loss, s, q, why, self._in_way(s.gpu, inst, idle))
-                    continue
-                # under load (rule 6's cost): what the task's rest costs here, against on q after the move
-                stay = left * here * (1 + self._slices(s.gpu, s.instance, room) * x)
-                go = (left * there + cost) * (1 + self._slices(s.gpu, inst, room) * x)
-                if go < stay * (1 - MOVE_MARGIN) and (best is None or stay - go > best[0]):
-                    why = (
-                        f"shrunk under load: {waiting} task(s) wait; {left * here:.0f} s left on {cur.name}, "
-                        f"{left * there:.0f} s on {q.name}"
-                    )
-                    best = (stay - go, s, q, why, self._in_way(s.gpu, inst, idle))
+            freed, _ = self._room(s.gpu, s)  # its GPU once it has left
+            for gpu in self.gpus:  # to a smaller partition on its own GPU or another
+                room, idle = self._room(gpu, s)
+                for q in _holding(self.models[gpu], self._key(job)):
+                    inst = self._best_placement(gpu, q, room) if q.slices < cur.slices else None
+                    if inst is None:
+                        continue
+                    after = {s.gpu: freed, gpu: [*room, inst]}  # the layouts the move leaves
+                    there = self._unit_time(units, cur, here, q)
+                    loss = left * (there - here) + cost
+                    if (
+                        loss < wait
+                        and (best is None or wait - loss > best[0])
+                        and any(self._fits_one(g, want, placed) for g, placed in after.items())
+                    ):
+                        why = (
+                            f"shrunk for a waiting task: {q.name}{_elsewhere(gpu, s)} costs this one about "
+                            f"{loss:.0f} s; the waiting one would wait "
+                            f"{'long' if wait == float('inf') else f'{wait:.0f} s'}"
+                        )
+                        best = (wait - loss, s, q, why, self._in_way(gpu, inst, idle), gpu)
+                        continue
+                    if not x or not any(self._fits_one(g, wanted, placed) for g, placed in after.items()):
+                        continue
+                    # under load (rule 6's cost): what the task's rest costs where it is, against on q after the move
+                    stay = left * here * (1 + self._slices(s.gpu, s.instance, freed) * x)
+                    go = (left * there + cost) * (1 + self._slices(gpu, inst, room) * x)
+                    if go < stay * (1 - MOVE_MARGIN) and (best is None or stay - go > best[0]):
+                        why = (
+                            f"shrunk under load: {waiting} task(s) wait; {left * here:.0f} s left on {cur.name}, "
+                            f"{left * there:.0f} s on {q.name}{_elsewhere(gpu, s)}"
+                        )
+                        best = (stay - go, s, q, why, self._in_way(gpu, inst, idle), gpu)
         if best is not None:
-            self._ask_move(best[1], best[2], best[3], now, best[4])
+            self._ask_move(*best[1:], now)
 
-    def _ask_move(self, s: Slot, q: Profile, why: str, now: float, clear: list[Slot]) -> None:
+    def _fits_one(self, gpu: Gpu, sizes: Sequence[Profile], placed: list[PlannedInstance]) -> bool:
+        """Whether a partition of one of `sizes` still fits on `gpu` beside `placed`."""
+        m = self.models[gpu]
+        return any((w := _profile_of(m, p.name)) is not None and self._best_placement(gpu, w, placed) for p in sizes)
+
+    def _ask_move(self, s: Slot, q: Profile, why: str, clear: list[Slot], gpu: Gpu, now: float) -> None:
+        """Stop the task on `s` at its next checkpoint, to resume on a `q` partition made on `gpu` (its own or
+        another) once it stopped; the idle partitions `clear` in that one's way take no task meanwhile."""
         with self.sched.lock:
             if not s.worker.outstanding or any(t.worker.outstanding for t in clear):
                 return
@@ -733,7 +756,7 @@ class DynamicPolicy:
             s.worker.pause(job)
         with self._mark_lock:
             mark = self.marks.get(job.id)
-        self.moves[job.id] = Move(job, s, s.gpu, q, now, mark[0] if mark else 0.0, why, clear)
+        self.moves[job.id] = Move(job, s, gpu, q, now, mark[0] if mark else 0.0, why, clear)
         self._note("move", s.gpu, s.instance.profile.name, s.instance.placement, why)
 
     def _follow_moves(self, now: float) -> None:
@@ -1117,6 +1140,16 @@ class DynamicPolicy:
             self._named.add(job.fid)
             self.sizes.name(job.fid, function_name(job.task.fn))
         return job.fid, job.task.need_mib or 0
+
+
+def _root_scaled(seconds: float, slices: int, to: int) -> float:
+    """A run time on `slices` compute slices, guessed on `to`: falling with the square root of the slices."""
+    return seconds * (slices / to) ** 0.5
+
+
+def _elsewhere(gpu: Gpu, s: Slot) -> str:
+    """How a move's reason names its target GPU where it is not the moved task's own."""
+    return "" if gpu == s.gpu else f" on GPU {gpu[1]}"
 
 
 def _profile_of(m: GpuModel, name: str) -> Profile | None:
