@@ -535,9 +535,8 @@ def virtual(
         sim.submit(VJob(k, t, fids[j.model], unit, round(j.seconds["7g.40gb"]), j.arrival))
     done = sim.replay()
     jct = [v.end - v.arrival for v in done]
-    return dict(mean=mean(jct), p95=sorted(jct)[int(0.95 * (len(jct) - 1))], moves=sum(v.moves for v in done)), (
-        sim.policy.sizes
-    )
+    creates = sum(1 for c in sim.policy.changes if c["action"] == "create")
+    return dict(modeled(jct), moves=sum(v.moves for v in done), creates=creates), sim.policy.sizes
 
 
 def modeled(jct: Sequence[float]) -> dict:
@@ -651,7 +650,10 @@ def _geomean(values: Sequence[float]) -> float:
 def _seed_list(text: str) -> list[int]:
     """'1-8' or '1,3,5'."""
     first, _, last = text.partition("-")
-    return list(range(int(first), int(last) + 1)) if last else [int(k) for k in text.split(",")]
+    try:
+        return list(range(int(first), int(last) + 1)) if last else [int(k) for k in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range of seeds: give 1-8 or 1,3,5") from None
 
 
 def main() -> None:
@@ -672,11 +674,12 @@ def main() -> None:
         "--seeds", type=_seed_list, help="only (a), (b), (c) and (f), on the runs drawn with these seeds (1-8)"
     )
     args = ap.parse_args()
+    names, counts = args.trace.split(","), [int(g) for g in args.gpus.split(",")]
     if args.seeds:
-        seeds_check(args.trace.split(","), [int(g) for g in args.gpus.split(",")], args.seeds, args.json)
+        seeds_check(names, counts, args.seeds, args.json)
         return
     if args.order_check:
-        order_check(args.trace.split(","), [int(g) for g in args.gpus.split(",")], args.json)
+        order_check(names, counts, args.json)
         return
     SCALE = 1000.0 if args.quick and args.time_scale == ap.get_default("time_scale") else args.time_scale
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
@@ -694,8 +697,8 @@ def main() -> None:
                 full = best_static(jobs(name), n)
                 print(f"search check, {name}, {n} GPUs: grown {fast[1]:.0f} s, exhaustive {full[1]:.0f} s")
     runs = []
-    for name in args.trace.split(","):
-        for gpus in map(int, args.gpus.split(",")) if not args.quick else [1]:
+    for name in names:
+        for gpus in counts if not args.quick else [1]:
             trace = jobs(name, 12 if args.quick else None)
             rows: dict[str, dict] = {}
             started = time.monotonic()
