@@ -52,13 +52,13 @@ import replaying
 from layouts import maximal_layouts
 
 import migpool as sky
-from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
-from migpool.planner import plan
-from migpool.pool.policy import DynamicPolicy, Effects
-from migpool.pool.providers import DynamicMigOptions
-from migpool.pool.scheduler import Scheduler
-from migpool.pool.site import Gpu, GpuState
+from migpool.mig import catalog
+from migpool.mig.planner import plan
+from migpool.pool.api.providers import DynamicMigOptions
+from migpool.pool.dynamic.policy import DynamicPolicy, Effects
+from migpool.pool.dynamic.site import Gpu, GpuState
+from migpool.pool.scheduler.core import Scheduler
 
 GPU = catalog.lookup("A100-80GB")
 WHOLE_SMS = GPU.sms
@@ -437,9 +437,9 @@ class StaticLayout(sky.plugins.Plugin):
         return len(node.partitions) or None
 
     def bootstrap(self, node):
-        from migpool.layout import GpuLayout, Layout, MachineLayout
-        from migpool.pool.info import Partition
-        from migpool.reconcile import apply
+        from migpool.mig.layout import GpuLayout, Layout, MachineLayout
+        from migpool.pool.api.info import Partition
+        from migpool.reconcile.core import apply
 
         desired = MachineLayout(tuple(GpuLayout(Layout.of(lay), (i,)) for i, lay in enumerate(self.layouts)))
         apply(desired, node.backend)

@@ -14,8 +14,8 @@ import time
 
 from migpool import NvmlBackend
 from migpool.backend.base import HEALTH_FIELDS
-from migpool.exporter import Scrapes
-from migpool.telemetry import Sampler, sample
+from migpool.observe.exporter import Scrapes
+from migpool.observe.telemetry import Sampler, sample
 
 LOAD = (
     "import time, torch; a = torch.randn(8192, 8192, device='cuda', dtype=torch.bfloat16); b = a.clone(); "

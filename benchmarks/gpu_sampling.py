@@ -13,7 +13,7 @@ import time
 import torch
 
 from migpool import NvmlBackend
-from migpool.telemetry import Sampler
+from migpool.observe.telemetry import Sampler
 
 
 def throughput(seconds: float = 6.0, size: int = 8192) -> float:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from migpool.catalog import GpuModel
 from migpool.errors import LayoutError
-from migpool.planner import plan
+from migpool.mig.catalog import GpuModel
+from migpool.mig.planner import plan
 
 
 def maximal_layouts(gpu: GpuModel) -> list[tuple[str, ...]]:

@@ -17,9 +17,10 @@ import time
 
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from migpool import SimulatedBackend, reconcile
-from migpool.exporter import Scrapes, exposition, families
-from migpool.telemetry import Sampler, sample
+from migpool import SimulatedBackend
+from migpool.observe.exporter import Scrapes, exposition, families
+from migpool.observe.telemetry import Sampler, sample
+from migpool.reconcile import core as reconcile
 
 
 class ReadAtScrape(Collector):

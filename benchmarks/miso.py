@@ -74,9 +74,9 @@ from replaying import replay, simulated_pool
 from virtual_pool import VirtualPool, VJob
 
 import migpool as sky
-from migpool import catalog
 from migpool.backend.simulated import HARDWARE_LATENCY
-from migpool.pool.sizing import RunTimes
+from migpool.mig import catalog
+from migpool.pool.dynamic.sizing import RunTimes
 
 DATA = json.loads((Path(__file__).parent / "data" / "miso.json").read_text())
 GPU = catalog.lookup("A100-40GB")

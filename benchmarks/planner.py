@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from migpool import catalog
 from migpool.errors import LayoutError
-from migpool.planner import _expand, _fits, _search_cached, explain, plan
+from migpool.mig import catalog
+from migpool.mig.planner import _expand, _fits, _search_cached, explain, plan
 
 
 def brute(gpu, placed, todo):
@@ -22,7 +22,7 @@ def brute(gpu, placed, todo):
     p, rest = todo[0], todo[1:]
     for pl in p.placements:
         if _fits(gpu, placed, p, pl):
-            from migpool.planner import PlannedInstance
+            from migpool.mig.planner import PlannedInstance
 
             found = brute(gpu, placed + [PlannedInstance(p, pl)], rest)
             if found is not None:

@@ -22,8 +22,8 @@ import ray
 from ray.cluster_utils import Cluster
 
 import migpool
-from migpool.pool.providers import WorkerSpec
-from migpool.pool.ray_pool import WorkerActor, node_affinity
+from migpool.pool.api.providers import WorkerSpec
+from migpool.pool.raypool.core import WorkerActor, node_affinity
 
 
 @migpool.function

@@ -29,7 +29,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 import migpool
-from migpool.pool.dynamic import SiteEffects
+from migpool.pool.dynamic.controller import SiteEffects
 
 NODES, PER_NODE, ROUNDS, TASK_S = 2, 4, 3, 0.2
 

@@ -13,7 +13,7 @@ import os
 import tempfile
 
 import migpool
-from migpool.reconcile import actual_instances
+from migpool.reconcile.core import actual_instances
 
 TRANSITIONS = [
     ({"1g.10gb": 7}, {"3g.40gb": 1, "1g.10gb": 4}),

@@ -1,4 +1,4 @@
-"""Dynamic MIG's own policy (migpool.pool.policy.DynamicPolicy, unchanged) driven in virtual time: a trace of
+"""Dynamic MIG's own policy (migpool.pool.dynamic.policy.DynamicPolicy, unchanged) driven in virtual time: a trace of
 hours replays in seconds. Around the policy, what a pool does is modelled: the scheduler hands each waiting job,
 in order, to an idle worker that serves it, as Scheduler.pump does (the policy's rank() and hold() included);
 a partition takes `create_s` to make and its worker `start_s` to start; a job runs at the speed its profile has
@@ -20,11 +20,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from migpool.catalog import GpuModel
-from migpool.planner import PlannedInstance
-from migpool.pool.policy import DynamicPolicy
-from migpool.pool.scheduler import serves
-from migpool.pool.sizing import RunTimes
+from migpool.mig.catalog import GpuModel
+from migpool.mig.planner import PlannedInstance
+from migpool.pool.dynamic.policy import DynamicPolicy
+from migpool.pool.dynamic.sizing import RunTimes
+from migpool.pool.scheduler.core import serves
 
 
 @dataclass

@@ -36,10 +36,10 @@ def catalog_table() -> str:
 
 
 def metrics_table() -> str:
-    from migpool import reconcile
     from migpool.backend.simulated import SimulatedBackend
-    from migpool.exporter import families
-    from migpool.telemetry import Sampler
+    from migpool.observe.exporter import families
+    from migpool.observe.telemetry import Sampler
+    from migpool.reconcile import core as reconcile
 
     sim = SimulatedBackend("H100-80GB")
     reconcile.apply({"3g.40gb": 1, "1g.10gb": 3}, sim)

@@ -28,8 +28,9 @@ def _svg(width: int, height: int, body: list[str]) -> str:
 
 def placements(model: str = "A100-80GB", layout: str = "3g.40gb:1,2g.20gb:1,1g.10gb:2") -> str:
     """The memory slices of one GPU, each planned instance a bar over the slices it takes (as `migpool plan`)."""
-    from migpool import catalog, plan
-    from migpool.layout import Layout
+    from migpool import plan
+    from migpool.mig import catalog
+    from migpool.mig.layout import Layout
 
     gpu = catalog.lookup(model)
     insts = plan(gpu, Layout.of(layout))

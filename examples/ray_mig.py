@@ -68,7 +68,7 @@ def report() -> dict:
     )
 
 
-def local_cluster():  # pragma: no cover - exercised by tests/test_ray.py through this script
+def local_cluster():  # pragma: no cover - exercised by tests/pool/test_ray.py through this script
     """Two Ray nodes on this machine, each simulating its own GPU (MIGPOOL_SIMULATE per node)."""
     import ray
     from ray.cluster_utils import Cluster

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """Each test gets its own simulated machines and no inherited migpool settings."""
-    from migpool import catalog
+    from migpool.mig import catalog
 
     monkeypatch.setenv("MIGPOOL_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("MIGPOOL_CONFIG_DIR", str(tmp_path / "config"))  # an empty user catalog

@@ -15,7 +15,7 @@ import pynvml as real
 
 from migpool import errors
 from migpool.backend.simulated import SimulatedBackend
-from migpool.catalog import Placement
+from migpool.mig.catalog import Placement
 
 _CODES = {
     errors.InsufficientResourcesError: real.NVML_ERROR_INSUFFICIENT_RESOURCES,

@@ -122,7 +122,7 @@ def profile_after(seconds):
 def scaling(seconds_on_1g, cap=2, power=1.0):
     """Sleeps as a job that runs faster on larger partitions, up to `cap` × a 1g's SMs (speed-up: the SMs' ratio
     to the power `power`); returns its profile."""
-    from migpool import catalog
+    from migpool.mig import catalog
 
     p = migpool.instance_info().partition
     model = catalog.lookup("A100-80GB")
@@ -136,7 +136,8 @@ def scaling(seconds_on_1g, cap=2, power=1.0):
 def steps(n, seconds_on_1g, resume=None):
     """A checkpoint task of `n` steps, each `seconds_on_1g` on a 1g and faster on larger partitions (in proportion
     to the SMs); returns each step's (profile, pid): where every step ran, none lost or done twice."""
-    from migpool import Checkpoint, catalog
+    from migpool import Checkpoint
+    from migpool.mig import catalog
 
     ran = list(resume or [])
     model = catalog.lookup("A100-80GB")
@@ -163,7 +164,7 @@ def tally(n, resume=None):
     return ran
 
 
-# --- large values and streams (tests/test_payload.py) ---
+# --- large values and streams (tests/pool/test_payload.py) ---
 def segments_here():
     """The memfd segments this process has open or mapped (their names in /proc)."""
     from pathlib import Path
@@ -223,7 +224,7 @@ def make_array(n, fill=2.0):
 
 def stored_ids(*values):
     """The ids of what the refs resolved to here, and how many stored values this worker holds."""
-    from migpool.pool import refs
+    from migpool.pool.api import refs
 
     flat = [w for v in values for w in (v if isinstance(v, list) else [v])]
     return [id(v) for v in flat], refs.held(), os.getpid()

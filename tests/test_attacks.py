@@ -172,7 +172,7 @@ def test_a_task_whose_forked_child_also_returns_gives_every_task_its_own_result(
 def test_processes_a_task_leaves_behind_end_with_the_pool():
     """A task that starts a process in its own session and returns: the process ends when the pool closes (it
     was left running with parent PID 1)."""
-    from migpool.proc import pid_alive, wait_gone
+    from migpool.host.proc import pid_alive, wait_gone
 
     with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
         pid = pool.submit(_leave_a_child, 600).result(timeout=30)
@@ -346,7 +346,7 @@ def test_a_damaged_user_catalog_is_refused(monkeypatch, tmp_path, damage):
 
 
 def test_damaged_remembered_run_times_are_a_cache_said_once(tmp_path, caplog):
-    from migpool.pool import remembered
+    from migpool.pool.dynamic import remembered
 
     path = tmp_path / "run-times.json"
     path.write_bytes(RANDOM_BYTES)

@@ -11,7 +11,7 @@ import yaml
 from test_cli import mp
 
 import migpool as sky
-from migpool import migparted
+from migpool.integrations import migparted
 
 
 def test_a_usage_error_is_one_error_line_with_exit_2():

@@ -21,15 +21,15 @@ _EXPORTS = {
     "open_backend": ".backend",
     "NvmlBackend": ".backend",
     "SimulatedBackend": ".backend",
-    "Layout": ".layout",
-    "MachineLayout": ".layout",
-    "PlannedInstance": ".planner",
-    "max_addable": ".planner",
-    "plan": ".planner",
-    "apply": ".reconcile",
-    "diff": ".reconcile",
-    "plan_apply": ".reconcile",
-    "teardown": ".reconcile",
+    "Layout": ".mig.layout",
+    "MachineLayout": ".mig.layout",
+    "PlannedInstance": ".mig.planner",
+    "max_addable": ".mig.planner",
+    "plan": ".mig.planner",
+    "apply": ".reconcile.core",
+    "diff": ".reconcile.core",
+    "plan_apply": ".reconcile.core",
+    "teardown": ".reconcile.core",
     "Checkpoint": ".pool",
     "Compute": ".pool",
     "Image": ".pool",
@@ -54,8 +54,8 @@ _EXPORTS = {
     "barrier": ".pool",
     "lock": ".pool",
     "Ray": ".pool",
-    "run_command": ".launch",
-    "CommandResult": ".launch",
+    "run_command": ".launch.copies",
+    "CommandResult": ".launch.copies",
 }
 _ERRORS = [
     "ApplyError",
@@ -136,9 +136,9 @@ if TYPE_CHECKING:
         WorkerLostError,
         WorkerStartError,
     )
-    from .launch import CommandResult, run_command
-    from .layout import Layout, MachineLayout
-    from .planner import PlannedInstance, max_addable, plan
+    from .launch.copies import CommandResult, run_command
+    from .mig.layout import Layout, MachineLayout
+    from .mig.planner import PlannedInstance, max_addable, plan
     from .pool import (
         Checkpoint,
         Compute,
@@ -157,4 +157,4 @@ if TYPE_CHECKING:
         instance_info,
         shard,
     )
-    from .reconcile import apply, diff, plan_apply, teardown
+    from .reconcile.core import apply, diff, plan_apply, teardown

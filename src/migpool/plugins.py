@@ -19,17 +19,17 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .catalog import warn_if_estimated
 from .errors import LayoutError, LeasedError, PluginError
-from .layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
-from .leases import LeaseKey, Leases
-from .planner import max_addable, max_devices
-from .pool.info import Partition
-from .pool.providers import DynamicMigOptions, Node, WorkerSpec
-from .pool.remembered import default_path
+from .host.leases import LeaseKey, Leases
+from .mig.catalog import warn_if_estimated
+from .mig.layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
+from .mig.planner import max_addable, max_devices
+from .pool.api.info import Partition
+from .pool.api.providers import DynamicMigOptions, Node, WorkerSpec
+from .pool.dynamic.remembered import default_path
 
 if TYPE_CHECKING:
-    from .pool.image import Image
+    from .pool.api.image import Image
 
 
 class Plugin:
@@ -168,7 +168,7 @@ class Built(Plugin):
         return fn
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        from .pool.lifecycle import AROUND_ENV, encode
+        from .pool.worker.lifecycle import AROUND_ENV, encode
 
         found = self.hooks.get("process", ())
         if not found:
@@ -321,7 +321,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 "device per process, before CUDA starts, so threads of one process cannot each have their own "
                 "partition"
             )
-        from .reconcile import check_may_change, plan_apply
+        from .reconcile.core import check_may_change, plan_apply
 
         desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
         if self.dynamic:
@@ -424,7 +424,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return self.lease.open(node.backend.state_dirs().leases())
 
     def bootstrap(self, node: Node) -> None:
-        from .reconcile import change
+        from .reconcile.core import change
 
         if self.leases(node).held:
             raise PluginError("this mig() object already serves an open pool: make one mig() per pool")
@@ -447,8 +447,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def _claim(self, node: Node) -> list[Partition]:
         """Apply the layout and lease its partitions, as one step under the GPUs' locks. The layout is the whole
         GPU's, so a partition there that another holder leases is refused before anything changes."""
-        from .leases import refusal
-        from .reconcile import apply, leased, locked
+        from .host.leases import refusal
+        from .reconcile.core import apply, leased, locked
 
         backend = node.backend
         mine = self.leases(node)
@@ -519,8 +519,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def _end(self, node: Node, restore: bool, remove: bool, wait_s: float = 30.0) -> None:
         """Remove (and restore) what the pool made, sparing what other holders lease, then end its leases.
         Processes still on its own partitions (its workers, as they exit) are waited for first."""
-        from .proc import wait_gone
-        from .reconcile import teardown
+        from .host.proc import wait_gone
+        from .reconcile.core import teardown
 
         mine = self.leases(node)
         try:
@@ -610,9 +610,9 @@ class torch(Plugin):  # noqa: N801 - named like the reference system's `plugins.
             raise PluginError("plugins.torch() makes each worker a rank of its own: use Worker(executor='process')")
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        from .pool.distributed import BACKEND_ENV, INIT_ENV
+        from .pool.worker.distributed import BACKEND_ENV, INIT_ENV
 
-        return {INIT_ENV: "migpool.pool.distributed:init", BACKEND_ENV: self.backend}
+        return {INIT_ENV: "migpool.pool.worker.distributed:init", BACKEND_ENV: self.backend}
 
 
 def _pinned(name: str, version: str | None) -> str | None:

@@ -1,5 +1,5 @@
 """migpool on Ray: `Compute(provider=migpool.Ray(...), nodes=N)` runs the pool across a Ray cluster (see
-migpool.pool.ray_pool), and `partition_options` places a Ray-native actor on a MIG partition.
+migpool.pool.raypool.core), and `partition_options` places a Ray-native actor on a MIG partition.
 
     import ray, migpool.ray
     actor = MyActor.options(**migpool.ray.partition_options("1g.10gb")).remote()
@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from .errors import MigpoolError, PluginError
-from .pool.providers import Ray
-from .pool.ray_pool import RAY_OVERRIDE_ENV, node_affinity
+from .pool.api.providers import Ray
+from .pool.raypool.core import RAY_OVERRIDE_ENV, node_affinity
 
 __all__ = ["Ray", "partition_options", "partitions"]
 

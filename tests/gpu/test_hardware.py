@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 import migpool
-from migpool import NvmlBackend, reconcile
-from migpool.catalog import find_by_nvml_name, format_placements
-from migpool.hardware import compare_with_catalog
-from migpool.planner import max_addable, plan
+from migpool import NvmlBackend
+from migpool.mig.catalog import find_by_nvml_name, format_placements
+from migpool.mig.hardware import compare_with_catalog
+from migpool.mig.planner import max_addable, plan
+from migpool.reconcile import core as reconcile
 
 pytestmark = pytest.mark.gpu
 ROOT = Path(__file__).resolve().parents[2]

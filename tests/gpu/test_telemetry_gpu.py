@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 import migpool
 from migpool import NvmlBackend
 from migpool.backend.base import HEALTH_FIELDS
-from migpool.exporter import Scrapes
-from migpool.telemetry import Sampler
+from migpool.observe.exporter import Scrapes
+from migpool.observe.telemetry import Sampler
 
 pytestmark = pytest.mark.gpu
 

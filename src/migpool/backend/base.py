@@ -6,9 +6,9 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..catalog import GpuModel, Placement
 from ..errors import ReadOnlyError
-from ..statedirs import StateDirs, system_dirs
+from ..host.statedirs import StateDirs, system_dirs
+from ..mig.catalog import GpuModel, Placement
 
 READ_ONLY_ENV = "MIGPOOL_READ_ONLY"
 
@@ -200,7 +200,7 @@ class Backend(ABC):
 
     def mig_minors(self) -> dict[str, int]:
         """The driver's MIG capability minors (devicefiles.py): read from /proc on a real machine."""
-        from ..devicefiles import read_minors
+        from ..host.devicefiles import read_minors
 
         return read_minors()
 

@@ -13,8 +13,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
-from .. import catalog
-from ..catalog import GpuModel, Placement, Profile
 from ..errors import (
     BackendError,
     InsufficientResourcesError,
@@ -25,16 +23,9 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
-from .base import (
-    Activity,
-    Backend,
-    ComputeInstanceInfo,
-    GpuInfo,
-    GpuInstanceInfo,
-    Health,
-    MigDeviceInfo,
-    ProcessInfo,
-)
+from ..mig import catalog
+from ..mig.catalog import GpuModel, Placement, Profile
+from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, Health, MigDeviceInfo, ProcessInfo
 
 T = TypeVar("T")
 _MAX_PLACEMENTS = 32

@@ -20,9 +20,6 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from .. import catalog
-from ..catalog import GpuModel, Placement
-from ..devicefiles import standard_minors
 from ..errors import (
     BackendError,
     InsufficientResourcesError,
@@ -32,21 +29,15 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
-from ..locks import PathLock
-from ..planner import PlannedInstance, can_place
-from ..proc import pid_alive
-from ..safefiles import atomic_write
-from ..statedirs import StateDirs
-from .base import (
-    Activity,
-    Backend,
-    ComputeInstanceInfo,
-    GpuInfo,
-    GpuInstanceInfo,
-    Health,
-    MigDeviceInfo,
-    ProcessInfo,
-)
+from ..host.devicefiles import standard_minors
+from ..host.locks import PathLock
+from ..host.proc import pid_alive
+from ..host.safefiles import atomic_write
+from ..host.statedirs import StateDirs
+from ..mig import catalog
+from ..mig.catalog import GpuModel, Placement
+from ..mig.planner import PlannedInstance, can_place
+from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, Health, MigDeviceInfo, ProcessInfo
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
 MAX_GPUS = 64  # the most GPUs one simulated machine has

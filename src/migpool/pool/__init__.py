@@ -9,37 +9,37 @@ from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
     "Compute": ".compute",
-    "Local": ".providers",
-    "Node": ".providers",
-    "Ray": ".providers",
-    "Verda": ".providers",
-    **{name: ".providers" for name in ("AWS", "GCP", "Azure", "Container", "Hyperstack", "JarvisLabs")},
-    **{name: ".providers" for name in ("LambdaCloud", "MassedCompute", "Novita", "RunPod", "Scaleway")},
-    **{name: ".providers" for name in ("TensorDock", "VastAI", "Vultr")},
-    "Worker": ".providers",
-    "WorkerSpec": ".providers",
-    "Image": ".image",
-    "InstanceInfo": ".info",
-    "Partition": ".info",
-    "instance_info": ".info",
-    "Ref": ".refs",
-    "dict": ".shared",
-    "set": ".shared",
-    "counter": ".shared",
-    "queue": ".shared",
-    "barrier": ".shared",
-    "lock": ".shared",
-    "RemoteError": ".remote_errors",
-    "RemoteTraceback": ".tracebacks",
-    "shard": ".shard",
-    "Checkpoint": ".task",
-    "Gather": ".task",
-    "Group": ".task",
-    "RemoteFunction": ".task",
-    "Task": ".task",
-    "compute": ".task",
-    "function": ".task",
-    "gather": ".task",
+    "Local": ".api.providers",
+    "Node": ".api.providers",
+    "Ray": ".api.providers",
+    "Verda": ".api.providers",
+    **{name: ".api.providers" for name in ("AWS", "GCP", "Azure", "Container", "Hyperstack", "JarvisLabs")},
+    **{name: ".api.providers" for name in ("LambdaCloud", "MassedCompute", "Novita", "RunPod", "Scaleway")},
+    **{name: ".api.providers" for name in ("TensorDock", "VastAI", "Vultr")},
+    "Worker": ".api.providers",
+    "WorkerSpec": ".api.providers",
+    "Image": ".api.image",
+    "InstanceInfo": ".api.info",
+    "Partition": ".api.info",
+    "instance_info": ".api.info",
+    "Ref": ".api.refs",
+    "dict": ".shared.proxies",
+    "set": ".shared.proxies",
+    "counter": ".shared.proxies",
+    "queue": ".shared.proxies",
+    "barrier": ".shared.proxies",
+    "lock": ".shared.proxies",
+    "RemoteError": ".wire.remote_errors",
+    "RemoteTraceback": ".wire.tracebacks",
+    "shard": ".api.shard",
+    "Checkpoint": ".api.task",
+    "Gather": ".api.task",
+    "Group": ".api.task",
+    "RemoteFunction": ".api.task",
+    "Task": ".api.task",
+    "compute": ".api.task",
+    "function": ".api.task",
+    "gather": ".api.task",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -49,18 +49,18 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'migpool.pool' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
-    value = getattr(module, module.PUBLIC.get(name, name) if mod == ".shared" else name)
+    value = getattr(module, module.PUBLIC.get(name, name) if mod == ".shared.proxies" else name)
     globals()[name] = value
     return value
 
 
 if TYPE_CHECKING:
+    from .api.image import Image
+    from .api.info import InstanceInfo, Partition, instance_info
+    from .api.providers import Local, Node, Ray, Verda, Worker, WorkerSpec
+    from .api.refs import Ref
+    from .api.shard import shard
+    from .api.task import Checkpoint, Gather, Group, RemoteFunction, Task, compute, function, gather
     from .compute import Compute
-    from .image import Image
-    from .info import InstanceInfo, Partition, instance_info
-    from .providers import Local, Node, Ray, Verda, Worker, WorkerSpec
-    from .refs import Ref
-    from .remote_errors import RemoteError
-    from .shard import shard
-    from .task import Checkpoint, Gather, Group, RemoteFunction, Task, compute, function, gather
-    from .tracebacks import RemoteTraceback
+    from .wire.remote_errors import RemoteError
+    from .wire.tracebacks import RemoteTraceback

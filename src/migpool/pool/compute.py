@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..accelerators import Accelerator, named
 from ..errors import PluginError, PoolBrokenError
-from . import chain, shared
-from .image import Image
-from .info import InstanceInfo, Partition, set_thread_info, topology_env
-from .messages import ONE_TASK_ENV
-from .providers import (
+from ..observe.poolstats import Publisher
+from .api.image import Image
+from .api.info import InstanceInfo, Partition, set_thread_info, topology_env
+from .api.providers import (
     Cloud,
     DynamicMigOptions,
     Local,
@@ -36,16 +35,18 @@ from .providers import (
     mark_shared_gpus,
     worker_pythonpath,
 )
-from .scheduler import Scheduler, WorkerProcess
-from .shared import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
-from .shared_state import SharedState
-from .stats import Publisher
-from .task import Group, RemoteFunction, Task
+from .api.task import Group, RemoteFunction, Task
+from .scheduler.core import Scheduler, WorkerProcess
+from .shared import proxies as shared
+from .shared.proxies import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
+from .shared.state import SharedState
+from .wire.messages import ONE_TASK_ENV
+from .worker import chain
 
 if TYPE_CHECKING:  # imported where used: a pool without dynamic MIG, Ray or metrics loads none of them
-    from .dynamic import DynamicMig
-    from .ray_pool import RayPool
-    from .site import Site
+    from .dynamic.controller import DynamicMig
+    from .dynamic.site import Site
+    from .raypool.core import RayPool
 
 __all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
 
@@ -184,7 +185,7 @@ class Compute:
         for w in sched.workers:
             self._worker_started(w)
         if dynamic is not None:
-            from .site import LocalSite
+            from .dynamic.site import LocalSite
 
             self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker, dynamic.lease))
         self._publish()
@@ -267,8 +268,8 @@ class Compute:
         return w
 
     def _start_dynamic(self, options: DynamicMigOptions, site: Site) -> None:
-        from .dynamic import DynamicMig
-        from .policy import DynamicPolicy
+        from .dynamic.controller import DynamicMig
+        from .dynamic.policy import DynamicPolicy
 
         policy = options.policy or DynamicPolicy
         self._dynamic = DynamicMig(self.scheduler, site, options.keep_idle, options.run_times, policy=policy)
@@ -280,8 +281,8 @@ class Compute:
 
     def _serve_metrics(self, port: int) -> None:
         from ..backend import open_backend
-        from ..exporter import serve
-        from ..telemetry import Sampler
+        from ..observe.exporter import serve
+        from ..observe.telemetry import Sampler
 
         sched = self._sched
         sampler = Sampler(open_backend(self.provider.spec()), pools=lambda: [sched.stats()] if sched else [])
@@ -302,7 +303,7 @@ class Compute:
                 "pool; use a local pool for a fresh process per task"
             )
         assert isinstance(self.provider, Ray)
-        from .ray_pool import RayCodec, RayPool, RaySite
+        from .raypool.core import RayCodec, RayPool, RaySite
 
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()

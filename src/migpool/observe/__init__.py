@@ -1,0 +1,1 @@
+"""Observing GPUs and pools: telemetry from NVML, `migpool top`, the Prometheus exporter, pools' published stats."""

@@ -1,0 +1,1 @@
+"""Dynamic MIG: the site that owns partitions, sizes learned from run times, the policy and its controller."""

@@ -1,0 +1,1 @@
+"""The pool-wide collections: their state (one per pool) and the proxies tasks call."""

@@ -1,0 +1,1 @@
+"""What travels between the pool and a worker: messages, frames on a pipe, pickling, segments, streams, tracebacks."""

@@ -1,0 +1,1 @@
+"""The worker process (`python -m migpool.pool.worker`), the plugin chain, plugin contexts, torch.distributed."""

@@ -1,0 +1,457 @@
+"""The worker process: `python -m migpool.pool.worker READ_END WRITE_END` (each `PIPE_FD:SOCKET_FD`, protocol.End).
+
+Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. It runs one
+task at a time and exits when the parent goes away.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import itertools
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from ..api import refs
+from ..api.checkpoints import Checkpoint
+from ..shared import proxies as shared
+from ..shared.proxies import refused
+from ..wire.messages import (
+    CHECKPOINTS,
+    ONE_TASK_ENV,
+    STREAM_OUT,
+    Answer,
+    Call,
+    Cancel,
+    Credit,
+    DefineFunction,
+    Feed,
+    ForgetValue,
+    Pause,
+    Paused,
+    Progress,
+    Ready,
+    Released,
+    RunTask,
+    Stop,
+    StoreValue,
+    TaskDone,
+    TaskFailed,
+    ToWorker,
+    Want,
+    Withdraw,
+    Yielded,
+)
+from ..wire.pickling import dumps
+from ..wire.protocol import End, read_frame, write_frame
+from ..wire.remote_errors import as_task_error, pickled
+from ..wire.segments import Codec, SharedMemoryCodec
+from ..wire.streams import WINDOW, InputStream, Link, give_inputs
+from ..wire.tracebacks import capture
+
+CALL_SPIN_S = 200e-6  # how long a call on a pool collection polls for its answer before it blocks
+
+
+def _poll(fd: int, seconds: float) -> None:
+    """Return as soon as `fd` is readable, or after `seconds`."""
+    end = time.perf_counter() + seconds
+    while not select.select([fd], [], [], 0)[0] and time.perf_counter() < end:
+        pass
+
+
+def _die_with_parent(parent: int) -> None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
+    except (OSError, AttributeError):
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)
+            time.sleep(0.5)
+
+    # the process exits from this thread: nothing joins it
+    threading.Thread(target=watch, name="migpool-parent-watch", daemon=True).start()
+
+
+def _subreaper() -> None:
+    """Become the reaper of this worker's orphaned descendants (Linux), so that a process a task forked and left
+    behind, even one that started its own session, stays below this worker and ends with it (_end_descendants)."""
+    try:
+        ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                out += [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _end_descendants() -> None:
+    """SIGKILL every process below this one (the tasks' leftovers), children before their own children."""
+    seen: set[int] = set()
+    todo = _children(os.getpid())
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo += _children(pid)
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            continue
+    deadline = time.monotonic() + 1.0  # reap them: their children were reparented to us, the subreaper
+    while seen and time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                time.sleep(0.005)
+        except ChildProcessError:
+            break
+
+
+def _guard_channel(fds: tuple[int, ...]) -> None:
+    """A process that a task forks gets /dev/null where the channel was: only the worker itself reads tasks and
+    writes answers (a forked child that returned from the task would hand its result to the next task)."""
+    owner = os.getpid()
+
+    def in_child() -> None:
+        if os.getpid() == owner:
+            return
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in fds:
+            try:
+                os.dup2(null, fd)
+            except OSError:
+                continue
+        os.close(null)
+
+    os.register_at_fork(after_in_child=in_child)
+
+
+def _error_frame(tid: int, e: BaseException) -> TaskFailed:
+    sent = as_task_error(e)
+    try:
+        payload: bytes | None = pickled(sent, dumps)
+    except Exception:  # noqa: BLE001 - not even its description pickles: it goes back as its text
+        payload = None
+    return TaskFailed(tid, payload, capture(e, skip_file=__file__), f"{type(sent).__name__}: {sent}")
+
+
+class Runner:
+    """Runs the parent's messages: DefineFunction keeps a function, StoreValue a shared value, RunTask runs a task
+    and returns its frame (a generator task's items go out through the link as it yields them). The channel loop
+    below and the Ray actor (ray_pool.WorkerActor) each drive one, with their codec and link."""
+
+    def __init__(self, codec: Codec, link: Link) -> None:
+        self.functions: dict[int, Any] = {}
+        self.codec = codec
+        self.link = link
+
+    def handle(self, msg: ToWorker) -> TaskDone | TaskFailed | Paused | None:
+        kind = type(msg)
+        if kind is RunTask:  # the usual message first
+            return self.run(msg)  # type: ignore[arg-type]
+        if kind is DefineFunction:
+            self.functions[msg.fid] = msg.data  # type: ignore[union-attr]
+        elif kind is StoreValue:
+            refs.keep(msg.vid, self.codec.unpack(msg.data, shared=True))  # type: ignore[union-attr]
+        elif kind is ForgetValue:
+            refs.forget(msg.vid)  # type: ignore[union-attr]
+        return None
+
+    def run(self, msg: RunTask) -> TaskDone | TaskFailed | Paused:
+        import pickle
+
+        try:
+            fn = self.functions[msg.fid]
+            if type(fn) is bytes:
+                fn = self.functions[msg.fid] = pickle.loads(fn)
+            payload = msg.payload
+            args, kwargs = pickle.loads(payload) if type(payload) is bytes else self.codec.unpack(payload)
+            if msg.streams:
+                args, kwargs = give_inputs(args, kwargs, lambda sid: InputStream(self.link, msg.tid, sid, self._unpack))
+            if msg.streams & CHECKPOINTS:
+                if msg.resume is not None:
+                    kwargs = {**kwargs, "resume": pickle.loads(msg.resume)}
+                return self._checkpoints(msg.tid, fn(*args, **kwargs))
+            result = fn(*args, **kwargs)
+            if msg.streams & STREAM_OUT:
+                self._stream(msg.tid, result)
+                return TaskDone(msg.tid, None)
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            return _error_frame(msg.tid, e)
+        try:
+            return TaskDone(msg.tid, self.codec.pack(result))
+        except Exception as e:  # noqa: BLE001
+            return _error_frame(msg.tid, TypeError(f"the task's result could not be pickled: {e}"))
+
+    def _unpack(self, data: Any) -> Any:
+        return self.codec.unpack(data)
+
+    def _checkpoints(self, tid: int, gen: Any) -> TaskDone | TaskFailed | Paused:
+        """Run a checkpoint task: report each checkpoint; stop at one when the pool asks (Paused, with its state);
+        its return value is its result."""
+        try:
+            while True:
+                try:
+                    item = next(gen)
+                except StopIteration as end:
+                    result = end.value
+                    break
+                point = item if isinstance(item, Checkpoint) else Checkpoint(item)
+                if self.link.checkpointed(tid, point.done, point.total):
+                    gen.close()
+                    try:
+                        return Paused(tid, dumps(point.state))
+                    except Exception as e:  # noqa: BLE001
+                        return _error_frame(tid, TypeError(f"the task's checkpoint could not be pickled: {e}"))
+        except BaseException as e:  # noqa: BLE001 - every failure goes back to the caller
+            return _error_frame(tid, e)
+        try:
+            return TaskDone(tid, self.codec.pack(result))
+        except Exception as e:  # noqa: BLE001
+            return _error_frame(tid, TypeError(f"the task's result could not be pickled: {e}"))
+
+    def _stream(self, tid: int, items: Any) -> None:
+        """Send what the generator yields, until it ends or the consumer stops (then it is closed)."""
+        it = iter(items)
+        try:
+            for item in it:
+                try:
+                    packed = self.codec.pack(item)
+                except Exception as e:
+                    raise TypeError(f"an item of the task's stream could not be pickled: {e}") from e
+                if not self.link.emit(tid, packed):
+                    break
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+
+class ChannelLink:
+    """The worker's channel while it runs: control messages (a stream's credit, cancel and input items, answers to
+    the tasks' calls on pool collections) are taken as they come; any other message (the next task, a definition,
+    Stop) waits in `backlog` for the main loop.
+
+    Any thread of a task may need the channel (a collection's call from a thread the task started), so one
+    thread reads at a time, the others wait on `cond` for what it takes; frames go out one whole at a time."""
+
+    def __init__(self, rsock: End, wsock: End, codec: Codec) -> None:
+        self.r, self.w = rsock, wsock
+        self.codec = codec
+        self.releases: collections.deque[tuple[int, bool]] = collections.deque()  # the parent's, unmapped here
+        self.backlog: collections.deque[Any] = collections.deque()
+        self.credit: dict[int, int] = {}
+        self.cancelled: set[int] = set()
+        self.pauses: set[int] = set()  # tasks asked to stop at their next checkpoint (kept: one may come early)
+        self.feeds: dict[tuple[int, int], collections.deque[tuple[Any, int]]] = {}
+        self.running: int | None = None
+        self.answers: dict[int, Answer] = {}
+        self.cond = threading.Condition(threading.Lock())
+        self.reading = False  # a thread is reading the channel (with `cond` released)
+        self._wlock = threading.Lock()
+        self._cids = itertools.count()
+
+    def next_message(self) -> Any:
+        """The next message for the main loop (raises EOFError when the parent is gone)."""
+        with self.cond:
+            while not self.backlog:
+                self._take(None)
+            return self.backlog.popleft()
+
+    def _take(self, timeout: float | None, spin: float = 0.0) -> bool:
+        """With `cond` held: read one message (waiting up to `timeout`; None: until one comes) and take it, or,
+        while another thread reads, wait for that one to take its message. True if a message was read here.
+        `spin`: first poll the channel for up to that many seconds (an answer that comes within it is taken without
+        the wake-up of a blocked read, which costs this machine more than the whole round trip otherwise)."""
+        if self.reading:
+            self.cond.wait(timeout)
+            return False
+        self.reading = True
+        self.cond.release()
+        msg = None
+        try:
+            if spin:
+                _poll(self.r.fd, spin)
+            if timeout is None or select.select([self.r], [], [], timeout)[0]:
+                msg = read_frame(self.r, self.release)
+        finally:
+            self.cond.acquire()
+            self.reading = False
+            self.cond.notify_all()
+        if msg is None:
+            return False
+        if type(msg) is RunTask or not self._control(msg):
+            self.backlog.append(msg)
+        return True
+
+    def release(self, sid: int, reusable: bool) -> None:
+        """A segment of the parent's was unmapped here (from a finalizer: queued, sent with the next frame)."""
+        self.releases.append((sid, reusable))
+
+    def send(self, frame: Any) -> None:
+        """Write a frame, after telling the parent which of its segments this worker let go of."""
+        with self._wlock:
+            if self.releases:
+                items = []
+                while self.releases:
+                    items.append(self.releases.popleft())
+                write_frame(self.w, Released(items))
+            write_frame(self.w, frame)
+
+    def begin(self, tid: int) -> None:
+        with self.cond:
+            self.running = tid
+            self.credit = {tid: WINDOW}
+            self.cancelled.clear()
+            self.feeds.clear()
+
+    def _control(self, msg: Any) -> bool:
+        """Take a message about the running task (its streams, its calls); False for any other message."""
+        kind = type(msg)
+        if kind is Answer:
+            self.answers[msg.cid] = msg
+        elif kind is Credit:
+            if msg.tid == self.running:
+                self.credit[msg.tid] = self.credit.get(msg.tid, 0) + msg.n
+        elif kind is Cancel:
+            if msg.tid == self.running:
+                self.cancelled.add(msg.tid)
+        elif kind is Pause:
+            self.pauses.add(msg.tid)
+        elif kind is Feed:
+            if msg.tid == self.running:
+                self.feeds.setdefault((msg.tid, msg.sid), collections.deque()).append((msg.data, msg.state))
+        elif kind is Released:
+            self.codec.released(msg.items, 0)
+        else:
+            return False
+        return True
+
+    def emit(self, tid: int, item: Any) -> bool:
+        with self.cond:
+            while self._take(0):  # what has come meanwhile (a cancel above all)
+                pass
+            while tid not in self.cancelled and self.credit.get(tid, 0) <= 0:
+                self._take(None)
+            if tid in self.cancelled:
+                return False
+            self.credit[tid] -= 1
+        self.send(Yielded(tid, item))
+        return True
+
+    def want(self, tid: int, sid: int, n: int) -> None:
+        self.send(Want(tid, sid, n))
+
+    def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
+        self.send(Progress(tid, done, total))
+        with self.cond:
+            while self._take(0):  # a Pause that came meanwhile
+                pass
+            if tid in self.pauses:
+                self.pauses.discard(tid)
+                return True
+        return False
+
+    def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
+        with self.cond:
+            q = self.feeds.setdefault((tid, sid), collections.deque())
+            while not q:
+                self._take(None)
+            return q.popleft()
+
+    def call(self, kind: str, name: str, op: str, args: tuple[Any, ...], timeout: float | None = None) -> Any:
+        """A call on a pool collection, answered by the parent (shared.Transport)."""
+        cid = next(self._cids)
+        thread = threading.get_ident()
+        self.send(Call(cid, kind, name, op, args, thread))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.cond:
+            while cid not in self.answers:
+                if deadline is None:
+                    self._take(None, CALL_SPIN_S)
+                    continue
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._take(left)
+                    continue
+                deadline = None  # no longer wanted; the parent answers with the value or TIMED_OUT
+                self.send(Withdraw(cid, thread))
+            answer = self.answers.pop(cid)
+        if not answer.ok:
+            raise refused(answer.value)
+        return answer.value
+
+
+def main(read_end: str, write_end: str) -> None:
+    _die_with_parent(int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    _subreaper()
+    r, w = End.from_spec(read_end), End.from_spec(write_end)
+    _guard_channel((*r.fds(), *w.fds()))
+    owner = os.getpid()
+    codec = SharedMemoryCodec()
+    link = ChannelLink(r, w, codec)
+    runner = Runner(codec, link)
+    shared.install(link)
+    around = contextlib.ExitStack()
+    if os.environ.get("MIGPOOL_INIT") or os.environ.get("MIGPOOL_AROUND"):  # plugins' set-up for this process
+        from . import lifecycle
+        from .distributed import run_initializers
+
+        try:
+            run_initializers()  # (torch.distributed: this worker's rank)
+            around = lifecycle.enter()  # (Plugin.create(...).with_around_process)
+        except Exception as e:  # noqa: BLE001 - the reason, in one line, is what the pool shows
+            sys.stderr.write(f"migpool: this worker could not be set up: {type(e).__name__}: {e}\n")
+            sys.exit(1)
+    with around:
+        _serve(link, runner, owner)
+
+
+def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
+    one_task = os.environ.get(ONE_TASK_ENV) == "1"
+    link.send(Ready(os.getpid(), sys.executable))
+    try:
+        while True:
+            try:
+                msg = link.next_message()
+            except EOFError:
+                return
+            if isinstance(msg, Stop):
+                return
+            if type(msg) is RunTask and msg.streams:
+                link.begin(msg.tid)
+            frame = runner.handle(msg)
+            if os.getpid() != owner:  # a forked copy that returned from the task: it ends here, silently
+                os._exit(0)
+            if frame is not None:
+                link.running = None
+                link.send(frame)
+                if one_task:  # Worker(reuse_processes=False): the next task gets a fresh process
+                    return
+            msg = frame = None  # what they hold (a mapping, a segment) goes now, not with the next message
+    finally:
+        if os.getpid() == owner:
+            _end_descendants()

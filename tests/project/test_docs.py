@@ -1,0 +1,93 @@
+"""The documentation site: its code comes from files under examples/ that run here, never pasted, and its
+pictures are drawn from real output (docs/pictures.py). `mkdocs build --strict` itself runs in .ci/run."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGES = sorted((ROOT / "docs").rglob("*.md"))
+FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$')
+CODE = {"python", "bash", "sh", "console", "py"}
+
+
+def test_every_code_block_is_included_from_a_file_that_exists():
+    found = 0
+    for page in PAGES:
+        for lang, body in FENCE.findall(page.read_text()):
+            lines = [ln for ln in body.strip().splitlines() if ln.strip()]
+            if lang not in CODE:
+                continue  # an output (text) block
+            assert lines and all(SNIPPET.match(ln) for ln in lines), f"{page}: pasted {lang} code: {body[:80]!r}"
+            for ln in lines:
+                path, section = SNIPPET.match(ln).groups()
+                text = (ROOT / path).read_text()
+                assert not section or f"--8<-- [start:{section}]" in text, f"{page}: no section {section} in {path}"
+                found += 1
+    assert found >= 10
+
+
+def _run(argv, **kw):
+    env = {**os.environ, "MIGPOOL_READ_ONLY": "", **kw.pop("env", {})}
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env, **kw)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["examples/catalog_and_planner.py"],
+        ["examples/pool_tour.py", "--simulate", "A100-80GB"],
+        ["examples/shared_collections.py"],
+        ["examples/large_values.py"],
+    ],
+)
+def test_python_examples_run(argv):
+    r = _run([sys.executable, *argv])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip()
+
+
+@pytest.mark.parametrize("script", ["operator_cli.sh", "reboots_and_schedulers.sh", "run_programs.sh", "telemetry.sh"])
+def test_shell_examples_run(script):
+    bindir = str(Path(sys.executable).parent)  # `migpool` as installed beside this interpreter
+    r = _run(["bash", f"examples/{script}"], env={"PATH": f"{bindir}:{os.environ['PATH']}"})
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+
+
+def test_first_gpu_steps_run_read_only_on_a_simulated_h100():
+    bindir = str(Path(sys.executable).parent)
+    r = _run(
+        ["bash", "examples/first_gpu.sh"],
+        env={"PATH": f"{bindir}:{os.environ['PATH']}", "MIGPOOL_SIMULATE": "H100-80GB"},
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "matches the catalog" in r.stdout + r.stderr
+
+
+def test_the_pictures_are_drawn_from_what_they_show():
+    r = _run([sys.executable, "docs/pictures.py", "--check"])
+    assert r.returncode == 0, r.stderr
+    svg = (ROOT / "docs" / "pictures" / "placements.svg").read_text()
+    from migpool import plan
+    from migpool.mig import catalog
+
+    for inst in plan(catalog.lookup("A100-80GB"), "3g.40gb:1,2g.20gb:1,1g.10gb:2"):
+        assert f"{inst.profile.name} @ {inst.start}:{inst.size}" in svg
+
+
+def test_the_checkpoint_example_was_moved():
+    r = _run([sys.executable, "examples/checkpoints.py", "--simulate", "A100-80GB"])
+    assert r.returncode == 0 and "move 7g.80gb shrunk" in r.stdout, r.stdout + r.stderr
+
+
+def test_the_readme_is_short_and_points_to_the_site():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    assert "pip install -e '.[demo]' && migpool demo" in text and "pip install -e '.[test]' && python -m pytest" in text
+    assert "mkdocs" in text
