@@ -15,7 +15,7 @@ MARKER = re.compile(r"^<!-- generated: (\w+) -->$", re.M)
 
 
 def catalog_table() -> str:
-    data = json.loads((ROOT / "src" / "migpool" / "data" / "catalog.json").read_text())
+    data = json.loads((ROOT / "src" / "migpool" / "mig" / "data" / "catalog.json").read_text())
     out = []
     for m in data["models"]:
         est = " (estimates)" if m.get("source") == "estimate" or m.get("estimated") else ""
