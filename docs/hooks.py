@@ -82,3 +82,12 @@ GENERATORS = {"catalog": catalog_table, "metrics": metrics_table, "miso": miso_t
 
 def on_page_markdown(markdown: str, **_: Any) -> str:
     return MARKER.sub(lambda m: GENERATORS[m.group(1)](), markdown)
+
+
+# click 8.2+ gives an option without a default the value `Sentinel.UNSET`, which mkdocs-click prints as it is
+UNSET_DEFAULT = re.compile(r"<code>Sentinel\.UNSET</code>")
+
+
+def on_page_content(html: str, **_: Any) -> str:
+    """The CLI reference's Default column: blank where an option has no default."""
+    return UNSET_DEFAULT.sub("", html)
