@@ -1,0 +1,15 @@
+"""migpool.pool.api.providers: sky.Ray() without Ray names the extra to install; a rough edge a newcomer hit,
+fixed."""
+
+import importlib.util
+
+import pytest
+
+import migpool as sky
+
+
+def test_ray_without_ray_names_the_extra(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(sky.PluginError, match=r"pip install 'migpool\[ray\]'"):
+        sky.Ray()

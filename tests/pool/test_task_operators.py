@@ -1,0 +1,26 @@
+"""migpool.pool.api.task: operator slips on lazy tasks (`a & b >> pool`, an undecorated function) say the fix;
+a rough edge a newcomer hit, fixed."""
+
+import pytest
+
+import migpool as sky
+
+
+@sky.function
+def one(x):
+    return x
+
+
+def plain(x):
+    return x
+
+
+def test_operator_slips_say_the_fix():
+    with sky.Compute(provider=sky.Local(), progress=False) as c:
+        with pytest.raises(TypeError, match=r"write `\(a & b\) >> pool`"):
+            one(1) & one(2) >> c
+        with pytest.raises(TypeError, match="@migpool.function"):
+            plain(1) >> c
+        with pytest.raises(TypeError, match="@migpool.function"):
+            plain(1) @ c
+        assert (one(1) & one(2)) >> c == (1, 2)
