@@ -1,5 +1,4 @@
-"""migpool.backend.simulated: the simulated machine's spec and state file, refused when wrong; regressions
-that once broke migpool (issue 22) or tripped a newcomer."""
+"""migpool.backend.simulated: spec and state file refusals; regressions (once broke migpool or a newcomer)."""
 
 from __future__ import annotations
 

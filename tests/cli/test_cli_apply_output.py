@@ -1,5 +1,4 @@
-"""migpool.cli: `apply` lists each new partition (GPU, profile, placement; --json too); a rough edge a newcomer
-hit, fixed."""
+"""migpool.cli: `apply` lists each new partition (GPU, profile, placement); a newcomer's rough edge, fixed."""
 
 import json
 

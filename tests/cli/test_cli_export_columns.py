@@ -1,4 +1,4 @@
-"""migpool.cli: `export`'s comments and the catalog's note fit 80 columns; a rough edge a newcomer hit, fixed."""
+"""migpool.cli: `export`'s comments and the catalog's note fit 80 columns; a newcomer's rough edge, fixed."""
 
 from migpool_cli import mp
 

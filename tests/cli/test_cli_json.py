@@ -1,4 +1,4 @@
-"""migpool.cli: --json where data is printed (catalog, sim reboot); a rough edge a newcomer hit, fixed."""
+"""migpool.cli: --json where data is printed (catalog, sim reboot); a newcomer's rough edge, fixed."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""migpool.cli: a usage error is one `error:` line with exit 2; a rough edge a newcomer hit, fixed."""
+"""migpool.cli: a usage error is one `error:` line with exit 2; a newcomer's rough edge, fixed."""
 
 from migpool_cli import mp
 

@@ -1,5 +1,4 @@
-"""migpool.integrations.migparted: a config file with a long list of names is refused with the list cut; a rough
-edge a newcomer hit, fixed."""
+"""migpool.integrations.migparted: a long list of names in an error is cut; a newcomer's rough edge, fixed."""
 
 import pytest
 import yaml

@@ -1,5 +1,4 @@
-"""migpool.mig.planner: huge counts refused at once with what fits; a regression that once broke migpool
-(issue 22)."""
+"""migpool.mig.planner: huge counts are refused at once; a regression that once broke migpool (issue 22)."""
 
 from __future__ import annotations
 

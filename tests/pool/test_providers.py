@@ -1,5 +1,4 @@
-"""migpool.pool.api.providers: sky.Ray() without Ray names the extra to install; a rough edge a newcomer hit,
-fixed."""
+"""migpool.pool.api.providers: sky.Ray() without Ray names the extra; a newcomer's rough edge, fixed."""
 
 import importlib.util
 

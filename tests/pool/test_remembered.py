@@ -1,5 +1,4 @@
-"""migpool.pool.dynamic.remembered: damaged learned run times are a cache, said once; a regression that once
-broke migpool (issue 22)."""
+"""migpool.pool.dynamic.remembered: damaged run times are a cache; a regression that once broke migpool."""
 
 from __future__ import annotations
 

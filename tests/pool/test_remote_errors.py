@@ -1,5 +1,4 @@
-"""migpool.pool.wire.remote_errors and .tracebacks: how a task's exception comes back to the caller;
-regressions that once broke migpool (issue 22)."""
+"""migpool.pool.wire.remote_errors and .tracebacks: a task's exception; regressions that once broke migpool."""
 
 from __future__ import annotations
 

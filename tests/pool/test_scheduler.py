@@ -1,5 +1,4 @@
-"""migpool.pool.scheduler: how the pool sees its workers die, fail to restart and close; regressions that once
-broke migpool (issue 22)."""
+"""migpool.pool.scheduler: workers that die or cannot restart; regressions that once broke migpool (issue 22)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""migpool.pool.api.task: operator slips on lazy tasks (`a & b >> pool`, an undecorated function) say the fix;
-a rough edge a newcomer hit, fixed."""
+"""migpool.pool.api.task: operator slips on lazy tasks say the fix; a newcomer's rough edge, fixed."""
 
 import pytest
 

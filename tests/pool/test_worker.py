@@ -1,5 +1,4 @@
-"""migpool.pool.worker: what a task does inside its worker process (forks, processes it leaves behind);
-regressions that once broke migpool (issue 22)."""
+"""migpool.pool.worker: tasks that fork or leave processes; regressions that once broke migpool (issue 22)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""migpool.reconcile.core: what apply and teardown refuse to change (leased or in-use partitions); regressions
-that once broke migpool (issue 22)."""
+"""migpool.reconcile.core: apply/teardown refuse leased or in-use partitions; regressions that once broke migpool."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""migpool.reconcile.persist and .service: where the saved layout is kept, and a damaged saved layout or hooks
-file refused; regressions that once broke migpool (issue 22) or tripped a newcomer."""
+"""migpool.reconcile.persist, .service: saved layout and hooks files; regressions (once broke migpool or a newcomer)."""
 
 from __future__ import annotations
 
