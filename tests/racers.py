@@ -1,4 +1,4 @@
-"""Pools that race each other, each in its own process (spawned), for tests/test_attacks.py."""
+"""Pools that race each other, each in its own process (spawned), for tests/host/test_leases.py."""
 
 from __future__ import annotations
 
