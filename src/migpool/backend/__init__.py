@@ -1,4 +1,5 @@
-"""Backends: the NVML one for real GPUs and the simulated one; `open_backend` picks by setting."""
+"""Backends: the NVML one for real GPUs and the simulated one, each its driver control and its telemetry (base.py);
+`open_backend` picks by setting."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ from .base import (
     Activity,
     Backend,
     ComputeInstanceInfo,
+    DriverControl,
     GpuInfo,
     GpuInstanceInfo,
+    Health,
     MigDeviceInfo,
     ProcessInfo,
+    Telemetry,
     read_only,
 )
 from .simulated import SimulatedBackend
@@ -41,13 +45,16 @@ __all__ = [
     "Activity",
     "Backend",
     "ComputeInstanceInfo",
+    "DriverControl",
     "GpuInfo",
     "GpuInstanceInfo",
+    "Health",
     "MigDeviceInfo",
     "NvmlBackend",
     "ProcessInfo",
     "SimulatedBackend",
     "SIMULATE_ENV",
+    "Telemetry",
     "open_backend",
     "read_only",
 ]
