@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .base import (
     Activity,
@@ -34,11 +35,16 @@ def open_backend(simulate: str | None = None) -> Backend:
 
 
 def __getattr__(name: str) -> object:
+    """NvmlBackend, imported on first use."""
     if name == "NvmlBackend":
         from .nvml import NvmlBackend
 
         return NvmlBackend
     raise AttributeError(name)
+
+
+if TYPE_CHECKING:
+    from .nvml import NvmlBackend
 
 
 __all__ = [
