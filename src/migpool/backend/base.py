@@ -20,8 +20,6 @@ from .telemetry import HEALTH_FIELDS, Activity, Health, Telemetry
 class Backend(DriverControl, Telemetry):
     """A GPU driver: both concerns, as NvmlBackend and SimulatedBackend compose them."""
 
-    kind: str = "abstract"
-
     def memory_used_mib(self, gpu: int) -> int:
         """Memory in use on the whole GPU: by default, what its processes use."""
         return sum(p.used_memory_mib for p in self.processes(gpu))
