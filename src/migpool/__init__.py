@@ -39,10 +39,10 @@ _EXPORTS = {
     "Ref": ".pool",
     "Task": ".pool",
     "Verda": ".pool",
-    **dict.fromkeys(["AWS", "GCP", "Azure", "Container", "Hyperstack", "JarvisLabs", "LambdaCloud"], ".pool"),
-    **dict.fromkeys(["MassedCompute", "Novita", "RunPod", "Scaleway", "TensorDock", "VastAI", "Vultr"], ".pool"),
+    **{name: ".pool" for name in ("AWS", "GCP", "Azure", "Container", "Hyperstack", "JarvisLabs", "LambdaCloud")},
+    **{name: ".pool" for name in ("MassedCompute", "Novita", "RunPod", "Scaleway", "TensorDock", "VastAI", "Vultr")},
     "Worker": ".pool",
-    "compute": ".pool",
+    "compute": ".pool.api.task",  # from where it is made: migpool.pool.compute is also a submodule's name
     "function": ".pool",
     "gather": ".pool",
     "instance_info": ".pool",
@@ -101,7 +101,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted({*globals(), *__all__})
 
 
 if TYPE_CHECKING:
@@ -140,21 +140,41 @@ if TYPE_CHECKING:
     from .mig.layout import Layout, MachineLayout
     from .mig.planner import PlannedInstance, max_addable, plan
     from .pool import (
+        AWS,
+        GCP,
+        Azure,
         Checkpoint,
         Compute,
+        Container,
+        Hyperstack,
         Image,
         InstanceInfo,
+        JarvisLabs,
+        LambdaCloud,
         Local,
+        MassedCompute,
+        Novita,
         Partition,
         Ray,
         Ref,
+        RunPod,
+        Scaleway,
         Task,
+        TensorDock,
+        VastAI,
         Verda,
+        Vultr,
         Worker,
-        compute,
+        barrier,
+        counter,
+        dict,
         function,
         gather,
         instance_info,
+        lock,
+        queue,
+        set,
         shard,
     )
+    from .pool.api.task import compute
     from .reconcile.core import apply, diff, plan_apply, teardown

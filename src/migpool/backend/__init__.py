@@ -1,17 +1,22 @@
-"""Backends: the NVML one for real GPUs and the simulated one; `open_backend` picks by setting."""
+"""Backends: the NVML one for real GPUs and the simulated one, each its driver control and its telemetry (base.py);
+`open_backend` picks by setting."""
 
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 from .base import (
     Activity,
     Backend,
     ComputeInstanceInfo,
+    DriverControl,
     GpuInfo,
     GpuInstanceInfo,
+    Health,
     MigDeviceInfo,
     ProcessInfo,
+    Telemetry,
     read_only,
 )
 from .simulated import SimulatedBackend
@@ -30,6 +35,7 @@ def open_backend(simulate: str | None = None) -> Backend:
 
 
 def __getattr__(name: str) -> object:
+    """NvmlBackend, imported on first use."""
     if name == "NvmlBackend":
         from .nvml import NvmlBackend
 
@@ -37,17 +43,24 @@ def __getattr__(name: str) -> object:
     raise AttributeError(name)
 
 
+if TYPE_CHECKING:
+    from .nvml import NvmlBackend
+
+
 __all__ = [
     "Activity",
     "Backend",
     "ComputeInstanceInfo",
+    "DriverControl",
     "GpuInfo",
     "GpuInstanceInfo",
+    "Health",
     "MigDeviceInfo",
     "NvmlBackend",
     "ProcessInfo",
     "SimulatedBackend",
     "SIMULATE_ENV",
+    "Telemetry",
     "open_backend",
     "read_only",
 ]

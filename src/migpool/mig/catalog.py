@@ -194,10 +194,6 @@ class Profile:
         return self.placements[0].size
 
     @property
-    def full_name(self) -> str:
-        return f"MIG {self.name}"
-
-    @property
     def plain(self) -> bool:
         """No attribute in its name (`+me`, `+gfx`, `-me`, `+me.all`): a profile migpool may choose by itself."""
         parsed = ProfileName.parse(self.name)

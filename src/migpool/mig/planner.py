@@ -222,13 +222,3 @@ def plan_transition(
     keep = tuple(kept)
     destroy = [i for i in existing if i not in keep]
     return Transition(tuple(keep), tuple(destroy), tuple(create))
-
-
-def slice_map(gpu: GpuModel, instances: Sequence[PlannedInstance]) -> list[str | None]:
-    """Per memory slice, the profile name that holds it (None where free)."""
-    cells: list[str | None] = [None] * gpu.memory_slices
-    for i in instances:
-        for s in i.placement.slots:
-            if s < len(cells):
-                cells[s] = i.profile.name
-    return cells

@@ -5,6 +5,7 @@ Names are imported on first use (the worker process imports only what it needs).
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
@@ -51,16 +52,44 @@ def __getattr__(name: str) -> Any:
     module = importlib.import_module(mod, __name__)
     value = getattr(module, module.PUBLIC.get(name, name) if mod == ".shared.proxies" else name)
     globals()[name] = value
+    if isinstance(globals().get("compute"), ModuleType):
+        # Importing the submodule compute.py (Compute's) bound the name `compute` here to that module; the name
+        # exported is the task decorator (api/task.py): the binding goes, and the next use imports the decorator.
+        del globals()["compute"]
     return value
 
 
 if TYPE_CHECKING:
     from .api.image import Image
     from .api.info import InstanceInfo, Partition, instance_info
-    from .api.providers import Local, Node, Ray, Verda, Worker, WorkerSpec
+    from .api.providers import (
+        AWS,
+        GCP,
+        Azure,
+        Container,
+        Hyperstack,
+        JarvisLabs,
+        LambdaCloud,
+        Local,
+        MassedCompute,
+        Node,
+        Novita,
+        Ray,
+        RunPod,
+        Scaleway,
+        TensorDock,
+        VastAI,
+        Verda,
+        Vultr,
+        Worker,
+        WorkerSpec,
+    )
     from .api.refs import Ref
     from .api.shard import shard
     from .api.task import Checkpoint, Gather, Group, RemoteFunction, Task, compute, function, gather
     from .compute import Compute
+    from .shared.proxies import barrier, counter, lock, queue
+    from .shared.proxies import shared_dict as dict
+    from .shared.proxies import shared_set as set
     from .wire.remote_errors import RemoteError
     from .wire.tracebacks import RemoteTraceback

@@ -1,8 +1,8 @@
-"""Length-prefixed frames over a Unix socket, between the parent and a worker process. A message (messages.py)
+"""Length-prefixed frames on a pipe, between the parent and a worker process. A message (messages.py)
 travels as a plain tuple, its kind's number first: a named tuple pickled by class costs several microseconds
 more each way, which a pool of tiny tasks pays on every task.
 
-A frame is a header (body length, number of descriptors) and its body, on a pipe; when the message holds a
+A frame is a header (body length, number of descriptors) and its body; when the message holds a
 segments.Packed, the segment's descriptor goes first through the Unix socket beside the pipe (SCM_RIGHTS). A
 large body goes out in one writev and comes in without joining chunks; a segment's bytes never cross either.
 """

@@ -1,26 +1,16 @@
-"""A simulated MIG driver for any catalog GPU, with the real driver's rules and errors.
-
-State lives in one JSON file per simulated machine (under $MIGPOOL_STATE_DIR, else the user cache dir),
-guarded by a file lock, so separate processes (CLI calls, pool workers) see the same GPUs.
-"""
+"""The simulated backend's driver control: the real driver's rules and errors for MIG mode, GPU and compute
+instances and resets, what each change costs in time (latency), and the faults and outside events tests inject."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import os
-import re
 import signal
 import time
 import uuid as uuidlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from platformdirs import user_cache_dir
-
-from ..errors import (
+from ...errors import (
     BackendError,
     InsufficientResourcesError,
     InUseError,
@@ -29,30 +19,19 @@ from ..errors import (
     NotSupportedError,
     ResetRequiredError,
 )
-from ..host.devicefiles import standard_minors
-from ..host.locks import PathLock
-from ..host.proc import pid_alive
-from ..host.safefiles import atomic_write
-from ..host.statedirs import StateDirs
-from ..mig import catalog
-from ..mig.catalog import GpuModel, Placement
-from ..mig.planner import PlannedInstance, can_place
-from .base import Activity, Backend, ComputeInstanceInfo, GpuInfo, GpuInstanceInfo, Health, MigDeviceInfo, ProcessInfo
+from ...host.devicefiles import standard_minors
+from ...host.statedirs import StateDirs
+from ...mig import catalog
+from ...mig.catalog import GpuModel, Placement
+from ...mig.planner import PlannedInstance, can_place
+from ..control import ComputeInstanceInfo, DriverControl, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from .state import SimulatedMachine
 
-STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
-MAX_GPUS = 64  # the most GPUs one simulated machine has
 LATENCY_ENV = "MIGPOOL_SIM_LATENCY"
 # What a GPU-instance change costs on hardware: creation 52–132 ms and destruction 120–164 ms (nvidia-smi on an
 # A100, as published); the midpoints. Compute-instance and mode changes were not measured there: no delay.
 HARDWARE_LATENCY = {"create_gpu_instance": 0.092, "destroy_gpu_instance": 0.142}
 SIMULATED_DRIVER = "580.159.04-simulated"
-# idle and full-load power (W), top SM and memory clocks (MHz) of the simulated GPUs, by architecture
-_POWER_CLOCKS = {
-    "ampere": (55.0, 400.0, 1410, 1593),
-    "hopper": (72.0, 700.0, 1980, 2619),
-    "blackwell": (120.0, 1000.0, 1965, 3996),
-}
-_UTIL_FIELDS = ("gpu_util", "mem_copy_util", "enc_util", "dec_util")
 
 
 def parse_latency(text: str | None) -> dict[str, float]:
@@ -93,35 +72,6 @@ _ERRORS: dict[str, type[BackendError]] = {
 }
 
 
-def state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or user_cache_dir("migpool"))
-
-
-def parse_spec(spec: str) -> list[GpuModel]:
-    """'A100-80GB', 'H100-80GB:4', 'A100-40GB,H100-80GB' -> the GPU models, in index order (at most
-    MAX_GPUS in all)."""
-    out: list[GpuModel] = []
-    for part in [p.strip() for p in spec.split(",") if p.strip()]:
-        name, _, count = part.partition(":")
-        if count and not count.isdigit():
-            raise BackendError(f"cannot read simulated GPU spec {part!r}; write MODEL[:COUNT], e.g. 'H100-80GB:2'")
-        if len(out) + (int(count) if count else 1) > MAX_GPUS:
-            raise BackendError(
-                f"simulated GPU spec {spec!r} asks for more than {MAX_GPUS} GPUs, the most a simulated machine has "
-                "(NVIDIA's largest machines have 8 or 16)"
-            )
-        sizes = [m.key for m in catalog.models() if re.fullmatch(rf"{re.escape(name)}-\d+GB", m.key, re.I)]
-        if len(sizes) > 1:  # a family name that several memory sizes share: which one is meant is not known
-            raise BackendError(
-                f"simulated GPU {name!r} is ambiguous: it is made as {' and '.join(sizes)}; name one, e.g. "
-                f"--simulate {sizes[-1]} (or $MIGPOOL_SIMULATE={sizes[-1]})"
-            )
-        out.extend([catalog.lookup(name)] * (int(count) if count else 1))
-    if not out:
-        raise BackendError("empty simulated GPU spec; write MODEL[:COUNT][,MODEL…], e.g. 'A100-80GB' or 'H100-80GB:2'")
-    return out
-
-
 def gi_id_for(placement: Placement, memory_slices: int) -> int:
     """The GPU instance id the driver gives a placement: its index in the binary tree of memory slices."""
     level = 0
@@ -136,144 +86,15 @@ def _mig_uuid() -> str:
     return f"MIG-{uuidlib.uuid4()}"
 
 
-class SimulatedBackend(Backend):
-    """Simulated GPUs with the driver's semantics. `spec` as for `--simulate` (e.g. 'H100-80GB:2')."""
-
-    kind = "simulated"
+class SimulatedControl(SimulatedMachine, DriverControl):
+    """Reads and changes of the simulated GPUs' MIG configuration, with the driver's semantics."""
 
     def __init__(
         self, spec: str, state_path: str | os.PathLike[str] | None = None, latency: dict[str, float] | str | None = None
     ) -> None:
         """`latency`: seconds each operation takes (as on hardware), a dict, 'hardware', or $MIGPOOL_SIM_LATENCY."""
-        self.spec = spec
         self.latency = latency if isinstance(latency, dict) else parse_latency(latency or os.environ.get(LATENCY_ENV))
-        self.models = parse_spec(spec)
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", spec) + "-" + hashlib.sha1(spec.encode()).hexdigest()[:6]
-        self.path = Path(state_path) if state_path else state_dir() / f"sim-{slug}.json"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = PathLock(str(self.path) + ".lock")
-
-    def __repr__(self) -> str:
-        return f"SimulatedBackend({self.spec!r}, state={str(self.path)!r})"
-
-    # --- state file ---
-    def _fresh(self) -> dict[str, Any]:
-        seed = hashlib.sha1(self.spec.encode()).hexdigest()
-        gpus = []
-        for i, m in enumerate(self.models):
-            u = uuidlib.UUID(hashlib.md5(f"{seed}:{i}".encode()).hexdigest())
-            gpus.append(
-                dict(
-                    index=i,
-                    model=m.key,
-                    uuid=f"GPU-{u}",
-                    mig_current=False,
-                    mig_pending=False,
-                    gis=[],
-                    processes=[],
-                    transient=[],
-                    reset_blockers=[],
-                )
-            )
-        return dict(spec=self.spec, ops=0, faults={}, transient_ops=0, gpus=gpus)
-
-    @contextlib.contextmanager
-    def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
-        with self._lock:
-            st = self._load()
-            try:
-                yield st
-            finally:
-                if write:  # also after a refused operation: it counted, and a fired fault is spent
-                    self._save(st)
-
-    def _load(self) -> dict[str, Any]:
-        """The saved state, a fresh machine if there is none; a damaged file is refused, never replaced."""
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return self._fresh()
-        except OSError as e:
-            raise BackendError(f"cannot read the simulated machine's state file {self.path}: {e}") from None
-        except UnicodeDecodeError:
-            text = "\0"  # not text: damaged, as below
-        try:
-            st = json.loads(text)
-            if not isinstance(st, dict) or not isinstance(st.get("gpus"), list) or len(st["gpus"]) != len(self.models):
-                raise ValueError(f"it does not describe the {len(self.models)} GPU(s) of {self.spec!r}")
-            fresh = self._fresh()
-            for g, want in zip(st["gpus"], fresh["gpus"], strict=True):
-                if not isinstance(g, dict) or any(type(g.get(k)) is not type(v) for k, v in want.items()):
-                    raise ValueError(f"its GPU entries lack fields or have the wrong types ({str(g)[:60]})")
-        except ValueError as e:
-            raise BackendError(
-                f"the simulated machine's state file {self.path} is damaged ({e}); migpool will not guess what was on "
-                f"its GPUs. Delete that file to start again from freshly booted simulated GPUs"
-            ) from None
-        return st
-
-    def _save(self, st: dict[str, Any]) -> None:
-        atomic_write(self.path, json.dumps(st, indent=1), sync=False)  # a simulated machine: no fsync per call
-
-    def set_activity(self, gpu: int, gi_id: int | None = None, **percent: float) -> None:
-        """What the simulated GPU (or GPU instance) reports as its activity from now on (tests set this)."""
-        fields = set(Activity.__dataclass_fields__)
-        if set(percent) - fields:
-            raise ValueError(f"unknown activity field(s) {sorted(set(percent) - fields)}; valid: {sorted(fields)}")
-        with self._state(write=True) as st:
-            g = self._g(st, gpu)
-            g.setdefault("activity", {})[str(gi_id)] = percent
-
-    def activity(self, gpu: int, gi_id: int | None = None) -> Activity | None:
-        model = self.models[gpu]
-        if not model.has_gpm:
-            raise NotSupportedError(f"{model.name} has no GPM (per-instance activity counters need Hopper or later)")
-        with self._state() as st:
-            g = self._g(st, gpu)
-            if gi_id is not None and not any(gi["id"] == gi_id for gi in g["gis"]):
-                raise NotFoundError(f"GPU {gpu} has no GPU instance {gi_id}")
-            idle = {f: 0.0 for f in Activity.__dataclass_fields__}  # an idle GPU reports zeros, as real ones do
-            return Activity(**{**idle, **g.get("activity", {}).get(str(gi_id), {})})
-
-    def health(self, gpu: int) -> Health:
-        """Readings that follow the simulated load (the activity tests set, set_activity): temperatures and power
-        rise with it, clocks boost, the energy counter grows with the power drawn over time. Like NVML, the
-        utilization fields are not reported while MIG is enabled."""
-        model = self.models[gpu]
-        idle_w, max_w, sm_mhz, mem_mhz = _POWER_CLOCKS.get(model.architecture, _POWER_CLOCKS["ampere"])
-        now = time.time()
-        with self._state(write=True) as st:
-            g = self._g(st, gpu)
-            acts = list(g.get("activity", {}).values())
-            load = max((max(a.get("sm_active", 0.0), a.get("graphics_active", 0.0)) for a in acts), default=0.0)
-            dram = max((a.get("dram_active", 0.0) for a in acts), default=0.0)
-            power = idle_w + (max_w - idle_w) * load / 100.0
-            meter = g.setdefault("energy", {"mj": 0.0, "at": now, "w": power})
-            meter["mj"] += meter["w"] * max(0.0, now - meter["at"]) * 1000.0
-            meter.update(at=now, w=power)
-            mig = g["mig_current"]
-            missing = [(f, "not reported while MIG is enabled (NVML)") for f in _UTIL_FIELDS] if mig else []
-            return Health(
-                gpu_temp=float(round(32.0 + 0.45 * load)),  # (NVML reports whole degrees)
-                memory_temp=float(round(36.0 + 0.35 * load)),
-                power_w=round(power, 3),
-                energy_mj=int(meter["mj"]),
-                sm_clock_mhz=int(345 + (sm_mhz - 345) * min(1.0, load / 10.0)),
-                mem_clock_mhz=mem_mhz,
-                gpu_util=None if mig else load,
-                mem_copy_util=None if mig else dram,
-                enc_util=None if mig else 0.0,
-                dec_util=None if mig else 0.0,
-                pcie_replays=0,
-                pcie_tx_bytes=load * 2.5e6,
-                pcie_rx_bytes=load * 1.5e6,
-                fb_reserved_mib=int(model.memory_mib * 0.0057),
-                nvlink_bandwidth=0,
-                rows_remapped_correctable=0,
-                rows_remapped_uncorrectable=0,
-                row_remap_failure=0,
-                missing=tuple(missing),
-            )
+        super().__init__(spec, state_path)
 
     def driver_version(self) -> str:
         return SIMULATED_DRIVER
@@ -282,16 +103,6 @@ class SimulatedBackend(Backend):
         """The table the driver would write for these GPUs (devicefiles.py)."""
         return standard_minors([g.device_minor for g in self.gpus()])
 
-    def inject_xid(self, gpu: int, xid: int) -> None:
-        """A simulated XID error on `gpu` (what NVML's event set reports; dcgm-exporter's DCGM_FI_DEV_XID_ERRORS)."""
-        with self._state(write=True) as st:
-            self._g(st, gpu)
-            st.setdefault("xid", []).append([gpu, xid])
-
-    def xid_events(self) -> list[tuple[int, int]]:
-        with self._state(write=True) as st:
-            return [(int(g), int(x)) for g, x in st.pop("xid", [])]
-
     def reboot(self) -> None:
         """What a reboot does to a real A100/H100: GPU and compute instances and processes are gone, a MIG mode
         change that was pending takes effect, and the MIG mode itself is kept."""
@@ -299,21 +110,6 @@ class SimulatedBackend(Backend):
             for g in st["gpus"]:
                 g["mig_current"] = g["mig_pending"]
                 g["gis"], g["processes"], g["transient"] = [], [], []
-
-    def wipe(self) -> None:
-        """Forget all simulated state (a freshly booted machine)."""
-        with self._lock:
-            self.path.unlink(missing_ok=True)
-
-    def _g(self, st: dict[str, Any], gpu: int) -> dict[str, Any]:
-        if not 0 <= gpu < len(st["gpus"]):
-            raise NotFoundError(f"no GPU with index {gpu}; this simulated machine has GPUs 0..{len(st['gpus']) - 1}")
-        return st["gpus"][gpu]
-
-    def _live_processes(self, g: dict[str, Any]) -> list[dict[str, Any]]:
-        alive = [p for p in g["processes"] if pid_alive(p["pid"])]
-        g["processes"] = alive
-        return alive
 
     # --- fault injection (tests) ---
     def inject(
