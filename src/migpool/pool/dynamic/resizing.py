@@ -1,5 +1,5 @@
-"""Dynamic MIG's resizes (rule 6 of policy.py, for partitions already made): the layout moved toward the sizes
-that the tasks run best on (pool/sizing.py), one partition per GPU at a time."""
+"""Dynamic MIG's resizes of partitions already made: the layout moved toward the sizes that their tasks run best
+on (sizing.py), one partition per GPU at a time, never while a GPU is reserved."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ class Slot:
     instance: PlannedInstance
     worker: WorkerView
     idle_since: float | None = None
-    key: Key | None = None  # the sizing group of the last task it ran (pool/sizing.py)
+    key: Key | None = None  # the sizing group of the last task it ran (sizing.py)
     holds: float = 0.0  # the memory (MiB) that the tasks it was made for need: it is never resized to less
 
 
