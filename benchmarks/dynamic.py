@@ -56,9 +56,9 @@ from migpool.backend.simulated import HARDWARE_LATENCY
 from migpool.mig import catalog
 from migpool.mig.planner import plan
 from migpool.pool.api.providers import DynamicMigOptions
-from migpool.pool.dynamic.policy import DynamicPolicy, Effects
-from migpool.pool.dynamic.site import Gpu, GpuState
-from migpool.pool.scheduler.core import Scheduler
+from migpool.pool.dynamic.effects import Effects
+from migpool.pool.dynamic.policy import DynamicPolicy
+from migpool.pool.dynamic.view import Gpu, GpuState, PoolView
 
 GPU = catalog.lookup("A100-80GB")
 WHOLE_SMS = GPU.sms
@@ -161,14 +161,14 @@ WINDOW_S, DECIDE_S, BETTER_BY = 20.0, 5.0, 0.20
 class DrainRecreate(DynamicPolicy):
     """Rebuilds whole GPUs to the layouts that the last WINDOW_S of arrivals want, after draining them."""
 
-    def __init__(self, gpus: Sequence[GpuState], sched: Scheduler, effects: Effects, keep_idle: float, *rest) -> None:
+    def __init__(self, gpus: Sequence[GpuState], view: PoolView, effects: Effects, keep_idle: float, *rest) -> None:
         self.arrivals: list[tuple[float, str]] = []
         self.current: dict[Gpu, tuple[str, ...]] = {}
         self.target: dict[int, tuple[str, ...]] = {}  # GPUs draining, and their next layout
         self.built = False
         self.decided = 0.0
         self.rebuilds = 0
-        super().__init__(gpus, sched, effects, keep_idle)
+        super().__init__(gpus, view, effects, keep_idle)
 
     def admit(self, task) -> None:
         super().admit(task)
@@ -182,7 +182,7 @@ class DrainRecreate(DynamicPolicy):
             self.built = True
         for g, lay in list(self.target.items()):
             mine = [s for s in self.slots if s.gpu == g]
-            with self.sched.lock:
+            with self.view.lock:
                 busy = any(s.worker.outstanding for s in mine)
             if not busy:
                 self.destroy(mine, "drain and recreate")
@@ -207,13 +207,11 @@ class DrainRecreate(DynamicPolicy):
                     if cost < best_cost:
                         best, best_cost = best[:k] + [lay] + best[k + 1 :], cost
         if best_cost < (1 - BETTER_BY) * now_cost:
-            with self.sched.lock:
+            with self.view.lock:
                 for g, lay in zip(self.gpus, best, strict=False):
                     if lay != self.current[g]:
                         self.target[g] = lay
-                        for s in self.slots:
-                            if s.gpu == g:
-                                s.worker.draining = True
+                        self.effects.drain([s.worker for s in self.slots if s.gpu == g])
 
     def good_fit(self, job: object, worker: object, behind: int) -> bool:
         return True  # any partition that holds a job takes it: this way sizes nothing by the load

@@ -22,6 +22,7 @@ from typing import Any
 
 from migpool.mig.catalog import GpuModel
 from migpool.mig.planner import PlannedInstance
+from migpool.pool.dynamic.controller import SchedulerView, SiteEffects
 from migpool.pool.dynamic.policy import DynamicPolicy
 from migpool.pool.dynamic.sizing import RunTimes
 from migpool.pool.scheduler.core import serves
@@ -102,8 +103,11 @@ class VScheduler:
             self.sim.run(job, best)
 
 
-class VEffects:
+class VEffects(SiteEffects):
+    """The site's side modelled; the scheduler's side (drain, pause, fail, pump) is SiteEffects' own, on VScheduler."""
+
     def __init__(self, sim: VirtualPool) -> None:
+        super().__init__(None, sim.sched, lambda: None)  # type: ignore[arg-type]
         self.sim = sim
 
     def make(self, gpu: Any, inst: PlannedInstance) -> Future[list[Any]]:
@@ -117,7 +121,7 @@ class VEffects:
     def unmake(self, gpu: Any, instances: list[PlannedInstance], pids: Sequence[int]) -> None:
         pass
 
-    def retire(self, worker: VWorker) -> None:
+    def retire(self, worker: VWorker) -> None:  # type: ignore[override]
         self.sim.sched.retire(worker)
 
     def start_worker(self, part: Any) -> VWorker:
@@ -162,11 +166,10 @@ class VirtualPool:
         self.sched.order = order
         self.policy = policy(
             [(g, m, []) for g, m in gpus],
-            self.sched,  # type: ignore[arg-type]
-            VEffects(self),  # type: ignore[arg-type]
+            SchedulerView(self.sched, clock=lambda: self.now),  # type: ignore[arg-type]
+            VEffects(self),
             keep_idle,
             sizes,
-            clock=lambda: self.now,
         )
         self.sched.policy = self.policy
         self.jobs: list[VJob] = []

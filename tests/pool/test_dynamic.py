@@ -12,6 +12,12 @@ from hypothesis import strategies as st
 
 import migpool
 from migpool import Compute, SimulatedBackend, Worker, gather, plugins
+from migpool.pool.dynamic.controller import SiteChanges
+from migpool.pool.dynamic.moves import MOVE_MARGIN
+from migpool.pool.dynamic.policy import DynamicPolicy
+from migpool.pool.dynamic.state import Slot
+from migpool.pool.dynamic.view import PoolState, WorkerState
+from migpool.pool.scheduler.core import serves
 from migpool.reconcile import core as reconcile
 
 PROFILES = ["1g.10gb", "2g.20gb", "3g.40gb", "7g.80gb"]
@@ -179,15 +185,8 @@ def test_a_profile_that_partitions_made_before_the_pool_block_fails_at_once():
 
 
 def _worker():
-    """A stand-in for an idle worker that is up."""
-    import threading
-    import types
-
-    ready = threading.Event()
-    ready.set()
-    return types.SimpleNamespace(
-        draining=False, outstanding=[], ready=ready, dead_reason=None, stats=types.SimpleNamespace(pid=None)
-    )
+    """An idle worker that is up, as plain data."""
+    return WorkerState()
 
 
 def _site(change):
@@ -197,23 +196,49 @@ def _site(change):
     return types.SimpleNamespace(change=change, start_worker=lambda part: _worker())
 
 
+class Recorded(SiteChanges):
+    """The policy's effects for a pool built from plain data: the site's changes as a pool makes them (a change
+    thread per node); what the policy does to workers and jobs done to the plain state, and recorded."""
+
+    def __init__(self, site, pool):
+        super().__init__(site, wake=lambda: None)
+        self.pool, self.paused, self.failed, self.pumps = pool, [], [], 0
+
+    def retire(self, worker):
+        if worker in self.pool.workers:
+            self.pool.workers.remove(worker)
+
+    def drain(self, workers, on=True):
+        for w in workers:
+            w.draining = on
+
+    def pause(self, worker, job):
+        job.pausing = True
+        self.paused.append(job)
+
+    def fail(self, failed):
+        for job, error in failed:
+            if job in self.pool.pending:
+                self.pool.pending.remove(job)
+                self.failed.append((job, error))
+
+    def pump(self):
+        self.pumps += 1
+
+
 def _controller(layout, gpus=((0, 0),), change=None, clock=None):
     """A DynamicPolicy, without a pool or a process, over empty A100-80GBs `gpus`, holding these partitions
-    ((profile, start) on the first GPU, or (profile, start, gpu)), each with an idle worker. `change` stands in
-    for the site's changes; `clock` for the monotonic clock."""
-    import threading
+    ((profile, start) on the first GPU, or (profile, start, gpu)), each with an idle worker. Its view is plain
+    data (no task waits); `change` stands in for the site's changes; `clock` for the monotonic clock."""
     import time
-    import types
 
     from migpool.mig.catalog import lookup
     from migpool.mig.planner import PlannedInstance
-    from migpool.pool.dynamic.controller import SiteEffects
-    from migpool.pool.dynamic.policy import DynamicPolicy, Slot
 
     m = lookup("A100-80GB")
-    sched = types.SimpleNamespace(lock=threading.RLock(), pending=[], workers=[], retire=lambda w: None)
-    effects = SiteEffects(_site(change or (lambda gpu, create, destroy, pids=(): [])), sched, wake=lambda: None)
-    d = DynamicPolicy([(g, m, []) for g in gpus], sched, effects, keep_idle=30.0, clock=clock or time.monotonic)
+    pool = PoolState(rule=serves, clock=clock or time.monotonic)
+    effects = Recorded(_site(change or (lambda gpu, create, destroy, pids=(): [])), pool)
+    d = DynamicPolicy([(g, m, []) for g in gpus], pool, effects, keep_idle=30.0)
     for name, start, *on in layout:
         p = m.profile(name)
         inst = PlannedInstance(p, next(pl for pl in p.placements if pl.start == start))
@@ -246,17 +271,16 @@ def test_a_reservation_does_not_take_a_partition_from_an_older_task_about_to_run
         s.idle_since = None  # starting: each for a task that waits
     three, one_at_4, one_at_5, _ = d.slots
     d.promised = {id(three.worker): 1, id(one_at_4.worker): 2, id(one_at_5.worker): 7}
-    d.reserve("2g.20gb", types.SimpleNamespace(id=5))
+    d.reservations.reserve("2g.20gb", types.SimpleNamespace(id=5))
     assert not three.worker.draining  # task 1 runs there first; before the fix the 3g (fewest in the way) drained
-    assert d.reserved is None  # every way to a 2g needs a partition an older task is about to run on: wait
+    assert d.reservations.reserved is None  # every way to a 2g needs a partition an older task is about to run on: wait
     d.promised = {id(three.worker): 1, id(one_at_5.worker): 7}  # task 2 runs (its 1g is busy now)
-    d.reserve("2g.20gb", types.SimpleNamespace(id=5))
-    assert d.reserved == ((0, 0), "2g.20gb", 5)
+    d.reservations.reserve("2g.20gb", types.SimpleNamespace(id=5))
+    assert d.reservations.reserved == ((0, 0), "2g.20gb", 5)
     assert [s.worker.draining for s in d.slots] == [False, True, True, False]  # 2g at 4:2, once they finish
 
 
 def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
-    import types
 
     done = []
 
@@ -268,7 +292,7 @@ def test_a_destroy_that_fails_on_one_gpu_still_destroys_the_others():
 
     d = _controller([("3g.40gb", 0, (0, 0)), ("3g.40gb", 4, (0, 1))], gpus=((0, 0), (0, 1)), change=change)
     for s in d.slots:
-        s.worker.outstanding, s.worker.stats = [], types.SimpleNamespace(pid=None)
+        s.worker.outstanding, s.worker.pid = [], None
     first, second = d.slots
     with pytest.raises(migpool.BackendError, match="the driver said no"):
         d.destroy([first, second], "idle")
@@ -305,8 +329,8 @@ def test_a_size_being_tried_is_made_only_where_it_leaves_room_for_the_best_known
 
     busy = 20  # tasks waiting behind it: under this load the 2g, which does the most per slice, ranks first
     d = controller([("2g.20gb", 4), ("1g.10gb", 6)])
-    assert d.loaded(job, d.choice(job), busy).ranked[0].name == "2g.20gb"
-    assert d.choice(job).explore.name == "3g.40gb" and d.fits((0, 0), "3g.40gb", job, False) is not None
+    assert d.costs.loaded(job, d.costs.choice(job), busy).ranked[0].name == "2g.20gb"
+    assert d.costs.choice(job).explore.name == "3g.40gb" and d.fits((0, 0), "3g.40gb", job, False) is not None
     assert d.provide(job, behind=busy)
     assert [str(m.instance) for m in d.making] == ["2g.20gb@0:2"]  # a 3g at 0:4 fits, but leaves no room for a 2g
     d = controller([("1g.10gb", 6)])
@@ -322,11 +346,11 @@ def test_on_a_quiet_pool_a_checkpoint_task_gets_the_size_estimated_fastest():
     d = _controller([("1g.10gb", 6)], change=lambda gpu, create, destroy, pids=(): [None] * len(create))
     d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
     d.sizes.add((1, 9000.0), "2g.20gb", 0.2)
-    assert d.loaded(job, d.choice(job), 0).ranked[0].name == "7g.80gb"  # nothing waits or runs: the fastest
+    assert d.costs.loaded(job, d.costs.choice(job), 0).ranked[0].name == "7g.80gb"  # nothing waits or runs: the fastest
     assert d.provide(job)
     assert [str(m.instance) for m in d.making] == ["4g.40gb@0:4"]  # the largest that fits beside the 1g
     job.task.checkpoint = False
-    assert d.loaded(job, d.choice(job), 0).ranked[0].name == "2g.20gb"  # the fastest measured
+    assert d.costs.loaded(job, d.costs.choice(job), 0).ranked[0].name == "2g.20gb"  # the fastest measured
 
 
 def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_for():
@@ -338,9 +362,9 @@ def test_a_partition_is_never_resized_below_the_memory_of_the_tasks_it_was_made_
     three = d.slots[0]
     three.key = small  # a small task ran on it last
     three.holds = 0.0  # made for small tasks: it shrinks to what they run best on
-    assert d.wanted(three) == "2g.20gb"
+    assert d.resizing.wanted(three) == "2g.20gb"
     three.holds = 40192.0  # made for tasks that need 40 GB: a small task that ran on it does not shrink it
-    assert d.wanted(three) is None
+    assert d.resizing.wanted(three) is None
 
 
 def _two_gpu_controller(other_gpu):
@@ -381,7 +405,7 @@ def test_one_create_at_a_time_on_a_node():
     d, side_by_side = _two_gpu_controller((0, 1))  # two GPUs of one node: its driver makes one at a time anyway
     assert d.provide(_memory_task(1))
     assert not d.provide(_memory_task(2))  # waits for the create under way, to decide with what it taught
-    assert d.reserved is None  # and reserves nothing: it does fit
+    assert d.reservations.reserved is None  # and reserves nothing: it does fit
     d.making[0].done.result()
     d.made()
     assert d.provide(_memory_task(2)) and len(d.slots) == 1 and len(d.making) == 1
@@ -438,18 +462,16 @@ def test_the_policy_frees_a_partition_idle_for_keep_idle_by_its_clock():
 
 def _busy(d, checkpoint=False):
     """Give each of `d`'s partitions a running task (a checkpoint task where `checkpoint`); returns the tasks and
-    the list that records the tasks asked to stop at their next checkpoint."""
+    the list that records the tasks asked to stop at their next checkpoint (the policy's effects record it)."""
     import types
 
-    paused = []
     jobs = []
     for k, s in enumerate(d.slots):
         task = types.SimpleNamespace(fn=None, partition=None, need_mib=None, checkpoint=checkpoint)
         job = types.SimpleNamespace(id=100 + k, fid=1, task=task, pausing=False, moves=0, progress=None, started=0.0)
         s.idle_since, s.worker.outstanding = None, [job]
-        s.worker.pause = paused.append
         jobs.append(job)
-    return jobs, paused
+    return jobs, d.effects.paused
 
 
 def _waiting(k, profile):
@@ -465,25 +487,24 @@ def test_a_reservation_whose_room_was_taken_meanwhile_is_made_anew():
     Before the fix that reservation stood for good: on MISO's default trace at 2 GPUs a 20 GB job waited 8,000 s
     while the GPU it held took other work. Now it is released, and the next step reserves anew."""
     from migpool.mig.planner import PlannedInstance
-    from migpool.pool.dynamic.policy import Slot
 
     d = _controller([("1g.10gb", 4), ("2g.20gb", 0), ("2g.20gb", 2)])
     _busy(d)
-    d.reserve("3g.40gb", _waiting(5, "3g.40gb"))
-    assert d.reserved == ((0, 0), "3g.40gb", 5)
+    d.reservations.reserve("3g.40gb", _waiting(5, "3g.40gb"))
+    assert d.reservations.reserved == ((0, 0), "3g.40gb", 5)
     in_way = d.slots[0]
     assert [s.worker.draining for s in d.slots] == [True, False, False]  # the 1g at 4 is the fewest in the way
-    d.drain_reserved()
-    assert d.reserved is not None  # it still runs its task: the reservation waits
+    d.reservations.drain()
+    assert d.reservations.reserved is not None  # it still runs its task: the reservation waits
     in_way.worker.outstanding = []
-    d.drain_reserved()
-    assert in_way not in d.slots and d.reserved is not None  # destroyed; the 3g fits now
+    d.reservations.drain()
+    assert in_way not in d.slots and d.reservations.reserved is not None  # destroyed; the 3g fits now
     one = d.models[(0, 0)].profile("1g.10gb")
     moved = Slot((0, 0), PlannedInstance(one, next(p for p in one.placements if p.start == 5)), _worker())
     d.slots.append(moved)  # a move's new partition lands in the room meanwhile
     _busy(d)
-    d.drain_reserved()
-    assert d.reserved is None
+    d.reservations.drain()
+    assert d.reservations.reserved is None
     assert [c["action"] for c in d.changes][-1] == "release"
 
 
@@ -492,13 +513,13 @@ def test_a_reservation_stops_checkpoint_tasks_in_its_way_at_their_next_checkpoin
     rather than run to its end while the room waits; a plain task in the way runs to its end."""
     d = _controller([("1g.10gb", 4), ("2g.20gb", 0), ("2g.20gb", 2)])
     jobs, paused = _busy(d, checkpoint=True)
-    d.reserve("3g.40gb", _waiting(5, "3g.40gb"))
-    d.drain_reserved()
+    d.reservations.reserve("3g.40gb", _waiting(5, "3g.40gb"))
+    d.reservations.drain()
     assert paused == [jobs[0]]  # the one in the way, not the two 2g's
     d = _controller([("1g.10gb", 4), ("2g.20gb", 0), ("2g.20gb", 2)])
     jobs, paused = _busy(d, checkpoint=False)
-    d.reserve("3g.40gb", _waiting(5, "3g.40gb"))
-    d.drain_reserved()
+    d.reservations.reserve("3g.40gb", _waiting(5, "3g.40gb"))
+    d.reservations.drain()
     assert paused == [] and d.slots[0].worker.draining
 
 
@@ -508,10 +529,10 @@ def test_no_reservation_while_a_move_changes_the_layout():
     d = _controller([("1g.10gb", 4), ("2g.20gb", 0), ("2g.20gb", 2)])
     _busy(d)
     job = _waiting(5, "3g.40gb")
-    d.moves = {100: object()}
-    assert not d.provide(job) and d.reserved is None
-    d.moves = {}
-    assert not d.provide(job) and d.reserved == ((0, 0), "3g.40gb", 5)
+    d.moves.active[100] = object()
+    assert not d.provide(job) and d.reservations.reserved is None
+    d.moves.active.clear()
+    assert not d.provide(job) and d.reservations.reserved == ((0, 0), "3g.40gb", 5)
 
 
 def test_what_a_new_partition_takes_is_counted_in_the_slices_it_leaves_unusable():
@@ -521,13 +542,17 @@ def test_what_a_new_partition_takes_is_counted_in_the_slices_it_leaves_unusable(
     nowhere as things are, its share counts."""
     d = _controller([])
     m = d.models[(0, 0)]
-    took = {n: d.takes(m.profile(n)) for n in ("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")}
+    took = {
+        n: d.placement.takes(m.profile(n)) for n in ("1g.10gb", "1g.20gb", "2g.20gb", "3g.40gb", "4g.40gb", "7g.80gb")
+    }
     assert took == {"1g.10gb": 1, "1g.20gb": 1, "2g.20gb": 2, "3g.40gb": 3, "4g.40gb": 4, "7g.80gb": 7}
-    assert d.footprint(m.profile("3g.40gb")) == 3.5 and d.footprint(m.profile("1g.20gb")) == 1.75
+    assert d.placement.footprint(m.profile("3g.40gb")) == 3.5 and d.placement.footprint(m.profile("1g.20gb")) == 1.75
     d = _controller([("4g.40gb", 0), ("2g.20gb", 4), ("1g.10gb", 6)])
     _busy(d)
-    assert d.takes(m.profile("3g.40gb")) == d.footprint(m.profile("3g.40gb"))  # nowhere to put it now
-    assert d.takes(m.profile("1g.10gb")) == d.footprint(m.profile("1g.10gb"))
+    assert d.placement.takes(m.profile("3g.40gb")) == d.placement.footprint(
+        m.profile("3g.40gb")
+    )  # nowhere to put it now
+    assert d.placement.takes(m.profile("1g.10gb")) == d.placement.footprint(m.profile("1g.10gb"))
 
 
 def test_under_load_a_checkpoint_task_on_a_large_partition_is_shrunk_for_the_tasks_that_wait():
@@ -537,8 +562,6 @@ def test_under_load_a_checkpoint_task_on_a_large_partition_is_shrunk_for_the_tas
     the move included), and it is shrunk. With one task waiting it stays. Before, a task that had taken a whole
     GPU on a quiet pool kept it for 6,000 s while 27 tasks waited (MISO's default trace at 4 GPUs)."""
     import types
-
-    from migpool.pool.dynamic.policy import MOVE_MARGIN
 
     def run(waiting):
         now = 100.0
@@ -551,22 +574,21 @@ def test_under_load_a_checkpoint_task_on_a_large_partition_is_shrunk_for_the_tas
         task = types.SimpleNamespace(fn=fn, partition=None, need_mib=None, checkpoint=True)
         job = types.SimpleNamespace(id=1, fid=1, task=task, pausing=False, moves=0, progress=(10.0, 1000.0, now))
         big.idle_since, big.worker.outstanding = None, [job]
-        big.worker.pause = lambda j: setattr(j, "pausing", True)
         for profile, per_unit in (("7g.80gb", 1.0), ("3g.40gb", 1.3), ("1g.10gb", 1.5)):
             d.sizes.add_unit((1, 0), profile, per_unit)
-        d.marks[1] = (10.0, now, "7g.80gb", id(big.worker), 1.0)
+        d.moves.marks[1] = (10.0, now, "7g.80gb", id(big.worker), 1.0)
         plain = types.SimpleNamespace(fn=fn, partition=None, need_mib=None, checkpoint=False)
         short = types.SimpleNamespace(id=2, fid=2, task=plain, pausing=False, moves=0, progress=None, started=90.0)
         other.idle_since, other.worker.outstanding = None, [short]
         d.sizes.add((2, 0), "7g.80gb", 20.0)  # it ends in 10 s
         starved = types.SimpleNamespace(id=3, fid=2, task=plain, pausing=False, moves=0, progress=None)
-        d.plan_moves(now, starved, True, waiting)
+        d.moves.plan(now, starved, True, waiting)
         return d
 
     d = run(20)
-    assert list(d.moves) == [1] and d.moves[1].profile.name in ("1g.10gb", "3g.40gb") and MOVE_MARGIN > 0
+    assert list(d.moves.active) == [1] and d.moves.active[1].profile.name in ("1g.10gb", "3g.40gb") and MOVE_MARGIN > 0
     assert "shrunk under load: 20 task(s) wait" in d.changes[-1]["reason"]
-    assert run(1).moves == {}  # one task waits: its 10 s wait does not pay for the move
+    assert run(1).moves.active == {}  # one task waits: its 10 s wait does not pay for the move
 
 
 def _fn():
@@ -581,10 +603,9 @@ def _checkpoint_task(d, slot, units, now=100.0):
     task = types.SimpleNamespace(fn=_fn, partition=None, need_mib=None, checkpoint=True)
     job = types.SimpleNamespace(id=1, fid=1, task=task, pausing=False, moves=0, progress=(10.0, 1000.0, now))
     slot.idle_since, slot.worker.outstanding = None, [job]
-    slot.worker.pause = lambda j: setattr(j, "pausing", True)
     for profile, per_unit in units.items():
         d.sizes.add_unit((1, 0), profile, per_unit)
-    d.marks[1] = (10.0, now, slot.instance.profile.name, id(slot.worker), 1.0)
+    d.moves.marks[1] = (10.0, now, slot.instance.profile.name, id(slot.worker), 1.0)
     return job
 
 
@@ -594,8 +615,8 @@ def test_under_load_a_task_alone_on_a_whole_gpu_is_shrunk_though_only_its_own_si
     looked cheaper, and on MISO's readme runs a task alone on a whole GPU kept it 4,400 s while tasks waited."""
     d = _controller([("7g.80gb", 0)])
     _checkpoint_task(d, d.slots[0], {"7g.80gb": 1.0})
-    d.plan_moves(100.0, _waiting(3, "1g.10gb"), True, 20)
-    assert list(d.moves) == [1] and d.moves[1].profile.slices < 7
+    d.moves.plan(100.0, _waiting(3, "1g.10gb"), True, 20)
+    assert list(d.moves.active) == [1] and d.moves.active[1].profile.slices < 7
     assert "shrunk under load: 20 task(s) wait" in d.changes[-1]["reason"]
 
 
@@ -607,10 +628,10 @@ def test_under_load_a_shrink_may_make_room_for_a_kind_of_task_other_than_the_old
     _busy(d)
     _checkpoint_task(d, d.slots[0], {"4g.40gb": 1.0, "3g.40gb": 1.05})
     whole, small = _waiting(3, "7g.80gb"), _waiting(4, "1g.10gb")
-    d.plan_moves(100.0, whole, True, 20, [whole])
-    assert d.moves == {}  # the oldest alone: nothing a shrink does lets it run
-    d.plan_moves(100.0, whole, True, 20, [whole, small])
-    assert list(d.moves) == [1] and d.moves[1].profile.slices < 4
+    d.moves.plan(100.0, whole, True, 20, [whole])
+    assert d.moves.active == {}  # the oldest alone: nothing a shrink does lets it run
+    d.moves.plan(100.0, whole, True, 20, [whole, small])
+    assert list(d.moves.active) == [1] and d.moves.active[1].profile.slices < 4
 
 
 def test_a_task_is_grown_onto_another_gpu_when_its_own_has_no_room():
@@ -620,13 +641,13 @@ def test_a_task_is_grown_onto_another_gpu_when_its_own_has_no_room():
     d = _controller([("1g.10gb", k) for k in range(7)], gpus=((0, 0), (0, 1)))
     _busy(d)
     job = _checkpoint_task(d, d.slots[0], {"1g.10gb": 1.0})
-    d.plan_moves(100.0, None, False)
-    move = d.moves[1]
+    d.moves.plan(100.0, None, False)
+    move = d.moves.active[1]
     assert move.gpu == (0, 1) and move.profile.slices > 1 and job.pausing
     assert d.changes[-1]["gpu"] == 0 and d.changes[-1]["reason"].endswith(f"{move.profile.name} on GPU 1")
     d.paused(job, d.slots[0].worker)
     d.slots[0].worker.outstanding = []  # it stopped at its checkpoint
-    d._follow_moves(101.0)
+    d.moves.follow(101.0)
     assert [(m.gpu, m.instance.profile.name) for m in d.making] == [((0, 1), move.profile.name)]
     assert len(d.slots) == 6 and all(s.gpu == (0, 0) for s in d.slots)  # its old partition went
 

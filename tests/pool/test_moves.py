@@ -67,7 +67,7 @@ def test_a_move_whose_new_partition_fails_resumes_the_task_from_its_checkpoint()
         policy, failed, change = c.controller.policy, [], site.change
 
         def failing(gpu, create, destroy, pids=()):
-            if create and not failed and any(m.state == "stopped" for m in policy.moves.values()):
+            if create and not failed and any(m.state == "stopped" for m in policy.moves.active.values()):
                 failed.append(create[0].profile.name)  # the moved task's new partition: the GPU refuses it
                 backend.inject(fail_at=1, error="insufficient_resources")
             return change(gpu, create, destroy, pids)
@@ -78,9 +78,9 @@ def test_a_move_whose_new_partition_fails_resumes_the_task_from_its_checkpoint()
         others = gather(*[T.scaling(0.3) for _ in range(3)]) >> c
         ran = long.result(timeout=120)
         ends = time.monotonic() + 5.0  # the controller's next step (every 0.1 s) drops a move whose task ended
-        while policy.moves and time.monotonic() < ends:
+        while policy.moves.active and time.monotonic() < ends:
             time.sleep(0.05)
-        assert not policy.moves
+        assert not policy.moves.active
     assert failed, "no move was made"
     _check_steps(ran, n)  # resumed elsewhere from its last checkpoint: no step lost or repeated
     assert len(others) == 3
@@ -101,11 +101,11 @@ def test_a_task_without_checkpoints_is_never_moved():
     job = _memory_task(1)
     job.progress, job.pausing, job.moves = (5.0, 100.0), False, 0
     d.slots[0].worker.outstanding = [job]
-    assert d._movable(d.slots[0]) is None
+    assert d.moves.movable(d.slots[0]) is None
     job.task.checkpoint = True
-    d.marks[job.id] = (5.0, 0.0, "7g.80gb", id(d.slots[0].worker), 1.0)
-    d.sizes.add_unit(d._key(job), "7g.80gb", 0.1)
-    assert d._movable(d.slots[0]) is not None  # the same task with checkpoints may move
+    d.moves.marks[job.id] = (5.0, 0.0, "7g.80gb", id(d.slots[0].worker), 1.0)
+    d.sizes.add_unit(d.costs.key(job), "7g.80gb", 0.1)
+    assert d.moves.movable(d.slots[0]) is not None  # the same task with checkpoints may move
 
 
 def test_a_paused_task_resumes_from_its_checkpoint_in_a_new_run():

@@ -251,36 +251,34 @@ def test_a_job_waits_for_a_busy_faster_partition_only_when_it_finishes_sooner_th
     import types
 
     from migpool.pool.dynamic.policy import DynamicPolicy
+    from migpool.pool.dynamic.view import PoolState, WorkerState
+    from migpool.pool.scheduler.core import serves
 
     def fn():
         pass
 
     def job(started=0.0, partition=None):
-        return types.SimpleNamespace(
-            fid=1, started=started, task=types.SimpleNamespace(fn=fn, partition=partition, need_mib=9000.0)
-        )
+        task = types.SimpleNamespace(fn=fn, partition=partition, need_mib=9000.0, node=None)
+        return types.SimpleNamespace(fid=1, started=started, task=task)
 
     def worker(profile, *running):
-        return types.SimpleNamespace(
-            spec=types.SimpleNamespace(partition=types.SimpleNamespace(profile=profile)),
-            outstanding=list(running),
-            draining=False,
-            dead_reason=None,
-            serves=lambda task: True,
-        )
+        part = types.SimpleNamespace(profile=profile, memory_mib=A100.profile(profile).memory_mib)
+        return WorkerState(partition=part, outstanding=list(running))
 
     now = 100.0  # the policy's clock stands still: every figure below is exact
     idle = worker("1g.10gb")
-    sched = types.SimpleNamespace(workers=[idle, worker("2g.20gb", job(now - 0.15))], pending=[])  # free in 0.05 s
-    d = DynamicPolicy([], sched, effects=None, keep_idle=30.0, clock=lambda: now)
+    pool = PoolState(
+        rule=serves, workers=[idle, worker("2g.20gb", job(now - 0.15))], clock=lambda: now
+    )  # free in 0.05 s
+    d = DynamicPolicy([], pool, effects=None, keep_idle=30.0)
     d.sizes.add((1, 9000.0), "1g.10gb", 0.4)
     d.sizes.add((1, 9000.0), "2g.20gb", 0.2)  # twice as fast on a 2g
     held = {}
     assert d.hold(job(), idle, held)  # 0.05 + 0.2 on the 2g beats 0.4 on the 1g
     assert not d.hold(job(), idle, held)  # the next one would wait 0.25 + 0.2: the idle 1g is sooner
     assert not d.hold(job(partition="1g.10gb"), idle, {})  # a task that names its profile takes it
-    d.sched.workers[1] = worker("2g.20gb", job(now))  # just started: 0.2 + 0.2 is no sooner
+    pool.workers[1] = worker("2g.20gb", job(now))  # just started: 0.2 + 0.2 is no sooner
     assert not d.hold(job(), idle, {})
-    d.sched.workers[1] = worker("2g.20gb", job(now - 0.5))  # ran past twice its figure: not waited for
+    pool.workers[1] = worker("2g.20gb", job(now - 0.5))  # ran past twice its figure: not waited for
     assert not d.hold(job(), idle, {})
     assert not d.hold(job(), worker("3g.40gb"), {})  # the idle size is not measured: it runs there (and is timed)

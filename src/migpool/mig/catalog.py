@@ -388,6 +388,19 @@ def compute_profiles(gi_name: str, slices: int, sms: int) -> tuple[ComputeProfil
     )
 
 
+def profiles_holding(model: GpuModel, need_mib: float) -> list[Profile]:
+    """The GPU-instance profiles of `model` with at least `need_mib` MiB of memory, in the catalog's order; no
+    +me variants (their size is their base profile's)."""
+    return [p for p in model.profiles if p.memory_mib >= need_mib and p.plain]
+
+
+def smallest_holding(models: Iterable[GpuModel], need_mib: float) -> Profile | None:
+    """The smallest profile (by memory, then compute slices) of these models with at least `need_mib` MiB, or None
+    where none has that much."""
+    fits = [p for m in models for p in profiles_holding(m, need_mib)]
+    return min(fits, key=lambda p: (p.memory_mib, p.slices)) if fits else None
+
+
 def _load_model(raw: dict) -> GpuModel:
     profiles = []
     for p in raw["profiles"]:

@@ -1,40 +1,72 @@
-"""Dynamic MIG's controller: one thread that runs the policy (policy.py) a step at a time, and the effects that
-carry its decisions out: partitions made on a change thread per node (nodes side by side; on one machine the
-driver makes GPU instances one at a time anyway), destroyed through the site (`reconcile.change`: apply's
-checks, the GPU's lock, journal and rollback), workers started and retired through the scheduler.
+"""Dynamic MIG's controller: one thread that runs the policy (policy.py) a step at a time; the view it reads
+(SchedulerView: the scheduler's queue and workers) and the effects that carry its decisions out (SiteEffects):
+partitions made on a change thread per node (nodes side by side; on one machine the driver makes GPU instances
+one at a time anyway), destroyed through the site (`reconcile.change`: apply's checks, the GPU's lock, journal
+and rollback), workers started, drained, paused and retired, and tasks failed, through the scheduler. This module
+is the one place where dynamic MIG touches the scheduler.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ...errors import PoolBrokenError
 from ...mig.planner import PlannedInstance
 from ..api.info import Partition
 from ..api.task import Task
-from ..scheduler.core import Job, Scheduler, WorkerProcess
+from ..scheduler.core import Job, Scheduler, WorkerProcess, serves
 from ..scheduler.threads import Threads
 from .policy import DynamicPolicy
 from .remembered import load, save
-from .site import Gpu, Site
+from .site import Site
 from .sizing import RunTimes
+from .view import Gpu, WorkerView
 
 log = logging.getLogger("migpool.dynamic")
 TICK_S = 0.1
 STOP_S = 30.0  # how long stop() waits for the controller's step under way
 
 
-class SiteEffects:
-    """The policy's effects in a pool: the site's changes, and the scheduler's workers. Owns the change threads
-    (one per node, named migpool-change-N), shut down by `shutdown()`."""
+class SchedulerView:
+    """The pool as the policy reads it (view.PoolView), live from the scheduler: its lock, its queue, its workers
+    and its serving rule; `clock`: monotonic seconds. The one place the policy's reads come from in a pool."""
 
-    def __init__(self, site: Site, sched: Scheduler, wake: Any) -> None:
-        self.site, self.sched, self.wake = site, sched, wake
+    def __init__(self, sched: Scheduler, clock: Callable[[], float] = time.monotonic) -> None:
+        self.sched, self.clock = sched, clock
+
+    @property
+    def lock(self) -> AbstractContextManager[Any]:
+        return self.sched.lock
+
+    @property
+    def pending(self) -> Sequence[Job]:
+        return self.sched.pending
+
+    @property
+    def workers(self) -> Sequence[WorkerProcess]:
+        return self.sched.workers
+
+    def now(self) -> float:
+        return self.clock()
+
+    def serves(self, task: Any, node: int, profile: str | None, memory_mib: float | None) -> bool:
+        return serves(task, node, profile, memory_mib)
+
+
+class SiteChanges:
+    """The site's side of the policy's effects: partitions made on a change thread per node (named
+    migpool-change-N, shut down by `shutdown()`), destroyed, and their workers started. `wake` is called as each
+    create ends."""
+
+    def __init__(self, site: Site, wake: Callable[[], None]) -> None:
+        self.site, self.wake = site, wake
         self.changers: dict[int, ThreadPoolExecutor] = {}
 
     def make(self, gpu: Gpu, inst: PlannedInstance) -> Future[list[Partition]]:
@@ -48,16 +80,47 @@ class SiteEffects:
     def unmake(self, gpu: Gpu, instances: list[PlannedInstance], pids: Sequence[int]) -> None:
         self.site.change(gpu, [], instances, pids)
 
-    def retire(self, worker: WorkerProcess) -> None:
-        self.sched.retire(worker)
-
-    def start_worker(self, part: Partition) -> WorkerProcess:
+    def start_worker(self, part: Partition) -> WorkerView:
         return self.site.start_worker(part)
 
     def shutdown(self) -> None:
         """Wait for the creates under way (the pool's teardown removes what they made)."""
         for changer in self.changers.values():
             changer.shutdown(wait=True)
+
+
+class SiteEffects(SiteChanges):
+    """The policy's effects in a pool (effects.Effects): the site's changes, and the scheduler's side: its
+    workers drained, paused and retired, its waiting jobs failed or handed out. The one place the policy's
+    decisions write to the scheduler, through its public attributes and methods."""
+
+    def __init__(self, site: Site, sched: Scheduler, wake: Callable[[], None]) -> None:
+        super().__init__(site, wake)
+        self.sched = sched
+
+    def retire(self, worker: WorkerView) -> None:
+        self.sched.retire(cast(WorkerProcess, worker))
+
+    def drain(self, workers: Iterable[WorkerView], on: bool = True) -> None:
+        with self.sched.lock:
+            for w in workers:
+                cast(WorkerProcess, w).draining = on
+
+    def pause(self, worker: WorkerView, job: Any) -> None:
+        with self.sched.lock:
+            cast(WorkerProcess, worker).pause(job)
+
+    def fail(self, failed: Sequence[tuple[Any, BaseException]]) -> None:
+        with self.sched.lock:
+            taken = [(j, e) for j, e in failed if j in self.sched.pending]
+            for j, _ in taken:
+                self.sched.pending.remove(j)
+        for j, e in taken:
+            if not j.future.done():
+                j.future.set_exception(e)
+
+    def pump(self) -> None:
+        self.sched.pump()
 
 
 class DynamicMig:
@@ -80,7 +143,8 @@ class DynamicMig:
         names = {m.name for _, m, _ in found}
         self.remember = (remember, names.pop()) if remember is not None and len(names) == 1 else None
         sizes = RunTimes(load(*self.remember) if self.remember else None)
-        self.policy = policy(found, sched, self.effects, keep_idle, sizes)
+        self.view = SchedulerView(sched)
+        self.policy = policy(found, self.view, self.effects, keep_idle, sizes)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.threads = Threads(on_error=sched.thread_died)

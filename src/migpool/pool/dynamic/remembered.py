@@ -1,4 +1,4 @@
-"""Run times that dynamic MIG learned (pool/sizing.py), kept from one pool to the next.
+"""Run times that dynamic MIG learned (sizing.py), kept from one pool to the next.
 
 One JSON file ($MIGPOOL_CACHE_DIR, else the user cache dir: run-times.json) holds, per GPU model, function
 (sizing.function_name) and memory need, the seconds per task on each profile measured so far. A pool loads the

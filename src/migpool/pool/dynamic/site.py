@@ -16,9 +16,9 @@ from ...reconcile import core as reconcile
 from ..api.info import Partition
 from ..api.providers import Node
 from ..scheduler.core import WorkerProcess
+from .view import Gpu, GpuState  # defined with the view the policy reads; named here too, for the Ray site
 
-Gpu = tuple[int, int]  # (node, GPU index on it)
-GpuState = tuple[Gpu, GpuModel, list[PlannedInstance]]  # a GPU, its model, the partitions made before the pool
+__all__ = ["Gpu", "GpuState", "LocalSite", "Site", "change_here", "gpus_here"]
 
 
 def change_here(
