@@ -50,6 +50,14 @@ def current_layouts(backend: Backend, gpus: Sequence[int | str] | None = None) -
     return out
 
 
+def exact(backend: Backend, index: int, layout: Layout) -> Layout:
+    """A GPU's layout as the exact profile counts it resolves to on that GPU (what the saved file holds: a
+    `--partitions` or `min_memory` layout becomes the profiles chosen for it); MIG disabled stays so."""
+    if not layout.mig_enabled:
+        return layout
+    return Layout.of({p.name: n for p, n in layout.resolve(backend.model(index))})
+
+
 def save(
     per_gpu: Sequence[tuple[int, Layout]], machine: Sequence[GpuInfo], path: str | os.PathLike[str] | None = None
 ) -> Path:
