@@ -4,7 +4,7 @@ import json
 import re
 
 import pytest
-from test_cli import mp
+from migpool_cli import mp
 
 from migpool.mig import catalog
 from migpool.mig.catalog import format_placements

@@ -288,7 +288,7 @@ def test_export_merges_as_mig_parteds_export(sim):
 
 
 def test_a_profile_missing_at_apply_time_names_the_file_and_line(tmp_path, monkeypatch):
-    from test_cli import mp
+    from migpool_cli import mp
 
     f = tmp_path / "c.yaml"
     f.write_text(HEAD + "    - devices: all\n      mig-enabled: true\n      mig-devices:\n        '3g.71gb': 2\n")

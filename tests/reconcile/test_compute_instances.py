@@ -8,7 +8,7 @@ import fake_pynvml
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_cli import mp
+from migpool_cli import mp
 
 import migpool
 from migpool import Layout, NvmlBackend
