@@ -410,7 +410,7 @@ def test_image_install_failure_reports_the_installer_message(tmp_path, monkeypat
 def test_fresh_lambdas_share_one_function_id():
     with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         assert [c.submit(lambda x: x + 1, i).result() for i in range(300)] == list(range(1, 301))
-        assert len(c._sched._fn_bytes) == 1 and len(c._sched._recent) <= 256
+        assert len(c._sched.functions.pickled) == 1 and len(c._sched.functions._recent) <= 256
 
 
 def _closure_that_fails(msg):

@@ -1,7 +1,6 @@
 """`Compute`: the pool as users see it. It assembles the layers below: the plugin chain (chain.py) on the node
-(providers.py), the scheduler and its worker processes (scheduler.py, worker.py), Ray's nodes and actors
-(ray_pool.py), dynamic MIG's controller and policy on its site (dynamic.py, policy.py, site.py), stats and
-metrics."""
+(providers.py), the scheduler and its slots (scheduler/: a worker process each, worker/), Ray's nodes and actors
+(raypool/), dynamic MIG's controller and policy on its site (dynamic/), stats and metrics."""
 
 from __future__ import annotations
 
@@ -32,11 +31,12 @@ from .api.providers import (
     Verda,
     Worker,
     WorkerSpec,
+    build_worker_spec,
     mark_shared_gpus,
-    worker_pythonpath,
 )
 from .api.task import Group, RemoteFunction, Task
-from .scheduler.core import Scheduler, WorkerProcess
+from .scheduler.core import Scheduler
+from .scheduler.slot import Slot
 from .shared import proxies as shared
 from .shared.proxies import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
 from .shared.state import SharedState
@@ -46,7 +46,7 @@ from .worker import chain
 if TYPE_CHECKING:  # imported where used: a pool without dynamic MIG, Ray or metrics loads none of them
     from .dynamic.controller import DynamicMig
     from .dynamic.site import Site
-    from .raypool.core import RayPool
+    from .raypool.pool import RayPool
 
 __all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
 
@@ -234,33 +234,29 @@ class Compute:
     ) -> WorkerSpec:
         """The spec of worker `i` of `n` on node `node`, pinned to `part` (its environment fixed before it starts);
         `first`: its index among the pool's `total` workers, where nodes hold different numbers."""
-        env = dict(
-            os.environ,
-            **self._image.env,
-            PYTHONPATH=worker_pythonpath(),
-            MIGPOOL_WORKER_INDEX=str(i),
-            MIGPOOL_NODE_INDEX=str(node),
-            MIGPOOL_NODE_COUNT=str(self.node_count),
-            MIGPOOL_CONCURRENCY=str(n),
-            PYTHONUNBUFFERED="1",
-        )
-        if first is not None:
-            env.update(MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total))
-        if not self.worker.reuse_processes:
-            env[ONE_TASK_ENV] = "1"
-        if part:
-            env["MIGPOOL_PARTITION"] = part.to_env()
         where = f"node {node} of {self.node_count} on this machine" if self.node_count > 1 else ""
-        spec = WorkerSpec(i, self._python, env, part, node=node, where=where, buffer=self.worker.buffer)
-        for p in self.plugins:
-            spec.env.update(p.around_process(spec))
-        return spec
+        return build_worker_spec(
+            i,
+            n,
+            part,
+            self._image.env,
+            self.plugins,
+            node=node,
+            node_count=self.node_count,
+            first=first,
+            total=total,
+            inherit=os.environ,
+            pool_env={ONE_TASK_ENV: "1"} if not self.worker.reuse_processes else None,
+            python=self._python,
+            where=where,
+            buffer=self.worker.buffer,
+        )
 
-    def _worker_started(self, w: WorkerProcess) -> None:
+    def _worker_started(self, w: Slot) -> None:
         for p in self.plugins:
-            p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+            p.worker_started(w.spec, w.pid, self.node)
 
-    def _start_worker(self, part: Partition) -> WorkerProcess:
+    def _start_worker(self, part: Partition) -> Slot:
         """One more worker, on a partition dynamic MIG just made here."""
         sched = self.scheduler
         w = sched.add_worker(self.worker_spec(next(self._worker_ids), len(sched.workers) + 1, part))
@@ -303,7 +299,9 @@ class Compute:
                 "pool; use a local pool for a fresh process per task"
             )
         assert isinstance(self.provider, Ray)
-        from .raypool.core import RayCodec, RayPool, RaySite
+        from .raypool.codec import RayCodec
+        from .raypool.pool import RayPool
+        from .raypool.site import RaySite
 
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()
