@@ -23,7 +23,8 @@ from ray.cluster_utils import Cluster
 
 import migpool
 from migpool.pool.api.providers import WorkerSpec
-from migpool.pool.raypool.core import WorkerActor, node_affinity
+from migpool.pool.raypool.actor import WorkerActor
+from migpool.pool.raypool.nodes import node_affinity
 
 
 @migpool.function

@@ -1,5 +1,5 @@
 """migpool on Ray: `Compute(provider=migpool.Ray(...), nodes=N)` runs the pool across a Ray cluster (see
-migpool.pool.raypool.core), and `partition_options` places a Ray-native actor on a MIG partition.
+migpool.pool.raypool), and `partition_options` places a Ray-native actor on a MIG partition.
 
     import ray, migpool.ray
     actor = MyActor.options(**migpool.ray.partition_options("1g.10gb")).remote()
@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import MigpoolError, PluginError
 from .pool.api.providers import Ray
-from .pool.raypool.core import RAY_OVERRIDE_ENV, node_affinity
+from .pool.raypool.nodes import RAY_OVERRIDE_ENV, node_affinity
 
 __all__ = ["Ray", "partition_options", "partitions"]
 

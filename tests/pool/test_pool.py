@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import zipfile
 from concurrent.futures import Future
 from pathlib import Path
@@ -410,7 +411,7 @@ def test_image_install_failure_reports_the_installer_message(tmp_path, monkeypat
 def test_fresh_lambdas_share_one_function_id():
     with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         assert [c.submit(lambda x: x + 1, i).result() for i in range(300)] == list(range(1, 301))
-        assert len(c._sched._fn_bytes) == 1 and len(c._sched._recent) <= 256
+        assert len(c._sched.functions.pickled) == 1 and len(c._sched.functions._recent) <= 256
 
 
 def _closure_that_fails(msg):
@@ -489,3 +490,83 @@ def test_a_module_the_worker_cannot_import_travels_by_value(tmp_path):
             gone_mod.twice(-1) >> compute
     tb = str(e.value.__cause__)
     assert f'File "{tmp_path / "gone_mod.py"}", line 5, in twice' in tb and "raise ValueError('negative')" in tb
+
+
+class _StandInRayPool:
+    """What a Ray slot reads of its pool before it starts an actor: the node it is pinned to. No Ray is needed to
+    ask a slot how many jobs it takes."""
+
+    nodes = [types.SimpleNamespace(node_id="stand-in", plugins=[])]
+
+
+class _StandInProvisioner:
+    """Dynamic MIG's side of the scheduler, doing nothing: present, it makes every slot take one job at a time."""
+
+    def admit(self, task):
+        pass
+
+    def wake(self):
+        pass
+
+    def rank(self, job, worker):
+        return 0
+
+    def hold(self, job, idle, held):
+        return False
+
+
+def _tiny(x):
+    return x
+
+
+def _items(n):
+    yield from range(n)
+
+
+@pytest.mark.parametrize("kind", ["process", "ray"])
+def test_every_kind_of_slot_shares_one_capacity_gate(kind):
+    """A draining slot (dynamic MIG is about to free its partition) takes no job, under dynamic MIG a slot takes
+    one job at a time, and nothing queues behind a stream: for a local process and a Ray actor alike (the Ray
+    slot once had a gate of its own that ignored all three)."""
+    from migpool.pool.api.providers import WorkerSpec
+    from migpool.pool.api.task import Task
+    from migpool.pool.raypool.slot import RaySlot
+    from migpool.pool.scheduler.core import Scheduler
+
+    def ray_slot(sched, spec):
+        return RaySlot(sched, spec, _StandInRayPool())
+
+    sched = Scheduler([WorkerSpec(0, sys.executable, {})], slot=None if kind == "process" else ray_slot)
+    (w,) = sched.workers
+    w.ready.set()  # (as its reader does once its worker is up; none is started here)
+    try:
+        with sched.lock:
+            w.draining = True
+        sched.submit(Task(_tiny, (1,)))
+        assert not w.outstanding and len(sched.pending) == 1  # it waits: the only slot drains
+        with sched.lock:
+            w.draining = False
+        sched.pump()
+        assert len(w.outstanding) == 1 and not sched.pending
+        for i in range(3):
+            sched.submit(Task(_tiny, (i,)))
+        assert len(w.outstanding) >= 2  # (no dynamic MIG: the next jobs wait at the worker, ready)
+        with sched.lock:
+            w.outstanding.clear()
+            sched.pending.clear()
+            sched.provisioner = _StandInProvisioner()
+        for i in range(3):
+            sched.submit(Task(_tiny, (i,)))
+        assert len(w.outstanding) == 1 and len(sched.pending) == 2  # dynamic MIG: one at a time
+        with sched.lock:
+            w.outstanding.clear()
+            sched.pending.clear()
+            sched.provisioner = None
+        sched.submit(Task(_items, (3,)))
+        sched.submit(Task(_tiny, (0,)))
+        assert len(w.outstanding) == 1 and w.outstanding[0].stream is not None  # a stream runs alone
+        assert len(sched.pending) == 1
+    finally:
+        sched.spawner.stop()  # (no worker ran: its spawning thread is the scheduler's only thread)
+        assert sched.threads.join(5) == []
+        sched.codec.close()

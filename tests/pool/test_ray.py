@@ -295,3 +295,23 @@ def test_dynamic_mig_across_nodes_makes_partitions_where_there_is_room(cluster, 
     for name in ("a100", "h100"):
         b = sim(root, name, monkeypatch)
         assert all(not g.mig_current for g in b.gpus()), name  # restore=True: every node as before
+
+
+def test_a_draining_ray_actor_takes_no_task(cluster):
+    """Dynamic MIG drains a partition it is about to free (`draining`, set under the scheduler's lock): its Ray
+    actor must take no new task, through the same capacity gate as a local worker; undrained, it takes tasks
+    again."""
+    with Compute(
+        provider=migpool.Ray(node_resource="ro"), worker=Worker(concurrency=2, executor="process"), progress=False
+    ) as pool:
+        sched = pool.scheduler
+        drained, other = sched.workers
+        with sched.lock:
+            drained.draining = True  # (what dynamic MIG's policy does to a partition it frees)
+        rs = gather(*[T.where() for _ in range(12)]) >> pool
+        assert {r["pid"] for r in rs} == {other.stats.pid}
+        assert drained.stats.tasks_started == 0 and other.stats.tasks_started == 12
+        with sched.lock:
+            drained.draining = False
+        gather(*[T.where(0.05) for _ in range(12)]) >> pool
+        assert drained.stats.tasks_started > 0

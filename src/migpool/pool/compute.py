@@ -1,7 +1,6 @@
 """`Compute`: the pool as users see it. It assembles the layers below: the plugin chain (chain.py) on the node
-(providers.py), the scheduler and its worker processes (scheduler.py, worker.py), Ray's nodes and actors
-(ray_pool.py), dynamic MIG's controller and policy on its site (dynamic.py, policy.py, site.py), stats and
-metrics."""
+(providers.py), the scheduler and its slots (scheduler/: a worker process each, worker/), Ray's nodes and actors
+(raypool/), dynamic MIG's controller and policy on its site (dynamic/), stats and metrics."""
 
 from __future__ import annotations
 
@@ -32,11 +31,12 @@ from .api.providers import (
     Verda,
     Worker,
     WorkerSpec,
+    build_worker_spec,
     mark_shared_gpus,
-    worker_pythonpath,
 )
 from .api.task import Group, RemoteFunction, Task
-from .scheduler.core import Scheduler, WorkerProcess
+from .scheduler.core import Scheduler
+from .scheduler.slot import Slot
 from .shared import proxies as shared
 from .shared.proxies import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
 from .shared.state import SharedState
@@ -46,7 +46,7 @@ from .worker import chain
 if TYPE_CHECKING:  # imported where used: a pool without dynamic MIG, Ray or metrics loads none of them
     from .dynamic.controller import DynamicMig
     from .dynamic.site import Site
-    from .raypool.core import RayPool
+    from .raypool.pool import RayPool
 
 __all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
 
@@ -58,7 +58,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class Compute:
+class Collections:
+    """The pool's collections, shared by all its tasks: `pool.dict(name)` here is `migpool.dict(name)` inside a
+    task. A subclass says where they are served (`_transport`)."""
+
+    def _transport(self) -> Transport:
+        raise NotImplementedError
+
+    def dict(self, name: str, *, consistency: str | None = None) -> Dict:
+        """The pool's dict `name`, which every task reads and writes as `migpool.dict(name)`."""
+        shared.check_consistency(consistency)
+        return Dict(name, self._transport())
+
+    def set(self, name: str, *, consistency: str | None = None) -> Set:
+        shared.check_consistency(consistency)
+        return Set(name, self._transport())
+
+    def counter(self, name: str, *, consistency: str | None = None) -> Counter:
+        shared.check_consistency(consistency)
+        return Counter(name, self._transport())
+
+    def queue(self, name: str) -> Queue:
+        return Queue(name, self._transport())
+
+    def barrier(self, name: str, n: int) -> Barrier:
+        return Barrier(name, n, self._transport())
+
+    def lock(self, name: str, timeout: float = 30) -> Lock:
+        return Lock(name, timeout, self._transport())
+
+
+class Compute(Collections):
     """A pool of workers. Use as a context manager; send tasks with `task >> compute`, `gather(...) >> compute`,
     `compute.submit(task)` or `compute.map(fn, items)`."""
 
@@ -171,8 +201,9 @@ class Compute:
         if self.executor == "thread":
             self._share(LocalTransport(SharedState()))
             self._thread_count = n
+            start = (self._shared, self._thread_ids, n)
             self._threads = ThreadPoolExecutor(
-                n, thread_name_prefix="migpool-worker", initializer=self._thread_init, initargs=(n,)
+                n, thread_name_prefix="migpool-worker", initializer=_thread_init, initargs=start
             )
             return
         dynamic = self._dynamic_options()
@@ -190,7 +221,7 @@ class Compute:
             self._start_dynamic(dynamic, LocalSite(self.node, dynamic.gpus, self._start_worker, dynamic.lease))
         self._publish()
         if self.metrics_port is not None:
-            self._serve_metrics(self.metrics_port)
+            self._metrics = _serve_metrics(self.provider, lambda: self._sched, self.metrics_port)
 
     def _share(self, t: Transport) -> None:
         """Serve the pool's collections through `t`; calls outside tasks in this process go to this pool."""
@@ -198,35 +229,10 @@ class Compute:
         shared.opened(t)
 
     def _node_specs(self, n: int, parts: list[Partition]) -> list[WorkerSpec]:
-        """The specs of `n` workers split over this pool's nodes on this machine (as evenly as they go, in
-        order), each pinned to its partition (which then names its node); the accelerator count per node."""
-        count = self.node_count
-        if n and n < count:
-            raise PluginError(
-                f"nodes={count} but only {n} worker(s)"
-                + (f" ({len(parts)} partitions)" if parts else "")
-                + ": every node needs one; ask for fewer nodes or more partitions"
-            )
-        base, extra = divmod(n, count)
-        specs: list[WorkerSpec] = []
-        for k in range(count):
-            size = base + (1 if k < extra else 0)
-            for j in range(size):
-                g = len(specs)
-                part = dataclasses.replace(parts[g], node=k) if parts else None
-                spec = self.worker_spec(j, size, part, node=k, first=g if count > 1 else None, total=n)
-                specs.append(spec)
-            mine = specs[len(specs) - size :]
-            accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in mine if s.env.get("CUDA_VISIBLE_DEVICES")})
-            for spec in mine:
-                spec.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
-        if count > 1:
+        """The specs of `n` workers split over this pool's nodes on this machine (see _split_over_nodes)."""
+        specs = _split_over_nodes(self.node_count, n, parts, self.worker_spec)
+        if self.node_count > 1:
             self.node.partitions = [s.partition for s in specs if s.partition is not None]
-        mark_shared_gpus(specs)
-        every = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
-        whole = topology_env(uuid.uuid4().hex[:12], ["127.0.0.1"] * count, _free_port(), every)
-        for spec in specs:
-            spec.env.update(whole)
         return specs
 
     def worker_spec(
@@ -234,33 +240,29 @@ class Compute:
     ) -> WorkerSpec:
         """The spec of worker `i` of `n` on node `node`, pinned to `part` (its environment fixed before it starts);
         `first`: its index among the pool's `total` workers, where nodes hold different numbers."""
-        env = dict(
-            os.environ,
-            **self._image.env,
-            PYTHONPATH=worker_pythonpath(),
-            MIGPOOL_WORKER_INDEX=str(i),
-            MIGPOOL_NODE_INDEX=str(node),
-            MIGPOOL_NODE_COUNT=str(self.node_count),
-            MIGPOOL_CONCURRENCY=str(n),
-            PYTHONUNBUFFERED="1",
-        )
-        if first is not None:
-            env.update(MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total))
-        if not self.worker.reuse_processes:
-            env[ONE_TASK_ENV] = "1"
-        if part:
-            env["MIGPOOL_PARTITION"] = part.to_env()
         where = f"node {node} of {self.node_count} on this machine" if self.node_count > 1 else ""
-        spec = WorkerSpec(i, self._python, env, part, node=node, where=where, buffer=self.worker.buffer)
-        for p in self.plugins:
-            spec.env.update(p.around_process(spec))
-        return spec
+        return build_worker_spec(
+            i,
+            n,
+            part,
+            self._image.env,
+            self.plugins,
+            node=node,
+            node_count=self.node_count,
+            first=first,
+            total=total,
+            inherit=os.environ,
+            pool_env={ONE_TASK_ENV: "1"} if not self.worker.reuse_processes else None,
+            python=self._python,
+            where=where,
+            buffer=self.worker.buffer,
+        )
 
-    def _worker_started(self, w: WorkerProcess) -> None:
+    def _worker_started(self, w: Slot) -> None:
         for p in self.plugins:
-            p.worker_started(w.spec, w.proc.pid if w.proc else 0, self.node)
+            p.worker_started(w.spec, w.pid, self.node)
 
-    def _start_worker(self, part: Partition) -> WorkerProcess:
+    def _start_worker(self, part: Partition) -> Slot:
         """One more worker, on a partition dynamic MIG just made here."""
         sched = self.scheduler
         w = sched.add_worker(self.worker_spec(next(self._worker_ids), len(sched.workers) + 1, part))
@@ -279,31 +281,12 @@ class Compute:
         self._publisher = Publisher(self.scheduler.stats)
         self._publisher.start()
 
-    def _serve_metrics(self, port: int) -> None:
-        from ..backend import open_backend
-        from ..observe.exporter import serve
-        from ..observe.telemetry import Sampler
-
-        sched = self._sched
-        sampler = Sampler(open_backend(self.provider.spec()), pools=lambda: [sched.stats()] if sched else [])
-        sampler.start()
-        try:
-            self._metrics = (sampler, serve(sampler, port))
-        except BaseException:
-            sampler.stop()
-            sampler.backend.close()
-            raise
-
     def _open_ray(self) -> None:
-        if self.worker.executor == "thread":
-            raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
-        if not self.worker.reuse_processes:
-            raise PluginError(
-                "Worker(reuse_processes=False) on a Ray pool: each worker is an actor that lives as long as the "
-                "pool; use a local pool for a fresh process per task"
-            )
+        _check_ray_worker(self.worker)
         assert isinstance(self.provider, Ray)
-        from .raypool.core import RayCodec, RayPool, RaySite
+        from .raypool.codec import RayCodec
+        from .raypool.pool import RayPool
+        from .raypool.site import RaySite
 
         self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
         specs = ray_pool.open()
@@ -318,20 +301,6 @@ class Compute:
         if dynamic is not None:
             self._start_dynamic(dynamic, RaySite(ray_pool, sched))
         self._publish()
-
-    def _thread_init(self, n: int) -> None:
-        idx = next(self._thread_ids)
-        shared.install_thread(self._shared)
-        set_thread_info(
-            InstanceInfo(
-                worker=idx,
-                node=0,
-                total_nodes=1,
-                workers_per_node=n,
-                pid=os.getpid(),
-                hostname=socket.gethostname(),
-            )
-        )
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down. Raises the
@@ -452,14 +421,8 @@ class Compute:
         return self.run_parallel(Group(tuple(tasks), stream, ordered))
 
     def _progress(self, futs: list[Future[Any]]) -> list[Future[Any]]:
-        if not self.progress or len(futs) < 2:
-            return futs
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            t = bar.add_task("tasks", total=len(futs))
-            for _ in as_completed(futs):
-                bar.advance(t)
+        if self.progress and len(futs) > 1:
+            _show_progress(futs)
         return futs
 
     def stats(self) -> dict[str, Any]:
@@ -516,34 +479,99 @@ class Compute:
         """Dynamic MIG's controller, with mig(dynamic=True), while the pool is open."""
         return self._dynamic
 
-    # --- the pool's collections, shared by all its tasks (the same as migpool.dict(name) … inside a task) ---
+    # --- where the pool's collections are served (Collections) ---
     def _transport(self) -> Transport:
         if self._shared is None:
             self.submit(lambda: None)  # the error of a pool that is not open
         assert self._shared is not None
         return self._shared
 
-    def dict(self, name: str, *, consistency: str | None = None) -> Dict:
-        """The pool's dict `name`, which every task reads and writes as `migpool.dict(name)`."""
-        shared.check_consistency(consistency)
-        return Dict(name, self._transport())
 
-    def set(self, name: str, *, consistency: str | None = None) -> Set:
-        shared.check_consistency(consistency)
-        return Set(name, self._transport())
+def _check_ray_worker(worker: Worker) -> None:
+    """Refuse the Worker settings a Ray pool cannot honour."""
+    if worker.executor == "thread":
+        raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
+    if not worker.reuse_processes:
+        raise PluginError(
+            "Worker(reuse_processes=False) on a Ray pool: each worker is an actor that lives as long as the "
+            "pool; use a local pool for a fresh process per task"
+        )
 
-    def counter(self, name: str, *, consistency: str | None = None) -> Counter:
-        shared.check_consistency(consistency)
-        return Counter(name, self._transport())
 
-    def queue(self, name: str) -> Queue:
-        return Queue(name, self._transport())
+def _thread_init(where: Transport | None, ids: Iterator[int], n: int) -> None:
+    """A thread pool's worker thread starts: its collections and its instance_info."""
+    idx = next(ids)
+    shared.install_thread(where)
+    set_thread_info(
+        InstanceInfo(
+            worker=idx,
+            node=0,
+            total_nodes=1,
+            workers_per_node=n,
+            pid=os.getpid(),
+            hostname=socket.gethostname(),
+        )
+    )
 
-    def barrier(self, name: str, n: int) -> Barrier:
-        return Barrier(name, n, self._transport())
 
-    def lock(self, name: str, timeout: float = 30) -> Lock:
-        return Lock(name, timeout, self._transport())
+def _serve_metrics(provider: Local | Ray, sched: Callable[[], Scheduler | None], port: int) -> tuple[Any, Any]:
+    """Sample this machine's GPUs and the pool (`sched()`: its scheduler while open) and serve the metrics on
+    `port`: (the sampler, the server)."""
+    from ..backend import open_backend
+    from ..observe.exporter import serve
+    from ..observe.telemetry import Sampler
+
+    def pools() -> list[dict[str, Any]]:
+        s = sched()
+        return [s.stats()] if s else []
+
+    sampler = Sampler(open_backend(provider.spec()), pools=pools)
+    sampler.start()
+    try:
+        return sampler, serve(sampler, port)
+    except BaseException:
+        sampler.stop()
+        sampler.backend.close()
+        raise
+
+
+def _split_over_nodes(count: int, n: int, parts: list[Partition], spec: Callable[..., WorkerSpec]) -> list[WorkerSpec]:
+    """The specs (made by `spec`) of `n` workers split over `count` nodes on this machine (as evenly as they go, in
+    order), each pinned to its partition (which then names its node); the accelerator count per node."""
+    if n and n < count:
+        raise PluginError(
+            f"nodes={count} but only {n} worker(s)"
+            + (f" ({len(parts)} partitions)" if parts else "")
+            + ": every node needs one; ask for fewer nodes or more partitions"
+        )
+    base, extra = divmod(n, count)
+    specs: list[WorkerSpec] = []
+    for k in range(count):
+        size = base + (1 if k < extra else 0)
+        for j in range(size):
+            g = len(specs)
+            part = dataclasses.replace(parts[g], node=k) if parts else None
+            specs.append(spec(j, size, part, node=k, first=g if count > 1 else None, total=n))
+        mine = specs[len(specs) - size :]
+        accelerators = len({s.env["CUDA_VISIBLE_DEVICES"] for s in mine if s.env.get("CUDA_VISIBLE_DEVICES")})
+        for one in mine:
+            one.env["MIGPOOL_ACCELERATORS"] = str(accelerators)
+    mark_shared_gpus(specs)
+    every = len({s.env["CUDA_VISIBLE_DEVICES"] for s in specs if s.env.get("CUDA_VISIBLE_DEVICES")})
+    whole = topology_env(uuid.uuid4().hex[:12], ["127.0.0.1"] * count, _free_port(), every)
+    for one in specs:
+        one.env.update(whole)
+    return specs
+
+
+def _show_progress(futs: list[Future[Any]]) -> None:
+    """A progress bar of the futures as they end (on a terminal)."""
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        t = bar.add_task("tasks", total=len(futs))
+        for _ in as_completed(futs):
+            bar.advance(t)
 
 
 def _not_a_task(other: object, op: str) -> str:

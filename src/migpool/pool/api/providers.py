@@ -10,7 +10,7 @@ import importlib.util
 import os
 import sys
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -216,6 +216,52 @@ class WorkerSpec:
             p = self.partition
             return f"worker {self.index}{at} (partition {p.uuid}, {p.profile} on GPU {p.gpu_index})"
         return f"worker {self.index}{at}"
+
+
+def build_worker_spec(
+    index: int,
+    concurrency: int,
+    partition: Partition | None,
+    image_env: Mapping[str, str],
+    plugins: Sequence[PluginHooks],
+    *,
+    node: int = 0,
+    node_count: int = 1,
+    first: int | None = None,
+    total: int = 0,
+    inherit: Mapping[str, str] | None = None,
+    pool_env: Mapping[str, str] | None = None,
+    python: str = "",
+    where: str = "",
+    buffer: int = 0,
+) -> WorkerSpec:
+    """Worker `index` of `concurrency` on node `node` (of `node_count`), pinned to `partition`: the one place a
+    worker's environment is made, for a local process and a Ray actor alike, fixed before it starts.
+
+    Later layers win: `inherit` (a local worker starts from this process's environment), the Image's env, then
+    migpool's (PYTHONPATH, the worker's place in the pool: `first` is its index among the pool's `total` workers
+    where nodes hold different numbers), `pool_env` (what the pool adds: a Ray pool's topology and collections'
+    actor, a process per task), its partition, and last what each plugin's around_process adds (the mig plugin:
+    CUDA_VISIBLE_DEVICES)."""
+    env = dict(inherit or {})
+    env.update(image_env)
+    env.update(
+        PYTHONPATH=worker_pythonpath(),
+        MIGPOOL_WORKER_INDEX=str(index),
+        MIGPOOL_NODE_INDEX=str(node),
+        MIGPOOL_NODE_COUNT=str(node_count),
+        MIGPOOL_CONCURRENCY=str(concurrency),
+        PYTHONUNBUFFERED="1",
+    )
+    if first is not None:
+        env.update(MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total))
+    env.update(pool_env or {})
+    if partition:
+        env["MIGPOOL_PARTITION"] = partition.to_env()
+    spec = WorkerSpec(index, python, env, partition, node=node, where=where, buffer=buffer)
+    for p in plugins:
+        spec.env.update(p.around_process(spec))
+    return spec
 
 
 SHARED_GPU_ENV = "MIGPOOL_SHARED_GPU"  # "1" in a worker whose partition's GPU has another worker of this machine

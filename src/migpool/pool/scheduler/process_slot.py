@@ -1,0 +1,251 @@
+"""The local kind of slot: a worker process on this machine, its pipes and its reader, writer and stderr threads;
+restarted on the same partition when it dies."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from ..api.providers import WorkerSpec
+from ..shared.state import Holder, Waiter
+from ..wire.messages import Answer, Call, Cancel, Credit, Ready, Released, Stop, TaskDone, TaskFailed, ToWorker
+from ..wire.protocol import End, channel, read_frame, write_frame
+from .jobs import Job
+from .slot import POLL_S, Slot
+
+if TYPE_CHECKING:
+    from .core import Scheduler
+
+MAX_PREFETCH = 32
+PREFETCH_BUDGET_S = 0.002  # keep about this much work queued in each worker's pipe
+
+
+def _exit_text(rc: int | None) -> str:
+    if rc is None:
+        return "did not exit"
+    if rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return f"was killed by signal {-rc} ({name})"
+    return f"exited with code {rc}"
+
+
+def _pidfd(pid: int) -> int | None:
+    """A descriptor that becomes readable when process `pid` exits (Linux 5.3+), or None."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+class Outbox:
+    """A worker process's end of the channel from the parent: whole frames, one at a time, from its writer thread,
+    or, for the answer to a task's call on a pool collection, straight from the thread that has the answer (the
+    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed."""
+
+    __slots__ = ("end", "pid", "lock", "closed")
+
+    def __init__(self, end: End, pid: int) -> None:
+        self.end, self.pid = end, pid
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, msg: ToWorker) -> None:
+        with self.lock:
+            if not self.closed:
+                write_frame(self.end, msg, self.pid)
+
+    def close(self) -> None:
+        with self.lock:
+            if not self.closed:
+                self.closed = True
+                self.end.close()
+
+
+class ProcessSlot(Slot):
+    """A slot whose worker is a process of this machine. Its threads (reader, writer, stderr) belong to its
+    scheduler's `threads`; a restart runs on the scheduler's spawning thread, never on the reader thread that saw
+    the worker die."""
+
+    def __init__(self, sched: Scheduler, spec: WorkerSpec) -> None:
+        super().__init__(sched, spec)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.outbox: Outbox | None = None  # set once its process runs
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc is not None else 0
+
+    def prefetch_depth(self) -> int:
+        return max(2, min(MAX_PREFETCH, int(PREFETCH_BUDGET_S / self.avg_s)))
+
+    # --- lifecycle ---
+    def spawn(self) -> None:
+        p_r, c_w = channel()  # worker -> parent
+        c_r, p_w = channel()  # parent -> worker
+        env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()))
+        self.fresh()
+        try:
+            proc = self.sched.launch(
+                [self.spec.python, "-m", "migpool.pool.worker", c_r.spec(), c_w.spec()],
+                env=env,
+                pass_fds=(*c_r.fds(), *c_w.fds()),
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
+            )
+        finally:
+            c_r.close()
+            c_w.close()
+        if proc is None:  # the pool has shut down
+            p_r.close()
+            p_w.close()
+            return
+        with self.sched.lock:
+            self.proc = proc
+            closed = self.sched.closed
+        if closed:  # the pool closed while this one started (a restart): it goes at once
+            self.kill()
+        wq = self.writer_q
+        self.outbox = outbox = Outbox(p_w, proc.pid)
+        threads = self.sched.threads
+        threads.start(f"{self.name}-stderr", self._drain_stderr, proc)
+        threads.start(f"{self.name}-writer", self._writer, outbox, wq)
+        threads.start(f"{self.name}-reader", self._reader, proc, p_r, wq)
+
+    def respawn(self) -> None:
+        self.spawn()
+
+    def _drain_stderr(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stderr is not None
+        for raw in iter(proc.stderr.readline, b""):
+            line = raw.decode(errors="replace")
+            self.stderr_tail.append(line.rstrip("\n"))
+            sys.stderr.write(line)
+        proc.stderr.close()
+
+    def _writer(self, outbox: Outbox, wq: queue.SimpleQueue[ToWorker | None]) -> None:
+        try:
+            while True:
+                msg = wq.get()
+                if msg is None:
+                    break
+                outbox.send(msg)
+                msg = None  # a segment it holds goes back to the pool now, not when the next message comes
+        except OSError:
+            pass
+        finally:
+            outbox.close()
+
+    def _reader(self, proc: subprocess.Popen[bytes], fd: End, wq: queue.SimpleQueue[ToWorker | None]) -> None:
+        """Answers from the worker, until it exits. Its exit is seen from the process itself (a pidfd, else a poll
+        of its status), not from its pipe, which a process it forked may hold open."""
+        pidfd = _pidfd(proc.pid)
+
+        def release(sid: int, reusable: bool) -> None:  # a segment of this worker's was unmapped here
+            wq.put(Released([(sid, reusable)]))
+
+        try:
+            first = read_frame(fd, release)
+            if not isinstance(first, Ready):
+                raise EOFError
+            self.stats.pid = proc.pid
+            self.startup_failures = 0
+            self.ready.set()
+            self.sched.pump()
+            watch = [fd.fd] if pidfd is None else [fd.fd, pidfd]
+            while True:
+                deadline = self.head_deadline()
+                wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
+                ready = select.select(watch, [], [], wait)[0] if wait > 0 else []
+                if fd.fd in ready:
+                    msg = read_frame(fd, release)
+                    self.resolve(msg, proc.pid)
+                    if type(msg) is TaskDone or type(msg) is TaskFailed:  # room for the next job
+                        self.sched.pump()
+                    msg = None
+                    continue
+                if ready or (pidfd is None and proc.poll() is not None):  # exited: take what it wrote first
+                    while select.select([fd.fd], [], [], 0)[0]:
+                        self.resolve(read_frame(fd, release), proc.pid)
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    self.timed_out = True
+                    self.kill()
+                    break
+        except (EOFError, OSError):
+            pass
+        finally:
+            wq.put(None)
+            fd.close()
+            if pidfd is not None:
+                os.close(pidfd)
+        self._on_exit(proc)
+
+    def _on_exit(self, proc: subprocess.Popen[bytes]) -> None:
+        sched = self.sched
+        with sched.lock:  # from here no job is handed to this worker until its replacement is ready
+            was_ready = self.ready.is_set() or self.done_one
+            self.ready.clear()
+        rc = proc.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # what its tasks left running in its process group ends with it
+        sched.codec.peer_gone(proc.pid)
+        sched.shared.gone(proc.pid)  # its waiting calls go, the pool locks it held are released
+        self.ended(was_ready, _exit_text(rc), rc)
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
+    def stop(self, timeout: float) -> None:
+        self.writer_q.put(Stop())
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait()
+
+    def wait_exit(self, timeout: float | None) -> None:
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+
+    # --- while a task runs ---
+    def call(self, msg: Call, peer: int) -> None:
+        """A task's call on a pool collection: answered now, or (a wait) from the call that readies it."""
+        outbox, cid = self.outbox, msg.cid  # (this process's: a later answer never reaches its successor)
+        assert outbox is not None  # (made before its reader started)
+
+        def answer(ok: bool, value: Any) -> None:  # straight to the worker, which waits for it, reading
+            with contextlib.suppress(OSError):  # it died meanwhile
+                outbox.send(Answer(cid, ok, value))
+
+        self.sched.shared.call(Waiter(Holder(peer, msg.thread), cid, answer), msg.kind, msg.name, msg.op, msg.args)
+
+    def feed(self, job: Job, sid: int, n: int) -> None:
+        """Send up to `n` items of the job's input stream `sid` (read here, on this worker's reader thread)."""
+        for f in self.sched.read_input(job, sid, n):
+            self.writer_q.put(f)
+
+    def cancel(self, job: Job) -> None:
+        self.writer_q.put(Cancel(job.id))
+
+    def credit(self, job: Job, n: int) -> None:
+        self.writer_q.put(Credit(job.id, n))
