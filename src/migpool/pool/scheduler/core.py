@@ -33,6 +33,7 @@ from ..api import refs
 from ..api.providers import WorkerSpec
 from ..api.refs import Ref
 from ..api.task import Task
+from ..shared.delivery import Lent, Liveness
 from ..shared.state import Holder, SharedState, Waiter
 from ..wire.messages import (
     CHECKPOINTS,
@@ -189,25 +190,46 @@ def _pidfd(pid: int) -> int | None:
 class Outbox:
     """A worker process's end of the channel from the parent: whole frames, one at a time, from its writer thread,
     or, for the answer to a task's call on a pool collection, straight from the thread that has the answer (the
-    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed."""
+    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed.
 
-    __slots__ = ("end", "pid", "lock", "closed")
+    An answer that hands something over (a queue's item) comes with what undoes it, which runs if the worker
+    never reads it (shared/delivery.py); `alive()` tells a collection whether the worker can take an answer."""
+
+    __slots__ = ("end", "pid", "lock", "closed", "lent", "liveness")
 
     def __init__(self, end: End, pid: int) -> None:
         self.end, self.pid = end, pid
         self.lock = threading.Lock()
         self.closed = False
+        self.lent = Lent(end.fd)
+        self.liveness = Liveness(pid)
 
-    def send(self, msg: ToWorker) -> None:
+    def send(self, msg: ToWorker, undo: Callable[[], None] | None = None) -> None:
         with self.lock:
             if not self.closed:
-                write_frame(self.end, msg, self.pid)
+                try:
+                    self.lent.wrote(write_frame(self.end, msg, self.pid), undo)
+                    return
+                except OSError:
+                    if undo is None:
+                        raise
+        if undo is not None:
+            undo()
+
+    def alive(self) -> bool:
+        return not self.closed and self.liveness.alive()
 
     def close(self) -> None:
+        """Write no more (the worker has exited or was killed); undo the answers it never read."""
         with self.lock:
-            if not self.closed:
-                self.closed = True
-                self.end.close()
+            if self.closed:
+                return
+            self.closed = True
+            undo = self.lent.unread()  # (counted before the pipe closes)
+            self.end.close()
+        self.liveness.close()
+        for u in undo:
+            u()
 
 
 class WorkerProcess:
@@ -452,14 +474,14 @@ class WorkerProcess:
 
     def call(self, msg: Call, peer: int) -> None:
         """A task's call on a pool collection: answered now, or (a wait) from the call that readies it."""
-        outbox, cid = self.outbox, msg.cid  # (this process's: a later answer never reaches its successor)
-        assert outbox is not None  # (made before its reader started)
+        outbox, cid, shared = self.outbox, msg.cid, self.sched.shared  # (this process's outbox: a later answer
+        assert outbox is not None  # never reaches its successor; made before its reader started)
 
         def answer(ok: bool, value: Any) -> None:  # straight to the worker, which waits for it, reading
-            with contextlib.suppress(OSError):  # it died meanwhile
-                outbox.send(Answer(cid, ok, value))
+            with contextlib.suppress(OSError):  # it died meanwhile (a queue's item goes back: undo_of)
+                outbox.send(Answer(cid, ok, value), shared.undo_of(msg.kind, msg.name, msg.op, value) if ok else None)
 
-        self.sched.shared.call(Waiter(Holder(peer, msg.thread), cid, answer), msg.kind, msg.name, msg.op, msg.args)
+        shared.call(Waiter(Holder(peer, msg.thread), cid, answer, outbox.alive), msg.kind, msg.name, msg.op, msg.args)
 
     def deliver(self, job: Job, result: Any) -> None:
         """End a job's future with its packed result (a stream's end: None)."""
@@ -473,8 +495,15 @@ class WorkerProcess:
 
     def feed(self, job: Job, sid: int, n: int) -> None:
         """Send up to `n` items of the job's input stream `sid` (read here, on this worker's reader thread)."""
-        for f in self.sched.read_input(job, sid, n):
+        for f in self.sched.read_input(job, sid, n, self.store):
             self.writer_q.put(f)
+
+    def store(self, vid: int) -> None:
+        """Send stored value `vid` unless this worker holds it (before the input item that names it)."""
+        with self.sched.lock:
+            if vid not in self.sent_values:
+                self.sent_values.add(vid)
+                self.writer_q.put(StoreValue(vid, self.sched.values[vid]))
 
     def cancel(self, job: Job) -> None:
         """Stop the job's stream on this worker (its consumer stopped early)."""
@@ -816,12 +845,7 @@ class Scheduler:
         finally:
             if named is not _NO_REFS:
                 refs.stop_noting(before)
-        for r in named:
-            if r.owner != id(self) or r.vid not in self.values:
-                raise PluginError(
-                    f"{r!r} was made by another pool, or by this one and then freed: pass a Ref only to tasks of "
-                    "the pool whose put() made it, while that pool is open"
-                )
+        self.check_refs(named)
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
         fut: Future[Any] = Future()
         vids = frozenset(r.vid for r in named) if named else _NONE
@@ -865,14 +889,31 @@ class Scheduler:
                     w.sent_values.discard(vid)
                     w.writer_q.put(ForgetValue(vid))
 
-    def read_input(self, job: Job, sid: int, n: int) -> list[Feed]:
-        """Up to `n` items of the job's iterator argument `sid`, packed, then its end or the error it raised."""
+    def check_refs(self, named: list[Ref]) -> None:
+        """PluginError unless each Ref is one of this pool's stored values."""
+        for r in named:
+            if r.owner != id(self) or r.vid not in self.values:
+                raise PluginError(
+                    f"{r!r} was made by another pool, or by this one and then freed: pass a Ref only to tasks of "
+                    "the pool whose put() made it, while that pool is open"
+                )
+
+    def read_input(self, job: Job, sid: int, n: int, store: Callable[[int], None] | None = None) -> list[Feed]:
+        """Up to `n` items of the job's iterator argument `sid`, packed, then its end or the error it raised. The
+        stored values that an item's Refs name go to `store` first (None: such an item is refused)."""
         out: list[Feed] = []
         it = job.inputs[sid] if sid < len(job.inputs) else None
         while it is not None and len(out) < n:
             try:
                 item = next(it)
-                out.append(Feed(job.id, sid, self.codec.pack(item), FEED_ITEM))
+                data, named = refs.pack_naming(self.codec.pack, item)
+                if named:
+                    self.check_refs(named)
+                    if store is None:
+                        raise PluginError("a Ref inside an iterator argument's items travels on local pools only")
+                    for r in named:
+                        store(r.vid)
+                out.append(Feed(job.id, sid, data, FEED_ITEM))
             except StopIteration:
                 out.append(Feed(job.id, sid, None, FEED_END))
                 it = job.inputs[sid] = None
@@ -992,13 +1033,14 @@ class Scheduler:
                 j.future.set_exception(WorkerStartError(f"no worker can run {j.task!r}: {reasons}"))
 
     def wait_idle(self) -> None:
-        """Wait until every task has ended; streams that nobody reads to the end are stopped first."""
+        """Wait until every task has ended; streams that nobody reads to the end are cut first (their consumers
+        get CancelledError, never a silent end)."""
         while True:
             with self.lock:
                 jobs = list(self.pending) + [j for w in self.workers for j in w.outstanding]
             for j in jobs:
                 if j.stream is not None and not j.future.done():
-                    j.stream.close()
+                    j.stream.cut()
             with self.lock:
                 futs = [j.future for j in self.pending] + [j.future for w in self.workers for j in w.outstanding]
                 futs = [f for f in futs if not f.done()]
