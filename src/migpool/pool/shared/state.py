@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import collections
 import threading
-from threading import BrokenBarrierError
 from collections.abc import Callable, Hashable
+from threading import BrokenBarrierError
 from typing import Any, NamedTuple
 
 KINDS = ("dict", "set", "counter", "queue", "barrier", "lock")

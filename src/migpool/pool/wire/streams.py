@@ -5,8 +5,7 @@ Each way, at most WINDOW items of one stream are in flight: the worker sends an 
 which the caller returns as it takes items; the worker asks for input items (Want) as it reads them. A consumer
 that stops early (`break`, `close()`, the iterator dropped) cancels the task, whose generator is closed at its
 next item; an error in the generator is raised where the stream got to. A stream that the pool cuts short (it
-closes before the generator ended) raises CancelledError at its consumer, after the items that came before: it
-never looks finished.
+closes before the generator ended) raises CancelledError at its consumer's next read: it never looks finished.
 """
 
 from __future__ import annotations
@@ -160,15 +159,16 @@ class OutputStream:
             return self._cond.wait_for(lambda: len(self._items) < WINDOW or self.closed or self.cut_short, timeout)
 
     def cut(self) -> None:
-        """The pool closes before the stream ended: its task is stopped, and its consumer, after the items that
-        came, gets CancelledError instead of the end."""
+        """The pool closes before the stream ended: its task is stopped, the items not yet read are dropped (their
+        memory goes with the pool), and its consumer's next read raises CancelledError instead of ending."""
         with self._cond:
             if self.closed or self._end is not _OPEN:
                 return
             self.cut_short = True
+            self._items.clear()
             self._end = CancelledError(
-                f"the pool was closed while this stream was unfinished, after {self._read + len(self._items)} "
-                "items: its task was stopped there. Read a stream to its end (or close it) before the pool closes"
+                f"the pool was closed while this stream was unfinished, after {self._read} items were read: its "
+                "task was stopped there. Read a stream to its end (or close it) before the pool closes"
             )
             self._cond.notify_all()
         self._cancel()
