@@ -1,15 +1,17 @@
 """Values stored once and read by many tasks: `ref = compute.put(value)`.
 
-A Ref travels inside a task's arguments (at any depth) as its number only. The pool notes which refs a task's
-arguments name while it pickles them (`noting`), sends each worker a stored value at most once, before the
-first task there that needs it, and tells the workers to forget it when the Ref is garbage (or the pool closes).
-In a worker, `stored` maps the numbers to the values.
+A Ref travels inside a task's arguments (at any depth), or inside the items of an iterator argument, as its number
+only. The pool notes which refs a task's arguments or an item name while it pickles them (`noting`,
+`pack_naming`), sends each worker a stored value at most once, before the first task or item there that needs it,
+and tells the workers to forget it when the Ref is garbage (or the pool closes). In a worker, `stored` maps the
+numbers to the values. Anywhere else (a pool collection's values) a Ref is refused where it is sent.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from typing import Any
 
 _ids = itertools.count(1)
@@ -53,6 +55,17 @@ def stop_noting(before: list[Ref] | None) -> None:
     _noted.refs = before
 
 
+def pack_naming(pack: Callable[[Any], Any], value: Any) -> tuple[Any, list[Ref]]:
+    """`pack(value)`, and the refs it names (none where this process made no Ref)."""
+    if not made[0]:
+        return pack(value), []
+    found, before = noting()
+    try:
+        return pack(value), found
+    finally:
+        stop_noting(before)
+
+
 def stored(vid: int) -> Any:
     """The value stored under `vid`, in the worker that unpickles a task's arguments."""
     try:
@@ -60,7 +73,8 @@ def stored(vid: int) -> Any:
     except KeyError:
         raise LookupError(
             f"stored value {vid} is not in this process: a migpool.Ref is resolved only inside a task of the pool "
-            "that made it (with compute.put), while the Ref is alive"
+            "that made it (with compute.put), while the Ref is alive, from the task's arguments or an iterator "
+            "argument's items"
         ) from None
 
 

@@ -228,12 +228,7 @@ class Scheduler:
         finally:
             if named is not _NO_REFS:
                 refs.stop_noting(before)
-        for r in named:
-            if r.owner != id(self) or r.vid not in self.values:
-                raise PluginError(
-                    f"{r!r} was made by another pool, or by this one and then freed: pass a Ref only to tasks of "
-                    "the pool whose put() made it, while that pool is open"
-                )
+        self.check_refs(named)
         n = retries if retries is not None else (task.retries if task.retries is not None else self.default_retries)
         fut: Future[Any] = Future()
         vids = frozenset(r.vid for r in named) if named else _NONE
@@ -277,14 +272,31 @@ class Scheduler:
                     w.sent_values.discard(vid)
                     w.writer_q.put(ForgetValue(vid))
 
-    def read_input(self, job: Job, sid: int, n: int) -> list[Feed]:
-        """Up to `n` items of the job's iterator argument `sid`, packed, then its end or the error it raised."""
+    def check_refs(self, named: list[Ref]) -> None:
+        """PluginError unless each Ref is one of this pool's stored values."""
+        for r in named:
+            if r.owner != id(self) or r.vid not in self.values:
+                raise PluginError(
+                    f"{r!r} was made by another pool, or by this one and then freed: pass a Ref only to tasks of "
+                    "the pool whose put() made it, while that pool is open"
+                )
+
+    def read_input(self, job: Job, sid: int, n: int, store: Callable[[int], None] | None = None) -> list[Feed]:
+        """Up to `n` items of the job's iterator argument `sid`, packed, then its end or the error it raised. The
+        stored values that an item's Refs name go to `store` first (None: such an item is refused)."""
         out: list[Feed] = []
         it = job.inputs[sid] if sid < len(job.inputs) else None
         while it is not None and len(out) < n:
             try:
                 item = next(it)
-                out.append(Feed(job.id, sid, self.codec.pack(item), FEED_ITEM))
+                data, named = refs.pack_naming(self.codec.pack, item)
+                if named:
+                    self.check_refs(named)
+                    if store is None:
+                        raise PluginError("a Ref inside an iterator argument's items travels on local pools only")
+                    for r in named:
+                        store(r.vid)
+                out.append(Feed(job.id, sid, data, FEED_ITEM))
             except StopIteration:
                 out.append(Feed(job.id, sid, None, FEED_END))
                 it = job.inputs[sid] = None
@@ -404,13 +416,14 @@ class Scheduler:
                 j.future.set_exception(WorkerStartError(f"no worker can run {j.task!r}: {reasons}"))
 
     def wait_idle(self) -> None:
-        """Wait until every task has ended; streams that nobody reads to the end are stopped first."""
+        """Wait until every task has ended; streams that nobody reads to the end are cut first (their consumers
+        get CancelledError, never a silent end)."""
         while True:
             with self.lock:
                 jobs = list(self.pending) + [j for w in self.workers for j in w.outstanding]
             for j in jobs:
                 if j.stream is not None and not j.future.done():
-                    j.stream.close()
+                    j.stream.cut()
             with self.lock:
                 futs = [j.future for j in self.pending] + [j.future for w in self.workers for j in w.outstanding]
                 futs = [f for f in futs if not f.done()]

@@ -12,11 +12,25 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..api.providers import WorkerSpec
+from ..shared.delivery import Lent, Liveness
 from ..shared.state import Holder, Waiter
-from ..wire.messages import Answer, Call, Cancel, Credit, Ready, Released, Stop, TaskDone, TaskFailed, ToWorker
+from ..wire.messages import (
+    Answer,
+    Call,
+    Cancel,
+    Credit,
+    Ready,
+    Released,
+    Stop,
+    StoreValue,
+    TaskDone,
+    TaskFailed,
+    ToWorker,
+)
 from ..wire.protocol import End, channel, read_frame, write_frame
 from .jobs import Job
 from .slot import POLL_S, Slot
@@ -51,25 +65,46 @@ def _pidfd(pid: int) -> int | None:
 class Outbox:
     """A worker process's end of the channel from the parent: whole frames, one at a time, from its writer thread,
     or, for the answer to a task's call on a pool collection, straight from the thread that has the answer (the
-    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed."""
+    worker is waiting for it, reading, so the write cannot stall). Nothing is written once it is closed.
 
-    __slots__ = ("end", "pid", "lock", "closed")
+    An answer that hands something over (a queue's item) comes with what undoes it, which runs if the worker
+    never reads it (shared/delivery.py); `alive()` tells a collection whether the worker can take an answer."""
+
+    __slots__ = ("end", "pid", "lock", "closed", "lent", "liveness")
 
     def __init__(self, end: End, pid: int) -> None:
         self.end, self.pid = end, pid
         self.lock = threading.Lock()
         self.closed = False
+        self.lent = Lent(end.fd)
+        self.liveness = Liveness(pid)
 
-    def send(self, msg: ToWorker) -> None:
+    def send(self, msg: ToWorker, undo: Callable[[], None] | None = None) -> None:
         with self.lock:
             if not self.closed:
-                write_frame(self.end, msg, self.pid)
+                try:
+                    self.lent.wrote(write_frame(self.end, msg, self.pid), undo)
+                    return
+                except OSError:
+                    if undo is None:
+                        raise
+        if undo is not None:
+            undo()
+
+    def alive(self) -> bool:
+        return not self.closed and self.liveness.alive()
 
     def close(self) -> None:
+        """Write no more (the worker has exited or was killed); undo the answers it never read."""
         with self.lock:
-            if not self.closed:
-                self.closed = True
-                self.end.close()
+            if self.closed:
+                return
+            self.closed = True
+            undo = self.lent.unread()  # (counted before the pipe closes)
+            self.end.close()
+        self.liveness.close()
+        for u in undo:
+            u()
 
 
 class ProcessSlot(Slot):
@@ -230,19 +265,26 @@ class ProcessSlot(Slot):
     # --- while a task runs ---
     def call(self, msg: Call, peer: int) -> None:
         """A task's call on a pool collection: answered now, or (a wait) from the call that readies it."""
-        outbox, cid = self.outbox, msg.cid  # (this process's: a later answer never reaches its successor)
-        assert outbox is not None  # (made before its reader started)
+        outbox, cid, shared = self.outbox, msg.cid, self.sched.shared  # (this process's outbox: a later answer
+        assert outbox is not None  # never reaches its successor; made before its reader started)
 
         def answer(ok: bool, value: Any) -> None:  # straight to the worker, which waits for it, reading
-            with contextlib.suppress(OSError):  # it died meanwhile
-                outbox.send(Answer(cid, ok, value))
+            with contextlib.suppress(OSError):  # it died meanwhile (a queue's item goes back: undo_of)
+                outbox.send(Answer(cid, ok, value), shared.undo_of(msg.kind, msg.name, msg.op, value) if ok else None)
 
-        self.sched.shared.call(Waiter(Holder(peer, msg.thread), cid, answer), msg.kind, msg.name, msg.op, msg.args)
+        shared.call(Waiter(Holder(peer, msg.thread), cid, answer, outbox.alive), msg.kind, msg.name, msg.op, msg.args)
 
     def feed(self, job: Job, sid: int, n: int) -> None:
         """Send up to `n` items of the job's input stream `sid` (read here, on this worker's reader thread)."""
-        for f in self.sched.read_input(job, sid, n):
+        for f in self.sched.read_input(job, sid, n, self.store):
             self.writer_q.put(f)
+
+    def store(self, vid: int) -> None:
+        """Send stored value `vid` unless this worker holds it (before the input item that names it)."""
+        with self.sched.lock:
+            if vid not in self.sent_values:
+                self.sent_values.add(vid)
+                self.writer_q.put(StoreValue(vid, self.sched.values[vid]))
 
     def cancel(self, job: Job) -> None:
         self.writer_q.put(Cancel(job.id))

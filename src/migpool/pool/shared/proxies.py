@@ -7,6 +7,9 @@ named Ray actor of the pool. Which transport a call takes is found where it runs
 
 Every operation is answered by the one place that holds the state, so all are atomic and every read sees every
 write before it (the reference's consistency="strong"; "eventual" is accepted and served the same).
+
+A value put in a collection travels pickled through the one place that holds the state; a migpool.Ref inside it
+is refused where it is put (`pack`): a Ref travels only as a task's argument or in an iterator argument's items.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import threading
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Protocol
 
+from ..api import refs
 from ..wire.pickling import dumps
 from .state import ERRORS, TIMED_OUT, Holder, Refusal, SharedState, Waiter
 
@@ -118,6 +122,24 @@ def _load(data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def pack(value: Any, where: str) -> bytes:
+    """`value` pickled for a collection; TypeError, in one line, where it holds a migpool.Ref (a collection's
+    reader may be any process of the pool, which holds no stored value outside a task that names it)."""
+    if not refs.made[0]:  # (no Ref was made in this process: nothing to look for)
+        return dumps(value)
+    found, before = refs.noting()
+    try:
+        data = dumps(value)
+    finally:
+        refs.stop_noting(before)
+    if found:
+        raise TypeError(
+            f"{found[0]!r} cannot travel through {where}: pass a Ref as a task's argument (or in an iterator "
+            "argument's items), or put the value itself"
+        )
+    return data
+
+
 def check_consistency(consistency: Any) -> None:
     if consistency not in CONSISTENCIES:
         raise ValueError(f"consistency must be 'strong' or 'eventual' (both are served as strong), not {consistency!r}")
@@ -158,7 +180,7 @@ class Dict(_Proxy):
         return _load(data)
 
     def __setitem__(self, key: Hashable, value: Any) -> None:
-        self._call("put", key, dumps(value))
+        self._call("put", key, pack(value, repr(self)))
 
     def __delitem__(self, key: Hashable) -> None:
         self._call("delete", key)
@@ -175,7 +197,7 @@ class Dict(_Proxy):
 
     def update(self, items: Mapping[Hashable, Any] | Iterable[tuple[Hashable, Any]] = (), **kw: Any) -> None:
         pairs = list(items.items() if isinstance(items, Mapping) else items) + list(kw.items())
-        self._call("update", [(k, dumps(v)) for k, v in pairs])
+        self._call("update", [(k, pack(v, repr(self))) for k, v in pairs])
 
     def pop(self, key: Hashable, default: Any = None) -> Any:
         found, data = self._call("pop", key)
@@ -278,7 +300,7 @@ class Queue(_Proxy):
     __slots__ = ()
 
     def put(self, value: Any) -> None:
-        self._call("put", dumps(value))
+        self._call("put", pack(value, repr(self)))
 
     def get(self, timeout: float | None = None) -> Any:
         if timeout is not None and timeout <= 0:
@@ -301,7 +323,9 @@ class Queue(_Proxy):
 
 
 class Barrier(_Proxy):
-    """`wait()` returns once `n` parties of the pool have called it (then the barrier serves the next round)."""
+    """`wait()` returns once `n` parties of the pool have called it (then the barrier serves the next round).
+    A party whose process dies while it waits breaks the barrier, as an aborted party breaks a threading.Barrier:
+    the parties waiting and every later `wait` raise BrokenBarrierError until `reset()`."""
 
     kind = "barrier"
     __slots__ = ("n",)
@@ -313,14 +337,17 @@ class Barrier(_Proxy):
         self.n = n
 
     def wait(self, timeout: float | None = None) -> int:
-        """Wait for the others; this party's arrival index (0 … n-1). TimeoutError after `timeout` seconds."""
+        """Wait for the others; this party's arrival index (0 … n-1). TimeoutError after `timeout` seconds (this
+        party is withdrawn; the barrier stays whole); BrokenBarrierError if a party died."""
         got = self._call("wait", self.n, timeout=timeout)
         if got == TIMED_OUT:
             raise TimeoutError(f"barrier {self.name!r}: not all {self.n} parties arrived within {timeout}s")
         return int(got)
 
     def reset(self) -> None:
-        """Kept for the reference API, where it does nothing; a barrier here starts again by itself."""
+        """Make a broken barrier whole again. A barrier that is not broken is left as it is (the reference's
+        reset does nothing): it starts each round again by itself, and the parties waiting keep waiting."""
+        self._call("reset")
 
     async def wait_async(self, timeout: float | None = None) -> int:
         return await _off(self.wait, timeout)

@@ -6,6 +6,12 @@ barrier's `wait` before the last arrival, a `lock`'s `acquire` while another hol
 makes its answer ready: the caller's `Waiter` is then answered from that other call. A waiter that gives up (its
 timeout) is withdrawn; one whose process died is dropped with `gone`, and the locks it held are released.
 
+Nothing is handed to the dead. A waiter says whether its process is alive (`Waiter.alive`, asked of the kernel by
+whoever serves it): a queue item, a lock or a barrier's release goes only to a live waiter, and a waiter found dead
+before `gone` comes is dropped then. An item whose answer did not reach its process after all comes back with
+`give_back`. A barrier with a dead party breaks, as threading.Barrier does when a party is aborted: its waiting
+parties and every later `wait` get BrokenBarrierError until `reset`.
+
 Values (a dict's values, a queue's items) are kept as the caller's pickled bytes and handed back as they came:
 this process never needs to import the classes they hold. Keys and set members are plain values.
 """
@@ -15,6 +21,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Hashable
+from threading import BrokenBarrierError
 from typing import Any, NamedTuple
 
 KINDS = ("dict", "set", "counter", "queue", "barrier", "lock")
@@ -28,15 +35,27 @@ class Holder(NamedTuple):
     thread: int
 
 
+def _always() -> bool:
+    return True
+
+
 class Waiter:
-    """A call that waits for its answer; `answer(ok, value)` is called once, from whichever thread makes it."""
+    """A call that waits for its answer; `answer(ok, value)` is called once, from whichever thread makes it.
+    `alive()` says whether the caller's process is still there to take an answer (None: it is this process)."""
 
-    __slots__ = ("holder", "cid", "answer")
+    __slots__ = ("holder", "cid", "answer", "alive")
 
-    def __init__(self, holder: Holder, cid: int, answer: Callable[[bool, Any], None]) -> None:
+    def __init__(
+        self,
+        holder: Holder,
+        cid: int,
+        answer: Callable[[bool, Any], None],
+        alive: Callable[[], bool] | None = None,
+    ) -> None:
         self.holder = holder
         self.cid = cid
         self.answer = answer
+        self.alive = alive or _always
 
 
 class Refusal(NamedTuple):
@@ -51,16 +70,18 @@ ERRORS: dict[str, type[Exception]] = {
     "ValueError": ValueError,
     "RuntimeError": RuntimeError,
     "TypeError": TypeError,
+    "BrokenBarrierError": BrokenBarrierError,
 }
 WAIT = object()  # what an operation returns when its caller must wait
 
 
 class _Barrier:
-    __slots__ = ("n", "arrived")
+    __slots__ = ("n", "arrived", "broken")
 
     def __init__(self, n: int) -> None:
         self.n = n
         self.arrived: list[Waiter] = []
+        self.broken = ""  # why it broke (a party died), until reset
 
 
 class _Lock:
@@ -115,13 +136,38 @@ class SharedState:
         return bool(dropped)
 
     def gone(self, pid: int) -> None:
-        """Process `pid` died: its waiting calls are dropped and the locks its threads held are released."""
+        """Process `pid` died: its waiting calls are dropped, the locks its threads held are released and the
+        barriers it waited at break."""
         later: list[tuple[Waiter, bool, Any]] = []
         with self._lock:
+            for name, b in self.barriers.items():
+                dead = [w for w in b.arrived if w.holder.pid == pid]
+                if dead:
+                    self._break(name, b, dead, later)
             self._drop(lambda w: w.holder.pid == pid)
             for lock in self.locks.values():
                 if lock.holder is not None and lock.holder.pid == pid:
                     self._hand_on(lock, later)
+        for w, ok, value in later:
+            w.answer(ok, value)
+
+    def undo_of(self, kind: str, name: str, op: str, value: Any) -> Callable[[], None] | None:
+        """What takes back answer `value` to `op` should it never reach its caller: a queue item goes back
+        (give_back); None for an answer that hands nothing over."""
+        if kind == "queue" and op == "get" and type(value) is bytes:
+            return lambda: self.give_back(name, value)
+        return None
+
+    def give_back(self, name: str, data: bytes) -> None:
+        """An item of queue `name` whose answer never reached the process that took it (that process died
+        first): it goes back to the front of the queue, or to the first live get that waits."""
+        later: list[tuple[Waiter, bool, Any]] = []
+        with self._lock:
+            w = self._live_getter(name)
+            if w is None:
+                self.queues.setdefault(name, collections.deque()).appendleft(data)
+            else:
+                later.append((w, True, data))
         for w, ok, value in later:
             w.answer(ok, value)
 
@@ -215,11 +261,20 @@ class SharedState:
 
     # --- queue: first in, first out; a get on an empty queue waits for the next put ---
     def _queue_put(self, name: str, w: Waiter, later: list[Any], data: bytes) -> None:
-        getters = self.getters.get(name)
-        if getters:
-            later.append((getters.popleft(), True, data))
+        getter = self._live_getter(name)
+        if getter is not None:
+            later.append((getter, True, data))
             return
         self.queues.setdefault(name, collections.deque()).append(data)
+
+    def _live_getter(self, name: str) -> Waiter | None:
+        """The first waiting get of queue `name` whose process is alive; the dead ones before it are dropped."""
+        getters = self.getters.get(name)
+        while getters:
+            w = getters.popleft()
+            if w.alive():
+                return w
+        return None
 
     def _queue_get(self, name: str, w: Waiter, later: list[Any], block: bool) -> Any:
         items = self.queues.get(name)
@@ -238,6 +293,8 @@ class SharedState:
         if not isinstance(n, int) or n < 1:
             return Refusal("ValueError", f"a barrier needs n >= 1 parties, not {n!r}")
         b = self.barriers.get(name)
+        if b is not None and b.broken:
+            return Refusal("BrokenBarrierError", b.broken)
         if b is None or not b.arrived:
             b = self.barriers[name] = _Barrier(n)
         elif b.n != n:
@@ -248,9 +305,31 @@ class SharedState:
         b.arrived.append(w)
         if len(b.arrived) < n:
             return WAIT
+        dead = [x for x in b.arrived if not x.alive()]  # (a party's process may have died before its gone())
+        if dead:
+            b.arrived.remove(w)  # (answered by the return)
+            self._break(name, b, dead, later)
+            return Refusal("BrokenBarrierError", b.broken)
         arrived, b.arrived = b.arrived, []
         later.extend((x, True, i) for i, x in enumerate(arrived) if x is not w)
         return n - 1  # (like threading.Barrier: each party gets its arrival index)
+
+    def _barrier_reset(self, name: str, w: Waiter, later: list[Any]) -> None:
+        """Make a broken barrier whole again (a whole one is left as it is: its waiting parties keep waiting)."""
+        b = self.barriers.get(name)
+        if b is not None and b.broken:
+            del self.barriers[name]
+
+    def _break(self, name: str, b: _Barrier, dead: list[Waiter], later: list[Any]) -> None:
+        """A party of barrier `name` died while it waited: the others, now and later, get BrokenBarrierError."""
+        pids = ", ".join(str(p) for p in sorted({x.holder.pid for x in dead}))
+        b.broken = (
+            f"barrier {name!r} is broken: the process of a party that waited at it died (process {pids}); "
+            "call reset() to use it again"
+        )
+        refusal = Refusal("BrokenBarrierError", b.broken)
+        later.extend((x, False, refusal) for x in b.arrived if x not in dead and x.alive())
+        b.arrived = []
 
     # --- lock: held by one thread of one process; a waiting acquire gets it in turn ---
     def _lock_acquire(self, name: str, w: Waiter, later: list[Any], block: bool) -> Any:
@@ -279,8 +358,11 @@ class SharedState:
         return lock is not None and lock.holder is not None
 
     def _hand_on(self, lock: _Lock, later: list[Any]) -> None:
+        """The lock goes to the first waiting acquire whose process is alive (a dead one is dropped)."""
         lock.holder = None
-        if lock.waiting:
+        while lock.waiting:
             nxt = lock.waiting.popleft()
-            lock.holder = nxt.holder
-            later.append((nxt, True, True))
+            if nxt.alive():
+                lock.holder = nxt.holder
+                later.append((nxt, True, True))
+                return

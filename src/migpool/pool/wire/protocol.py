@@ -129,8 +129,9 @@ def channel() -> tuple[End, End]:
     return End(r, a.detach()), End(w, b.detach())
 
 
-def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> None:
-    """Send `msg`; a segment it holds goes to receiver `peer` (counted by the segment's Recycler until released)."""
+def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> int:
+    """Send `msg`; a segment it holds goes to receiver `peer` (counted by the segment's Recycler until released).
+    The number of bytes written to the pipe."""
     kind = type(msg)
     fields: tuple[Any, ...] = (_NUMBER[kind], *msg)
     at = _VALUE_FIELD.get(kind)
@@ -146,9 +147,10 @@ def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> None:
     body = pickle.dumps(fields, protocol=pickle.HIGHEST_PROTOCOL)  # plain data: values are packed already
     if len(body) < SMALL:  # the usual frame: one write, the copy costs less than a gathered one
         data = memoryview(_HEADER.pack(len(body), nfds) + body)
+        size = data.nbytes
         while data:
             data = data[os.write(end.fd, data) :]
-        return
+        return size
     views = [memoryview(_HEADER.pack(len(body), nfds)), memoryview(body)]
     while views:
         n = os.writev(end.fd, views)
@@ -157,6 +159,7 @@ def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> None:
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
+    return _HEADER.size + len(body)
 
 
 def _read_exact(fd: int, n: int) -> bytes | bytearray | None:

@@ -4,7 +4,8 @@ the caller's side), and an iterator argument flows to the task as it reads it (I
 Each way, at most WINDOW items of one stream are in flight: the worker sends an item only while it holds credit,
 which the caller returns as it takes items; the worker asks for input items (Want) as it reads them. A consumer
 that stops early (`break`, `close()`, the iterator dropped) cancels the task, whose generator is closed at its
-next item; an error in the generator is raised where the stream got to.
+next item; an error in the generator is raised where the stream got to. A stream that the pool cuts short (it
+closes before the generator ended) raises CancelledError at its consumer's next read: it never looks finished.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import CancelledError
 from typing import Any, Protocol
 
 from .messages import FEED_END, FEED_ERROR
@@ -132,14 +134,16 @@ class OutputStream:
         self._cond = threading.Condition()
         self._end: Any = _OPEN  # None once it ended well, else the exception that ended it
         self._taken = 0  # items taken since credit was last returned
+        self._read = 0  # items taken in all
         self.started = False  # an item reached the caller (the task can no longer be retried)
-        self.closed = False
+        self.closed = False  # the consumer stopped
+        self.cut_short = False  # the pool stopped it before it ended
 
     # --- the pool's side ---
     def push(self, data: Any) -> None:
         with self._cond:
             self.started = True
-            if not self.closed:
+            if not self.closed and not self.cut_short:
                 self._items.append(data)
                 self._cond.notify_all()
 
@@ -152,7 +156,22 @@ class OutputStream:
     def wait_room(self, timeout: float) -> bool:
         """Wait until fewer than WINDOW items wait for the caller; whether they do."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._items) < WINDOW or self.closed, timeout)
+            return self._cond.wait_for(lambda: len(self._items) < WINDOW or self.closed or self.cut_short, timeout)
+
+    def cut(self) -> None:
+        """The pool closes before the stream ended: its task is stopped, the items not yet read are dropped (their
+        memory goes with the pool), and its consumer's next read raises CancelledError instead of ending."""
+        with self._cond:
+            if self.closed or self._end is not _OPEN:
+                return
+            self.cut_short = True
+            self._items.clear()
+            self._end = CancelledError(
+                f"the pool was closed while this stream was unfinished, after {self._read} items were read: its "
+                "task was stopped there. Read a stream to its end (or close it) before the pool closes"
+            )
+            self._cond.notify_all()
+        self._cancel()
 
     # --- the caller's side ---
     def next(self) -> Any:
@@ -168,6 +187,7 @@ class OutputStream:
                 raise StopIteration
             data = self._items.popleft()
             self._taken += 1
+            self._read += 1
             give = self._taken if self._taken >= WINDOW // 2 and self._end is _OPEN else 0
             if give:
                 self._taken = 0

@@ -328,7 +328,8 @@ class ChannelLink:
             self.feeds.clear()
 
     def _control(self, msg: Any) -> bool:
-        """Take a message about the running task (its streams, its calls); False for any other message."""
+        """Take a message about the running task (its streams, its calls, the stored values its items name); False
+        for any other message."""
         kind = type(msg)
         if kind is Answer:
             self.answers[msg.cid] = msg
@@ -345,6 +346,8 @@ class ChannelLink:
                 self.feeds.setdefault((msg.tid, msg.sid), collections.deque()).append((msg.data, msg.state))
         elif kind is Released:
             self.codec.released(msg.items, 0)
+        elif kind is StoreValue:  # (taken at once: a running task's input item may name it)
+            refs.keep(msg.vid, self.codec.unpack(msg.data, shared=True))
         else:
             return False
         return True
