@@ -1,15 +1,27 @@
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
 
 import fake_pynvml
 import pytest
-from filelock import FileLock
 
 import migpool
 from migpool import NvmlBackend, SimulatedBackend
 from migpool.reconcile import core as reconcile
 from migpool.reconcile.core import actual_instances
+
+
+@contextlib.contextmanager
+def _held_elsewhere(path):
+    """A flock on the path through a descriptor of its own, as another process holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def layout_of(b, gpu=0):
@@ -193,7 +205,7 @@ def test_killed_at_every_operation_the_next_apply_converges(spec, start, goal, t
 
 def test_one_apply_at_a_time(sim):
     b = sim()
-    with FileLock(str(reconcile.gpu_lock_path(b, b.gpu(0)))):
+    with _held_elsewhere(reconcile.gpu_lock_path(b, b.gpu(0))):
         r = run_apply("A100-80GB", {"3g.40gb": 2}, ", lock_timeout=0.3")
     assert r.returncode == 1 and "LockTimeoutError" in r.stderr and "GPU 0" in r.stderr
     procs = [
@@ -260,7 +272,7 @@ def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(si
 
     b = sim("A100-80GB:4")
     model = b.model(0)
-    with FileLock(str(reconcile.gpu_lock_path(b, b.gpu(0)))):
+    with _held_elsewhere(reconcile.gpu_lock_path(b, b.gpu(0))):
         with pytest.raises(migpool.LockTimeoutError, match="GPU 0"):
             reconcile.change(b, 0, create=plan(model, {"7g.80gb": 1}), lock_timeout=0.2)
         made = reconcile.change(b, 1, create=plan(model, {"7g.80gb": 1}), lock_timeout=0.2)

@@ -17,6 +17,7 @@ from pathlib import Path
 import migpool
 
 from ...errors import ImageError
+from ...host.locks import PathLock
 
 
 @dataclass(frozen=True)
@@ -60,14 +61,13 @@ class Image:
         """The interpreter the workers run: this one, or a cached venv with the missing packages."""
         if not self.missing():
             return sys.executable
-        from filelock import FileLock
         from platformdirs import user_cache_dir
 
         cache = os.environ.get("MIGPOOL_CACHE_DIR") or user_cache_dir("migpool")
         root = Path(os.environ.get("MIGPOOL_IMAGE_DIR") or Path(cache) / "images") / self.key()
         py = root / "bin" / "python"
         root.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(root) + ".lock"):
+        with PathLock(str(root) + ".lock"):
             if (root / ".migpool-ready").exists() and py.exists():
                 return str(py)
             shutil.rmtree(root, ignore_errors=True)

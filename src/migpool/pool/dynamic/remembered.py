@@ -15,9 +15,9 @@ import os
 import time
 from pathlib import Path
 
-from filelock import FileLock
 from platformdirs import user_cache_dir
 
+from ...host.locks import PathLock
 from ...host.safefiles import atomic_write
 from .sizing import Named
 
@@ -66,7 +66,9 @@ def save(path: Path, gpu: str, figures: Named) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock", timeout=10):
+        lock = PathLock(str(path) + ".lock")
+        lock.acquire(timeout=10)
+        try:
             now = time.time()
             mine = {(gpu, name, need) for name, need in figures}
             kept = [e for e in _entries(path) if (e["gpu"], e["function"], e["need_mib"]) not in mine]
@@ -77,5 +79,7 @@ def save(path: Path, gpu: str, figures: Named) -> None:
             kept = sorted(kept, key=lambda e: e["updated"])[-KEPT:]
             about = "run times that migpool's dynamic MIG learned; safe to delete"
             atomic_write(path, json.dumps({"about": about, "entries": kept}, indent=1), sync=False)
+        finally:
+            lock.release()
     except Exception as e:  # noqa: BLE001 - learning is an aid: never fail a pool's close over it
         log.warning("could not keep the learned run times in %s: %s", path, e)
