@@ -119,7 +119,7 @@ def test_catalog_check_save_makes_the_driver_table_the_catalog(monkeypatch):
 
     sim, nv = _gpu_reporting("H200-NVL-141GB", memory_mib=lambda p: p.memory_mib - 512)
     assert catalog.lookup("H200-NVL-141GB").memory_estimated
-    monkeypatch.setattr(cli, "open_backend", lambda spec=None: nv)
+    monkeypatch.setattr("migpool.cli.app.open_backend", lambda spec=None: nv)
     r = CliRunner().invoke(cli.main, ["catalog", "check"])
     assert r.exit_code == 1 and "memory_mib is 15872 on the GPU, 16384 in the catalog" in r.output
     r = CliRunner().invoke(cli.main, ["catalog", "check", "--save"])

@@ -204,6 +204,17 @@ def test_a_job_line_parses_like_a_shell_without_one():
         launch.parse_job_line("echo 'unclosed", 2)
 
 
+def test_a_job_file_names_each_job_after_its_line_and_skips_blanks_and_comments():
+    from migpool.launch.jobs import read_job_file
+
+    jobs = read_job_file("# a sweep\n\necho a\n[2g.20gb] echo b {index}\n  [min_memory=30GB] echo c\n")
+    assert [(j.name, j.argv, j.partition, j.min_memory) for j in jobs] == [
+        ("job3", ["echo", "a"], None, None),
+        ("job4", ["echo", "b", "{index}"], "2g.20gb", None),
+        ("job5", ["echo", "c"], None, "30GB"),
+    ]
+
+
 def test_whole_gpus_one_copy_each():
     r = subprocess.run(
         [sys.executable, "-m", "migpool", "run", "--simulate", "A100-80GB:2", "--whole-gpu", "--", "sh", "-c",

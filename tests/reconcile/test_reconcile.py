@@ -147,6 +147,22 @@ def test_failure_midway_rolls_back(sim):
     assert len({d.uuid for d in b.mig_devices(0)} & uuids) == 4  # recreated partitions get new UUIDs, like the driver's
 
 
+def test_a_change_that_fails_midway_is_rolled_back_like_an_apply(sim):
+    """`change` runs through the same execute-and-rollback path as `apply`: a driver failure midway undoes the
+    run, and the error says what the GPU holds now."""
+    from migpool.mig.planner import plan
+
+    b = sim()
+    migpool.apply({"3g.40gb": 1}, b)
+    before = layout_of(b)
+    b.inject(fail_at=5, error="unknown")  # destroy-ci, destroy-gi, create-gi, create-ci, then a create-gi fails
+    with pytest.raises(migpool.ApplyError) as e:
+        reconcile.change(b, 0, destroy=actual_instances(b, 0), create=plan(b.model(0), {"1g.10gb": 7}))
+    assert "Rolled back" in str(e.value) and "State now" in str(e.value)
+    assert layout_of(b) == before and sorted(e.value.state[0]) == before
+    assert all(a.ci_ids for a in actual_instances(b, 0))
+
+
 TRANSITIONS = [
     ("A100-80GB", None, {"3g.40gb": 2}),
     ("A100-80GB", {"1g.10gb": 7}, {"3g.40gb": 1, "1g.10gb": 4}),

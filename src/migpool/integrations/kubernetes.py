@@ -24,6 +24,7 @@ from ..backend import Backend
 from ..errors import MigpoolError
 from ..mig.catalog import DeviceProfile, GpuModel
 from ..mig.layout import Layout
+from ..ui import comment
 
 ENGINES = {"copy": "copy_engines", "decoder": "decoders", "encoder": "encoders", "jpeg": "jpeg", "ofa": "ofa"}
 
@@ -163,3 +164,38 @@ def configmap(config_name: str, mig_parted_config: str, namespace: str = "gpu-op
         "  config.yaml: |\n"
         f"{body}\n"
     )
+
+
+def describe(seen: K8sView, configmap: str, name: str, node: str) -> str:
+    """What Kubernetes sees, for people (`migpool export --k8s`): the resources and labels per MIG strategy as
+    comments, then mig-manager's ConfigMap (`configmap`) for the config `name`, selected by labelling `node`."""
+    lines = [
+        *comment(
+            "Kubernetes, as NVIDIA's device plugin, GPU feature discovery and the GPU operator's mig-manager "
+            "define it in their sources (not checked against a running cluster). MIG strategy 'mixed': the node "
+            "advertises"
+        ),
+        *(f"{k}: {n}" for k, n in seen.mixed.items()),
+        "# and is labelled",
+        *(f"{k}={v}" for k, v in sorted(seen.labels["mixed"].items())),
+        *(line for n in seen.notes for line in comment(n)),
+    ]
+    if seen.single is not None:
+        lines += comment(f"MIG strategy 'single' ({seen.single_reason}): the node advertises")
+        lines += [f"{k}: {n}" for k, n in seen.single.items()]
+    else:
+        lines += comment(
+            f"MIG strategy 'single' cannot express this layout: {seen.single_reason}; the node would advertise "
+            "no GPU and be labelled"
+        )
+        lines += [f"{k}={v}" for k, v in sorted(seen.labels["single"].items()) if "INVALID" in v or k.endswith("count")]
+    lines += [
+        *comment(
+            "mig-manager applies this layout from the ConfigMap below (the ClusterPolicy's "
+            "spec.migManager.config.name names it), selected by"
+        ),
+        f"#   kubectl label node {node} nvidia.com/mig.config={name} --overwrite",
+        "---",
+        configmap.rstrip("\n"),
+    ]
+    return "\n".join(lines) + "\n"

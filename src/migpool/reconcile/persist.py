@@ -18,7 +18,7 @@ from ..host.safefiles import atomic_write
 from ..integrations import migparted
 from ..mig.layout import Layout, MachineLayout
 from ..mig.planner import plan
-from . import core as reconcile
+from .state import actual_instances, device_counts, select_gpus
 
 CONFIG_FILE_ENV = "MIGPOOL_CONFIG_FILE"
 DEFAULT_CONFIG_FILE = "/etc/migpool/config.yaml"
@@ -42,12 +42,20 @@ def config_path(path: str | os.PathLike[str] | None = None, backend: Backend | N
 def current_layouts(backend: Backend, gpus: Sequence[int | str] | None = None) -> list[tuple[int, Layout]]:
     """Each selected GPU's present layout: its profile counts, or MIG disabled."""
     out = []
-    for g in reconcile.select_gpus(backend, gpus):
+    for g in select_gpus(backend, gpus):
         if not g.mig_current:
             out.append((g.index, Layout(mig_enabled=False)))
             continue
-        out.append((g.index, Layout.of(reconcile.device_counts(reconcile.actual_instances(backend, g.index)))))
+        out.append((g.index, Layout.of(device_counts(actual_instances(backend, g.index)))))
     return out
+
+
+def exact(backend: Backend, index: int, layout: Layout) -> Layout:
+    """A GPU's layout as the exact profile counts it resolves to on that GPU (what the saved file holds: a
+    `--partitions` or `min_memory` layout becomes the profiles chosen for it); MIG disabled stays so."""
+    if not layout.mig_enabled:
+        return layout
+    return Layout.of({p.name: n for p, n in layout.resolve(backend.model(index))})
 
 
 def save(
@@ -91,7 +99,7 @@ def placement_drift(backend: Backend, per_gpu: Sequence[tuple[int, Layout]]) -> 
         if not layout.mig_enabled or not layout.counts:
             continue
         model = backend.model(index)
-        now = sorted(str(a.instance) for a in reconcile.actual_instances(backend, index))
+        now = sorted(str(a.instance) for a in actual_instances(backend, index))
         then = sorted(str(i) for i in plan(model, layout))
         if now != then:
             notes.append(
