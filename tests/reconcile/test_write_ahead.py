@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import resource
 import subprocess
 import sys
@@ -189,3 +190,50 @@ def test_reading_the_simulated_state_never_writes_it(sim):
     r = cli("status", spec="H100-80GB")
     assert r.returncode == 0, r.stderr
     assert os.stat(b.path).st_ino == st.st_ino and os.stat(b.path).st_mtime_ns == st.st_mtime_ns
+
+
+ROUNDS = int(os.environ.get("MIGPOOL_FAULT_ROUNDS", "16"))  # more by hand: MIGPOOL_FAULT_ROUNDS=500
+
+
+def test_apply_under_random_faults_leaves_the_old_layout_or_the_new_and_a_true_journal(sim, monkeypatch):
+    """A seeded loop: each round applies a random layout with a random fault (a driver error at a random
+    operation, the journal's n-th write failing as on a full disk, or none). After each: the GPU holds the old
+    layout or the new one, never a mix, and the journal counts every instance on it as migpool's."""
+    import migpool.host.journal as journal_module
+
+    rng = random.Random(41)
+    b = sim()
+    uuid = b.gpu(0).uuid
+    goals = [{"3g.40gb": 2}, {"1g.10gb": 7}, {"2g.20gb": 3}, {"4g.40gb": 1, "3g.40gb": 1}, {"7g.80gb": 1}]
+    write = journal_module.atomic_write
+    for n in range(ROUNDS):
+        old, goal = layout_of(b), rng.choice(goals)
+        fault = rng.choice(["driver", "disk", "none"])
+        if fault == "driver":
+            b.inject(fail_at=rng.randint(1, 16), error=rng.choice(["unknown", "not_found", "invalid_argument"]))
+        writes = iter(range(1, 100))
+        fail_write = rng.randint(1, 2)
+
+        def full_disk(path, text, *a, _fail=fail_write, _writes=writes, **kw):
+            if next(_writes) == _fail:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(path, text, *a, **kw)
+
+        if fault == "disk":
+            monkeypatch.setattr(journal_module, "atomic_write", full_disk)
+        try:
+            migpool.apply(goal, b)
+            done = True
+        except ApplyError as e:
+            done = False
+            assert "\n" not in str(e) and ("Rolled back" in str(e) or "nothing was changed" in str(e)), (n, e)
+        monkeypatch.undo()
+        b.inject()  # a fault that did not fire is dropped
+        if done:
+            assert migpool.diff(goal, b) == [], (n, fault)
+        else:
+            assert layout_of(b) == old, (n, fault)
+        present = {(a.instance.profile.name, a.instance.start, a.instance.size) for a in actual_instances(b, 0)}
+        assert present <= {r.key for r in journal_of(b).created(uuid)}, (n, fault)
+    migpool.teardown(b)
+    assert layout_of(b) == []
