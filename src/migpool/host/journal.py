@@ -1,5 +1,11 @@
 """What migpool applied on a machine: each GPU's state before migpool first changed it, and the
-instances migpool created, so `teardown` removes only those and `restore` returns the GPU as it was."""
+instances migpool created, so `teardown` removes only those and `restore` returns the GPU as it was.
+
+It is written ahead: before an apply changes anything, one synced write (`begin`) records each GPU's prior state
+and the instances the run will create and destroy (its `pending` change); the run itself writes nothing, and its
+end folds the pending change in (`commit`) or drops it after a rollback (`abandon`). A run killed midway leaves
+its pending change, which `created` counts (an instance it lists exists only if the run made it) and the next
+`begin` settles against what the GPU holds. A full disk thus stops an apply before its first change."""
 
 from __future__ import annotations
 
@@ -10,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DamagedFileError
+from ..errors import DamagedFileError, LockTimeoutError
 from ..mig.catalog import Placement
-from .locks import PathLock
+from .locks import LockTimeout, PathLock
 from .safefiles import atomic_write, read_text
 
 
@@ -39,6 +45,22 @@ class InstanceRecord:
     def placement(self) -> Placement:
         return Placement(self.start, self.size)
 
+    @property
+    def key(self) -> tuple[str, int, int]:
+        return (self.profile, self.start, self.size)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What one apply will do to one GPU, recorded before it starts: the GPU's MIG mode and instances now
+    (`present`, its prior state if migpool never changed it), and the instances it will create and destroy."""
+
+    gpu_uuid: str
+    mig_enabled: bool
+    present: list[InstanceRecord]
+    create: list[InstanceRecord]
+    destroy: list[InstanceRecord]
+
 
 class Journal:
     """A JSON file keyed by GPU UUID (statedirs.py says where). Changes to different GPUs run at once (each under
@@ -52,12 +74,19 @@ class Journal:
     @contextlib.contextmanager
     def _update(self) -> Iterator[dict[str, Any]]:
         """The journal's content, written back when the block ends (unless the block raises)."""
-        with PathLock(self.lock):
+        lock = PathLock(self.lock)
+        try:
+            lock.acquire()
+        except LockTimeout as e:
+            raise LockTimeoutError(f"migpool's journal lock {e.path} was held too long by {e.who()}") from None
+        try:
             data = self._load()
             before = json.dumps(data, sort_keys=True)
             yield data
             if json.dumps(data, sort_keys=True) != before:
                 atomic_write(self.path, json.dumps(data, indent=1))
+        finally:
+            lock.release()
 
     def _load(self) -> dict[str, Any]:
         try:
@@ -97,8 +126,50 @@ class Journal:
         return p["mig_enabled"], [InstanceRecord(**i) for i in p["instances"]]
 
     def created(self, gpu_uuid: str) -> list[InstanceRecord]:
+        """The instances migpool created on the GPU, and those a pending (unfinished) run was to create: each
+        that exists was made by migpool."""
         rec = self._load().get(gpu_uuid)
-        return [InstanceRecord(**i) for i in rec["created"]] if rec else []
+        if not rec:
+            return []
+        out = [InstanceRecord(**i) for i in rec["created"]]
+        return out + [r for r in _records(rec, "create") if r.key not in {o.key for o in out}]
+
+    def begin(self, intents: list[Intent]) -> None:
+        """Record, in one synced write, each GPU's prior state (where it is not recorded yet) and what this run
+        will create and destroy. A pending change of an earlier run that never ended is settled first against
+        what the GPU holds now. Raises OSError when it cannot be written (a full disk): nothing is changed then."""
+        with self._update() as data:
+            for it in intents:
+                rec = data.setdefault(
+                    it.gpu_uuid,
+                    dict(
+                        prior=dict(mig_enabled=it.mig_enabled, instances=[i.as_json() for i in it.present]), created=[]
+                    ),
+                )
+                _settle(rec, {r.key for r in it.present})
+                rec["pending"] = dict(
+                    create=[i.as_json() for i in it.create], destroy=[i.as_json() for i in it.destroy]
+                )
+
+    def commit(self, gpu_uuids: list[str]) -> None:
+        """The run that `begin` recorded has ended: what it created is created, what it destroyed is gone."""
+        with self._update() as data:
+            for uuid in gpu_uuids:
+                rec = data.get(uuid)
+                if rec and "pending" in rec:
+                    gone = {r.key for r in _records(rec, "destroy")}
+                    kept = [i for i in rec["created"] if InstanceRecord(**i).key not in gone]
+                    have = {InstanceRecord(**i).key for i in kept}
+                    rec["created"] = kept + [r.as_json() for r in _records(rec, "create") if r.key not in have]
+                    del rec["pending"]
+
+    def abandon(self, gpu_uuids: list[str]) -> None:
+        """The run that `begin` recorded was rolled back whole: its pending change is dropped."""
+        with self._update() as data:
+            for uuid in gpu_uuids:
+                rec = data.get(uuid)
+                if rec:
+                    rec.pop("pending", None)
 
     def add_created(self, gpu_uuid: str, inst: InstanceRecord) -> None:
         with self._update() as data:
@@ -115,6 +186,23 @@ class Journal:
     def forget(self, gpu_uuid: str) -> None:
         with self._update() as data:
             data.pop(gpu_uuid, None)
+
+
+def _records(rec: dict[str, Any], which: str) -> list[InstanceRecord]:
+    return [InstanceRecord(**i) for i in rec.get("pending", {}).get(which, [])]
+
+
+def _settle(rec: dict[str, Any], present: set[tuple[str, int, int]]) -> None:
+    """Fold a pending change whose run never ended into `created`, by what the GPU holds (`present`): what it was
+    to create and exists was made by it; what it was to destroy and is gone, it destroyed."""
+    if "pending" not in rec:
+        return
+    gone = {r.key for r in _records(rec, "destroy") if r.key not in present}
+    kept = [i for i in rec["created"] if InstanceRecord(**i).key not in gone]
+    have = {InstanceRecord(**i).key for i in kept}
+    made = [r.as_json() for r in _records(rec, "create") if r.key in present and r.key not in have]
+    rec["created"] = kept + made
+    del rec["pending"]
 
 
 def _count(x: Any) -> bool:
@@ -151,4 +239,13 @@ def _journal_problem(data: Any) -> str | None:
         )
         if problem:
             return problem
+        if "pending" in rec:
+            pending = rec["pending"]
+            if not isinstance(pending, dict) or set(pending) != {"create", "destroy"}:
+                return f"{uuid}'s pending change is not {{create: [...], destroy: [...]}}"
+            problem = _instances_problem(pending["create"], f"{uuid}'s pending creations") or (
+                _instances_problem(pending["destroy"], f"{uuid}'s pending destructions")
+            )
+            if problem:
+                return problem
     return None

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from ..backend.base import Backend, MigDeviceInfo
 from ..errors import InUseError, ResetRequiredError
 from ..host.leases import Leases, refusal
+from ..host.locks import waits_bounded
 from ..mig.layout import GpuLayout, Layout, MachineLayout
 from ..mig.planner import PlannedInstance, Transition
 from .execute import ApplyResult, execute, gpu_lock_path, journal_of, locked
@@ -64,17 +65,19 @@ def apply(
     leases: Leases | None = None,
 ) -> ApplyResult:
     """Make the GPUs match `desired`; returns the operations performed and the MIG device UUIDs. Partitions that
-    a holder other than `leases` leases are never destroyed (LeasedError)."""
-    if dry_run:
-        plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases)
-        return ApplyResult(plan=plan)
-    return execute(
-        backend,
-        select_gpus(backend, gpus),
-        lambda: plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases),
-        lock_timeout=lock_timeout,
-        progress=progress,
-    )
+    a holder other than `leases` leases are never destroyed (LeasedError). Every lock it waits for (the GPUs',
+    the journal's, a simulated driver's) is waited for at most `lock_timeout` seconds (LockTimeoutError)."""
+    with waits_bounded(lock_timeout):
+        if dry_run:
+            plan = plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases)
+            return ApplyResult(plan=plan)
+        return execute(
+            backend,
+            select_gpus(backend, gpus),
+            lambda: plan_apply(desired, backend, gpus=gpus, force=force, reset=reset, leases=leases),
+            lock_timeout=lock_timeout,
+            progress=progress,
+        )
 
 
 def change(
@@ -91,7 +94,8 @@ def change(
     refusals, journal and rollback, under that GPU's lock; returns the MIG devices created, in the order of
     `create`, leased by `leases` (whose leases of the destroyed ones end). Dynamic MIG changes go through here."""
     gone = {u for a in destroy for u in a.uuids}
-    with locked(backend, [backend.gpu(gpu)], lock_timeout, progress):  # held on while what was made is leased
+    # the GPU's lock is held on while what was made is leased
+    with waits_bounded(lock_timeout), locked(backend, [backend.gpu(gpu)], lock_timeout, progress):
         result = execute(
             backend,
             [backend.gpu(gpu)],
@@ -161,6 +165,20 @@ def teardown(
     before migpool first changed it (MIG mode and instances). Partitions that a holder other than `leases`
     leases are refused (LeasedError), or with `spare_leased` kept: a GPU where some are kept gets its other
     instances removed and is restored later, by the last holder's teardown (its journal entry stays)."""
+    with waits_bounded(lock_timeout):
+        return _teardown(backend, gpus, restore, force, lock_timeout, progress, leases, spare_leased)
+
+
+def _teardown(
+    backend: Backend,
+    gpus: Sequence[int | str] | None,
+    restore: bool,
+    force: bool,
+    lock_timeout: float,
+    progress: Progress | None,
+    leases: Leases | None,
+    spare_leased: bool,
+) -> ApplyResult:
     selected = select_gpus(backend, gpus)
     with locked(backend, selected, lock_timeout, progress):
         journal = journal_of(backend)

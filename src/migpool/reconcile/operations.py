@@ -1,5 +1,6 @@
 """The driver calls the reconciler makes: one small class per kind, each able to do itself and to say how it is
 undone. `reconcile` plans lists of them and runs them in order; a failure undoes the run's records newest first.
+They write nothing but the driver's state: what they create and destroy is journaled before the run (execute.py).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import ClassVar, TypeVar
 
 from ..backend.base import Backend, GpuInfo
 from ..errors import InsufficientResourcesError, InUseError
-from ..host.journal import InstanceRecord, Journal
+from ..host.journal import InstanceRecord
 from ..mig.catalog import GpuModel, Placement
 
 Progress = Callable[[str], None]
@@ -34,13 +35,12 @@ def retry_busy(fn: Callable[[], T], progress: Progress | None, what: str) -> T:
 
 @dataclass
 class GpuRun:
-    """What the operations on one GPU share while they run: the GPU, its model, the journal, the GPU instances
-    created so far (by placement, for the compute instances made inside them), and reset-pending notes."""
+    """What the operations on one GPU share while they run: the GPU, its model, the GPU instances created so far
+    (by placement, for the compute instances made inside them), and reset-pending notes."""
 
     backend: Backend
     gpu: GpuInfo
     model: GpuModel
-    journal: Journal
     progress: Progress | None = None
     new_gi: dict[Placement, int] = field(default_factory=dict)
     pending_reset: list[str] = field(default_factory=list)
@@ -206,8 +206,12 @@ class DestroyGi(Operation):
     def do(self, run: GpuRun) -> Undo | None:
         gi, placement = self._gi(), self._placed()
         retry_busy(lambda: run.backend.destroy_gpu_instance(self.gpu, gi), run.progress, str(self))
-        run.journal.remove_created(run.gpu.uuid, InstanceRecord(self.profile, placement.start, placement.size))
         return RecreateGi(self.gpu, gi, run.model.profile(self.profile).id, placement)
+
+    def record(self) -> InstanceRecord:
+        """The instance it removes, as the journal records it."""
+        placement = self._placed()
+        return InstanceRecord(self.profile, placement.start, placement.size)
 
 
 class CreateGi(Operation):
@@ -219,8 +223,12 @@ class CreateGi(Operation):
             lambda: run.backend.create_gpu_instance(self.gpu, profile_id, placement), run.progress, str(self)
         )
         run.new_gi[placement] = info.id
-        run.journal.add_created(run.gpu.uuid, InstanceRecord(self.profile, placement.start, placement.size))
         return DestroyCreatedGi(self.gpu, info.id)
+
+    def record(self) -> InstanceRecord:
+        """The instance it makes, as the journal records it."""
+        placement = self._placed()
+        return InstanceRecord(self.profile, placement.start, placement.size)
 
 
 class CreateCi(Operation):

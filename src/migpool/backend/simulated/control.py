@@ -262,7 +262,7 @@ class SimulatedControl(SimulatedMachine, DriverControl):
             return out
 
     def processes(self, gpu: int) -> list[ProcessInfo]:
-        with self._state(write=True) as st:
+        with self._state() as st:
             g = self._g(st, gpu)
             return [
                 ProcessInfo(pid=p["pid"], name=p["name"], used_memory_mib=p["used"], gpu=gpu, device_uuid=p["device"])

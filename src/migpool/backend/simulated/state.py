@@ -1,6 +1,8 @@
 """The simulated machine's state: one JSON file per simulated machine (under $MIGPOOL_STATE_DIR, else the user
 cache dir), guarded by a file lock, so separate processes (CLI calls, pool workers) see the same GPUs. Its
-driver control (control.py) and telemetry (telemetry.py) read and change it."""
+driver control (control.py) and telemetry (telemetry.py) read and change it. A read never writes the file (a full
+disk stops changes, never `migpool status`), and a wait for the lock is bounded: by the caller's
+`locks.waits_bounded` (apply's --lock-timeout), else by $MIGPOOL_SIM_LOCK_TIMEOUT seconds (60)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +19,8 @@ from typing import Any
 
 from platformdirs import user_cache_dir
 
-from ...errors import BackendError, NotFoundError
-from ...host.locks import PathLock
+from ...errors import BackendError, LockTimeoutError, NotFoundError
+from ...host.locks import LockTimeout, PathLock, wait_bound
 from ...host.proc import pid_alive
 from ...host.safefiles import atomic_write
 from ...mig import catalog
@@ -25,6 +28,17 @@ from ...mig.catalog import GpuModel
 
 STATE_DIR_ENV = "MIGPOOL_STATE_DIR"
 MAX_GPUS = 64  # the most GPUs one simulated machine has
+LOCK_TIMEOUT_ENV = "MIGPOOL_SIM_LOCK_TIMEOUT"
+LOCK_TIMEOUT_S = 60.0  # the longest a call waits for the state lock, unless its caller or the environment says
+
+
+def lock_timeout() -> float:
+    """$MIGPOOL_SIM_LOCK_TIMEOUT, else LOCK_TIMEOUT_S."""
+    text = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    try:
+        return float(text) if text else LOCK_TIMEOUT_S
+    except ValueError:
+        raise BackendError(f"cannot read {LOCK_TIMEOUT_ENV}={text!r}; write a number of seconds, e.g. 30") from None
 
 
 def state_dir() -> Path:
@@ -67,6 +81,7 @@ class SimulatedMachine:
         self.path = Path(state_path) if state_path else state_dir() / f"sim-{slug}.json"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = PathLock(str(self.path) + ".lock")
+        self.lock_timeout = lock_timeout()
 
     # --- state file ---
     def _fresh(self) -> dict[str, Any]:
@@ -91,13 +106,25 @@ class SimulatedMachine:
 
     @contextlib.contextmanager
     def _state(self, write: bool = False) -> Iterator[dict[str, Any]]:
-        with self._lock:
+        """The state, under its lock; saved when the block ends if `write` (never for a read)."""
+        bound = wait_bound()
+        wait = self.lock_timeout if bound is None else bound
+        try:
+            self._lock.acquire(wait)
+        except LockTimeout as e:
+            raise LockTimeoutError(
+                f"the simulated GPUs' state lock {e.path} was held for over {wait:g}s by {e.who()}; the simulated "
+                "driver does one thing at a time"
+            ) from None
+        try:
             st = self._load()
             try:
                 yield st
             finally:
                 if write:  # also after a refused operation: it counted, and a fired fault is spent
                     self._save(st)
+        finally:
+            self._lock.release()
 
     def _load(self) -> dict[str, Any]:
         """The saved state, a fresh machine if there is none; a damaged file is refused, never replaced."""
@@ -125,6 +152,7 @@ class SimulatedMachine:
         return st
 
     def _save(self, st: dict[str, Any]) -> None:
+        st.setdefault("booted", time.time())  # when the simulated GPUs began to draw power (their energy counters)
         atomic_write(self.path, json.dumps(st, indent=1), sync=False)  # a simulated machine: no fsync per call
 
     def _g(self, st: dict[str, Any], gpu: int) -> dict[str, Any]:

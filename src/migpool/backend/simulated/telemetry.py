@@ -4,6 +4,7 @@ errors tests inject."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from ...errors import NotFoundError, NotSupportedError
 from ..telemetry import Activity, Health, Telemetry
@@ -18,6 +19,13 @@ _POWER_CLOCKS = {
 _UTIL_FIELDS = ("gpu_util", "mem_copy_util", "enc_util", "dec_util")
 
 
+def _load(g: dict[str, Any]) -> tuple[float, float]:
+    """The GPU's SM load and DRAM activity (percent): the highest that any of its instances has been set to."""
+    acts = list(g.get("activity", {}).values())
+    load = max((max(a.get("sm_active", 0.0), a.get("graphics_active", 0.0)) for a in acts), default=0.0)
+    return load, max((a.get("dram_active", 0.0) for a in acts), default=0.0)
+
+
 class SimulatedTelemetry(SimulatedMachine, Telemetry):
     """Readings of the simulated GPUs, from their state file."""
 
@@ -26,9 +34,12 @@ class SimulatedTelemetry(SimulatedMachine, Telemetry):
         fields = set(Activity.__dataclass_fields__)
         if set(percent) - fields:
             raise ValueError(f"unknown activity field(s) {sorted(set(percent) - fields)}; valid: {sorted(fields)}")
+        now = time.time()
         with self._state(write=True) as st:
             g = self._g(st, gpu)
+            meter = self._meter(st, g, now)  # the energy drawn so far at the old power, from here on at the new
             g.setdefault("activity", {})[str(gi_id)] = percent
+            g["energy"] = dict(mj=meter["mj"], at=now, w=self._power(gpu, g))
 
     def activity(self, gpu: int, gi_id: int | None = None) -> Activity | None:
         model = self.models[gpu]
@@ -46,17 +57,13 @@ class SimulatedTelemetry(SimulatedMachine, Telemetry):
         rise with it, clocks boost, the energy counter grows with the power drawn over time. Like NVML, the
         utilization fields are not reported while MIG is enabled."""
         model = self.models[gpu]
-        idle_w, max_w, sm_mhz, mem_mhz = _POWER_CLOCKS.get(model.architecture, _POWER_CLOCKS["ampere"])
+        _, _, sm_mhz, mem_mhz = _POWER_CLOCKS.get(model.architecture, _POWER_CLOCKS["ampere"])
         now = time.time()
-        with self._state(write=True) as st:
+        with self._state() as st:
             g = self._g(st, gpu)
-            acts = list(g.get("activity", {}).values())
-            load = max((max(a.get("sm_active", 0.0), a.get("graphics_active", 0.0)) for a in acts), default=0.0)
-            dram = max((a.get("dram_active", 0.0) for a in acts), default=0.0)
-            power = idle_w + (max_w - idle_w) * load / 100.0
-            meter = g.setdefault("energy", {"mj": 0.0, "at": now, "w": power})
-            meter["mj"] += meter["w"] * max(0.0, now - meter["at"]) * 1000.0
-            meter.update(at=now, w=power)
+            load, dram = _load(g)
+            power = self._power(gpu, g)
+            meter = self._meter(st, g, now)
             mig = g["mig_current"]
             missing = [(f, "not reported while MIG is enabled (NVML)") for f in _UTIL_FIELDS] if mig else []
             return Health(
@@ -81,6 +88,17 @@ class SimulatedTelemetry(SimulatedMachine, Telemetry):
                 missing=tuple(missing),
             )
 
+    def _power(self, gpu: int, g: dict[str, Any]) -> float:
+        """The power (W) the GPU draws at the activity set for it."""
+        idle_w, max_w, _, _ = _POWER_CLOCKS.get(self.models[gpu].architecture, _POWER_CLOCKS["ampere"])
+        return idle_w + (max_w - idle_w) * _load(g)[0] / 100.0
+
+    def _meter(self, st: dict[str, Any], g: dict[str, Any], now: float) -> dict[str, float]:
+        """The energy counter at `now`, computed, not stored: the energy at the last change of power plus the
+        power since (a GPU whose power never changed draws its idle power since the state was first saved)."""
+        meter = g.get("energy") or dict(mj=0.0, at=st.get("booted", now), w=self._power(g["index"], g))
+        return dict(mj=meter["mj"] + meter["w"] * max(0.0, now - meter["at"]) * 1000.0, at=now, w=meter["w"])
+
     def inject_xid(self, gpu: int, xid: int) -> None:
         """A simulated XID error on `gpu` (what NVML's event set reports; dcgm-exporter's DCGM_FI_DEV_XID_ERRORS)."""
         with self._state(write=True) as st:
@@ -88,5 +106,9 @@ class SimulatedTelemetry(SimulatedMachine, Telemetry):
             st.setdefault("xid", []).append([gpu, xid])
 
     def xid_events(self) -> list[tuple[int, int]]:
+        """The XID errors since the last call; taking them is the only write, and only when there are some."""
+        with self._state() as st:
+            if not st.get("xid"):
+                return []
         with self._state(write=True) as st:
             return [(int(g), int(x)) for g, x in st.pop("xid", [])]
