@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import LayoutError, LeasedError, PluginError
 from .host.leases import LeaseKey, Leases
-from .mig.catalog import warn_if_estimated
+from .mig.catalog import profiles_holding, warn_if_estimated
 from .mig.layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
 from .mig.planner import max_addable, max_devices
 from .pool.api.info import Partition
@@ -401,15 +401,13 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
     @staticmethod
     def _profile_for(models: Mapping[int, Any], n: int, min_memory: str | None = None) -> str:
-        """The largest profile (by memory) of which the GPUs together hold n."""
+        """The largest profile (by memory) holding `min_memory` of which the GPUs together hold n."""
         first = next(iter(models.values()))
         if min_memory:
             for m in models.values():
                 warn_if_estimated(m, stacklevel=4)
         best = None
-        for p in first.profiles:
-            if not p.plain or (min_memory and p.memory_mib < parse_memory_mib(min_memory)):
-                continue
+        for p in profiles_holding(first, parse_memory_mib(min_memory) if min_memory else 0.0):
             if sum(max_addable(m, m.profile(p.name)) for m in models.values()) >= n and (
                 best is None or (p.memory_mib, p.slices) > (best.memory_mib, best.slices)
             ):
@@ -466,25 +464,10 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return parts
 
     def _partitions(self, node: Node, desired: MachineLayout) -> list[Partition]:
-        parts = []
+        parts: list[Partition] = []
         for i in self.selected:
-            g = node.backend.gpu(i)
-            wanted = desired.for_gpu(i)
-            if wanted is None:
-                continue
-            for d in node.backend.mig_devices(i):
-                parts.append(
-                    Partition(
-                        uuid=d.uuid,
-                        profile=d.profile_name,
-                        gpu_index=i,
-                        gpu_uuid=g.uuid,
-                        memory_mib=d.memory_mib,
-                        gi_id=d.gi_id,
-                        ci_id=d.ci_id,
-                        node=node.index,
-                    )
-                )
+            if desired.for_gpu(i) is not None:
+                parts += [Partition.of(d, node.index) for d in node.backend.mig_devices(i)]
         return parts
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:

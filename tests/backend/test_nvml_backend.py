@@ -173,3 +173,11 @@ def test_slurm_export_on_nvml_names_device_files_from_the_drivers_minors(pair, t
     table.unlink()
     with pytest.raises(migpool.NotFoundError, match="mig-minors is missing"):
         slurm.node_gres(nv, persist.current_layouts(nv), "n")
+
+
+def test_a_mig_device_read_through_nvml_knows_its_gpu(pair):
+    sim, nv = pair
+    reconcile.apply({"3g.40gb": 2}, nv, gpus=[0])
+    parents = {d.parent for d in nv.mig_devices(0)}
+    g = nv.gpus()[0]
+    assert parents == {migpool.backend.GpuRef(0, g.uuid, "NVIDIA H100 80GB HBM3")} and g.uuid == sim.gpus()[0].uuid

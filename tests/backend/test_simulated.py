@@ -195,3 +195,17 @@ def test_operations_can_take_what_they_take_on_hardware(monkeypatch):
     assert fast.latency == {"create_gpu_instance": 0.0}
     with pytest.raises(migpool.BackendError, match="MIGPOOL_SIM_LATENCY item 'create=1'"):
         SimulatedBackend("A100-80GB", latency="create=1")
+
+
+def test_a_mig_instance_knows_its_gpu(sim):
+    """A MIG device the driver reports is the one MIG-instance value: its GPU (`parent`) with index, UUID and
+    model, as nvitop's MigDevice knows its physical device."""
+    from migpool.backend import GpuRef, MigDeviceInfo, MigInstance
+
+    b = sim("H100-80GB,A100-80GB")
+    b.set_mig_mode(1, True)
+    gi = b.create_gpu_instance(1, b.model(1).profile("3g.40gb").id, Placement(4, 4))
+    b.create_compute_instance(1, gi.id)
+    (dev,) = b.mig_devices(1)
+    assert isinstance(dev, MigInstance) and MigDeviceInfo is MigInstance
+    assert dev.parent == GpuRef(1, b.gpus()[1].uuid, b.gpus()[1].name) and dev.parent.name == "NVIDIA A100-SXM4-80GB"

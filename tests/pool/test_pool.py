@@ -49,6 +49,26 @@ def test_reference_workflow_pins_each_worker_to_its_partition():
     assert migpool.diff({"3g.40gb": 2}, migpool.SimulatedBackend("A100-80GB")) == []  # partitions kept
 
 
+def test_a_partition_is_built_from_the_mig_instance_the_driver_reports():
+    sim = migpool.SimulatedBackend("H100-80GB,A100-80GB")
+    migpool.apply({"3g.40gb": 1, "1g.10gb": 2}, sim, gpus=[1])
+    devices = sim.mig_devices(1)
+    assert len(devices) == 3
+    for d in devices:
+        p = migpool.Partition.of(d, node=3)
+        assert (p.uuid, p.profile, p.gpu_index, p.gpu_uuid, p.memory_mib, p.gi_id, p.ci_id, p.node) == (
+            d.uuid,
+            d.profile_name,
+            1,
+            sim.gpus()[1].uuid,
+            d.memory_mib,
+            d.gi_id,
+            d.ci_id,
+            3,
+        )
+        assert migpool.Partition.from_env(p.to_env()) == p
+
+
 def test_task_api_forms():
     with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
         assert T.add(1, b=2) >> compute == 3

@@ -304,13 +304,15 @@ def test_changes_to_different_gpus_run_at_once_and_the_journal_keeps_them_all(si
 def test_journal_updates_from_many_threads_are_all_kept(tmp_path):
     import threading
 
-    from migpool.host.journal import InstanceRecord, Journal
+    from migpool.host.journal import InstanceRecord, Intent, Journal
 
     journal = Journal(tmp_path / "journal.json", tmp_path / "journal.lock")
 
     def record(gpu):
-        for k in range(40):
-            Journal(journal.path, journal.lock).add_created(f"GPU-{gpu}", InstanceRecord("1g.10gb", k, 1))
+        for k in range(40):  # each run written ahead, then ended: two updates of the file
+            mine = Journal(journal.path, journal.lock)
+            mine.begin([Intent(f"GPU-{gpu}", True, [], [InstanceRecord("1g.10gb", k, 1)], [])])
+            mine.commit([f"GPU-{gpu}"])
 
     threads = [threading.Thread(target=record, args=(g,)) for g in range(6)]
     for t in threads:

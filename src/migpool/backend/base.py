@@ -4,6 +4,7 @@ both return are re-exported here."""
 
 from __future__ import annotations
 
+from ..mig.instance import GpuRef, MigInstance
 from .control import (
     READ_ONLY_ENV,
     ComputeInstanceInfo,
@@ -37,8 +38,10 @@ __all__ = [
     "DriverControl",
     "GpuInfo",
     "GpuInstanceInfo",
+    "GpuRef",
     "Health",
     "MigDeviceInfo",
+    "MigInstance",
     "ProcessInfo",
     "Telemetry",
     "read_only",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..errors import ReadOnlyError
 from ..host.statedirs import StateDirs, system_dirs
 from ..mig.catalog import GpuModel, Placement
+from ..mig.instance import MigInstance
 
 READ_ONLY_ENV = "MIGPOOL_READ_ONLY"
 
@@ -72,19 +73,7 @@ class ComputeInstanceInfo:
     start: int = 0  # its first compute slice inside its GPU instance
 
 
-@dataclass(frozen=True)
-class MigDeviceInfo:
-    """A MIG device (a GI and one CI), what CUDA sees through CUDA_VISIBLE_DEVICES=MIG-<uuid>."""
-
-    gpu: int
-    gpu_uuid: str
-    gi_id: int
-    ci_id: int
-    uuid: str
-    profile_name: str
-    memory_mib: int
-    memory_used_mib: int
-    placement: Placement
+MigDeviceInfo = MigInstance  # the driver's name for a MIG device: the one MIG-instance value (mig/instance.py)
 
 
 @dataclass(frozen=True)
@@ -116,7 +105,7 @@ class DriverControl(ABC):
     def compute_instances(self, gpu: int) -> list[ComputeInstanceInfo]: ...
 
     @abstractmethod
-    def mig_devices(self, gpu: int) -> list[MigDeviceInfo]: ...
+    def mig_devices(self, gpu: int) -> list[MigInstance]: ...
 
     @abstractmethod
     def processes(self, gpu: int) -> list[ProcessInfo]:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import DamagedFileError, LockTimeoutError
 from ..mig.catalog import Placement
+from ..mig.instance import InstanceKey, instance_key
+from ..mig.planner import PlannedInstance
 from .locks import LockTimeout, PathLock
 from .safefiles import atomic_write, read_text
 
@@ -32,22 +34,38 @@ class InstanceRecord:
     size: int
     cis: list[int] | None = None
 
+    @classmethod
+    def at(cls, profile: str, placement: Placement, cis: Sequence[int] | None = None) -> InstanceRecord:
+        """The record of a GPU instance of `profile` at `placement`; `cis` as the record keeps them."""
+        return cls(profile, placement.start, placement.size, None if cis is None else list(cis))
+
+    @classmethod
+    def of(cls, instance: PlannedInstance, cis: Sequence[int] | None = None) -> InstanceRecord:
+        """The record of a planned (or present) GPU instance."""
+        return cls.at(instance.profile.name, instance.placement, cis)
+
+    @classmethod
+    def from_json(cls, item: dict[str, Any]) -> InstanceRecord:
+        """A record as `as_json` wrote it (the journal's load has checked its fields)."""
+        return cls(item["profile"], item["start"], item["size"], item.get("cis"))
+
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(profile=self.profile, start=self.start, size=self.size)
         if self.cis is not None:
             out["cis"] = list(self.cis)
         return out
 
-    def same_instance(self, other: InstanceRecord) -> bool:
-        return (self.profile, self.start, self.size) == (other.profile, other.start, other.size)
+    def same_instance(self, other: InstanceRecord | PlannedInstance) -> bool:
+        """The same GPU instance (its profile and placement), whatever its compute instances."""
+        return self.key == other.key
 
     @property
     def placement(self) -> Placement:
         return Placement(self.start, self.size)
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return (self.profile, self.start, self.size)
+    def key(self) -> InstanceKey:
+        return instance_key(self.profile, self.placement)
 
 
 @dataclass(frozen=True)
@@ -111,19 +129,12 @@ class Journal:
             "(migpool then treats every GPU as never changed by it)"
         )
 
-    def remember_prior(self, gpu_uuid: str, mig_enabled: bool, instances: list[InstanceRecord]) -> None:
-        with self._update() as data:
-            if gpu_uuid not in data:
-                data[gpu_uuid] = dict(
-                    prior=dict(mig_enabled=mig_enabled, instances=[i.as_json() for i in instances]), created=[]
-                )
-
     def prior(self, gpu_uuid: str) -> tuple[bool, list[InstanceRecord]] | None:
         rec = self._load().get(gpu_uuid)
         if not rec:
             return None
         p = rec["prior"]
-        return p["mig_enabled"], [InstanceRecord(**i) for i in p["instances"]]
+        return p["mig_enabled"], [InstanceRecord.from_json(i) for i in p["instances"]]
 
     def created(self, gpu_uuid: str) -> list[InstanceRecord]:
         """The instances migpool created on the GPU, and those a pending (unfinished) run was to create: each
@@ -131,7 +142,7 @@ class Journal:
         rec = self._load().get(gpu_uuid)
         if not rec:
             return []
-        out = [InstanceRecord(**i) for i in rec["created"]]
+        out = [InstanceRecord.from_json(i) for i in rec["created"]]
         return out + [r for r in _records(rec, "create") if r.key not in {o.key for o in out}]
 
     def begin(self, intents: list[Intent]) -> None:
@@ -158,8 +169,8 @@ class Journal:
                 rec = data.get(uuid)
                 if rec and "pending" in rec:
                     gone = {r.key for r in _records(rec, "destroy")}
-                    kept = [i for i in rec["created"] if InstanceRecord(**i).key not in gone]
-                    have = {InstanceRecord(**i).key for i in kept}
+                    kept = [i for i in rec["created"] if InstanceRecord.from_json(i).key not in gone]
+                    have = {InstanceRecord.from_json(i).key for i in kept}
                     rec["created"] = kept + [r.as_json() for r in _records(rec, "create") if r.key not in have]
                     del rec["pending"]
 
@@ -171,35 +182,23 @@ class Journal:
                 if rec:
                     rec.pop("pending", None)
 
-    def add_created(self, gpu_uuid: str, inst: InstanceRecord) -> None:
-        with self._update() as data:
-            rec = data.setdefault(gpu_uuid, dict(prior=dict(mig_enabled=False, instances=[]), created=[]))
-            if inst.as_json() not in rec["created"]:
-                rec["created"].append(inst.as_json())
-
-    def remove_created(self, gpu_uuid: str, inst: InstanceRecord) -> None:
-        with self._update() as data:
-            rec = data.get(gpu_uuid)
-            if rec and inst.as_json() in rec["created"]:
-                rec["created"].remove(inst.as_json())
-
     def forget(self, gpu_uuid: str) -> None:
         with self._update() as data:
             data.pop(gpu_uuid, None)
 
 
 def _records(rec: dict[str, Any], which: str) -> list[InstanceRecord]:
-    return [InstanceRecord(**i) for i in rec.get("pending", {}).get(which, [])]
+    return [InstanceRecord.from_json(i) for i in rec.get("pending", {}).get(which, [])]
 
 
-def _settle(rec: dict[str, Any], present: set[tuple[str, int, int]]) -> None:
+def _settle(rec: dict[str, Any], present: set[InstanceKey]) -> None:
     """Fold a pending change whose run never ended into `created`, by what the GPU holds (`present`): what it was
     to create and exists was made by it; what it was to destroy and is gone, it destroyed."""
     if "pending" not in rec:
         return
     gone = {r.key for r in _records(rec, "destroy") if r.key not in present}
-    kept = [i for i in rec["created"] if InstanceRecord(**i).key not in gone]
-    have = {InstanceRecord(**i).key for i in kept}
+    kept = [i for i in rec["created"] if InstanceRecord.from_json(i).key not in gone]
+    have = {InstanceRecord.from_json(i).key for i in kept}
     made = [r.as_json() for r in _records(rec, "create") if r.key in present and r.key not in have]
     rec["created"] = kept + made
     del rec["pending"]

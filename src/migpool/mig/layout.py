@@ -7,7 +7,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError, LayoutError
-from .catalog import ComputeProfile, DeviceProfile, GpuModel, Profile, ProfileName, warn_if_estimated
+from .catalog import (
+    ComputeProfile,
+    DeviceProfile,
+    GpuModel,
+    Profile,
+    ProfileName,
+    profiles_holding,
+    warn_if_estimated,
+)
 
 _MEM = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
@@ -155,9 +163,10 @@ def choose_profile(gpu: GpuModel, partitions: int, min_memory: str | None = None
     need = parse_memory_mib(min_memory) if min_memory is not None else 0.0
     if min_memory is not None:
         warn_if_estimated(gpu)
-    fitting = [p for p in auto_profiles(gpu) if p.max_instances >= partitions and p.memory_mib >= need]
+    holding = profiles_holding(gpu, need)
+    fitting = [p for p in holding if p.max_instances >= partitions]
     if not fitting:
-        best = max((p.max_instances for p in auto_profiles(gpu) if p.memory_mib >= need), default=0)
+        best = max((p.max_instances for p in holding), default=0)
         raise LayoutError(
             f"{gpu.name} cannot hold {partitions} partitions"
             + (f" of at least {min_memory}" if min_memory else "")

@@ -9,6 +9,7 @@ from itertools import combinations
 
 from ..errors import LayoutError
 from .catalog import DeviceProfile, GpuModel, Placement, Profile
+from .instance import InstanceKey, instance_key
 from .layout import Layout
 
 
@@ -26,6 +27,11 @@ class PlannedInstance:
     @property
     def size(self) -> int:
         return self.placement.size
+
+    @property
+    def key(self) -> InstanceKey:
+        """What the journal knows it by (its profile's name and placement)."""
+        return instance_key(self.profile.name, self.placement)
 
     def __str__(self) -> str:
         return f"{self.profile.name}@{self.placement}"

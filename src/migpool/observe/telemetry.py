@@ -16,7 +16,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..backend.base import Activity, Backend, Health, ProcessInfo
+from ..backend.base import Activity, Backend, Health, MigInstance, ProcessInfo
 from ..errors import BackendError
 
 
@@ -40,6 +40,24 @@ class PartitionSample:
     activity: Activity | None
     activity_note: str | None  # why activity is missing
     processes: list[Proc]
+
+    @classmethod
+    def of(
+        cls, instance: MigInstance, activity: Activity | None, activity_note: str | None, processes: list[Proc]
+    ) -> PartitionSample:
+        """A MIG instance as the driver reports it, with what was read of its use."""
+        return cls(
+            instance.gi_id,
+            instance.ci_id,
+            instance.uuid,
+            instance.profile_name,
+            str(instance.placement),
+            instance.memory_used_mib,
+            instance.memory_mib,
+            activity,
+            activity_note,
+            processes,
+        )
 
 
 @dataclass(frozen=True)
@@ -120,20 +138,7 @@ def sample(backend: Backend, pools: list[dict[str, Any]] | None = None, xid: dic
                 if d.gi_id not in per_gi:  # one GPM window per GPU instance, whatever its compute instances
                     per_gi[d.gi_id] = _activity(backend, g.index, d.gi_id)
                 act, note = per_gi[d.gi_id]
-                parts.append(
-                    PartitionSample(
-                        d.gi_id,
-                        d.ci_id,
-                        d.uuid,
-                        d.profile_name,
-                        str(d.placement),
-                        d.memory_used_mib,
-                        d.memory_mib,
-                        act,
-                        note,
-                        _procs([p for p in procs if p.device_uuid == d.uuid]),
-                    )
-                )
+                parts.append(PartitionSample.of(d, act, note, _procs([p for p in procs if p.device_uuid == d.uuid])))
             act, note = None, "per partition (MIG is enabled)"
         else:
             act, note = _activity(backend, g.index, None)

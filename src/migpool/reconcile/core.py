@@ -203,12 +203,7 @@ def _teardown(
                 created = journal.created(g.uuid)
                 if not created or not g.mig_current:
                     continue
-                mine = {(c.profile, c.start, c.size) for c in created}
-                staying = [
-                    a
-                    for a in actual
-                    if a in spared or (a.instance.profile.name, a.instance.start, a.instance.size) not in mine
-                ]
+                staying = [a for a in actual if a in spared or not any(c.same_instance(a.instance) for c in created)]
                 layout = Layout.of(device_counts(staying))
             desired_entries.append(GpuLayout(layout, (g.index,)))
         if not desired_entries:

@@ -210,8 +210,7 @@ class DestroyGi(Operation):
 
     def record(self) -> InstanceRecord:
         """The instance it removes, as the journal records it."""
-        placement = self._placed()
-        return InstanceRecord(self.profile, placement.start, placement.size)
+        return InstanceRecord.at(self.profile, self._placed())
 
 
 class CreateGi(Operation):
@@ -227,8 +226,7 @@ class CreateGi(Operation):
 
     def record(self) -> InstanceRecord:
         """The instance it makes, as the journal records it."""
-        placement = self._placed()
-        return InstanceRecord(self.profile, placement.start, placement.size)
+        return InstanceRecord.at(self.profile, self._placed())
 
 
 class CreateCi(Operation):

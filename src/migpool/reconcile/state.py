@@ -40,9 +40,7 @@ class Actual:
     @property
     def record(self) -> InstanceRecord:
         whole = self.ci_slices == (self.instance.profile.slices,)
-        return InstanceRecord(
-            self.instance.profile.name, self.instance.start, self.instance.size, None if whole else list(self.shape)
-        )
+        return InstanceRecord.of(self.instance, None if whole else self.shape)
 
 
 def actual_instances(backend: Backend, gpu: int) -> list[Actual]:

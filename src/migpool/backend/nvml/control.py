@@ -15,7 +15,8 @@ from typing import Any
 from ...errors import InUseError, InvalidArgumentError, NotSupportedError
 from ...mig import catalog
 from ...mig.catalog import GpuModel, Placement, Profile
-from ..control import ComputeInstanceInfo, DriverControl, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from ...mig.instance import MigInstance
+from ..control import ComputeInstanceInfo, DriverControl, GpuInfo, GpuInstanceInfo, ProcessInfo
 from .session import NvmlSession, decode, error_code, process_name
 
 _MAX_PLACEMENTS = 32
@@ -269,11 +270,11 @@ class NvmlControl(NvmlSession, DriverControl):
                 raise self._map(e, f"MIG device {i} of GPU {gpu}") from None
         return out
 
-    def mig_devices(self, gpu: int) -> list[MigDeviceInfo]:
+    def mig_devices(self, gpu: int) -> list[MigInstance]:
         n = self.nvml
         gis = {g.id: g for g in self.gpu_instances(gpu)}
         cis = {(c.gi_id, c.id): c for c in self.compute_instances(gpu)}
-        gpu_uuid = self.gpu(gpu).uuid
+        g = self.gpu(gpu)
         out = []
         for mh in self._mig_handles(gpu):
             gi_id = self._wrap(n.nvmlDeviceGetGpuInstanceId, mh)
@@ -282,9 +283,9 @@ class NvmlControl(NvmlSession, DriverControl):
             gi = gis.get(gi_id)
             ci = cis.get((gi_id, ci_id))
             out.append(
-                MigDeviceInfo(
+                MigInstance(
                     gpu=gpu,
-                    gpu_uuid=gpu_uuid,
+                    gpu_uuid=g.uuid,
                     gi_id=gi_id,
                     ci_id=ci_id,
                     uuid=decode(self._wrap(n.nvmlDeviceGetUUID, mh)),
@@ -292,6 +293,7 @@ class NvmlControl(NvmlSession, DriverControl):
                     memory_mib=int(mem.total) // 2**20,
                     memory_used_mib=int(mem.used) // 2**20,
                     placement=gi.placement if gi else Placement(0, 0),
+                    gpu_name=g.name,
                 )
             )
         return sorted(out, key=lambda d: (d.gi_id, d.ci_id))

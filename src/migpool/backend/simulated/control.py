@@ -23,8 +23,9 @@ from ...host.devicefiles import standard_minors
 from ...host.statedirs import StateDirs
 from ...mig import catalog
 from ...mig.catalog import GpuModel, Placement
+from ...mig.instance import MigInstance
 from ...mig.planner import PlannedInstance, can_place
-from ..control import ComputeInstanceInfo, DriverControl, GpuInfo, GpuInstanceInfo, MigDeviceInfo, ProcessInfo
+from ..control import ComputeInstanceInfo, DriverControl, GpuInfo, GpuInstanceInfo, ProcessInfo
 from .state import SimulatedMachine
 
 LATENCY_ENV = "MIGPOOL_SIM_LATENCY"
@@ -233,11 +234,11 @@ class SimulatedControl(SimulatedMachine, DriverControl):
                     )
             return out
 
-    def mig_devices(self, gpu: int) -> list[MigDeviceInfo]:
+    def mig_devices(self, gpu: int) -> list[MigInstance]:
         with self._state() as st:
             g = self._g(st, gpu)
             procs = self._live_processes(g)
-            out: list[MigDeviceInfo] = []
+            out: list[MigInstance] = []
             if not g["mig_current"]:
                 return out
             for gi in sorted(g["gis"], key=lambda x: x["id"]):
@@ -247,7 +248,7 @@ class SimulatedControl(SimulatedMachine, DriverControl):
                 for ci in sorted(gi["cis"], key=lambda x: x["id"]):
                     name = p.name if ci["slices"] == p.slices else f"{ci['slices']}c.{p.name}"
                     out.append(
-                        MigDeviceInfo(
+                        MigInstance(
                             gpu=gpu,
                             gpu_uuid=g["uuid"],
                             gi_id=gi["id"],
@@ -257,6 +258,7 @@ class SimulatedControl(SimulatedMachine, DriverControl):
                             memory_mib=p.memory_mib,
                             memory_used_mib=used,
                             placement=Placement(gi["start"], gi["size"]),
+                            gpu_name=self.models[gpu].name,
                         )
                     )
             return out

@@ -9,6 +9,8 @@ import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ...mig.instance import MigInstance
+
 
 @dataclass(frozen=True)
 class Partition:
@@ -22,6 +24,20 @@ class Partition:
     gi_id: int = 0
     ci_id: int = 0
     node: int = 0
+
+    @classmethod
+    def of(cls, instance: MigInstance, node: int = 0) -> Partition:
+        """The partition a MIG instance (as the driver reports it) gives a worker on node `node`."""
+        return cls(
+            uuid=instance.uuid,
+            profile=instance.profile_name,
+            gpu_index=instance.gpu,
+            gpu_uuid=instance.gpu_uuid,
+            memory_mib=instance.memory_mib,
+            gi_id=instance.gi_id,
+            ci_id=instance.ci_id,
+            node=node,
+        )
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -35,28 +35,11 @@ def change_here(
     processes `pids` (the retired workers of the destroyed ones) have ended; returns the partitions created,
     leased under `lease` (the pool's plugin's) in this process."""
     wait_gone(pids, wait_s)
-    want = {(i.profile.name, i.placement) for i in destroy}
-    actual = (
-        [a for a in reconcile.actual_instances(backend, gpu) if (a.instance.profile.name, a.instance.placement) in want]
-        if destroy
-        else []
-    )
+    want = {i.key for i in destroy}
+    actual = [a for a in reconcile.actual_instances(backend, gpu) if a.instance.key in want] if destroy else []
     mine = lease.open(backend.state_dirs().leases()) if lease is not None else None
     devices = reconcile.change(backend, gpu, create=create, destroy=actual, leases=mine)
-    uuid = backend.gpu(gpu).uuid
-    return [
-        Partition(
-            uuid=d.uuid,
-            profile=d.profile_name,
-            gpu_index=gpu,
-            gpu_uuid=uuid,
-            memory_mib=d.memory_mib,
-            gi_id=d.gi_id,
-            ci_id=d.ci_id,
-            node=node,
-        )
-        for d in devices
-    ]
+    return [Partition.of(d, node) for d in devices]
 
 
 def gpus_here(backend: Backend, indices: Sequence[int]) -> list[tuple[int, GpuModel, list[PlannedInstance]]]:
