@@ -28,8 +28,8 @@ R = TypeVar("R")
 __all__ = ["Checkpoint", "Gather", "Group", "RemoteFunction", "Task", "compute", "function", "gather"]
 
 
-class Compute(Protocol):
-    """What the operators need of a pool (compute.Compute is one)."""
+class Runs(Protocol):
+    """What the operators need of a pool: it runs tasks (`migpool.Compute` is one)."""
 
     def run(self, task: Task[Any]) -> Any: ...
 
@@ -71,13 +71,13 @@ class Task(Generic[R]):
         TaskTimeoutError (a TimeoutError)."""
         return replace(self, timeout=timeout)
 
-    def __rshift__(self, compute: Compute) -> R:
+    def __rshift__(self, compute: Runs) -> R:
         return compute.run(self)
 
-    def __gt__(self, compute: Compute) -> Future[R]:  # `>` sends, as in the reference API
+    def __gt__(self, compute: Runs) -> Future[R]:  # `>` sends, as in the reference API
         return compute.run_async(self)
 
-    def __matmul__(self, compute: Compute) -> list[R]:
+    def __matmul__(self, compute: Runs) -> list[R]:
         return compute.broadcast(self)
 
     def __and__(self, other: Task[Any] | Group) -> Group:
@@ -221,7 +221,7 @@ class Group:
     def with_timeout(self, timeout: float) -> Group:
         return replace(self, timeout=timeout)
 
-    def __rshift__(self, compute: Compute) -> tuple[Any, ...] | Iterator[Any]:
+    def __rshift__(self, compute: Runs) -> tuple[Any, ...] | Iterator[Any]:
         return compute.run_parallel(self)
 
     def __len__(self) -> int:
