@@ -1,11 +1,13 @@
 """`migpool run`: any program, one copy per partition, or a queue of commands run as partitions come free.
 
 The partitions come from a pool (`Compute` with the `mig` or `gpus` plugin): made or reused through reconcile,
-leased for the run, put back with `restore`. Each copy runs as a streaming task (`run_command`) on the worker
-pinned to its partition: the worker starts the program in its own session with the partition's environment
-(`CUDA_VISIBLE_DEVICES` from the start) and sends its output back line by line; closing the stream stops the
-program (SIGTERM to its process group, SIGKILL after `grace`). Nothing else is needed to clean up: a worker
-ends what it left running, and the pool ends its workers.
+leased for the run, put back with `restore`. Each copy runs as a streaming task (`stream_command`) on the worker
+pinned to its partition: the worker starts the program, under its leader (leader.py), in a container of its own
+(host/containment.py), with the partition's environment (`CUDA_VISIBLE_DEVICES` from the start) and its lease's
+descriptor, and sends its output back line by line. The copy ends when the program exits, and what it left
+running ends with it; closing the stream stops the program (SIGTERM to its process group, the container killed
+after `grace`); a worker that dies takes its copies' containers with it (their leaders see it go). Signals and a
+closed output stop the whole run (stopping.py).
 """
 
 from __future__ import annotations
