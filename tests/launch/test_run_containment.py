@@ -80,6 +80,18 @@ def _descendants(pid: int) -> set[int]:
     return out
 
 
+def _copy_cgroups(pids: set[int]) -> list[Path]:
+    """The cgroups that the workers among `pids` made for their copies, still there."""
+    from migpool.host.containment import own_cgroup
+
+    mine = own_cgroup()
+    if mine is None:
+        return []
+    return [
+        d for d in mine.rglob("migpool-*-copy*") if d.name.split("-")[1].isdigit() and int(d.name.split("-")[1]) in pids
+    ]
+
+
 def _until(check, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while not check():
@@ -142,6 +154,7 @@ def test_kill_9_of_the_run_ends_every_copy_and_every_process_of_the_run(extra_en
     left = lambda: [pid for pid in run_processes if _alive(pid)]  # noqa: E731
     assert _until(lambda: left() == [], 10), [_cmdline(pid) for pid in left()]
     assert _leases() == {}
+    assert _until(lambda: _copy_cgroups(run_processes) == [], 5), "the copies' cgroups were left behind"
 
 
 def test_a_partition_stays_leased_until_the_last_process_of_its_copy_is_gone():

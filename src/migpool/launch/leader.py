@@ -50,24 +50,40 @@ class Leader:
         self.container = containment.enter()
         self.parent_fd = _pidfd(parent)
         self.program: subprocess.Popen[bytes] | None = None
+        self.stopped_by = 0  # a stop that came before the program started
         if os.getppid() != parent:  # the worker died before the pidfd was opened
             self.end()
 
     def end(self) -> NoReturn:
-        """End the container: the program, what it left running and this process."""
+        """End the container: the program, what it left running and this process. A cgroup is ended from just
+        outside it (this process moved to the cgroup above), so that it can be removed once empty."""
+        cgroup = self.container.cgroup if self.container is not None else None
+        if cgroup is not None:
+            try:
+                (cgroup.parent / "cgroup.procs").write_text("0")
+            except OSError:
+                pass
+            else:
+                containment.Container("cgroup", cgroup).end()
+                os._exit(1)
         containment.end_own(self.container)
         raise AssertionError("end_own returned")  # pragma: no cover
 
     def _pass_on(self, signum: int, frame: object) -> None:
-        if self.program is not None:
-            with contextlib.suppress(OSError):
-                os.killpg(self.program.pid, signum)
+        if self.program is None:
+            self.stopped_by = signum  # `start` sees it
+            return
+        with contextlib.suppress(OSError):
+            os.killpg(self.program.pid, signum)
 
     def start(self, argv: list[str]) -> bool:
         """Start the program; report it. False when it could not start."""
         for s in (signal.SIGTERM, signal.SIGINT):  # a handler, not SIG_IGN: the program gets the defaults
             signal.signal(s, self._pass_on)
         env = {k: v for k, v in os.environ.items() if k != containment.CONTAINER_ENV}  # the copy's, not its own
+        if self.stopped_by:
+            _report(self.status_fd, error="stopped before it started")
+            return False
         try:
             self.program = subprocess.Popen(
                 argv,
@@ -79,6 +95,8 @@ class Leader:
             _report(self.status_fd, error=f"{argv[0]}: {e.strerror or e}")
             return False
         _report(self.status_fd, pid=self.program.pid)
+        if self.stopped_by:  # it came as the program started
+            self._pass_on(self.stopped_by, None)
         return True
 
     def _parent_gone(self, ready: list[int]) -> bool:
