@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import LayoutError, LeasedError, PluginError
-from .host.leases import LeaseKey, Leases
+from .host.leases import LeaseKey, Leases, lease_env
 from .mig.catalog import profiles_holding, warn_if_estimated
 from .mig.layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
 from .mig.planner import max_addable, max_devices
@@ -471,9 +471,12 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return parts
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
+        """The partition's device, and its lease's descriptor: the worker holds the lease too, and passes it to
+        every program it starts, so the kernel holds it until the last of them is gone (leases.py)."""
         if worker.partition is None:
-            return {}
-        return {"CUDA_VISIBLE_DEVICES": worker.partition.uuid}
+            return lease_env(None, "")
+        uuid = worker.partition.uuid
+        return {"CUDA_VISIBLE_DEVICES": uuid, **lease_env(self.lease.fd(uuid), uuid)}
 
     def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
         from .backend.simulated import SimulatedBackend

@@ -129,7 +129,9 @@ class Main(click.Group):
             fail(f"{e.format_message()}{where}")
         except click.ClickException as e:
             fail(e.format_message(), e.exit_code)
-        except click.exceptions.Abort:
+        except click.exceptions.Abort as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: click wrote the line that ends ^C
+                sys.exit(130)
             fail("aborted", 1)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)

@@ -89,6 +89,56 @@ def run_cmd(
     Each copy gets CUDA_VISIBLE_DEVICES=MIG-<uuid> from the start, MIGPOOL_INDEX, MIGPOOL_PROFILE and
     MIGPOOL_PARTITION, and {index} {uuid} {profile} {gpu} {port} filled in its arguments ({{ for a brace).
     """
+    options = dict(locals())
+    from ..launch import stopping
+
+    # Ctrl-C, SIGTERM or SIGHUP at any moment from here: every copy stops, the pool closes, the status is 128 + it
+    with stopping.Stop() as stop:
+        try:
+            code, jobs = _run(stop, **options)
+        except KeyboardInterrupt:  # (stopping.Stopped too) before the copies started: the set-up was undone
+            code, jobs = stop.status() or 130, []
+            stopping.write(sys.stderr, "migpool run: stopped before its copies started\n")
+        if failed_file and jobs_file and jobs:
+            failed = [j for j in jobs if j.status not in (0,)]
+            Path(failed_file).write_text("".join(j.line + "\n" for j in failed), encoding="utf-8")
+        if jobs:
+            try:
+                _run_summary(jobs, as_json)
+            except (OSError, ValueError) as e:
+                if not stopping.closed(e):
+                    raise
+            except SystemExit:  # rich's answer to a broken pipe (its reader went away): the status stays the run's
+                pass
+        stopping.quiet_closed_output()
+    sys.exit(code)
+
+
+def _run(
+    stop: Any,
+    *,
+    profile: str | None,
+    count: int | None,
+    layout_text: str | None,
+    whole_gpu: bool,
+    dynamic: bool,
+    gpu_text: str | None,
+    jobs_file: str | None,
+    retries: int,
+    restart: str,
+    max_restarts: int,
+    grace: float,
+    port_base: int,
+    log_dir: str | None,
+    ready_port: bool,
+    ready_cmd: str | None,
+    restore: bool,
+    simulate: str | None,
+    as_json: bool,
+    command: tuple[str, ...],
+    **_: Any,
+) -> tuple[int, list[Any]]:
+    """`migpool run`'s options checked, its pool opened and its jobs run: the exit status and the jobs."""
     from .. import plugins
     from ..launch import copies as launch
     from ..launch import jobs as launching
@@ -157,12 +207,9 @@ def run_cmd(
         if sys.stderr.isatty():
             sys.stderr.write(f"migpool run: {line}\n")
 
-    code, jobs = launching.run_on_pool(provider, plugin, workers, jobs, command, how, sys.stdout, sys.stderr, progress)
-    failed = [j for j in jobs if j.status not in (0,)]
-    if failed_file and jobs_file:
-        Path(failed_file).write_text("".join(j.line + "\n" for j in failed), encoding="utf-8")
-    _run_summary(jobs, as_json)
-    sys.exit(code)
+    return launching.run_on_pool(
+        provider, plugin, workers, jobs, command, how, sys.stdout, sys.stderr, progress, stop=stop
+    )
 
 
 def _run_summary(jobs: list[Any], as_json: bool) -> None:

@@ -2,6 +2,9 @@
 
 A lease is an exclusive `flock` on `<leases dir>/<UUID>.lease` (statedirs.py says where), held for as long as
 its holder keeps the file open; the kernel drops it when the holder dies, so a killed pool leaves no stale lease.
+The lock belongs to the open file description, not to a process: the holder passes its descriptor to the worker
+on the partition and to every program that worker starts (`lease_env`, `inherited_fds`), so the kernel holds the
+lease until the last of them is gone, and `status` never shows a partition free under a running program.
 The file names the holder (PID, command, user, since when, and a token that tells two holders of one process
 apart). Leases are taken and checked under the GPU's apply lock (reconcile.py), so that checking that a
 partition is free and claiming it is one step: a pool never destroys or reuses a partition another holder
@@ -18,7 +21,7 @@ import sys
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from .proc import pid_alive
 from .safefiles import open_nofollow
 
 SETTLE_S = 0.2  # how long a lease that looks held but names no holder (being written, or probed) is tried again
+LEASE_FD_ENV = "MIGPOOL_LEASE_FD"  # "<descriptor>:<UUID>": the lease a process was given, open at that number
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,11 @@ class Leases:
         with self._lock:
             return sorted(self._fds)
 
+    def fd(self, uuid: str) -> int | None:
+        """The descriptor that holds the lease of `uuid` (None where this holder does not lease it)."""
+        with self._lock:
+            return self._fds.get(uuid)
+
     def take(self, uuid: str, what: str = "cannot lease the partition") -> None:
         """Lease `uuid`, or raise LeasedError naming its holder. Call it under the GPU's apply lock."""
         if self.holds(uuid):
@@ -194,9 +203,38 @@ class LeaseKey:
                 _open[self.key] = Leases(directory, self.command)
             return _open[self.key]
 
+    def fd(self, uuid: str) -> int | None:
+        """The descriptor holding the lease of `uuid` under this key in this process (None: not held here)."""
+        with _open_lock:
+            leases = _open.get(self.key)
+        return leases.fd(uuid) if leases is not None else None
+
     def close(self) -> None:
         """Release every lease held under this key in this process."""
         with _open_lock:
             leases = _open.pop(self.key, None)
         if leases is not None:
             leases.close()
+
+
+def lease_env(fd: int | None, uuid: str) -> dict[str, str]:
+    """What a process's environment says of the lease it is given (`fd`, passed to it at that number): its
+    children pass it on (`inherited_fds`). An empty value where it is given none, so that a value inherited from
+    further up is not taken for its own."""
+    return {LEASE_FD_ENV: f"{fd}:{uuid}" if fd is not None else ""}
+
+
+def inherited_fds(env: Mapping[str, str]) -> tuple[int, ...]:
+    """The lease descriptor that `env` names, where this process has it open on that lease's file: the one to
+    pass to a child (subprocess `pass_fds`), so that the kernel holds the lease while the child runs. Nothing
+    where `env` names none, or names a descriptor that is closed or is another file now."""
+    text = env.get(LEASE_FD_ENV, "")
+    fd_text, _, uuid = text.partition(":")
+    if not fd_text.isdigit() or not uuid:
+        return ()
+    fd = int(fd_text)
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ()
+    return (fd,) if os.path.basename(target) == f"{uuid}.lease" else ()

@@ -1,11 +1,13 @@
 """`migpool run`: any program, one copy per partition, or a queue of commands run as partitions come free.
 
 The partitions come from a pool (`Compute` with the `mig` or `gpus` plugin): made or reused through reconcile,
-leased for the run, put back with `restore`. Each copy runs as a streaming task (`run_command`) on the worker
-pinned to its partition: the worker starts the program in its own session with the partition's environment
-(`CUDA_VISIBLE_DEVICES` from the start) and sends its output back line by line; closing the stream stops the
-program (SIGTERM to its process group, SIGKILL after `grace`). Nothing else is needed to clean up: a worker
-ends what it left running, and the pool ends its workers.
+leased for the run, put back with `restore`. Each copy runs as a streaming task (`stream_command`) on the worker
+pinned to its partition: the worker starts the program, under its leader (leader.py), in a container of its own
+(host/containment.py), with the partition's environment (`CUDA_VISIBLE_DEVICES` from the start) and its lease's
+descriptor, and sends its output back line by line. The copy ends when the program exits, and what it left
+running ends with it; closing the stream stops the program (SIGTERM to its process group, the container killed
+after `grace`); a worker that dies takes its copies' containers with it (their leaders see it go). Signals and a
+closed output stop the whole run (stopping.py).
 """
 
 from __future__ import annotations
@@ -13,29 +15,36 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import json
 import os
 import queue
 import re
+import select
 import selectors
 import shlex
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import PluginError
+from ..host.containment import Container
+from ..host.leases import inherited_fds
 from ..pool.api.info import instance_info
 from ..pool.api.task import Task
 from ..pool.scheduler.threads import Threads
+from .stopping import Stop, write
 
 PLACEHOLDERS = ("index", "uuid", "profile", "gpu", "port")
 TICK_S = 0.2  # how often a quiet program's stream says it is alive (so that a stop is seen at once)
 READ_MAX = 1 << 16
 BACKOFF_S = (0.5, 10.0)
 TAIL = 10  # the last lines of a copy shown when it is given up  # a restart waits 0.5 s, doubling up to 10 s
+DRAIN_S = 2.0  # once a copy's program exited and its container ended: the longest its pipes are read on
 JOB_PREFIX = re.compile(r"^\s*\[([^\]]*)\]\s*")
 
 
@@ -61,18 +70,117 @@ def check_placeholders(argv: Sequence[str]) -> None:
     substitute(argv, dict.fromkeys(PLACEHOLDERS, 0))
 
 
-def _kill_group(proc: subprocess.Popen[bytes], grace: float) -> None:
-    """SIGTERM to the program's process group; SIGKILL to what is left after `grace` seconds."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+class _Lines:
+    """Whole lines read from a pipe; at its end, what is left as a last line without a newline."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.rest = b""
+        self.ended = False
+
+    def read(self) -> list[bytes]:
+        chunk = os.read(self.fd, READ_MAX)
+        if not chunk:
+            self.ended = True
+            last, self.rest = self.rest, b""
+            return [last] if last else []
+        *lines, self.rest = (self.rest + chunk).split(b"\n")
+        return lines
+
+
+class _Copy:
+    """A program started through its leader (launch/leader.py) in a container of its own: its output pipes, its
+    leader's reports and the container, read and ended from the worker's side."""
+
+    def __init__(self, args: list[str], env: dict[str, str], index: int) -> None:
+        self.container = Container.make(f"copy{index}")
+        status_r, status_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "migpool.launch.leader", str(status_w), str(os.getpid()), json.dumps(args)],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={**env, **self.container.env()},
+                pass_fds=(status_w, *inherited_fds(env)),  # the partition's lease: held while anything of it runs
+                start_new_session=True,  # Ctrl-C reaches `migpool run` only, which stops the copies
+            )
+        except BaseException:
+            os.close(status_r)
+            self.container.end()
+            raise
+        finally:
+            os.close(status_w)
+        self.container.add(self.proc.pid)  # before its Python has started: nothing forked yet
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self.out = _Lines(self.proc.stdout.fileno())
+        self.err = _Lines(self.proc.stderr.fileno())
+        self.reports = _Lines(status_r)
+        self.pid = 0  # the program's, once started
+        self.error = ""  # why it could not start
+        self.status: int | None = None  # once it exited
+        self.ended = False
+
+    def take_reports(self) -> None:
+        """Read the leader's reports (one read); a leader gone without a word: its own exit status stands."""
+        for line in self.reports.read():
+            with contextlib.suppress(ValueError):
+                said = json.loads(line)
+                self.pid = said.get("pid", self.pid)
+                self.error = said.get("error", self.error)
+                if "error" in said:
+                    self.status = 127
+                if "status" in said:
+                    self.status = int(said["status"])
+        if self.reports.ended and self.status is None:
+            try:
+                self.status = self.proc.wait(DRAIN_S)
+            except subprocess.TimeoutExpired:
+                self.status = -signal.SIGKILL
+            if not self.pid:
+                self.error = self.error or f"its leader ended first ({describe_status(self.status)})"
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM to the program's process group (through its leader); wait `grace` seconds for it to exit."""
+        if self.status is not None:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(self.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.status is None and (left := deadline - time.monotonic()) > 0:
+            if select.select([self.reports.fd], [], [], left)[0]:
+                self.take_reports()
+
+    def end(self) -> None:
+        """End the container: every process of the copy, the leader included, killed and reaped."""
+        if self.ended:
+            return
+        self.ended = True
+        self.container.end()
+        if self.proc.poll() is None:  # not in the container (it failed to join): by its PID
+            self.proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(DRAIN_S)
+
+    def drain(self) -> Iterator[tuple[str, str]]:
+        """What is left in the output pipes, read until their end or for at most DRAIN_S (a writer that escaped
+        the container keeps its end open)."""
+        deadline = time.monotonic() + DRAIN_S
+        pipes = {self.out.fd: ("out", self.out), self.err.fd: ("err", self.err)}
+        pipes = {fd: v for fd, v in pipes.items() if not v[1].ended}
+        while pipes and (left := deadline - time.monotonic()) > 0:
+            for fd in select.select(list(pipes), [], [], left)[0]:
+                name, lines = pipes[fd]
+                for line in lines.read():
+                    yield name, line.decode(errors="replace")
+                if lines.ended:
+                    del pipes[fd]
+
+    def close(self) -> None:
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+        os.close(self.reports.fd)
 
 
 def stream_command(
@@ -80,7 +188,13 @@ def stream_command(
 ) -> Iterator[tuple[str, Any]]:
     """Run a program on this worker's partition (a streaming task): yields ("start", where), then ("out" or
     "err", line) for each whole line it prints, ("tick", None) while it is quiet, and ("exit", {"status": …,
-    "seconds": …}) last (status negative: killed by that signal). Closing the stream stops the program."""
+    "seconds": …}) last (status negative: killed by that signal).
+
+    The program runs in a container of its own (host/containment.py) under a leader (launch/leader.py) that
+    holds the partition's lease with it: the copy ends when the program exits, and what it left running (a
+    background child, a daemon) is ended then; its output is read until its pipes' end, for at most DRAIN_S.
+    Closing the stream stops the program: SIGTERM to its process group, then, after `grace` seconds, the whole
+    container is killed. If the worker dies, the leader ends the container."""
     info = instance_info()
     part = info.partition
     cuda = os.environ.get("CUDA_VISIBLE_DEVICES", "")
@@ -102,50 +216,48 @@ def stream_command(
         extra["MIGPOOL_PORT"] = str(port)
     started = time.monotonic()
     try:
-        proc = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, **extra},
-            start_new_session=True,  # its own process group: a stop reaches everything it started
-        )
+        copy = _Copy(args, {**os.environ, **extra}, index)
     except OSError as e:
-        yield ("start", dict(values, argv=args, pid=0, error=f"{args[0]}: {e.strerror or e}"))
+        yield ("start", dict(values, argv=args, pid=0, error=f"could not start its leader: {e.strerror or e}"))
         yield ("exit", dict(status=127, seconds=0.0))
         return
-    yield ("start", dict(values, argv=args, pid=proc.pid))
     try:
         sel = selectors.DefaultSelector()
-        rest: dict[int, bytes] = {}
-        for name, pipe in (("out", proc.stdout), ("err", proc.stderr)):
-            assert pipe is not None
-            sel.register(pipe.fileno(), selectors.EVENT_READ, name)
-            rest[pipe.fileno()] = b""
-        while rest:
+        for name, lines in (("out", copy.out), ("err", copy.err), ("reports", copy.reports)):
+            sel.register(lines.fd, selectors.EVENT_READ, (name, lines))
+        early: list[tuple[str, str]] = []  # what it printed before its leader's report that it started came in
+        said_start = False
+        while copy.status is None:
             events = sel.select(TICK_S)
             if not events:
                 yield ("tick", None)
                 continue
             for key, _ in events:
-                fd = key.fd
-                chunk = os.read(fd, READ_MAX)
-                if not chunk:  # its end closed: what is left is a last line without a newline
-                    if rest[fd]:
-                        yield (key.data, rest[fd].decode(errors="replace"))
-                    sel.unregister(fd)
-                    del rest[fd]
+                name, lines = key.data
+                if name == "reports":
+                    copy.take_reports()
+                    if copy.reports.ended:
+                        sel.unregister(key.fd)
                     continue
-                *lines, rest[fd] = (rest[fd] + chunk).split(b"\n")
-                for line in lines:
-                    yield (key.data, line.decode(errors="replace"))
-        status = proc.wait()
-        yield ("exit", dict(status=status, seconds=time.monotonic() - started))
+                got = [(name, line.decode(errors="replace")) for line in lines.read()]
+                if lines.ended:
+                    sel.unregister(key.fd)
+                if said_start:
+                    yield from got
+                else:
+                    early += got
+            if not said_start and (copy.pid or copy.status is not None):
+                said_start = True
+                yield ("start", dict(values, argv=args, pid=copy.pid, **({"error": copy.error} if copy.error else {})))
+                yield from early
+        sel.close()
+        copy.end()  # the program exited: what it left running goes now, and its pipes reach their end
+        yield from copy.drain()
+        yield ("exit", dict(status=copy.status, seconds=time.monotonic() - started))
     finally:
-        _kill_group(proc, grace)
-        for pipe in (proc.stdout, proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        copy.stop(grace)
+        copy.end()
+        copy.close()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,12 +386,14 @@ def parse_job_line(line: str, number: int) -> Job | None:
 
 
 Event = tuple[str, Job, Any]  # ("start" | "out" | "err" | "exit", job, detail)
+STOP = "stop"  # put on a runner's events by `request_stop`: its event loop stops the run
 
 
 class Runner:
     """Runs jobs on a pool, each as a streaming task, from `workers` threads that this object owns and joins;
     what they see goes to `events` for one printing thread (lines are never interleaved). `stop()` closes every
-    stream: each program gets SIGTERM, then SIGKILL after its grace."""
+    stream: each program gets SIGTERM, then its container is killed after its grace. `request_stop()` asks the
+    printing thread to stop it (safe from a signal handler)."""
 
     def __init__(self, compute: Any, grace: float, retries: int = 0, restart: str = "never", max_restarts: int = 5):
         self.compute = compute
@@ -287,7 +401,7 @@ class Runner:
         self.retries = retries
         self.restart = restart
         self.max_restarts = max_restarts
-        self.events: queue.SimpleQueue[Event | None] = queue.SimpleQueue()
+        self.events: queue.SimpleQueue[Event | str | None] = queue.SimpleQueue()
         self.threads = Threads(on_error=self._died)
         self.stopping = threading.Event()
         self._lock = threading.Lock()
@@ -298,6 +412,9 @@ class Runner:
     def _died(self, name: str, e: BaseException) -> None:
         self.failure = e
         self.stop()
+
+    def request_stop(self) -> None:
+        self.events.put(STOP)  # (a SimpleQueue's put may be called from a signal handler)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -440,6 +557,9 @@ class Runner:
                 ev = self.events.get()
                 if ev is None:
                     break
+                if isinstance(ev, str):
+                    self.stop()
+                    continue
                 on_event(ev)
         finally:
             self.stop()
@@ -451,13 +571,27 @@ COLORS = ("cyan", "magenta", "green", "yellow", "blue", "red")
 
 class Printer:
     """Every line of every job, whole and prefixed with its name (colored on a terminal); with `log_dir`, also
-    one file per job."""
+    one file per job. A stream whose reader went away (`| head`) is written no more, and `on_closed` is told
+    (once for each: "out" or "err")."""
 
-    def __init__(self, out: Any, err: Any, color: bool, log_dir: str | None) -> None:
+    def __init__(
+        self, out: Any, err: Any, color: bool, log_dir: str | None, on_closed: Callable[[str], None] | None = None
+    ) -> None:
         self.out, self.err, self.color, self.log_dir = out, err, color, log_dir
+        self.on_closed = on_closed
+        self.closed: set[str] = set()
         self._logs: dict[str, Any] = {}
         if log_dir:
             os.makedirs(log_dir, exist_ok=True)
+
+    def write(self, which: str, text: str) -> None:
+        """`text` on stdout ("out") or stderr ("err"), unless its reader went away."""
+        if which in self.closed:
+            return
+        if not write(self.err if which == "err" else self.out, text):
+            self.closed.add(which)
+            if self.on_closed is not None:
+                self.on_closed(which)
 
     def prefix(self, job: Job) -> str:
         text = f"[{job.name}]"
@@ -468,7 +602,7 @@ class Printer:
         return text
 
     def line(self, job: Job, stream: str, text: str) -> None:
-        (self.err if stream == "err" else self.out).write(f"{self.prefix(job)} {text}\n")
+        self.write("err" if stream == "err" else "out", f"{self.prefix(job)} {text}\n")
         if self.log_dir:
             log = self._logs.get(job.name)
             if log is None:
@@ -478,7 +612,7 @@ class Printer:
             log.flush()
 
     def note(self, job: Job, text: str) -> None:
-        self.err.write(f"{self.prefix(job)} {text}\n")
+        self.write("err", f"{self.prefix(job)} {text}\n")
 
     def close(self) -> None:
         for f in self._logs.values():
@@ -500,17 +634,22 @@ def run(
     ready_port: bool = False,
     ready_cmd: Sequence[str] = (),
     on_progress: Callable[[list[Job]], None] | None = None,
+    stop: Stop | None = None,
 ) -> tuple[int, list[Job]]:
     """Run the jobs (copies, or a queue over `parallel` partitions) on an open pool, printing their lines; the
-    run's exit status (0, or the first failure's) and the jobs. SIGTERM and Ctrl-C stop every program (SIGTERM
-    to its process group, SIGKILL after `grace`)."""
+    run's exit status (0, or the first failure's) and the jobs. A signal (SIGINT, SIGTERM, SIGHUP) or the
+    printer's stdout being closed stops every program (SIGTERM to its process group, its whole container killed
+    after `grace`); the status is then `stop.status()` (128 + the signal, 141 for a closed output). `stop`: the
+    caller's, owning the signals from before the pool was opened (`migpool run`); else this call owns them."""
     runner = Runner(compute, grace, retries=retries, restart=restart, max_restarts=max_restarts)
     failed_first: list[Job] = []
-    stopped_by: list[int] = []
+    owned = stop is None
+    stopper = stop if stop is not None else Stop()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stopped_by.append(signum)
-        runner.stop()
+    def on_closed(which: str) -> None:
+        if which == "out":
+            printer.write("err", "migpool run: its output was closed, so every copy stops\n")
+        runner.request_stop()
 
     def on_event(ev: Event) -> None:
         kind, job, detail = ev
@@ -533,28 +672,25 @@ def run(
                 printer.note(job, f"  {text}")
         elif kind == "ready":
             for name, url in detail:  # one a line: a list of seven endpoints would pass 80 columns
-                printer.err.write(f"ready: {name} {url}\n")
+                printer.write("err", f"ready: {name} {url}\n")
 
-    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-    main = threading.current_thread() is threading.main_thread()
-    if main:
-        for s in before:
-            signal.signal(s, on_signal)
-    try:
-        if queue_mode:
-            runner.queue(jobs, parallel)
-        else:
-            runner.copies(jobs, ready_port, ready_cmd)
-        runner.wait(on_event)
-    finally:
-        if main:
-            for s, h in before.items():
-                signal.signal(s, h)
-        printer.close()
+    printer.on_closed = on_closed
+    with stopper if owned else contextlib.nullcontext(stopper):
+        stopper.divert(lambda signum: runner.request_stop())
+        try:
+            if queue_mode:
+                runner.queue(jobs, parallel)
+            else:
+                runner.copies(jobs, ready_port, ready_cmd)
+            runner.wait(on_event)
+        finally:
+            printer.close()
     if runner.failure is not None:
         raise runner.failure
-    if stopped_by:
-        return 128 + stopped_by[0], jobs
+    stopper.output_closed = stopper.output_closed or "out" in printer.closed
+    code = stopper.status()
+    if code is not None:
+        return code, jobs
     final = [j for j in failed_first if j.status not in (0, None)]
     return (exit_code(final[0].status) if final and final[0].status is not None else 0), jobs
 

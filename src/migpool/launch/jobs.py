@@ -12,6 +12,7 @@ from ..backend import open_backend
 from ..pool.api.providers import Local, Worker
 from ..pool.compute import Compute
 from .copies import Job, Printer, free_ports, parse_job_line, progress_line, run
+from .stopping import Stop
 
 
 def read_job_file(text: str) -> list[Job]:
@@ -83,10 +84,12 @@ def run_on_pool(
     out: TextIO,
     err: TextIO,
     show_progress: Callable[[str], None] | None = None,
+    stop: Stop | None = None,
 ) -> tuple[int, list[Job]]:
     """Open a pool of `workers` workers (None: one per partition the plugin makes), run `jobs` on it as a queue,
     or, given none, one copy of `command` per partition, printing their lines to `out` and `err`; then close the
-    pool. Returns the run's exit status and the jobs. `show_progress` gets a line each time a queued job ends."""
+    pool. Returns the run's exit status and the jobs. `show_progress` gets a line each time a queued job ends;
+    `stop` owns the signals (see copies.run)."""
     queue_mode = bool(jobs)
     with Compute(provider=provider, worker=Worker(concurrency=workers), plugins=[plugin], progress=False) as pool:
         if not queue_mode:
@@ -111,4 +114,5 @@ def run_on_pool(
             ready_port=how.ready_port,
             ready_cmd=how.ready_cmd,
             on_progress=progress,
+            stop=stop,
         )

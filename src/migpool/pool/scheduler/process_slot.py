@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...host.leases import inherited_fds
 from ..api.providers import WorkerSpec
 from ..shared.delivery import Lent, Liveness
 from ..shared.state import Holder, Waiter
@@ -134,7 +135,7 @@ class ProcessSlot(Slot):
             proc = self.sched.launch(
                 [self.spec.python, "-m", "migpool.pool.worker", c_r.spec(), c_w.spec()],
                 env=env,
-                pass_fds=(*c_r.fds(), *c_w.fds()),
+                pass_fds=(*c_r.fds(), *c_w.fds(), *inherited_fds(env)),  # its partition's lease too
                 stdin=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,  # Ctrl-C reaches the parent only; the parent stops the workers
