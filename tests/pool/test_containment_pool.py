@@ -5,6 +5,7 @@ pool's own threads; every cleanup user code can stall is bounded. Each test repr
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import signal
@@ -209,3 +210,47 @@ def test_large_put_values_hold_no_descriptor_each():
         later = pool.put(np.full(16 << 10, 7.0))  # (after the others were dropped and freed)
         assert pool.submit(np.sum, later).result(timeout=30) == 7.0 * (16 << 10)
         assert _fds() - before < 10
+
+
+POOL_THEN_WAIT = """
+import sys, time
+sys.path.insert(0, sys.argv[2])
+import containment_tasks as C
+from migpool import Compute, Worker
+with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as pool:
+    pool.submit(C.leave_daemon, sys.argv[1], 600)
+    print(pool.worker_pids[0], flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_pool_killed_with_sigkill_leaves_no_worker_and_no_daemon(tmp_path, container_kind):
+    """The parent is gone (SIGKILL: no cleanup of its own runs): each worker is told by the kernel
+    (PR_SET_PDEATHSIG) and ends its container, the daemon its task started included. Before: the worker died,
+    the daemon lived on under PID 1."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "daemon.pid"
+    tests = str(Path(__file__).resolve().parent.parent)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", POOL_THEN_WAIT, str(path), tests], stdout=subprocess.PIPE, text=True
+    )
+    pid = 0
+    try:
+        assert parent.stdout is not None
+        worker = int(parent.stdout.readline())
+        pid = _daemon_pid(path)
+        assert pid_alive(worker) and pid_alive(pid)
+        parent.kill()
+        parent.wait(10)
+        assert wait_gone([worker, pid], 5) == [], "the worker or its task's daemon outlived the pool"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if pid:
+            _kill(pid)
+        base = containment.own_cgroup()  # (a container whose maker was killed is left empty: removed here)
+        for d in base.glob(f"migpool-{parent.pid}-*") if base is not None else []:
+            with contextlib.suppress(OSError):
+                d.rmdir()

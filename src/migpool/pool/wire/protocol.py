@@ -64,6 +64,7 @@ _KINDS: tuple[type[Any], ...] = (
     Paused,
 )
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}
+_WIDTH = tuple(len(kind.__match_args__) + 1 for kind in _KINDS)  # each kind's wire tuple: its number, its fields
 _VALUE_FIELD = {RunTask: 2, TaskDone: 1, StoreValue: 1, Feed: 2, Yielded: 1}  # where a Packed may be
 _BY_NUMBER = {_NUMBER[k]: i + 1 for k, i in _VALUE_FIELD.items()}  # the same, as an index into the wire tuple
 _MARK = b"\0"
@@ -220,7 +221,7 @@ def read_frame(end: End, release: Release | None = None) -> Any:
     try:
         fields = pickle.loads(body)
         kind = _KINDS[fields[0]]
-        if len(fields) != len(kind._fields) + 1:
+        if len(fields) != _WIDTH[fields[0]]:
             raise ValueError(f"{len(fields) - 1} fields for a {kind.__name__}")
         if fd >= 0:
             at = _BY_NUMBER[fields[0]]
