@@ -9,6 +9,7 @@ user's iterator then is left behind, and said so (a thread cannot be stopped fro
 
 from __future__ import annotations
 
+import logging
 import queue
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +18,7 @@ from ..wire.messages import Feed
 from .jobs import Job
 from .threads import Threads
 
+log = logging.getLogger("migpool.pool")
 Read = Callable[[Job, int, int, Callable[[int], None] | None], list[Feed]]
 Send = Callable[[list[Feed]], None]
 Request = tuple[int, int, Send, Callable[[int], None] | None]
@@ -47,7 +49,10 @@ class Feeder:
             sid, n, send, store = req
             feeds = read(job, sid, n, store)
             if feeds and not job.future.done():
-                send(feeds)
+                try:
+                    send(feeds)
+                except Exception:  # noqa: BLE001 - its worker is gone (a Ray actor): its reader says so
+                    log.debug("migpool: the input of job %s found its worker gone", job.id)
 
 
 def feed(job: Job, read: Read, threads: Threads, sid: int, n: int, send: Send, store: Any = None) -> None:

@@ -249,7 +249,8 @@ class ProcessSlot(Slot):
         rc = proc.wait()
         container = self.container
         if container is not None and container.cgroup is not None:
-            container.end()  # what its tasks left running, daemons and forks in flight included, ends with it
+            with contextlib.suppress(OSError):  # what its tasks left running (daemons, forks in flight) ends too
+                container.end()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # (the sweep kind: the worker swept its descendants as it exited;
         sched.codec.peer_gone(proc.pid)  # what is left in its process group ends here)
@@ -264,7 +265,8 @@ class ProcessSlot(Slot):
         if proc is None:
             return
         if container is not None and (container.cgroup is not None or proc.poll() is None):
-            container.end()  # (the sweep kind only while the worker is unreaped: its PID cannot be reused)
+            with contextlib.suppress(OSError):  # (the process group below still goes)
+                container.end()  # (the sweep kind only while the worker is unreaped: its PID cannot be reused)
         if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -273,13 +275,16 @@ class ProcessSlot(Slot):
                     proc.kill()
 
     def stop(self, timeout: float) -> None:
+        """Ask the worker to exit after its task, end it past `timeout`; either way, once this returns nothing it
+        started runs any more (its container is ended: dynamic MIG frees its partition next)."""
         self.writer_q.put(Stop())
         if self.proc is not None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.kill()
-                self.proc.wait()
+                pass
+            self.kill()
+            self.proc.wait()
 
     def wait_exit(self, timeout: float | None) -> None:
         if self.proc is not None:

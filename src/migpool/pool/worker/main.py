@@ -1,7 +1,9 @@
 """The worker process: `python -m migpool.pool.worker READ_END WRITE_END` (each `PIPE_FD:SOCKET_FD`, protocol.End).
 
-Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. It runs one
-task at a time and exits when the parent goes away.
+Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. First thing, it joins
+the container the parent made for it (host/containment.py: a cgroup, or it becomes the subreaper of what its tasks
+start), so that every process a task starts, daemons included, ends with it. It runs one task at a time; it ends
+its container when the parent dies (the kernel tells it), and sweeps what its tasks left when it exits.
 """
 
 from __future__ import annotations
