@@ -254,3 +254,38 @@ def test_a_pool_killed_with_sigkill_leaves_no_worker_and_no_daemon(tmp_path, con
         for d in base.glob(f"migpool-{parent.pid}-*") if base is not None else []:
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def test_a_stored_values_pages_go_back_once_its_ref_is_dropped_and_every_receiver_let_go():
+    """Stored values share one memfd (the store): a dropped one's pages are given back (a hole punched) only
+    once every receiver unmapped it; one a receiver forked over (or died holding) stays until the store closes."""
+    from migpool.pool.wire.segments import Recycler
+
+    r = Recycler()
+    a, _ = r.keep([memoryview(b"a" * (4 << 20))])
+    b, _ = r.keep([memoryview(b"b" * (4 << 20))])
+    fd, sid_a, sid_b = a.fd, a.sid, b.sid
+    assert b.fd == fd and b.base >= a.base + (4 << 20)  # one descriptor, each value in pages of its own
+
+    def held() -> int:
+        return os.fstat(fd).st_blocks * 512
+
+    assert held() >= 8 << 20
+    r.sent(sid_a, 7)
+    r.sent(sid_b, 7)
+    del a, b
+    gc.collect()
+    r.tidy()
+    assert held() >= 8 << 20  # dropped, but receiver 7 still maps both
+    r.released([(sid_a, True), (sid_b, False)], 7)  # (it forked while it mapped b)
+    assert (4 << 20) <= held() < (5 << 20)  # a's pages went, b's stay
+    r.close()
+    assert _open_stores() == 0  # it closed with its recycler
+
+
+def _open_stores() -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # (the listing's own descriptor is gone already)
+            n += "memfd:migpool-store" in os.readlink(f"/proc/self/fd/{fd}")
+    return n
