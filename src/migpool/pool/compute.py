@@ -10,6 +10,7 @@ import itertools
 import os
 import socket
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
@@ -149,6 +150,7 @@ class Compute(Collections):
         self._decorated: dict[int, tuple[Any, Any]] = {}  # id(fn) -> (fn, its decorated function)
         self._around = contextlib.ExitStack()  # the plugins' around_pool contexts, left when the pool closes
         self._closed = False
+        self._closing = threading.RLock()  # one close() at a time: a second, from another thread, waits for it
 
     # --- lifecycle ---
     def __rrshift__(self, other: object) -> NoReturn:
@@ -304,7 +306,12 @@ class Compute(Collections):
 
     def close(self, error: bool = False) -> None:
         """Stop the workers (after their tasks finish, unless `error`) and let plugins tear down. Raises the
-        error that broke the pool, if one of its threads died (unless `error`: one is on its way already)."""
+        error that broke the pool, if one of its threads died (unless `error`: one is on its way already). A
+        close() while another runs (from another thread) waits for that one to end, then returns."""
+        with self._closing:
+            self._close(error)
+
+    def _close(self, error: bool) -> None:
         broken: PoolBrokenError | None = None
         self._around.close()
         if self._dynamic is not None:

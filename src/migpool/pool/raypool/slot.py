@@ -168,9 +168,10 @@ class RaySlot(Slot):
         super().deliver(job, result)
 
     def feed(self, job: Job, sid: int, n: int) -> None:
-        feeds = self.sched.read_input(job, sid, n)
-        if feeds and self.actor is not None:
-            self.actor.feed.remote(sid, feeds)
+        """Send up to `n` items of the job's input stream `sid` (read on the job's feeding thread)."""
+        actor = self.actor
+        if actor is not None:
+            self.sched.feed(job, sid, n, lambda feeds: actor.feed.remote(sid, feeds))
 
     def cancel(self, job: Job) -> None:
         if self.actor is not None:

@@ -32,6 +32,8 @@ from ..wire.messages import FEED_END, FEED_ERROR, FEED_ITEM, Feed, ForgetValue, 
 from ..wire.remote_errors import as_task_error
 from ..wire.segments import Codec, SharedMemoryCodec
 from ..wire.streams import OutputStream, StreamResults, take_inputs
+from .feeding import Send
+from .feeding import feed as feed_job
 from .jobs import Functions, Job, cancel_future, serves
 from .process_slot import ProcessSlot
 from .slot import POLL_S, Slot
@@ -44,6 +46,7 @@ __all__ = ["POLL_S", "Job", "Provisioner", "Scheduler", "Slot", "WorkerProcess",
 STARTUP_TIMEOUT_S = 120.0
 log = logging.getLogger("migpool.pool")
 JOIN_S = 5.0  # how long close() waits for the pool's threads to end
+FEED_JOIN_S = 1.0  # ... and for the threads that read iterator arguments (one blocked in user code is left)
 
 
 def _no_iterator(args: tuple[Any, ...]) -> bool:
@@ -134,6 +137,7 @@ class Scheduler:
         self._forgotten: collections.deque[int] = collections.deque()  # refs that were dropped (from finalizers)
         self.pending: collections.deque[Job] = collections.deque()
         self.threads = Threads(on_error=self.thread_died)
+        self.feeders = Threads(on_error=self.thread_died)  # the threads that read iterator arguments (feeding.py)
         self.failure: PoolBrokenError | None = None  # set when one of the pool's threads died of an error
         self._slot = slot or ProcessSlot
         self.workers = [self._slot(self, s) for s in specs]
@@ -305,6 +309,10 @@ class Scheduler:
                 it = job.inputs[sid] = None
         return out
 
+    def feed(self, job: Job, sid: int, n: int, send: Send, store: Callable[[int], None] | None = None) -> None:
+        """Read up to `n` items of the job's iterator argument `sid` on its feeding thread, and `send` them."""
+        feed_job(job, self.read_input, self.feeders, sid, n, send, store)
+
     def credit(self, job: Job, n: int) -> None:
         with self.lock:
             w = next((w for w in self.workers if job in w.outstanding), None)
@@ -321,6 +329,7 @@ class Scheduler:
                 w = next((w for w in self.workers if job in w.outstanding), None)
                 if w is None:
                     return
+                w.bound_cleanup(job)
         if w is None:
             cancel_future(job.future, "the stream was closed before its task ran")
         else:
@@ -466,7 +475,7 @@ class Scheduler:
             cancel_future(j.future)
         for w in self.workers:
             w.writer_q.put(None)  # a writer whose reader never started (the pool closed as it spawned)
-        stuck = self.threads.join(JOIN_S)
+        stuck = self.threads.join(JOIN_S) + self.feeders.join(FEED_JOIN_S)
         self.codec.close()
         if stuck:
             log.warning("migpool: threads still running %.0f s after the pool closed: %s", JOIN_S, ", ".join(stuck))

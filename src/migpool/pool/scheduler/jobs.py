@@ -47,6 +47,8 @@ class Job:
         "progress",
         "pausing",
         "moves",
+        "feeder",
+        "cleanup_by",
     )
 
     def __init__(
@@ -72,6 +74,8 @@ class Job:
         self.progress: tuple[float | None, float | None, float] | None = None  # its last (done, total, when)
         self.pausing = False  # asked to stop at its next checkpoint
         self.moves = 0
+        self.feeder: Any = None  # the thread that reads its iterator arguments (feeding.Feeder), once asked
+        self.cleanup_by: float | None = None  # a stream its consumer stopped: when its generator must have ended
 
 
 class Functions:

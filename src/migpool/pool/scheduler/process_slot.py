@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from ...host.containment import Container
 from ...host.leases import inherited_fds
 from ..api.providers import WorkerSpec
 from ..shared.delivery import Lent, Liveness
@@ -24,6 +25,7 @@ from ..wire.messages import (
     Call,
     Cancel,
     Credit,
+    Feed,
     Ready,
     Released,
     Stop,
@@ -32,7 +34,7 @@ from ..wire.messages import (
     TaskFailed,
     ToWorker,
 )
-from ..wire.protocol import End, channel, read_frame, write_frame
+from ..wire.protocol import End, FrameError, channel, read_frame, write_frame
 from .jobs import Job
 from .slot import POLL_S, Slot
 
@@ -116,7 +118,9 @@ class ProcessSlot(Slot):
     def __init__(self, sched: Scheduler, spec: WorkerSpec) -> None:
         super().__init__(sched, spec)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.container: Container | None = None  # what its process and everything it starts belong to
         self.outbox: Outbox | None = None  # set once its process runs
+        self.unreadable: str | None = None  # why a frame from its process could not be read (it was ended)
 
     @property
     def pid(self) -> int:
@@ -129,8 +133,10 @@ class ProcessSlot(Slot):
     def spawn(self) -> None:
         p_r, c_w = channel()  # worker -> parent
         c_r, p_w = channel()  # parent -> worker
-        env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()))
+        container = Container.make(self.name.removeprefix("migpool-"))  # a cgroup of its own, or a subreaper
+        env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()), **container.env())
         self.fresh()
+        proc = None
         try:
             proc = self.sched.launch(
                 [self.spec.python, "-m", "migpool.pool.worker", c_r.spec(), c_w.spec()],
@@ -143,12 +149,15 @@ class ProcessSlot(Slot):
         finally:
             c_r.close()
             c_w.close()
-        if proc is None:  # the pool has shut down
+            if proc is None:  # it did not start (or the pool has shut down): its container goes
+                container.end()
+        if proc is None:
             p_r.close()
             p_w.close()
             return
+        container.add(proc.pid)  # (it joins by itself too, first thing: whichever comes first)
         with self.sched.lock:
-            self.proc = proc
+            self.proc, self.container = proc, container
             closed = self.sched.closed
         if closed:  # the pool closed while this one started (a restart): it goes at once
             self.kill()
@@ -185,7 +194,9 @@ class ProcessSlot(Slot):
 
     def _reader(self, proc: subprocess.Popen[bytes], fd: End, wq: queue.SimpleQueue[ToWorker | None]) -> None:
         """Answers from the worker, until it exits. Its exit is seen from the process itself (a pidfd, else a poll
-        of its status), not from its pipe, which a process it forked may hold open."""
+        of its status), not from its pipe, which a process it forked may hold open. A frame that cannot be read
+        (garbage a task wrote to the channel, memory that ran out while reading or taking it) ends this worker
+        alone: its task fails with WorkerLostError and it is restarted; the pool goes on."""
         pidfd = _pidfd(proc.pid)
 
         def release(sid: int, reusable: bool) -> None:  # a segment of this worker's was unmapped here
@@ -201,7 +212,7 @@ class ProcessSlot(Slot):
             self.sched.pump()
             watch = [fd.fd] if pidfd is None else [fd.fd, pidfd]
             while True:
-                deadline = self.head_deadline()
+                deadline, why = self.deadline()
                 wait = POLL_S if deadline is None else min(POLL_S, deadline - time.monotonic())
                 ready = select.select(watch, [], [], wait)[0] if wait > 0 else []
                 if fd.fd in ready:
@@ -216,11 +227,14 @@ class ProcessSlot(Slot):
                         self.resolve(read_frame(fd, release), proc.pid)
                     break
                 if deadline is not None and time.monotonic() >= deadline:
-                    self.timed_out = True
+                    self.overdue(why)
                     self.kill()
                     break
         except (EOFError, OSError):
             pass
+        except (FrameError, MemoryError) as e:  # this worker's fault (or its task's): it alone goes
+            self.unreadable = f"sent a frame that could not be read ({type(e).__name__}: {e})"
+            self.kill()
         finally:
             wq.put(None)
             fd.close()
@@ -234,15 +248,27 @@ class ProcessSlot(Slot):
             was_ready = self.ready.is_set() or self.done_one
             self.ready.clear()
         rc = proc.wait()
+        container = self.container
+        if container is not None and container.cgroup is not None:
+            with contextlib.suppress(OSError):  # what its tasks left running (daemons, forks in flight) ends too
+                container.end()
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # what its tasks left running in its process group ends with it
-        sched.codec.peer_gone(proc.pid)
+            os.killpg(proc.pid, signal.SIGKILL)  # (the sweep kind: the worker swept its descendants as it exited;
+        sched.codec.peer_gone(proc.pid)  # what is left in its process group ends here)
         sched.shared.gone(proc.pid)  # its waiting calls go, the pool locks it held are released
-        self.ended(was_ready, _exit_text(rc), rc)
+        how, self.unreadable = self.unreadable or _exit_text(rc), None
+        self.ended(was_ready, how, rc)
 
     def kill(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
+        """End its worker and everything the worker started: its container (the kernel's cgroup.kill, or a sweep
+        of its descendants while it still lives), then its process group."""
+        proc, container = self.proc, self.container
+        if proc is None:
+            return
+        if container is not None and (container.cgroup is not None or proc.poll() is None):
+            with contextlib.suppress(OSError):  # (the process group below still goes)
+                container.end()  # (the sweep kind only while the worker is unreaped: its PID cannot be reused)
+        if proc.poll() is None:
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
@@ -250,13 +276,16 @@ class ProcessSlot(Slot):
                     proc.kill()
 
     def stop(self, timeout: float) -> None:
+        """Ask the worker to exit after its task, end it past `timeout`; either way, once this returns nothing it
+        started runs any more (its container is ended: dynamic MIG frees its partition next)."""
         self.writer_q.put(Stop())
         if self.proc is not None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.kill()
-                self.proc.wait()
+                pass
+            self.kill()
+            self.proc.wait()
 
     def wait_exit(self, timeout: float | None) -> None:
         if self.proc is not None:
@@ -276,9 +305,14 @@ class ProcessSlot(Slot):
         shared.call(Waiter(Holder(peer, msg.thread), cid, answer, outbox.alive), msg.kind, msg.name, msg.op, msg.args)
 
     def feed(self, job: Job, sid: int, n: int) -> None:
-        """Send up to `n` items of the job's input stream `sid` (read here, on this worker's reader thread)."""
-        for f in self.sched.read_input(job, sid, n, self.store):
-            self.writer_q.put(f)
+        """Send up to `n` items of the job's input stream `sid` (read on the job's feeding thread)."""
+        wq = self.writer_q  # (this process's: items read after it died go nowhere)
+
+        def send(feeds: list[Feed]) -> None:
+            for f in feeds:
+                wq.put(f)
+
+        self.sched.feed(job, sid, n, send, self.store)
 
     def store(self, vid: int) -> None:
         """Send stored value `vid` unless this worker holds it (before the input item that names it)."""

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .core import Scheduler
 
 POLL_S = 0.1  # how often a waiting reader looks at the deadline of the task its worker runs
+CLEANUP_S = 5.0  # how long a generator may take to end once its consumer stopped; then its worker is replaced
 
 
 class Slot(abc.ABC):
@@ -70,6 +71,7 @@ class Slot(abc.ABC):
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
         self.startup_failures = 0
         self.timed_out = False
+        self.stalled = False  # ended because a stopped stream's generator did not end in time
         self.restarts = 0
         self.draining = False  # takes no new job (dynamic MIG is about to free its partition)
         self.retired = False  # removed from the pool: not restarted when its worker ends
@@ -163,6 +165,7 @@ class Slot(abc.ABC):
         self.sent_fns = set()
         self.sent_values = set()
         self.timed_out = False
+        self.stalled = False
         self.done_one = False
         self.writer_q = queue.SimpleQueue()
 
@@ -198,6 +201,32 @@ class Slot(abc.ABC):
                 return None
             head = self.outstanding[0]
             return head.started + head.task.timeout if head.task.timeout else None
+
+    def deadline(self) -> tuple[float | None, str]:
+        """When its worker must be ended unless the task running now ended: its timeout ("timeout"), or, for a
+        stream its consumer stopped, the bound on its generator's cleanup ("cleanup"); (None, "") if neither."""
+        with self.sched.lock:
+            if not self.outstanding:
+                return None, ""
+            head = self.outstanding[0]
+            timeout = head.started + head.task.timeout if head.task.timeout else None
+            cleanup = head.cleanup_by
+        if cleanup is not None and (timeout is None or cleanup < timeout):
+            return cleanup, "cleanup"
+        return timeout, "timeout" if timeout is not None else ""
+
+    def bound_cleanup(self, job: Job) -> None:
+        """Its consumer stopped `job`'s stream: its generator's cleanup (a `finally`, user code) gets CLEANUP_S,
+        after which its worker is ended and replaced (scheduler lock held)."""
+        if job.cleanup_by is None:
+            job.cleanup_by = time.monotonic() + CLEANUP_S
+
+    def overdue(self, why: str) -> None:
+        """The task at hand passed its deadline (`why`, from `deadline`): its worker is about to be ended."""
+        if why == "cleanup":
+            self.stalled = True
+        else:
+            self.timed_out = True
 
     # --- answers ---
     def resolve(self, msg: FromWorker, peer: int = 0) -> None:
@@ -318,7 +347,12 @@ class Slot(abc.ABC):
                     f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {how}",
                     lost=True,
                 )
-                if self.timed_out:
+                if self.stalled:
+                    failure = TaskTimeoutError(
+                        f"{head.task!r}: its generator did not end within {CLEANUP_S}s after its consumer stopped; "
+                        f"the worker on {self.spec.describe()} was ended and restarted"
+                    )
+                elif self.timed_out:
                     failure = TaskTimeoutError(
                         f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
                         f"{self.spec.describe()}; the worker was stopped and restarted"

@@ -55,9 +55,9 @@ class Threads:
 class Spawner:
     """One long-lived thread that starts every worker process of a pool (and runs restarts).
 
-    A worker asks the kernel to kill it when its parent dies (PR_SET_PDEATHSIG), and the kernel counts the
-    *thread* that started it as its parent, so every worker must be started from a thread that lasts as long as
-    the pool: a worker started by a reader thread that then ends would die with it."""
+    A worker asks the kernel to tell it when its parent dies (PR_SET_PDEATHSIG), and then ends its container, and
+    the kernel counts the *thread* that started it as its parent, so every worker must be started from a thread
+    that lasts as long as the pool: a worker started by a reader thread that then ends would end with it."""
 
     def __init__(self, name: str, threads: Threads) -> None:
         self._q: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()

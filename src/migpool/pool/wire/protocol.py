@@ -64,11 +64,18 @@ _KINDS: tuple[type[Any], ...] = (
     Paused,
 )
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}
+_WIDTH = tuple(len(kind.__match_args__) + 1 for kind in _KINDS)  # each kind's wire tuple: its number, its fields
 _VALUE_FIELD = {RunTask: 2, TaskDone: 1, StoreValue: 1, Feed: 2, Yielded: 1}  # where a Packed may be
 _BY_NUMBER = {_NUMBER[k]: i + 1 for k, i in _VALUE_FIELD.items()}  # the same, as an index into the wire tuple
 _MARK = b"\0"
 READ_CHUNK = 1 << 20
 SMALL = 64 << 10  # a body this small goes out joined to its header
+MAX_BODY = 1 << 62  # no frame says more (only a garbage header does): more than any address space holds
+
+
+class FrameError(ValueError):
+    """What came down a channel is no frame (a header that makes no sense, a body that does not unpickle into a
+    message): the sender wrote garbage to its channel."""
 
 
 class End:
@@ -139,7 +146,8 @@ def write_frame(end: End, msg: ToWorker | FromWorker, peer: int = 0) -> int:
     p = msg[at] if at is not None else None
     if type(p) is Packed:
         seg = p.segment
-        fields = (*fields[: at + 1], (p.body, seg.size, p.spans, seg.sid), *fields[at + 2 :])  # type: ignore[operator]
+        where = (p.body, seg.size, p.spans, seg.sid) if not seg.base else (p.body, seg.size, p.spans, seg.sid, seg.base)
+        fields = (*fields[: at + 1], where, *fields[at + 2 :])  # type: ignore[operator]
         if seg.recycler is not None:
             seg.recycler.sent(seg.sid, peer)
         _socket().send_fds(end.side, [_MARK], [seg.fd])  # before its frame: the reader finds it waiting
@@ -184,17 +192,24 @@ def _read_exact(fd: int, n: int) -> bytes | bytearray | None:
 
 
 def read_frame(end: End, release: Release | None = None) -> Any:
-    """The next message, or raises EOFError when the other end is gone. A segment it brings tells `release`
-    when this side has unmapped it."""
+    """The next message, or raises EOFError when the other end is gone, FrameError when what came is no frame
+    (MemoryError when its body does not fit in this process). A segment it brings tells `release` when this side
+    has unmapped it."""
     head = _read_exact(end.fd, _HEADER.size)
     if head is None:
         raise EOFError
     size, nfds = _HEADER.unpack(head)
+    if nfds > 1 or size > MAX_BODY:
+        raise FrameError(f"a frame header says {size} bytes and {nfds} descriptors")
     fd = -1
     if nfds:
-        _, fds, _, _ = _socket().recv_fds(end.side, 1, nfds)
+        # the descriptor was sent before its frame, so it waits on the socket already: never block for it
+        try:
+            _, fds, _, _ = _socket().recv_fds(end.side, 1, nfds, _socket().MSG_DONTWAIT)
+        except BlockingIOError:
+            fds = []
         if not fds:
-            raise EOFError
+            raise FrameError("a frame says it brings a descriptor, and none came with it")
         for extra in fds[1:]:
             os.close(extra)
         fd = fds[0]
@@ -203,11 +218,23 @@ def read_frame(end: End, release: Release | None = None) -> Any:
         if fd >= 0:
             os.close(fd)
         raise EOFError
-    fields = pickle.loads(body)
-    if fd >= 0:
-        at = _BY_NUMBER[fields[0]]
-        data, seg_size, spans, sid = fields[at]
-        seg = Segment(fd, seg_size, sid)
-        seg.release = release
-        fields = (*fields[:at], Packed(data, seg, spans), *fields[at + 1 :])
-    return tuple.__new__(_KINDS[fields[0]], fields[1:])  # the named tuple, without its Python-level __new__
+    try:
+        fields = pickle.loads(body)
+        kind = _KINDS[fields[0]]
+        if len(fields) != _WIDTH[fields[0]]:
+            raise ValueError(f"{len(fields) - 1} fields for a {kind.__name__}")
+        if fd >= 0:
+            at = _BY_NUMBER[fields[0]]
+            data, seg_size, spans, sid, *base = fields[at]
+            seg = Segment(fd, seg_size, sid, base=base[0] if base else 0)
+            fd = -1  # (the segment holds it now)
+            seg.release = release
+            fields = (*fields[:at], Packed(data, seg, spans), *fields[at + 1 :])
+        return tuple.__new__(kind, fields[1:])  # the named tuple, without its Python-level __new__
+    except MemoryError:
+        raise
+    except Exception as e:  # noqa: BLE001 - whatever garbage raises, it is one error: no frame
+        raise FrameError(f"a frame's body is no message ({type(e).__name__}: {e})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)

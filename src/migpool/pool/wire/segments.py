@@ -42,6 +42,7 @@ RECYCLE_MAX = 2 << 30  # ... and at most 2 GiB
 Span = tuple[int, int, bool]  # (offset, length, read-only)
 Release = Callable[[int, bool], None]  # (segment id, reusable): a receiver unmapped a segment
 _MAP_FAILED = ctypes.c_void_p(-1).value
+_PUNCH_HOLE, _KEEP_SIZE = 0x02, 0x01  # fallocate(2) modes
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 _forks = [0]  # how many times this process forked: a mapping older than a fork may live on in the child
 
@@ -60,7 +61,14 @@ def _libc() -> ctypes.CDLL:
     libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
     libc.munmap.restype = ctypes.c_int
     libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    libc.fallocate.restype = ctypes.c_int
+    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
     return libc
+
+
+def _punch(fd: int, offset: int, size: int) -> None:
+    """Give back the memory of `size` bytes of memfd `fd` at `offset` (the file keeps its size: a hole)."""
+    _libc().fallocate(fd, _PUNCH_HOLE | _KEEP_SIZE, offset, size)
 
 
 def _unmapped(addr: int, size: int, release: Release | None, sid: int, forks: int) -> None:
@@ -69,8 +77,10 @@ def _unmapped(addr: int, size: int, release: Release | None, sid: int, forks: in
         release(sid, forks == _forks[0])
 
 
-def _map(fd: int, size: int, prot: int, flags: int, release: Release | None = None, sid: int = 0) -> memoryview:
-    addr = _libc().mmap(None, size, prot, flags, fd, 0)
+def _map(
+    fd: int, size: int, prot: int, flags: int, release: Release | None = None, sid: int = 0, offset: int = 0
+) -> memoryview:
+    addr = _libc().mmap(None, size, prot, flags, fd, offset)
     if addr in (None, _MAP_FAILED):
         err = ctypes.get_errno()
         raise OSError(err, f"mapping a {size}-byte segment failed: {os.strerror(err)}")
@@ -82,18 +92,26 @@ def _map(fd: int, size: int, prot: int, flags: int, release: Release | None = No
 
 
 class Segment:
-    """A memfd holding one transfer's or one shared value's buffers, known to its sender by `sid`. Its
-    descriptor closes (or goes back to its Recycler) when the last reference goes or with close(); a mapping
-    made from it lives on until its last view is gone."""
+    """A memfd holding one transfer's buffers, or the part of the sender's store (Recycler.keep) that holds one
+    stored value's, from `base` on; known to its sender by `sid`. Its descriptor closes (or goes back to its
+    Recycler) when the last reference goes or with close(); a mapping made from it lives on until its last view
+    is gone."""
 
-    __slots__ = ("fd", "size", "sid", "recycler", "release", "view")
+    __slots__ = ("fd", "size", "sid", "recycler", "release", "view", "base")
 
     def __init__(
-        self, fd: int, size: int, sid: int = 0, recycler: Recycler | None = None, view: memoryview | None = None
+        self,
+        fd: int,
+        size: int,
+        sid: int = 0,
+        recycler: Recycler | None = None,
+        view: memoryview | None = None,
+        base: int = 0,
     ) -> None:
         self.fd = fd
         self.size = size
         self.sid = sid
+        self.base = base  # where it starts in its memfd (a page boundary)
         self.recycler = recycler  # the sender's: it takes the segment back once no receiver maps it
         self.release: Release | None = None  # the receiver's: tells the sender when the mapping is gone
         self.view = view  # the sender's own mapping of a warm segment, which writes go through
@@ -110,9 +128,9 @@ class Segment:
             if self.view is not None:
                 self.view[start : start + m.nbytes] = m.cast("B") if m.format != "B" or m.ndim != 1 else m
                 continue
-            done = 0
+            done, at = 0, self.base + start
             while done < m.nbytes:
-                done += os.pwrite(self.fd, m[done : done + WRITE_MAX], start + done)
+                done += os.pwrite(self.fd, m[done : done + WRITE_MAX], at + done)
         return offsets
 
     def map(self, writable: bool = True) -> memoryview:
@@ -120,7 +138,7 @@ class Segment:
         descriptor (Python's mmap keeps one per mapping, which a consumer holding thousands of received arrays
         would run out of); it is unmapped when the last view of it is gone, and the sender is then told."""
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        view = _map(self.fd, self.size, prot, mmap.MAP_PRIVATE, self.release, self.sid)
+        view = _map(self.fd, self.size, prot, mmap.MAP_PRIVATE, self.release, self.sid, self.base)
         return view if writable else view.toreadonly()
 
     def close(self) -> None:
@@ -146,10 +164,11 @@ def _needed(parts: list[memoryview]) -> int:
 class _Given:
     """A segment its Recycler gave out: how many sends each receiver has not yet released."""
 
-    __slots__ = ("fd", "size", "view", "out", "dropped", "tainted")
+    __slots__ = ("fd", "size", "view", "out", "dropped", "tainted", "base")
 
-    def __init__(self, fd: int, size: int, view: memoryview | None) -> None:
+    def __init__(self, fd: int, size: int, view: memoryview | None, base: int = -1) -> None:
         self.fd, self.size, self.view = fd, size, view
+        self.base = base  # a stored value's place in the store (Recycler.keep); -1: a memfd of its own
         self.out: collections.Counter[int] = collections.Counter()  # receiver (peer) -> sends not released
         self.dropped = False  # the sender let go of it
         self.tainted = False  # a receiver forked while mapping it, or died: never reuse it
@@ -158,7 +177,12 @@ class _Given:
 class Recycler:
     """One side's segments: new ones, and warm ones whose every receiver has let go, for reuse (most-recent
     first, up to `limit` bytes). Events that garbage collection raises (a Segment dropped) are queued and
-    taken at the next call, so no lock is taken inside a finalizer."""
+    taken at the next call, so no lock is taken inside a finalizer.
+
+    Stored values (`keep`: a pool's put) share one memfd, the store, each in pages of its own: a pool holding
+    thousands of them holds one descriptor, not one each, so it meets no limit on open files. A value's pages
+    go back to the kernel (a hole punched) once its Ref was dropped and every receiver unmapped it; the store's
+    descriptor closes with the pool."""
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = _recycle_limit() if limit is None else limit
@@ -168,6 +192,9 @@ class Recycler:
         # sid -> (fd, size, the sender's mapping once the segment was reused)
         self._free: collections.OrderedDict[int, tuple[int, int, memoryview | None]] = collections.OrderedDict()
         self._ids = itertools.count(1)
+        self._store = -1  # the memfd that stored values share (made at the first one)
+        self._store_end = 0  # where the next stored value goes in it
+        self._kept: set[int] = set()  # the sids of stored values (their descriptor is the store's)
         self.closed = False
 
     def segment(self, parts: list[memoryview]) -> tuple[Segment, list[int]]:
@@ -190,6 +217,23 @@ class Recycler:
         elif view is None:  # reused for the first time: mapped here, its pages in place already
             view = g.view = _map(fd, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED | _POPULATE)
         seg.view = view
+        return seg, seg.write(parts)
+
+    def keep(self, parts: list[memoryview]) -> tuple[Segment, list[int]]:
+        """A segment of the store holding `parts` (a stored value, sent to any number of receivers); their
+        offsets in it."""
+        need = max(_needed(parts), 1)
+        with self._lock:
+            self._settle()
+            if self._store < 0:
+                self._store = os.memfd_create("migpool-store", os.MFD_CLOEXEC)
+            base = self._store_end
+            self._store_end = base + -(-need // mmap.ALLOCATIONGRANULARITY) * mmap.ALLOCATIONGRANULARITY
+            os.ftruncate(self._store, self._store_end)
+            sid = next(self._ids)
+            self._given[sid] = _Given(self._store, need, None, base)
+            self._kept.add(sid)
+            seg = Segment(self._store, need, sid, self, base=base)
         return seg, seg.write(parts)
 
     def sent(self, sid: int, peer: int) -> None:
@@ -220,7 +264,10 @@ class Recycler:
 
     def dropped(self, sid: int, fd: int) -> None:
         """The sender let go of a segment (from Segment.close or a finalizer: queued, no lock)."""
-        if self.closed:
+        if sid in self._kept:  # a stored value: the descriptor is the store's, closed with it
+            if not self.closed:
+                self._dropped.append((sid, -1))
+        elif self.closed:
             os.close(fd)
         else:
             self._dropped.append((sid, fd))
@@ -240,6 +287,13 @@ class Recycler:
                 g.dropped = True
         for sid, g in list(self._given.items()):
             if not g.dropped:
+                continue
+            if g.base >= 0:  # a stored value: its pages go once nobody maps them (a receiver that forked or
+                if g.tainted or not +g.out:  # died may map them still: those stay until the store closes)
+                    del self._given[sid]
+                    self._kept.discard(sid)
+                    if not g.tainted:
+                        _punch(g.fd, g.base, g.size)
                 continue
             if g.tainted:
                 del self._given[sid]
@@ -262,9 +316,12 @@ class Recycler:
                 os.close(fd)
             self._free.clear()
             for sid, g in list(self._given.items()):
-                if g.dropped:
+                if g.dropped and g.base < 0:
                     os.close(g.fd)
                     del self._given[sid]
+            if self._store >= 0:  # (a mapping of a stored value lives on until its last view is gone)
+                os.close(self._store)
+                self._store = -1
 
 
 def _recycle_limit() -> int:
@@ -291,9 +348,10 @@ class Packed:
         return self.segment.size + (len(self.body) if self.body is not None else 0)
 
 
-def pack(obj: Any, recycler: Recycler) -> bytes | Packed:
+def pack(obj: Any, recycler: Recycler, keep: bool = False) -> bytes | Packed:
     """`obj` pickled: plain bytes when it is small, else a Packed whose buffers (and large body) were written
-    once into a segment. A pickling that fails part-way raises before any segment is taken."""
+    once into a segment (`keep`: into the recycler's store, for a stored value). A pickling that fails part-way
+    raises before any segment is taken."""
     found: list[pickle.PickleBuffer] = []
     if "torch" in sys.modules:  # its tensors need the reducers that pickling.dumps adds
         body, found = dumps_out_of_band(obj)
@@ -312,7 +370,7 @@ def pack(obj: Any, recycler: Recycler) -> bytes | Packed:
     inline = len(body) < BODY_MIN
     if not inline:
         parts.append(memoryview(body).toreadonly())
-    segment, offsets = recycler.segment(parts)
+    segment, offsets = recycler.keep(parts) if keep else recycler.segment(parts)
     spans = tuple((at, m.nbytes, m.readonly) for at, m in zip(offsets, parts, strict=True))
     return Packed(body if inline else None, segment, spans)
 
@@ -357,7 +415,7 @@ class SharedMemoryCodec:
         # a task's arguments, its result or a stream's item, for one transfer; a value for `put`, sent to any
         # number of workers (bound here: a pool of tiny tasks calls it twice a task)
         self.pack: Callable[[Any], Any] = functools.partial(pack, recycler=self.recycler)
-        self.store: Callable[[Any], Any] = self.pack
+        self.store: Callable[[Any], Any] = functools.partial(pack, recycler=self.recycler, keep=True)
         self.tidy: Callable[[], None] = self.recycler.tidy  # (bound here: the scheduler calls it twice a task)
 
     def unpack(self, data: Any, shared: bool = False) -> Any:

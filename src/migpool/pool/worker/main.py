@@ -1,14 +1,15 @@
 """The worker process: `python -m migpool.pool.worker READ_END WRITE_END` (each `PIPE_FD:SOCKET_FD`, protocol.End).
 
-Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. It runs one
-task at a time and exits when the parent goes away.
+Its environment (CUDA_VISIBLE_DEVICES among it) was fixed by the parent before it started. First thing, it joins
+the container the parent made for it (host/containment.py: a cgroup, or it becomes the subreaper of what its tasks
+start), so that every process a task starts, daemons included, ends with it. It runs one task at a time; it ends
+its container when the parent dies (the kernel tells it), and sweeps what its tasks left when it exits.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import itertools
 import os
 import select
@@ -18,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from ...host import containment
 from ..api import refs
 from ..api.checkpoints import Checkpoint
 from ..shared import proxies as shared
@@ -65,68 +67,16 @@ def _poll(fd: int, seconds: float) -> None:
         pass
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
-    except (OSError, AttributeError):
-        pass
-
-    def watch() -> None:
-        while True:
-            if os.getppid() != parent:
-                os._exit(1)
-            time.sleep(0.5)
-
-    # the process exits from this thread: nothing joins it
-    threading.Thread(target=watch, name="migpool-parent-watch", daemon=True).start()
-
-
-def _subreaper() -> None:
-    """Become the reaper of this worker's orphaned descendants (Linux), so that a process a task forked and left
-    behind, even one that started its own session, stays below this worker and ends with it (_end_descendants)."""
-    try:
-        ctypes.CDLL(None).prctl(36, 1)  # PR_SET_CHILD_SUBREAPER
-    except (OSError, AttributeError):
-        pass
-
-
-def _children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for t in tasks:
+def _reap(seconds: float) -> None:
+    """Reap the children that were just killed (for `seconds` at most), so that none outlives this worker as a
+    zombie of an unreaped parent."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         try:
-            with open(f"/proc/{pid}/task/{t}/children") as f:
-                out += [int(c) for c in f.read().split()]
-        except OSError:
-            continue
-    return out
-
-
-def _end_descendants() -> None:
-    """SIGKILL every process below this one (the tasks' leftovers), children before their own children."""
-    seen: set[int] = set()
-    todo = _children(os.getpid())
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo += _children(pid)
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            continue
-    deadline = time.monotonic() + 1.0  # reap them: their children were reparented to us, the subreaper
-    while seen and time.monotonic() < deadline:
-        try:
-            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:  # (some are not dead yet)
                 time.sleep(0.005)
-        except ChildProcessError:
-            break
+        except ChildProcessError:  # none left
+            return
 
 
 def _guard_channel(fds: tuple[int, ...]) -> None:
@@ -408,9 +358,11 @@ class ChannelLink:
 
 
 def main(read_end: str, write_end: str) -> None:
-    _die_with_parent(int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
+    # first of all: join the container the parent made for this worker (a cgroup, or become the subreaper of
+    # what its tasks start), and have the kernel end it all should the parent die
+    container = containment.enter()
+    containment.arm_parent_death(container, int(os.environ.get("MIGPOOL_PARENT_PID", os.getppid())))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
-    _subreaper()
     r, w = End.from_spec(read_end), End.from_spec(write_end)
     _guard_channel((*r.fds(), *w.fds()))
     owner = os.getpid()
@@ -456,5 +408,6 @@ def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
                     return
             msg = frame = None  # what they hold (a mapping, a segment) goes now, not with the next message
     finally:
-        if os.getpid() == owner:
-            _end_descendants()
+        if os.getpid() == owner:  # what the tasks left running ends before this worker does (the parent then
+            containment.sweep_descendants(owner)  # ends the container, which holds whatever escaped the sweep)
+            _reap(1.0)
