@@ -10,7 +10,10 @@ Names are imported on first use, so a worker process that only needs `migpool.po
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+
+# typing is not imported here: `python -m migpool` and the `migpool` script reach their Ctrl-C guard
+# (cli/__init__.py) 20 ms sooner; type checkers read this name as typing's
+TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
@@ -105,6 +108,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from . import accelerators, catalog, plugins
     from .backend import NvmlBackend, SimulatedBackend, open_backend
     from .errors import (

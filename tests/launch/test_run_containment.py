@@ -9,6 +9,7 @@ tried where it matters: a cgroup (where this machine allows one) and the sweep (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -159,9 +160,8 @@ def test_kill_9_of_the_run_ends_every_copy_and_every_process_of_the_run(extra_en
 
 def test_a_partition_stays_leased_until_the_last_process_of_its_copy_is_gone():
     """Failure 11: the lease died with `migpool run` while its program ran on. The program holds its lease's
-    descriptor itself. Its parent is stopped (SIGSTOP) so that it cannot end the copy yet, and the run is
-    killed: the program still runs, and its partition is shown leased until the parent is let go and the copy is
-    gone."""
+    descriptor itself. Its parent is stopped (SIGSTOP) so that it cannot end the copy, and the run is killed:
+    for as long as the program runs, its partition is shown leased, and once everything is gone, free."""
     marker = f"migpool-test-lease-{os.getpid()}"
     p = _start(marker, 1, {}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (program,) = _programs(marker)
@@ -177,12 +177,15 @@ def test_a_partition_stays_leased_until_the_last_process_of_its_copy_is_gone():
     try:
         p.kill()
         p.wait(30)
-        others = run_processes - {parent, program} - _descendants(program)
-        assert _until(lambda: not any(_alive(pid) for pid in others), 10)
-        assert _alive(program)
-        assert set(_leases()) == set(leased), "a partition was shown free under a running program"
+        deadline = time.monotonic() + 10
+        while _alive(program) and time.monotonic() < deadline:  # (its worker's container ends it, stopped or not)
+            now = set(_leases())
+            if _alive(program):  # alive after the read: it ran while status was read
+                assert now == set(leased), "a partition was shown free under a running program"
+            time.sleep(0.01)
     finally:
-        os.kill(parent, signal.SIGCONT)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(parent, signal.SIGCONT)
     assert _until(lambda: not any(_alive(pid) for pid in run_processes), 10)
     assert _leases() == {}
 
@@ -224,27 +227,26 @@ def test_a_closed_stdout_stops_the_run_says_so_and_leaves_nothing():
     assert _until(lambda: not any(_alive(pid) for pid in run_processes), 10)
 
 
-def _catches(pid: int, sig: int) -> bool:
+def _entered(pid: int) -> bool:
+    """Whether `python -m migpool` has begun (it names its process migpool first thing)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigCgt:"):
-                return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "migpool"
     except OSError:
-        pass
-    return False
+        return False
 
 
-@pytest.mark.parametrize("delay", [0.1, 0.4, 0.8, 1.5])
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.4, 0.8, 1.5])
 def test_ctrl_c_at_any_moment_gives_130_and_ends_every_copy(delay):
     """Failure 15: Ctrl-C in the first second (while the command line loads, the pool opens, the layout is
     applied) gave a KeyboardInterrupt traceback, or `error: aborted` with status 1. `delay` counts from the
-    moment Python can take a Ctrl-C at all (its SIGINT handler is in place)."""
+    moment migpool's first line runs (`python -m migpool` names the process migpool then): before it, Python's
+    own start-up answers a Ctrl-C as it answers any script's."""
     marker = f"migpool-test-ctrl-c-{os.getpid()}-{delay}"
     p = subprocess.Popen(
         [*RUN, "-p", "1g.10gb", "-n", "2", "--grace", "1", "--", *_sleeper(marker)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert _until(lambda: _catches(p.pid, signal.SIGINT) or p.poll() is not None, 10)
+    assert _until(lambda: _entered(p.pid) or p.poll() is not None, 10)
     time.sleep(delay)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)

@@ -197,6 +197,7 @@ class Container:
         if (want or kind()) == "cgroup":
             base = _cgroup_base()
             if base is not None:
+                remove_stale(base)
                 d = base / f"migpool-{os.getpid()}-{next(_seq)}-{name}"
                 try:
                     d.mkdir()
@@ -249,9 +250,17 @@ class Container:
                 _kill_by_pidfd(p)
         empty = not _populated(self.cgroup)
         if empty:
-            with contextlib.suppress(OSError):
-                self.cgroup.rmdir()
+            remove_tree(self.cgroup)
         return empty
+
+
+def remove_stale(base: Path) -> None:
+    """Remove the emptied containers that processes now gone left below `base` (a maker killed with SIGKILL
+    leaves its cgroup directory behind: the kernel emptied it, nobody removed it)."""
+    for d in base.glob("migpool-*"):
+        maker = d.name.split("-")[1]
+        if maker.isdigit() and not os.path.exists(f"/proc/{maker}") and not _populated(d):
+            remove_tree(d)
 
 
 def kill_cgroup(cgroup: Path) -> None:
@@ -292,11 +301,28 @@ def enter() -> Container | None:
     return Container("sweep", None, os.getpid())
 
 
-def end_own(container: Container | None) -> None:
-    """From inside a leader: end everything in its container but itself, then itself (never returns)."""
-    if container is not None and container.cgroup is not None:
+def remove_tree(cgroup: Path) -> None:
+    """Remove an emptied cgroup and the cgroups below it (a worker's holds its copies'), deepest first."""
+    for d in sorted((p for p in cgroup.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
         with contextlib.suppress(OSError):
-            kill_cgroup(container.cgroup)  # the kernel kills this process too
+            d.rmdir()
+    with contextlib.suppress(OSError):
+        cgroup.rmdir()
+
+
+def end_own(container: Container | None) -> None:
+    """From inside a leader: end everything in its container, then itself (never returns). A cgroup's leader
+    steps out to the parent cgroup first, so that it lives to remove the emptied cgroup and those below it."""
+    if container is not None and container.cgroup is not None:
+        cg = container.cgroup
+        with contextlib.suppress(OSError):
+            (cg.parent / "cgroup.procs").write_text("0")
+        with contextlib.suppress(OSError):
+            kill_cgroup(cg)  # (where the step out failed, the kernel kills this process too)
+        deadline = time.monotonic() + GONE_WAIT_S
+        while _populated(cg) and time.monotonic() < deadline:
+            time.sleep(0.002)
+        remove_tree(cg)
     sweep_descendants(os.getpid())
     os._exit(1)
 
