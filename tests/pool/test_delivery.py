@@ -22,7 +22,7 @@ from delivery_tasks import endless, meet, take, total, wait_for_item
 import migpool
 from migpool import Compute, Worker
 from migpool.pool.shared.delivery import Lent, Liveness
-from migpool.pool.shared.state import Holder, SharedState, Waiter
+from migpool.pool.shared.state import Caller, SharedState, Waiter
 from migpool.pool.wire.messages import Answer
 from migpool.pool.wire.protocol import channel, read_frame, write_frame
 
@@ -90,7 +90,7 @@ class _Calls:
     """Calls on a SharedState as one holder whose process is alive while `alive[0]`."""
 
     def __init__(self, state, pid):
-        self.state, self.holder, self.answers, self.n, self.alive = state, Holder(pid, 1), {}, 0, [True]
+        self.state, self.holder, self.answers, self.n, self.alive = state, Caller(pid, 1), {}, 0, [True]
 
     def __call__(self, kind, name, op, *args):
         cid = self.n = self.n + 1

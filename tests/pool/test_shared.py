@@ -10,14 +10,14 @@ import pytest
 
 import migpool
 from migpool import Compute, Worker
-from migpool.pool.shared.state import TIMED_OUT, Holder, SharedState, Waiter
+from migpool.pool.shared.state import TIMED_OUT, Caller, SharedState, Waiter
 
 
 class Calls:
     """Calls on a SharedState as one holder, recording each answer."""
 
     def __init__(self, state, pid=1, thread=1):
-        self.state, self.holder, self.answers, self.n = state, Holder(pid, thread), {}, 0
+        self.state, self.holder, self.answers, self.n = state, Caller(pid, thread), {}, 0
 
     def __call__(self, kind, name, op, *args):
         cid = self.n = self.n + 1

@@ -159,7 +159,7 @@ def _run(
         raise click.UsageError("-n goes with -p PROFILE or --whole-gpu")
     gpus = _gpu_indices(gpu_text if gpu_text is not None or not whole_gpu else "all")
     provider = Local(simulate=simulate)
-    jobs: list[launch.Job] = []
+    jobs: list[launch.Command] = []
     if jobs_file:
         text = sys.stdin.read() if jobs_file == "-" else Path(jobs_file).read_text(encoding="utf-8", errors="replace")
         jobs = launching.read_job_file(text)

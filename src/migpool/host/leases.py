@@ -34,7 +34,7 @@ LEASE_FD_ENV = "MIGPOOL_LEASE_FD"  # "<descriptor>:<UUID>": the lease a process 
 
 
 @dataclass(frozen=True)
-class Holder:
+class LeaseHolder:
     pid: int
     command: str
     user: str
@@ -64,19 +64,19 @@ def _path(directory: Path, uuid: str) -> Path:
     return directory / f"{uuid}.lease"
 
 
-UNKNOWN = Holder(0, "unknown: its lease file names no holder", "?", 0.0, "")
+UNKNOWN = LeaseHolder(0, "unknown: its lease file names no holder", "?", 0.0, "")
 
 
-def _read_holder(fd: int) -> Holder | None:
+def _read_holder(fd: int) -> LeaseHolder | None:
     """The holder the file names, if that process still runs (else the name is a dead holder's, left behind)."""
     try:
-        who = Holder(**json.loads(os.pread(fd, 4096, 0).decode("utf-8")))
+        who = LeaseHolder(**json.loads(os.pread(fd, 4096, 0).decode("utf-8")))
     except (ValueError, TypeError, UnicodeDecodeError):
         return None  # being written at this moment, or not migpool's
     return who if who.token and pid_alive(who.pid) else None
 
 
-def holder(directory: Path, uuid: str) -> Holder | None:
+def holder(directory: Path, uuid: str) -> LeaseHolder | None:
     """Who leases `uuid` now (None: nobody). Reads only: `directory` need not be writable, nor exist."""
     path = _path(directory, uuid)
     deadline = time.monotonic() + SETTLE_S
@@ -99,7 +99,7 @@ def holder(directory: Path, uuid: str) -> Holder | None:
         time.sleep(0.005)
 
 
-def holders(directory: Path, uuids: Iterable[str], mine: Leases | None = None) -> dict[str, Holder]:
+def holders(directory: Path, uuids: Iterable[str], mine: Leases | None = None) -> dict[str, LeaseHolder]:
     """The UUIDs among `uuids` that someone other than `mine` leases, with their holders."""
     out = {}
     for u in uuids:
@@ -111,7 +111,7 @@ def holders(directory: Path, uuids: Iterable[str], mine: Leases | None = None) -
     return out
 
 
-def refusal(uuid: str, who: Holder, what: str) -> LeasedError:
+def refusal(uuid: str, who: LeaseHolder, what: str) -> LeasedError:
     """The one-line error for a partition that another holder leases."""
     return LeasedError(
         f"{what}: {uuid} is leased by {who.describe()}. Close that pool or program, or wait for it (mig(wait=seconds))",
@@ -124,7 +124,7 @@ class Leases:
 
     def __init__(self, directory: Path, command: str | None = None) -> None:
         self.directory = directory
-        self.holder = Holder(os.getpid(), command or _command(), _user(), time.time(), uuidlib.uuid4().hex)
+        self.holder = LeaseHolder(os.getpid(), command or _command(), _user(), time.time(), uuidlib.uuid4().hex)
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 

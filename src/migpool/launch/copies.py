@@ -340,7 +340,7 @@ def describe_status(status: int | None) -> str:
 
 
 @dataclasses.dataclass
-class Job:
+class Command:
     """One command of a run: a copy (one per partition) or a line of a job file."""
 
     index: int
@@ -360,13 +360,13 @@ class Job:
     tail: collections.deque[str] = dataclasses.field(default_factory=lambda: collections.deque(maxlen=TAIL))
 
 
-def parse_job_line(line: str, number: int) -> Job | None:
+def parse_job_line(line: str, number: int) -> Command | None:
     """A job file's line: `cmd args…`, optionally led by `[3g.40gb]` or `[min_memory=30GB]`; None for a blank line
     or a comment."""
     text = line.strip()
     if not text or text.startswith("#"):
         return None
-    job = Job(number, [], line=text)
+    job = Command(number, [], line=text)
     m = JOB_PREFIX.match(text)
     if m:
         want = m.group(1).strip()
@@ -385,11 +385,11 @@ def parse_job_line(line: str, number: int) -> Job | None:
     return job
 
 
-Event = tuple[str, Job, Any]  # ("start" | "out" | "err" | "exit", job, detail)
+Event = tuple[str, Command, Any]  # ("start" | "out" | "err" | "exit", job, detail)
 STOP = "stop"  # put on a runner's events by `request_stop`: its event loop stops the run
 
 
-class Runner:
+class CommandRunner:
     """Runs jobs on a pool, each as a streaming task, from `workers` threads that this object owns and joins;
     what they see goes to `events` for one printing thread (lines are never interleaved). `stop()` closes every
     stream: each program gets SIGTERM, then its container is killed after its grace. `request_stop()` asks the
@@ -406,7 +406,7 @@ class Runner:
         self.stopping = threading.Event()
         self._lock = threading.Lock()
         self._streams: set[Any] = set()
-        self._todo: list[Job] = []
+        self._todo: list[Command] = []
         self.failure: BaseException | None = None
 
     def _died(self, name: str, e: BaseException) -> None:
@@ -423,7 +423,7 @@ class Runner:
         for s in streams:
             s.close()
 
-    def _task(self, job: Job) -> Task[Any]:
+    def _task(self, job: Command) -> Task[Any]:
         return Task(
             stream_command,
             (job.argv,),
@@ -432,7 +432,7 @@ class Runner:
             min_memory=job.min_memory,
         )
 
-    def _once(self, job: Job) -> int | None:
+    def _once(self, job: Command) -> int | None:
         """Run the job once; its exit status, or None when the run was stopped first."""
         stream = self.compute.submit(self._task(job)).result()
         with self._lock:
@@ -465,7 +465,7 @@ class Runner:
                 job.seconds += time.monotonic() - began
         return None if self.stopping.is_set() and status is None else status
 
-    def _serve(self, job: Job) -> None:
+    def _serve(self, job: Command) -> None:
         """A copy: run it, and again as --restart says, waiting longer after each failure."""
         wait = BACKOFF_S[0]
         while True:
@@ -485,7 +485,7 @@ class Runner:
                 return
             wait = min(wait * 2, BACKOFF_S[1])
 
-    def _take(self) -> Job | None:
+    def _take(self) -> Command | None:
         with self._lock:
             return self._todo.pop(0) if self._todo and not self.stopping.is_set() else None
 
@@ -499,14 +499,14 @@ class Runner:
                 with self._lock:
                     self._todo.append(job)
 
-    def copies(self, jobs: list[Job], ready_port: bool = False, ready_cmd: Sequence[str] = ()) -> None:
+    def copies(self, jobs: list[Command], ready_port: bool = False, ready_cmd: Sequence[str] = ()) -> None:
         for job in jobs:
             self.threads.start(f"migpool-run-{job.name}", self._serve, job)
         if ready_port or ready_cmd:
             self.threads.start("migpool-run-ready", self._ready, jobs, ready_cmd)
 
     @staticmethod
-    def _is_ready(job: Job, ready_cmd: Sequence[str]) -> bool:
+    def _is_ready(job: Command, ready_cmd: Sequence[str]) -> bool:
         if not ready_cmd:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", job.port), timeout=0.2):
                 return True
@@ -521,7 +521,7 @@ class Runner:
             return False
         return done.returncode == 0
 
-    def _ready(self, jobs: list[Job], ready_cmd: Sequence[str]) -> None:
+    def _ready(self, jobs: list[Command], ready_cmd: Sequence[str]) -> None:
         """Wait until every copy is ready (accepts connections on its port, or its ready command succeeds); then
         say where each is."""
         waiting = {j.index: j for j in jobs if j.port or ready_cmd}
@@ -535,7 +535,7 @@ class Runner:
             where = [(j.name, f"http://127.0.0.1:{j.port}" if j.port else j.where) for j in jobs]
             self.events.put(("ready", jobs[0], where))
 
-    def queue(self, jobs: list[Job], parallel: int) -> None:
+    def queue(self, jobs: list[Command], parallel: int) -> None:
         self._todo = list(jobs)
         for i in range(max(1, min(parallel, len(jobs)))):
             self.threads.start(f"migpool-run-q{i}", self._drain)
@@ -593,7 +593,7 @@ class Printer:
             if self.on_closed is not None:
                 self.on_closed(which)
 
-    def prefix(self, job: Job) -> str:
+    def prefix(self, job: Command) -> str:
         text = f"[{job.name}]"
         if self.color:
             import click
@@ -601,7 +601,7 @@ class Printer:
             return click.style(text, fg=COLORS[job.index % len(COLORS)])
         return text
 
-    def line(self, job: Job, stream: str, text: str) -> None:
+    def line(self, job: Command, stream: str, text: str) -> None:
         self.write("err" if stream == "err" else "out", f"{self.prefix(job)} {text}\n")
         if self.log_dir:
             log = self._logs.get(job.name)
@@ -611,7 +611,7 @@ class Printer:
             log.write(text + "\n")
             log.flush()
 
-    def note(self, job: Job, text: str) -> None:
+    def note(self, job: Command, text: str) -> None:
         self.write("err", f"{self.prefix(job)} {text}\n")
 
     def close(self) -> None:
@@ -622,7 +622,7 @@ class Printer:
 
 def run(
     compute: Any,
-    jobs: list[Job],
+    jobs: list[Command],
     *,
     queue_mode: bool,
     parallel: int,
@@ -633,16 +633,16 @@ def run(
     max_restarts: int = 5,
     ready_port: bool = False,
     ready_cmd: Sequence[str] = (),
-    on_progress: Callable[[list[Job]], None] | None = None,
+    on_progress: Callable[[list[Command]], None] | None = None,
     stop: Stop | None = None,
-) -> tuple[int, list[Job]]:
+) -> tuple[int, list[Command]]:
     """Run the jobs (copies, or a queue over `parallel` partitions) on an open pool, printing their lines; the
     run's exit status (0, or the first failure's) and the jobs. A signal (SIGINT, SIGTERM, SIGHUP) or the
     printer's stdout being closed stops every program (SIGTERM to its process group, its whole container killed
     after `grace`); the status is then `stop.status()` (128 + the signal, 141 for a closed output). `stop`: the
     caller's, owning the signals from before the pool was opened (`migpool run`); else this call owns them."""
-    runner = Runner(compute, grace, retries=retries, restart=restart, max_restarts=max_restarts)
-    failed_first: list[Job] = []
+    runner = CommandRunner(compute, grace, retries=retries, restart=restart, max_restarts=max_restarts)
+    failed_first: list[Command] = []
     owned = stop is None
     stopper = stop if stop is not None else Stop()
 
@@ -695,7 +695,7 @@ def run(
     return (exit_code(final[0].status) if final and final[0].status is not None else 0), jobs
 
 
-def progress_line(jobs: list[Job], started: float) -> str:
+def progress_line(jobs: list[Command], started: float) -> str:
     """'12/50 done, 1 failed, about 40s left' for a job queue on a terminal (a failed line waiting for its retry
     counts as failed until it runs again)."""
     done = sum(1 for j in jobs if j.status is not None)

@@ -11,11 +11,11 @@ from typing import Any, TextIO
 from ..backend import open_backend
 from ..pool.api.providers import Local, Worker
 from ..pool.compute import Compute
-from .copies import Job, Printer, free_ports, parse_job_line, progress_line, run
+from .copies import Command, Printer, free_ports, parse_job_line, progress_line, run
 from .stopping import Stop
 
 
-def read_job_file(text: str) -> list[Job]:
+def read_job_file(text: str) -> list[Command]:
     """The commands of a job file, each named after its line (`job3`: the third line); blank lines and comments
     are skipped."""
     jobs = []
@@ -37,7 +37,7 @@ def whole_gpus(provider: Local, gpus: int | list[int] | str) -> list[int]:
     return found if gpus == "all" else [i for i in ([gpus] if isinstance(gpus, int) else gpus) if i in found]
 
 
-def copies(pool: Any, command: Sequence[str], *, whole_gpu: bool, pinned: bool, port_base: int) -> list[Job]:
+def copies(pool: Any, command: Sequence[str], *, whole_gpu: bool, pinned: bool, port_base: int) -> list[Command]:
     """One copy of `command` per worker of the pool: named `gpu#N` on whole GPUs, else after the partition's
     profile (`1g.10gb#3`), kept to that profile when `pinned`; with a {port} in the command, each gets a free
     port from `port_base` up."""
@@ -49,7 +49,7 @@ def copies(pool: Any, command: Sequence[str], *, whole_gpu: bool, pinned: bool, 
         names = [f"{p}#{i}" for i, p in enumerate(profiles)]
     ports = free_ports(len(names), port_base) if any("{port}" in a for a in command) else []
     return [
-        Job(i, list(command), name=name, partition=profiles[i] if pinned else None, port=ports[i] if ports else 0)
+        Command(i, list(command), name=name, partition=profiles[i] if pinned else None, port=ports[i] if ports else 0)
         for i, name in enumerate(names)
     ]
 
@@ -78,14 +78,14 @@ def run_on_pool(
     provider: Local,
     plugin: Any,
     workers: int | None,
-    jobs: list[Job],
+    jobs: list[Command],
     command: Sequence[str],
     how: How,
     out: TextIO,
     err: TextIO,
     show_progress: Callable[[str], None] | None = None,
     stop: Stop | None = None,
-) -> tuple[int, list[Job]]:
+) -> tuple[int, list[Command]]:
     """Open a pool of `workers` workers (None: one per partition the plugin makes), run `jobs` on it as a queue,
     or, given none, one copy of `command` per partition, printing their lines to `out` and `err`; then close the
     pool. Returns the run's exit status and the jobs. `show_progress` gets a line each time a queued job ends;
@@ -97,7 +97,7 @@ def run_on_pool(
         printer = Printer(out, err, how.color, how.log_dir)
         started = time.monotonic()
 
-        def progress(all_jobs: list[Job]) -> None:
+        def progress(all_jobs: list[Command]) -> None:
             if queue_mode and show_progress is not None:
                 show_progress(progress_line(all_jobs, started))
 

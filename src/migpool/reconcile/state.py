@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ..backend.base import Backend, GpuInfo, ProcessInfo
 from ..errors import NotFoundError
 from ..host.journal import InstanceRecord
-from ..host.leases import Holder, Leases, holders
+from ..host.leases import LeaseHolder, Leases, holders
 from ..mig.catalog import GpuModel
 from ..mig.planner import PlannedInstance
 
@@ -109,6 +109,6 @@ def describe_procs(procs: Sequence[ProcessInfo]) -> str:
     return "; ".join(f"PID {p.pid} ({p.name}) on {p.device_uuid}" for p in procs)
 
 
-def leased(backend: Backend, uuids: Sequence[str], mine: Leases | None = None) -> dict[str, Holder]:
+def leased(backend: Backend, uuids: Sequence[str], mine: Leases | None = None) -> dict[str, LeaseHolder]:
     """Which of these MIG device (or GPU) UUIDs a holder other than `mine` leases now (leases.py)."""
     return holders(backend.state_dirs().leases(write=False), uuids, mine)

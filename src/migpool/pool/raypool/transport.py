@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from ..shared.proxies import refused
-from ..shared.state import Holder, SharedState, Waiter
+from ..shared.state import Caller, SharedState, Waiter
 
 SHARED_ENV = "MIGPOOL_SHARED_ACTOR"  # the name of the Ray actor that serves a pool's collections
 
@@ -36,14 +36,14 @@ class SharedActor:
             elif not fut.done():
                 fut.set_result((ok, value))
 
-        self.state.call(Waiter(Holder(pid, thread), cid, answer), kind, name, op, args)
+        self.state.call(Waiter(Caller(pid, thread), cid, answer), kind, name, op, args)
         if now:  # (the usual call: answered at once, no future)
             return now[0]
         fut = asyncio.get_running_loop().create_future()
         return await fut
 
     async def withdraw(self, pid: int, thread: int, cid: int) -> bool:
-        return self.state.withdraw(Holder(pid, thread), cid)
+        return self.state.withdraw(Caller(pid, thread), cid)
 
     async def gone(self, pid: int) -> None:
         self.state.gone(pid)

@@ -19,7 +19,7 @@ from ...host.containment import Container
 from ...host.leases import inherited_fds
 from ..api.providers import WorkerSpec
 from ..shared.delivery import Lent, Liveness
-from ..shared.state import Holder, Waiter
+from ..shared.state import Caller, Waiter
 from ..wire.messages import (
     Answer,
     Call,
@@ -302,7 +302,7 @@ class ProcessSlot(Slot):
             with contextlib.suppress(OSError):  # it died meanwhile (a queue's item goes back: undo_of)
                 outbox.send(Answer(cid, ok, value), shared.undo_of(msg.kind, msg.name, msg.op, value) if ok else None)
 
-        shared.call(Waiter(Holder(peer, msg.thread), cid, answer, outbox.alive), msg.kind, msg.name, msg.op, msg.args)
+        shared.call(Waiter(Caller(peer, msg.thread), cid, answer, outbox.alive), msg.kind, msg.name, msg.op, msg.args)
 
     def feed(self, job: Job, sid: int, n: int) -> None:
         """Send up to `n` items of the job's input stream `sid` (read on the job's feeding thread)."""

@@ -19,18 +19,18 @@ from ...errors import RemoteError, TaskTimeoutError, WorkerLostError
 from ...observe.poolstats import WorkerStats
 from ..api.providers import WorkerSpec
 from ..api.task import Task
-from ..shared.state import Holder
+from ..shared.state import Caller
 from ..wire.messages import (
     CHECKPOINTS,
     ONE_TASK_ENV,
     STREAM_IN,
     STREAM_OUT,
     Call,
+    Checkpointed,
     DefineFunction,
     FromWorker,
     Pause,
     Paused,
-    Progress,
     Released,
     RunTask,
     StoreValue,
@@ -281,12 +281,12 @@ class Slot(abc.ABC):
             self.call(msg, peer)
             return
         if isinstance(msg, Withdraw):  # (answered with TIMED_OUT, unless its answer went already)
-            self.sched.shared.withdraw(Holder(peer, msg.thread), msg.cid)
+            self.sched.shared.withdraw(Caller(peer, msg.thread), msg.cid)
             return
         if isinstance(msg, Released):
             self.sched.codec.released(msg.items, peer)
             return
-        if isinstance(msg, Progress):
+        if isinstance(msg, Checkpointed):
             self._progress(msg)
             return
         if not isinstance(msg, (Yielded, Want)):
@@ -300,7 +300,7 @@ class Slot(abc.ABC):
         elif job.stream is not None:
             job.stream.push(msg.item)
 
-    def _progress(self, msg: Progress) -> None:
+    def _progress(self, msg: Checkpointed) -> None:
         now = time.monotonic()
         with self.sched.lock:
             job = self.outstanding[0] if self.outstanding else None

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ..api import refs
 from ..wire.pickling import dumps
-from .state import ERRORS, TIMED_OUT, Holder, Refusal, SharedState, Waiter
+from .state import ERRORS, TIMED_OUT, Caller, Refusal, SharedState, Waiter
 
 CONSISTENCIES = (None, "strong", "eventual")
 
@@ -49,7 +49,7 @@ class LocalTransport:
         self._ids = itertools.count()
 
     def call(self, kind: str, name: str, op: str, args: tuple[Any, ...], timeout: float | None = None) -> Any:
-        holder = Holder(os.getpid(), threading.get_ident())
+        holder = Caller(os.getpid(), threading.get_ident())
         cid = next(self._ids)
         box: list[tuple[bool, Any]] = []
         done = threading.Event()

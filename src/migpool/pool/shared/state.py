@@ -28,7 +28,7 @@ KINDS = ("dict", "set", "counter", "queue", "barrier", "lock")
 TIMED_OUT = "migpool-timed-out"  # the answer to a call withdrawn before it was answered
 
 
-class Holder(NamedTuple):
+class Caller(NamedTuple):
     """Who calls: a process and one of its threads (a lock is held by a thread, as threading.Lock is)."""
 
     pid: int
@@ -47,7 +47,7 @@ class Waiter:
 
     def __init__(
         self,
-        holder: Holder,
+        holder: Caller,
         cid: int,
         answer: Callable[[bool, Any], None],
         alive: Callable[[], bool] | None = None,
@@ -88,7 +88,7 @@ class _Lock:
     __slots__ = ("holder", "waiting")
 
     def __init__(self) -> None:
-        self.holder: Holder | None = None
+        self.holder: Caller | None = None
         self.waiting: collections.deque[Waiter] = collections.deque()
 
 
@@ -126,7 +126,7 @@ class SharedState:
         else:
             waiter.answer(True, result)
 
-    def withdraw(self, holder: Holder, cid: int) -> bool:
+    def withdraw(self, holder: Caller, cid: int) -> bool:
         """Give up the waiting call `cid` of `holder`: it is answered with TIMED_OUT. False if it was answered
         already (that answer stands: the item it got, the lock it holds, is the caller's)."""
         with self._lock:

@@ -101,7 +101,7 @@ class Yielded(NamedTuple):
     item: Any
 
 
-class Progress(NamedTuple):
+class Checkpointed(NamedTuple):
     """Task `tid` yielded a checkpoint, `done` of `total` units of its work (each None where it did not say)."""
 
     tid: int
@@ -161,4 +161,4 @@ class Answer(NamedTuple):
 ToWorker = (
     DefineFunction | RunTask | Stop | StoreValue | ForgetValue | Credit | Cancel | Feed | Pause | Released | Answer
 )
-FromWorker = Ready | TaskDone | TaskFailed | Paused | Yielded | Progress | Want | Released | Call | Withdraw
+FromWorker = Ready | TaskDone | TaskFailed | Paused | Yielded | Checkpointed | Want | Released | Call | Withdraw

@@ -18,6 +18,7 @@ from .messages import (
     Answer,
     Call,
     Cancel,
+    Checkpointed,
     Credit,
     DefineFunction,
     Feed,
@@ -25,7 +26,6 @@ from .messages import (
     FromWorker,
     Pause,
     Paused,
-    Progress,
     Ready,
     Released,
     RunTask,
@@ -60,7 +60,7 @@ _KINDS: tuple[type[Any], ...] = (
     Withdraw,
     Answer,
     Pause,
-    Progress,
+    Checkpointed,
     Paused,
 )
 _NUMBER = {kind: i for i, kind in enumerate(_KINDS)}

@@ -31,13 +31,13 @@ from ..wire.messages import (
     Answer,
     Call,
     Cancel,
+    Checkpointed,
     Credit,
     DefineFunction,
     Feed,
     ForgetValue,
     Pause,
     Paused,
-    Progress,
     Ready,
     Released,
     RunTask,
@@ -318,7 +318,7 @@ class ChannelLink:
         self.send(Want(tid, sid, n))
 
     def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
-        self.send(Progress(tid, done, total))
+        self.send(Checkpointed(tid, done, total))
         with self.cond:
             while self._take(0):  # a Pause that came meanwhile
                 pass
