@@ -94,3 +94,30 @@ def test_an_apply_stopped_inside_an_operation_hangs_neither_another_apply_nor_st
         first.wait(timeout=10)
     migpool.apply({"3g.40gb": 2}, b)  # the killed holder's locks are gone with it; its run converges
     assert sorted(str(a.instance) for a in actual_instances(b, 0)) == ["3g.40gb@0:4", "3g.40gb@4:4"]
+
+
+LEASE = (
+    "import sys, time; from pathlib import Path; from migpool.host.leases import Leases; "
+    "Leases(Path(sys.argv[1]), 'holder-a').take(sys.argv[2]); print('held', flush=True); time.sleep(60)"
+)
+
+
+def test_a_lease_refusal_names_a_stopped_holder_and_how_to_let_it_go_on(tmp_path):
+    """Failure 16: a lease's refusal named the holder's PID and command, not that it was stopped."""
+    from migpool.errors import LeasedError
+    from migpool.host.leases import Leases
+
+    uuid = "MIG-00000000-0000-0000-0000-000000000001"
+    p = subprocess.Popen([sys.executable, "-c", LEASE, str(tmp_path), uuid], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout is not None and p.stdout.readline() == "held\n"
+        with pytest.raises(LeasedError) as running:
+            Leases(tmp_path, "holder-b").take(uuid)
+        assert f"PID {p.pid}" in str(running.value) and "stopped" not in str(running.value)
+        os.kill(p.pid, signal.SIGSTOP)
+        with pytest.raises(LeasedError) as stopped:
+            Leases(tmp_path, "holder-b").take(uuid)
+        assert f"PID {p.pid}" in str(stopped.value) and f"stopped (kill -CONT {p.pid}" in str(stopped.value)
+    finally:
+        p.kill()
+        p.wait(timeout=10)

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LeasedError
+from .locks import process_state
 from .proc import pid_alive
 from .safefiles import open_nofollow
 
@@ -43,7 +44,11 @@ class LeaseHolder:
 
     def describe(self) -> str:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.since))
-        return f"PID {self.pid} ({self.command}) of {self.user}, since {when}"
+        text = f"PID {self.pid} ({self.command}) of {self.user}, since {when}"
+        state = process_state(self.pid) if self.pid else None
+        if state is not None and state[1].startswith("stopped"):  # (SIGSTOP or Ctrl-Z): it holds on till continued
+            text += f", {state[1]} (kill -CONT {self.pid} lets it go on)"
+        return text
 
 
 def _command() -> str:
