@@ -15,7 +15,7 @@ from migpool import Compute, SimulatedBackend, Worker, gather, plugins
 from migpool.pool.dynamic.controller import SiteChanges
 from migpool.pool.dynamic.moves import MOVE_MARGIN
 from migpool.pool.dynamic.policy import DynamicPolicy
-from migpool.pool.dynamic.state import Slot
+from migpool.pool.dynamic.state import Made
 from migpool.pool.dynamic.view import PoolState, WorkerState
 from migpool.pool.scheduler.core import serves
 from migpool.reconcile import core as reconcile
@@ -242,7 +242,7 @@ def _controller(layout, gpus=((0, 0),), change=None, clock=None):
     for name, start, *on in layout:
         p = m.profile(name)
         inst = PlannedInstance(p, next(pl for pl in p.placements if pl.start == start))
-        d.slots.append(Slot(on[0] if on else gpus[0], inst, _worker(), idle_since=0.0))
+        d.slots.append(Made(on[0] if on else gpus[0], inst, _worker(), idle_since=0.0))
     return d
 
 
@@ -500,7 +500,7 @@ def test_a_reservation_whose_room_was_taken_meanwhile_is_made_anew():
     d.reservations.drain()
     assert in_way not in d.slots and d.reservations.reserved is not None  # destroyed; the 3g fits now
     one = d.models[(0, 0)].profile("1g.10gb")
-    moved = Slot((0, 0), PlannedInstance(one, next(p for p in one.placements if p.start == 5)), _worker())
+    moved = Made((0, 0), PlannedInstance(one, next(p for p in one.placements if p.start == 5)), _worker())
     d.slots.append(moved)  # a move's new partition lands in the room meanwhile
     _busy(d)
     d.reservations.drain()

@@ -12,7 +12,7 @@ import pytest
 import migpool
 from migpool import plugins
 from migpool.pool.api.providers import Local, Node, Worker
-from migpool.pool.scheduler.core import WorkerProcess
+from migpool.pool.scheduler.core import Slot
 from migpool.pool.scheduler.threads import Spawner, Threads
 from migpool.pool.worker import chain
 
@@ -42,14 +42,14 @@ def test_the_spawner_runs_calls_on_its_own_thread_even_from_itself():
 
 
 def test_a_pool_thread_that_dies_breaks_the_pool_loudly(monkeypatch):
-    real = WorkerProcess.resolve
+    real = Slot.resolve
 
     def broken(self, msg, peer=0):
         if getattr(msg, "tid", None) == 0:
             raise RuntimeError("reader bug")
         return real(self, msg, peer)
 
-    monkeypatch.setattr(WorkerProcess, "resolve", broken)
+    monkeypatch.setattr(Slot, "resolve", broken)
     c = migpool.Compute(
         provider=Local(simulate="A100-80GB"), worker=Worker(concurrency=1, executor="process"), progress=False
     )

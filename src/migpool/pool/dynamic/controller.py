@@ -21,7 +21,8 @@ from ...errors import PoolBrokenError
 from ...mig.planner import PlannedInstance
 from ..api.info import Partition
 from ..api.task import Task
-from ..scheduler.core import Job, Scheduler, WorkerProcess, serves
+from ..scheduler.core import Job, Scheduler, serves
+from ..scheduler.slot import Slot
 from ..scheduler.threads import Threads
 from .policy import DynamicPolicy
 from .remembered import load, save
@@ -50,7 +51,7 @@ class SchedulerView:
         return self.sched.pending
 
     @property
-    def workers(self) -> Sequence[WorkerProcess]:
+    def workers(self) -> Sequence[Slot]:
         return self.sched.workers
 
     def now(self) -> float:
@@ -99,16 +100,16 @@ class SiteEffects(SiteChanges):
         self.sched = sched
 
     def retire(self, worker: WorkerView) -> None:
-        self.sched.retire(cast(WorkerProcess, worker))
+        self.sched.retire(cast(Slot, worker))
 
     def drain(self, workers: Iterable[WorkerView], on: bool = True) -> None:
         with self.sched.lock:
             for w in workers:
-                cast(WorkerProcess, w).draining = on
+                cast(Slot, w).draining = on
 
     def pause(self, worker: WorkerView, job: Any) -> None:
         with self.sched.lock:
-            cast(WorkerProcess, worker).pause(job)
+            cast(Slot, worker).pause(job)
 
     def fail(self, failed: Sequence[tuple[Any, BaseException]]) -> None:
         with self.sched.lock:
@@ -188,19 +189,19 @@ class DynamicMig:
     def admit(self, task: Task[Any]) -> None:
         self.policy.admit(task)
 
-    def rank(self, job: Job, worker: WorkerProcess) -> int:
+    def rank(self, job: Job, worker: Slot) -> int:
         return self.policy.rank(job, worker)
 
-    def hold(self, job: Job, idle: WorkerProcess, held: dict[int, float]) -> bool:
+    def hold(self, job: Job, idle: Slot, held: dict[int, float]) -> bool:
         return self.policy.hold(job, idle, held)
 
-    def finished(self, job: Job, worker: WorkerProcess, seconds: float) -> None:
+    def finished(self, job: Job, worker: Slot, seconds: float) -> None:
         self.policy.finished(job, worker, seconds)
 
-    def progress(self, job: Job, worker: WorkerProcess, done: float | None, total: float | None, now: float) -> None:
+    def progress(self, job: Job, worker: Slot, done: float | None, total: float | None, now: float) -> None:
         self.policy.progress(job, worker, done, total, now)
 
-    def paused(self, job: Job, worker: WorkerProcess) -> None:
+    def paused(self, job: Job, worker: Slot) -> None:
         self.policy.paused(job, worker)
         self.wake()
 

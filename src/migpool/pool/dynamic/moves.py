@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ...mig.catalog import Profile, profiles_holding
 from ...mig.planner import PlannedInstance
 from .costs import root_scaled
-from .state import Making, Move, Slot
+from .state import Made, Making, Move
 from .view import Gpu, WorkerView
 
 if TYPE_CHECKING:
@@ -25,7 +25,7 @@ SHRINK_KINDS = 8  # a shrink under load looks for room for this many kinds of wa
 TARGET_WAIT_S = 120.0  # how long a moved task waits for the partition made for it before any other may take it
 
 
-def _elsewhere(gpu: Gpu, s: Slot) -> str:
+def _elsewhere(gpu: Gpu, s: Made) -> str:
     """How a move's reason names its target GPU where it is not the moved task's own."""
     return "" if gpu == s.gpu else f" on GPU {gpu[1]}"
 
@@ -70,7 +70,7 @@ class Moves:
         if same and last is not None:
             sizes.add_unit(key, p.profile, (now - last[1]) / (done - last[0]))
         move = self.active.get(job.id)
-        if move is not None and isinstance(move.target, Slot) and move.target.worker is worker:
+        if move is not None and isinstance(move.target, Made) and move.target.worker is worker:
             unit = sizes.per_unit(key).get(p.profile, 0.0)
             sizes.add_move(key, max(0.0, now - move.asked - (done - move.done) * unit))
             move.state = "resumed"  # the step forgets the move
@@ -84,11 +84,11 @@ class Moves:
         None for a task that is not (the other rules decide)."""
         move = self.active.get(job.id) if self.active else None
         if move is not None and move.state == "stopped":
-            return not (isinstance(move.target, Slot) and move.target.worker is idle)
+            return not (isinstance(move.target, Made) and move.target.worker is idle)
         return None
 
     # --- reading a checkpoint task's state ---
-    def movable(self, s: Slot) -> tuple[Any, float, float, dict[str, float], float] | None:
+    def movable(self, s: Made) -> tuple[Any, float, float, dict[str, float], float] | None:
         """(job, units left, seconds per unit here, seconds per unit by profile, what a move costs) of the
         checkpoint task that `s` runs, where it may move; else None."""
         if not s.worker.outstanding or s.worker.draining or s.gpu in self.policy.resizing.active:
@@ -118,7 +118,7 @@ class Moves:
         known = units.get(there.name)
         return known if known is not None else root_scaled(seconds, here.slices, there.slices)
 
-    def remaining(self, s: Slot, now: float) -> float | None:
+    def remaining(self, s: Made, now: float) -> float | None:
         """When the task on `s` is expected to end, in seconds from now (None where nothing says)."""
         got = self.movable(s)
         if got is not None:
@@ -143,7 +143,7 @@ class Moves:
         elif not pending:
             self._grow(now)
 
-    def _room(self, gpu: Gpu, without: Slot) -> tuple[list[PlannedInstance], list[Slot]]:
+    def _room(self, gpu: Gpu, without: Made) -> tuple[list[PlannedInstance], list[Made]]:
         """The GPU's partitions less `without` and less the idle ones that may go (none promised to a task), and
         those idle ones."""
         p = self.policy
@@ -156,13 +156,13 @@ class Moves:
         return [i for i in p.held.instances(gpu) if i is not without.instance and id(i) not in gone], idle
 
     @staticmethod
-    def _in_way(inst: PlannedInstance, idle: list[Slot]) -> list[Slot]:
+    def _in_way(inst: PlannedInstance, idle: list[Made]) -> list[Made]:
         """The idle partitions of `idle` that overlap `inst`."""
         return [t for t in idle if t.instance.placement.overlaps(inst.placement)]
 
     def _grow(self, now: float) -> None:
         p = self.policy
-        best: tuple[float, Slot, Profile, str, list[Slot], Gpu] | None = None
+        best: tuple[float, Made, Profile, str, list[Made], Gpu] | None = None
         for s in p.held.slots:
             got = self.movable(s)
             if got is None:
@@ -195,7 +195,7 @@ class Moves:
         ends = [r for t in p.held.slots if t.worker.outstanding and (r := self.remaining(t, now)) is not None]
         wait = min(ends) if ends else float("inf")  # the soonest a busy partition frees
         x = costs.load_factor(waiting - 1) if waiting > 1 else 0.0  # one waiting task: its own wait decides
-        best: tuple[float, Slot, Profile, str, list[Slot], Gpu] | None = None
+        best: tuple[float, Made, Profile, str, list[Made], Gpu] | None = None
         for s in p.held.slots:
             got = self.movable(s)
             if got is None or p.reservations.reserved is not None:
@@ -238,7 +238,7 @@ class Moves:
         if best is not None:
             self._ask(*best[1:], now)
 
-    def _ask(self, s: Slot, q: Profile, why: str, clear: list[Slot], gpu: Gpu, now: float) -> None:
+    def _ask(self, s: Made, q: Profile, why: str, clear: list[Made], gpu: Gpu, now: float) -> None:
         """Stop the task on `s` at its next checkpoint, to resume on a `q` partition made on `gpu` (its own or
         another) once it stopped; the idle partitions `clear` in that one's way take no task meanwhile."""
         p = self.policy
@@ -287,7 +287,7 @@ class Moves:
                     del self.active[jid]
                 else:
                     move.target = slot
-            elif isinstance(move.target, Slot) and move.target not in held.slots:
+            elif isinstance(move.target, Made) and move.target not in held.slots:
                 del self.active[jid]  # its partition went: it resumes on any partition that serves it
             elif move.target is not None and now - move.since > TARGET_WAIT_S:
                 del self.active[jid]

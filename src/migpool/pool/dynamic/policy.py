@@ -72,7 +72,7 @@ from .placement import Placement
 from .reservations import Reservations
 from .resizing import Resizing
 from .sizing import RunTimes
-from .state import Held, Making, Slot
+from .state import Held, Made, Making
 from .view import Gpu, GpuState, PoolView, WorkerView, serves_worker
 
 log = logging.getLogger("migpool.dynamic")
@@ -119,7 +119,7 @@ class DynamicPolicy:
         return self.held.models
 
     @property
-    def slots(self) -> list[Slot]:
+    def slots(self) -> list[Made]:
         return self.held.slots
 
     @property
@@ -384,15 +384,15 @@ class DynamicPolicy:
             except Exception as e:  # noqa: BLE001 - raised below: the loop counts it, and tries again
                 error = error or e
                 continue
-            held.slots.append(Slot(m.gpu, m.instance, self.effects.start_worker(part), key=m.key, holds=m.holds))
+            held.slots.append(Made(m.gpu, m.instance, self.effects.start_worker(part), key=m.key, holds=m.holds))
             self.note("create", m.gpu, m.instance.profile.name, m.instance.placement, m.reason)
         if error is not None:
             raise error
 
-    def destroy(self, slots: list[Slot], reason: str) -> list[Slot]:
+    def destroy(self, slots: list[Made], reason: str) -> list[Made]:
         """Destroy these partitions, except any that took a task meanwhile; returns those destroyed."""
         held = self.held
-        by_gpu: dict[Gpu, list[Slot]] = {}
+        by_gpu: dict[Gpu, list[Made]] = {}
         for s in slots:
             with self.view.lock:
                 if s.worker.outstanding:  # it took a task meanwhile: never destroy a busy partition

@@ -11,7 +11,7 @@ from ...errors import MigpoolError
 from ...mig.planner import PlannedInstance
 from .moves import MAX_MOVES
 from .placement import profile_of
-from .state import Slot
+from .state import Made
 from .view import Gpu
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Reservations:
             f"the oldest waiting task needs {name}; {len(drain)} partition(s) in the way take no new task",
         )
 
-    def blockers(self, gpu: Gpu) -> list[Slot]:
+    def blockers(self, gpu: Gpu) -> list[Made]:
         """The reserved GPU's partitions in the way that still run their task (backfills aside)."""
         return [
             s

@@ -6,7 +6,7 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TYPE_CHECKING
 
-from .state import Slot
+from .state import Made
 from .view import Gpu
 
 if TYPE_CHECKING:
@@ -19,9 +19,9 @@ class Resizing:
 
     def __init__(self, policy: DynamicPolicy) -> None:
         self.policy = policy
-        self.active: dict[Gpu, tuple[list[Slot], str]] = {}
+        self.active: dict[Gpu, tuple[list[Made], str]] = {}
 
-    def wanted(self, s: Slot) -> str | None:
+    def wanted(self, s: Made) -> str | None:
         """The size that the tasks `s` last ran would rather have, where it differs from its own and still holds
         the memory of the tasks `s` was made for (a 3g.40gb made for 40 GB tasks is not shrunk because a small
         task ran on it last)."""
@@ -69,7 +69,7 @@ class Resizing:
             return
         active = [s for s in held.slots if not s.worker.draining and s.gpu not in self.active]
         movable = {id(s): better for s in active if (better := self.wanted(s)) is not None}
-        best: dict[Gpu, tuple[tuple[int, int], list[Slot], str]] = {}
+        best: dict[Gpu, tuple[tuple[int, int], list[Made], str]] = {}
         for s in active:
             target = movable.get(id(s))
             if target is None:

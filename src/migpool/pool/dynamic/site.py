@@ -15,7 +15,7 @@ from ...mig.planner import PlannedInstance
 from ...reconcile import core as reconcile
 from ..api.info import Partition
 from ..api.providers import Node
-from ..scheduler.core import WorkerProcess
+from ..scheduler.slot import Slot
 from .view import Gpu, GpuState  # defined with the view the policy reads; named here too, for the Ray site
 
 __all__ = ["Gpu", "GpuState", "LocalSite", "Site", "change_here", "gpus_here"]
@@ -63,7 +63,7 @@ class Site(Protocol):
         self, gpu: Gpu, create: list[PlannedInstance], destroy: list[PlannedInstance], pids: Sequence[int] = ()
     ) -> list[Partition]: ...
 
-    def start_worker(self, part: Partition) -> WorkerProcess: ...
+    def start_worker(self, part: Partition) -> Slot: ...
 
 
 class LocalSite:
@@ -74,7 +74,7 @@ class LocalSite:
         self,
         node: Node,
         indices: Sequence[int],
-        start_worker: Callable[[Partition], WorkerProcess],
+        start_worker: Callable[[Partition], Slot],
         lease: LeaseKey | None = None,
     ) -> None:
         self.node, self.indices = node, list(indices)

@@ -1,5 +1,6 @@
-"""What dynamic MIG's policy keeps between its steps: the partitions it made (`Slot`), those being made
-(`Making`), the moves of checkpoint tasks (`Move`), and `Held`, the GPUs with everything placed on them."""
+"""What dynamic MIG's policy keeps between its steps: the partitions it made (`Made`, each with its
+worker), those being made (`Making`), the moves of checkpoint tasks (`Move`), and `Held`, the GPUs with
+everything placed on them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .view import Gpu, GpuState, WorkerView
 
 
 @dataclass
-class Slot:
+class Made:
     """A partition the pool made, and its worker."""
 
     gpu: Gpu
@@ -43,14 +44,14 @@ class Move:
     """A checkpoint task asked to stop at its next checkpoint, to resume on a `profile` partition of `gpu`."""
 
     job: Any
-    slot: Slot
+    slot: Made
     gpu: Gpu
     profile: Profile
     asked: float
     done: float
     why: str
-    clear: list[Slot] = field(default_factory=list)  # idle partitions in the target's way, kept from other tasks
-    target: Making | Slot | None = None  # once it stopped: the partition made for it
+    clear: list[Made] = field(default_factory=list)  # idle partitions in the target's way, kept from other tasks
+    target: Making | Made | None = None  # once it stopped: the partition made for it
     since: float = 0.0  # when it stopped
     state: str = "asked"  # asked, stopped, then resumed; or ended (before it reached a checkpoint)
 
@@ -64,7 +65,7 @@ class Held:
         self.gpus = [g for g, _, _ in gpus]
         self.models: dict[Gpu, GpuModel] = {g: m for g, m, _ in gpus}
         self.foreign = {g: list(f) for g, _, f in gpus}
-        self.slots: list[Slot] = []
+        self.slots: list[Made] = []
         self.making: list[Making] = []  # creates under way: counted as made, their workers start when done
         self.stale: dict[Gpu, list[PlannedInstance]] = {}
         self.changed = 0
@@ -78,5 +79,5 @@ class Held:
             + [m.instance for m in self.making if m.gpu == gpu]
         )
 
-    def slot_of(self, worker: WorkerView) -> Slot | None:
+    def slot_of(self, worker: WorkerView) -> Made | None:
         return next((s for s in self.slots if s.worker is worker), None)

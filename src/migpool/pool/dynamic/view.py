@@ -41,7 +41,7 @@ class Pid(Protocol):
 
 
 class WorkerView(Protocol):
-    """What the policy reads of a worker (a pool's WorkerProcess; WorkerState in tests), never writes."""
+    """What the policy reads of a worker (a pool's Slot; WorkerState in tests), never writes."""
 
     @property
     def draining(self) -> bool: ...  # it takes no new task
@@ -90,7 +90,7 @@ def _up() -> threading.Event:
 
 @dataclass(eq=False)
 class WorkerState:
-    """A worker as plain data: up and idle unless told otherwise. It keeps what a WorkerProcess keeps under `spec`
+    """A worker as plain data: up and idle unless told otherwise. It keeps what a Slot keeps under `spec`
     (node, partition) and `stats` (pid) in its own fields, and gives itself for both. Equal only to itself, as a
     worker is."""
 
@@ -130,6 +130,6 @@ class PoolState:
 
 
 def serves_worker(view: PoolView, w: WorkerView, task: Any) -> bool:
-    """Whether worker `w` may run `task`, by the view's rule (as WorkerProcess.serves answers it)."""
+    """Whether worker `w` may run `task`, by the view's rule (as Slot.serves answers it)."""
     p = w.spec.partition
     return view.serves(task, w.spec.node, p.profile if p else None, p.memory_mib if p else None)

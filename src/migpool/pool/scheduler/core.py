@@ -39,9 +39,7 @@ from .process_slot import ProcessSlot
 from .slot import POLL_S, Slot
 from .threads import Spawner, Threads
 
-# the names dynamic MIG's code takes from here: `WorkerProcess` is any slot of the scheduler (a process or a Ray actor)
-WorkerProcess = Slot
-__all__ = ["POLL_S", "Job", "Provisioner", "Scheduler", "Slot", "WorkerProcess", "serves"]
+__all__ = ["POLL_S", "Job", "Provisioner", "Scheduler", "Slot", "serves"]
 
 STARTUP_TIMEOUT_S = 120.0
 log = logging.getLogger("migpool.pool")
