@@ -35,7 +35,7 @@ def visible(source: str) -> tuple[set[str], dict[str, tuple[str, str]]]:
                 base = "." * node.level + (node.module or "")
                 for a in node.names:
                     bound.add(a.asname or a.name)
-                    if under:
+                    if under and node.level:  # (what the package hands out is its own: typing's names are not)
                         checking[a.asname or a.name] = (base, a.name) if node.module else (base + a.name, "")
             elif isinstance(node, ast.Import):
                 bound.update((a.asname or a.name).partition(".")[0] for a in node.names)
