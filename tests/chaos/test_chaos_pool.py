@@ -1,7 +1,7 @@
 """Fault injection on a pool: workers killed with SIGKILL at random moments (busy, waiting on a queue, holding a
-daemon they left), tasks of every kind in flight. After each round: every future resolved within the bound, no
-queue item delivered twice and none lost to a waiter that was killed, every process of the round gone once the
-pool closed (daemons that left their session included)."""
+daemon they left), garbage frames written on a worker's channel, tasks of every kind in flight. After each round:
+every future resolved within the bound, no queue item delivered twice and none lost to a waiter that was killed,
+every process of the round gone once the pool closed (daemons that left their session included)."""
 
 import os
 import random
@@ -11,6 +11,7 @@ from concurrent.futures import CancelledError, wait
 
 import pytest
 from chaos_tasks import consume, count_up, leave_daemon, work
+from containment_tasks import garbage
 from faults import rounds
 
 import migpool
@@ -44,13 +45,15 @@ def test_a_pool_under_random_worker_kills_keeps_its_invariants(seed):
         q = pool.queue("chaos")
         futures = []
         for i in range(rng.randint(8, 16)):
-            kind = rng.choice(["work", "work", "consume", "daemon", "stream"])
+            kind = rng.choice(["work", "work", "consume", "daemon", "stream", "garbage"])
             if kind == "work":
                 futures.append(("work", pool.submit(work(i, rng.uniform(0, 0.2)))))
             elif kind == "consume":
                 futures.append(("consume", pool.submit(consume("chaos", f"c{i}"))))
             elif kind == "daemon":
                 futures.append(("daemon", pool.submit(leave_daemon(rng.uniform(0, 0.5)))))
+            elif kind == "garbage":  # a task that writes a bad frame on its worker's channel
+                futures.append(("garbage", pool.submit(garbage, rng.choice(["huge", "descriptors", "body"]))))
             else:
                 futures.append(("stream", pool.submit(count_up(rng.randint(1, 50)))))
         for _ in range(rng.randint(1, 4)):  # faults: kill a worker (any, or one that waits on the queue)
@@ -78,6 +81,7 @@ def test_a_pool_under_random_worker_kills_keeps_its_invariants(seed):
             except Exception as e:  # noqa: BLE001 - a queue's get that timed out is a task's own error
                 assert kind == "consume", f"seed {seed}: {kind} failed: {e!r}"
                 continue
+            assert kind != "garbage", f"seed {seed}: a bad frame went unnoticed: {value!r}"
             if kind == "consume":
                 got.append(value)
         assert len(got) == len(set(got)), f"seed {seed}: an item was delivered twice: {sorted(got)}"

@@ -1,6 +1,6 @@
-"""Fault injection on `migpool run`: the run killed with SIGKILL, interrupted (Ctrl-C reaches the whole
-foreground group, as a terminal sends it), terminated, its output pipe closed, or one copy's program killed, at a
-random moment. After each round: the run ended within the bound (130 after Ctrl-C), none of its programs (nor
+"""Fault injection on `migpool run`: the run killed with SIGKILL, interrupted (Ctrl-C reaches the whole foreground
+group, as a terminal sends it), terminated, its output pipe closed, one copy's program killed or stopped (SIGSTOP),
+at a random moment. After each round: the run ended within the bound (130 after Ctrl-C), none of its programs (nor
 what they started in the background) is left running, and while any ran, `migpool status` showed its partition
 held."""
 
@@ -79,7 +79,7 @@ def test_migpool_run_under_random_faults_leaves_nothing_running(seed, tmp_path):
         time.sleep(0.05)
     time.sleep(rng.uniform(0, 1.0))
     _check_held(token, env, seed)
-    fault = rng.choice(["kill", "interrupt", "terminate", "pipe", "program"])
+    fault = rng.choice(["kill", "interrupt", "terminate", "pipe", "program", "stopped"])
     if fault == "kill":
         run.kill()
     elif fault == "interrupt":
@@ -90,6 +90,11 @@ def test_migpool_run_under_random_faults_leaves_nothing_running(seed, tmp_path):
         run.stdout.close()
         run.stderr.close()
         time.sleep(0.2)
+        os.killpg(run.pid, signal.SIGINT)
+    elif fault == "stopped":  # a copy's program stopped (SIGSTOP, Ctrl-Z) holds on to nothing: Ctrl-C ends it too
+        victims = [p for p in _token_pids(token) if p != run.pid]
+        if victims:
+            os.kill(rng.choice(victims), signal.SIGSTOP)
         os.killpg(run.pid, signal.SIGINT)
     else:  # one copy's program (and its background child) killed; the others stopped with Ctrl-C
         victims = [p for p in _token_pids(token) if p != run.pid]  # (its own command line names the token too)
@@ -111,5 +116,5 @@ def test_migpool_run_under_random_faults_leaves_nothing_running(seed, tmp_path):
         for p in left:
             os.kill(p, signal.SIGKILL)
     assert not left, f"seed {seed}: after {fault}, programs of the run still running: {left}"
-    if fault in ("interrupt", "pipe", "program"):
+    if fault in ("interrupt", "pipe", "program", "stopped"):
         assert code == 130, f"seed {seed}: Ctrl-C ({fault}) ended `migpool run` with {code}, not 130"
