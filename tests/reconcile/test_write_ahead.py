@@ -195,6 +195,7 @@ def test_reading_the_simulated_state_never_writes_it(sim):
 ROUNDS = int(os.environ.get("MIGPOOL_FAULT_ROUNDS", "16"))  # more by hand: MIGPOOL_FAULT_ROUNDS=500
 
 
+@pytest.mark.chaos  # the fault-injection suite's apply loop (tests/chaos has the pool's and migpool run's)
 def test_apply_under_random_faults_leaves_the_old_layout_or_the_new_and_a_true_journal(sim, monkeypatch):
     """A seeded loop: each round applies a random layout with a random fault (a driver error at a random
     operation, the journal's n-th write failing as on a full disk, or none). After each: the GPU holds the old
