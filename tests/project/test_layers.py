@@ -194,3 +194,15 @@ def test_the_check_sees_a_cycle_and_a_private_import(tmp_path, monkeypatch):
         test_no_import_cycle()
     with pytest.raises(AssertionError):
         test_no_private_name_imported_across_modules()
+
+
+def test_no_module_passes_700_lines_and_no_class_400():
+    """Small modules whose names say what they hold: none grows past 700 lines, no class past 400 (issue 40)."""
+    long_files = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > 700}
+    long_classes = {
+        f"{name}.{node.name}": node.end_lineno - node.lineno + 1
+        for name, path in MODULES.items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.end_lineno is not None and node.end_lineno - node.lineno + 1 > 400
+    }
+    assert long_files == {} and long_classes == {}

@@ -11,7 +11,8 @@ from typing import Any, TextIO
 from ..backend import open_backend
 from ..pool.api.providers import Local, Worker
 from ..pool.compute import Compute
-from .copies import Command, Printer, free_ports, parse_job_line, progress_line, run
+from .copies import Command, free_ports, parse_job_line, run
+from .printing import Printer, progress_line
 from .stopping import Stop
 
 

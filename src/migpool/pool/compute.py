@@ -323,10 +323,7 @@ class Compute(Collections):
                 broken = e
             self._dynamic = None
         if self._metrics is not None:
-            sampler, server = self._metrics
-            server.shutdown()
-            sampler.stop()
-            sampler.backend.close()
+            _stop_metrics(*self._metrics)
             self._metrics = None
         if self._publisher is not None:
             self._publisher.stop()
@@ -519,6 +516,13 @@ def _thread_init(where: Transport | None, ids: Iterator[int], n: int) -> None:
             hostname=socket.gethostname(),
         )
     )
+
+
+def _stop_metrics(sampler: Any, server: Any) -> None:
+    """A pool's exporter stopped: its server, then its sampler and the sampler's backend."""
+    server.shutdown()
+    sampler.stop()
+    sampler.backend.close()
 
 
 def _serve_metrics(provider: Local | Ray, sched: Callable[[], Scheduler | None], port: int) -> tuple[Any, Any]:
