@@ -210,9 +210,11 @@ class Container:
         """What the leader's environment carries, so that it joins at its start (`enter`)."""
         return {CONTAINER_ENV: f"cgroup:{self.cgroup}" if self.cgroup is not None else "sweep"}
 
-    def add(self, pid: int) -> None:
-        """Put process `pid` (just started, nothing forked yet) in the container."""
-        if self.cgroup is not None:
+    def add(self, pid: int, joins_itself: bool = False) -> None:
+        """Put process `pid` (just started, nothing forked yet) in the container. One that joins by itself first
+        thing (`enter`) is only noted: moving a process between cgroups costs the kernel milliseconds, and the
+        starter of a pool's workers pays them one after the other."""
+        if self.cgroup is not None and not joins_itself:
             try:
                 (self.cgroup / "cgroup.procs").write_text(str(pid))
                 return

@@ -155,7 +155,7 @@ class ProcessSlot(Slot):
             p_r.close()
             p_w.close()
             return
-        container.add(proc.pid)  # (it joins by itself too, first thing: whichever comes first)
+        container.add(proc.pid, joins_itself=True)  # (until it has, kill() reaches it through its process group)
         with self.sched.lock:
             self.proc, self.container = proc, container
             closed = self.sched.closed
