@@ -1,205 +1,24 @@
-"""Plugins: a small interface for bootstrapping a node and preparing each worker process; `mig` is one.
-
-A plugin may implement any of these hooks (the base class gives no-op defaults):
-  transform_image(image) -> image       adjust what the workers need
-  validate(node)                         refuse a configuration before anything is changed
-  bootstrap(node)                        prepare the node (the mig plugin applies the MIG layout)
-  around_process(worker) -> {env}        environment for one worker process, fixed before it starts
-  worker_started(worker, pid, node)      a worker process is up
-  teardown(node)                         the pool is closing
-  rollback(node)                         undo bootstrap (another node of a Ray pool refused or failed)
-"""
+"""Plugins that give each worker its devices: `mig` (MIG partitions, fixed or dynamic) and `gpus` (whole GPUs)."""
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import LayoutError, LeasedError, PluginError
-from .host.leases import LeaseKey, Leases, lease_env
-from .mig.catalog import profiles_holding, warn_if_estimated
-from .mig.layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
-from .mig.planner import max_addable, max_devices
-from .pool.api.info import Partition
-from .pool.api.providers import DynamicMigOptions, Node, WorkerSpec
-from .pool.dynamic.remembered import default_path
+from ..errors import LayoutError, LeasedError, PluginError
+from ..host.leases import LeaseKey, Leases, lease_env
+from ..mig.catalog import profiles_holding, warn_if_estimated
+from ..mig.layout import GpuLayout, Layout, MachineLayout, choose_profile, parse_memory_mib
+from ..mig.planner import max_addable, max_devices
+from ..pool.api.info import Partition
+from ..pool.api.providers import DynamicMigOptions, Node, WorkerSpec
+from ..pool.dynamic.remembered import default_path
+from .base import Plugin
 
 if TYPE_CHECKING:
-    from .pool.api.image import Image
-
-
-class Plugin:
-    """Base class with no-op hooks; subclass it and override what you need."""
-
-    needs_mig = False  # only nodes with a MIG-capable GPU will do (Ray pools choose their nodes by it)
-    # each worker must be a process of its own (its own devices, its own rank): Worker(executor="auto") gives processes
-    needs_processes = False
-
-    def workers(self, node: Node) -> int | None:
-        """How many workers this node should run when Worker(concurrency=...) is left out (after bootstrap), or
-        None for no opinion (then 1 per node, the reference's default)."""
-        return None
-
-    def dynamic_mig(self) -> DynamicMigOptions | None:
-        """What this plugin asks of dynamic MIG, or None (partitions, if any, are made by bootstrap)."""
-        return None
-
-    def transform_image(self, image: Image) -> Image:
-        return image
-
-    def validate(self, node: Node) -> None:
-        return None
-
-    def bootstrap(self, node: Node) -> None:
-        return None
-
-    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        return {}
-
-    def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
-        return None
-
-    def teardown(self, node: Node) -> None:
-        return None
-
-    def rollback(self, node: Node) -> None:
-        return None
-
-    decorates = False  # decorate() wraps each task's function
-
-    def decorate(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return fn
-
-    def around_pool(self, pool: Any) -> AbstractContextManager[Any] | None:
-        """A context the pool enters once it is open and leaves as it closes (in this process), or None."""
-        return None
-
-    @staticmethod
-    def create(name: str) -> Built:
-        """A plugin built from functions, as the reference system builds its own:
-        `Plugin.create("name").with_image_transform(f).with_decorator(d).with_around_process(cm)` …"""
-        return Built(name)
-
-
-class Built(Plugin):
-    """`Plugin.create(name).with_…()`: each `with_` returns a new plugin with one more hook.
-
-    with_image_transform(f)   f(image, node) -> image, before anything is installed
-    with_bootstrap(f)         f(node) -> ops, run on each node before its workers start: each op a callable
-                              (called) or an argv list (run, and it must succeed); shell strings are refused
-    with_decorator(d)         d(fn) -> fn, wrapping each task's function
-    with_around_app(cm)       cm(instance_info()) entered in each worker process at its start, left at its end
-    with_around_process(cm)   the same (a migpool worker is one process)
-    with_around_client(cm)    cm(pool, node) entered in this process once the pool is open, left as it closes
-    """
-
-    def __init__(self, name: str, hooks: Mapping[str, tuple[Any, ...]] | None = None) -> None:
-        self.name = name
-        self.hooks: dict[str, tuple[Any, ...]] = {k: tuple(v) for k, v in (hooks or {}).items()}
-        self.decorates = bool(self.hooks.get("decorator"))
-        self.needs_processes = bool(self.hooks.get("process"))
-
-    def __repr__(self) -> str:
-        return f"Plugin.create({self.name!r})" + "".join(f".with_{k}(…)" for k in self.hooks)
-
-    def _with(self, kind: str, fn: Any) -> Built:
-        if not callable(fn):
-            raise PluginError(f"Plugin {self.name!r}: with_{kind} takes a function, not {fn!r}")
-        return Built(self.name, {**self.hooks, kind: (*self.hooks.get(kind, ()), fn)})
-
-    def with_image_transform(self, f: Callable[[Image, Node], Image]) -> Built:
-        return self._with("image", f)
-
-    def with_bootstrap(self, f: Callable[[Node], Any]) -> Built:
-        return self._with("bootstrap", f)
-
-    def with_decorator(self, d: Callable[[Callable[..., Any]], Callable[..., Any]]) -> Built:
-        return self._with("decorator", d)
-
-    def with_around_app(self, cm: Callable[[Any], AbstractContextManager[Any]]) -> Built:
-        return self._with("process", cm)
-
-    def with_around_process(self, cm: Callable[[Any], AbstractContextManager[Any]]) -> Built:
-        return self._with("process", cm)
-
-    def with_around_client(self, cm: Callable[[Any, Node], AbstractContextManager[Any]]) -> Built:
-        return self._with("client", cm)
-
-    def with_launcher(self, f: Any) -> Built:
-        raise PluginError(
-            f"Plugin {self.name!r}: with_launcher changes how the reference starts its remote workers; migpool "
-            "starts each worker itself (use with_around_process for what runs in it)"
-        )
-
-    def transform_image(self, image: Image) -> Image:
-        for f in self.hooks.get("image", ()):
-            image = f(image, None)
-        return image
-
-    def bootstrap(self, node: Node) -> None:
-        import subprocess
-
-        for f in self.hooks.get("bootstrap", ()):
-            for op in _flat(f(node)):
-                if isinstance(op, str):
-                    raise PluginError(
-                        f"Plugin {self.name!r}: its bootstrap gave the shell command {op!r}; migpool runs no shell "
-                        "strings: give an argv list (['apt-get', 'install', '-y', 'x']) or a function"
-                    )
-                if callable(op):
-                    op()
-                elif isinstance(op, (list, tuple)) and op and all(isinstance(a, str) for a in op):
-                    done = subprocess.run(list(op), capture_output=True, text=True, check=False)
-                    if done.returncode != 0:
-                        raise PluginError(
-                            f"Plugin {self.name!r}: {op[0]} exited with code {done.returncode}: "
-                            + (done.stderr.strip().splitlines() or [""])[-1][:200]
-                        )
-                else:
-                    raise PluginError(f"Plugin {self.name!r}: a bootstrap op is a function or an argv list, not {op!r}")
-
-    def decorate(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        for d in self.hooks.get("decorator", ()):
-            fn = d(fn)
-        return fn
-
-    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        from .pool.worker.lifecycle import AROUND_ENV, encode
-
-        found = self.hooks.get("process", ())
-        if not found:
-            return {}
-        known = worker.env.get(AROUND_ENV)  # (another built plugin's contexts come first)
-        before = list(_decode(known)) if known else []
-        return {AROUND_ENV: encode([*before, *found])}
-
-    def around_pool(self, pool: Any) -> AbstractContextManager[Any] | None:
-        found = self.hooks.get("client", ())
-        if not found:
-            return None
-        stack = contextlib.ExitStack()
-        for cm in found:
-            stack.enter_context(cm(pool, pool.node))
-        return stack
-
-
-def _flat(ops: Any) -> list[Any]:
-    if ops is None:
-        return []
-    if isinstance(ops, (list, tuple)) and not all(isinstance(a, str) for a in ops):
-        return [x for op in ops for x in _flat(op)]
-    return [ops]
-
-
-def _decode(text: str) -> list[Any]:
-    import base64
-    import pickle
-
-    return list(pickle.loads(base64.b64decode(text)))
+    pass
 
 
 class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.mig`
@@ -321,12 +140,12 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 "device per process, before CUDA starts, so threads of one process cannot each have their own "
                 "partition"
             )
-        from .reconcile.core import check_may_change, plan_apply
+        from ..reconcile.core import check_may_change, plan_apply
 
         desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
         if self.dynamic:
-            from .backend.base import read_only
-            from .errors import NoPermissionError, NotSupportedError, ReadOnlyError
+            from ..backend.base import read_only
+            from ..errors import NoPermissionError, NotSupportedError, ReadOnlyError
 
             if read_only():
                 raise ReadOnlyError(
@@ -422,7 +241,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return self.lease.open(node.backend.state_dirs().leases())
 
     def bootstrap(self, node: Node) -> None:
-        from .reconcile.core import change
+        from ..reconcile.core import change
 
         if self.leases(node).held:
             raise PluginError("this mig() object already serves an open pool: make one mig() per pool")
@@ -445,8 +264,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def _claim(self, node: Node) -> list[Partition]:
         """Apply the layout and lease its partitions, as one step under the GPUs' locks. The layout is the whole
         GPU's, so a partition there that another holder leases is refused before anything changes."""
-        from .host.leases import refusal
-        from .reconcile.core import apply, leased, locked
+        from ..host.leases import refusal
+        from ..reconcile.core import apply, leased, locked
 
         backend = node.backend
         mine = self.leases(node)
@@ -479,7 +298,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         return {"CUDA_VISIBLE_DEVICES": uuid, **lease_env(self.lease.fd(uuid), uuid)}
 
     def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
-        from .backend.simulated import SimulatedBackend
+        from ..backend.simulated import SimulatedBackend
 
         b = node.backend
         if isinstance(b, SimulatedBackend) and worker.partition is not None:
@@ -505,8 +324,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
     def _end(self, node: Node, restore: bool, remove: bool, wait_s: float = 30.0) -> None:
         """Remove (and restore) what the pool made, sparing what other holders lease, then end its leases.
         Processes still on its own partitions (its workers, as they exit) are waited for first."""
-        from .host.proc import wait_gone
-        from .reconcile.core import teardown
+        from ..host.proc import wait_gone
+        from ..reconcile.core import teardown
 
         mine = self.leases(node)
         try:
@@ -551,60 +370,3 @@ class gpus(Plugin):  # noqa: N801
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
         return {"CUDA_VISIBLE_DEVICES": self._uuids[worker.index % len(self._uuids)]}
-
-
-class torch(Plugin):  # noqa: N801 - named like the reference system's `plugins.torch`
-    """torch.distributed across the pool's workers: each worker is one rank (rank = its global worker index, world
-    size = all the pool's workers, master = node 0), joined before its first task, on every node of a Ray pool too.
-
-    torch()                   nccl where it can work, else gloo (CPU tensors, or ranks on MIG instances of one
-                              GPU with an NCCL older than 2.31)
-    torch(backend="gloo")     gloo, which works anywhere (through host memory)
-    torch(backend="nccl")     nccl, refused with the reason where it cannot work (pool/distributed.py says why)
-
-    version= / vision= / audio= add torch (and torchvision, torchaudio) to the workers' Image, as the reference's
-    plugin does; nothing is installed where the worker's Python has them already. A worker that dies leaves the
-    process group without it: its replacement cannot rejoin, so the pool fails its tasks rather than hang.
-    """
-
-    needs_processes = True
-
-    def __init__(
-        self,
-        backend: str | None = None,
-        cuda: str = "cu128",
-        version: str = "latest",
-        vision: str | None = None,
-        audio: str | None = None,
-    ) -> None:
-        if backend not in (None, "nccl", "gloo"):
-            raise PluginError(
-                f"torch(backend=...) is 'nccl', 'gloo' or left out (the best that works), not {backend!r}"
-            )
-        self.backend = backend or "auto"
-        self.cuda = cuda  # (the reference's wheel index suffix; migpool installs from the workers' own index)
-        self.packages = [p for p in (_pinned("torch", version), _pinned("torchvision", vision)) if p]
-        self.packages += [p for p in (_pinned("torchaudio", audio),) if p]
-
-    def transform_image(self, image: Image) -> Image:
-        import dataclasses
-
-        return dataclasses.replace(image, pip=(*image.pip, *(p for p in self.packages if p not in image.pip)))
-
-    def validate(self, node: Node) -> None:
-        if node.worker is not None and node.worker.executor == "thread":
-            raise PluginError("plugins.torch() makes each worker a rank of its own: use Worker(executor='process')")
-
-    def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        from .pool.worker.distributed import BACKEND_ENV, INIT_ENV
-
-        return {INIT_ENV: "migpool.pool.worker.distributed:init", BACKEND_ENV: self.backend}
-
-
-def _pinned(name: str, version: str | None) -> str | None:
-    """A pip requirement as the reference's torch plugin writes it: 'latest', '>=2.4', '==2.4.1' or '2.4.1'."""
-    if version is None:
-        return None
-    if version == "latest":
-        return name
-    return f"{name}{version}" if version[0] in "<>=!~" else f"{name}=={version}"
