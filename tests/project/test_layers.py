@@ -18,6 +18,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / "migpool"
 RANKS = {
     "errors": (0, 0),
     "ui": (0, 0),
+    "interrupts": (0, 0),  # Ctrl-C in the command line
     "accelerators": (1, 0),
     "mig": (1, 0),  # the MIG model: catalog and its data, layout, planner
     "catalog": (2, 0),  # the catalog's stable import path

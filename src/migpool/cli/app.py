@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 from rich.console import Console
 
+from .. import interrupts
 from ..backend import SIMULATE_ENV, Backend, open_backend
 from ..errors import EstimateWarning, MigpoolError
 from ..mig import catalog
@@ -130,11 +131,17 @@ class Main(click.Group):
         except click.ClickException as e:
             fail(e.format_message(), e.exit_code)
         except click.exceptions.Abort as e:
-            if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: click wrote the line that ends ^C
-                sys.exit(130)
+            code = interrupts.status(e)
+            if code is not None:  # Ctrl-C: click wrote the line that ends ^C
+                sys.exit(code)
             fail("aborted", 1)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
+        except Exception as e:  # an interrupt Python wrapped (a class's __set_name__ wraps it in a RuntimeError)
+            code = interrupts.status(e)
+            if code is None:
+                raise
+            sys.exit(code)
         sys.exit(0)
 
     def invoke(self, ctx: click.Context) -> Any:
