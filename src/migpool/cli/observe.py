@@ -19,13 +19,13 @@ def _filtered(snap: Any, gpus: list[str] | None, backend: Backend) -> Any:
     return dataclasses.replace(snap, gpus=[g for g in snap.gpus if g.index in keep])
 
 
-def _sampler(backend: Backend, interval: float) -> Any:
+def _sampler(backend: Backend, interval: float, holders: bool = False) -> Any:
     from ..observe.poolstats import running_pools
     from ..observe.telemetry import Sampler
 
     if not interval > 0:
         raise click.BadParameter(f"must be a positive number of seconds, not {interval}", param_hint="--interval")
-    return Sampler(backend, interval, pools=running_pools)
+    return Sampler(backend, interval, pools=running_pools, holders=holders)
 
 
 @click.command()
@@ -36,7 +36,7 @@ def top(backend: Backend, gpus: list[str] | None, as_json: bool, interval: float
     """Live view: memory, activity (SM, occupancy, tensor, DRAM) and processes per GPU and partition; q quits."""
     from ..observe import top as topview
 
-    with _sampler(backend, interval) as sampler:
+    with _sampler(backend, interval, holders=True) as sampler:  # (this user's own terminal)
         if once or as_json:
             snap = _filtered(sampler.latest(wait=interval + 5), gpus, backend)  # a full window of activity
             if as_json:
@@ -63,6 +63,12 @@ def top(backend: Backend, gpus: list[str] | None, as_json: bool, interval: float
     "can reach the port).",
 )
 @click.option(
+    "--holders",
+    is_flag=True,
+    help="Label each partition's series with who holds it: PID, command, user, pool, task, Slurm job, "
+    "Kubernetes pod (readable by anyone who can reach the port).",
+)
+@click.option(
     "--hostname-label",
     type=click.Choice(["Hostname", "hostname"]),
     default="Hostname",
@@ -77,6 +83,7 @@ def metrics(
     addr: str,
     interval: float,
     process_metrics: bool,
+    holders: bool,
     hostname_label: str,
 ) -> None:
     """Serve Prometheus metrics until Ctrl-C: dcgm-exporter's default counters, names and labels (its dashboards
@@ -85,7 +92,7 @@ def metrics(
 
     from ..observe.exporter import serve
 
-    with _sampler(backend, interval) as sampler:
+    with _sampler(backend, interval, holders) as sampler:
         server = serve(sampler, port, addr, process_metrics, hostname_label)
         err.print(
             f"serving metrics on http://{addr}:{port}/metrics (every {interval:g} s); Ctrl-C stops", highlight=False

@@ -30,6 +30,7 @@ from prometheus_client.utils import floatToGoString
 from ..backend.base import Activity, Health
 from ..errors import MigpoolError
 from ..mig.catalog import ProfileName
+from . import holders
 from .poolstats import BUCKETS
 from .telemetry import GpuSample, PartitionSample, Proc, Sampler, Snapshot
 
@@ -116,6 +117,7 @@ class _Unit:
     memory_mib: int
     activity: Activity | None
     processes: list[Proc]
+    uuids: list[str]  # the devices it stands for: its compute instances, or the GPU
 
 
 def _units(g: GpuSample) -> list[_Unit]:
@@ -125,7 +127,7 @@ def _units(g: GpuSample) -> list[_Unit]:
     for p in g.partitions:
         by_gi.setdefault(p.gi_id, []).append(p)
     if not by_gi:
-        return [_Unit(g, None, "", g.memory_used_mib, g.memory_mib, g.activity, g.processes)]
+        return [_Unit(g, None, "", g.memory_used_mib, g.memory_mib, g.activity, g.processes, [g.uuid])]
     units = []
     for gi_id, parts in sorted(by_gi.items()):
         first = parts[0]
@@ -140,6 +142,7 @@ def _units(g: GpuSample) -> list[_Unit]:
                 first.memory_mib,
                 first.activity,
                 procs,
+                [p.uuid for p in parts],
             )
         )
     return units
@@ -188,7 +191,7 @@ def families(snap: Snapshot, process_metrics: bool = False, hostname_label: str 
     which anyone who can scrape the port then learns: opt-in, `migpool metrics --process-metrics`)."""
     if hostname_label not in HOSTNAME_LABELS:
         raise MigpoolError(f"the hostname label is spelled {' or '.join(HOSTNAME_LABELS)}, not {hostname_label!r}")
-    names = dcgm_labels(hostname_label)
+    names = dcgm_labels(hostname_label) + _holder_names(snap)
     used = GaugeMetricFamily("DCGM_FI_DEV_FB_USED", "Framebuffer memory used (MiB).", labels=names)
     free = GaugeMetricFamily("DCGM_FI_DEV_FB_FREE", "Framebuffer memory free (MiB).", labels=names)
     device = {
@@ -221,6 +224,7 @@ def families(snap: Snapshot, process_metrics: bool = False, hostname_label: str 
                 "" if u.gi_id is None else str(u.gi_id),
                 snap.hostname,
                 snap.driver,
+                *_holder_values(snap, u.uuids),
             ]
             used.add_metric(labels, u.memory_used_mib)
             free.add_metric(labels, max(0, u.memory_mib - u.memory_used_mib))
@@ -235,17 +239,28 @@ def families(snap: Snapshot, process_metrics: bool = False, hostname_label: str 
                     if value is not None:
                         fam.add_metric(labels, value / 100.0)
     yield from (used, free, *device.values(), xid, *act.values())
-    yield from partition_families(snap, names, process_metrics)
+    yield from partition_families(snap, dcgm_labels(hostname_label), process_metrics)
     cost = GaugeMetricFamily("migpool_sample_seconds", "Time the last reading of every GPU took.")
     cost.add_metric([], snap.sample_seconds)
     yield cost
     yield from pool_families(snap.pools, snap.hostname)
 
 
+def _holder_names(snap: Snapshot) -> list[str]:
+    return list(holders.LABELS) if snap.holders is not None else []
+
+
+def _holder_values(snap: Snapshot, uuids: list[str]) -> list[str]:
+    """The holder labels' values for a series of these devices ([] where holders were not asked for)."""
+    if snap.holders is None:
+        return []
+    return holders.label_values(snap.holders.get(u, holders.NOBODY) for u in uuids)
+
+
 def partition_families(snap: Snapshot, names: list[str], process_metrics: bool) -> Iterator[Metric]:
     """migpool's own series per MIG device (a compute instance: CI_ID and MIG_UUID tell siblings apart), or per
     whole GPU: the layout, processes, and (opt-in) each process's memory."""
-    extra = ["CI_ID", "placement", "MIG_UUID"]
+    extra = ["CI_ID", "placement", "MIG_UUID", *_holder_names(snap)]
     info = GaugeMetricFamily("migpool_partition_info", "A MIG device of the layout (value 1).", labels=names + extra)
     nprocs = GaugeMetricFamily(
         "migpool_partition_processes", "Compute processes on the MIG device (or whole GPU).", labels=names + extra
@@ -262,10 +277,12 @@ def partition_families(snap: Snapshot, names: list[str], process_metrics: bool) 
             parsed = ProfileName.parse(p.profile)
             gi = str(parsed.gi) if parsed else p.profile
             labels = [*base, gi, str(p.gi_id), snap.hostname, snap.driver, str(p.ci_id), p.placement, p.uuid]
+            labels += _holder_values(snap, [p.uuid])
             info.add_metric(labels, 1)
             rows.append((labels, p.processes))
         if not g.partitions:
-            rows.append(([*base, "", "", snap.hostname, snap.driver, "", "", ""], g.processes))
+            whole = [*base, "", "", snap.hostname, snap.driver, "", "", "", *_holder_values(snap, [g.uuid])]
+            rows.append((whole, g.processes))
         for labels, procs in rows:
             nprocs.add_metric(labels, len(procs))
             for proc in procs if process_metrics else ():

@@ -34,6 +34,7 @@ class WorkerStats:
     tasks_lost: int = 0  # the worker died, or the task ran past its timeout
     running: int = 0
     queued: int = 0  # sent to this worker, waiting behind the running task
+    task: str | None = None  # the function of the task running now
     busy_s: float = 0.0
     last_error: str | None = None
     buckets: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))

@@ -13,11 +13,13 @@ import pwd
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..backend.base import Activity, Backend, Health, MigInstance, ProcessInfo
 from ..errors import BackendError
+from . import holders as holding
+from .holders import Holder
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,8 @@ class Snapshot:
     pools: list[dict[str, Any]] = field(default_factory=list)
     sample_seconds: float = 0.0  # what reading the GPUs took
     driver: str = ""  # the driver's version
+    holders: dict[str, Holder] | None = None  # device UUID -> who holds it (None: not asked for; holders.py)
+    holders_note: str | None = None  # why some holders' labels are missing (the kubelet could not be read)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,15 +175,24 @@ def sample(backend: Backend, pools: list[dict[str, Any]] | None = None, xid: dic
     )
 
 
+def with_holders(backend: Backend, snap: Snapshot) -> Snapshot:
+    """The snapshot with who holds each of its partitions (and whole GPUs) read now."""
+    uuids = [p.uuid for g in snap.gpus for p in g.partitions] + [g.uuid for g in snap.gpus if not g.partitions]
+    pods, note = holding.pod_devices()
+    found = holding.read(backend.state_dirs().leases(write=False), uuids, snap.pools, pods)
+    return replace(snap, holders=found, holders_note=note)
+
+
 class Sampler:
     """Samples in a background thread every `interval` seconds; `latest()` is the newest snapshot."""
 
-    def __init__(self, backend: Backend, interval: float = 1.0, pools: Any = None) -> None:
+    def __init__(self, backend: Backend, interval: float = 1.0, pools: Any = None, holders: bool = False) -> None:
         if not interval > 0:
             raise ValueError(f"the sampling interval must be a positive number of seconds, not {interval}")
         self.backend = backend
         self.interval = interval
         self.pools = pools  # a callable giving the pools' stats, or None
+        self.holders = holders  # read who holds each partition at each sample (holders.py)
         self._latest: Snapshot | None = None
         self._error: BaseException | None = None
         self._lock = threading.Lock()
@@ -204,6 +217,8 @@ class Sampler:
         try:
             with self._backend_lock:
                 snap = sample(self.backend, list(self.pools()) if self.pools else [], self._xid)
+                if self.holders:
+                    snap = with_holders(self.backend, snap)
         except BaseException as e:  # noqa: BLE001 - shown to the reader, never lost
             with self._lock:
                 self._error = e

@@ -18,6 +18,7 @@ from rich.text import Text
 from ..backend.base import Activity
 from ..mig.catalog import ProfileName
 from ..ui import Kind, short_uuid, table
+from .holders import Holder
 from .telemetry import GpuSample, Sampler, Snapshot
 
 
@@ -26,7 +27,7 @@ def _pct(a: Activity | None, field: str) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def _gpu_view(g: GpuSample) -> list[RenderableType]:
+def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[RenderableType]:
     cols: list[tuple[str, Kind]] = [
         ("unit", "text"),
         ("used/total", "num"),
@@ -64,11 +65,28 @@ def _gpu_view(g: GpuSample) -> list[RenderableType]:
     if g.partitions:
         for p in g.processes:
             procs.add_row(str(p.pid), p.user, p.name, f"{p.memory_mib} MiB", "GPU (no partition)")
+    held = table(None, [("on", "text"), ("held by", "text")])
+    for part in g.partitions:
+        who = (holders or {}).get(part.uuid)
+        if who is not None:
+            held.add_row(_unit_name(part.gi_id, part.ci_id, part.profile), _holder_text(who))
     captions = [_health_line(g)]
     if notes:
         captions.append("activity n/a: " + "; ".join(notes))
     t.caption = "\n".join(c for c in captions if c) or None
-    return [t, procs] if procs.row_count else [t]
+    return [t, *(x for x in (procs, held) if x.row_count)]
+
+
+def _holder_text(who: Holder) -> str:
+    """'PID 123 of ana: pool train, task step' (or its command), with the Slurm job or pod where known."""
+    text = f"PID {who.pid} of {who.user}" if who.pid else "no lease"
+    what = ", ".join(x for x in (f"pool {who.pool}" if who.pool else "", f"task {who.task}" if who.task else "") if x)
+    text += f": {what or who.command}"
+    if who.slurm_job_id:
+        text += f", Slurm job {who.slurm_job_id}"
+    if who.pod:
+        text += f", pod {who.namespace}/{who.pod}"
+    return text[:60]
 
 
 def _unit_name(gi_id: int, ci_id: int, profile: str) -> str:
@@ -145,7 +163,7 @@ def render(snap: Snapshot, wide: bool = False, footer: str = "") -> RenderableTy
             style="bold",
         )
     ]
-    parts += [view for g in snap.gpus for view in _gpu_view(g)]
+    parts += [view for g in snap.gpus for view in _gpu_view(g, snap.holders)]
     parts += [_pool_view(p, wide) for p in snap.pools]
     if footer:
         parts.append(Text(footer, style="dim"))

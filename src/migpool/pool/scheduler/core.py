@@ -405,6 +405,7 @@ class Scheduler:
             for w in self.workers:
                 w.stats.running = 1 if w.outstanding else 0
                 w.stats.queued = max(0, len(w.outstanding) - 1)
+                w.stats.task = getattr(w.outstanding[0].task.fn, "__qualname__", None) if w.outstanding else None
                 workers.append(w.stats.as_dict())
             return dict(pid=os.getpid(), time=time.time(), pending=len(self.pending), workers=workers)
 
