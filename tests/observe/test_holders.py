@@ -4,12 +4,15 @@ kubelet's pod-resources socket; an unheld partition carries none, and a changed 
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
 import time
 from concurrent import futures
+from pathlib import Path
 
 import pool_tasks as T
 import pytest
@@ -61,6 +64,23 @@ def test_a_leased_partition_is_labelled_with_its_holder_and_a_free_one_with_none
     used = {s["GPU_I_ID"]: s for s in _labels(text, "DCGM_FI_DEV_FB_USED")}
     assert used[str(gi)]["holder_pid"] == str(os.getpid())  # dcgm-exporter's series carry them too
     assert set(holders.LABELS) <= set(used[str(gi)])
+
+
+def test_the_dashboards_holder_table_lists_the_held_partitions_with_their_labels(sim):
+    dash = json.loads((Path(__file__).resolve().parents[2] / "deploy/grafana/migpool-mig.json").read_text())
+    (panel,) = [p for p in dash["panels"] if p["title"] == "Who is on each partition"]
+    expr = panel["targets"][0]["expr"]
+    name, matchers = re.fullmatch(r"(\w+)\{(.*)\}", expr).groups()
+    assert 'holder_pid!=""' in matchers
+    held = sim.mig_devices(0)[0].uuid
+    leases = Leases(sim.state_dirs().leases())
+    leases.take(held)
+    try:
+        rows = [lab for lab in _labels(_scrape(sim), name) if lab["holder_pid"] != ""]
+    finally:
+        leases.close()
+    assert [r["MIG_UUID"] for r in rows] == [held]
+    assert set(panel["transformations"][0]["options"]["indexByName"]) <= set(rows[0])  # every column it shows
 
 
 def test_without_holders_the_series_keep_dcgm_exporters_labels(sim):

@@ -187,6 +187,8 @@ def test_migpools_own_dashboard_has_data_in_every_panel(prometheus):
         assert variables[v["name"]], v["name"]
     for panel in dash["panels"]:
         for target in panel["targets"]:
+            if 'holder_pid!=""' in target["expr"]:  # a pool's own port has no holder labels: test_holders.py
+                continue
             got = prom.query(prom.substitute(target["expr"], variables))
             assert got, f"panel {panel['title']!r} has no data: {target['expr']}"
     layout = prom.query(prom.substitute(dash["panels"][0]["targets"][0]["expr"], variables))
