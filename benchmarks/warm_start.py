@@ -218,7 +218,7 @@ def main() -> None:
         print(f"{what:<32} {_p50(xs) * 1e3:>10.2f} {max(xs) * 1e3:>9.2f}")
     parked = _p50(got["parked"])
     for what in ("bare fork", "mp forkserver"):
-        print(f"parked vs {what}: ×{parked / _p50(got[what]):.2f} of its time")
+        print(f"parked vs {what}: ×{parked / _p50(got[what]):.3f} of its time")
 
 
 if __name__ == "__main__":

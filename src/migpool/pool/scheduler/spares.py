@@ -94,7 +94,10 @@ def settings_for(pool: Pool) -> SpareSettings | None:
         return None
     text = os.environ.get(MAX_MIB_ENV, "")
     max_mib = int(text) if text.strip().isdigit() else DEFAULT_MAX_MIB
-    spec = pool.worker_spec(0, 1, None)
+    try:
+        spec = pool.worker_spec(0, 1, None)  # (the plugins' environment for a worker without a partition)
+    except Exception:  # noqa: BLE001 - a plugin that cannot make one: workers start as they always did
+        return None
     env = {k: v for k, v in spec.env.items() if k not in PER_WORKER}
     modules = [*preload_of(pool.worker), *(m for p in pool.plugins for m in getattr(p, "preload", lambda: ())())]
     return SpareSettings(count, spec.python, env, tuple(dict.fromkeys(modules)), max_mib)
