@@ -34,6 +34,10 @@ IMPORTED_AT = time.time()
 def where(x):
     return x, os.environ.get("CUDA_VISIBLE_DEVICES"), os.getpid(), IMPORTED_AT
 
+def lease():
+    fd, _, uuid = os.environ.get("MIGPOOL_LEASE_FD", "").partition(":")
+    return uuid, os.readlink(f"/proc/self/fd/{{fd}}") if fd else None
+
 def pid(x=None):
     return os.getpid()
 """
@@ -79,10 +83,14 @@ def test_a_new_dynamic_partition_starts_its_task_on_a_spare_without_paying_the_i
         x, cvd, pid, imported_at = migpool.function(slow.where)(7).on("1g.10gb") >> c
         took = time.time() - t0
         uuid = c.partitions[0].uuid
+        leased, held = migpool.function(slow.lease)().on("1g.10gb") >> c
+        big = migpool.function(len)(b"x" * (2 << 20)).on("1g.10gb") >> c  # (its segment's descriptor travels
         stats = c.stats()["spares"]
     assert x == 7 and pid == spare["pid"]
     assert cvd == uuid  # its partition, handed over at the last moment
     assert imported_at < t0  # the module was imported before the partition was asked for
+    assert leased == uuid and held.endswith(f"{uuid}.lease")  # its lease came with it, open in the worker
+    assert big == 2 << 20  # ... on the Unix socket beside the channel, which the handoff used too)
     assert took < SLOW_S / 2, f"submit -> result took {took:.2f} s with a warm spare"
     assert stats["used"] == 1 and stats["started"] >= 1
 

@@ -71,7 +71,11 @@ def take_over(end: End) -> dict[str, str]:
     if nfds:
         import socket
 
-        _, fds, _, _ = socket.recv_fds(end.side, 1, nfds)
+        side = socket.socket(fileno=end.side_fd)
+        try:
+            _, fds, _, _ = socket.recv_fds(side, 1, nfds)
+        finally:
+            side.detach()  # (the worker's channel keeps the descriptor: this object must not close it)
     env: dict[str, str] = pickle.loads(_read(end.fd, size))
     _, _, uuid = env.get(LEASE_FD_ENV, "").partition(":")
     if fds and uuid:
