@@ -60,7 +60,8 @@ def _startup_keys(env: Mapping[str, str]) -> dict[str, str]:
 
 def preload_of(worker: Any) -> tuple[str, ...]:
     """The modules that `worker` (a Worker) asks its processes to preload: its `preload` field, where it has one."""
-    return tuple(getattr(worker, "preload", ()) or ())
+    names = getattr(worker, "preload", ()) or ()
+    return (names,) if isinstance(names, str) else tuple(names)  # (one name given as a string)
 
 
 class Pool(Protocol):
