@@ -78,6 +78,9 @@ class Pool(Protocol):
 
 @dataclass(frozen=True)
 class SpareSettings:
+    """What a pool's spares are: how many wait, their interpreter and environment, what they import, and the
+    most memory one may hold."""
+
     count: int
     python: str
     env: dict[str, str]  # a worker's environment without a partition and an index

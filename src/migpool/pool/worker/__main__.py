@@ -5,9 +5,8 @@ import os
 import sys
 
 from .main import main
+from .spares import SPARE_ENV, park
 
-if os.environ.get("MIGPOOL_SPARE"):
-    from .spares import park
-
+if os.environ.get(SPARE_ENV):
     park(sys.argv[1])
 main(sys.argv[1], sys.argv[2])
