@@ -21,7 +21,6 @@ import struct
 from collections.abc import Mapping, Sequence
 
 from ...host import containment
-from ...host.leases import LEASE_FD_ENV
 from ..wire.protocol import End
 
 SPARE_ENV = "MIGPOOL_SPARE"  # in a spare: the descriptor of its ready pipe (one byte once its imports are done)
@@ -77,6 +76,8 @@ def take_over(end: End) -> dict[str, str]:
         finally:
             side.detach()  # (the worker's channel keeps the descriptor: this object must not close it)
     env: dict[str, str] = pickle.loads(_read(end.fd, size))
+    from ...host.leases import LEASE_FD_ENV  # (here: a worker started fresh never imports leases)
+
     _, _, uuid = env.get(LEASE_FD_ENV, "").partition(":")
     if fds and uuid:
         os.set_inheritable(fds[0], True)  # (as pass_fds leaves it in a worker started cold)
