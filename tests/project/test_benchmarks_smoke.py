@@ -33,6 +33,12 @@ def test_payload():
     assert "migpool's speed-up: ProcessPoolExecutor ×" in out
 
 
+def test_warm_start():
+    """Issue 47's CPU benchmark in its small form: warm spares vs fresh processes, parked vs fork servers."""
+    out = _run("warm_start.py", "--quick")
+    assert "new partition" in out and "killed worker" in out and "mp forkserver" in out
+
+
 def test_pool_collections():
     out = _run("pool_collections.py", "--ops", "50", "--rounds", "1", "--no-ray")
     assert "Manager" in out

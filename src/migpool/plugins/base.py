@@ -42,6 +42,10 @@ class Plugin:
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
         return {}
 
+    def preload(self) -> tuple[str, ...]:
+        """Modules the pool's warm spares import before they are given a partition (docs/guides/warm.md)."""
+        return ()
+
     def worker_started(self, worker: WorkerSpec, pid: int, node: Node) -> None:
         return None
 

@@ -46,6 +46,9 @@ class torch(Plugin):  # noqa: N801 - named like the reference system's `plugins.
         self.packages = [p for p in (_pinned("torch", version), _pinned("torchvision", vision)) if p]
         self.packages += [p for p in (_pinned("torchaudio", audio),) if p]
 
+    def preload(self) -> tuple[str, ...]:
+        return ("torch",)  # most of a fresh worker's start-up: import it before the partition is known
+
     def transform_image(self, image: Image) -> Image:
         import dataclasses
 

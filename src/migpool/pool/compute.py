@@ -38,6 +38,7 @@ from .api.providers import (
 from .api.task import Group, RemoteFunction, Task
 from .scheduler.core import Scheduler
 from .scheduler.slot import Slot
+from .scheduler.spares import settings_for as spare_settings
 from .shared import proxies as shared
 from .shared.proxies import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
 from .shared.state import SharedState
@@ -212,7 +213,7 @@ class Compute(Collections):
         if dynamic is not None:
             n = 0  # workers come and go with their partitions
         specs = self._node_specs(n, parts)
-        self._sched = sched = Scheduler(specs, default_retries=self.retries)
+        self._sched = sched = Scheduler(specs, default_retries=self.retries, spares=spare_settings(self))
         self._share(LocalTransport(sched.shared))
         sched.start()
         for w in sched.workers:

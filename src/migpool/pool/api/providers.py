@@ -151,6 +151,7 @@ class Worker:
     buffer: int = 0
     executor: Literal["auto", "process", "thread"] = "auto"
     reuse_processes: bool = True
+    preload: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if self.executor not in ("auto", "process", "thread"):

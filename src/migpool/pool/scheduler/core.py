@@ -37,6 +37,7 @@ from .feeding import feed as feed_job
 from .jobs import Functions, Job, cancel_future, serves
 from .process_slot import ProcessSlot
 from .slot import POLL_S, Slot
+from .spares import Spares, SpareSettings
 from .threads import Spawner, Threads
 
 __all__ = ["POLL_S", "Job", "Provisioner", "Scheduler", "Slot", "serves"]
@@ -126,6 +127,7 @@ class Scheduler:
         default_retries: int = 0,
         slot: Callable[[Scheduler, WorkerSpec], Slot] | None = None,
         codec: Codec | None = None,
+        spares: SpareSettings | None = None,
     ) -> None:
         self.lock = threading.RLock()
         self.codec: Codec = codec or SharedMemoryCodec()  # shared memory here, Ray's object store on Ray
@@ -147,6 +149,7 @@ class Scheduler:
         self.provisioner: Provisioner | None = None  # dynamic MIG: admits tasks, woken when work waits
         self.functions = Functions()  # the tasks' functions, numbered and pickled once each
         self.spawner = Spawner("migpool-spawn", self.threads)
+        self.spares = Spares(self, spares) if spares is not None else None  # warm workers (issue 47)
 
     def launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes] | None:
         """Start a worker process, from the pool's spawning thread; None once the pool has shut down."""
@@ -192,6 +195,8 @@ class Scheduler:
     def start(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         for w in self.workers:
             w.spawn()
+        if self.spares is not None:
+            self.spares.start()
         deadline = time.monotonic() + timeout
         for w in self.workers:
             if not w.ready.wait(max(0.0, deadline - time.monotonic())):
@@ -407,7 +412,10 @@ class Scheduler:
                 w.stats.queued = max(0, len(w.outstanding) - 1)
                 w.stats.task = getattr(w.outstanding[0].task.fn, "__qualname__", None) if w.outstanding else None
                 workers.append(w.stats.as_dict())
-            return dict(pid=os.getpid(), time=time.time(), pending=len(self.pending), workers=workers)
+            out: dict[str, Any] = dict(pid=os.getpid(), time=time.time(), pending=len(self.pending), workers=workers)
+        if self.spares is not None:
+            out["spares"] = self.spares.stats()
+        return out
 
     def fail_unservable(self) -> None:
         """Fail jobs that no live worker can run (their workers could not be started)."""
@@ -464,6 +472,8 @@ class Scheduler:
             w.kill()
         for w in self.workers:
             w.wait_exit(None)
+        if self.spares is not None:
+            self.spares.close()
         self.spawner.stop()
         with self.lock:
             jobs = [j for w in self.workers for j in w.outstanding]

@@ -35,6 +35,7 @@ from ..wire.messages import (
     ToWorker,
 )
 from ..wire.protocol import End, FrameError, channel, read_frame, write_frame
+from ..worker.spares import hand_over
 from .jobs import Job
 from .slot import POLL_S, Slot
 
@@ -131,11 +132,23 @@ class ProcessSlot(Slot):
 
     # --- lifecycle ---
     def spawn(self) -> None:
+        """Start this slot's worker: a warm spare handed this worker's environment (spares.py) where the pool
+        keeps one that fits, else a fresh process."""
+        spares = self.sched.spares
+        spare = spares.take(self.spec) if spares is not None else None
+        self.fresh()
+        if spare is not None:
+            env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()), **spare.container.env())
+            try:
+                hand_over(spare.to_worker, env, inherited_fds(env))  # its partition's lease goes with it
+            except OSError:  # it died as it was taken: a fresh process instead
+                spare.end()
+            else:
+                return self._started(spare.proc, spare.container, spare.from_worker, spare.to_worker)
         p_r, c_w = channel()  # worker -> parent
         c_r, p_w = channel()  # parent -> worker
         container = Container.make(self.name.removeprefix("migpool-"))  # a cgroup of its own, or a subreaper
         env = dict(self.spec.env, MIGPOOL_PARENT_PID=str(os.getpid()), **container.env())
-        self.fresh()
         proc = None
         try:
             proc = self.sched.launch(
@@ -156,6 +169,10 @@ class ProcessSlot(Slot):
             p_w.close()
             return
         container.add(proc.pid, joins_itself=True)  # (until it has, kill() reaches it through its process group)
+        self._started(proc, container, p_r, p_w)
+
+    def _started(self, proc: subprocess.Popen[bytes], container: Container, p_r: End, p_w: End) -> None:
+        """The worker process runs (started here, or a spare taken): its threads start."""
         with self.sched.lock:
             self.proc, self.container = proc, container
             closed = self.sched.closed
