@@ -20,7 +20,15 @@ from ..api.providers import SHARED_GPU_ENV
 
 INIT_ENV = "MIGPOOL_INIT"  # "module:function,...": called in each worker before it is ready
 BACKEND_ENV = "MIGPOOL_TORCH_BACKEND"  # what the plugin was asked for: nccl, gloo or auto
+TORCH_INIT = "migpool.pool.worker.distributed:init"
 MULTI_RANK_NCCL = (2, 31)  # the first NCCL that runs several ranks on one GPU (with NCCL_MULTI_RANK_GPU_ENABLE=1)
+
+
+def with_initializer(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """INIT_ENV with `name` ("module:function") added after those already in `env` (several plugins may each
+    name one; they run in the order the plugins are listed)."""
+    known = [n for n in env.get(INIT_ENV, "").split(",") if n and n != name]
+    return {INIT_ENV: ",".join([*known, name])}
 
 
 def choose_backend(
@@ -65,6 +73,8 @@ def init() -> None:
 
     from ..api.info import instance_info
 
+    if dist.is_initialized():  # (plugins.Accelerate, listed first, formed it)
+        return
     info = instance_info()
     rank = info.global_worker_index or 0
     cuda = torch.cuda.is_available()
