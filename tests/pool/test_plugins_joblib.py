@@ -55,7 +55,7 @@ def test_grid_search_fits_on_the_pools_workers():
         pass
 
     ThirdParty.__module__ = "some_package.warnings"
-    X, y = load_iris(return_X_y=True)
+    features, labels = load_iris(return_X_y=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ThirdParty)
         with Compute(
@@ -65,7 +65,7 @@ def test_grid_search_fits_on_the_pools_workers():
             search = GridSearchCV(
                 DecisionTreeClassifier(), {"max_depth": [1, 2, 3, 4, 5, 6]}, cv=3, scoring=pid_score, n_jobs=-1
             )
-            search.fit(X, y)
+            search.fit(features, labels)
             pids = set(pool.worker_pids)
         assert any(f[2] is ThirdParty for f in warnings.filters)  # restored when the pool closed
     ran = {int(search.cv_results_[f"split{k}_test_score"][i]) for k in range(3) for i in range(6)}

@@ -19,8 +19,8 @@ from typing import Any
 
 from ..errors import PluginError
 from ..pool.api.providers import WorkerSpec
-from .frameworks import add_pip
 from .base import Plugin
+from .frameworks import add_pip
 
 BACKEND_NAMES = ("migpool", "skyward")
 
@@ -32,9 +32,14 @@ def pool_workers(pool: Any) -> int:
 
 def backend_class() -> type:
     """joblib's backend class for a pool (joblib imported here: a pool without the plugin does not need it)."""
-    from joblib.parallel import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
+    import importlib
 
-    class PoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[misc]
+    parallel = importlib.import_module("joblib.parallel")  # (by name: joblib has no type information)
+    sequential = parallel.SequentialBackend
+    batching: Any = parallel.AutoBatchingMixin
+    base: Any = parallel.ParallelBackendBase
+
+    class PoolBackend(batching, base):
         """Each batch is one task of the pool; n_jobs=-1 (or more than the pool has) is every worker of it."""
 
         supports_retrieve_callback = True
@@ -67,7 +72,7 @@ def backend_class() -> type:
             return out.result()
 
         def get_nested_backend(self) -> tuple[Any, int | None]:
-            return SequentialBackend(nesting_level=(self.nesting_level or 0) + 1), None
+            return sequential(nesting_level=(self.nesting_level or 0) + 1), None
 
     return PoolBackend
 
@@ -105,8 +110,10 @@ class Joblib(Plugin):
 
     @contextlib.contextmanager
     def backend(self, pool: Any) -> Iterator[None]:
+        import importlib
+
         try:
-            from joblib import parallel_config, register_parallel_backend
+            joblib = importlib.import_module("joblib")
         except ImportError:
             raise PluginError(
                 f"plugins.{type(self).__name__}() needs joblib in this process (its Parallel runs here and sends "
@@ -114,8 +121,8 @@ class Joblib(Plugin):
             ) from None
         cls = backend_class()
         for name in BACKEND_NAMES:
-            register_parallel_backend(name, lambda: cls(pool))
-        with parallel_config(backend=BACKEND_NAMES[0]):
+            joblib.register_parallel_backend(name, lambda: cls(pool))
+        with joblib.parallel_config(backend=BACKEND_NAMES[0]):
             yield
 
 
@@ -137,11 +144,13 @@ class Sklearn(Joblib):
     @contextlib.contextmanager
     def backend(self, pool: Any) -> Iterator[None]:
         with warnings.catch_warnings():  # (restores the filters on leaving)
-            warnings.filters[:] = [f for f in warnings.filters if _builtin_category(f[2])]
+            kept = [f for f in warnings.filters if _builtin_category(f[2])]
+            warnings.filters.clear()  # type: ignore[attr-defined]  # (a list; typeshed says Sequence)
+            warnings.filters.extend(kept)  # type: ignore[attr-defined]
             with super().backend(pool):
                 yield
 
 
-def _builtin_category(category: type) -> bool:
-    root = category.__module__.split(".")[0]
+def _builtin_category(category: Any) -> bool:
+    root = str(category.__module__).split(".")[0]
     return root == "builtins" or root in sys.stdlib_module_names

@@ -5,6 +5,7 @@ group, rank = its global worker index, world = all the pool's workers, coordinat
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -42,7 +43,7 @@ def jax_coordinator(info: Any, env: Mapping[str, str]) -> str:
 
 def init_jax() -> None:
     """Join jax's distributed runtime: one process per worker of the pool."""
-    import jax
+    jax = importlib.import_module("jax")  # (imported by name: an optional package without type information)
 
     from ..api.info import instance_info
 
@@ -62,14 +63,11 @@ def init_keras() -> None:
     info = instance_info()
     if os.environ.get(KERAS_ENV) != "jax" or info.total_workers < 2:
         return
-    import keras
-
+    keras = importlib.import_module("keras")
     devices = keras.distribution.list_devices()
     if devices:
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
-        from keras.src.backend.jax import distribution_lib
-
-        distribution_lib.initialize_rng()
+        importlib.import_module("keras.src.backend.jax.distribution_lib").initialize_rng()
 
 
 def init_accelerate() -> None:
@@ -97,9 +95,7 @@ def init_accelerate() -> None:
 
 def init_cuml() -> None:
     """Turn cuML's scikit-learn accelerator on in this worker, before any task imports scikit-learn."""
-    import cuml.accel
-
-    cuml.accel.install()
+    importlib.import_module("cuml.accel").install()
 
 
 JOBLIB_INIT = "migpool.pool.worker.frameworks:init_joblib"
@@ -108,10 +104,10 @@ SKLEARN_INIT = "migpool.pool.worker.frameworks:init_sklearn"
 
 def init_joblib() -> None:
     """Import joblib while the worker starts, with the pool's other workers, not on its first batch."""
-    import joblib  # noqa: F401
+    importlib.import_module("joblib")
 
 
 def init_sklearn() -> None:
     """Import joblib and scikit-learn's estimators' base while the worker starts (the first fit is then a fit)."""
-    import joblib  # noqa: F401
-    import sklearn.base  # noqa: F401
+    importlib.import_module("joblib")
+    importlib.import_module("sklearn.base")
