@@ -1,5 +1,6 @@
 """plugins.Mps: one MPS control daemon per MIG partition, on the simulator, with a stand-in nvidia-cuda-mps-control
-on PATH that records how it was started and stays up until a client tells it `quit` (as MPS's control does)."""
+on PATH that records how it was started, opens its `control` in the pipe directory, and stays up until a client
+tells it `quit` (as MPS's control does)."""
 
 import json
 import os
@@ -19,6 +20,8 @@ from migpool.pool.api.info import Partition
 STANDIN = """\
     import json, os, sys, time
     pipe = os.environ["CUDA_MPS_PIPE_DIRECTORY"]
+    if os.environ.get("STANDIN_FAILS"):
+        sys.exit("cannot start: " + os.environ["STANDIN_FAILS"])
     if sys.argv[1:] in (["-f"], ["-d"]):
         keep = ("CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY", "CUDA_VISIBLE_DEVICES",
                 "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT")
@@ -26,6 +29,7 @@ STANDIN = """\
         seen = dict(argv=sys.argv[1:], pid=os.getpid(), env={k: os.environ.get(k) for k in keep})
         with open(record, "w") as f:
             json.dump(seen, f)
+        open(os.path.join(pipe, "control"), "w").close()  # (MPS's control socket: the daemon is ready)
         while not os.path.exists(os.path.join(pipe, "quit")):
             time.sleep(0.02)
         with open(record, "w") as f:
@@ -122,6 +126,21 @@ def test_refused_read_only_or_without_the_control_program(standin, monkeypatch, 
     assert list(standin.glob("*.json")) == []  # nothing was started
 
 
+def test_a_daemon_that_does_not_start_is_reported(standin, monkeypatch):
+    monkeypatch.setenv("STANDIN_FAILS", "no GPU here")
+    with pytest.raises(PluginError, match="did not open its control socket .* no GPU here"):
+        with Compute(provider=Local(), plugins=[plugins.Mig(profile="3g.40gb"), plugins.Mps()], progress=False):
+            pass
+
+
+def test_mps_listed_before_the_partitions_is_refused(standin):
+    with pytest.raises(PluginError, match="list Mps after the plugin that makes the partitions"):
+        with Compute(provider=Local(), plugins=[plugins.Mps(), plugins.Mig(profile="3g.40gb")], progress=False):
+            pass
+    stopped = daemons(standin, 1, quit=True)  # the one it started is stopped
+    assert gone(stopped[0]["pid"])
+
+
 def test_parameters_are_checked():
     with pytest.raises(PluginError, match="1 to 100"):
         plugins.Mps(active_thread_percentage=0)
@@ -156,3 +175,16 @@ def test_a_pool_killed_with_sigkill_takes_its_daemons_with_it(standin, tmp_path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_the_plugins_tour_runs(standin):
+    """examples/plugins_tour.py (docs/guides/plugins.md's code), with the stand-in MPS control on PATH."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("MIGPOOL_SIMULATE")  # (the tour names its simulated GPU itself)
+    r = subprocess.run(
+        [sys.executable, "examples/plugins_tour.py"], cwd=root, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "mps: a daemon per partition: ['/" in r.stdout and "Traceback" not in r.stderr
+    assert len(daemons(standin, 2, quit=True)) == 2

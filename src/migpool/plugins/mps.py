@@ -35,15 +35,18 @@ LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 PINNED_ENV = "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"
 STOP_WAIT_S = 15.0
+READY_WAIT_S = 30.0  # the longest a daemon may take to open its control socket (`control` in its pipe directory)
 LIMIT = re.compile(r"\d+=\d+[KMGT]?(,\d+=\d+[KMGT]?)*")
 
 
 @dataclass
 class Daemon:
-    """One running daemon: its unit (a partition's UUID, or "node"), its keeper's PID, its directories."""
+    """One running daemon: its unit (a partition's UUID, or "node"), its keeper's PID and its own, its
+    directories."""
 
     unit: str
     keeper: int
+    pid: int
     pipe: str
     log: str
 
@@ -125,7 +128,7 @@ class Mps(Plugin):
         units = [p.uuid for p in node.partitions] or ["node"]
         try:
             for unit in units:
-                self.daemons.append(self.start(unit))
+                self.start(unit)
         except BaseException:
             self.teardown(node)
             raise
@@ -143,12 +146,46 @@ class Mps(Plugin):
         if unit != "node":
             env["CUDA_VISIBLE_DEVICES"] = unit
         argv = [sys.executable, "-m", "migpool.plugins.mpskeeper", str(os.getpid()), control]
-        keeper = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL)
+        keeper = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
         self.procs[keeper.pid] = keeper
-        return Daemon(unit, keeper.pid, pipe, log)
+        daemon = Daemon(unit, keeper.pid, 0, pipe, log)
+        self.daemons.append(daemon)  # (stopped by teardown from now on, whatever follows)
+        daemon.pid = self.wait_ready(keeper, daemon)
+        return daemon
+
+    def wait_ready(self, keeper: subprocess.Popen[bytes], daemon: Daemon) -> int:
+        """The daemon's PID once its control socket is open, so that its partition's worker finds it."""
+        import select
+        import time
+
+        from .mpskeeper import LOG_NAME
+
+        deadline = time.monotonic() + READY_WAIT_S
+        assert keeper.stdout is not None
+        line = keeper.stdout.readline() if select.select([keeper.stdout], [], [], READY_WAIT_S)[0] else b""
+        if line.strip():
+            control = Path(daemon.pipe) / "control"
+            while keeper.poll() is None and time.monotonic() < deadline:
+                if control.exists():
+                    return int(line)
+                time.sleep(0.01)
+        log = Path(daemon.log) / LOG_NAME
+        said = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
+        raise PluginError(
+            f"plugins.Mps(): the MPS control daemon for {daemon.unit} did not open its control socket in "
+            f"{daemon.pipe} within {READY_WAIT_S:.0f} s" + (f" (it said: {said[0][:200]})" if said else "")
+        )
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
-        pipe, log = self.directories(worker.partition.uuid if worker.partition is not None else "node")
+        unit = worker.partition.uuid if worker.partition is not None else "node"
+        started = {d.unit for d in self.daemons}  # (empty where another process bootstrapped: a Ray driver)
+        if started and unit not in started:
+            raise PluginError(
+                f"plugins.Mps() started its daemons for {', '.join(sorted(started))}, but {worker.describe()} runs "
+                "on a partition made later: list Mps after the plugin that makes the partitions (plugins=[Mig(...), "
+                "Mps()]); partitions made on demand (mig(dynamic=True)) cannot have one"
+            )
+        pipe, log = self.directories(unit)
         return {PIPE_ENV: pipe, LOG_ENV: log, **self.limits()}
 
     def teardown(self, node: Node) -> None:

@@ -1,9 +1,10 @@
 """The keeper of one MPS control daemon: `python -m migpool.plugins.mpskeeper OWNER_PID CONTROL_PATH` starts
 `CONTROL_PATH -f` (the daemon, in the foreground: this process's child) with this process's environment (its pipe
-and log directories), and stops it when told (SIGTERM) or when the pool's process OWNER_PID ends, however it ends:
-the kernel says so through a pidfd of the owner (a pidfd names one process: a reused PID is never mistaken for it).
-Stopping is MPS's own: `quit` written to `CONTROL_PATH` (the client, which finds the daemon through
-CUDA_MPS_PIPE_DIRECTORY); a daemon still up QUIT_WAIT_S later is killed. Exits with the daemon's status."""
+and log directories), writes the daemon's PID as one line to stdout, and stops it when told (SIGTERM) or when the
+pool's process OWNER_PID ends, however it ends: the kernel says so through a pidfd of the owner (a pidfd names one
+process: a reused PID is never mistaken for it). Stopping is MPS's own: `quit` written to `CONTROL_PATH` (the
+client, which finds the daemon through CUDA_MPS_PIPE_DIRECTORY); a daemon still up QUIT_WAIT_S later is killed.
+Exits with the daemon's status."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def keep(owner: int, control: str) -> int:
     with open(log, "ab") as out:
         daemon = subprocess.Popen([control, "-f"], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     daemon_fd = os.pidfd_open(daemon.pid)
+    print(daemon.pid, flush=True)
     ready, _, _ = select.select([owner_fd, daemon_fd, wake_r], [], [])
     if daemon_fd not in ready:  # the owner ended, or we were told to stop
         quit_daemon(control)
