@@ -9,6 +9,7 @@ import pytest
 from plugin_tasks import module_state
 
 from migpool import Compute, Image, PluginError, Worker, gather, plugins
+from migpool.pool.api.info import Partition
 from migpool.pool.api.task import Task
 from migpool.pool.worker.distributed import INIT_ENV, TORCH_INIT
 from migpool.pool.worker.frameworks import jax_coordinator
@@ -50,14 +51,28 @@ STANDINS = {
         def initialize_rng():
             STATE["initialize_rng"] = True
     """,
-    "torch/__init__.py": "STATE = {}\n",
+    "torch/__init__.py": """
+        STATE = {}
+
+        class cuda:
+            @staticmethod
+            def is_available():
+                return False
+    """,
     "torch/distributed.py": """
+        import os
+
         from torch import STATE
 
         def is_initialized():
             return "init_process_group" in STATE
 
-        def init_process_group(backend, init_method, rank, world_size, timeout=None):
+        def is_nccl_available():
+            return False
+
+        def init_process_group(backend, init_method, rank=None, world_size=None, timeout=None):
+            assert not is_initialized(), "a second group in one process"
+            rank = int(os.environ["RANK"]) if rank is None else rank
             STATE["init_process_group"] = [backend, init_method, rank, world_size]
     """,
     "cuml/__init__.py": "STATE = {}\n",
@@ -160,6 +175,27 @@ def test_accelerate_launch_environment_from_the_pools_topology(standins):
         ACCELERATE_DEEPSPEED_ZERO_STAGE="3",
         ACCELERATE_DEEPSPEED_OFFLOAD_PARAM_DEVICE="cpu",
     )
+
+
+def test_torch_and_accelerate_share_one_group(standins):
+    accelerate = plugins.Accelerate(config={"mixed_precision": "fp16"})
+    for listed in ([plugins.Torch(backend="gloo"), accelerate], [accelerate, plugins.Torch(backend="gloo")]):
+        with Compute(worker=Worker(concurrency=2), plugins=listed, progress=False) as pool:
+            got = states(pool, "torch", env=("ACCELERATE_MIXED_PRECISION", "RANK"))
+        for g in got:  # formed once, by whichever comes first (both choose gloo: no CUDA here)
+            assert g["state"]["init_process_group"] == ["gloo", "env://", g["rank"], 2]
+            assert g["env"] == {"ACCELERATE_MIXED_PRECISION": "fp16", "RANK": str(g["rank"])}
+
+
+def test_accelerate_local_rank_is_the_one_device_a_pinned_worker_sees():
+    from migpool.pool.api.info import InstanceInfo
+    from migpool.pool.worker.frameworks import topology
+
+    part = Partition(uuid="MIG-1", profile="3g.40gb", gpu_index=0, gpu_uuid="GPU-0", memory_mib=40960)
+    env = topology(InstanceInfo(worker=1, node=1, total_nodes=2, workers_per_node=2, partition=part), 29500)
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"]) == ("3", "4", "0", "1")
+    env = topology(InstanceInfo(worker=1, node=1, total_nodes=2, workers_per_node=2), 29500)
+    assert (env["RANK"], env["LOCAL_RANK"], env["LOCAL_WORLD_SIZE"], env["NODE_RANK"]) == ("3", "1", "2", "1")
 
 
 def test_cuml_accelerator_on_in_each_worker(standins):

@@ -195,7 +195,8 @@ class Accelerate(Plugin):
     """Hugging Face accelerate's launch configuration, from the pool's topology: what `accelerate launch` would set
     (MASTER_ADDR/PORT, WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, NODE_RANK: each worker one process) and
     what the config asks for (accelerate_env), set in each worker before its first task; with several workers it
-    forms the torch.distributed group (backend: config["backend"], default nccl), unless plugins.Torch did.
+    forms the torch.distributed group (config["backend"], else nccl where it can work, else gloo), unless
+    plugins.Torch did.
 
     Accelerate(config={"fsdp": {...}, "mixed_precision": "bf16", "backend": "gloo"})   (the reference's parameter)
     """

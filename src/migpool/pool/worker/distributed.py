@@ -77,12 +77,7 @@ def init() -> None:
         return
     info = instance_info()
     rank = info.global_worker_index or 0
-    cuda = torch.cuda.is_available()
-    nccl = tuple(torch.cuda.nccl.version()) if cuda and dist.is_nccl_available() else None
-    backend, extra = choose_backend(
-        os.environ.get(BACKEND_ENV, "auto"), cuda, nccl, os.environ.get(SHARED_GPU_ENV) == "1", os.environ
-    )
-    os.environ.update(extra)
+    backend = backend_for(os.environ.get(BACKEND_ENV, "auto"))
     os.environ.update(
         MASTER_ADDR=info.head_addr,
         MASTER_PORT=str(info.head_port),
@@ -97,6 +92,18 @@ def init() -> None:
     dist.init_process_group(
         backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=120), world_size=info.total_workers
     )
+
+
+def backend_for(requested: str) -> str:
+    """The backend for this worker's torch (choose_backend), with the environment NCCL needs set."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    nccl = tuple(torch.cuda.nccl.version()) if cuda and dist.is_nccl_available() else None
+    backend, extra = choose_backend(requested, cuda, nccl, os.environ.get(SHARED_GPU_ENV) == "1", os.environ)
+    os.environ.update(extra)
+    return backend
 
 
 def run_initializers() -> None:

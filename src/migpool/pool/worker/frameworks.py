@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from .distributed import INIT_ENV, TORCH_INIT
+from .distributed import INIT_ENV, TORCH_INIT, backend_for
 
 KERAS_ENV = "KERAS_BACKEND"  # what keras reads at its import: jax, tensorflow or torch
 ACCELERATE_BACKEND_ENV = "MIGPOOL_ACCELERATE_BACKEND"  # plugins.Accelerate(config={"backend": ...})
@@ -22,14 +22,17 @@ CUML_INIT = "migpool.pool.worker.frameworks:init_cuml"
 
 
 def topology(info: Any, port: int) -> dict[str, str]:
-    """The variables torch.distributed and accelerate read, for this worker of the pool."""
+    """The variables accelerate reads, for this worker of the pool. A worker pinned to a partition or GPU sees that
+    one device only, as device 0: there LOCAL_RANK is 0 and LOCAL_WORLD_SIZE 1 (accelerate picks its device by
+    LOCAL_RANK), as the reference has them on its one-process nodes."""
+    pinned = info.partition is not None
     return dict(
         MASTER_ADDR=info.head_addr,
         MASTER_PORT=str(port),
         WORLD_SIZE=str(info.total_workers),
         RANK=str(info.global_worker_index or 0),
-        LOCAL_RANK=str(info.worker or 0),
-        LOCAL_WORLD_SIZE=str(info.workers_per_node),
+        LOCAL_RANK="0" if pinned else str(info.worker or 0),
+        LOCAL_WORLD_SIZE="1" if pinned else str(info.workers_per_node),
         NODE_RANK=str(info.node),
     )
 
@@ -72,7 +75,8 @@ def init_keras() -> None:
 
 def init_accelerate() -> None:
     """Set the launch variables accelerate reads (its launcher's job), and with several workers form the
-    torch.distributed group it uses, unless plugins.Torch formed it already."""
+    torch.distributed group it uses, unless plugins.Torch formed it already: with config["backend"], else the best
+    that works here (distributed.choose_backend: nccl where it can, else gloo)."""
     from ..api.info import instance_info
 
     info = instance_info()
@@ -81,11 +85,15 @@ def init_accelerate() -> None:
         return
     import datetime
 
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        backend = backend_for(os.environ.get(ACCELERATE_BACKEND_ENV, "auto"))
+        if backend == "nccl":
+            torch.cuda.set_device(0)  # this worker's one device, or the first of those it sees
         dist.init_process_group(
-            backend=os.environ.get(ACCELERATE_BACKEND_ENV, "nccl"),
+            backend=backend,
             init_method="env://",
             rank=info.global_worker_index or 0,
             world_size=info.total_workers,
