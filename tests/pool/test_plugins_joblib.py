@@ -30,10 +30,14 @@ def test_parallel_spreads_over_every_worker():
     assert joblib.parallel.get_active_backend()[0].__class__.__name__ != "PoolBackend"
 
 
-def test_a_failing_call_raises_in_the_caller():
-    with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.Joblib()], progress=False):
-        with pytest.raises(Exception, match="bad 3"):
-            joblib.Parallel(n_jobs=-1)(joblib.delayed(fail)(i) for i in (3,))
+def test_a_failing_call_raises_in_the_caller_and_the_rest_is_not_run():
+    with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.Joblib()], progress=False) as pool:
+        with pytest.raises(ValueError, match="bad 3"):
+            calls = [joblib.delayed(fail)(3), *(joblib.delayed(nap)(i, 0.3) for i in range(20))]
+            joblib.Parallel(n_jobs=-1, pre_dispatch="all", batch_size=1)(calls)
+        pool.submit(nap, 0, 0).result()  # (sent last: once it ran, every earlier task not cancelled has started)
+        done = sum(w["tasks_started"] for w in pool.stats()["workers"]) - 1
+    assert done < 10, done  # (of 21) the batches still queued when the failure came back were not started
 
 
 def test_joblib_is_added_to_the_workers_image():

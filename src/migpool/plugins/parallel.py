@@ -49,6 +49,7 @@ def backend_class() -> type:
         def __init__(self, pool: Any, nesting_level: int | None = None, **kwargs: Any) -> None:
             super().__init__(nesting_level=nesting_level, **kwargs)
             self.pool = pool
+            self.pending: set[Future[Any]] = set()  # sent, not yet done (cancelled when joblib gives up)
 
         def effective_n_jobs(self, n_jobs: int | None) -> int:
             if n_jobs == 0:
@@ -64,12 +65,23 @@ def backend_class() -> type:
 
         def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None) -> Future[Any]:
             future: Future[Any] = self.pool.submit(func)  # (the task's function: pickled by value where needed)
+            self.pending.add(future)
+            future.add_done_callback(self.pending.discard)
             if callback is not None:
                 future.add_done_callback(callback)
             return future
 
         def retrieve_result_callback(self, out: Future[Any]) -> Any:
             return out.result()
+
+        def retrieve_result(self, out: Future[Any], timeout: float | None = None) -> Any:
+            return out.result(timeout=timeout)
+
+        def abort_everything(self, ensure_ready: bool = True) -> None:
+            """A call failed and joblib gives up: the batches not started yet are not run (the pool skips a
+            cancelled task); those running finish on their workers."""
+            for future in list(self.pending):
+                future.cancel()
 
         def get_nested_backend(self) -> tuple[Any, int | None]:
             return sequential(nesting_level=(self.nesting_level or 0) + 1), None
