@@ -235,3 +235,22 @@ def test_the_references_names():
     with pytest.raises(PluginError, match="Worker\\(executor='process'\\)"):
         with Compute(worker=Worker(executor="thread"), plugins=[plugins.Jax()]):
             pass
+
+
+def test_a_thread_pool_runs_its_tasks_here_with_the_plugins_environment(standins, monkeypatch):
+    import sys
+
+    from plugin_tasks import environment
+
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "mine")
+    names = ("KERAS_BACKEND", "HF_TOKEN")
+    hf, keras = plugins.HuggingFace("theirs"), plugins.Keras(backend="torch")
+    with Compute(worker=Worker(concurrency=2), plugins=[keras, hf, plugins.Cuml()], progress=False) as pool:
+        assert pool.executor == "thread" and not pool.worker_pids
+        got = gather(*[Task(environment, (names,)) for _ in range(2)]) >> pool
+    assert list(got) == [{"KERAS_BACKEND": "torch", "HF_TOKEN": "theirs"}] * 2
+    assert os.environ.get("KERAS_BACKEND") is None and os.environ["HF_TOKEN"] == "mine"  # put back
+    assert sys.modules["cuml"].STATE == {"installed": True}  # (in this process: its tasks run here)
+    sys.modules.pop("cuml")
+    sys.modules.pop("cuml.accel")

@@ -5,7 +5,9 @@ pool/worker/frameworks.py): the environment a framework reads at import, a proce
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PluginError
@@ -77,6 +79,27 @@ def add_pip(image: Image, *packages: str) -> Image:
     return dataclasses.replace(image, pip=(*image.pip, *(p for p in packages if p not in image.pip)))
 
 
+def runs_here(pool: Any) -> bool:
+    """Whether the open pool runs its tasks in this process: a thread pool without worker processes, whose tasks
+    get no worker's environment or set-up, so a plugin gives them this process's while the pool is open."""
+    return getattr(pool, "executor", None) == "thread" and not pool.worker_pids
+
+
+@contextlib.contextmanager
+def environment_here(env: Mapping[str, str]) -> Iterator[None]:
+    """`env` in this process's environment until the context ends, when what was there before is put back."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _refuse_threads(node: Node, what: str) -> None:
     if node.worker is not None and node.worker.executor == "thread":
         raise PluginError(f"{what} makes each worker a process of its group: use Worker(executor='process')")
@@ -120,6 +143,8 @@ class Keras(Plugin):
 
     Keras(backend="jax" | "tensorflow" | "torch")   (the reference's parameter and default: "jax"); adds keras and
                                                     the backend's package to the workers' Image
+
+    A thread pool runs its tasks in this process: there KERAS_BACKEND is set here while the pool is open.
     """
 
     kind = "keras"
@@ -141,6 +166,11 @@ class Keras(Plugin):
         from ..pool.worker.frameworks import KERAS_ENV, KERAS_INIT
 
         return {KERAS_ENV: self.backend, **with_initializer(worker.env, KERAS_INIT)}
+
+    def around_pool(self, pool: Any) -> contextlib.AbstractContextManager[Any] | None:
+        from ..pool.worker.frameworks import KERAS_ENV
+
+        return environment_here({KERAS_ENV: self.backend}) if runs_here(pool) else None
 
 
 FSDP_KEYS = {
@@ -231,6 +261,8 @@ class Cuml(Plugin):
     scikit-learn estimators there run on the GPU where cuML supports them.
 
     Cuml(cuda="cu12")   adds cuml-cu12 to the workers' Image (the reference's parameter and default)
+
+    A thread pool runs its tasks in this process: there the accelerator is turned on here, when the pool opens.
     """
 
     kind = "cuml"
@@ -250,6 +282,13 @@ class Cuml(Plugin):
 
         return with_initializer(worker.env, CUML_INIT)
 
+    def around_pool(self, pool: Any) -> contextlib.AbstractContextManager[Any] | None:
+        if runs_here(pool):  # (a thread pool's tasks use this process's scikit-learn: it stays accelerated)
+            from ..pool.worker.frameworks import init_cuml
+
+            init_cuml()
+        return None
+
 
 HF_CACHE_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "HF_DATASETS_CACHE", "HF_HUB_OFFLINE")
 
@@ -261,13 +300,13 @@ class HuggingFace(Plugin):
 
     HuggingFace(token=None)                  (the reference's parameter)
     HuggingFace(token, cache_dir="/data/hf") one cache for every worker of the machine
+
+    A thread pool runs its tasks in this process: there the variables are set here while the pool is open.
     """
 
     kind = "huggingface"
 
     def __init__(self, token: str | None = None, *, cache_dir: str | None = None) -> None:
-        import os
-
         self.token = token
         found = {k: v for k in HF_CACHE_VARIABLES if (v := os.environ.get(k))}
         if cache_dir is not None:
@@ -283,6 +322,9 @@ class HuggingFace(Plugin):
 
     def around_process(self, worker: WorkerSpec) -> Mapping[str, str]:
         return dict(self.env)
+
+    def around_pool(self, pool: Any) -> contextlib.AbstractContextManager[Any] | None:
+        return environment_here(self.env) if runs_here(pool) else None
 
 
 def _pinned(name: str, version: str | None) -> str | None:
