@@ -71,6 +71,8 @@ def backend_class() -> type:
                 future.add_done_callback(callback)
             return future
 
+        apply_async = submit  # (the name joblib before 1.5 calls)
+
         def retrieve_result_callback(self, out: Future[Any]) -> Any:
             return out.result()
 
