@@ -13,6 +13,7 @@ CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (`active_thread_percentage`) and CUDA_MPS_PINN
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -78,7 +79,7 @@ class Mps(Plugin):
             )
         self.active_thread_percentage = pct
         self.pinned_memory_limit = pinned_memory_limit
-        # every pool's daemons under a directory of their own (short: a socket's path is at most 107 bytes)
+        # this plugin's daemons under a directory of their own (short: a socket's path is at most 107 bytes)
         self.root = str(Path(tempfile.gettempdir()) / f"migpool-mps-{secrets.token_hex(4)}")
         self.daemons: list[Daemon] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}  # this process's keepers (not carried to a Ray driver)
@@ -216,7 +217,10 @@ class Mps(Plugin):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        shutil.rmtree(self.root, ignore_errors=True)
+        for d in daemons:  # (only its own: a Ray pool's other nodes may share this root on one test machine)
+            shutil.rmtree(Path(d.pipe).parent, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Path(self.root).rmdir()  # (when empty)
 
     def rollback(self, node: Node) -> None:
         self.teardown(node)
