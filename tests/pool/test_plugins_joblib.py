@@ -30,6 +30,13 @@ def test_parallel_spreads_over_every_worker():
     assert joblib.parallel.get_active_backend()[0].__class__.__name__ != "PoolBackend"
 
 
+def test_n_jobs_minus_one_is_every_worker_of_every_node():
+    with Compute(nodes=2, worker=Worker(concurrency=2), plugins=[plugins.Joblib()], progress=False) as pool:
+        assert joblib.effective_n_jobs(-1) == 4
+        got = joblib.Parallel(n_jobs=-1)(joblib.delayed(nap)(i, 0.3) for i in range(8))
+        assert {pid for _, pid in got} == set(pool.worker_pids)  # both nodes' two workers
+
+
 def test_a_failing_call_raises_in_the_caller_and_the_rest_is_not_run():
     with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.Joblib()], progress=False) as pool:
         with pytest.raises(ValueError, match="bad 3"):
