@@ -20,6 +20,8 @@ class Plugin:
     needs_mig = False  # only nodes with a MIG-capable GPU will do (Ray pools choose their nodes by it)
     # each worker must be a process of its own (its own devices, its own rank): Worker(executor="auto") gives processes
     needs_processes = False
+    kind = ""  # its name in the reference's registry (plugins.PLUGINS), for the reference's plugins
+    collective = False  # its workers form one group (torch.distributed, jax): a worker lost cannot be replaced
 
     def workers(self, node: Node) -> int | None:
         """How many workers this node should run when Worker(concurrency=...) is left out (after bootstrap), or

@@ -20,7 +20,15 @@ from ..api.providers import SHARED_GPU_ENV
 
 INIT_ENV = "MIGPOOL_INIT"  # "module:function,...": called in each worker before it is ready
 BACKEND_ENV = "MIGPOOL_TORCH_BACKEND"  # what the plugin was asked for: nccl, gloo or auto
+TORCH_INIT = "migpool.pool.worker.distributed:init"
 MULTI_RANK_NCCL = (2, 31)  # the first NCCL that runs several ranks on one GPU (with NCCL_MULTI_RANK_GPU_ENABLE=1)
+
+
+def with_initializer(env: Mapping[str, str], name: str) -> dict[str, str]:
+    """INIT_ENV with `name` ("module:function") added after those already in `env` (several plugins may each
+    name one; they run in the order the plugins are listed)."""
+    known = [n for n in env.get(INIT_ENV, "").split(",") if n and n != name]
+    return {INIT_ENV: ",".join([*known, name])}
 
 
 def choose_backend(
@@ -65,14 +73,11 @@ def init() -> None:
 
     from ..api.info import instance_info
 
+    if dist.is_initialized():  # (plugins.Accelerate, listed first, formed it)
+        return
     info = instance_info()
     rank = info.global_worker_index or 0
-    cuda = torch.cuda.is_available()
-    nccl = tuple(torch.cuda.nccl.version()) if cuda and dist.is_nccl_available() else None
-    backend, extra = choose_backend(
-        os.environ.get(BACKEND_ENV, "auto"), cuda, nccl, os.environ.get(SHARED_GPU_ENV) == "1", os.environ
-    )
-    os.environ.update(extra)
+    backend = backend_for(os.environ.get(BACKEND_ENV, "auto"))
     os.environ.update(
         MASTER_ADDR=info.head_addr,
         MASTER_PORT=str(info.head_port),
@@ -87,6 +92,18 @@ def init() -> None:
     dist.init_process_group(
         backend=backend, init_method="env://", timeout=datetime.timedelta(seconds=120), world_size=info.total_workers
     )
+
+
+def backend_for(requested: str) -> str:
+    """The backend for this worker's torch (choose_backend), with the environment NCCL needs set."""
+    import torch
+    import torch.distributed as dist
+
+    cuda = torch.cuda.is_available()
+    nccl = tuple(torch.cuda.nccl.version()) if cuda and dist.is_nccl_available() else None
+    backend, extra = choose_backend(requested, cuda, nccl, os.environ.get(SHARED_GPU_ENV) == "1", os.environ)
+    os.environ.update(extra)
+    return backend
 
 
 def run_initializers() -> None:
