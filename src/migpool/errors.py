@@ -93,7 +93,64 @@ class WorkerLostError(MigpoolError):
     """The worker process running a task died before answering."""
 
 
-class RemoteError(MigpoolError):
+class SkywardError(MigpoolError):
+    """The reference system's base error (Skyward 0.11+), with its attributes: `code` (a short word), `message`,
+    `retryable` and `details` (a dict)."""
+
+    code = "error"
+    retryable = False
+
+    def __init__(self, *args: object, details: dict[str, object] | None = None) -> None:
+        super().__init__(*args)
+        if details:
+            self.details = dict(details)
+
+    # (kept in the instance's __dict__ under their own names: a task's exception class rebuilt with this one as
+    # a base may set them itself)
+    @property
+    def message(self) -> str:
+        return str(self.__dict__.get("message", self.args[0] if self.args else ""))
+
+    @message.setter
+    def message(self, value: str) -> None:
+        self.__dict__["message"] = value
+
+    @property
+    def details(self) -> dict[str, object]:
+        got = self.__dict__.get("details")
+        return got if isinstance(got, dict) else {}
+
+    @details.setter
+    def details(self, value: dict[str, object]) -> None:
+        self.__dict__["details"] = value
+
+
+class TaskFailedError(SkywardError):
+    """A task failed: its function raised (the exception comes back as its own class too, see RemoteError), or it
+    ran past its timeout, or it waited past its queue timeout."""
+
+    code = "task_failed"
+
+
+class TaskIndeterminateError(SkywardError):
+    """A task's outcome was lost: nobody knows whether its function ran (the reference raises it; migpool's own
+    case is WorkerLostError, a worker that died while running the task)."""
+
+    code = "task_indeterminate"
+
+
+class ReferenceOnlyError(MigpoolError, NotImplementedError):
+    """A name of the reference system (Skyward) that has no meaning on migpool's machines (a cloud, an object
+    store, the reference's control-plane daemon): the message says what to use instead."""
+
+
+class QueueTimeoutError(TaskFailedError, TimeoutError):
+    """A task waited longer than its queue_timeout for a worker to start it: it never ran."""
+
+    code = "queue_timeout"
+
+
+class RemoteError(TaskFailedError):
     """A task's exception that could not come back as itself (its class cannot be imported here); a class
     that can is derived from both its own class and this one, so `except ItsClass:` catches it."""
 
@@ -120,7 +177,7 @@ class ImageError(MigpoolError):
     """Building the worker environment of an Image failed."""
 
 
-class TaskTimeoutError(MigpoolError, TimeoutError):
+class TaskTimeoutError(TaskFailedError, TimeoutError):
     """A task ran past its timeout and its worker was stopped."""
 
 

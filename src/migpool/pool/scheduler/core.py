@@ -26,12 +26,14 @@ from ...mig.layout import parse_memory_mib
 from ..api import refs
 from ..api.providers import WorkerSpec
 from ..api.refs import Ref
+from ..api.attempts import late, retrying
 from ..api.task import Task
 from ..shared.state import SharedState
 from ..wire.messages import FEED_END, FEED_ERROR, FEED_ITEM, Feed, ForgetValue, Stop
 from ..wire.remote_errors import as_task_error
 from ..wire.segments import Codec, SharedMemoryCodec
 from ..wire.streams import OutputStream, StreamResults, take_inputs
+from .deadlines import QueueDeadlines
 from .feeding import Send
 from .feeding import feed as feed_job
 from .jobs import Functions, Job, cancel_future, serves
@@ -147,6 +149,7 @@ class Scheduler:
         self.provisioner: Provisioner | None = None  # dynamic MIG: admits tasks, woken when work waits
         self.functions = Functions()  # the tasks' functions, numbered and pickled once each
         self.spawner = Spawner("migpool-spawn", self.threads)
+        self.deadlines = QueueDeadlines(self.threads, self.expire)  # the queued jobs' queue_timeouts
 
     def launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes] | None:
         """Start a worker process, from the pool's spawning thread; None once the pool has shut down."""
@@ -204,6 +207,19 @@ class Scheduler:
         self.starting = False
 
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
+        """Queue a task; its future (sent again after a failed attempt while its retry policy says so)."""
+        return retrying(lambda: self.submit_once(task, retries), task.retry)
+
+    def expire(self, job: Job) -> None:
+        """A job's queue_timeout passed: if still queued (no worker took it), it fails now, unrun."""
+        with self.lock:
+            if job not in self.pending:
+                return
+            self.pending.remove(job)
+        with contextlib.suppress(Exception):  # (it ended meanwhile)
+            job.future.set_exception(late(job.task.queue_timeout or 0.0))
+
+    def submit_once(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         self.check()
         if self.closed:
             raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
@@ -246,6 +262,8 @@ class Scheduler:
         with self.lock:
             self.pending.append(job)
             some_dead = self.some_dead and self.provisioner is None
+        if task.queue_timeout is not None:
+            self.deadlines.add(job, task.queue_timeout)
         if some_dead:  # a slot gave up starting its worker: what only it could run fails now, never waits
             self.fail_unservable()
         self.pump()
@@ -464,6 +482,7 @@ class Scheduler:
         for w in self.workers:
             w.wait_exit(None)
         self.spawner.stop()
+        self.deadlines.stop()
         with self.lock:
             jobs = [j for w in self.workers for j in w.outstanding]
             for w in self.workers:
