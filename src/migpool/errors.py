@@ -194,3 +194,37 @@ def listed(names: Sequence[str], shown: int = 10) -> str:
     if len(names) <= shown:
         return ", ".join(names)
     return f"{', '.join(names[:shown])} … and {len(names) - shown:,} more"
+
+
+_failed_classes: dict[type, type] = {}
+
+
+def task_failed(e: BaseException) -> BaseException:
+    """A task's exception as its caller gets it: still of its own class (`except ValueError:` catches it, as in
+    the reference's 0.10) and now also a TaskFailedError (as the reference's 0.11+ raises); `e` itself where its
+    class cannot take TaskFailedError as a second base."""
+    cls = type(e)
+    if isinstance(e, TaskFailedError) or not isinstance(e, Exception):
+        return e
+    derived = _failed_classes.get(cls)
+    try:
+        if derived is None:
+            derived = type(cls.__name__, (cls, TaskFailedError), {"__str__": cls.__str__})
+            derived.__module__, derived.__qualname__ = cls.__module__, cls.__qualname__
+            _failed_classes[cls] = derived
+    except TypeError:  # a layout that cannot be combined with TaskFailedError's
+        return e
+    try:
+        e.__class__ = derived  # (a class defined in Python)
+        return e
+    except TypeError:  # a built-in class (ValueError, KeyError, ...): a copy of the derived class
+        pass
+    try:
+        copy = derived.__new__(derived, *e.args)
+        copy.args = e.args
+        copy.__dict__.update(vars(e))
+    except Exception:  # noqa: BLE001 - one that cannot be copied comes back as it is
+        return e
+    copy.__cause__, copy.__context__, copy.__traceback__ = e.__cause__, e.__context__, e.__traceback__
+    copy.__suppress_context__ = e.__suppress_context__
+    return copy

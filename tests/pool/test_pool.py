@@ -375,7 +375,7 @@ def test_thread_executor_without_mig():
 
 def test_image_env_and_satisfied_requirements_install_nothing():
     img = Image(pip=["cloudpickle>=1", "pytest"], env={"MY_SETTING": "42"})
-    assert img.missing() == [] and img.python() == sys.executable
+    assert img.missing() == [] and img.interpreter() == sys.executable
     with Compute(worker=Worker(concurrency=1, executor="process"), image=img, progress=False) as c:
         assert c.submit(T.getenv, "MY_SETTING").result() == "42"
 
@@ -400,14 +400,14 @@ def test_image_builds_a_cached_environment_when_needed(tmp_path, monkeypatch):
         r = c.submit(T.where()).result()
         assert r["exe"] != sys.executable and r["exe"].startswith(str(tmp_path / "images"))
         assert c.submit(_import_tinypkg).result() == "from the image"
-    assert img.python() == r["exe"]  # cached
+    assert img.interpreter() == r["exe"]  # cached
 
 
 def test_image_lives_under_the_cache_dir_and_says_what_it_installs(tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("MIGPOOL_IMAGE_DIR", raising=False)
     monkeypatch.setenv("MIGPOOL_CACHE_DIR", str(tmp_path / "cache"))
     img = Image(pip=[str(_wheel(tmp_path))])
-    exe = img.python(progress=True)
+    exe = img.interpreter(progress=True)
     err = capfd.readouterr().err
     assert exe.startswith(str(tmp_path / "cache" / "images"))
     assert "installing" in err and "tinypkg" in err and str(tmp_path / "cache" / "images") in err
@@ -424,7 +424,7 @@ def _import_tinypkg():
 def test_image_install_failure_reports_the_installer_message(tmp_path, monkeypatch):
     monkeypatch.setenv("MIGPOOL_IMAGE_DIR", str(tmp_path / "images"))
     with pytest.raises(migpool.ImageError) as e:
-        Image(pip=[str(tmp_path / "missing-1.0-py3-none-any.whl")]).python()
+        Image(pip=[str(tmp_path / "missing-1.0-py3-none-any.whl")]).interpreter()
     assert "installing" in str(e.value) and ("does not exist" in str(e.value) or "not found" in str(e.value).lower())
 
 

@@ -194,7 +194,7 @@ class Compute(Collections):
                 "use nodes=1 (or a Ray pool for several machines)"
             )
         chain.validate(self.plugins, self.node)  # every refusal before an image is built or anything changed
-        self._python = image.python() if self.executor == "process" else sys.executable
+        self._python = image.interpreter() if self.executor == "process" else sys.executable
         chain.bootstrap(self.plugins, self.node)
         self._bootstrapped = list(self.plugins)
         parts = self.node.partitions

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, InvalidStateError
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
-from ...errors import QueueTimeoutError, WorkerLostError
+from ...errors import QueueTimeoutError, WorkerLostError, task_failed
 
 CEILING = 10  # no task runs more than this many times, whatever its policy says (as in the reference)
 log = logging.getLogger("migpool.pool")
@@ -32,7 +32,7 @@ class Lost:
     node_id: str | None = None
 
 
-Policy = Callable[[Union[Exception, Lost], int], bool]
+Policy = Callable[[Exception | Lost, int], bool]
 
 
 @dataclass(frozen=True)
@@ -114,17 +114,22 @@ def retrying(submit: Callable[[], Future[Any]], policy: Policy | None) -> Future
 def on_threads(threads: Executor, task: Any) -> Future[Any]:
     """A task sent to a pool of threads of this process: with its retry policy, and failing unrun with
     QueueTimeoutError when no thread took it up within its queue_timeout (told when a thread takes it up)."""
-    fn, args, kwargs = task.fn, task.args, task.kwargs
-    if task.queue_timeout is not None:
-        deadline = time.monotonic() + task.queue_timeout
-        fn = functools.partial(unless_late, deadline, task.queue_timeout, fn)
-    return retrying(lambda: threads.submit(fn, *args, **kwargs), task.retry)
+    deadline = time.monotonic() + task.queue_timeout if task.queue_timeout is not None else None
+    call = functools.partial(on_thread, deadline, task.queue_timeout, task.fn)
+    return retrying(lambda: threads.submit(call, *task.args, **task.kwargs), task.retry)
 
 
-def unless_late(deadline: float, waited: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    if time.monotonic() > deadline:
+def on_thread(deadline: float | None, waited: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """fn called on a thread of the pool: unless its queue_timeout passed; its exception also a TaskFailedError."""
+    if deadline is not None and time.monotonic() > deadline:
         raise late(waited)
-    return fn(*args, **kwargs)
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:  # the caller gets it, as a TaskFailedError too
+        failed = task_failed(e)
+        if failed is e:
+            raise
+        raise failed from e.__cause__
 
 
 def late(waited: float) -> QueueTimeoutError:

@@ -100,13 +100,13 @@ class Task(Generic[R]):
         return replace(self, queue_timeout=checked_seconds(seconds, "queue_timeout"))
 
     def __rshift__(self, compute: Runs) -> R:
-        return resolve(compute).run(self)  # type: ignore[no-any-return]
+        return resolve(compute).run(self)
 
     def __gt__(self, compute: Runs) -> Future[R]:  # `>` sends, as in the reference API
-        return resolve(compute).run_async(self)  # type: ignore[no-any-return]
+        return resolve(compute).run_async(self)
 
     def __matmul__(self, compute: Runs) -> list[R]:
-        return resolve(compute).broadcast(self)  # type: ignore[no-any-return]
+        return resolve(compute).broadcast(self)
 
     def __and__(self, other: Task[Any] | Group) -> Group:
         return Group((self,)) & other
@@ -253,8 +253,9 @@ compute = function
 @dataclass(frozen=True)
 class Group:
     """Tasks sent together: `(a & b & c) >> compute` or `gather(a, b, c) >> compute` runs them in parallel and
-    gives a list of their results in task order (a tuple in the reference's 0.10, a list since its 0.11); with `stream=True`, an iterator of them as they come (in task
-    order, or in the order they finish with `ordered=False`). `timeout` applies to each task that has none."""
+    gives a list of their results in task order (a tuple in the reference's 0.10, a list since its 0.11); with
+    `stream=True`, an iterator of them as they come (in task order, or in the order they finish with
+    `ordered=False`). `timeout` applies to each task that has none."""
 
     tasks: tuple[Task[Any], ...]
     stream: bool = False
@@ -278,7 +279,7 @@ class Group:
 
     def __rshift__(self, compute: Runs) -> list[Any] | Iterator[Any]:
         got = resolve(compute).run_parallel(self)
-        return list(got) if isinstance(got, tuple) else got  # type: ignore[no-any-return]
+        return list(got) if isinstance(got, tuple) else got
 
     @property
     def pendings(self) -> tuple[Task[Any], ...]:
@@ -298,7 +299,8 @@ class Group:
 
 
 Gather = Group  # (the name of earlier migpool versions)
-Pending = Task  # (the reference's 0.11+ name; PendingFunction in its 0.10)
+Pending = PendingFunction = Task  # (the reference's 0.11+ name, and its 0.10 one)
+PendingFunctionGroup = Group  # (the reference's 0.10 name)
 
 
 @dataclass(frozen=True)

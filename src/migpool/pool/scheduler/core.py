@@ -24,9 +24,9 @@ from typing import Any, Protocol
 from ...errors import PluginError, PoolBrokenError, WorkerLostError, WorkerStartError
 from ...mig.layout import parse_memory_mib
 from ..api import refs
+from ..api.attempts import late, retrying
 from ..api.providers import WorkerSpec
 from ..api.refs import Ref
-from ..api.attempts import late, retrying
 from ..api.task import Task
 from ..shared.state import SharedState
 from ..wire.messages import FEED_END, FEED_ERROR, FEED_ITEM, Feed, ForgetValue, Stop
@@ -372,7 +372,9 @@ class Scheduler:
                 best = None
                 at = 0
                 best_fit: tuple[int, float] = (0, 0.0)
-                alone = job.stream is not None  # a stream goes only to an idle worker
+                # a stream goes only to an idle worker, and so does a task with a queue_timeout (queued behind
+                # another at a worker, it could not leave when its time is up)
+                alone = job.stream is not None or task.queue_timeout is not None
                 for k, w in enumerate(workers):
                     if caps[k] > 0 and w.serves(task) and not (alone and w.outstanding):
                         fit = _fit(w, job)
