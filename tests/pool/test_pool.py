@@ -110,7 +110,7 @@ def test_a_group_timeout_stops_its_tasks():
 
 def test_many_tasks_few_workers():
     with Compute(worker=Worker(concurrency=2, executor="process"), progress=False) as compute:
-        assert gather(*[T.add(i, 1) for i in range(500)]) >> compute == tuple(i + 1 for i in range(500))
+        assert gather(*[T.add(i, 1) for i in range(500)]) >> compute == [i + 1 for i in range(500)]
 
 
 def test_exception_comes_back_as_itself_with_the_worker_traceback():
