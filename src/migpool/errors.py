@@ -89,10 +89,6 @@ class LockTimeoutError(MigpoolError, TimeoutError):
     """Another migpool process (or thread) held a GPU's apply lock for too long."""
 
 
-class WorkerLostError(MigpoolError):
-    """The worker process running a task died before answering."""
-
-
 class SkywardError(MigpoolError):
     """The reference system's base error (Skyward 0.11+), with its attributes: `code` (a short word), `message`,
     `retryable` and `details` (a dict)."""
@@ -133,10 +129,15 @@ class TaskFailedError(SkywardError):
 
 
 class TaskIndeterminateError(SkywardError):
-    """A task's outcome was lost: nobody knows whether its function ran (the reference raises it; migpool's own
-    case is WorkerLostError, a worker that died while running the task)."""
+    """A task's outcome was lost: nobody knows whether its function ran (migpool's case: WorkerLostError, a worker
+    that died while running the task)."""
 
     code = "task_indeterminate"
+
+
+class WorkerLostError(TaskIndeterminateError):
+    """The worker process running a task died before answering (whether the task did its work is unknown: the
+    reference's TaskIndeterminateError); also raised when a pool's worker cannot start."""
 
 
 class ReferenceOnlyError(MigpoolError, NotImplementedError):
