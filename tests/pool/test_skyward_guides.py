@@ -21,6 +21,7 @@ import pytest
 VERSION = "0.10.0"
 SDIST = f"skyward-{VERSION}.tar.gz"
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.network  # (the source distribution is downloaded when .ci-cache/ and the cache lack it)
 
 
 def _sdist() -> Path:
