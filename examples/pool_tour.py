@@ -26,7 +26,7 @@ def main(simulate: str | None) -> None:
         plugins=[sky.plugins.mig(profile="3g.40gb")],  # two 3g.40gb partitions: one worker on each
         progress=False,
     ) as compute:
-        results = sky.gather(train(10), train(10)) >> compute  # a tuple, in task order
+        results = sky.gather(train(10), train(10)) >> compute  # a list, in task order
         for r in sky.gather(train(1), train(1), stream=True) >> compute:  # each as soon as it is its turn
             print(r)
         fut = compute.submit(train(3))  # a concurrent.futures.Future

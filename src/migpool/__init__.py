@@ -17,6 +17,14 @@ TYPE_CHECKING = False
 
 __version__ = "0.1.0"
 
+# the reference's control-plane events and views (pool/api/cloud.py: named, refused when used)
+_REFUSED_EVENTS = (
+    "ComputeCreated ComputeBound ComputeAdopted ComputeProvisioning ComputeReady ComputeDegraded GenerationCreated "
+    "GenerationApplied LeaseClaimed LeaseReleased ComputeAbandoned ComputeDeleting ComputeDeletionFailed "
+    "StraysTerminated ComputeDeleted CostEvent NodeEvent ProgressEvent ConsoleEvent EmittedEvent PhaseEvent "
+    "MetricEvent TaskEvent Event ComputeView NodeView PhaseView TaskView EventCallback"
+).split()
+
 _EXPORTS = {
     "catalog": ".catalog",
     "plugins": ".plugins",
@@ -59,6 +67,23 @@ _EXPORTS = {
     "Ray": ".pool",
     "run_command": ".launch.copies",
     "CommandResult": ".launch.copies",
+    # the reference system's (Skyward 0.10 and 0.12.1) other names: docs/coming-from-skyward.md
+    "Accelerator": ".accelerators",
+    "time": ".pool.api.durations",
+    **{name: ".pool.api.task" for name in ("Group", "Pending", "Streaming", "stream")},
+    "PendingFunction": ".pool.api.task",
+    "PendingFunctionGroup": ".pool.api.task",
+    **{name: ".pool.api.info" for name in ("Info", "is_head")},
+    **{name: ".pool.api.attempts" for name in ("Retry", "Lost")},
+    **{name: ".pool.api.output" for name in ("silent", "stdout", "stderr", "CallbackWriter", "redirect_output")},
+    "emit": ".pool.api.output",
+    "sky": ".pool.api.current",
+    "PipIndex": ".pool.api.image",
+    **{name: ".pool.api.cloud" for name in ("Spec", "Volume", "Storage", "storage", "Port", "DockerImage")},
+    **{name: ".pool.api.cloud" for name in ("HealthChecker", "MetricSpec", "metrics", "observability", "app")},
+    **{name: ".pool.api.cloud" for name in ("DistributedRegistry", "registry", "Lambda", "Salad", "Provider")},
+    **{name: ".pool.api.cloud" for name in ("ComputeState", "NodeState", "TaskState", "Consistency")},
+    **{name: ".pool.api.cloud" for name in _REFUSED_EVENTS},
 }
 _ERRORS = [
     "ApplyError",
@@ -79,6 +104,11 @@ _ERRORS = [
     "PluginError",
     "PoolBrokenError",
     "ProfileError",
+    "QueueTimeoutError",
+    "ReferenceOnlyError",
+    "SkywardError",
+    "TaskFailedError",
+    "TaskIndeterminateError",
     "ReadOnlyError",
     "RemoteError",
     "ResetRequiredError",
@@ -98,7 +128,12 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'migpool' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
-    value = module if name in ("catalog", "plugins", "accelerators") else getattr(module, name)
+    if name in ("catalog", "plugins", "accelerators", "time"):
+        value: Any = module
+    elif name in _REFUSED_EVENTS:
+        value = module.REFUSED_EVENTS[name]
+    else:
+        value = getattr(module, name)
     globals()[name] = value
     return value
 
@@ -111,6 +146,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from . import accelerators, catalog, plugins
+    from .accelerators import Accelerator
     from .backend import NvmlBackend, SimulatedBackend, open_backend
     from .errors import (
         ApplyError,
@@ -132,10 +168,15 @@ if TYPE_CHECKING:
         PluginError,
         PoolBrokenError,
         ProfileError,
+        QueueTimeoutError,
         ReadOnlyError,
+        ReferenceOnlyError,
         RemoteError,
         ResetRequiredError,
+        SkywardError,
         TaskExitError,
+        TaskFailedError,
+        TaskIndeterminateError,
         TaskTimeoutError,
         UnsafeFileError,
         WorkerLostError,
@@ -181,5 +222,41 @@ if TYPE_CHECKING:
         set,
         shard,
     )
-    from .pool.api.task import compute
+    from .pool.api import durations as time
+    from .pool.api.attempts import Lost, Retry
+    from .pool.api.cloud import (
+        ComputeState,
+        Consistency,
+        DistributedRegistry,
+        DockerImage,
+        HealthChecker,
+        Lambda,
+        MetricSpec,
+        NodeState,
+        Port,
+        Provider,
+        Salad,
+        Spec,
+        Storage,
+        TaskState,
+        Volume,
+        app,
+        metrics,
+        observability,
+        registry,
+        storage,
+    )
+    from .pool.api.current import sky
+    from .pool.api.image import PipIndex
+    from .pool.api.info import Info, is_head
+    from .pool.api.output import CallbackWriter, emit, redirect_output, silent, stderr, stdout
+    from .pool.api.task import (
+        Group,
+        Pending,
+        PendingFunction,
+        PendingFunctionGroup,
+        Streaming,
+        compute,
+        stream,
+    )
     from .reconcile.core import apply, diff, plan_apply, teardown

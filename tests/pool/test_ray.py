@@ -73,7 +73,7 @@ def test_mixed_gpus_on_two_nodes_one_actor_per_partition(cluster, monkeypatch):
     for r in rs:
         i = r["info"]
         assert r["initial_cuda"] == r["cuda"] == i.partition.uuid  # pinned from the process's first instruction
-        assert i.total_nodes == 2 and i.total_workers == 6 and i.is_head == (i.global_worker_index == 0)
+        assert i.total_nodes == 2 and i.total_workers == 6 and i.is_head == (i.node == 0)
         assert i.total_accelerators == 6 and i.head_addr == i.peers[0]["private_ip"] and len(i.peers) == 2
         assert i.workers_per_node == (2 if i.partition.gpu_uuid in {g.uuid for g in a100.gpus()} else 4)
     assert [r["info"].node for r in per_node] == [0, 1]  # broadcast: once per node, in node order

@@ -32,7 +32,7 @@ def test_instance_info_carries_the_reference_names(monkeypatch):
     assert sorted(workers) == [0, 1]
     for w, i in workers.items():
         assert (i.node, i.total_nodes, i.workers_per_node, i.total_workers) == (0, 1, 2, 2)
-        assert i.global_worker_index == w and i.is_head == (w == 0) and i.hostname == socket.gethostname()
+        assert i.global_worker_index == w and i.is_head and i.hostname == socket.gethostname()  # node 0: the head
         assert i.accelerators == i.total_accelerators == 2 and i.partition.uuid in parts
         assert i.accelerator == {"type": "3g.40gb", "count": 2, "memory_gb": i.partition.memory_mib / 1024}
         assert i.head_addr == "127.0.0.1" and i.head_port > 0 and len(i.job_id) == 12
@@ -47,7 +47,7 @@ def test_task_operators():
         fut = T.add(2, 3) > c
         assert isinstance(fut, Future) and fut.result(timeout=30) == 5
         group = T.add(1) & T.nap(0.2, "slow") & T.add(3, 4)
-        assert (group >> c) == (1, "slow", 7)  # in order, whatever finishes first
+        assert (group >> c) == [1, "slow", 7]  # in order, whatever finishes first (a list, as in 0.12)
         a, b = (T.add(1, 1) & T.add(2, 2)) >> c
         assert (a, b) == (2, 4)
         assert (T.add(5) @ c) == [5]  # one node: one result
@@ -63,12 +63,12 @@ def test_and_needs_tasks():
 def test_shard_splits_lists_tuples_and_arrays_as_the_reference_does():
     data = list(range(10))
     parts = [sky.shard(data, node=i, total_nodes=3) for i in range(3)]
-    assert parts == [[0, 3, 6, 9], [1, 4, 7], [2, 5, 8]]  # every 3rd item from the node's own index
-    assert sky.shard(tuple(data), node=1, total_nodes=3) == (1, 4, 7)
-    assert sky.shard(range(10), node=1, total_nodes=3) == [1, 4, 7]  # another sequence: a list
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]  # contiguous blocks [len*r//n, len*(r+1)//n), as 0.12.1
+    assert sky.shard(tuple(data), node=1, total_nodes=3) == (3, 4, 5)
+    assert sky.shard(range(10), node=1, total_nodes=3) == [3, 4, 5]  # another sequence: a list
     arr = np.arange(20).reshape(10, 2)
     got = sky.shard(arr, node=2, total_nodes=3)
-    assert isinstance(got, np.ndarray) and got.tolist() == arr[[2, 5, 8]].tolist()
+    assert isinstance(got, np.ndarray) and got.tolist() == arr[[6, 7, 8, 9]].tolist()
     blocks = [sky.shard(data, node=i, total_nodes=3, drop_last=True) for i in range(3)]
     assert blocks == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]  # equal contiguous blocks, the tail dropped
     assert sky.shard(data) == data  # outside a pool: one node
@@ -100,7 +100,7 @@ def test_shard_cuts_torch_tensors():
     torch = pytest.importorskip("torch")
     t = torch.arange(12).reshape(6, 2)
     got = sky.shard(t, node=1, total_nodes=2)
-    assert isinstance(got, torch.Tensor) and got.tolist() == t[[1, 3, 5]].tolist()
+    assert isinstance(got, torch.Tensor) and got.tolist() == t[[3, 4, 5]].tolist()
 
 
 @given(st.lists(st.integers(), max_size=60), st.integers(1, 7), st.booleans(), st.integers(0, 5), st.booleans())
@@ -116,7 +116,7 @@ def test_shards_partition_the_data(data, n, shuffle, seed, drop_last):
         if drop_last:
             assert flat == data[: len(data) // n * n]
         else:
-            assert parts == [data[i::n] for i in range(n)]
+            assert parts == [data[len(data) * i // n : len(data) * (i + 1) // n] for i in range(n)]
 
 
 @sky.function
@@ -141,7 +141,7 @@ def test_several_nodes_on_one_machine_behave_as_several_machines():
     for r in per_node:
         i = r["info"]
         assert (i.total_nodes, i.workers_per_node, i.total_workers) == (4, 2, 8)
-        assert i.is_head == (i.global_worker_index == 0) and len(i.peers) == 4
+        assert i.is_head == (i.node == 0) == (i.rank == 0) and len(i.peers) == 4  # the head node (0.12's rule)
     indices = {r["info"].global_worker_index for r in everywhere}
     assert indices <= set(range(8)) and len({r["info"].node for r in everywhere}) > 1
 
@@ -222,7 +222,7 @@ def test_plugins_built_with_the_reference_builder(tmp_path, monkeypatch):
         assert c.executor == "process"  # a process context: processes
         got = sky.gather(around_seen(1), around_seen(2)) >> c
         env = c.submit(lambda: os.environ.get("FROM_IMAGE")).result()
-    assert got == (("decorated", (got[0][1][0], 1)), ("decorated", (got[1][1][0], 2)))
+    assert got == [("decorated", (got[0][1][0], 1)), ("decorated", (got[1][1][0], 2))]
     assert {g[1][0] for g in got} <= {"0", "1"} and env == ("decorated", "1")
     assert calls == [("bootstrap",), ("enter", True), ("exit",)]
     assert sorted(log.read_text().split("\n")[:-1]) == ["left 0", "left 1"]  # each worker left its context

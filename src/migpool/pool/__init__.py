@@ -24,6 +24,13 @@ _EXPORTS = {
     "Partition": ".api.info",
     "instance_info": ".api.info",
     "Ref": ".api.refs",
+    "Info": ".api.info",
+    "is_head": ".api.info",
+    "Pending": ".api.task",
+    "Streaming": ".api.task",
+    "stream": ".api.task",
+    "Retry": ".api.attempts",
+    "Lost": ".api.attempts",
     "dict": ".shared.proxies",
     "set": ".shared.proxies",
     "counter": ".shared.proxies",
@@ -60,8 +67,9 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from .api.attempts import Lost, Retry
     from .api.image import Image
-    from .api.info import InstanceInfo, Partition, instance_info
+    from .api.info import Info, InstanceInfo, Partition, instance_info, is_head
     from .api.providers import (
         AWS,
         GCP,
@@ -86,7 +94,19 @@ if TYPE_CHECKING:
     )
     from .api.refs import Ref
     from .api.shard import shard
-    from .api.task import Checkpoint, Gather, Group, RemoteFunction, Task, compute, function, gather
+    from .api.task import (
+        Checkpoint,
+        Gather,
+        Group,
+        Pending,
+        RemoteFunction,
+        Streaming,
+        Task,
+        compute,
+        function,
+        gather,
+        stream,
+    )
     from .compute import Compute
     from .shared.proxies import barrier, counter, lock, queue
     from .shared.proxies import shared_dict as dict

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..accelerators import Accelerator, named
 from ..errors import PluginError, PoolBrokenError
 from ..observe.poolstats import Publisher
+from .api.attempts import on_threads
+from .api.current import entered
 from .api.image import Image
 from .api.info import InstanceInfo, Partition, set_thread_info, topology_env
 from .api.providers import (
@@ -163,8 +165,8 @@ class Compute(Collections):
     def __enter__(self) -> Compute:
         try:
             self.open()
-            for p in self.plugins:
-                cm = p.around_pool(self)
+            self._around.enter_context(entered(self))  # `sky` stands for this pool while it is open
+            for cm in (p.around_pool(self) for p in self.plugins):
                 if cm is not None:
                     self._around.enter_context(cm)
         except BaseException:
@@ -193,7 +195,7 @@ class Compute(Collections):
                 "use nodes=1 (or a Ray pool for several machines)"
             )
         chain.validate(self.plugins, self.node)  # every refusal before an image is built or anything changed
-        self._python = image.python() if self.executor == "process" else sys.executable
+        self._python = image.interpreter() if self.executor == "process" else sys.executable
         chain.bootstrap(self.plugins, self.node)
         self._bootstrapped = list(self.plugins)
         parts = self.node.partitions
@@ -362,7 +364,7 @@ class Compute(Collections):
         if self._decorators:
             task = dataclasses.replace(task, fn=self._decorate(task.fn))
         if self._threads is not None:
-            return self._threads.submit(task.fn, *task.args, **task.kwargs)
+            return on_threads(self._threads, task)
         if self._sched is None:
             if self._closed:
                 raise RuntimeError("this Compute is closed; open a new one (`with Compute(...) as compute:`)")
@@ -410,8 +412,8 @@ class Compute(Collections):
         futs = [self.submit(fn, *args) for args in zip(*iterables, strict=False)]
         return [f.result() for f in self._progress(futs)]
 
-    def run_parallel(self, group: Group) -> tuple[Any, ...] | Iterator[Any]:
-        """Run a group's tasks in parallel (`(a & b) >> compute`, `gather(...) >> compute`): a tuple of their
+    def run_parallel(self, group: Group) -> list[Any] | Iterator[Any]:
+        """Run a group's tasks in parallel (`(a & b) >> compute`, `gather(...) >> compute`): a list of their
         results in task order, or with `stream=True` an iterator of them (`ordered=False`: as they finish)."""
         tasks = group.tasks
         if group.timeout is not None:
@@ -419,7 +421,7 @@ class Compute(Collections):
         futs = [self.submit(t) for t in tasks]
         if group.stream:
             return (f.result() for f in (futs if group.ordered else as_completed(futs)))
-        return tuple(f.result() for f in self._progress(futs))
+        return [f.result() for f in self._progress(futs)]
 
     def gather(self, tasks: Sequence[Task[Any]], stream: bool = False, ordered: bool = True) -> Any:
         """`gather(*tasks, stream=..., ordered=...) >> compute`, as a method."""

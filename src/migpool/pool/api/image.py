@@ -11,8 +11,10 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import migpool
 
@@ -21,11 +23,70 @@ from ...host.locks import PathLock
 
 
 @dataclass(frozen=True)
+class PipIndex:
+    """An extra package index for Image(pip_indexes=): `url`, and the packages to take from it (the reference's
+    fields; here the index is offered to the installer for every package, as pip's --extra-index-url)."""
+
+    url: str
+    packages: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.packages, str):
+            object.__setattr__(self, "packages", (self.packages,))
+
+
+# the reference's Image fields that describe a cloud machine, with the value that asks nothing of migpool
+NOT_HERE: dict[str, tuple[Any, str]] = {
+    "base": (None, "migpool starts no containers or machine images: the workers run on this machine's system"),
+    "apt": ((), "migpool installs no system packages: install them on the machine (apt-get) before the pool starts"),
+    "shell_vars": ({}, "give the values in env= (computed in the script, e.g. with subprocess.run)"),
+    "includes": ((), "the workers import from this machine's files: put the paths on PYTHONPATH (env=)"),
+    "excludes": ((), "the workers see this machine's files as they are; nothing is uploaded"),
+    "metrics": (None, "migpool's telemetry reads the GPUs itself: `migpool top`, or Compute(metrics_port=...)"),
+    "warm": (False, "a warm boot image is a cloud machine image; the workers' environment is cached here anyway"),
+    "mutable": (False, "a pool's Image is fixed while it is open; open a new Compute to change it"),
+}
+
+
+@dataclass(frozen=True)
 class Image:
-    """Packages (pip requirement strings) and environment variables for the workers."""
+    """Packages (pip requirement strings) and environment variables for the workers, with the reference's other
+    fields: `python` (None, or this interpreter's version), `pip_indexes` (PipIndex or URL), `bootstrap_timeout`
+    and `skyward` are taken; the cloud ones (`base`, `apt`, `shell_vars`, `includes`, `excludes`, `metrics`,
+    `warm`, `mutable`) are refused unless left at their defaults, with what to do instead."""
 
     pip: tuple[str, ...] | list[str] = field(default_factory=tuple)
     env: dict[str, str] = field(default_factory=dict)
+    python: str | None = None
+    pip_indexes: Sequence[PipIndex | str] = ()
+    bootstrap_timeout: float = 900
+    skyward: str = "auto"
+    base: Any = None
+    apt: Sequence[str] = ()
+    shell_vars: dict[str, str] = field(default_factory=dict)
+    includes: Sequence[str] = ()
+    excludes: Sequence[str] = ()
+    metrics: Any = None
+    warm: bool = False
+    mutable: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("pip", "apt", "pip_indexes", "includes", "excludes"):
+            if isinstance(getattr(self, name), (str, PipIndex)):  # one value: a 1-tuple, as the reference takes it
+                object.__setattr__(self, name, (getattr(self, name),))
+        for name, (default, instead) in NOT_HERE.items():
+            value = getattr(self, name)
+            if value != default and not (default == () and not value):
+                raise ImageError(f"Image({name}={value!r}): {instead}")
+        here = f"{sys.version_info.major}.{sys.version_info.minor}"
+        if self.python not in (None, "auto", here):
+            raise ImageError(
+                f"Image(python={self.python!r}): the workers run this interpreter, Python {here}; run the script "
+                f"with Python {self.python} (or leave python= out)"
+            )
+
+    def index_urls(self) -> list[str]:
+        return [i.url if isinstance(i, PipIndex) else str(i) for i in self.pip_indexes]
 
     def missing(self) -> list[str]:
         """The requirements the current interpreter does not satisfy."""
@@ -54,10 +115,10 @@ class Image:
         return out
 
     def key(self) -> str:
-        text = json.dumps([sys.version, sys.executable, sorted(self.pip)])
+        text = json.dumps([sys.version, sys.executable, sorted(self.pip), *self.index_urls()])
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def python(self, progress: bool = True) -> str:
+    def interpreter(self, progress: bool = True) -> str:
         """The interpreter the workers run: this one, or a cached venv with the missing packages."""
         if not self.missing():
             return sys.executable
@@ -86,16 +147,18 @@ class Image:
         return str(py)
 
     def _build(self, root: Path, py: Path, progress: bool = False) -> None:
+        indexes = [a for url in self.index_urls() for a in ("--extra-index-url", url)]
         uv = shutil.which("uv")
         if uv:
             steps = [
                 [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
-                [uv, "pip", "install", "--python", str(py), *self.pip],
+                [uv, "pip", "install", "--python", str(py), *indexes, *self.pip],
             ]
         else:
             steps = [
                 [sys.executable, "-m", "venv", str(root)],
-                [str(py), "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check", *self.pip],
+                [str(py), "-m", "pip", "install", "--progress-bar", "off", "--disable-pip-version-check", *indexes]
+                + list(self.pip),
             ]
         for i, argv in enumerate(steps):
             if i == 1:

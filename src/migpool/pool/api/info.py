@@ -54,7 +54,9 @@ class InstanceInfo:
     worker             this worker's index on its node (None outside a worker)
     node, total_nodes  this node's index and the number of nodes (nodes are numbered 0..total_nodes-1)
     workers_per_node   workers on each node (the Worker's concurrency)
-    global_worker_index, total_workers, is_head (the pool's first worker: worker 0 of node 0)
+    global_worker_index, total_workers
+    is_head            this task runs on node 0 (the reference's 0.12 rule; its 0.10 said worker 0 of node 0)
+    rank, nodes, compute, head   the reference's 0.12 names: node, total_nodes, job_id, head_addr
     hostname           this machine's name
     accelerators       accelerators (MIG partitions or whole GPUs) the pool uses on this node; each worker sees one
     total_accelerators those of every node of the pool
@@ -104,8 +106,28 @@ class InstanceInfo:
 
     @property
     def is_head(self) -> bool:
-        """The pool's first worker (worker 0 of node 0), as the reference has it; True outside a worker."""
-        return self.global_worker_index in (0, None)
+        """This task runs on the pool's first node (rank 0), as the reference's 0.12 has it; True outside a pool."""
+        return self.node == 0
+
+    @property
+    def rank(self) -> int:
+        """This node's index (the reference's 0.12 name; `node` is the same number here)."""
+        return self.node
+
+    @property
+    def compute(self) -> str:
+        """This pool's identifier (the reference's 0.12 name of job_id)."""
+        return self.job_id
+
+    @property
+    def head(self) -> str:
+        """The address of node 0 (the reference's 0.12 name of head_addr)."""
+        return self.head_addr
+
+    @property
+    def host(self) -> str:
+        """This machine's name."""
+        return self.hostname
 
     @property
     def nodes(self) -> int:
@@ -118,7 +140,14 @@ class InstanceInfo:
         return self.workers_per_node
 
 
+Info = InstanceInfo  # (the reference's 0.11+ name)
+
 _thread = threading.local()
+
+
+def is_head() -> bool:
+    """Whether the calling task runs on the pool's first node (rank 0); True outside a pool."""
+    return instance_info().is_head
 
 
 def instance_info() -> InstanceInfo:

@@ -8,17 +8,18 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def shard_indices(n: int, node: int, total_nodes: int, shuffle: bool, seed: int, drop_last: bool) -> list[int]:
-    """The positions of `n` items that belong to `node`: every total_nodes-th from position `node` (after one
-    seeded shuffle, the same on every node, with `shuffle`); with `drop_last`, a contiguous block of
-    n // total_nodes positions instead, so that every node gets as many."""
+def shard_indices(n: int, node: int, total_nodes: int, shuffle: bool, seed: int | str, drop_last: bool) -> list[int]:
+    """The positions of `n` items that belong to `node`: the contiguous block [n*node//total_nodes,
+    n*(node+1)//total_nodes) of the order (the positions in turn, or after one seeded shuffle, the same on every
+    node, with `shuffle`), as the reference's 0.11+ cuts; with `drop_last`, the order is first cut to a multiple
+    of total_nodes, so that every node gets as many."""
     order = list(range(n))
     if shuffle:
         random.Random(seed).shuffle(order)
     if drop_last:
-        per = n // total_nodes
-        return order[node * per : (node + 1) * per]
-    return order[node::total_nodes]
+        order = order[: n - n % total_nodes]
+    m = len(order)
+    return order[m * node // total_nodes : m * (node + 1) // total_nodes]
 
 
 def _kind(data: Any) -> str:
@@ -48,7 +49,7 @@ def _pick(data: Any, kind: str, mine: list[int]) -> Any:
 def shard(
     *data: Any,
     shuffle: bool = False,
-    seed: int = 0,
+    seed: int | None = None,
     drop_last: bool = False,
     node: int | None = None,
     total_nodes: int | None = None,
@@ -57,24 +58,29 @@ def shard(
     comes back as the same type. Several sequences at once (`x, y = shard(x, y)`) are cut with the same
     positions, so that they stay aligned; they come back as a tuple.
 
-    Node `node` of `total_nodes` gets every total_nodes-th item, starting from its own index, in order (or in
-    one seeded shuffled order, the same on every node, with `shuffle=True`); `drop_last=True` gives each node a
-    contiguous block of len // total_nodes items instead, so that every node gets as many. `node` and
-    `total_nodes` default to `instance_info()`'s; give them to test or to shard by something else.
+    Node `node` of `total_nodes` gets one contiguous block, the node-th of total_nodes nearly equal ones, in order
+    (or in one seeded shuffled order, the same on every node, with `shuffle=True`; `seed=None` is the pool's id,
+    so two pools shuffle differently); `drop_last=True` first drops the items past a multiple of total_nodes, so
+    that every node gets as many. This is the reference's 0.11+ rule; its 0.10 dealt items out in turn
+    (every total_nodes-th). `node` and `total_nodes` default to `instance_info()`'s rank and node count; give them
+    to test or to shard by something else.
     """
     if not data:
         raise ValueError("shard() needs at least one sequence to cut: shard(items) or shard(x, y)")
     kinds = [_kind(d) for d in data]
-    if node is None or total_nodes is None:
+    job_id = ""
+    if node is None or total_nodes is None or (shuffle and seed is None):
         from .info import instance_info
 
         info = instance_info()
         node = info.node if node is None else node
         total_nodes = info.total_nodes if total_nodes is None else total_nodes
+        job_id = info.job_id
     if total_nodes < 1 or not 0 <= node < total_nodes:
         raise ValueError(f"shard: node must be in 0..total_nodes-1, got node={node}, total_nodes={total_nodes}")
+    order_seed: int | str = seed if seed is not None else job_id or 0
     parts = [
-        _pick(d, k, shard_indices(len(d), node, total_nodes, shuffle, seed, drop_last))
+        _pick(d, k, shard_indices(len(d), node, total_nodes, shuffle, order_seed, drop_last))
         for d, k in zip(data, kinds, strict=True)
     ]
     return parts[0] if len(parts) == 1 else tuple(parts)

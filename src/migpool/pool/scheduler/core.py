@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from ...errors import PluginError, PoolBrokenError, WorkerLostError, WorkerStartError
 from ...mig.layout import parse_memory_mib
 from ..api import refs
+from ..api.attempts import late, retrying
 from ..api.providers import WorkerSpec
 from ..api.refs import Ref
 from ..api.task import Task
@@ -32,6 +33,7 @@ from ..wire.messages import FEED_END, FEED_ERROR, FEED_ITEM, Feed, ForgetValue, 
 from ..wire.remote_errors import as_task_error
 from ..wire.segments import Codec, SharedMemoryCodec
 from ..wire.streams import OutputStream, StreamResults, take_inputs
+from .deadlines import QueueDeadlines
 from .feeding import Send
 from .feeding import feed as feed_job
 from .jobs import Functions, Job, cancel_future, serves
@@ -150,6 +152,7 @@ class Scheduler:
         self.functions = Functions()  # the tasks' functions, numbered and pickled once each
         self.spawner = Spawner("migpool-spawn", self.threads)
         self.spares = Spares(self, spares) if spares is not None else None  # warm workers (issue 47)
+        self.deadlines = QueueDeadlines(self.threads, self.expire)  # the queued jobs' queue_timeouts
 
     def launch(self, argv: list[str], **popen: Any) -> subprocess.Popen[bytes] | None:
         """Start a worker process, from the pool's spawning thread; None once the pool has shut down."""
@@ -209,6 +212,19 @@ class Scheduler:
         self.starting = False
 
     def submit(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
+        """Queue a task; its future (sent again after a failed attempt while its retry policy says so)."""
+        return retrying(lambda: self.submit_once(task, retries), task.retry)
+
+    def expire(self, job: Job) -> None:
+        """A job's queue_timeout passed: if still queued (no worker took it), it fails now, unrun."""
+        with self.lock:
+            if job not in self.pending:
+                return
+            self.pending.remove(job)
+        with contextlib.suppress(Exception):  # (it ended meanwhile)
+            job.future.set_exception(late(job.task.queue_timeout or 0.0))
+
+    def submit_once(self, task: Task[Any], retries: int | None = None) -> Future[Any]:
         self.check()
         if self.closed:
             raise RuntimeError("this Compute is closed; submit tasks inside its `with` block")
@@ -251,6 +267,8 @@ class Scheduler:
         with self.lock:
             self.pending.append(job)
             some_dead = self.some_dead and self.provisioner is None
+        if task.queue_timeout is not None:
+            self.deadlines.add(job, task.queue_timeout)
         if some_dead:  # a slot gave up starting its worker: what only it could run fails now, never waits
             self.fail_unservable()
         self.pump()
@@ -359,7 +377,9 @@ class Scheduler:
                 best = None
                 at = 0
                 best_fit: tuple[int, float] = (0, 0.0)
-                alone = job.stream is not None  # a stream goes only to an idle worker
+                # a stream goes only to an idle worker, and so does a task with a queue_timeout (queued behind
+                # another at a worker, it could not leave when its time is up)
+                alone = job.stream is not None or task.queue_timeout is not None
                 for k, w in enumerate(workers):
                     if caps[k] > 0 and w.serves(task) and not (alone and w.outstanding):
                         fit = _fit(w, job)
@@ -475,6 +495,7 @@ class Scheduler:
         if self.spares is not None:
             self.spares.close()
         self.spawner.stop()
+        self.deadlines.stop()
         with self.lock:
             jobs = [j for w in self.workers for j in w.outstanding]
             for w in self.workers:

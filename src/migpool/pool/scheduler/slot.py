@@ -15,7 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from ...errors import RemoteError, TaskTimeoutError, WorkerLostError
+from ...errors import RemoteError, TaskTimeoutError, WorkerLostError, task_failed
 from ...observe.poolstats import WorkerStats
 from ..api.providers import WorkerSpec
 from ..api.task import Task
@@ -403,4 +403,4 @@ def remote_exception(msg: TaskFailed, where: str) -> BaseException:
     exc.__cause__ = RemoteTraceback(format_chain(msg.chain))
     if hasattr(exc, "add_note"):
         exc.add_note(f"(raised in {where})")
-    return exc
+    return task_failed(exc)
