@@ -98,6 +98,18 @@ def fail(e: BaseException | str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def operations_to(console: Console, status: Any = None) -> Callable[[str], None]:
+    """How `apply`, `run` and the others print the operations that change GPUs, as each is done: one indented
+    line each (and the spinner's text, given `status`)."""
+
+    def say(text: str) -> None:
+        if status is not None:
+            status.update(text)
+        console.print(f"  {text}", highlight=False)
+
+    return say
+
+
 def shown_uuid(uuid: str) -> str:
     """A UUID as tables show it: shortened unless --wide."""
     return short_uuid(uuid, bool(click.get_current_context().meta.get("migpool.wide")))
@@ -136,6 +148,18 @@ class Main(click.Group):
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
         sys.exit(0)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with its whole first sentence, wrapped (click cuts it at the terminal's width with
+        '...')."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
