@@ -39,4 +39,7 @@ def main(simulate: str | None) -> None:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--simulate", help="a catalog GPU to simulate, e.g. A100-80GB")
-    main(ap.parse_args().simulate)
+    try:
+        main(ap.parse_args().simulate)
+    except sky.MigpoolError as e:  # no GPU, no permission, a layout that cannot fit: one line, not a traceback
+        raise SystemExit(f"pool_tour.py: {e}") from None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 
-def race(profile: str, rounds: int, barrier, results) -> None:
-    """Each round: wait for the other racer, open a pool on `profile` (or be refused), report the partitions its
-    tasks ran on and whether they exist while the pool is open, wait again (both pools open at once, if both
-    could open), close."""
+def race(profile: str, rounds: int, barrier, results, exclusive: bool = True) -> None:
+    """Each round: wait for the other racer, open a pool on `profile` (the whole GPU's, unless not `exclusive`;
+    or be refused), report the partitions its tasks ran on and whether they exist while the pool is open, wait
+    again (both pools open at once, if both could open), close."""
     import migpool
     from migpool import Compute, Worker, plugins
 
@@ -15,7 +15,9 @@ def race(profile: str, rounds: int, barrier, results) -> None:
         barrier.wait()
         try:
             with Compute(
-                worker=Worker(executor="process"), plugins=[plugins.mig(profile=profile)], progress=False
+                worker=Worker(executor="process"),
+                plugins=[plugins.mig(profile=profile, exclusive=exclusive)],
+                progress=False,
             ) as pool:
                 ran = set(pool.map(lambda _: __import__("os").environ.get("CUDA_VISIBLE_DEVICES", ""), range(6)))
                 exist = {d.uuid for d in backend.mig_devices(0)}

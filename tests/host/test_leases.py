@@ -63,14 +63,18 @@ def test_a_pool_waits_for_a_leased_partition_when_asked(monkeypatch):
     first.__enter__()
     assert first.submit(lambda: 1).result() == 1
     with pytest.raises(migpool.LeasedError, match="leased by PID"):
-        with Compute(worker=Worker(executor="process"), plugins=[plugins.mig(profile="3g.40gb")], progress=False):
+        with Compute(
+            worker=Worker(executor="process"), plugins=[plugins.mig(profile="3g.40gb", exclusive=True)], progress=False
+        ):
             pass
     closer = threading.Timer(1.0, first.close)
     closer.start()
     t0 = time.monotonic()
     try:
         with Compute(
-            worker=Worker(executor="process"), plugins=[plugins.mig(profile="3g.40gb", wait=30)], progress=False
+            worker=Worker(executor="process"),
+            plugins=[plugins.mig(profile="3g.40gb", wait=30, exclusive=True)],
+            progress=False,
         ) as second:
             assert second.submit(lambda: 2).result() == 2
         assert time.monotonic() - t0 >= 0.9

@@ -99,6 +99,18 @@ def fail(e: BaseException | str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
+def operations_to(console: Console, status: Any = None) -> Callable[[str], None]:
+    """How `apply`, `run` and the others print the operations that change GPUs, as each is done: one indented
+    line each (and the spinner's text, given `status`)."""
+
+    def say(text: str) -> None:
+        if status is not None:
+            status.update(text)
+        console.print(f"  {text}", highlight=False)
+
+    return say
+
+
 def shown_uuid(uuid: str) -> str:
     """A UUID as tables show it: shortened unless --wide."""
     return short_uuid(uuid, bool(click.get_current_context().meta.get("migpool.wide")))
@@ -143,6 +155,18 @@ class Main(click.Group):
                 raise
             sys.exit(code)
         sys.exit(0)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """Each command with its whole first sentence, wrapped (click cuts it at the terminal's width with
+        '...')."""
+        rows = []
+        for name in self.list_commands(ctx):
+            cmd = self.get_command(ctx, name)
+            if cmd is not None and not cmd.hidden:
+                rows.append((name, cmd.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

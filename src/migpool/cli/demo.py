@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from .. import plugins
+from ..mig.layout import Layout
 from ..pool import Compute, Image, Local, Task, Worker, function, gather, instance_info
 from ..ui import short_uuid, show, table
 
@@ -39,7 +40,8 @@ def crunch(size: int, seed: int) -> dict:
 
 def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bool = False) -> list[dict]:
     where = f"simulated {simulate}" if simulate else "this machine's GPU 0"
-    console.print(f"[bold]migpool demo[/]: layout {layout} on {where}")
+    text = str(Layout.of(layout))  # 3g.40gb:1,1g.10gb:4, as `apply` and `run --layout` take it
+    console.print(f"[bold]migpool demo[/]: layout {text} on {where}", highlight=False)
     with Compute(
         provider=Local(simulate=simulate),
         worker=Worker(executor="process"),
@@ -80,4 +82,6 @@ def run(simulate: str | None, layout: dict[str, int], console: Console, wide: bo
         if simulate
         else "Partitions restored to the state before the demo."
     )
+    sim = f" --simulate {simulate}" if simulate else ""
+    console.print(f"Next: [bold]migpool plan {text}{sim}[/] draws its slices.", highlight=False)
     return results

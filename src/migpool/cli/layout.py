@@ -16,12 +16,26 @@ from ..mig.catalog import GpuModel
 from ..mig.layout import Layout, MachineLayout
 from ..reconcile import core as reconcile
 from ..reconcile import persist
-from ..ui import items, mib, show, table
-from .app import common, emit_json, out, shown_uuid
+from ..ui import Kind, items, mib, show, table
+from .app import common, emit_json, operations_to, out, shown_uuid
 from .persist import save_for_boot
+
+LAYOUT_HELP = """
+
+LAYOUT is a profile with -n N, or profiles with counts (`migpool profiles` lists a GPU's profiles):
+
+\b
+  3g.40gb -n 2                      two 3g.40gb partitions
+  3g.40gb:1,1g.10gb:4               one 3g.40gb and four 1g.10gb
+  1c.3g.40gb:3                      three compute instances of 3g.40gb
+  --partitions 4 --min-memory 16GB  the largest profile giving 4
+  -f config.yaml -c all-3g.40gb     a config of mig-parted
+"""
 
 
 def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """LAYOUT and the other ways a layout is given (LAYOUT_HELP, added to the command's help)."""
+
     @click.argument("layout", required=False)
     @click.option("-n", "--count", type=int, default=None, help="How many of the profile given as LAYOUT.")
     @click.option("-f", "--file", "config_file", type=click.Path(dir_okay=False), help="A mig-parted config file.")
@@ -42,6 +56,7 @@ def layout_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         desired = parse_layout_args(backend, layout, count, config_file, config_name, partitions, min_memory)
         return fn(desired=desired, backend=backend, **kw)
 
+    wrapper.__doc__ = (fn.__doc__ or "").rstrip() + LAYOUT_HELP
     return wrapper
 
 
@@ -139,16 +154,6 @@ def _show_plan(p: reconcile.ApplyPlan, as_json: bool) -> None:
         out.print(f"  {o}", highlight=False)
 
 
-def _progress_to(status: Any) -> Callable[[str], None]:
-    """apply's progress callback: the spinner's text, and one line per step."""
-
-    def say(text: str) -> None:
-        status.update(text)
-        out.print(f"  {text}", highlight=False)
-
-    return say
-
-
 @click.command(name="apply")
 @common
 @layout_options
@@ -179,6 +184,7 @@ def apply_cmd(
     """Make the GPUs match LAYOUT with the fewest changes; print the MIG UUIDs."""
     if dry_run:
         return _show_plan(reconcile.plan_apply(desired, backend, gpus=gpus, force=force, reset=reset), as_json)
+    before = {d.uuid for g in backend.gpus() if g.mig_current for d in backend.mig_devices(g.index)}
     with out.status("applying…") as status:
         res = reconcile.apply(
             desired,
@@ -187,7 +193,7 @@ def apply_cmd(
             force=force,
             reset=reset,
             lock_timeout=lock_timeout,
-            progress=None if as_json else _progress_to(status),
+            progress=None if as_json else operations_to(out, status),
         )
     assert res.plan is not None  # apply always returns its plan
     saved = save_for_boot(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
@@ -215,9 +221,12 @@ def apply_cmd(
         else "Nothing to do: the GPUs already match."
     )
     if new:
-        t = table("new partitions", [("GPU", "num"), ("profile", "text"), ("placement", "text"), ("MIG UUID", "text")])
-        for n in new:
-            t.add_row(n["gpu"], n["profile"], n["placement"], n["uuid"])  # whole: for CUDA_VISIBLE_DEVICES
+        made_now = [n for n in new if n["uuid"] not in before]
+        title = "new partitions" if len(made_now) == len(new) else f"partitions ({len(made_now)} new)"
+        columns: list[tuple[str, Kind]] = [("GPU", "num"), ("profile", "text"), ("placement", "text")]
+        t = table(title, [*columns, ("MIG UUID", "text"), ("", "text")])
+        for n in new:  # the UUID whole: for CUDA_VISIBLE_DEVICES
+            t.add_row(n["gpu"], n["profile"], n["placement"], n["uuid"], "" if n["uuid"] in before else "new")
         show(out, t)
     for msg in res.pending_reset:
         out.print(f"[yellow]{msg}[/]: run `migpool apply ... --reset` once nothing uses the GPU, or reboot.")
@@ -313,7 +322,7 @@ def teardown(backend: Backend, gpus: list[str] | None, as_json: bool, restore: b
         gpus=gpus,
         restore=restore,
         force=force,
-        progress=None if as_json else (lambda s: out.print(f"  {s}", highlight=False)),
+        progress=None if as_json else operations_to(out),
     )
     if as_json:
         return emit_json(dict(operations=[str(o) for o in res.operations]))

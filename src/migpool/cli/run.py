@@ -5,13 +5,17 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..errors import PluginError
 from ..mig.layout import Layout
 from ..ui import short_uuid, show, table
-from .app import emit_json, err
+from .app import emit_json, err, operations_to
+
+if TYPE_CHECKING:
+    from ..plugins.sharing import ShortageError
 
 
 def _gpu_indices(text: str | None) -> int | list[int] | str:
@@ -25,17 +29,27 @@ def _gpu_indices(text: str | None) -> int | list[int] | str:
         raise click.UsageError(f"--gpus takes 'all' or GPU indices like 0,1, not {text!r}") from None
 
 
-@click.command(name="run", context_settings={"allow_interspersed_args": False})
+@click.command(name="run", context_settings={"allow_interspersed_args": False, "show_default": True})
 @click.option("-p", "--profile", default=None, help="One partition of this profile per copy, e.g. 1g.10gb.")
-@click.option("-n", "count", type=click.IntRange(min=1), default=None, help="How many copies (partitions).")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="How many copies (default: all fit).",
+)
 @click.option(
     "--layout", "layout_text", default=None, help="Mixed partitions, one copy on each: '3g.40gb:1,1g.10gb:4'."
 )
 @click.option("--whole-gpu", is_flag=True, help="No MIG: one copy per whole GPU.")
-@click.option("--dynamic", is_flag=True, help="With --jobs: partitions made and freed for each line's size.")
 @click.option(
-    "--gpus", "gpu_text", default=None, metavar="all|0,1", help="Which GPUs (default: GPU 0; all for --whole-gpu)."
+    "--exclusive",
+    is_flag=True,
+    help="Repartition the whole GPUs for the run (default: reuse idle partitions, leave the others as they are).",
 )
+@click.option("--dynamic", is_flag=True, help="With --jobs: partitions made and freed for each line's size.")
+@click.option("--gpus", "gpu_text", default=None, metavar="all|0,1", help="Which GPUs (default 0; --whole-gpu: all).")
 @click.option("--jobs", "jobs_file", default=None, metavar="FILE", help="A queue: one command per line ('-': stdin).")
 @click.option("--retries", type=click.IntRange(min=0), default=0, help="Run a failed job line again, up to N times.")
 @click.option("--failed", "failed_file", default=None, metavar="FILE", help="Write the lines that failed here.")
@@ -50,7 +64,9 @@ def _gpu_indices(text: str | None) -> int | list[int] | str:
 @click.option(
     "--ready-cmd", default=None, metavar="CMD", help="Or until CMD (placeholders filled in) exits 0 for each."
 )
-@click.option("--restore", is_flag=True, help="Put the GPUs back as they were when the run ends.")
+@click.option(
+    "--restore", is_flag=True, help="At the end, remove the partitions it made (--exclusive: the GPUs as they were)."
+)
 @click.option("--simulate", "simulate", metavar="SPEC", default=None, help="Use simulated GPUs, e.g. A100-80GB.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -59,6 +75,7 @@ def run_cmd(
     count: int | None,
     layout_text: str | None,
     whole_gpu: bool,
+    exclusive: bool,
     dynamic: bool,
     gpu_text: str | None,
     jobs_file: str | None,
@@ -121,6 +138,7 @@ def _run(
     count: int | None,
     layout_text: str | None,
     whole_gpu: bool,
+    exclusive: bool,
     dynamic: bool,
     gpu_text: str | None,
     jobs_file: str | None,
@@ -142,6 +160,7 @@ def _run(
     from .. import plugins
     from ..launch import copies as launch
     from ..launch import jobs as launching
+    from ..plugins.sharing import ShortageError
     from ..pool.api.providers import Local
 
     modes = [
@@ -157,6 +176,8 @@ def _run(
         raise click.UsageError("give a command after -- or --jobs FILE (not both)")
     if count is not None and not (profile or whole_gpu):
         raise click.UsageError("-n goes with -p PROFILE or --whole-gpu")
+    if exclusive and not (profile or layout_text):
+        raise click.UsageError("--exclusive goes with -p PROFILE or --layout (partitions the run makes)")
     gpus = _gpu_indices(gpu_text if gpu_text is not None or not whole_gpu else "all")
     provider = Local(simulate=simulate)
     jobs: list[launch.Command] = []
@@ -183,11 +204,20 @@ def _run(
         workers = None
     elif layout_text:
         wanted = Layout.of(layout_text)
-        plugin = plugins.mig(layout=dict(wanted.counts), gpus=gpus, restore=restore)
+        plugin = plugins.mig(
+            layout=dict(wanted.counts), gpus=gpus, restore=restore, exclusive=exclusive, progress=operations_to(err)
+        )
         workers = sum(n for _, n in wanted.counts)
-    else:
-        plugin = plugins.mig(profile=profile, count=count or "all", gpus=gpus, restore=restore)  # -n left out: all fit
-        workers = count
+    else:  # -n left out: as many as the GPUs hold
+        plugin = plugins.mig(
+            profile=profile,
+            count=count or "all",
+            gpus=gpus,
+            restore=restore,
+            exclusive=exclusive,
+            progress=operations_to(err),
+        )
+        workers = None
     how = launching.How(
         whole_gpu=whole_gpu,
         pinned=bool(layout_text),
@@ -207,9 +237,32 @@ def _run(
         if sys.stderr.isatty():
             sys.stderr.write(f"migpool run: {line}\n")
 
-    return launching.run_on_pool(
-        provider, plugin, workers, jobs, command, how, sys.stdout, sys.stderr, progress, stop=stop
-    )
+    try:
+        return launching.run_on_pool(
+            provider, plugin, workers, jobs, command, how, sys.stdout, sys.stderr, progress, stop=stop
+        )
+    except ShortageError as e:  # said in the command's own words (-n, --gpus, --exclusive), not the plugin's
+        raise PluginError(shortage(e, count, exclusive, gpu_text == "all")) from None
+
+
+def shortage(e: ShortageError, count: int | None, exclusive: bool, all_gpus: bool) -> str:
+    """The refusal of `-p PROFILE [-n N]` when the GPUs hold fewer partitions of it: what they hold, and the ways
+    to more (fewer copies, the whole GPU, every GPU)."""
+    gpus = sorted(e.capacity)
+    have = sum(e.capacity.values())
+    where = f"GPU {gpus[0]} holds" if len(gpus) == 1 else f"GPUs {', '.join(map(str, gpus))} hold"
+    beside = "" if exclusive or e.whole == have else " beside the partitions kept there"
+    ways = [f"-n {have}"] if have and count is not None else []
+    if not exclusive and e.whole > have:
+        ways.append(f"--exclusive ({e.whole} on the emptied GPU{'s' if len(gpus) > 1 else ''})")
+    if not all_gpus and e.everywhere and e.everywhere > have:
+        ways.append(f"--gpus all ({e.everywhere} on every GPU)")
+    asked = f"-n {count}: " if count is not None else ""
+    most = f"at most {have}" if have else "no"
+    text = f"{asked}{where} {most} partition{'' if have == 1 else 's'} of {e.profile}{beside}."
+    if ways:
+        text += " Use " + (", ".join(ways[:-1]) + " or " if len(ways) > 1 else "") + ways[-1] + "."
+    return text
 
 
 def _run_summary(jobs: list[Any], as_json: bool) -> None:

@@ -353,18 +353,24 @@ class GpuModel:
     def _unknown(self, text: str) -> str:
         names = [p.name for p in self.profiles]
         wanted = _MIG_PREFIX.sub("", text).lower()
-        close = difflib.get_close_matches(wanted, [d.name for d in self.devices], n=1, cutoff=0.5)
-        hint = f" — did you mean '{close[0]}'?" if close else ""
         parsed = ProfileName.parse(wanted)
+        close = [self._nearest(parsed)] if parsed is not None and parsed.c == parsed.g else []
+        close = close or difflib.get_close_matches(wanted, [d.name for d in self.devices], n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
         if parsed is not None and parsed.c != parsed.g:
             gi = next((p for p in self.profiles if ProfileName.parse(p.name) == parsed.gi), None)
             if gi is not None:
                 offered = ", ".join(c.name for c in gi.compute_profiles)
-                return f"'{text}' is not a compute instance {gi.name} offers{hint} valid: {offered}"
-        return (
-            f"'{text}' is not a profile of {self.name}{hint} valid: {', '.join(names)} (and compute instances "
-            "inside them, such as '1c.<profile>')"
-        )
+                return f"'{text}' is not a compute instance {gi.name} offers{hint}; valid: {offered}."
+        return f"'{text}' is not a profile of {self.name}{hint}; valid: {', '.join(names)}."
+
+    def _nearest(self, want: ProfileName) -> str:
+        """The profile closest to a name that is not one: of the same compute slices where there is one, nearest in
+        memory, without attributes before with (`1g.5gb` on an A100-80GB: `1g.10gb`)."""
+        named = [(p, ProfileName.parse(p.name)) for p in self.profiles]
+        same = [(p, n) for p, n in named if n is not None and n.g == want.g] or [(p, n) for p, n in named if n]
+        best = min(same, key=lambda pn: (abs(pn[1].gb - want.gb) if pn[1] else 0, bool(pn[1] and pn[1].attrs)))
+        return best[0].name
 
     def __str__(self) -> str:
         return self.name

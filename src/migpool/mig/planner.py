@@ -156,29 +156,33 @@ def explain(gpu: GpuModel, todo: Sequence[Profile], existing: Sequence[PlannedIn
 
 
 def explain_counts(gpu: GpuModel, counts: Sequence[tuple[Profile, int]], existing: Sequence[PlannedInstance]) -> str:
-    """`explain` for profiles and their counts."""
+    """`explain` for profiles and their counts, in one sentence or two: what is there, the first reason, and the
+    three profiles nearest in memory to the first asked that would fit instead."""
     want = {p.name: n for p, n in counts}
     ask = ", ".join(f"{n}×{name}" for name, n in want.items())
-    lines = [f"cannot fit {ask} on {gpu.name}."]
+    head = f"cannot fit {ask} on {gpu.name}"
     if existing:
         taken = sorted(occupied(existing))
-        lines.append(
-            f"Already there: {', '.join(str(i) for i in existing)} "
-            f"(memory slices {taken} of 0..{gpu.memory_slices - 1} taken)."
-        )
+        alike: dict[str, list[PlannedInstance]] = {}
+        for i in existing:
+            alike.setdefault(i.profile.name, []).append(i)
+        there = [str(xs[0]) if len(xs) == 1 else f"{len(xs)}×{name}" for name, xs in alike.items()]
+        head += f" beside {', '.join(there)} (memory slices {taken} taken)"
+    reasons = []
     for name, n in want.items():
         p = gpu.profile(name)
         room = max_addable(gpu, p, existing)
         if n > room:
-            lines.append(f"{name}: {n} asked, at most {room} fit here ({p.max_instances} on an empty GPU).")
+            said = "" if len(want) == 1 else f"{name}: "
+            reasons.append(f"{said}at most {room} fit here ({p.max_instances} on an empty GPU)")
     slices = sum(p.slices * n for p, n in counts) + sum(i.profile.slices for i in existing)
-    if slices > gpu.compute_slices:
-        lines.append(f"The layout needs {slices} compute slices; the GPU has {gpu.compute_slices}.")
-    fits = [f"{p.name} ×{k}" for p in gpu.profiles if (k := max_addable(gpu, p, existing))]
-    lines.append(
-        "What would fit instead (each alone): " + (", ".join(fits) if fits else "nothing; the GPU is full") + "."
-    )
-    return " ".join(lines)
+    if not reasons and slices > gpu.compute_slices:
+        reasons.append(f"it needs {slices} compute slices of {gpu.compute_slices}")
+    first = gpu.profile(next(iter(want)))
+    near = sorted(gpu.profiles, key=lambda p: (p.name not in want, abs(p.memory_mib - first.memory_mib), -p.slices))
+    fits = [f"{p.name} ×{k}" for p in near if (k := max_addable(gpu, p, existing))][:3]
+    why = f": {'; '.join(reasons)}" if reasons else ""
+    return f"{head}{why}. " + (f"Would fit instead: {', '.join(fits)}." if fits else "The GPU is full.")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,10 @@ def _pct(a: Activity | None, field: str) -> str:
     return "n/a" if value is None else f"{value:.0f}"
 
 
-def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[RenderableType]:
+def _gpu_view(g: GpuSample, notes: list[str], holders: dict[str, Holder] | None = None) -> list[RenderableType]:
+    """The GPU's table of units (its health on the caption line), of processes, and of who holds each partition;
+    why readings are missing is added to `notes`, said once under every GPU (two GPUs and their partitions fit
+    80x24)."""
     cols: list[tuple[str, Kind]] = [
         ("unit", "text"),
         ("used/total", "num"),
@@ -38,6 +41,7 @@ def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[Re
         ("procs", "num"),
     ]
     t = table(f"GPU {g.index}: {g.name}, MIG {g.mig_mode}", cols)
+    t.show_edge = False
     units = [
         (
             _unit_name(p.gi_id, p.ci_id, p.profile),
@@ -49,7 +53,6 @@ def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[Re
         )
         for p in g.partitions
     ] or [("GPU", g.memory_used_mib, g.memory_mib, g.activity, g.activity_note, g.processes)]
-    notes: list[str] = []
     procs = table(None, [("PID", "num"), ("user", "text"), ("process", "text"), ("memory", "num"), ("on", "text")])
     for unit, used, total, act, note, ps in units:
         t.add_row(
@@ -58,8 +61,8 @@ def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[Re
             *(_pct(act, f) for f in ("sm_active", "sm_occupancy", "tensor_active", "dram_active")),
             str(len(ps)),
         )
-        if act is None and note and note not in notes:
-            notes.append(note)
+        if act is None and note and f"activity n/a: {note}" not in notes:
+            notes.append(f"activity n/a: {note}")
         for p in ps:
             procs.add_row(str(p.pid), p.user, p.name, f"{p.memory_mib} MiB", unit)
     if g.partitions:
@@ -70,10 +73,8 @@ def _gpu_view(g: GpuSample, holders: dict[str, Holder] | None = None) -> list[Re
         who = (holders or {}).get(part.uuid)
         if who is not None:
             held.add_row(_unit_name(part.gi_id, part.ci_id, part.profile), _holder_text(who))
-    captions = [_health_line(g)]
-    if notes:
-        captions.append("activity n/a: " + "; ".join(notes))
-    t.caption = "\n".join(c for c in captions if c) or None
+    t.caption = _health_line(g, notes) or None
+    procs.show_edge = held.show_edge = False
     return [t, *(x for x in (procs, held) if x.row_count)]
 
 
@@ -95,11 +96,13 @@ def _unit_name(gi_id: int, ci_id: int, profile: str) -> str:
     return f"{gi_id}:{profile}" if parsed is None or parsed.c == parsed.g else f"{gi_id}.{ci_id}:{profile}"
 
 
-def _health_line(g: GpuSample) -> str:
-    """The GPU's temperature, power, clocks and utilization on one line, and why any is missing."""
+def _health_line(g: GpuSample, notes: list[str]) -> str:
+    """The GPU's temperature, power, clocks and utilization on one line; why any is missing goes to `notes`."""
     h = g.health
     if h is None:
-        return f"readings n/a: {g.health_note}" if g.health_note else ""
+        if g.health_note and f"readings n/a: {g.health_note}" not in notes:
+            notes.append(f"readings n/a: {g.health_note}")
+        return ""
     parts = []
     if h.gpu_temp is not None:
         parts.append(
@@ -115,8 +118,8 @@ def _health_line(g: GpuSample) -> str:
         parts.append(f"last XID {g.xid}")
     line = " · ".join(parts)
     missing = dict(h.missing)
-    if "gpu_util" in missing:
-        line += f"; util n/a: {missing['gpu_util']}"
+    if "gpu_util" in missing and f"util n/a: {missing['gpu_util']}" not in notes:
+        notes.append(f"util n/a: {missing['gpu_util']}")
     return line
 
 
@@ -163,8 +166,11 @@ def render(snap: Snapshot, wide: bool = False, footer: str = "") -> RenderableTy
             style="bold",
         )
     ]
-    parts += [view for g in snap.gpus for view in _gpu_view(g, snap.holders)]
+    notes: list[str] = []
+    parts += [view for g in snap.gpus for view in _gpu_view(g, notes, snap.holders)]
     parts += [_pool_view(p, wide) for p in snap.pools]
+    if notes:
+        parts.append(Text("; ".join(notes), style="dim"))
     if footer:
         parts.append(Text(footer, style="dim"))
     return Group(*parts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +16,10 @@ from ..pool.api.info import Partition
 from ..pool.api.providers import DynamicMigOptions, Node, WorkerSpec
 from ..pool.dynamic.remembered import default_path
 from .base import Plugin
+from .sharing import Made, ShortageError
 
 if TYPE_CHECKING:
-    pass
+    from .sharing import GpuRoom
 
 
 class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.mig`
@@ -33,10 +34,16 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
       remember=True                             start from the run times earlier pools learned, and keep this one's
                                                 (False: start from nothing, keep nothing; or a file's path)
     gpus=0 | [0, 1] | "all"                     which GPUs to partition (default: GPU 0)
-    restore=True                                return the GPUs to their prior state when the pool closes
-    force=True                                  stop processes on partitions that must be destroyed
-    wait=60.0                                   wait up to 60 s for partitions another pool leases (default:
-                                                refuse at once, naming the holder)
+    exclusive=True                              the whole GPUs are the pool's: their layout becomes the pool's,
+                                                idle partitions of other profiles destroyed (default: reuse idle
+                                                partitions of the profiles wanted, make the rest beside what is
+                                                there, and leave every other partition as it is; sharing.py)
+    restore=True                                return the GPUs to their prior state when the pool closes (not
+                                                exclusive: remove the partitions the pool made)
+    force=True                                  stop processes on partitions that must be destroyed (exclusive)
+    progress=print                              called with each operation that changes a GPU, as it is done
+    wait=60.0                                   wait up to 60 s for partitions another pool leases (or, not
+                                                exclusive, for room; default: refuse at once, naming the holder)
 
     The pool leases each partition it uses (leases.py) until it closes: no other pool, `migpool run` or
     `migpool apply` destroys or uses it meanwhile. One mig() object serves one open pool at a time.
@@ -60,6 +67,8 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         keep_idle: float = 30.0,
         remember: bool | str | Path = True,
         wait: float = 0.0,
+        exclusive: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> None:
         given = [k for k, x in (("profile", profile), ("layout", layout), ("partitions", partitions)) if x is not None]
         if dynamic and given:
@@ -103,6 +112,9 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         self.restore = restore
         self.force = force
         self.selected: list[int] = []  # the GPUs of its node that it partitions (chosen by validate)
+        self.exclusive = exclusive
+        self.progress = progress
+        self.made = Made()  # not exclusive: the partitions the pool made, and where it turned MIG mode on
 
     def __repr__(self) -> str:
         what = (
@@ -112,7 +124,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             if self.layout
             else f"partitions={self.partitions}, min_memory={self.min_memory!r}"
         )
-        return f"mig({what}, gpus={self.gpus!r})"
+        return f"mig({what}, gpus={self.gpus!r}{', exclusive=True' if self.exclusive else ''})"
 
     def _gpu_indices(self, node: Node) -> list[int]:
         gpus = node.backend.gpus()
@@ -142,7 +154,12 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             )
         from ..reconcile.core import check_may_change, plan_apply
 
-        desired = self.plan(node)  # concurrency and profile must agree: refuse before anything is changed
+        try:
+            desired, rooms = self._wants(node)  # concurrency and profile must agree: refuse before anything changes
+        except ShortageError:
+            if not self.wait or self.exclusive:
+                raise
+            return  # too few now: bootstrap waits for other holders' partitions to come free
         if self.dynamic:
             from ..backend.base import read_only
             from ..errors import NoPermissionError, NotSupportedError, ReadOnlyError
@@ -159,14 +176,32 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             if why:
                 raise NoPermissionError(why)
         # read-only mode, missing permission: refused now, before images are built or workers started
-        check_may_change(plan_apply(desired, node.backend, gpus=self.selected, force=self.force), node.backend)
+        if rooms is None:
+            check_may_change(plan_apply(desired, node.backend, gpus=self.selected, force=self.force), node.backend)
+            return
+        from .sharing import check_undisturbed, share
+
+        s = share(rooms, desired)
+        check_undisturbed(node.backend, s, None, repr(self))
+        if s.changes:
+            check_may_change(plan_apply(s.desired, node.backend, gpus=s.changes), node.backend)
 
     def plan(self, node: Node) -> MachineLayout:
-        """The per-GPU layouts, checked against `concurrency` before anything changes."""
+        """The partitions the pool takes on each GPU (exclusive: each GPU's whole layout), checked against
+        `concurrency` before anything changes."""
+        return self._wants(node)[0]
+
+    def _wants(self, node: Node) -> tuple[MachineLayout, list[GpuRoom] | None]:
+        """`plan`, and, unless exclusive, each GPU as the pool finds it (sharing.py)."""
         backend = node.backend
         indices = self._gpu_indices(node)
         self.selected = indices
         models = {i: backend.model(i) for i in indices}
+        rooms: list[GpuRoom] | None = None
+        if not self.exclusive and not self.dynamic:
+            from .sharing import look
+
+            rooms = [look(backend, i, self.leases(node)) for i in indices]
         want = node.worker.concurrency if node.worker is not None else None
         entries: list[GpuLayout] = []
         if self.layout is not None:
@@ -176,14 +211,14 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                     f"concurrency={want} but mig(layout={self.layout}) makes {total} partitions "
                     f"({sum(self.layout.values())} per GPU × {len(indices)} GPU(s)); set concurrency={total}"
                 )
-            return MachineLayout(tuple(GpuLayout(Layout.of(self.layout), (i,)) for i in indices))
+            return MachineLayout(tuple(GpuLayout(Layout.of(self.layout), (i,)) for i in indices)), rooms
         if self.dynamic:
             if want is not None:
                 raise PluginError(
                     "mig(dynamic=True) starts one worker per partition as tasks need them: leave "
                     "Worker(concurrency=...) out"
                 )
-            return MachineLayout(())
+            return MachineLayout(()), None
         if self.partitions is not None:
             want = self.partitions if want is None else want
             if want != self.partitions:
@@ -192,31 +227,42 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
         else:
             assert self.profile is not None  # exactly one of profile, layout and partitions (checked in __init__)
             profile = self.profile
-        capacity = {i: max_devices(models[i], profile) for i in indices}
+        whole = {i: max_devices(models[i], profile) for i in indices}
+        capacity = whole if rooms is None else {r.gpu: r.room(profile) for r in rooms}
         total = sum(capacity.values())
+        asked = "concurrency" if want is not None else "count"
+        if want is None and self.count is None:
+            asked = "Worker(concurrency)"  # one partition, as in the reference, unless concurrency says more
         if want is not None and isinstance(self.count, int) and want != self.count:
             raise PluginError(f"concurrency={want} but mig(count={self.count}); they must agree")
         if want is None:
             want = total if self.count == "all" else self.count if isinstance(self.count, int) else 1
-        if want > total:
-            name = models[indices[0]].device(profile).name
-            hint = ""
-            try:
-                alt = self._profile_for(models, want)
-                hint = f"; mig(profile={alt!r}) gives {want}"
-            except LayoutError:
-                pass
-            raise PluginError(
-                f"concurrency={want} but {len(indices)} GPU(s) hold at most {total} partitions of {name} "
-                f"({', '.join(f'GPU {i}: {c}' for i, c in capacity.items())}){hint}, or set concurrency={total}"
-            )
+        if want > total or want < 1:
+            self._refuse(node, models, profile, asked, want, (capacity, whole))
+        if rooms is not None:
+            from .sharing import spread
+
+            return spread(rooms, profile, want), rooms
         left = want
         for i in indices:
             k = min(left, capacity[i])
             left -= k
             if k:
                 entries.append(GpuLayout(Layout.of({models[i].device(profile).name: k}), (i,)))
-        return MachineLayout(tuple(entries))
+        return MachineLayout(tuple(entries)), None
+
+    def _refuse(self, node: Node, models: Any, profile: str, asked: str, want: int, room: tuple[Any, Any]) -> None:
+        """Raise ShortageError: `want` partitions of `profile` asked (concurrency= or count=), the GPUs hold fewer
+        (`room`: how many each may give the pool, and each would hold emptied)."""
+        from .sharing import shortage
+
+        hint = ""
+        try:
+            hint = f"; mig(profile={self._profile_for(models, want)!r}) gives {want}"
+        except LayoutError:
+            pass
+        said = f"count={self.count!r}" if asked == "count" else f"{asked}={want}"
+        raise shortage(node.backend, profile, *room, self.exclusive, (said, hint, asked), want)
 
     @staticmethod
     def _profile_for(models: Mapping[int, Any], n: int, min_memory: str | None = None) -> str:
@@ -256,27 +302,32 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
             try:
                 node.partitions = self._claim(node)
                 return
-            except LeasedError:
+            except (LeasedError, ShortageError):
                 if time.monotonic() >= deadline:
                     raise
                 time.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
 
     def _claim(self, node: Node) -> list[Partition]:
-        """Apply the layout and lease its partitions, as one step under the GPUs' locks. The layout is the whole
-        GPU's, so a partition there that another holder leases is refused before anything changes."""
+        """Make the partitions and lease them, as one step under the GPUs' locks. Exclusive, the layout is the
+        whole GPU's, so a partition there that another holder leases is refused before anything changes; else
+        idle partitions are reused and the rest made beside what is there (_share)."""
         from ..host.leases import refusal
         from ..reconcile.core import apply, leased, locked
 
         backend = node.backend
         mine = self.leases(node)
-        desired = self.plan(node)
-        with locked(backend, [backend.gpu(i) for i in self.selected], 60.0, None):
+        with locked(backend, [backend.gpu(i) for i in self.selected], 60.0, self.progress):
+            desired, rooms = self._wants(node)  # read under the locks
+            if rooms is not None:
+                from .sharing import claim
+
+                return claim(node, self.selected, desired, rooms, mine, repr(self), self.made, self.progress)
             for i in self.selected:
                 g = backend.gpu(i)
                 devices = backend.mig_devices(i) if g.mig_current else []
                 for u, who in leased(backend, [g.uuid, *(d.uuid for d in devices)], mine).items():
                     raise refusal(u, who, f"{self!r} cannot partition GPU {i}")
-            apply(desired, backend, gpus=self.selected, force=self.force, leases=mine)
+            apply(desired, backend, gpus=self.selected, force=self.force, leases=mine, progress=self.progress)
             parts = self._partitions(node, desired)
             for p in parts:
                 mine.take(p.uuid)
@@ -329,7 +380,11 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
 
         mine = self.leases(node)
         try:
-            if remove and self.selected:
+            if remove and not self.exclusive and not self.dynamic:
+                from .sharing import release
+
+                release(node.backend, self.made, mine, restore, wait_s, self.progress)
+            elif remove and self.selected:
                 held = set(mine.held)
                 backend = node.backend
                 wait_gone([p.pid for i in self.selected for p in backend.processes(i) if p.device_uuid in held], wait_s)
@@ -337,6 +392,7 @@ class mig(Plugin):  # noqa: N801 - named like the reference document's `plugins.
                 teardown(backend, gpus=self.selected, restore=restore, leases=mine, spare_leased=True)
         finally:
             self.lease.close()
+            self.made = Made()
 
 
 class gpus(Plugin):  # noqa: N801
