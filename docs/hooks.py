@@ -99,7 +99,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def command_output(command: str, expected: int, state: Path) -> str:
-    """What one documented command prints (stdout, then stderr), run as the page shows it."""
+    """What one documented command prints (stdout and stderr as they come), run as the page shows it."""
     words = shlex.split(command)
     env = {
         **os.environ,
@@ -120,10 +120,12 @@ def command_output(command: str, expected: int, state: Path) -> str:
         env[name] = value
     program = {"migpool": [sys.executable, "-m", "migpool"], "python": [sys.executable]}
     argv = program.get(words[0], [words[0]]) + words[1:]
-    r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+    )
     if r.returncode != expected:
-        raise RuntimeError(f"docs: `{command}` exited {r.returncode}, not {expected}:\n{r.stdout}{r.stderr}")
-    return ANSI.sub("", r.stdout + r.stderr).rstrip()
+        raise RuntimeError(f"docs: `{command}` exited {r.returncode}, not {expected}:\n{r.stdout}")
+    return ANSI.sub("", r.stdout).rstrip()
 
 
 def outputs_block(markers: str) -> str:

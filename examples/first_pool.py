@@ -11,8 +11,9 @@ def hello(n: int) -> str:
     return f"task {n} ran on {mine.profile} {mine.uuid}"
 
 
+gpu = sky.Local(simulate="A100-80GB")  # on a real MIG GPU: sky.Local()
 mig = sky.plugins.mig(profile="3g.40gb", count=2)
-with sky.Compute(provider=sky.Local(simulate="A100-80GB"), plugins=[mig]) as compute:
+with sky.Compute(provider=gpu, plugins=[mig]) as compute:
     for line in sky.gather(hello(1), hello(2)) >> compute:
         print(line)
 # --8<-- [end:pool]
