@@ -34,12 +34,12 @@ def sim():
 
 
 # What `python -m pytest -q` leaves to `.ci/run` (pytest's `addopts` deselects these markers; `.ci/run` runs
-# `-m "slow or network or chaos"` after the default run). Each entry is a test file or a test's node id (a
-# parametrized test: its name without the brackets), the marker it gets, and why. Seconds are the test's own time
-# in full runs on a 2-core machine (pytest --durations). The default run keeps a test of every module.
+# `-m "slow or network or chaos"` after the default run). Each entry is a test file or a test's node id (with a
+# parametrized test's brackets: that case alone; without them: every case), the marker it gets, and why.
+# Seconds are the test's own time in full runs on a 2-core machine (pytest --durations).
 LEFT_TO_CI: dict[str, tuple[str, str]] = {
     # network: Skyward's source distribution from PyPI, when .ci-cache/ lacks it (82 s for the first guide)
-    "tests/pool/test_skyward_guides.py": ("network", "downloads Skyward's guides from PyPI; ~110 s"),
+    "tests/pool/test_skyward_guides.py": ("network", "downloads Skyward's guides from PyPI"),
     # real clients and clusters (each skips where its program is absent)
     "tests/observe/test_prometheus.py": ("slow", "a real Prometheus server scraping migpool"),
     "tests/integrations/test_slurm.py::test_a_real_slurm_runs_each_type_on_its_own_mig_device": (
@@ -72,6 +72,20 @@ LEFT_TO_CI: dict[str, tuple[str, str]] = {
         "slow",
         "9-10 s",
     ),
+    # one case of each stays in the default run
+    "tests/host/test_leases.py::test_two_pools_started_at_the_same_instant_never_share_or_lose_partitions[3g.40gb-2g.20gb]": (  # noqa: E501
+        "slow",
+        "20 rounds of two racing pools: 6-11 s",
+    ),
+    "tests/reconcile/test_reconcile.py::test_killed_at_every_operation_the_next_apply_converges[A100-80GB-start1-goal1]": (  # noqa: E501
+        "slow",
+        "8 s",
+    ),
+    "tests/reconcile/test_reconcile.py::test_killed_at_every_operation_the_next_apply_converges[H100-80GB-start2-goal2]": (  # noqa: E501
+        "slow",
+        "7 s",
+    ),
+    "tests/launch/test_launch.py::test_restarts_with_back_off_then_give_up": ("slow", "waits out its back-off: 5 s"),
     # the documentation's examples end to end (the CLI and the pool have their own tests) and the site's build
     "tests/project/test_docs.py::test_shell_examples_run": ("slow", "the four shell walkthroughs: 18-35 s together"),
     "tests/project/test_docs.py::test_python_examples_run": ("slow", "the site's build runs most of them again"),
@@ -84,7 +98,7 @@ def pytest_collection_modifyitems(config, items):
     """LEFT_TO_CI's markers; and the gpu marker: skip cleanly where no NVIDIA GPU is present."""
     for item in items:
         path = item.nodeid.split("::", 1)[0]
-        found = LEFT_TO_CI.get(item.nodeid.split("[", 1)[0]) or LEFT_TO_CI.get(path)
+        found = LEFT_TO_CI.get(item.nodeid) or LEFT_TO_CI.get(item.nodeid.split("[", 1)[0]) or LEFT_TO_CI.get(path)
         if found:
             item.add_marker(getattr(pytest.mark, found[0]))
     try:
@@ -100,3 +114,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+FOLDER_SECONDS: dict[str, float] = {}
+FOLDER_TESTS: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report):
+    """Each test's setup, call and teardown time, added up per folder for the summary below."""
+    folder = report.nodeid.split("::", 1)[0].rsplit("/", 1)[0]
+    FOLDER_SECONDS[folder] = FOLDER_SECONDS.get(folder, 0.0) + report.duration
+    if report.when == "call" or (report.when == "setup" and report.skipped):
+        FOLDER_TESTS[folder] = FOLDER_TESTS.get(folder, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    """More than dots: where the time went, one line per folder."""
+    if not FOLDER_SECONDS:
+        return
+    terminalreporter.section("time per folder", sep="-")
+    for folder in sorted(FOLDER_SECONDS):
+        terminalreporter.write_line(
+            f"{folder:<24} {FOLDER_TESTS.get(folder, 0):>5} tests {FOLDER_SECONDS[folder]:>8.1f} s"
+        )

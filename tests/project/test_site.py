@@ -16,7 +16,10 @@ for _name in ("mkdocs", "material", "mkdocstrings", "mkdocs_click"):
     pytest.importorskip(_name, reason="the docs extra (pip install -e '.[docs]') builds the site")
 
 ROOT = Path(__file__).resolve().parents[2]
-PRE = re.compile(r'<div class="(?:language-(\w+) )?[^"]*highlight">(?:<span class="filename">[^<]*</span>)?<pre[^>]*>(.*?)</pre>', re.S)
+PRE = re.compile(
+    r'<div class="(?:language-(\w+) )?[^"]*highlight">(?:<span class="filename">[^<]*</span>)?<pre[^>]*>(.*?)</pre>',
+    re.S,
+)
 TAG = re.compile(r"<[^>]+>")
 
 
