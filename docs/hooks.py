@@ -172,8 +172,13 @@ def comments_on_their_own_lines(code_html: str) -> str:
     return "\n".join(out)
 
 
-def on_page_content(html: str, **_: Any) -> str:
-    """The CLI reference's Default column: blank where an option has no default; every code block's comments on
-    lines of their own."""
+NONE_DEFAULT = "<td>None</td>"
+
+
+def on_page_content(html: str, page: Any, **_: Any) -> str:
+    """The CLI reference's Default column: blank where an option has no default (click's unset value, or None);
+    every code block's comments on lines of their own."""
     html = CODE_BLOCK.sub(lambda m: m.group(1) + comments_on_their_own_lines(m.group(2)) + m.group(3), html)
+    if page.file.src_uri == "reference/cli.md":
+        html = html.replace(NONE_DEFAULT, "<td></td>")
     return UNSET_DEFAULT.sub("", html)

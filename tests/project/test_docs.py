@@ -1,5 +1,6 @@
 """The documentation site: its code comes from files under examples/ that run here, never pasted, and its
-pictures are drawn from real output (docs/pictures.py). `mkdocs build --strict` itself runs in .ci/run."""
+pictures are drawn from real output (docs/pictures.py). `mkdocs build --strict` runs in .ci/run and in
+test_site.py (a slow test)."""
 
 import os
 import re

@@ -116,8 +116,10 @@ def test_the_python_reference_leads_with_compute_and_its_arguments(site):
 
 
 def test_the_cli_reference_shows_real_defaults(site):
-    text = _text(_main(_page(site, "reference/cli.md")))
+    page = _main(_page(site, "reference/cli.md"))
+    text = _text(page)
     assert "--port-base" in text and "8000" in text
+    assert "<td>None</td>" not in page, "an option without a default shows `None`, not a blank"
 
 
 # the guides as issue 44 found them; a new guide follows the same shape and joins this list. (Not ray.md: its
