@@ -41,6 +41,7 @@ def _run(argv, **kw):
 @pytest.mark.parametrize(
     "argv",
     [
+        ["examples/first_pool.py"],
         ["examples/catalog_and_planner.py"],
         ["examples/pool_tour.py", "--simulate", "A100-80GB"],
         ["examples/shared_collections.py"],
