@@ -110,6 +110,9 @@ def test_the_tests_left_to_ci_exist_and_ci_runs_them():
         assert (ROOT / path).is_file(), nodeid
         assert not name or f"def {name}(" in (ROOT / path).read_text(), nodeid
         assert marker in ("slow", "network") and why, nodeid
+    for nodeid in conftest.KEEP_IN_DEFAULT:
+        path, _, name = nodeid.split("[", 1)[0].partition("::")
+        assert f"{path}::{name}" in conftest.LEFT_TO_CI and f"def {name}(" in (ROOT / path).read_text(), nodeid
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11's; migpool runs on 3.10)
     assert re.search(r"""^addopts = ".*-m 'not slow and not network and not chaos'.*"$""", pyproject, re.M)
     assert 'python -m pytest -q -m "slow or network or chaos"' in (ROOT / ".ci" / "run").read_text()
