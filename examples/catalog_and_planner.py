@@ -11,7 +11,8 @@ print(gpu.profile("MIG 3g.40gb").name)  # forgiving: '3g.40gb', 'MIG 3g.40gb', 9
 for inst in migpool.plan(gpu, {"3g.40gb": 2}):  # or {"4g.40gb": 1, "2g.20gb": 1, "1g.10gb": 1}
     print(inst.profile.name, inst.start, inst.size)  # 3g.40gb 0 4, then 3g.40gb 4 4
 print(migpool.max_addable(gpu, "1g.10gb", migpool.plan(gpu, {"4g.40gb": 1})))  # 3
-for profile, count in migpool.Layout.of(partitions=4, min_memory="16GB").resolve(gpu):
+four = migpool.Layout.of(partitions=4, min_memory="16GB")
+for profile, count in four.resolve(gpu):
     print(profile.name, count)  # 1g.20gb 4: the smallest profile with 16 GB, four times
 # --8<-- [end:plan]
 

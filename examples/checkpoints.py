@@ -31,7 +31,8 @@ def infer(batch: int) -> str:
 
 def main(simulate: str | None) -> None:
     mig = sky.plugins.mig(dynamic=True, keep_idle=30.0, remember=False)
-    with sky.Compute(provider=sky.Local(simulate=simulate), plugins=[mig], progress=False) as compute:
+    local = sky.Local(simulate=simulate)
+    with sky.Compute(provider=local, plugins=[mig], progress=False) as compute:
         long = compute.submit(train(300))  # alone on the GPU: it gets a large partition
         time.sleep(1.0)
         sizes = sky.gather(*[infer(b) for b in range(3)]) >> compute  # more work: it may be shrunk for them

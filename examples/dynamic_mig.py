@@ -16,6 +16,7 @@ import time
 import migpool as sky
 
 
+# --8<-- [start:tasks]
 @sky.function(partition="3g.40gb")
 def train(steps: int) -> str:
     time.sleep(0.05 * steps)  # stands for a training job
@@ -32,6 +33,9 @@ def infer(batch: int) -> str:
 def embed(n: int) -> str:
     time.sleep(0.1)
     return f"embed ({n}) on {sky.instance_info().partition.profile}"
+
+
+# --8<-- [end:tasks]
 
 
 def main() -> int:

@@ -33,7 +33,8 @@ def running_mean(rows) -> float:  # an iterator argument streams to the task, re
     return total / count
 
 
-with sky.Compute(provider=sky.Local(), worker=sky.Worker(concurrency=2, executor="process"), progress=False) as c:
+worker = sky.Worker(concurrency=2, executor="process")
+with sky.Compute(provider=sky.Local(), worker=worker, progress=False) as c:
     doubled = scale(np.ones((1024, 1024)), 2.0) >> c
     weights = c.put(np.eye(256))  # stored once: each worker receives it at most once
     norms = sky.gather(*(dot(weights, i) for i in range(8))) >> c

@@ -16,7 +16,8 @@ import migpool as sky
 def train(epochs: int) -> dict:
     info = sky.instance_info()  # worker index, node, concurrency, and the MIG partition
     time.sleep(0.01 * epochs)  # stands for the work: torch.device("cuda") is this worker's partition alone
-    return {"worker": info.worker, "partition": os.environ["CUDA_VISIBLE_DEVICES"]}
+    partition = os.environ["CUDA_VISIBLE_DEVICES"]
+    return {"worker": info.worker, "partition": partition}
 
 
 def main(simulate: str | None) -> None:
@@ -32,7 +33,8 @@ def main(simulate: str | None) -> None:
         fut = compute.submit(train(3))  # a concurrent.futures.Future
         pair = (train(1) & train(2)) >> compute  # in parallel: parenthesize, Python binds >> before &
         squares = compute.map(pow, range(10), [2] * 10)  # a list, in input order
-        print(len(results), fut.result()["worker"] in (0, 1), len(pair), squares[:4])
+        worker = fut.result()["worker"]
+        print(len(results), worker in (0, 1), len(pair), squares[:4])
         # --8<-- [end:pool]
 
 

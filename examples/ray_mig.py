@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     cluster = local_cluster() if args.local_cluster else None
     try:
         # --- the reference example, unchanged ---
+        # --8<-- [start:pool]
         with sky.Compute(
             provider=sky.Ray(address="auto"),
             nodes=2,
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
             per_node = report() @ compute
             fut = train(1) > compute
             one = fut.result()
+        # --8<-- [end:pool]
         # ---
     finally:
         if cluster is not None:

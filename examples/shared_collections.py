@@ -23,5 +23,6 @@ def step(batch: int) -> str | None:
 with sky.Compute(provider=sky.Local(), nodes=4, progress=False) as compute:
     compute.queue("work").put("job-1")  # the same collections, from the pool
     results = step(0) @ compute  # once on each of the 4 nodes
-    print(sorted(map(str, results)), compute.counter("steps").value, compute.dict("best")["loss"])
+    steps, best = compute.counter("steps").value, compute.dict("best")["loss"]
+    print(sorted(map(str, results)), steps, best)
 # --8<-- [end:collections]

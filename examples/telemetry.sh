@@ -10,5 +10,5 @@ migpool apply 3g.40gb:1,1g.10gb:2 > /dev/null
 # --8<-- [start:top]
 migpool top --once                           # one sample, per GPU and partition (live: `migpool top`, q quits)
 migpool top --once --json                    # the same, for scripts
-# migpool metrics --port 9400               # the Prometheus exporter, until Ctrl-C
+# migpool metrics --port 9400  # the Prometheus exporter, until Ctrl-C
 # --8<-- [end:top]

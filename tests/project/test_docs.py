@@ -1,5 +1,6 @@
 """The documentation site: its code comes from files under examples/ that run here, never pasted, and its
-pictures are drawn from real output (docs/pictures.py). `mkdocs build --strict` itself runs in .ci/run."""
+pictures are drawn from real output (docs/pictures.py). `mkdocs build --strict` runs in .ci/run and in
+test_site.py (a slow test)."""
 
 import os
 import re
@@ -40,6 +41,7 @@ def _run(argv, **kw):
 @pytest.mark.parametrize(
     "argv",
     [
+        ["examples/first_pool.py"],
         ["examples/catalog_and_planner.py"],
         ["examples/pool_tour.py", "--simulate", "A100-80GB"],
         ["examples/shared_collections.py"],
@@ -91,3 +93,26 @@ def test_the_readme_is_short_and_points_to_the_site():
     assert len(text.splitlines()) <= 200
     assert "pip install -e '.[demo]' && migpool demo" in text and "pip install -e '.[test]' && python -m pytest" in text
     assert "mkdocs" in text
+
+
+def test_the_tests_left_to_ci_exist_and_ci_runs_them():
+    """tests/conftest.py's LEFT_TO_CI names real tests; the default run leaves them out and .ci/run runs them
+    (issue 44: the README's `python -m pytest -q` in minutes, with no network)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tests_conftest", ROOT / "tests" / "conftest.py")
+    assert spec and spec.loader
+    conftest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conftest)
+    assert len(conftest.LEFT_TO_CI) >= 10
+    for nodeid, (marker, why) in conftest.LEFT_TO_CI.items():
+        path, _, name = nodeid.split("[", 1)[0].partition("::")
+        assert (ROOT / path).is_file(), nodeid
+        assert not name or f"def {name}(" in (ROOT / path).read_text(), nodeid
+        assert marker in ("slow", "network") and why, nodeid
+    for nodeid in conftest.KEEP_IN_DEFAULT:
+        path, _, name = nodeid.split("[", 1)[0].partition("::")
+        assert f"{path}::{name}" in conftest.LEFT_TO_CI and f"def {name}(" in (ROOT / path).read_text(), nodeid
+    pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11's; migpool runs on 3.10)
+    assert re.search(r"""^addopts = ".*-m 'not slow and not network and not chaos'.*"$""", pyproject, re.M)
+    assert 'python -m pytest -q -m "slow or network or chaos"' in (ROOT / ".ci" / "run").read_text()
