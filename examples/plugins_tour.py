@@ -23,10 +23,13 @@ def joblib_part() -> None:
     # --8<-- [start:joblib]
     from joblib import Parallel, delayed
 
-    with sky.Compute(worker=sky.Worker(concurrency=4, executor="process"), plugins=[sky.plugins.Joblib()]):
+    worker = sky.Worker(concurrency=4, executor="process")
+    with sky.Compute(worker=worker, plugins=[sky.plugins.Joblib()]):
         t0 = time.perf_counter()
-        results = Parallel(n_jobs=-1)(delayed(slow_double)(i) for i in range(16))  # on the pool's 4 workers
-        print(f"joblib: 16 calls of 0.2 s in {time.perf_counter() - t0:.1f} s; sum {sum(results)}")
+        # on the pool's 4 workers
+        results = Parallel(n_jobs=-1)(delayed(slow_double)(i) for i in range(16))
+        took = time.perf_counter() - t0
+        print(f"joblib: 16 calls of 0.2 s in {took:.1f} s; sum {sum(results)}")
     # --8<-- [end:joblib]
 
 
@@ -37,10 +40,14 @@ def sklearn_part() -> None:
     from sklearn.tree import DecisionTreeClassifier
 
     features, labels = load_digits(return_X_y=True)
-    with sky.Compute(worker=sky.Worker(concurrency=4, executor="process"), plugins=[sky.plugins.Sklearn()]):
-        search = GridSearchCV(DecisionTreeClassifier(random_state=0), {"max_depth": [2, 4, 8, None]}, cv=3, n_jobs=-1)
+    worker = sky.Worker(concurrency=4, executor="process")
+    with sky.Compute(worker=worker, plugins=[sky.plugins.Sklearn()]):
+        tree = DecisionTreeClassifier(random_state=0)
+        grid = {"max_depth": [2, 4, 8, None]}
+        search = GridSearchCV(tree, grid, cv=3, n_jobs=-1)
         search.fit(features, labels)  # each fit is a task of the pool
-    print(f"sklearn: best max_depth={search.best_params_['max_depth']}, accuracy {search.best_score_:.2f}")
+    best = search.best_params_["max_depth"]
+    print(f"sklearn: best max_depth={best}, accuracy {search.best_score_:.2f}")
     # --8<-- [end:sklearn]
 
 
@@ -51,9 +58,14 @@ def mps_directories() -> str:
 
 def mps_part() -> None:
     # --8<-- [start:mps]
-    plugins = [sky.plugins.Mig(profile="3g.40gb", count=2), sky.plugins.Mps(active_thread_percentage=50)]
-    with sky.Compute(provider=sky.Local(simulate="A100-80GB"), plugins=plugins) as pool:
-        print("mps: a daemon per partition:", sorted(set(sky.gather(*[mps_directories() for _ in range(4)]) >> pool)))
+    plugins = [
+        sky.plugins.Mig(profile="3g.40gb", count=2),
+        sky.plugins.Mps(active_thread_percentage=50),
+    ]
+    local = sky.Local(simulate="A100-80GB")
+    with sky.Compute(provider=local, plugins=plugins) as pool:
+        pipes = sky.gather(*[mps_directories() for _ in range(4)]) >> pool
+        print("mps: a daemon per partition:", sorted(set(pipes)))
     # --8<-- [end:mps]
 
 
@@ -69,7 +81,8 @@ def frameworks_part() -> None:
         ],
     )
     sky.plugins.Torch(backend="gloo")  # torch.distributed: each worker a rank
-    sky.plugins.Accelerate(config={"fsdp": {"sharding_strategy": "FULL_SHARD"}, "mixed_precision": "bf16"})
+    fsdp = {"sharding_strategy": "FULL_SHARD"}
+    sky.plugins.Accelerate(config={"fsdp": fsdp, "mixed_precision": "bf16"})
     # --8<-- [end:frameworks]
 
 

@@ -14,5 +14,6 @@ migpool run --layout 3g.40gb:1,1g.10gb:2 -- \
   echo "copy {index} on {profile}, port {port}"
 printf '%s\n' "echo one" "echo two" "echo three" > jobs.txt
 migpool run -p 2g.20gb -n 2 --exclusive --jobs jobs.txt  # a queue, one job a line, on whichever copy is free
-# (--exclusive: no room for 2g.20gb beside the partitions above, so the idle ones go; without it run keeps them)
+# (--exclusive: no room for 2g.20gb beside the partitions above, so the idle
+# ones go; without it run keeps them)
 # --8<-- [end:run]

@@ -46,6 +46,7 @@ def _run(argv, **kw):
         ["examples/pool_tour.py", "--simulate", "A100-80GB"],
         ["examples/shared_collections.py"],
         ["examples/large_values.py"],
+        ["examples/warm_spares.py"],
     ],
 )
 def test_python_examples_run(argv):

@@ -124,7 +124,19 @@ def test_the_cli_reference_shows_real_defaults(site):
 
 # the guides as issue 44 found them; a new guide follows the same shape and joins this list. (Not ray.md: its
 # example needs a Ray cluster and PyTorch, so the build does not run it.)
-GUIDES = ["pool", "data", "layouts", "dynamic", "run", "cli", "schedulers", "slurm-and-kubernetes", "telemetry"]
+GUIDES = [
+    "pool",
+    "data",
+    "layouts",
+    "dynamic",
+    "run",
+    "cli",
+    "schedulers",
+    "slurm-and-kubernetes",
+    "telemetry",
+    "plugins",
+    "warm",
+]
 
 
 @pytest.mark.parametrize("guide", GUIDES)
