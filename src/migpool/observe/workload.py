@@ -109,21 +109,35 @@ class Recorder:
             entry = dict(fn=name, need_mib=need, arrival=round(arrival, 3), profile=profile, seconds=round(seconds, 4))
             lines.append(json.dumps(entry, separators=(", ", ": ")) + "\n")
         if lines:
-            self.write("".join(lines))
+            self.write(lines)
 
-    def write(self, text: str) -> None:
+    def write(self, lines: list[str]) -> None:
+        """Append `lines`, rotating the file whenever the next line would take it past max_bytes."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                if self.path.stat().st_size + len(text) > self.max_bytes:
-                    os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                size = self.path.stat().st_size
             except FileNotFoundError:
-                pass
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, text.encode())
-            finally:
-                os.close(fd)
+                size = 0
+            while lines:
+                room, take = self.max_bytes - size, 0
+                while take < len(lines) and len(lines[take]) <= room:
+                    room -= len(lines[take])
+                    take += 1
+                if take == 0:  # full: the file becomes the old one, a new one begins
+                    if size:
+                        os.replace(self.path, self.path.with_name(self.path.name + ".1"))
+                        size = 0
+                        continue
+                    take = 1  # one line longer than the cap: kept alone
+                text = "".join(lines[:take]).encode()
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    os.write(fd, text)
+                finally:
+                    os.close(fd)
+                size += len(text)
+                del lines[:take]
         except OSError as e:
             if not self.warned:
                 self.warned = True
