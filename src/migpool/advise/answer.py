@@ -9,11 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..mig.catalog import GpuModel
-from .model import WHOLE, Combo, Job, Outcome, best_static, exhaustive_limit, maximal_layouts, outcome, units_of
+from .model import WHOLE, Combo, Job, Outcome, best_static, descend, maximal_layouts, outcome, units_of
 
-SEARCH_JOBS = 1500  # the search scores layouts on the latest this many jobs; the figures are on all of them
-BUDGET = 2e6  # jobs dispatched in all by an exhaustive search, at most
-KEEP = 8  # combinations kept per GPU count beyond the exhaustive search
+BUDGET = 150_000  # jobs dispatched in all by one search, about (some 3 s of the model at 20 us a job)
+MIN_JOBS = 200  # the fewest latest jobs a search scores layouts on; the figures are on all of them
 
 
 @dataclass(frozen=True)
@@ -42,12 +41,18 @@ class Advice:
         return self.rows[0]
 
 
-def search(jobs: Sequence[Job], gpus: int, layouts: Sequence[tuple[str, ...]]) -> tuple[Combo, bool, int]:
-    """The best layouts for `gpus` GPUs, whether the search was exhaustive, and how many jobs it scored on."""
-    trace = list(jobs[-SEARCH_JOBS:])
-    upto = min(4, exhaustive_limit(len(layouts), len(trace), BUDGET))
-    combo, _ = best_static(trace, gpus, layouts, exhaustive_up_to=upto, keep=KEEP)
-    return combo, gpus <= upto, len(trace)
+def search(
+    jobs: Sequence[Job], gpus: int, layouts: Sequence[tuple[str, ...]], budget: float = BUDGET
+) -> tuple[Combo, bool, int]:
+    """The best layouts for `gpus` GPUs, whether the search was exhaustive, and how many jobs it scored on: every
+    combination where they times the jobs stay within `budget` (jobs dispatched in all), else descend() on the
+    latest jobs that keep it within budget (MIN_JOBS at least)."""
+    combos = math.comb(len(layouts) + gpus - 1, gpus)
+    if combos * len(jobs) <= budget:
+        return best_static(jobs, gpus, layouts, exhaustive_up_to=gpus)[0], True, len(jobs)
+    scores = len(layouts) * (1 + 2 * min(gpus, len(layouts)))  # what descend() scores in two rounds
+    trace = list(jobs[-max(MIN_JOBS, int(budget // scores)) :])
+    return descend(trace, gpus, layouts), False, len(trace)
 
 
 def apply_lines(combo: Combo) -> tuple[str, ...]:

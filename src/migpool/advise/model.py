@@ -189,15 +189,6 @@ class Search:
         return sorted((self.score(c), c) for c in combos)
 
 
-def exhaustive_limit(layouts: int, jobs: int, budget: float) -> int:
-    """The most GPUs whose every combination of `layouts` layouts can be scored on `jobs` jobs within `budget`
-    (jobs dispatched in all); at least 1."""
-    g = 1
-    while math.comb(layouts + g, g + 1) * max(jobs, 1) <= budget:
-        g += 1
-    return g
-
-
 def best_static(
     trace: Sequence[Timed],
     gpus: int,
@@ -224,6 +215,25 @@ def best_static(
                 if s < best_s - 1e-9:
                     best_s, best_c, improved = s, cand, True
     return best_c, best_s
+
+
+def descend(trace: Sequence[Timed], gpus: int, layouts: Sequence[tuple[str, ...]], rounds: int = 4) -> Combo:
+    """A good combination found cheaply: the best one layout on every GPU, then, up to `rounds` times, the one
+    change of one GPU's layout that lowers the mean JCT most."""
+    search = Search(trace, layouts)
+    best_s, best_c = search.ranked(tuple([lay] * gpus) for lay in search.layouts)[0]
+    for _ in range(rounds):
+        cands = {
+            tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
+            for k in range(gpus)
+            if k == 0 or best_c[k] != best_c[k - 1]  # the same layout elsewhere: the same candidates
+            for lay in search.layouts
+        }
+        s, c = search.ranked(cands)[0]
+        if s >= best_s - 1e-9:
+            break
+        best_s, best_c = s, c
+    return best_c
 
 
 def _top(search: Search, gpus: int, exhaustive_up_to: int, keep: int) -> list[Combo]:

@@ -1,12 +1,12 @@
 """The workload record (observe/workload.py) as jobs of the event model, for one GPU model.
 
-Tasks are grouped by what ran and its memory need. A task's run time is known on the size it ran on; on every
-other size that holds its memory it is scaled by its group's mean run times there (two runs of one function may
-differ a hundredfold in length, their ratio between sizes far less). A size its group never ran on is
-estimated as dynamic MIG estimates it: from the nearest measured size, the run time falling with the square root
-of the compute slices (pool/dynamic/costs.py); such a job is marked as estimated. A whole GPU and the GPU-wide
-profile (7g on an A100) run a task at the same speed. A profile of another GPU model counts as this model's
-profile with as many compute slices.
+Tasks are grouped by what ran and its memory need. A task's run time is known on the size it ran on (and, in a trace
+written by hand, on the sizes its "also" gives); on every other size that holds its memory it is scaled by its
+group's mean run times there (two runs of one function may differ a hundredfold in length, their ratio between sizes
+far less). A size its group never ran on is estimated as dynamic MIG estimates it: from the nearest measured size,
+the run time falling with the square root of the compute slices (pool/dynamic/costs.py); such a job is marked as
+estimated. A whole GPU and the GPU-wide profile (7g on an A100) run a task at the same speed. A profile of another
+GPU model counts as this model's profile with as many compute slices.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         placed.append((r, here))
         if here is not None:
             groups[(r["fn"], need)][here].append(r["seconds"])
+            for name, seconds in r.get("also", {}).items():
+                there = to_model(name, fits, gpu)
+                if there is not None:
+                    groups[(r["fn"], need)][there].append(seconds)
     full = _full_profile(gpu)
     means = {key: _with_whole({p: statistics.fmean(v) for p, v in by.items()}, full) for key, by in groups.items()}
     out = []
@@ -77,8 +81,16 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         guessed: set[str] = set()
         slices = {p.name: p.slices for p in fits} | {WHOLE: gpu.compute_slices}
         measured = [n for n in slices if n in known]
+        own = {here: r["seconds"]}
+        for name, s in r.get("also", {}).items():
+            there = to_model(name, fits, gpu)
+            if there is not None:
+                own[there] = s
+        own = _with_whole(own, full)
         for name, n in slices.items():
-            if name in known:
+            if name in own:
+                seconds[name] = own[name]
+            elif name in known:
                 seconds[name] = r["seconds"] * known[name] / known[here]
             else:
                 near = min(measured, key=lambda m: (abs(slices[m] - n), slices[m]))

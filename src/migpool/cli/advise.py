@@ -51,7 +51,8 @@ def show(a: Advice, gpu: GpuModel) -> None:
     est = f" ({a.estimated} with a size never measured: estimated)" if a.estimated else ""
     out.print(f"{a.gpus} x {a.model}, {a.tasks} tasks{est}", highlight=False, soft_wrap=True)
     how = "every combination" if a.exhaustive else "grown one GPU at a time"
-    out.print(f"layouts searched: {how}, scored on the latest {a.searched} tasks", highlight=False)
+    on = f"all {a.tasks}" if a.searched == a.tasks else f"the latest {a.searched}"
+    out.print(f"layouts searched: {how}, scored on {on} tasks", highlight=False)
     out.print(f"\n  {'choice':<12} {'mean JCT':>12} {'p95 JCT':>12} {'makespan':>12}", highlight=False)
     for r in a.rows:
         e = r.expected

@@ -10,7 +10,8 @@ most. MIGPOOL_RECORD=0 turns it off. Each line, about a hundred bytes:
 
 fn: the function's module and qualified name, or a command line; need_mib: its min_memory in MiB (null: none
 asked); arrival: when it was submitted (Unix seconds); profile: the MIG profile it ran on, or "whole" (a GPU
-without MIG, or no GPU); seconds: its run time on the worker.
+without MIG, or no GPU); seconds: its run time on the worker. A trace written by hand (`migpool advise --trace`)
+may add "also": {profile: seconds}, the same task's run times measured on other sizes.
 
 record() only appends to a list; a writer thread, owned by the process's Recorder and joined when the
 interpreter exits, formats and writes the lines a second later (or at once past BATCH of them), so a task's end
@@ -211,13 +212,16 @@ def read(files: Sequence[Path], on_bad: Callable[[str], None] | None = None) -> 
                 try:
                     e = json.loads(line)
                     need = e.get("need_mib")
-                    yield dict(
+                    row = dict(
                         fn=str(e["fn"]),
                         need_mib=None if need is None else float(need),
                         arrival=float(e["arrival"]),
                         profile=str(e["profile"]),
                         seconds=float(e["seconds"]),
                     )
+                    if "also" in e:
+                        row["also"] = {str(k): float(v) for k, v in e["also"].items()}
+                    yield row
                 except (ValueError, KeyError, TypeError, AttributeError):
                     if on_bad is not None:
                         on_bad(f"{f}:{number}")
