@@ -64,10 +64,10 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         placed.append((r, here))
         if here is not None:
             groups[(r["fn"], need)][here].append(r["seconds"])
-            for name, seconds in r.get("also", {}).items():
+            for name, other in r.get("also", {}).items():
                 there = to_model(name, fits, gpu)
                 if there is not None:
-                    groups[(r["fn"], need)][there].append(seconds)
+                    groups[(r["fn"], need)][there].append(other)
     full = _full_profile(gpu)
     means = {key: _with_whole({p: statistics.fmean(v) for p, v in by.items()}, full) for key, by in groups.items()}
     out = []

@@ -212,7 +212,7 @@ def read(files: Sequence[Path], on_bad: Callable[[str], None] | None = None) -> 
                 try:
                     e = json.loads(line)
                     need = e.get("need_mib")
-                    row = dict(
+                    row: dict[str, Any] = dict(
                         fn=str(e["fn"]),
                         need_mib=None if need is None else float(need),
                         arrival=float(e["arrival"]),
