@@ -126,3 +126,13 @@ def test_refusals_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: give --model and --gpus together")
     r = mp("advise", "--model", "A100-80GB", "--gpus", "2")
     assert r.returncode == 2 and "no workload record" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_dynamic_mig_is_replayed_on_request():
+    gpu = catalog.lookup("A100-80GB")
+    jobs = jobs_from_records(records(8), gpu)
+    rows = {r.name: r for r in advise(jobs, gpu, 1, dynamic=True).rows}
+    assert "dynamic MIG" not in {r.name for r in advise(jobs, gpu, 1).rows}
+    got = rows["dynamic MIG"].expected
+    fastest = sum(min(j.seconds.values()) for j in jobs) / len(jobs)
+    assert math.isfinite(got.mean_jct) and got.mean_jct >= fastest

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..mig.catalog import GpuModel
+from .dynamic import dynamic_outcome
 from .model import WHOLE, Combo, Job, Outcome, best_static, descend, maximal_layouts, outcome, units_of
 
 BUDGET = 150_000  # jobs dispatched in all by one search, about (some 3 s of the model at 20 us a job)
@@ -66,9 +67,15 @@ def apply_lines(combo: Combo) -> tuple[str, ...]:
 
 
 def advise(
-    jobs: Sequence[Job], gpu: GpuModel, gpus: int, current: Combo | None = None, target_jct: float | None = None
+    jobs: Sequence[Job],
+    gpu: GpuModel,
+    gpus: int,
+    current: Combo | None = None,
+    target_jct: float | None = None,
+    dynamic: bool = False,
 ) -> Advice:
-    """The answer for `gpus` GPUs of model `gpu` (`current`: their layouts now, if known)."""
+    """The answer for `gpus` GPUs of model `gpu` (`current`: their layouts now, if known; `dynamic`: with dynamic
+    MIG's policy replayed, which takes minutes for a few hundred jobs)."""
     layouts = maximal_layouts(gpu)
     combo, exhaustive, searched = search(jobs, gpus, layouts)
     rows = [Row("advised", combo, outcome(units_of(combo), jobs))]
@@ -76,6 +83,8 @@ def advise(
         rows.append(Row("current", current, outcome(units_of(current), jobs)))
     whole = ((WHOLE,),) * gpus
     rows.append(Row("whole GPUs", whole, outcome(units_of(whole), jobs)))
+    if dynamic:
+        rows.append(Row("dynamic MIG", (), dynamic_outcome(jobs, gpu, gpus)))
     target: dict[str, float | int | None] = {}
     if target_jct is not None:
         target = dict(jct=target_jct, **gpus_for(jobs, layouts, target_jct))

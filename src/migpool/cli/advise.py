@@ -58,7 +58,9 @@ def show(a: Advice, gpu: GpuModel) -> None:
         e = r.expected
         line = f"  {r.name:<12} {_seconds(e.mean_jct):>12} {_seconds(e.p95_jct):>12} {_seconds(e.makespan):>12}"
         out.print(line, highlight=False)
-    out.print("  dynamic MIG  not estimated here: benchmarks/miso.py replays its policy\n", highlight=False)
+    if not any(r.name == "dynamic MIG" for r in a.rows):
+        out.print("  dynamic MIG  not replayed (--dynamic: minutes for a few hundred tasks)", highlight=False)
+    out.print()
     for k, lay in enumerate(a.best.layouts):
         out.print(f"GPU {k}  {picture(gpu, lay)}", highlight=False)
     out.print("\nto make it:", highlight=False)
@@ -100,6 +102,7 @@ def _this_machine(simulate: str | None, only: tuple[str, ...]) -> tuple[GpuModel
 @click.option("--target-jct", type=float, help="Also: how many GPUs reach this mean JCT (seconds).")
 @click.option("--simulate", metavar="SPEC", help=f"Use simulated GPUs, e.g. A100-80GB:2 (also ${SIMULATE_ENV}).")
 @click.option("--gpu", "only", multiple=True, metavar="INDEX", help="Only these GPUs of this machine (repeatable).")
+@click.option("--dynamic", is_flag=True, help="Also replay dynamic MIG's policy (minutes for a few hundred tasks).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 def advise_cmd(
     trace_file: str | None,
@@ -108,6 +111,7 @@ def advise_cmd(
     target_jct: float | None,
     simulate: str | None,
     only: tuple[str, ...],
+    dynamic: bool,
     as_json: bool,
 ) -> None:
     """The best MIG layout per GPU for the recorded work (or --trace), against whole GPUs and the current one."""
@@ -133,7 +137,7 @@ def advise_cmd(
         err.print(f"note: skipped {len(bad)} line(s) that are not records, first {bad[0]}", highlight=False)
     if not jobs:
         raise click.UsageError(f"no task in {', '.join(map(str, files))} ran on a size {gpu.name} has")
-    answer = advise(jobs, gpu, n, current=current, target_jct=target_jct)
+    answer = advise(jobs, gpu, n, current=current, target_jct=target_jct, dynamic=dynamic)
     if as_json:
         emit_json(_as_json(answer))
         return
