@@ -4,6 +4,7 @@ trace, with what it and the other choices are expected to give."""
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +50,7 @@ def picture(gpu: GpuModel, layout: tuple[str, ...]) -> str:
 
 def show(a: Advice, gpu: GpuModel) -> None:
     est = f" ({a.estimated} with a size never measured: estimated)" if a.estimated else ""
-    out.print(f"{a.gpus} x {a.model}, {a.tasks} tasks{est}", highlight=False, soft_wrap=True)
+    out.print(textwrap.fill(f"{a.gpus} x {a.model}, {a.tasks} tasks{est}", COLUMNS), highlight=False, soft_wrap=True)
     how = "every combination" if a.exhaustive else "grown one GPU at a time"
     on = f"all {a.tasks}" if a.searched == a.tasks else f"the latest {a.searched}"
     out.print(f"layouts searched: {how}, scored on {on} tasks", highlight=False)
@@ -64,16 +65,15 @@ def show(a: Advice, gpu: GpuModel) -> None:
     for k, lay in enumerate(a.best.layouts):
         out.print(f"GPU {k}  {picture(gpu, lay)}", highlight=False)
     out.print("\nto make it:", highlight=False)
-    for line in a.apply:
-        out.print(f"  {line}", highlight=False, soft_wrap=True)
+    for line in a.apply:  # a long one goes on over lines that end in a backslash, as a shell reads it
+        parts = textwrap.wrap(line, COLUMNS - 4, break_on_hyphens=False, break_long_words=False)
+        out.print("  " + " \\\n      ".join(parts), highlight=False, soft_wrap=True)
     if a.target:
         t = a.target
         mig = "more than 64" if t["mig"] is None else t["mig"]
         whole = "more than 64" if t["whole"] is None else t["whole"]
-        out.print(
-            f"\nmean JCT {_seconds(float(t['jct'] or 0))}: {mig} GPU(s) with advised layouts, {whole} whole GPU(s)",
-            highlight=False,
-        )
+        text = f"mean JCT {_seconds(float(t['jct'] or 0))}: {mig} GPU(s) with advised layouts, {whole} whole GPU(s)"
+        out.print("\n" + textwrap.fill(text, COLUMNS), highlight=False, soft_wrap=True)
 
 
 def _this_machine(simulate: str | None, only: tuple[str, ...]) -> tuple[GpuModel, int, Combo]:

@@ -13,9 +13,10 @@ asked); arrival: when it was submitted (Unix seconds); profile: the MIG profile 
 without MIG, or no GPU); seconds: its run time on the worker. A trace written by hand (`migpool advise --trace`)
 may add "also": {profile: seconds}, the same task's run times measured on other sizes.
 
-record() only appends to a list; a writer thread, owned by the process's Recorder and joined when the
-interpreter exits, formats and writes the lines a second later (or at once past BATCH of them), so a task's end
-never waits on the disk. A record that cannot be written is dropped with one warning: never a task's failure.
+record() only appends to a list; a writer thread, owned by the process's Recorder and joined when the interpreter
+exits, formats and writes the lines once a second has passed with no task ended (or once HELD are waiting), so a
+busy pool neither waits on the disk nor shares its interpreter with the formatting; the environment is read again
+once a second. A record that cannot be written is dropped with one warning: never a task's failure.
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ CACHE_DIR_ENV = "MIGPOOL_CACHE_DIR"  # the directory of the remembered run times
 RECORD_ENV = "MIGPOOL_RECORD"  # "0": record nothing
 FILE = "workload.jsonl"
 MAX_BYTES = 4 << 20  # one file's cap before it rotates
-BATCH = 512  # lines that wake the writer at once
-FLUSH_S = 1.0  # the longest a line waits to be written
+HELD = 20_000  # records held before the writer writes them even while tasks keep ending
+FLUSH_S = 1.0  # how often the writer looks: it writes once a second passed with no task ended (or HELD)
+RECHECK_S = 1.0  # how often a task's end reads the environment again
 WHOLE = "whole"
 SKIPPED = {"migpool.launch.copies.stream_command"}  # `migpool run`'s task: recorded by launch, as its command
+SKIPPED_JSON = {json.dumps(name) for name in SKIPPED}
 
 
 def default_path() -> Path:
@@ -83,32 +86,40 @@ class Recorder:
         self.wake = threading.Event()
         self.stopping = False
         self.warned = False
+        self.names: dict[int, tuple[Any, str]] = {}  # what ran, by id: the object and its name as JSON
         self.thread = threading.Thread(target=self.loop, name="migpool-workload-record", daemon=True)
         self.thread.start()
 
     def add(self, item: tuple[Any, ...]) -> None:
         self.buffer.append(item)
-        if len(self.buffer) >= BATCH:
+        if len(self.buffer) >= HELD:
             self.wake.set()
 
     def loop(self) -> None:
+        seen = 0
         while not self.stopping:
             self.wake.wait(FLUSH_S)
             self.wake.clear()
-            self.flush()
+            if len(self.buffer) in (seen, 0) or len(self.buffer) >= HELD:  # quiet for a second, or full
+                self.flush()
+            seen = len(self.buffer)
         self.flush()
 
     def flush(self) -> None:
         lines = []
         while self.buffer:
             fn, need, arrival, profile, seconds = self.buffer.popleft()
-            name = task_name(fn)
-            if name in SKIPPED:
+            name = self.names.get(id(fn))
+            if name is None or name[0] is not fn:
+                name = self.names[id(fn)] = (fn, json.dumps(task_name(fn)))  # (the object kept: its id stays its)
+            if name[1] in SKIPPED_JSON:
                 continue
             if isinstance(need, str):
                 need = parse_memory_mib(need)
-            entry = dict(fn=name, need_mib=need, arrival=round(arrival, 3), profile=profile, seconds=round(seconds, 4))
-            lines.append(json.dumps(entry, separators=(", ", ": ")) + "\n")
+            lines.append(
+                f'{{"fn": {name[1]}, "need_mib": {"null" if need is None else float(need)}, '
+                f'"arrival": {arrival:.3f}, "profile": "{profile}", "seconds": {seconds:.4f}}}\n'
+            )
         if lines:
             self.write(lines)
 
@@ -153,6 +164,7 @@ class Recorder:
 
 _lock = threading.Lock()
 _recorders: dict[Path, Recorder] = {}
+_latest: tuple[float, Recorder | None] | None = None  # (when the environment was read, the recorder it names)
 
 
 def recorder(path: Path | None = None) -> Recorder:
@@ -167,14 +179,18 @@ def recorder(path: Path | None = None) -> Recorder:
 
 def close_all() -> None:
     """Write every buffered record and end the writer threads (at exit; tests call it to read the file)."""
+    global _latest
     with _lock:
         closing = list(_recorders.values())
         _recorders.clear()
+        _latest = None
     for r in closing:
         r.close()
 
 
 def _forget_in_child() -> None:
+    global _latest
+    _latest = None
     _recorders.clear()  # a forked child has no writer threads: it starts its own, its parent's buffer is not its
 
 
@@ -188,11 +204,17 @@ def record_task(
     """A task ended (well, unless `ok` is false: then nothing is recorded): `fn` (a function, a RemoteFunction or
     a command line), its memory need (MiB, or min_memory's text), `submitted` (time.monotonic() when it was
     submitted), `where` it ran (a partition, a profile name, or None: a whole GPU) and its run time. Costs an
-    append; the writer thread does the rest."""
-    if not ok or not enabled():
+    append; the writer thread does the rest. The environment ($MIGPOOL_RECORD, $MIGPOOL_CACHE_DIR) is read again
+    at most once a second."""
+    global _latest
+    if not ok:
         return
-    arrival = time.time() - (time.monotonic() - submitted)
-    recorder().add((fn, need, arrival, profile_of(where), seconds))
+    now = time.monotonic()
+    latest = _latest
+    if latest is None or now - latest[0] > RECHECK_S or (latest[1] is not None and latest[1].stopping):
+        latest = _latest = (now, recorder() if enabled() else None)
+    if latest[1] is not None:
+        latest[1].add((fn, need, time.time() - (now - submitted), profile_of(where), seconds))
 
 
 def paths(path: Path | None = None) -> list[Path]:
