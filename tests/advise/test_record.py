@@ -2,6 +2,8 @@
 
 import json
 
+from migpool_cli import mp
+
 from migpool import Compute, Local, Worker, function, plugins
 from migpool.observe import workload
 
@@ -63,3 +65,14 @@ def test_a_bad_line_is_skipped_and_named(tmp_path):
     bad: list[str] = []
     assert list(workload.read([path], bad.append)) == [good]
     assert bad == [f"{path}:2"]
+
+
+def test_migpool_run_jobs_records_each_command(tmp_path):
+    jobs = tmp_path / "jobs.txt"
+    jobs.write_text("[min_memory=9GB] sh -c 'exit 0'\n[3g.40gb] true\nfalse\n")
+    r = mp("run", "--simulate", "A100-80GB", "--dynamic", "--jobs", str(jobs))
+    assert r.returncode != 0  # `false` failed: it is not recorded
+    rows = list(workload.read(workload.paths()))
+    assert sorted(row["fn"] for row in rows) == ["sh -c exit 0", "true"]
+    assert next(row for row in rows if row["fn"] == "true")["profile"] == "3g.40gb"
+    assert next(row for row in rows if row["fn"] != "true")["need_mib"] == 9e9 / 2**20
