@@ -16,6 +16,11 @@ third of the jobs), for the two runs MISO's README and defaults name: 30 jobs sa
 (run.py --arrival 100 --num_job 30 --random_trace) and all 100 jobs at 60 s (run.py's defaults); seed 1 is
 MISO's, seeds 2-8 draw the same runs again (benchmarks/miso.py --seeds). NumPy is needed here only.
     python benchmarks/miso_convert.py /path/to/socc22-miso
+
+--records writes one of those runs from benchmarks/data/miso.json as a trace in migpool's workload record format
+(src/migpool/observe/workload.py; `migpool advise --trace FILE`): one line per job, its model as the function,
+the memory of the smallest slice that holds it, its 7g.40gb run time, and the other slices' in "also".
+    python benchmarks/miso_convert.py --records default [SEED] > miso-default.jsonl
 """
 
 from __future__ import annotations
@@ -61,7 +66,36 @@ def arrivals(trace: dict[str, float], num_job: int, arrival: int, random_trace: 
     return out
 
 
+def records(name: str, seed: int = 1, data: dict | None = None, limit: int | None = None) -> list[dict]:
+    """The run `name` drawn with `seed` as workload records (arrivals from 0, in seconds)."""
+    from migpool.mig import catalog
+
+    memory = {p.name: p.memory_mib for p in catalog.lookup("A100-40GB").profiles}
+    data = data or json.loads(OUT.read_text())
+    by_id = {j["id"]: j for j in data["jobs"]}
+    out = []
+    for jid, arrival in data["arrivals"][name]["seeds"][str(seed)][:limit]:
+        seconds = by_id[jid]["seconds"]
+        also = {p: s for p, s in seconds.items() if p != "7g.40gb"}
+        need = min(memory[p] for p in seconds)
+        out.append(
+            dict(
+                fn=by_id[jid]["model"],
+                need_mib=need,
+                arrival=float(arrival),
+                profile="7g.40gb",
+                seconds=seconds["7g.40gb"],
+                also=also,
+            )
+        )
+    return out
+
+
 def main() -> None:
+    if sys.argv[1] == "--records":
+        for r in records(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 1):
+            print(json.dumps(r))
+        return
     root = Path(sys.argv[1])
     trace = json.loads((root / "mps/scheduler/trace/trace_100.json").read_text())
     models = json.loads((root / "mps/scheduler/simulator/job_models.json").read_text())

@@ -38,6 +38,7 @@ RANKS = {
     "plugins": (7, 0),
     "ray": (7, 0),
     "launch": (7, 0),  # migpool run
+    "advise": (7, 0),  # migpool advise: the event model, its search, the record read back
     "cli": (8, 0),
     "__main__": (9, 0),
 }

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from .advise import advise_cmd
 from .app import Main
 from .export import export
 from .gpus import catalog_cmd, gpus, profiles
@@ -41,6 +42,7 @@ for _command in (
     sim_cmd,
     run_cmd,
     demo,
+    advise_cmd,
 ):
     main.add_command(_command)
 

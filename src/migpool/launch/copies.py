@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import PluginError
 from ..host.containment import Container
 from ..host.leases import inherited_fds
+from ..observe.workload import record_task
 from ..pool.api.info import instance_info
 from ..pool.api.task import Task
 from ..pool.scheduler.threads import Threads
@@ -458,6 +459,7 @@ class CommandRunner:
                 elif kind == "exit":
                     status = detail["status"]
                     job.seconds += detail["seconds"]
+                    record_task(job.argv, job.min_memory, began, job.where, detail["seconds"], ok=status == 0)
                     continue
                 self.events.put((kind, job, detail))
         finally:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import inspect
+import time
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from typing import Any
 
@@ -40,6 +41,7 @@ class Job:
         "attempts",
         "retries",
         "started",
+        "submitted",
         "vids",
         "stream",
         "inputs",
@@ -67,6 +69,7 @@ class Job:
         self.attempts = 0
         self.retries = retries
         self.started = 0.0
+        self.submitted = time.monotonic()  # for the workload record (observe/workload.py)
         self.vids = vids
         self.stream = stream  # a generator task's items, on their way to the caller
         self.inputs = inputs or []  # its iterator arguments, read as the task asks (None once one ended)

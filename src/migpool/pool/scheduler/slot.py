@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import RemoteError, TaskTimeoutError, WorkerLostError, task_failed
 from ...observe.poolstats import WorkerStats
+from ...observe.workload import record_task
 from ..api.providers import WorkerSpec
 from ..api.task import Task
 from ..shared.state import Caller
@@ -252,6 +253,7 @@ class Slot(abc.ABC):
         if isinstance(msg, TaskDone):
             if provisioner is not None:
                 provisioner.finished(job, self, now - job.started)
+            record_task(job.task.fn, job.task.need_mib, job.submitted, self.spec.partition, now - job.started)
             self.deliver(job, msg.result)
             return
         job.future.set_exception(remote_exception(msg, self.spec.describe()))
