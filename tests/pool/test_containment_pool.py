@@ -117,10 +117,11 @@ def _kill(pid: int) -> None:
         pass
 
 
-@pytest.mark.parametrize("ending", ["timeout", "close(error=True)"])
+@pytest.mark.parametrize("ending", ["timeout", "close(error=True)", "worker killed"])
 def test_a_daemon_a_task_started_ends_with_its_worker(tmp_path, container_kind, ending):
     """Before: a task's setsid daemon (double fork, PPID 1) outlived its worker when the worker was ended by the
-    task's timeout or close(error=True): only the worker's process group was killed."""
+    task's timeout or close(error=True): only the worker's process group was killed. And, in the sweep kind, when
+    the worker itself was killed from outside (SIGKILL): the daemon went to PID 1 with no one to sweep it."""
     path = tmp_path / "daemon.pid"
     pid = 0
     try:
@@ -132,6 +133,15 @@ def test_a_daemon_a_task_started_ends_with_its_worker(tmp_path, container_kind, 
                 with pytest.raises(migpool.TaskTimeoutError):
                     fut.result(timeout=20)
                 assert wait_gone([pid], 5) == [], "the daemon outlived its worker's timeout"
+                assert pool.submit(C.total, [1]).result(timeout=30) == 1
+            elif ending == "worker killed":
+                fut = pool.submit(C.leave_daemon, str(path), 60)
+                pid = _daemon_pid(path)
+                (worker,) = pool.worker_pids
+                os.kill(worker, signal.SIGKILL)
+                with pytest.raises(migpool.WorkerLostError):
+                    fut.result(timeout=30)
+                assert wait_gone([pid], 10) == [], "the daemon outlived its worker, killed from outside"
                 assert pool.submit(C.total, [1]).result(timeout=30) == 1
             else:
                 pool.submit(C.leave_daemon, str(path), 60)

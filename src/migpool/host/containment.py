@@ -12,7 +12,9 @@ Two kinds, the best this machine allows (`kind()` says which):
 - **sweep**: where no writable cgroup v2 exists (a container without delegation, a user session), the
   container's leader is made a child subreaper (PR_SET_CHILD_SUBREAPER), so its orphaned descendants, daemons
   included, are re-parented to it rather than to PID 1; ending it kills every descendant through a pidfd (a pidfd
-  names one process, so a reused PID is never signalled), children before the leader.
+  names one process, so a reused PID is never signalled), children before the leader. A leader killed from
+  outside leaves its orphans to the next subreaper up (or PID 1): they are found by the container's token, which
+  every member's environment carries, and killed the same way (`sweep_orphans`).
 
 A leader whose parent dies is told so by the kernel (PR_SET_PDEATHSIG, `arm_parent_death`) and ends its own
 container at once: a pool or `migpool run` killed with SIGKILL leaves nothing behind.
@@ -32,7 +34,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-CONTAINER_ENV = "MIGPOOL_CONTAINER"  # what a leader joins at its start: "cgroup:<dir>" or "sweep"
+CONTAINER_ENV = "MIGPOOL_CONTAINER"  # what a leader joins at its start: "cgroup:<dir>" or "sweep:<token>"
 CGROUP_ENV = "MIGPOOL_CGROUP"  # "0" turns cgroups off (the sweep is used); a directory: make containers there
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -190,6 +192,7 @@ class Container:
     kind: str  # "cgroup" or "sweep"
     cgroup: Path | None = None  # the directory (cgroup kind)
     leader: int | None = None  # the leader's PID (sweep kind: what is swept below)
+    token: str = ""  # (sweep kind) in every member's environment: finds those the leader's death let go
 
     @classmethod
     def make(cls, name: str = "c", want: str | None = None) -> Container:
@@ -204,11 +207,11 @@ class Container:
                     return cls("cgroup", d)
                 except OSError:
                     pass
-        return cls("sweep")
+        return cls("sweep", token=f"{os.getpid()}-{next(_seq)}")
 
     def env(self) -> dict[str, str]:
         """What the leader's environment carries, so that it joins at its start (`enter`)."""
-        return {CONTAINER_ENV: f"cgroup:{self.cgroup}" if self.cgroup is not None else "sweep"}
+        return {CONTAINER_ENV: f"cgroup:{self.cgroup}" if self.cgroup is not None else f"sweep:{self.token}"}
 
     def add(self, pid: int, joins_itself: bool = False) -> None:
         """Put process `pid` (just started, nothing forked yet) in the container. One that joins by itself first
@@ -243,6 +246,7 @@ class Container:
             if self.leader is not None:
                 sweep_descendants(self.leader)
                 _kill_by_pidfd(self.leader)
+            self.sweep_orphans()
             return True
         kill_cgroup(self.cgroup)
         deadline = time.monotonic() + wait
@@ -254,6 +258,28 @@ class Container:
         if empty:
             remove_tree(self.cgroup)
         return empty
+
+    def sweep_orphans(self) -> int:
+        """(The sweep kind) Kill what its members left that no longer descends from its leader: a leader killed
+        from outside (SIGKILL) hands its orphans, a task's daemon say, to the next subreaper up or PID 1; they
+        still carry the container's token in their environment. How many were signalled."""
+        if not self.token:
+            return 0
+        needle = f"\0{CONTAINER_ENV}=sweep:{self.token}\0".encode()
+        uid, me, killed = os.getuid(), os.getpid(), 0
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                if os.stat(f"/proc/{name}").st_uid != uid:
+                    continue
+                with open(f"/proc/{name}/environ", "rb") as f:
+                    found = needle in b"\0" + f.read()
+            except OSError:
+                continue
+            if found:
+                killed += sweep_descendants(int(name)) + _kill_by_pidfd(int(name))
+        return killed
 
 
 def remove_stale(base: Path) -> None:
@@ -300,7 +326,7 @@ def enter() -> Container | None:
         else:
             return Container("cgroup", cg, os.getpid())
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
-    return Container("sweep", None, os.getpid())
+    return Container("sweep", None, os.getpid(), spec.partition(":")[2])
 
 
 def remove_tree(cgroup: Path) -> None:

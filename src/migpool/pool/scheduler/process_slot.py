@@ -266,9 +266,11 @@ class ProcessSlot(Slot):
             self.ready.clear()
         rc = proc.wait()
         container = self.container
-        if container is not None and container.cgroup is not None:
-            with contextlib.suppress(OSError):  # what its tasks left running (daemons, forks in flight) ends too
+        with contextlib.suppress(OSError):  # what its tasks left running (daemons, forks in flight) ends too
+            if container is not None and container.cgroup is not None:
                 container.end()
+            elif container is not None:  # (a worker killed from outside swept nothing: what it left is found)
+                container.sweep_orphans()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)  # (the sweep kind: the worker swept its descendants as it exited;
         sched.codec.peer_gone(proc.pid)  # what is left in its process group ends here)
