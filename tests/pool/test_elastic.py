@@ -79,3 +79,12 @@ def test_a_ray_pool_refuses_elastic_nodes():
 
     with pytest.raises(PluginError, match="elastic nodes run on a Local pool only"):
         Compute(provider=Ray(address=None), nodes=Nodes(initial=1, min=0, max=2))
+
+
+def test_options_task_run_timeout_is_the_default_timeout():
+    from migpool import TaskTimeoutError
+
+    with Compute(options=Options(task_run_timeout=0.5), progress=False) as c:
+        with pytest.raises(TaskTimeoutError, match="timeout of 0.5s"):
+            T.nap(30) >> c
+        assert (T.nap(0.0, "ok").with_timeout(30) >> c) == "ok"

@@ -130,3 +130,14 @@ def test_cpus_and_memory_are_checked_against_this_machine():
             pass
     with Compute(cpus=1, memory_gb=int(memory_gb() / 2) or 0.5, progress=False) as c:
         assert (T.add(1, 2) >> c) == 3
+
+
+def test_streams_and_iterator_arguments_under_the_thread_executor():
+    with Compute(executor=Executor(concurrency=2), progress=False) as c:
+        a = c.submit(T.count_up, 50).result()  # a generator task: its items as they come
+        b = c.submit(T.squares_of, iter(range(5))).result()  # an iterator argument, read as the task asks
+        rest = gather(*[T.add(i) for i in range(4)]) >> c
+        assert list(a) == list(range(50)) and list(b) == [0, 1, 4, 9, 16] and list(rest) == [0, 1, 2, 3]
+        with pytest.raises(T.Boom, match="failed at 3"):
+            list(c.submit(T.fail_at, 10, 3).result())
+        assert c.submit(T.running_sum, iter(range(10))).result() == 45

@@ -129,7 +129,7 @@ class Views:
             return self._thread_count
         if self._sched is None:
             return self.worker.concurrency or 0
-        if self.executor == "thread":
+        if self.executor == "thread" and not self.distributed:  # (a Ray pool's workers are actors)
             return self._threads_per_worker
         return max(1, len(self._sched.workers) // max(1, self.current_nodes()))
 
@@ -465,6 +465,8 @@ class Compute(Collections, Views):
         if not isinstance(task, Task):
             fn = task.fn if isinstance(task, RemoteFunction) else task
             task = Task(fn, args, kwargs)
+        if task.timeout is None and self.options.task_run_timeout:  # Options(task_run_timeout=): the default
+            task = task.with_timeout(self.options.task_run_timeout)
         if self._decorators:
             task = dataclasses.replace(task, fn=self._decorate(task.fn))
         if self._threads is not None:

@@ -142,15 +142,19 @@ class Ray:
 
 @dataclass(frozen=True)
 class Worker:
-    """How each node runs its tasks, with the reference system's fields and defaults.
+    """How each node runs its tasks, with the reference system's 0.10 fields and defaults (`Executor` is the
+    0.11+ spelling of the same settings).
 
-    concurrency      tasks at once per node: its workers (None: one per partition or GPU that the plugins pin
-                     workers to, else 1, the reference's default)
-    buffer           tasks queued at each worker beyond the one it runs (migpool keeps the next task ready by itself;
-                     this raises that to at least `buffer`)
+    concurrency      tasks at once per node (None: one per partition or GPU that the plugins pin workers to,
+                     else 1, the reference's default)
+    buffer           tasks queued at each worker beyond those it runs (migpool keeps the next task ready by
+                     itself; this raises that to at least `buffer`)
     executor         "auto" (the default): "process" where plugins pin workers to partitions or GPUs (a process
-                     sees the devices it was started with), else "thread", as in the reference; or either, named
+                     sees the devices it was started with), else "thread", as in the reference; or either, named.
+                     "thread": one process per node runs `concurrency` tasks at once in its threads; "process":
+                     `concurrency` worker processes per node (on a Ray pool both are actor processes)
     reuse_processes  False: a fresh worker process for every task (executor="process" only)
+    preload          modules each worker process imports as it starts
     """
 
     concurrency: int | None = None

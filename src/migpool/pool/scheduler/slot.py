@@ -144,10 +144,10 @@ class Slot(abc.ABC):
         """How many more jobs it takes now: none unless it is ready, alive and not draining; none behind a stream
         (a stream runs alone); one at a time under dynamic MIG (a task that waits may get a partition of its own
         rather than queue here) and for a process per task; else its prefetch depth, at least Worker(buffer)
-        beyond those it runs (its threads)."""
+        beyond those it runs (its threads). A worker with threads runs a stream in one of them, beside other jobs."""
         if not self.ready.is_set() or self.dead_reason or self.draining:
             return 0
-        if self.outstanding and self.outstanding[0].stream is not None:
+        if self.threads == 1 and self.outstanding and self.outstanding[0].stream is not None:
             return 0
         if self.sched.provisioner is not None or self.one_task:
             depth = 1
@@ -296,11 +296,10 @@ class Slot(abc.ABC):
         return job
 
     def _job(self, tid: int) -> Job | None:
-        """The running job `tid`, if it still runs (lock held)."""
-        for job in self.running():
-            if job.id == tid:
-                return job
-        return None
+        """Job `tid`, if its worker still has it (lock held)."""
+        if self.threads == 1:
+            return self.outstanding[0] if self.outstanding and self.outstanding[0].id == tid else None
+        return next((j for j in self.outstanding if j.id == tid), None)
 
     def _between(self, msg: FromWorker, peer: int) -> None:
         """What a worker sends while a task runs: a call on a pool collection, a stream's item or request, segments
