@@ -100,7 +100,8 @@ class Views:
     worker: Worker
     executor: str
     distributed: bool
-    nodes: int
+    nodes: int | str
+    bounds: Nodes
     node_count: int
     node: Node
     _sched: Scheduler | None
@@ -137,7 +138,7 @@ class Views:
         """The pool's nodes now (an elastic pool's change with its load)."""
         if self._elastic is not None:
             return self._elastic.nodes()
-        return (self.nodes if not self.distributed else self.node_count) if self.is_active else 0
+        return (self.bounds.start if not self.distributed else self.node_count) if self.is_active else 0
 
     @property
     def partitions(self) -> list[Partition]:
@@ -182,7 +183,7 @@ class Compute(Collections, Views):
         plugins: Sequence[PluginHooks] = (),
         retries: int = 0,
         progress: bool | None = None,
-        nodes: int | tuple[int, int] | Nodes = 1,
+        nodes: int | tuple[int, int] | Nodes | str = 1,
         accelerator: Accelerator | str | None = None,
         metrics_port: int | None = None,
         *,
@@ -199,7 +200,8 @@ class Compute(Collections, Views):
         self.distributed = self.provider.distributed
         self.worker = executor.worker() if executor is not None else worker or Worker()
         self.plugins = list(plugins)
-        self.bounds = as_nodes(nodes)
+        ray_all = self.distributed and nodes == "all"  # (a Ray pool: every node that serves)
+        self.bounds = as_nodes(1 if ray_all else nodes)  # type: ignore[arg-type]
         self.options = options or Options()
         if self.distributed and self.bounds.elastic:
             raise PluginError(f"{self.bounds}: elastic nodes run on a Local pool only; give a Ray pool nodes=N")
@@ -210,7 +212,7 @@ class Compute(Collections, Views):
                 "Local(inline=True) runs a thread executor's tasks in this process, on one node: use it with "
                 "Executor(type='thread') and nodes=1, or leave inline out"
             )
-        self.nodes = max(self.bounds.initial, self.bounds.min)  # nodes at the start
+        self.nodes: int | str = "all" if ray_all else self.bounds.start
         self.node_count = self.bounds.max if not self.distributed else 1  # (a Ray pool's: the nodes it chose)
         self.cpus, self.memory_gb = cpus, memory_gb
         self.accelerator = named(accelerator) if accelerator is not None else None
@@ -307,7 +309,7 @@ class Compute(Collections, Views):
         if self.executor == "thread":  # one process per node, which runs n tasks at once in its threads
             self._threads_per_worker, n = self.worker.concurrency or 1, self.node_count
         specs = self._node_specs(n, parts)
-        self._sched = sched = Scheduler([s for s in specs if s.node < self.nodes], default_retries=self.retries)
+        self._sched = sched = Scheduler([s for s in specs if s.node < self.bounds.start], default_retries=self.retries)
         self._share(LocalTransport(sched.shared))
         sched.start()
         for w in sched.workers:

@@ -49,6 +49,11 @@ class Nodes:
         return self.min < self.max
 
     @property
+    def start(self) -> int:
+        """The nodes a pool starts with."""
+        return max(self.initial, self.min)
+
+    @property
     def desired(self) -> int:
         """The 0.10 name of `initial`."""
         return self.initial
