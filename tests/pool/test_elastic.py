@@ -88,3 +88,8 @@ def test_options_task_run_timeout_is_the_default_timeout():
         with pytest.raises(TaskTimeoutError, match="timeout of 0.5s"):
             T.nap(30) >> c
         assert (T.nap(0.0, "ok").with_timeout(30) >> c) == "ok"
+
+
+def test_broadcast_on_an_elastic_pool_runs_on_the_nodes_there_are():
+    with Compute(nodes=(2, 3), options=Options(autoscale_idle_timeout=60), progress=False) as c:
+        assert [r["info"].node for r in T.where() @ c] == [0, 1]

@@ -141,3 +141,16 @@ def test_streams_and_iterator_arguments_under_the_thread_executor():
         with pytest.raises(T.Boom, match="failed at 3"):
             list(c.submit(T.fail_at, 10, 3).result())
         assert c.submit(T.running_sum, iter(range(10))).result() == 45
+
+
+def test_a_timeout_under_the_thread_executor_ends_its_node_process_and_says_so():
+    from migpool import TaskTimeoutError, WorkerLostError
+
+    with Compute(executor=Executor(concurrency=2), progress=False) as c:
+        late = c.submit(T.nap(30).with_timeout(1.0))
+        beside = c.submit(T.nap, 30)
+        with pytest.raises(TaskTimeoutError, match="timeout of 1.0s"):
+            late.result(timeout=60)
+        with pytest.raises(WorkerLostError):
+            beside.result(timeout=60)
+        assert (T.add(1, 1) >> c) == 2  # the node process was started again

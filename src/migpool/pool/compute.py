@@ -510,8 +510,10 @@ class Compute(Collections, Views):
         return self.scheduler.put(value)
 
     def broadcast(self, task: Task[Any]) -> list[Any]:
-        """Run the task once on every node (`task @ compute`); one result per node, in node order."""
-        futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node_count)]
+        """Run the task once on every node (`task @ compute`; an elastic pool's nodes now); one result per node, in
+        node order."""
+        nodes = range(self.node_count) if self._elastic is None else self._elastic.node_indexes()
+        futs = [self.submit(dataclasses.replace(task, node=i)) for i in nodes]
         return [f.result() for f in futs]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:

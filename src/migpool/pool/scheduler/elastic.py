@@ -81,8 +81,12 @@ class Elastic:
 
     def nodes(self) -> int:
         """The nodes the pool runs now (each with at least one worker, started or starting)."""
+        return len(self.node_indexes())
+
+    def node_indexes(self) -> list[int]:
+        """The indexes of the nodes the pool runs now, in order."""
         with self.sched.lock:
-            return len({w.spec.node for w in self.sched.workers})
+            return sorted({w.spec.node for w in self.sched.workers})
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_S):
