@@ -77,7 +77,8 @@ class Slot(abc.ABC):
         self.draining = False  # takes no new job (dynamic MIG is about to free its partition)
         self.retired = False  # removed from the pool: not restarted when its worker ends
         self.threads = spec.threads  # jobs its worker runs at once (the first of `outstanding`)
-        self.due: Job | None = None  # the running job whose deadline `deadline` found first
+        self.due = -1  # the id of the running job whose deadline `deadline` found first (no Job is kept: its
+        # result would stay alive with it)
         p = spec.partition
         self.stats = WorkerStats(
             spec.index,
@@ -170,7 +171,7 @@ class Slot(abc.ABC):
         self.timed_out = False
         self.stalled = False
         self.done_one = False
-        self.due = None
+        self.due = -1
         self.writer_q = queue.SimpleQueue()
 
     def send(self, job: Job, fn_bytes: bytes) -> None:
@@ -213,18 +214,17 @@ class Slot(abc.ABC):
     def deadline(self) -> tuple[float | None, str]:
         """When its worker must be ended unless a task running now ended: its timeout ("timeout"), or, for a
         stream its consumer stopped, the bound on its generator's cleanup ("cleanup"); (None, "") if neither. The
-        running job it names is kept as `due`."""
+        running job it names is noted as `due` (a worker with threads: with one, it is the first)."""
         with self.sched.lock:
             if not self.outstanding:
                 return None, ""
             if self.threads == 1:
-                self.due = self.outstanding[0]
-                return _deadline_of(self.due)
+                return _deadline_of(self.outstanding[0])
             best: tuple[float | None, str] = (None, "")
             for job in self.running():
                 when, why = _deadline_of(job)
                 if when is not None and (best[0] is None or when < best[0]):
-                    best, self.due = (when, why), job
+                    best, self.due = (when, why), job.id
             return best
 
     def bound_cleanup(self, job: Job) -> None:
@@ -370,7 +370,7 @@ class Slot(abc.ABC):
             failures: list[tuple[Job, BaseException]] = []
             retried: list[Job] = []
             for job in running:
-                failure = self._fate(job, how, rc, due=self.threads == 1 or job is self.due)
+                failure = self._fate(job, how, rc, due=self.threads == 1 or job.id == self.due)
                 if failure is None:
                     retried.append(job)
                 else:
