@@ -294,12 +294,16 @@ def test_concurrency_left_out_means_one_partition_as_the_reference_and_count_all
 
 
 def test_executor_auto_is_threads_without_devices_and_processes_with_them():
-    with Compute(progress=False) as c:  # the reference's Worker(): one thread per node
-        assert c.executor == "thread" and c.concurrency == 1 and (T.where() >> c)["pid"] == os.getpid()
+    # the reference's Worker(): one thread per node, in a node process (issue 42: never in the caller)
+    with Compute(progress=False) as c:
+        assert c.executor == "thread" and c.concurrency == 1 and (T.where() >> c)["pid"] != os.getpid()
+    with Compute(provider=Local(inline=True), progress=False) as c:  # the caller's threads, asked for by name
+        assert c.executor == "thread" and (T.where() >> c)["pid"] == os.getpid()
     with Compute(provider=Local(simulate="A100-80GB"), plugins=[plugins.mig(profile="3g.40gb")], progress=False) as c:
         assert c.executor == "process" and (T.where() >> c)["pid"] != os.getpid()
-    with Compute(nodes=2, progress=False) as c:  # several nodes: processes of their own
-        assert c.executor == "process" and c.concurrency == 1
+    with Compute(nodes=2, progress=False) as c:  # several nodes: a process each
+        assert c.executor == "thread" and c.concurrency == 1
+        assert len({r["pid"] for r in T.where() @ c}) == 2
     with pytest.raises(migpool.PluginError, match="reuse_processes=False only applies"):
         Worker(reuse_processes=False)
     with pytest.raises(migpool.PluginError, match="buffer must be"):
@@ -368,9 +372,11 @@ def test_simulation_from_the_environment_and_never_a_silent_fallback(monkeypatch
 
 
 def test_thread_executor_without_mig():
+    # issue 42: the threads of one node process, as the reference's node runs them; every task sees worker 0
     with Compute(worker=Worker(concurrency=2, executor="thread"), progress=False) as c:
         infos = gather(*[T.where() for _ in range(4)]) >> c
-        assert {r["info"].worker for r in infos} <= {0, 1} and {r["pid"] for r in infos} == {os.getpid()}
+        pids = {r["pid"] for r in infos}
+        assert {r["info"].worker for r in infos} == {0} and len(pids) == 1 and os.getpid() not in pids
 
 
 def test_image_env_and_satisfied_requirements_install_nothing():

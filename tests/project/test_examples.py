@@ -49,8 +49,8 @@ def test_accelerator_and_nodes_are_checked(monkeypatch):
     assert a.L4() == a.Custom("L4") and a.T4G().family == "T4G" and a.RTX_PRO_6000().family == "RTX PRO 6000"
     with pytest.raises(sky.PluginError, match="nodes must be a whole number"):
         sky.Compute(nodes=0)
-    with pytest.raises(sky.PluginError, match="nodes=2 runs each node's workers as processes"):
-        sky.Compute(nodes=2, worker=sky.Worker(executor="thread"))
+    with sky.Compute(nodes=2, worker=sky.Worker(executor="thread"), progress=False) as c:  # issue 42: allowed
+        assert c.current_nodes() == 2 and len({r["pid"] for r in T.where() @ c}) == 2
 
 
 def test_whole_gpu_pinning_by_uuid(monkeypatch):

@@ -18,6 +18,9 @@ _EXPORTS = {
     **{name: ".api.providers" for name in ("LambdaCloud", "MassedCompute", "Novita", "RunPod", "Scaleway")},
     **{name: ".api.providers" for name in ("TensorDock", "VastAI", "Vultr")},
     "Worker": ".api.providers",
+    "Executor": ".api.providers",
+    "Nodes": ".api.nodes",
+    "Options": ".api.nodes",
     "WorkerSpec": ".api.providers",
     "Image": ".api.image",
     "InstanceInfo": ".api.info",
@@ -70,11 +73,13 @@ if TYPE_CHECKING:
     from .api.attempts import Lost, Retry
     from .api.image import Image
     from .api.info import Info, InstanceInfo, Partition, instance_info, is_head
+    from .api.nodes import Nodes, Options
     from .api.providers import (
         AWS,
         GCP,
         Azure,
         Container,
+        Executor,
         Hyperstack,
         JarvisLabs,
         LambdaCloud,

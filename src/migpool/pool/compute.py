@@ -24,9 +24,12 @@ from .api.attempts import on_threads
 from .api.current import entered
 from .api.image import Image
 from .api.info import InstanceInfo, Partition, set_thread_info, topology_env
+from .api.machine import check_machine
+from .api.nodes import Nodes, Options, as_nodes
 from .api.providers import (
     Cloud,
     DynamicMigOptions,
+    Executor,
     Local,
     Node,
     PluginHooks,
@@ -44,15 +47,16 @@ from .scheduler.spares import settings_for as spare_settings
 from .shared import proxies as shared
 from .shared.proxies import Barrier, Counter, Dict, LocalTransport, Lock, Queue, Set, Transport
 from .shared.state import SharedState
-from .wire.messages import ONE_TASK_ENV
+from .wire.messages import ONE_TASK_ENV, THREADS_ENV
 from .worker import chain
 
 if TYPE_CHECKING:  # imported where used: a pool without dynamic MIG, Ray or metrics loads none of them
     from .dynamic.controller import DynamicMig
     from .dynamic.site import Site
     from .raypool.pool import RayPool
+    from .scheduler.elastic import Elastic
 
-__all__ = ["Compute", "Local", "Node", "Ray", "Verda", "Worker"]
+__all__ = ["Compute", "Executor", "Local", "Node", "Nodes", "Options", "Ray", "Verda", "Worker"]
 
 
 def _free_port() -> int:
@@ -92,7 +96,85 @@ class Collections:
         return Lock(name, timeout, self._transport())
 
 
-class Compute(Collections):
+class Views:
+    """What an open (or closed) pool tells about itself: its stats, nodes, workers, partitions and controllers.
+    `Compute` sets the attributes below."""
+
+    worker: Worker
+    executor: str
+    distributed: bool
+    nodes: int | str
+    bounds: Nodes
+    node_count: int
+    node: Node
+    _sched: Scheduler | None
+    _threads: ThreadPoolExecutor | None
+    _thread_count: int
+    _threads_per_worker: int
+    _closed: bool
+    _dynamic: DynamicMig | None
+    _elastic: Elastic | None
+
+    def stats(self) -> dict[str, Any]:
+        """Per worker: partition, tasks started/done/failed/lost, running and queued now, busy time, last error."""
+        if self._sched is None:
+            return dict(pid=os.getpid(), pending=0, workers=[])
+        return self._sched.stats()
+
+    @property
+    def is_active(self) -> bool:
+        """Whether the pool is open and takes tasks."""
+        return (self._sched is not None or self._threads is not None) and not self._closed
+
+    @property
+    def concurrency(self) -> int:
+        """Tasks each node runs at once (its workers)."""
+        if self._threads is not None:
+            return self._thread_count
+        if self._sched is None:
+            return self.worker.concurrency or 0
+        if self.executor == "thread" and not self.distributed:  # (a Ray pool's workers are actors)
+            return self._threads_per_worker
+        return max(1, len(self._sched.workers) // max(1, self.current_nodes()))
+
+    def current_nodes(self) -> int:
+        """The pool's nodes now (an elastic pool's change with its load)."""
+        if self._elastic is not None:
+            return self._elastic.nodes()
+        return (self.bounds.start if not self.distributed else self.node_count) if self.is_active else 0
+
+    @property
+    def partitions(self) -> list[Partition]:
+        """The pool's partitions (with dynamic MIG: those that exist now)."""
+        if self._dynamic is not None:
+            return self._dynamic.partitions()
+        return list(self.node.partitions)
+
+    @property
+    def changes(self) -> list[dict[str, Any]]:
+        """Dynamic MIG: every partition created or destroyed, when, where and why."""
+        return list(self._dynamic.changes) if self._dynamic is not None else []
+
+    @property
+    def worker_pids(self) -> list[int]:
+        if self._sched is None:
+            return []
+        return [w.stats.pid for w in self._sched.workers if w.stats.pid]
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The pool's scheduler (its queue, workers and threads); only while the pool is open."""
+        if self._sched is None:
+            raise RuntimeError("the pool is not open: use the Compute as a context manager")
+        return self._sched
+
+    @property
+    def controller(self) -> DynamicMig | None:
+        """Dynamic MIG's controller, with mig(dynamic=True), while the pool is open."""
+        return self._dynamic
+
+
+class Compute(Collections, Views):
     """A pool of workers. Use as a context manager; send tasks with `task >> compute`, `gather(...) >> compute`,
     `compute.submit(task)` or `compute.map(fn, items)`."""
 
@@ -104,36 +186,46 @@ class Compute(Collections):
         plugins: Sequence[PluginHooks] = (),
         retries: int = 0,
         progress: bool | None = None,
-        nodes: int = 1,
+        nodes: int | tuple[int, int] | Nodes | str = 1,
         accelerator: Accelerator | str | None = None,
         metrics_port: int | None = None,
+        *,
+        executor: Executor | None = None,
+        cpus: int | None = None,
+        memory_gb: float | None = None,
+        options: Options | None = None,
     ) -> None:
         if isinstance(provider, Cloud):
             raise PluginError(provider.refusal())
+        if executor is not None and worker is not None:
+            raise PluginError("pass executor= (0.11+) or worker= (0.10), not both: they say the same thing")
         self.provider = provider or Local()
         self.distributed = self.provider.distributed
-        self.worker = worker or Worker()
+        self.worker = executor.worker() if executor is not None else worker or Worker()
         self.plugins = list(plugins)
-        own = any(p.needs_processes for p in self.plugins)
-        # a Ray pool's workers are actors (processes); several local nodes are processes of their own
-        self.executor = self.worker.resolved(own or self.distributed or nodes != 1)
-        if not self.distributed:
-            if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
-                raise PluginError(f"nodes must be a whole number >= 1 for a Local pool, not {nodes!r}")
-            if nodes > 1 and self.executor == "thread":
-                raise PluginError(
-                    f"nodes={nodes} runs each node's workers as processes of their own: use "
-                    "Worker(executor='process'), or nodes=1 for a thread pool"
-                )
-        self.nodes = nodes
-        self.node_count = nodes if not self.distributed else 1  # (a Ray pool's: the nodes it chose)
+        ray_all = self.distributed and nodes == "all"  # (a Ray pool: every node that serves)
+        self.bounds = as_nodes(1 if ray_all else nodes)  # type: ignore[arg-type]
+        self.options = options or Options()
+        if self.distributed and self.bounds.elastic:
+            raise PluginError(f"{self.bounds}: elastic nodes run on a Local pool only; give a Ray pool nodes=N")
+        self.inline = getattr(self.provider, "inline", False)
+        self.executor = self.worker.resolved(any(p.needs_processes for p in self.plugins) or self.distributed)
+        if self.inline and (self.executor != "thread" or self.bounds.max != 1):
+            raise PluginError(
+                "Local(inline=True) runs a thread executor's tasks in this process, on one node: use it with "
+                "Executor(type='thread') and nodes=1, or leave inline out"
+            )
+        self.nodes: int | str = "all" if ray_all else self.bounds.start
+        self.node_count = self.bounds.max if not self.distributed else 1  # (a Ray pool's: the nodes it chose)
+        self.cpus, self.memory_gb = cpus, memory_gb
         self.accelerator = named(accelerator) if accelerator is not None else None
         self.image = image or Image()
         self.retries = retries
         self.progress = sys.stdout.isatty() if progress is None else progress
         # what the plugins see: this machine, with every worker of its simulated nodes
         per_node = self.worker.concurrency
-        machine = dataclasses.replace(self.worker, concurrency=per_node * nodes) if per_node and nodes > 1 else None
+        count = self.node_count
+        machine = dataclasses.replace(self.worker, concurrency=per_node * count) if per_node and count > 1 else None
         self.node = Node(0, 1, self.provider, machine or self.worker)
         self._sched: Scheduler | None = None
         self._threads: ThreadPoolExecutor | None = None
@@ -149,6 +241,8 @@ class Compute(Collections):
         self._dynamic: DynamicMig | None = None  # the dynamic MIG controller, with mig(dynamic=True)
         self._shared: Transport | None = None  # where the pool's collections (compute.dict, …) are served
         self._thread_count = 0  # a thread pool's threads
+        self._threads_per_worker = 1  # tasks each worker process runs at once (the thread executor: per node)
+        self._elastic: Elastic | None = None  # elastic nodes, with Nodes(min < max)
         self._decorators = [p.decorate for p in self.plugins if p.decorates]  # wrap each task's function
         self._decorated: dict[int, tuple[Any, Any]] = {}  # id(fn) -> (fn, its decorated function)
         self._around = contextlib.ExitStack()  # the plugins' around_pool contexts, left when the pool closes
@@ -187,6 +281,7 @@ class Compute(Collections):
         self._image = image
         if self.distributed:
             return self._open_ray()
+        check_machine(self.cpus, self.memory_gb)
         if self.accelerator is not None:
             self.accelerator.check([g.name for g in self.node.backend.gpus()])
         if self.node_count > 1 and self._dynamic_options() is not None:
@@ -195,7 +290,7 @@ class Compute(Collections):
                 "use nodes=1 (or a Ray pool for several machines)"
             )
         chain.validate(self.plugins, self.node)  # every refusal before an image is built or anything changed
-        self._python = image.interpreter() if self.executor == "process" else sys.executable
+        self._python = sys.executable if self.inline else image.interpreter()
         chain.bootstrap(self.plugins, self.node)
         self._bootstrapped = list(self.plugins)
         parts = self.node.partitions
@@ -203,7 +298,7 @@ class Compute(Collections):
         n = n or next((k for p in self.plugins if (k := p.workers(self.node))), None) or self.node_count
         if parts and n != len(parts):
             raise PluginError(f"concurrency={n} but the plugins made {len(parts)} partitions; they must agree")
-        if self.executor == "thread":
+        if self.inline:
             self._share(LocalTransport(SharedState()))
             self._thread_count = n
             start = (self._shared, self._thread_ids, n)
@@ -214,12 +309,17 @@ class Compute(Collections):
         dynamic = self._dynamic_options()
         if dynamic is not None:
             n = 0  # workers come and go with their partitions
+        if self.executor == "thread":  # one process per node, which runs n tasks at once in its threads
+            self._threads_per_worker, n = self.worker.concurrency or 1, self.node_count
         specs = self._node_specs(n, parts)
-        self._sched = sched = Scheduler(specs, default_retries=self.retries, spares=spare_settings(self))
+        starting = [s for s in specs if s.node < self.bounds.start]
+        self._sched = sched = Scheduler(starting, default_retries=self.retries, spares=spare_settings(self))
         self._share(LocalTransport(sched.shared))
         sched.start()
         for w in sched.workers:
-            self._worker_started(w)
+            self.worker_started(w)
+        if self.bounds.elastic:
+            self._elastic = start_elastic(self, sched, specs)
         if dynamic is not None:
             from .dynamic.site import LocalSite
 
@@ -246,6 +346,9 @@ class Compute(Collections):
         """The spec of worker `i` of `n` on node `node`, pinned to `part` (its environment fixed before it starts);
         `first`: its index among the pool's `total` workers, where nodes hold different numbers."""
         where = f"node {node} of {self.node_count} on this machine" if self.node_count > 1 else ""
+        pool_env = {ONE_TASK_ENV: "1"} if not self.worker.reuse_processes else {}
+        if self._threads_per_worker > 1:
+            pool_env[THREADS_ENV] = str(self._threads_per_worker)
         return build_worker_spec(
             i,
             n,
@@ -257,13 +360,15 @@ class Compute(Collections):
             first=first,
             total=total,
             inherit=os.environ,
-            pool_env={ONE_TASK_ENV: "1"} if not self.worker.reuse_processes else None,
+            pool_env=pool_env,
             python=self._python,
             where=where,
             buffer=self.worker.buffer,
+            threads=self._threads_per_worker,
         )
 
-    def _worker_started(self, w: Slot) -> None:
+    def worker_started(self, w: Slot) -> None:
+        """Worker `w` started: the plugins' hook."""
         for p in self.plugins:
             p.worker_started(w.spec, w.pid, self.node)
 
@@ -271,7 +376,7 @@ class Compute(Collections):
         """One more worker, on a partition dynamic MIG just made here."""
         sched = self.scheduler
         w = sched.add_worker(self.worker_spec(next(self._worker_ids), len(sched.workers) + 1, part))
-        self._worker_started(w)
+        self.worker_started(w)
         return w
 
     def _start_dynamic(self, options: DynamicMigOptions, site: Site) -> None:
@@ -317,6 +422,11 @@ class Compute(Collections):
     def _close(self, error: bool) -> None:
         broken: PoolBrokenError | None = None
         self._around.close()
+        if self._elastic is not None:  # (after the tasks: one sent to a pool at zero nodes starts one)
+            if not error and self._sched is not None:
+                self._sched.wait_idle()
+            self._elastic.stop()
+            self._elastic = None
         if self._dynamic is not None:
             if not error and self._sched is not None:
                 self._sched.wait_idle()
@@ -361,6 +471,8 @@ class Compute(Collections):
         if not isinstance(task, Task):
             fn = task.fn if isinstance(task, RemoteFunction) else task
             task = Task(fn, args, kwargs)
+        if task.timeout is None and self.options.task_run_timeout:  # Options(task_run_timeout=): the default
+            task = task.with_timeout(self.options.task_run_timeout)
         if self._decorators:
             task = dataclasses.replace(task, fn=self._decorate(task.fn))
         if self._threads is not None:
@@ -402,8 +514,10 @@ class Compute(Collections):
         return self.scheduler.put(value)
 
     def broadcast(self, task: Task[Any]) -> list[Any]:
-        """Run the task once on every node (`task @ compute`); one result per node, in node order."""
-        futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node_count)]
+        """Run the task once on every node (`task @ compute`; an elastic pool's nodes now); one result per node, in
+        node order."""
+        nodes = range(self.node_count) if self._elastic is None else self._elastic.node_indexes()
+        futs = [self.submit(dataclasses.replace(task, node=i)) for i in nodes]
         return [f.result() for f in futs]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:
@@ -432,60 +546,6 @@ class Compute(Collections):
             _show_progress(futs)
         return futs
 
-    def stats(self) -> dict[str, Any]:
-        """Per worker: partition, tasks started/done/failed/lost, running and queued now, busy time, last error."""
-        if self._sched is None:
-            return dict(pid=os.getpid(), pending=0, workers=[])
-        return self._sched.stats()
-
-    @property
-    def is_active(self) -> bool:
-        """Whether the pool is open and takes tasks."""
-        return (self._sched is not None or self._threads is not None) and not self._closed
-
-    @property
-    def concurrency(self) -> int:
-        """Tasks each node runs at once (its workers)."""
-        if self._threads is not None:
-            return self._thread_count
-        if self._sched is None:
-            return self.worker.concurrency or 0
-        return max(1, len(self._sched.workers) // self.node_count)
-
-    def current_nodes(self) -> int:
-        """The pool's nodes now."""
-        return self.node_count if self.is_active else 0
-
-    @property
-    def partitions(self) -> list[Partition]:
-        """The pool's partitions (with dynamic MIG: those that exist now)."""
-        if self._dynamic is not None:
-            return self._dynamic.partitions()
-        return list(self.node.partitions)
-
-    @property
-    def changes(self) -> list[dict[str, Any]]:
-        """Dynamic MIG: every partition created or destroyed, when, where and why."""
-        return list(self._dynamic.changes) if self._dynamic is not None else []
-
-    @property
-    def worker_pids(self) -> list[int]:
-        if self._sched is None:
-            return []
-        return [w.stats.pid for w in self._sched.workers if w.stats.pid]
-
-    @property
-    def scheduler(self) -> Scheduler:
-        """The pool's scheduler (its queue, workers and threads); only while the pool is open."""
-        if self._sched is None:
-            raise RuntimeError("the pool is not open: use the Compute as a context manager")
-        return self._sched
-
-    @property
-    def controller(self) -> DynamicMig | None:
-        """Dynamic MIG's controller, with mig(dynamic=True), while the pool is open."""
-        return self._dynamic
-
     # --- where the pool's collections are served (Collections) ---
     def _transport(self) -> Transport:
         if self._shared is None:
@@ -494,10 +554,26 @@ class Compute(Collections):
         return self._shared
 
 
+def start_elastic(pool: Compute, sched: Scheduler, specs: list[WorkerSpec]) -> Elastic:
+    """Keep `pool`'s node processes between its bounds as its load changes (scheduler/elastic.py)."""
+    from .scheduler.elastic import Elastic
+
+    if pool.node.partitions:
+        raise PluginError(f"{pool.bounds} with plugins that make partitions: elastic nodes run without them")
+    by_node: dict[int, list[WorkerSpec]] = {}
+    for s in specs:
+        by_node.setdefault(s.node, []).append(s)
+    o = pool.options
+    per_node = max(1, len(specs) // len(by_node)) * specs[0].threads  # (tasks a node runs at once)
+    elastic = Elastic(
+        sched, by_node, pool.bounds, per_node, o.autoscale_idle_timeout, o.autoscale_cooldown, pool.worker_started
+    )
+    elastic.start()
+    return elastic
+
+
 def _check_ray_worker(worker: Worker) -> None:
     """Refuse the Worker settings a Ray pool cannot honour."""
-    if worker.executor == "thread":
-        raise PluginError("a Ray pool runs process workers (Ray actors): use Worker(executor='process')")
     if not worker.reuse_processes:
         raise PluginError(
             "Worker(reuse_processes=False) on a Ray pool: each worker is an actor that lives as long as the "

@@ -1,5 +1,6 @@
 """Where work runs, as data: the providers (`Local`, `Ray`, and the reference API's `Verda`), the `Worker`
-settings, the `Node` that plugins bootstrap, a worker's `WorkerSpec`, and what a plugin offers the pool.
+settings (and `Executor`, their 0.11+ spelling), the `Node` that plugins bootstrap, a worker's `WorkerSpec`, and
+what a plugin offers the pool.
 
 This is the lowest layer of the pool: it imports nothing of the pool but `info` (what a task sees).
 """
@@ -47,9 +48,14 @@ def worker_pythonpath() -> str:
 
 @dataclass(frozen=True)
 class Local:
-    """This machine. `simulate='A100-80GB'` (or $MIGPOOL_SIMULATE) uses simulated GPUs: never a silent fallback."""
+    """This machine. `simulate='A100-80GB'` (or $MIGPOOL_SIMULATE) uses simulated GPUs: never a silent fallback.
+
+    `inline=True` is the one fast path that gives up the reference's task semantics: a thread executor's tasks run
+    in threads of the caller itself, sharing its objects (arguments and results are not copied) and its
+    environment (an Image's env and pip do not apply). Without it every task runs in a node process."""
 
     simulate: str | None = None
+    inline: bool = False
     distributed = False  # the pool runs on this one node
 
     def spec(self) -> str | None:
@@ -136,38 +142,96 @@ class Ray:
 
 @dataclass(frozen=True)
 class Worker:
-    """How each node runs its tasks, with the reference system's fields and defaults.
+    """How each node runs its tasks, with the reference system's 0.10 fields and defaults (`Executor` is the
+    0.11+ spelling of the same settings).
 
-    concurrency      tasks at once per node: its workers (None: one per partition or GPU that the plugins pin
-                     workers to, else 1, the reference's default)
-    buffer           tasks queued at each worker beyond the one it runs (migpool keeps the next task ready by itself;
-                     this raises that to at least `buffer`)
+    concurrency      tasks at once per node (None: one per partition or GPU that the plugins pin workers to,
+                     else 1, the reference's default)
+    buffer           tasks queued at each worker beyond those it runs (migpool keeps the next task ready by
+                     itself; this raises that to at least `buffer`)
     executor         "auto" (the default): "process" where plugins pin workers to partitions or GPUs (a process
-                     sees the devices it was started with), else "thread", as in the reference; or either, named
+                     sees the devices it was started with), else "thread", as in the reference; or either, named.
+                     "thread": one process per node runs `concurrency` tasks at once in its threads; "process":
+                     `concurrency` worker processes per node (on a Ray pool both are actor processes)
     reuse_processes  False: a fresh worker process for every task (executor="process" only)
+    preload          modules each worker process imports as it starts
     """
 
     concurrency: int | None = None
     buffer: int = 0
     executor: Literal["auto", "process", "thread"] = "auto"
     reuse_processes: bool = True
-    preload: Sequence[str] = ()
+    preload: Sequence[str] = ()  # modules each worker process imports as it starts
 
     def __post_init__(self) -> None:
         if self.executor not in ("auto", "process", "thread"):
             raise PluginError(f"executor must be 'auto', 'process' or 'thread', not {self.executor!r}")
-        if self.concurrency is not None and (isinstance(self.concurrency, bool) or self.concurrency < 1):
-            raise PluginError(f"concurrency must be at least 1, not {self.concurrency}")
-        if isinstance(self.buffer, bool) or not isinstance(self.buffer, int) or self.buffer < 0:
-            raise PluginError(f"buffer must be a whole number >= 0, not {self.buffer!r}")
+        _check_counts(self.concurrency, self.buffer)
         if not self.reuse_processes and self.executor != "process":
             raise PluginError("reuse_processes=False only applies when executor='process'")
+        _check_preload(self.preload)
 
     def resolved(self, pinned: bool) -> Literal["process", "thread"]:
         """The executor "auto" stands for: processes where workers are pinned to devices, else threads."""
         if self.executor == "auto":
             return "process" if pinned else "thread"
         return self.executor
+
+
+def _check_counts(concurrency: int | None, buffer: int) -> None:
+    if concurrency is not None and (
+        isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
+    ):
+        raise PluginError(f"concurrency must be a whole number >= 1 (or None), not {concurrency!r}")
+    if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 0:
+        raise PluginError(f"buffer must be a whole number >= 0, not {buffer!r}")
+
+
+def _check_preload(preload: Sequence[str]) -> None:
+    if isinstance(preload, str) or not all(isinstance(m, str) and m for m in preload):
+        raise PluginError(f"preload takes a list of module names, such as ('numpy',), not {preload!r}")
+
+
+@dataclass(frozen=True)
+class Executor:
+    """How each node runs its tasks: the reference's 0.11+ spelling of `Worker`, with its fields and defaults.
+
+    type         "thread" (the default): one process per node runs `concurrency` tasks at once in its threads;
+                 "process": `concurrency` worker processes per node; "loky": as "process" (migpool's worker
+                 processes already live across tasks, as loky's do)
+    reuse        False: a fresh process for every task (type="process" only, as in the reference)
+    concurrency  tasks at once per node (None: 1, as in the reference; with plugins that pin workers to
+                 partitions or GPUs, one per partition or GPU)
+    buffer       tasks queued at each worker beyond those it runs
+    preload      modules each worker process imports as it starts
+
+    Whatever the type, a task runs in a node process: its arguments and result are copies, and the Image's env
+    and pip apply (`Local(inline=True)` is the exception, for threads in the caller).
+    """
+
+    type: Literal["thread", "process", "loky"] = "thread"
+    reuse: bool = True
+    concurrency: int | None = None
+    buffer: int = 0
+    preload: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if self.type not in ("thread", "process", "loky"):
+            raise PluginError(f"Executor type must be 'thread', 'process' or 'loky', not {self.type!r}")
+        _check_counts(self.concurrency, self.buffer)
+        if not self.reuse and self.type != "process":
+            raise PluginError(f"Executor(reuse=False) needs type='process' (a process per task), not {self.type!r}")
+        _check_preload(self.preload)
+
+    def worker(self) -> Worker:
+        """The same settings as a `Worker` (the one implementation behind both spellings)."""
+        return Worker(
+            concurrency=self.concurrency,
+            buffer=self.buffer,
+            executor="thread" if self.type == "thread" else "process",
+            reuse_processes=self.reuse,
+            preload=tuple(self.preload),
+        )
 
 
 @dataclass
@@ -210,6 +274,7 @@ class WorkerSpec:
     node: int = 0
     where: str = ""  # the node, where there are several: "node 1 (10.0.0.7, 3fa2…)"
     buffer: int = 0  # Worker(buffer=...): tasks kept queued at this worker beyond the one it runs, at least
+    threads: int = 1  # tasks it runs at once, each in a thread of its own (the thread executor)
 
     def describe(self) -> str:
         at = f" on {self.where}" if self.where else ""
@@ -235,31 +300,34 @@ def build_worker_spec(
     python: str = "",
     where: str = "",
     buffer: int = 0,
+    threads: int = 1,
 ) -> WorkerSpec:
     """Worker `index` of `concurrency` on node `node` (of `node_count`), pinned to `partition`: the one place a
-    worker's environment is made, for a local process and a Ray actor alike, fixed before it starts.
+    worker's environment is made, for a local process and a Ray actor alike, fixed before it starts. `threads`:
+    tasks it runs at once in threads of its own (the thread executor).
 
-    Later layers win: `inherit` (a local worker starts from this process's environment), the Image's env, then
-    migpool's (PYTHONPATH, the worker's place in the pool: `first` is its index among the pool's `total` workers
-    where nodes hold different numbers), `pool_env` (what the pool adds: a Ray pool's topology and collections'
-    actor, a process per task), its partition, and last what each plugin's around_process adds (the mig plugin:
-    CUDA_VISIBLE_DEVICES)."""
+    Later layers win: `inherit` (a local worker starts from this process's environment), migpool's defaults
+    (PYTHONUNBUFFERED=1), the Image's env (which may name any variable, PYTHONPATH included: it comes after
+    migpool's paths), then what migpool must pin: the MIGPOOL_* variables (the worker's place in the pool: `first`
+    is its index among the pool's `total` workers where nodes hold different numbers), `pool_env` (what the pool
+    adds: a Ray pool's topology and collections' actor, a process per task), its partition, and last what each
+    plugin's around_process adds (the mig and gpus plugins: CUDA_VISIBLE_DEVICES, the device it is pinned to)."""
     env = dict(inherit or {})
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(image_env)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (worker_pythonpath(), image_env.get("PYTHONPATH", "")) if p)
     env.update(
-        PYTHONPATH=worker_pythonpath(),
         MIGPOOL_WORKER_INDEX=str(index),
         MIGPOOL_NODE_INDEX=str(node),
         MIGPOOL_NODE_COUNT=str(node_count),
         MIGPOOL_CONCURRENCY=str(concurrency),
-        PYTHONUNBUFFERED="1",
     )
     if first is not None:
         env.update(MIGPOOL_GLOBAL_WORKER_INDEX=str(first), MIGPOOL_TOTAL_WORKERS=str(total))
     env.update(pool_env or {})
     if partition:
         env["MIGPOOL_PARTITION"] = partition.to_env()
-    spec = WorkerSpec(index, python, env, partition, node=node, where=where, buffer=buffer)
+    spec = WorkerSpec(index, python, env, partition, node=node, where=where, buffer=buffer, threads=threads)
     for p in plugins:
         spec.env.update(p.around_process(spec))
     return spec

@@ -377,11 +377,11 @@ class Scheduler:
                 best = None
                 at = 0
                 best_fit: tuple[int, float] = (0, 0.0)
-                # a stream goes only to an idle worker, and so does a task with a queue_timeout (queued behind
-                # another at a worker, it could not leave when its time is up)
+                # a stream goes only to an idle worker (or a free thread of one), and so does a task with a
+                # queue_timeout (queued behind another at a worker, it could not leave when its time is up)
                 alone = job.stream is not None or task.queue_timeout is not None
                 for k, w in enumerate(workers):
-                    if caps[k] > 0 and w.serves(task) and not (alone and w.outstanding):
+                    if caps[k] > 0 and w.serves(task) and not (alone and len(w.outstanding) >= w.threads):
                         fit = _fit(w, job)
                         if best is None or fit < best_fit:
                             best, at, best_fit = w, k, fit
@@ -399,7 +399,7 @@ class Scheduler:
                 if job.moves and job.future.done():  # cancelled while it waited to resume after a move
                     continue
                 best.send(job, self.functions.pickled[job.fid])
-                caps[at] = 0 if alone else caps[at] - 1  # (a stream runs alone)
+                caps[at] = 0 if alone and best.threads == 1 else caps[at] - 1  # (a stream runs alone, or in a thread)
                 if caps[at] <= 0:
                     room -= 1
             if not room and i < len(pending) and provisioner is not None:
@@ -428,8 +428,8 @@ class Scheduler:
         with self.lock:
             workers = []
             for w in self.workers:
-                w.stats.running = 1 if w.outstanding else 0
-                w.stats.queued = max(0, len(w.outstanding) - 1)
+                w.stats.running = min(len(w.outstanding), w.threads)
+                w.stats.queued = max(0, len(w.outstanding) - w.threads)
                 w.stats.task = getattr(w.outstanding[0].task.fn, "__qualname__", None) if w.outstanding else None
                 workers.append(w.stats.as_dict())
             out: dict[str, Any] = dict(pid=os.getpid(), time=time.time(), pending=len(self.pending), workers=workers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import collections
+import itertools
 import pickle
 import queue
 import threading
@@ -76,6 +77,9 @@ class Slot(abc.ABC):
         self.restarts = 0
         self.draining = False  # takes no new job (dynamic MIG is about to free its partition)
         self.retired = False  # removed from the pool: not restarted when its worker ends
+        self.threads = spec.threads  # jobs its worker runs at once (the first of `outstanding`)
+        self.due = -1  # the id of the running job whose deadline `deadline` found first (no Job is kept: its
+        # result would stay alive with it)
         p = spec.partition
         self.stats = WorkerStats(
             spec.index,
@@ -142,15 +146,15 @@ class Slot(abc.ABC):
         """How many more jobs it takes now: none unless it is ready, alive and not draining; none behind a stream
         (a stream runs alone); one at a time under dynamic MIG (a task that waits may get a partition of its own
         rather than queue here) and for a process per task; else its prefetch depth, at least Worker(buffer)
-        beyond the one it runs."""
+        beyond those it runs (its threads). A worker with threads runs a stream in one of them, beside other jobs."""
         if not self.ready.is_set() or self.dead_reason or self.draining:
             return 0
-        if self.outstanding and self.outstanding[0].stream is not None:
+        if self.threads == 1 and self.outstanding and self.outstanding[0].stream is not None:
             return 0
         if self.sched.provisioner is not None or self.one_task:
             depth = 1
         else:
-            depth = max(self.spec.buffer + 1, self.prefetch_depth())
+            depth = max(self.spec.buffer, self.prefetch_depth() - 1) + self.threads
         return depth - len(self.outstanding)
 
     def serves(self, task: Task[Any]) -> bool:
@@ -168,13 +172,14 @@ class Slot(abc.ABC):
         self.timed_out = False
         self.stalled = False
         self.done_one = False
+        self.due = -1
         self.writer_q = queue.SimpleQueue()
 
     def send(self, job: Job, fn_bytes: bytes) -> None:
         """Hand `job` to its worker, with its function and stored values where the worker lacks them (lock held)."""
         job.attempts += 1
         self.stats.tasks_started += 1
-        if not self.outstanding:
+        if len(self.outstanding) < self.threads:
             job.started = time.monotonic()
         self.outstanding.append(job)
         if job.fid not in self.sent_fns:
@@ -196,25 +201,32 @@ class Slot(abc.ABC):
         self.writer_q.put(Pause(job.id))
 
     def head_deadline(self) -> float | None:
-        """When the task running now must end (its timeout), or None."""
+        """When the first of the tasks running now must end (its timeout), or None."""
         with self.sched.lock:
-            if not self.outstanding:
-                return None
-            head = self.outstanding[0]
-            return head.started + head.task.timeout if head.task.timeout else None
+            ends = [j.started + j.task.timeout for j in self.running() if j.task.timeout]
+            return min(ends) if ends else None
+
+    def running(self) -> list[Job]:
+        """The jobs its worker runs now: the first of those sent, as many as it has threads (lock held)."""
+        if self.threads == 1:
+            return [self.outstanding[0]] if self.outstanding else []
+        return list(itertools.islice(self.outstanding, self.threads))
 
     def deadline(self) -> tuple[float | None, str]:
-        """When its worker must be ended unless the task running now ended: its timeout ("timeout"), or, for a
-        stream its consumer stopped, the bound on its generator's cleanup ("cleanup"); (None, "") if neither."""
+        """When its worker must be ended unless a task running now ended: its timeout ("timeout"), or, for a
+        stream its consumer stopped, the bound on its generator's cleanup ("cleanup"); (None, "") if neither. The
+        running job it names is noted as `due` (a worker with threads: with one, it is the first)."""
         with self.sched.lock:
             if not self.outstanding:
                 return None, ""
-            head = self.outstanding[0]
-            timeout = head.started + head.task.timeout if head.task.timeout else None
-            cleanup = head.cleanup_by
-        if cleanup is not None and (timeout is None or cleanup < timeout):
-            return cleanup, "cleanup"
-        return timeout, "timeout" if timeout is not None else ""
+            if self.threads == 1:
+                return _deadline_of(self.outstanding[0])
+            best: tuple[float | None, str] = (None, "")
+            for job in self.running():
+                when, why = _deadline_of(job)
+                if when is not None and (best[0] is None or when < best[0]):
+                    best, self.due = (when, why), job.id
+            return best
 
     def bound_cleanup(self, job: Job) -> None:
         """Its consumer stopped `job`'s stream: its generator's cleanup (a `finally`, user code) gets CLEANUP_S,
@@ -244,10 +256,8 @@ class Slot(abc.ABC):
             if self.one_task:  # its process ends after this task: no job goes to it until its successor is ready
                 self.ready.clear()
                 self.done_one = True
-            job = self.outstanding.popleft()
+            job = self._take(msg.tid, now)
             self.avg_s = 0.8 * self.avg_s + 0.2 * max(now - job.started, 1e-7)
-            if self.outstanding:
-                self.outstanding[0].started = now
             self.stats.finished(now - job.started, None if isinstance(msg, TaskDone) else msg.text)
         provisioner = self.sched.provisioner
         if isinstance(msg, TaskDone):
@@ -263,9 +273,7 @@ class Slot(abc.ABC):
         the partition dynamic MIG makes for it (or, should that fail, on any that serves it)."""
         now = time.monotonic()
         with self.sched.lock:
-            job = self.outstanding.popleft()
-            if self.outstanding:
-                self.outstanding[0].started = now
+            job = self._take(msg.tid, now)
             self.stats.finished(now - job.started, None)
             job.resume, job.pausing = msg.state, False
             job.moves += 1
@@ -275,6 +283,25 @@ class Slot(abc.ABC):
         if provisioner is not None:
             provisioner.paused(job, self)
         self.sched.pump()
+
+    def _take(self, tid: int, now: float) -> Job:
+        """Job `tid`, which its worker ended, out of `outstanding`; the job that its thread takes up next starts
+        now (lock held)."""
+        out = self.outstanding
+        if self.threads == 1 or out[0].id == tid:
+            job = out.popleft()
+        else:
+            job = next(j for j in out if j.id == tid)
+            out.remove(job)
+        if len(out) >= self.threads:
+            out[self.threads - 1].started = now
+        return job
+
+    def _job(self, tid: int) -> Job | None:
+        """Job `tid`, if its worker still has it (lock held)."""
+        if self.threads == 1:
+            return self.outstanding[0] if self.outstanding and self.outstanding[0].id == tid else None
+        return next((j for j in self.outstanding if j.id == tid), None)
 
     def _between(self, msg: FromWorker, peer: int) -> None:
         """What a worker sends while a task runs: a call on a pool collection, a stream's item or request, segments
@@ -294,8 +321,8 @@ class Slot(abc.ABC):
         if not isinstance(msg, (Yielded, Want)):
             return
         with self.sched.lock:
-            job = self.outstanding[0] if self.outstanding else None
-        if job is None or job.id != msg.tid:
+            job = self._job(msg.tid)
+        if job is None:
             return
         if isinstance(msg, Want):
             self.feed(job, msg.sid, msg.n)
@@ -305,8 +332,8 @@ class Slot(abc.ABC):
     def _progress(self, msg: Checkpointed) -> None:
         now = time.monotonic()
         with self.sched.lock:
-            job = self.outstanding[0] if self.outstanding else None
-            if job is None or job.id != msg.tid:
+            job = self._job(msg.tid)
+            if job is None:
                 return
             job.progress = (msg.done, msg.total, now)
         provisioner = self.sched.provisioner
@@ -339,30 +366,19 @@ class Slot(abc.ABC):
                 for j in jobs:
                     cancel_future(j.future)
                 return
-            head, rest = (jobs[0], jobs[1:]) if jobs else (None, [])
+            running, rest = jobs[: self.threads], jobs[self.threads :]
             for j in reversed(rest):  # never started: back to the front of the queue, in order
                 sched.pending.appendleft(j)
-            failure: BaseException | None = None
-            if head is not None:
-                self.stats.finished(
-                    time.monotonic() - head.started,
-                    f"timed out after {head.task.timeout}s" if self.timed_out else f"worker {how}",
-                    lost=True,
-                )
-                if self.stalled:
-                    failure = TaskTimeoutError(
-                        f"{head.task!r}: its generator did not end within {CLEANUP_S}s after its consumer stopped; "
-                        f"the worker on {self.spec.describe()} was ended and restarted"
-                    )
-                elif self.timed_out:
-                    failure = TaskTimeoutError(
-                        f"{head.task!r} ran past its timeout of {head.task.timeout}s on "
-                        f"{self.spec.describe()}; the worker was stopped and restarted"
-                    )
-                elif head.attempts <= head.retries and not (head.stream is not None and head.stream.started):
-                    sched.pending.appendleft(head)
+            failures: list[tuple[Job, BaseException]] = []
+            retried: list[Job] = []
+            for job in running:
+                failure = self._fate(job, how, rc, due=self.threads == 1 or job.id == self.due)
+                if failure is None:
+                    retried.append(job)
                 else:
-                    failure = self._lost(head, how, rc)
+                    failures.append((job, failure))
+            for j in reversed(retried):
+                sched.pending.appendleft(j)
             if not was_ready:
                 self.startup_failures += 1
             give_up = self.startup_failures >= 3 or sched.starting
@@ -372,14 +388,37 @@ class Slot(abc.ABC):
                     ". Its last output:\n  " + "\n  ".join(self.stderr_tail) if self.stderr_tail else ""
                 )
                 self.ready.set()
-        if failure is not None and head is not None:
-            head.future.set_exception(failure)
+        for job, failure in failures:
+            job.future.set_exception(failure)
         if give_up:
             sched.fail_unservable()
             return
         if not self.done_one:  # (a process per task ends by design: that is no restart)
             self.restarts += 1
         sched.restart(self)
+
+    def _fate(self, job: Job, how: str, rc: int | None, due: bool) -> BaseException | None:
+        """What a job that ran when its worker ended gets: its failure, or None to run again (lock held). `due`:
+        the job whose deadline ended the worker, if one did (under the thread executor the others running then
+        were ended with it, and are retried or lost)."""
+        self.stats.finished(
+            time.monotonic() - job.started,
+            f"timed out after {job.task.timeout}s" if self.timed_out and due else f"worker {how}",
+            lost=True,
+        )
+        if self.stalled and due:
+            return TaskTimeoutError(
+                f"{job.task!r}: its generator did not end within {CLEANUP_S}s after its consumer stopped; "
+                f"the worker on {self.spec.describe()} was ended and restarted"
+            )
+        if self.timed_out and due:
+            return TaskTimeoutError(
+                f"{job.task!r} ran past its timeout of {job.task.timeout}s on "
+                f"{self.spec.describe()}; the worker was stopped and restarted"
+            )
+        if job.attempts <= job.retries and not (job.stream is not None and job.stream.started):
+            return None
+        return self._lost(job, how, rc)
 
     def _lost(self, job: Job, how: str, rc: int | None) -> WorkerLostError:
         e = WorkerLostError(
@@ -391,6 +430,14 @@ class Slot(abc.ABC):
         e.partition = self.spec.partition  # type: ignore[attr-defined]
         e.exitcode = rc  # type: ignore[attr-defined]
         return e
+
+
+def _deadline_of(job: Job) -> tuple[float | None, str]:
+    timeout = job.started + job.task.timeout if job.task.timeout else None
+    cleanup = job.cleanup_by
+    if cleanup is not None and (timeout is None or cleanup < timeout):
+        return cleanup, "cleanup"
+    return timeout, "timeout" if timeout is not None else ""
 
 
 def remote_exception(msg: TaskFailed, where: str) -> BaseException:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 ONE_TASK_ENV = "MIGPOOL_ONE_TASK"  # in a worker's environment for Worker(reuse_processes=False): one task, then exit
+THREADS_ENV = "MIGPOOL_THREADS"  # in a worker's environment: tasks it runs at once, in threads (the thread executor)
 
 
 # --- parent to worker ---

@@ -28,6 +28,7 @@ from ..wire.messages import (
     CHECKPOINTS,
     ONE_TASK_ENV,
     STREAM_OUT,
+    THREADS_ENV,
     Answer,
     Call,
     Cancel,
@@ -216,7 +217,7 @@ class ChannelLink:
         self.cancelled: set[int] = set()
         self.pauses: set[int] = set()  # tasks asked to stop at their next checkpoint (kept: one may come early)
         self.feeds: dict[tuple[int, int], collections.deque[tuple[Any, int]]] = {}
-        self.running: int | None = None
+        self.running: set[int] = set()  # the tasks with streams that run now
         self.answers: dict[int, Answer] = {}
         self.cond = threading.Condition(threading.Lock())
         self.reading = False  # a thread is reading the channel (with `cond` released)
@@ -271,11 +272,19 @@ class ChannelLink:
             write_frame(self.w, frame)
 
     def begin(self, tid: int) -> None:
+        """Task `tid`, which has streams, starts: its stream messages are taken from now on."""
         with self.cond:
-            self.running = tid
-            self.credit = {tid: WINDOW}
-            self.cancelled.clear()
-            self.feeds.clear()
+            self.running.add(tid)
+            self.credit[tid] = WINDOW
+
+    def finish(self, tid: int) -> None:
+        """Task `tid` (begun) ended: what came for its streams goes."""
+        with self.cond:
+            self.running.discard(tid)
+            self.credit.pop(tid, None)
+            self.cancelled.discard(tid)
+            for key in [k for k in self.feeds if k[0] == tid]:
+                del self.feeds[key]
 
     def _control(self, msg: Any) -> bool:
         """Take a message about the running task (its streams, its calls, the stored values its items name); False
@@ -284,15 +293,15 @@ class ChannelLink:
         if kind is Answer:
             self.answers[msg.cid] = msg
         elif kind is Credit:
-            if msg.tid == self.running:
+            if msg.tid in self.running:
                 self.credit[msg.tid] = self.credit.get(msg.tid, 0) + msg.n
         elif kind is Cancel:
-            if msg.tid == self.running:
+            if msg.tid in self.running:
                 self.cancelled.add(msg.tid)
         elif kind is Pause:
             self.pauses.add(msg.tid)
         elif kind is Feed:
-            if msg.tid == self.running:
+            if msg.tid in self.running:
                 self.feeds.setdefault((msg.tid, msg.sid), collections.deque()).append((msg.data, msg.state))
         elif kind is Released:
             self.codec.released(msg.items, 0)
@@ -387,7 +396,10 @@ def main(read_end: str, write_end: str) -> None:
 
 def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
     one_task = os.environ.get(ONE_TASK_ENV) == "1"
+    threads = int(os.environ.get(THREADS_ENV, "1"))
     link.send(Ready(os.getpid(), sys.executable))
+    if threads > 1:
+        return _serve_threads(link, runner, owner, threads)
     try:
         while True:
             try:
@@ -402,7 +414,8 @@ def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
             if os.getpid() != owner:  # a forked copy that returned from the task: it ends here, silently
                 os._exit(0)
             if frame is not None:
-                link.running = None
+                if msg.streams:
+                    link.finish(msg.tid)
                 link.send(frame)
                 if one_task:  # Worker(reuse_processes=False): the next task gets a fresh process
                     return
@@ -410,4 +423,42 @@ def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
     finally:
         if os.getpid() == owner:  # what the tasks left running ends before this worker does (the parent then
             containment.sweep_descendants(owner)  # ends the container, which holds whatever escaped the sweep)
+            _reap(1.0)
+
+
+def _serve_threads(link: ChannelLink, runner: Runner, owner: int, n: int) -> None:
+    """The thread executor's loop: each task runs in one of `n` threads (this, the main thread, reads the channel
+    and takes the other messages in order: a function's definition comes before the tasks that call it). Stop
+    lets the tasks sent before it end; the threads are joined before the process sweeps what they left."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(msg: RunTask) -> None:
+        frame = runner.run(msg)
+        if os.getpid() != owner:  # a forked copy that returned from the task: it ends here, silently
+            os._exit(0)
+        if msg.streams:
+            link.finish(msg.tid)
+        with contextlib.suppress(OSError):  # (the parent is gone: the main thread sees it too)
+            link.send(frame)
+
+    tasks = ThreadPoolExecutor(n, thread_name_prefix="migpool-task")
+    try:
+        while True:
+            try:
+                msg = link.next_message()
+            except EOFError:
+                return
+            if isinstance(msg, Stop):
+                return
+            if type(msg) is RunTask:
+                if msg.streams:
+                    link.begin(msg.tid)
+                tasks.submit(run, msg)
+            else:
+                runner.handle(msg)
+            msg = None
+    finally:
+        tasks.shutdown(wait=True)
+        if os.getpid() == owner:
+            containment.sweep_descendants(owner)
             _reap(1.0)

@@ -1,0 +1,143 @@
+"""Elastic nodes (`Nodes(initial, min, max)` with max > min) on this machine: how many node processes a pool runs
+as its load changes.
+
+`decide` is the whole rule, pure: the target is the nodes its running and waiting tasks fill (`per_node` tasks
+each), held between `min` and `max`; below it, nodes are added; above it, nodes idle for `idle_timeout` seconds
+are reclaimed, the highest-numbered first, down to the target. `Elastic` reads the scheduler, applies what
+`decide` says (node processes started or retired through the scheduler) on a thread of its own, at most once per
+`cooldown`, and counts the nodes for `current_nodes()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ..api.nodes import Nodes
+from ..api.providers import WorkerSpec
+from .core import Scheduler
+from .slot import Slot
+from .threads import Threads
+
+TICK_S = 0.05  # how often the load is read: a task sent to a pool at zero nodes waits about this long for one
+RETIRE_S = 10.0  # how long a reclaimed node's worker gets to exit once asked
+
+
+@dataclass(frozen=True)
+class NodeLoad:
+    """One node as `decide` sees it: its tasks (running and queued at it) and how long it has been idle (0 while
+    busy or starting)."""
+
+    node: int
+    jobs: int
+    idle_for: float
+
+
+def decide(
+    loads: Sequence[NodeLoad], pending: int, per_node: int, bounds: Nodes, idle_timeout: float
+) -> tuple[int, tuple[int, ...]]:
+    """(how many nodes to add, which nodes to reclaim) for this load."""
+    running = sum(n.jobs for n in loads)
+    wanted = -(-(pending + running) // max(1, per_node))
+    target = max(bounds.min, min(bounds.max, wanted))
+    if len(loads) < target:
+        return target - len(loads), ()
+    idle = sorted((n for n in loads if n.jobs == 0 and n.idle_for >= idle_timeout), key=lambda n: -n.node)
+    return 0, tuple(n.node for n in idle[: len(loads) - target])
+
+
+class Elastic:
+    """Keeps a local pool's node processes between its bounds as its load changes. `specs[k]`: node k's workers
+    (nodes 0 … max-1); `started(slot)`: a worker of an added node started (the plugins' hook)."""
+
+    def __init__(
+        self,
+        sched: Scheduler,
+        specs: dict[int, list[WorkerSpec]],
+        bounds: Nodes,
+        per_node: int,
+        idle_timeout: float,
+        cooldown: float,
+        started: Callable[[Slot], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sched, self.specs, self.bounds, self.per_node = sched, specs, bounds, per_node
+        self.idle_timeout, self.cooldown, self.started, self.clock = idle_timeout, cooldown, started, clock
+        self._idle_since: dict[int, float] = {}
+        self._activity: dict[int, int] = {}  # tasks started on each node, last seen
+        self._last_change = -float("inf")
+        self._stop = threading.Event()
+        self._threads = Threads(on_error=sched.thread_died)
+
+    def start(self) -> None:
+        self._threads.start("migpool-elastic", self._run)
+
+    def stop(self) -> None:
+        """Stop deciding (the pool closes); waits for a step under way."""
+        self._stop.set()
+        self._threads.join(RETIRE_S + 5)
+
+    def nodes(self) -> int:
+        """The nodes the pool runs now (each with at least one worker, started or starting)."""
+        return len(self.node_indexes())
+
+    def node_indexes(self) -> list[int]:
+        """The indexes of the nodes the pool runs now, in order."""
+        with self.sched.lock:
+            return sorted({w.spec.node for w in self.sched.workers})
+
+    def _run(self) -> None:
+        while not self._stop.wait(TICK_S):
+            self.step()
+
+    def _loads(self, now: float) -> tuple[list[NodeLoad], dict[int, list[Slot]], int]:
+        """Each node's load, its workers, and the tasks waiting in the pool's queue (lock held)."""
+        by_node: dict[int, list[Slot]] = {}
+        for w in self.sched.workers:
+            by_node.setdefault(w.spec.node, []).append(w)
+        loads = []
+        for k, ws in sorted(by_node.items()):
+            jobs = sum(len(w.outstanding) for w in ws)
+            activity = sum(w.stats.tasks_started for w in ws)
+            ready = all(w.ready.is_set() for w in ws)
+            if jobs or not ready or self._activity.get(k) != activity:
+                self._idle_since[k] = now
+            self._activity[k] = activity
+            loads.append(NodeLoad(k, jobs, now - self._idle_since.setdefault(k, now)))
+        for k in set(self._idle_since) - set(by_node):
+            del self._idle_since[k]
+            self._activity.pop(k, None)
+        return loads, by_node, len(self.sched.pending)
+
+    def step(self) -> None:
+        """Read the load once and carry out what `decide` says (unless the last change is within the cooldown)."""
+        now = self.clock()
+        with self.sched.lock:
+            if self.sched.closed:
+                return
+            loads, by_node, pending = self._loads(now)
+        add, drop = decide(loads, pending, self.per_node, self.bounds, self.idle_timeout)
+        if not (add or drop) or now - self._last_change < self.cooldown:
+            return
+        retiring: list[Slot] = []
+        with self.sched.lock:  # a node reclaimed only if it is still idle; it takes no job from here on
+            for k in drop:
+                ws = by_node[k]
+                if all(not w.outstanding for w in ws):
+                    for w in ws:
+                        w.draining = True
+                    retiring.extend(ws)
+        for w in retiring:
+            self.sched.retire(w, RETIRE_S)
+        free = [k for k in sorted(self.specs) if k not in by_node]
+        for k in free[:add]:
+            for spec in self.specs[k]:
+                try:
+                    w = self.sched.add_worker(spec)
+                except RuntimeError:  # the pool closed meanwhile
+                    return
+                self.started(w)
+        if add or retiring:
+            self._last_change = now

@@ -1,0 +1,95 @@
+"""Issue 42 (item 4): elastic nodes. `Nodes(initial, min, max)` with `Options(autoscale_idle_timeout=,
+autoscale_cooldown=)`: a local pool reclaims idle node processes down to `min` (zero included) and starts them
+again, up to `max`, when tasks come; `current_nodes()` follows. The rule itself (`decide`) is checked alone."""
+
+import time
+
+import pool_tasks as T
+import pytest
+
+from migpool import Compute, Nodes, Options, PluginError, gather
+from migpool.pool.api.nodes import as_nodes
+from migpool.pool.api.providers import Executor
+from migpool.pool.scheduler.elastic import NodeLoad, decide
+
+
+def _wait_for(predicate, seconds=20.0):
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_decide_grows_to_the_load_and_reclaims_idle_nodes_down_to_the_floor():
+    bounds = Nodes(initial=1, min=0, max=3)
+    assert decide([], 0, 2, bounds, 5.0) == (0, ())
+    assert decide([], 1, 2, bounds, 5.0) == (1, ())  # a task at zero nodes starts one
+    assert decide([NodeLoad(0, 2, 0.0)], 3, 2, bounds, 5.0) == (2, ())  # 5 tasks, 2 per node: 3 nodes
+    assert decide([NodeLoad(0, 2, 0.0)], 30, 2, bounds, 5.0) == (2, ())  # never past max
+    busy_and_idle = [NodeLoad(0, 1, 0.0), NodeLoad(1, 0, 9.0), NodeLoad(2, 0, 1.0)]
+    assert decide(busy_and_idle, 0, 2, bounds, 5.0) == (0, (1,))  # only the node idle long enough goes
+    assert decide([NodeLoad(0, 0, 9.0), NodeLoad(1, 0, 9.0)], 0, 1, Nodes(2, min=1, max=2), 5.0) == (0, (1,))
+
+
+def test_nodes_and_options_as_the_reference_takes_them():
+    assert as_nodes(3) == Nodes(initial=3, min=3, max=3) and not as_nodes(3).elastic
+    assert as_nodes((1, 4)) == Nodes(initial=1, min=1, max=4) and as_nodes((1, 4)).elastic
+    assert Nodes(desired=2).initial == 2 and Nodes(initial=1, min=0).max == 1
+    with pytest.raises(PluginError, match="min and initial must not pass max"):
+        Nodes(initial=3, max=2)
+    with pytest.raises(PluginError, match="nodes must be a whole number"):
+        as_nodes(0)
+    with pytest.raises(PluginError, match="probes no node's health"):
+        Options(health_command="true")
+    assert Options(ssh_timeout=1, provision_timeout=600, ready_timeout=600).autoscale_idle_timeout == 120.0
+
+
+def test_scale_to_zero_and_back():
+    options = Options(autoscale_idle_timeout=0.3, autoscale_cooldown=0.0)
+    with Compute(nodes=Nodes(initial=1, min=0, max=1), options=options, progress=False) as c:
+        assert (T.add(1, 2) >> c) == 3 and c.current_nodes() == 1
+        assert _wait_for(lambda: c.current_nodes() == 0)  # idle: reclaimed
+        assert c.worker_pids == []
+        assert (T.add(2, 3) >> c) == 5  # sent at zero nodes: one starts for it
+        assert c.current_nodes() == 1
+
+
+def test_grows_to_max_under_load_and_shrinks_to_min():
+    options = Options(autoscale_idle_timeout=0.3)
+    with Compute(
+        executor=Executor(concurrency=1), nodes=Nodes(initial=1, min=1, max=3), options=options, progress=False
+    ) as c:
+        infos = gather(*[T.where(0.4) for _ in range(9)]) >> c
+        assert {r["info"].node for r in infos} == {0, 1, 2}  # the waiting tasks started two more nodes
+        assert _wait_for(lambda: c.current_nodes() == 1)
+
+
+def test_close_runs_what_was_sent_to_a_pool_at_zero_nodes():
+    with Compute(nodes=Nodes(initial=0, min=0, max=1), progress=False) as c:
+        assert c.current_nodes() == 0
+        fut = c.submit(T.add, 4, 5)
+    assert fut.result(timeout=0) == 9
+
+
+def test_a_ray_pool_refuses_elastic_nodes():
+    pytest.importorskip("ray")
+    from migpool import Ray
+
+    with pytest.raises(PluginError, match="elastic nodes run on a Local pool only"):
+        Compute(provider=Ray(address=None), nodes=Nodes(initial=1, min=0, max=2))
+
+
+def test_options_task_run_timeout_is_the_default_timeout():
+    from migpool import TaskTimeoutError
+
+    with Compute(options=Options(task_run_timeout=0.5), progress=False) as c:
+        with pytest.raises(TaskTimeoutError, match="timeout of 0.5s"):
+            T.nap(30) >> c
+        assert (T.nap(0.0, "ok").with_timeout(30) >> c) == "ok"
+
+
+def test_broadcast_on_an_elastic_pool_runs_on_the_nodes_there_are():
+    with Compute(nodes=(2, 3), options=Options(autoscale_idle_timeout=60), progress=False) as c:
+        assert [r["info"].node for r in T.where() @ c] == [0, 1]
