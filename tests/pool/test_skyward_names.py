@@ -150,10 +150,12 @@ def test_a_policy_that_raises_means_no_retry_and_retry_takes_a_number_of_runs(tm
     def broken(reason, attempt):
         raise RuntimeError("policy bug")
 
+    runs = tmp_path / "runs"  # (tmp_path also holds the pool's state directory)
+    runs.mkdir()
     with Compute(provider=sky.Local(), progress=False) as c:
         with pytest.raises(ValueError):
-            count_runs(str(tmp_path), 1).with_retry(broken) >> c
-    assert len(os.listdir(tmp_path)) == 1
+            count_runs(str(runs), 1).with_retry(broken) >> c
+    assert len(os.listdir(runs)) == 1
     with pytest.raises(ValueError, match="1 to 10"):
         sky.Retry(attempts=0)
 
