@@ -119,7 +119,10 @@ def test_a_pools_task_is_named_on_its_partition(monkeypatch, tmp_path):
     from migpool.observe.poolstats import running_pools
 
     with migpool.Compute(
-        worker=migpool.Worker(executor="process"), plugins=[migpool.plugins.mig(profile="3g.40gb")], progress=False
+        worker=migpool.Worker(executor="process"),
+        plugins=[migpool.plugins.mig(profile="3g.40gb")],
+        progress=False,
+        name="trainer",
     ) as pool:
         fut = pool.submit(T.nap(3.0))
         deadline = time.monotonic() + 20
@@ -131,6 +134,7 @@ def test_a_pools_task_is_named_on_its_partition(monkeypatch, tmp_path):
         mine = {p.uuid for p in pool.partitions}
     (uuid,) = [u for u, h in found.items() if h.task]
     assert found[uuid].task == "nap" and found[uuid].pid == os.getpid() and uuid in mine
+    assert found[uuid].pool == "trainer"
 
 
 def test_top_shows_who_holds_each_partition(sim):

@@ -288,3 +288,11 @@ def test_emit_logs_one_json_line(caplog):
     assert json.loads(record.getMessage()) == {"name": "epoch", "payload": {"loss": 0.5}, "node": 0, "worker": None}
     with pytest.raises(TypeError, match="must be JSON"):
         sky.emit("x", object())
+
+
+def test_computes_cloud_keywords_are_refused_in_one_line_and_a_typo_is_a_type_error():
+    with pytest.raises(sky.ReferenceOnlyError, match="no region=") as got:
+        Compute(provider=sky.Local(), region="us-east-1")
+    assert "\n" not in str(got.value)
+    with pytest.raises(TypeError, match="'regoin'"):
+        Compute(provider=sky.Local(), regoin="us-east-1")

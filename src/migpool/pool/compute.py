@@ -21,6 +21,7 @@ from ..accelerators import Accelerator, named
 from ..errors import PluginError, PoolBrokenError
 from ..observe.poolstats import Publisher
 from .api.attempts import on_threads
+from .api.cloud import refuse_compute_keywords
 from .api.current import entered
 from .api.image import Image
 from .api.info import InstanceInfo, Partition, set_thread_info, topology_env
@@ -194,7 +195,11 @@ class Compute(Collections, Views):
         cpus: int | None = None,
         memory_gb: float | None = None,
         options: Options | None = None,
+        name: str | None = None,
+        console: bool | None = None,
+        **reference: Any,
     ) -> None:
+        refuse_compute_keywords(reference)
         if isinstance(provider, Cloud):
             raise PluginError(provider.refusal())
         if executor is not None and worker is not None:
@@ -221,7 +226,9 @@ class Compute(Collections, Views):
         self.accelerator = named(accelerator) if accelerator is not None else None
         self.image = image or Image()
         self.retries = retries
+        progress = console if progress is None else progress  # (the reference's console=: its live view)
         self.progress = sys.stdout.isatty() if progress is None else progress
+        self.name = name  # shown beside its partitions (`migpool metrics --holders`, `migpool top`)
         # what the plugins see: this machine, with every worker of its simulated nodes
         per_node = self.worker.concurrency
         count = self.node_count
@@ -388,7 +395,8 @@ class Compute(Collections, Views):
         self._dynamic.start()
 
     def _publish(self) -> None:
-        self._publisher = Publisher(self.scheduler.stats)
+        sched, name = self.scheduler, self.name
+        self._publisher = Publisher(lambda: {**sched.stats(), "name": name})
         self._publisher.start()
 
     def _open_ray(self) -> None:

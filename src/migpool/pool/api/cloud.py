@@ -134,3 +134,29 @@ NodeState = Literal[
 ]
 TaskState = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "indeterminate"]
 Consistency = Literal["strong", "eventual"]
+
+
+# Compute's keywords of the reference that choose, reach or watch cloud machines (Skyward 0.12.1's signature)
+COMPUTE_CLOUD_KEYWORDS = {
+    "region": "it chooses a cloud region; a Local pool runs on this machine, a Ray pool on its cluster's nodes",
+    "allocation": "it chooses spot or on-demand cloud machines",
+    "selection": "it chooses among cloud offers by price",
+    "volumes": "it mounts object-store buckets on cloud nodes; read files from where the pool runs",
+    "ports": "it bridges ports of cloud nodes; a Local pool's workers listen on this machine",
+    "ttl": "it ends idle cloud machines; elastic nodes scale down with Options(autoscale_idle_timeout=...)",
+    "url": NO_DAEMON,
+    "database": NO_DAEMON,
+    "delete_on_exit": NO_DAEMON,
+    "callbacks": NO_DAEMON + "; watch a pool with compute.stats() or `migpool top`",
+    "attach": NO_DAEMON,
+    "retry": "give each task its policy: @function(retry=Retry(...)) or task.with_retry(...)",
+}
+
+
+def refuse_compute_keywords(given: dict[str, Any]) -> None:
+    """Refuse, in one line, the first of the reference's cloud keywords given to Compute; a keyword neither
+    language knows is Python's own TypeError."""
+    for key in given:
+        if key in COMPUTE_CLOUD_KEYWORDS:
+            raise ReferenceOnlyError(f"migpool's Compute has no {key}=: {COMPUTE_CLOUD_KEYWORDS[key]}")
+        raise TypeError(f"Compute() got an unexpected keyword argument {key!r}")
