@@ -17,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import skyward_sdist
 
 VERSION = "0.10.0"
 SDIST = f"skyward-{VERSION}.tar.gz"
@@ -25,21 +26,7 @@ pytestmark = pytest.mark.network  # (the source distribution is downloaded when 
 
 
 def _sdist() -> Path:
-    """Skyward's source distribution: .ci-cache/ (CI puts it there), else downloaded once into the cache."""
-    ci = ROOT / ".ci-cache" / SDIST
-    if ci.is_file():
-        return ci
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "migpool-tests"
-    if not (cache / SDIST).is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:"]
-        argv += ["--ignore-requires-python", "-d", str(cache), f"skyward=={VERSION}"]
-        got = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-        if got.returncode != 0 or not (cache / SDIST).is_file():
-            if os.environ.get("CI"):
-                pytest.fail(f"cannot download Skyward's guides ({SDIST}): {got.stderr.strip()[-500:]}")
-            pytest.skip(f"Skyward's guides are not here and could not be downloaded ({SDIST})")
-    return cache / SDIST
+    return skyward_sdist.sdist(VERSION)
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,15 @@ semantics: gather's list, shards by rank). Where migpool differs, the check says
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
 import tarfile
-import urllib.request
 from pathlib import Path
 
 import pytest
+import skyward_sdist
 
 import migpool as sky
 
@@ -41,32 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.network  # (the source distribution is fetched when .ci-cache/ and the cache lack it)
 
 
-def fetch(dest: Path) -> None:
-    """Download the source distribution named by PyPI's JSON API for this version (no build, no pip)."""
-    with urllib.request.urlopen(f"https://pypi.org/pypi/skyward/{VERSION}/json", timeout=30) as r:
-        files = json.load(r)["urls"]
-    url = next(f["url"] for f in files if f["packagetype"] == "sdist" and f["filename"] == SDIST)
-    part = dest.with_suffix(".part")
-    with urllib.request.urlopen(url, timeout=120) as r, part.open("wb") as out:
-        out.write(r.read())
-    part.replace(dest)
-
-
 def sdist() -> Path:
-    """Skyward 0.12.1's source distribution: .ci-cache/, else the user's cache (fetched once)."""
-    ci = ROOT / ".ci-cache" / SDIST
-    if ci.is_file():
-        return ci
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "migpool-tests"
-    if not (cache / SDIST).is_file():
-        cache.mkdir(parents=True, exist_ok=True)
-        try:
-            fetch(cache / SDIST)
-        except (OSError, StopIteration, ValueError) as e:
-            if os.environ.get("CI"):
-                pytest.fail(f"cannot download Skyward's guides ({SDIST}): {e!r}")
-            pytest.skip(f"Skyward {VERSION}'s guides are not here and could not be downloaded (offline?): {e!r}")
-    return cache / SDIST
+    return skyward_sdist.sdist(VERSION)
 
 
 @pytest.fixture(scope="module")
