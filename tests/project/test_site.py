@@ -136,6 +136,7 @@ GUIDES = [
     "telemetry",
     "plugins",
     "warm",
+    "advise",
 ]
 
 
