@@ -18,7 +18,9 @@ speed (MISO's trace times are 7g.40gb times).
                       (MISO's default migration overhead); the controller knows nothing at first. --real also
                       runs it in a real simulated pool (worker processes, scaled time) as "(ar) real run".
   (a') learned:       the same, starting from what a pool learned on the other run (readme <-> default).
-  (a-) no moves:      (a') with plain tasks (no checkpoints): sizes follow the load, no task moves.
+  (a-) plain:         (a) with plain tasks (no checkpoints), from nothing: each size is final, chosen by the
+                      load and when running tasks are expected to end; no task moves. (a-') the same from
+                      what a plain run of the other trace learned. (am) half plain: every other job plain.
   (b) best static:    in hindsight: the combination of per-GPU layouts (maximal ones, over every placement:
                       layouts.py) with the lowest mean JCT in the event model; exhaustive up to 4 GPUs, beyond that
                       the best 20 for one GPU fewer, each with every layout added, improved one GPU at a time
@@ -41,8 +43,8 @@ partitioning pays (MISO's figure against its static). The last columns are the d
 jobs in arrival order, and both served least work first (each job's true work, known to no scheduler).
     python benchmarks/miso.py [--trace readme,default] [--gpus 1,2,4] [--time-scale 100] [--quick]
     python benchmarks/miso.py --order-check [--trace ...] [--gpus ...] > docs/generated/order-check.txt
---seeds asks whether one draw's figures hold on others: (a), (b), (c) and (f) on each run drawn with other seeds
-(benchmarks/data/miso.json holds seeds 1-8; 1 is MISO's), cases side by side on every core.
+--seeds asks whether one draw's figures hold on others: (a), (a-), (am), (b), (c) and (f) on each run drawn with
+other seeds (benchmarks/data/miso.json holds seeds 1-8; 1 is MISO's), cases side by side on every core.
     python benchmarks/miso.py --seeds 1-8 [--trace ...] [--gpus ...] > docs/generated/seeds-check.txt
 """
 
@@ -510,10 +512,15 @@ def _work_left(v: VJob) -> float:
 
 
 def virtual(
-    trace: Sequence[Job], gpus: int, sizes: RunTimes | None, checkpoints: bool = True, order: str = "arrival"
+    trace: Sequence[Job],
+    gpus: int,
+    sizes: RunTimes | None,
+    checkpoints: bool | str = True,
+    order: str = "arrival",
 ) -> tuple[dict, RunTimes]:
     """The dynamic strategy with migpool's own policy in virtual time (virtual_pool.py): real time, no scaling.
-    `shortest`: the waiting jobs served least work left first (--order-check)."""
+    `shortest`: the waiting jobs served least work left first (--order-check). `checkpoints="mixed"`: every other
+    job a checkpoint task, the rest plain (each kind its own function, as in a real pool)."""
     sim = VirtualPool(
         [((0, g), GPU) for g in range(gpus)],
         keep_idle=30.0,
@@ -523,20 +530,25 @@ def virtual(
     )
     fids = {m: k for k, m in enumerate(sorted({j["model"] for j in DATA["jobs"]}))}
     for k, j in enumerate(trace):
+        moves = k % 2 == 0 if checkpoints == "mixed" else bool(checkpoints)
+        plain = checkpoints == "mixed" and not moves
         t = types.SimpleNamespace(
-            fn=_vfn(j.model),
+            fn=_vfn(j.model + ("_plain" if plain else "")),
             partition=None,
             need_mib=float(j.need_mib),
             min_memory=f"{j.need_mib}MiB",
-            checkpoint=checkpoints,
+            checkpoint=moves,
             node=None,
         )
         unit = {p: s / j.seconds["7g.40gb"] for p, s in j.seconds.items() if p != "whole"}
-        sim.submit(VJob(k, t, fids[j.model], unit, round(j.seconds["7g.40gb"]), j.arrival))
+        sim.submit(
+            VJob(k, t, fids[j.model] + (len(fids) if plain else 0), unit, round(j.seconds["7g.40gb"]), j.arrival)
+        )
     done = sim.replay()
     jct = [v.end - v.arrival for v in done]
     creates = sum(1 for c in sim.policy.changes if c["action"] == "create")
-    return dict(modeled(jct), moves=sum(v.moves for v in done), creates=creates), sim.policy.sizes
+    blocked = sim.policy.placement_blocked  # fragmentation refusals (compute.stats()'s placement_blocked): 0
+    return dict(modeled(jct), moves=sum(v.moves for v in done), creates=creates, blocked=blocked), sim.policy.sizes
 
 
 def modeled(jct: Sequence[float]) -> dict:
@@ -579,8 +591,11 @@ def order_check(names: Sequence[str], counts: Sequence[int], out: Path | None) -
 
 def _seed_case(name: str, gpus: int, seed: int) -> dict[str, float]:
     trace = jobs(name, seed=seed)
+    runs = {"(a)": virtual(trace, gpus, None)[0], "(a-)": virtual(trace, gpus, None, checkpoints=False)[0]}
+    runs["(am)"] = virtual(trace, gpus, None, checkpoints="mixed")[0]
     return {
-        "(a)": virtual(trace, gpus, None)[0]["mean"],
+        **{k: r["mean"] for k, r in runs.items()},
+        "blocked": sum(r["blocked"] for r in runs.values()),
         "(b)": best_static(trace, gpus)[1],
         "(c)": mean(dispatch(["whole"] * gpus, trace)),
         "(f)": mean(joint_replan(trace, gpus)),
@@ -606,12 +621,15 @@ def seeds_check(names: Sequence[str], counts: Sequence[int], seeds: Sequence[int
         for k, done in enumerate(concurrent.futures.as_completed(running), 1):
             found[running[done]] = done.result()
             print(f"  ({k}/{len(cases)} done)", file=sys.stderr, flush=True)
-    ratios = (("(a)", "(b)"), ("(a)", "(c)"), ("(f)", "(b)"))
+    ratios = (("(a)", "(b)"), ("(a)", "(c)"), ("(f)", "(b)"), ("(a-)", "(bc)"), ("(am)", "(bc)"))
+    for row in found.values():
+        row["(bc)"] = min(row["(b)"], row["(c)"])  # the better of best static and whole GPUs
     every: dict[str, list[float]] = {f"{x}/{y}": [] for x, y in ratios}
     for name in names:
         for gpus in counts:
             print(f"\nMISO {name}, {gpus} x A100-40GB, mean JCT:")
-            head = "".join(f" {k:>7}" for k in ("(a)", "(b)", "(c)", "(f)"))
+            cols = ("(a)", "(a-)", "(am)", "(b)", "(c)", "(f)")
+            head = "".join(f" {k:>7}" for k in cols)
             print(f"  {'seed':>4}{head}" + "".join(f" {x}/{y}" for x, y in ratios))
             got: dict[str, list[float]] = {f"{x}/{y}": [] for x, y in ratios}
             for seed in seeds:
@@ -620,11 +638,11 @@ def seeds_check(names: Sequence[str], counts: Sequence[int], seeds: Sequence[int
                     got[f"{x}/{y}"].append(row[x] / row[y])
                 print(
                     f"  {seed:>4}"
-                    + "".join(f" {row[k]:>6.0f}s" for k in ("(a)", "(b)", "(c)", "(f)"))
+                    + "".join(f" {row[k]:>6.0f}s" for k in cols)
                     + "".join(f" {row[x] / row[y]:>7.2f}" for x, y in ratios)
                 )
             for label, pick in (("geo. mean", _geomean), ("worst", max)):
-                print(f"  {label:<36}" + "".join(f" {pick(got[k]):>7.2f}" for k in got))
+                print(f"  {label:<52}" + "".join(f" {pick(got[k]):>7.2f}" for k in got))
             for k, v in got.items():
                 every[k] += v
     a_b = every["(a)/(b)"]
@@ -634,7 +652,11 @@ def seeds_check(names: Sequence[str], counts: Sequence[int], seeds: Sequence[int
             f"All {len(a_b)}: (a) at most (b) on {sum(r <= 1 for r in a_b)}, geometric mean "
             f"{_geomean(a_b):.3f}, worst {max(a_b):.2f}; (a) at most (c) on "
             f"{sum(r <= 1 for r in every['(a)/(c)'])}; (f), MISO's re-planning with perfect knowledge, "
-            f"against (b): geometric mean {_geomean(every['(f)/(b)']):.3f}, best {min(every['(f)/(b)']):.2f}.",
+            f"against (b): geometric mean {_geomean(every['(f)/(b)']):.3f}, best {min(every['(f)/(b)']):.2f}. "
+            f"Plain tasks from nothing, (a-), against the better of (b) and (c): geometric mean "
+            f"{_geomean(every['(a-)/(bc)']):.3f}, worst {max(every['(a-)/(bc)']):.2f}; half of them plain, (am): "
+            f"{_geomean(every['(am)/(bc)']):.3f}, worst {max(every['(am)/(bc)']):.2f}. Waits refused for "
+            f"fragmentation (placement blocked): {sum(r['blocked'] for r in found.values()):.0f}.",
             80,
         )
     )
@@ -665,13 +687,15 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the CI form: 12 jobs of readme on 1 GPU, (a) and models")
     ap.add_argument("--real", action="store_true", help="run (a) in a real simulated pool too, in scaled time")
     ap.add_argument("--json", type=Path, help="also write every row to this file (docs/generated/miso.json)")
-    ap.add_argument("--no-learned", action="store_true", help="leave out (a') and (a-) (each needs a learning run)")
+    ap.add_argument("--no-learned", action="store_true", help="leave out (a') and (a-') (each needs a learning run)")
     ap.add_argument("--check-search", action="store_true", help="compare (b)'s search with exhaustive at 2-4 GPUs")
     ap.add_argument(
         "--order-check", action="store_true", help="only (a) and (b), in arrival order and least work first"
     )
     ap.add_argument(
-        "--seeds", type=_seed_list, help="only (a), (b), (c) and (f), on the runs drawn with these seeds (1-8)"
+        "--seeds",
+        type=_seed_list,
+        help="only (a), (a-), (am), (b), (c) and (f), on the runs drawn with these seeds (1-8)",
     )
     args = ap.parse_args()
     names, counts = args.trace.split(","), [int(g) for g in args.gpus.split(",")]
@@ -705,13 +729,15 @@ def main() -> None:
             combo, _ = best_static(trace, gpus)
             searched = time.monotonic() - started
             rows["(a) dynamic"], _ = virtual(trace, gpus, None)
+            rows["(a-) plain"], _ = virtual(trace, gpus, None, checkpoints=False)
+            rows["(am) half plain"], _ = virtual(trace, gpus, None, checkpoints="mixed")
             if args.real or args.quick:
                 rows["(ar) real run"] = dynamic(trace, gpus, None)
             if not args.quick and not args.no_learned:
                 other = jobs(OTHER[name])
                 rows["(a') learned"], _ = virtual(trace, gpus, virtual(other, gpus, None)[1])
                 learned = virtual(other, gpus, None, checkpoints=False)[1]
-                rows["(a-) no moves"], _ = virtual(trace, gpus, learned, checkpoints=False)
+                rows["(a-') plain, lrn."], _ = virtual(trace, gpus, learned, checkpoints=False)
             rows["(b) best static"] = modeled(dispatch([u for lay in combo for u in lay], trace))
             rows["(c) whole GPUs"] = modeled(dispatch(["whole"] * gpus, trace))
             rows["(d) MISO static"] = modeled(dispatch(list(MISO_STATIC) * gpus, trace, pick="largest"))

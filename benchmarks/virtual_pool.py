@@ -197,8 +197,8 @@ class VirtualPool:
 
         def checkpoint(t: float) -> None:
             job.done = min(job.units, job.done + chunk)
-            job.progress = (job.done, job.units, t)
-            if job.task.checkpoint:
+            if job.task.checkpoint:  # a plain task says nothing until it ends: its run time is learned then
+                job.progress = (job.done, job.units, t)
                 self.policy.progress(job, w, job.done, job.units, t)  # type: ignore[arg-type]
             if job.done >= job.units - 1e-9:
                 w.outstanding.clear()

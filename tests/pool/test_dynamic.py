@@ -45,6 +45,7 @@ def test_each_task_runs_on_a_partition_of_its_profile_made_for_it():
         live = {p.profile for p in c.partitions}
         assert live <= {"1g.10gb", "3g.40gb", "2g.20gb", "1g.20gb"} and live
         changes = c.changes
+        assert c.stats()["placement_blocked"] == 0  # no wait refused for fragmentation (fragments.py)
     creates = [ch for ch in changes if ch["action"] == "create"]
     assert {ch["profile"] for ch in creates} >= {"1g.10gb", "3g.40gb", "2g.20gb"}
     assert all(ch["reason"] and ch["placement"] for ch in creates)

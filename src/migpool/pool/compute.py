@@ -120,7 +120,7 @@ class Views:
         """Per worker: partition, tasks started/done/failed/lost, running and queued now, busy time, last error."""
         if self._sched is None:
             return dict(pid=os.getpid(), pending=0, workers=[])
-        return self._sched.stats()
+        return self._sched.stats() | (self._dynamic.stats() if self._dynamic is not None else {})
 
     @property
     def is_active(self) -> bool:

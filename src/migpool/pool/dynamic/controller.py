@@ -214,6 +214,11 @@ class DynamicMig:
         """Every partition created or destroyed (the most recent 10,000), when, where and why."""
         return self.policy.changes
 
+    def stats(self) -> dict[str, Any]:
+        """What `compute.stats()` adds: `placement_blocked`, the waits where the free slices held a task's size
+        but the placements left did not, even once idle partitions were destroyed (fragments.py; zero expected)."""
+        return dict(placement_blocked=self.policy.placement_blocked)
+
     @property
     def sizes(self) -> RunTimes:
         return self.policy.sizes

@@ -67,6 +67,7 @@ from ...mig.planner import PlannedInstance, explain, max_addable
 from ..api.info import Partition
 from .costs import Costs
 from .effects import Effects
+from .fragments import repack_would_hold, wanted
 from .moves import Moves
 from .placement import Placement
 from .reservations import Reservations
@@ -108,6 +109,7 @@ class DynamicPolicy:
         self.reservations = Reservations(self)
         self.resizing = Resizing(self)
         self.moves = Moves(self)
+        self.placement_blocked = 0  # waits where destroying idle partitions would have made room (fragments.py)
 
     # what it holds, by the names its callers read
     @property
@@ -251,6 +253,10 @@ class DynamicPolicy:
             key = (j.task.partition, j.task.need_mib, j.fid)
             if key not in stuck and not self.provide(j, behind=len(pending) - 1):
                 stuck[key] = j
+        for j in stuck.values():
+            size = wanted(self, j, len(pending) - 1)
+            if size is not None and repack_would_hold(self, j, size):
+                self.placement_blocked += 1  # capacity existed, but the placements left did not take it
         self.reservations.drain()
         self.resizing.step()
         unserved = list(stuck.values())
