@@ -70,7 +70,7 @@ _EXPORTS = {
     "CommandResult": ".launch.copies",
     # the reference system's (Skyward 0.10 and 0.12.1) other names: docs/coming-from-skyward.md
     "Accelerator": ".accelerators",
-    "time": ".pool.api.durations",
+    "time": ".pool.api",  # its module durations, named as the reference names it
     **{name: ".pool.api.task" for name in ("Group", "Pending", "Streaming", "stream")},
     "PendingFunction": ".pool.api.task",
     "PendingFunctionGroup": ".pool.api.task",
@@ -129,10 +129,10 @@ def __getattr__(name: str) -> Any:
     if mod is None:
         raise AttributeError(f"module 'migpool' has no attribute {name!r}")
     module = importlib.import_module(mod, __name__)
-    if name in ("catalog", "plugins", "accelerators", "time"):
+    if name in ("catalog", "plugins", "accelerators"):
         value: Any = module
-    elif name in _REFUSED_EVENTS:
-        value = module.REFUSED_EVENTS[name]
+    elif name == "time":
+        value = importlib.import_module(".pool.api.durations", __name__)
     else:
         value = getattr(module, name)
     globals()[name] = value
@@ -229,20 +229,49 @@ if TYPE_CHECKING:
     from .pool.api import durations as time
     from .pool.api.attempts import Lost, Retry
     from .pool.api.cloud import (
+        ComputeAbandoned,
+        ComputeAdopted,
+        ComputeBound,
+        ComputeCreated,
+        ComputeDegraded,
+        ComputeDeleted,
+        ComputeDeleting,
+        ComputeDeletionFailed,
+        ComputeProvisioning,
+        ComputeReady,
         ComputeState,
+        ComputeView,
         Consistency,
+        ConsoleEvent,
+        CostEvent,
         DistributedRegistry,
         DockerImage,
+        EmittedEvent,
+        Event,
+        EventCallback,
+        GenerationApplied,
+        GenerationCreated,
         HealthChecker,
         Lambda,
+        LeaseClaimed,
+        LeaseReleased,
+        MetricEvent,
         MetricSpec,
+        NodeEvent,
         NodeState,
+        NodeView,
+        PhaseEvent,
+        PhaseView,
         Port,
+        ProgressEvent,
         Provider,
         Salad,
         Spec,
         Storage,
+        StraysTerminated,
+        TaskEvent,
         TaskState,
+        TaskView,
         Volume,
         app,
         metrics,

@@ -92,7 +92,9 @@ class Recorder:
 
     def add(self, item: tuple[Any, ...]) -> None:
         self.buffer.append(item)
-        if len(self.buffer) >= HELD:
+        if self.stopping:  # (closed as this was added: written here, not lost)
+            self.flush()
+        elif len(self.buffer) >= HELD:
             self.wake.set()
 
     def loop(self) -> None:

@@ -102,6 +102,36 @@ EVENTS = (
 ).split()
 EVENT_REASON = f"{NO_DAEMON}. Watch a pool with compute.stats() or `migpool top`; sky.emit() logs to 'migpool.events'"
 REFUSED_EVENTS = {name: refused(name, EVENT_REASON) for name in EVENTS}
+# each by its name, as type checkers and `from skyward import ComputeReady` see it
+ComputeCreated = REFUSED_EVENTS["ComputeCreated"]
+ComputeBound = REFUSED_EVENTS["ComputeBound"]
+ComputeAdopted = REFUSED_EVENTS["ComputeAdopted"]
+ComputeProvisioning = REFUSED_EVENTS["ComputeProvisioning"]
+ComputeReady = REFUSED_EVENTS["ComputeReady"]
+ComputeDegraded = REFUSED_EVENTS["ComputeDegraded"]
+GenerationCreated = REFUSED_EVENTS["GenerationCreated"]
+GenerationApplied = REFUSED_EVENTS["GenerationApplied"]
+LeaseClaimed = REFUSED_EVENTS["LeaseClaimed"]
+LeaseReleased = REFUSED_EVENTS["LeaseReleased"]
+ComputeAbandoned = REFUSED_EVENTS["ComputeAbandoned"]
+ComputeDeleting = REFUSED_EVENTS["ComputeDeleting"]
+ComputeDeletionFailed = REFUSED_EVENTS["ComputeDeletionFailed"]
+StraysTerminated = REFUSED_EVENTS["StraysTerminated"]
+ComputeDeleted = REFUSED_EVENTS["ComputeDeleted"]
+CostEvent = REFUSED_EVENTS["CostEvent"]
+NodeEvent = REFUSED_EVENTS["NodeEvent"]
+ProgressEvent = REFUSED_EVENTS["ProgressEvent"]
+ConsoleEvent = REFUSED_EVENTS["ConsoleEvent"]
+EmittedEvent = REFUSED_EVENTS["EmittedEvent"]
+PhaseEvent = REFUSED_EVENTS["PhaseEvent"]
+MetricEvent = REFUSED_EVENTS["MetricEvent"]
+TaskEvent = REFUSED_EVENTS["TaskEvent"]
+Event = REFUSED_EVENTS["Event"]
+ComputeView = REFUSED_EVENTS["ComputeView"]
+NodeView = REFUSED_EVENTS["NodeView"]
+PhaseView = REFUSED_EVENTS["PhaseView"]
+TaskView = REFUSED_EVENTS["TaskView"]
+EventCallback = REFUSED_EVENTS["EventCallback"]
 
 
 class Lambda(Cloud):

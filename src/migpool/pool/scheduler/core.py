@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from ...errors import PluginError, PoolBrokenError, WorkerLostError, WorkerStartError
 from ...mig.layout import parse_memory_mib
+from ...observe import workload
 from ..api import refs
 from ..api.attempts import late, retrying
 from ..api.providers import WorkerSpec
@@ -507,5 +508,6 @@ class Scheduler:
             w.writer_q.put(None)  # a writer whose reader never started (the pool closed as it spawned)
         stuck = self.threads.join(JOIN_S) + self.feeders.join(FEED_JOIN_S)
         self.codec.close()
+        workload.close_all()  # the pool's records are written, and the writer's thread joined (a later one restarts it)
         if stuck:
             log.warning("migpool: threads still running %.0f s after the pool closed: %s", JOIN_S, ", ".join(stuck))
