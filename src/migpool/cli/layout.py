@@ -184,7 +184,6 @@ def apply_cmd(
     """Make the GPUs match LAYOUT with the fewest changes; print the MIG UUIDs."""
     if dry_run:
         return _show_plan(reconcile.plan_apply(desired, backend, gpus=gpus, force=force, reset=reset), as_json)
-    before = {d.uuid for g in backend.gpus() if g.mig_current for d in backend.mig_devices(g.index)}
     with out.status("applying…") as status:
         res = reconcile.apply(
             desired,
@@ -196,6 +195,7 @@ def apply_cmd(
             progress=None if as_json else operations_to(out, status),
         )
     assert res.plan is not None  # apply always returns its plan
+    before = {u for g in res.plan.gpus for a in g.actual for u in a.uuids}  # (read under apply's lock)
     saved = save_for_boot(backend, [(g.gpu.index, g.layout) for g in res.plan.gpus], saved_file) if persist else None
     made = set(res.mig_devices)
     new: list[dict[str, str]] = [
