@@ -121,14 +121,14 @@ def test_dynamic_mig_learns_the_size_a_task_runs_best_on():
             gather(*[T.scaling(0.2, power=1.32) for _ in range(4)]) >> c
         for _ in range(40):  # on a loaded machine a resize can still be under way after 8 rounds: more, with a
             last = gather(*[T.scaling(0.2, power=1.32) for _ in range(3)]) >> c  # pause for the controller
-            if last == ("2g.20gb",) * 3:
+            if last == ["2g.20gb"] * 3:
                 break
             time.sleep(0.1)
         measured = c.controller.sizes.measured(next(iter(c.controller.sizes._mean)))
         live = [p.profile for p in c.partitions]
         changes = c.changes
     assert 2.0 < measured["1g.10gb"] / measured["2g.20gb"] < 3.0
-    assert last == ("2g.20gb",) * 3 and live.count("2g.20gb") >= 3
+    assert last == ["2g.20gb"] * 3 and live.count("2g.20gb") >= 3
     assert changes and all(ch["reason"] for ch in changes)  # each change says why
 
 
