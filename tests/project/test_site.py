@@ -107,7 +107,9 @@ def test_the_python_reference_leads_with_compute_and_its_arguments(site):
     from migpool import Compute
 
     table = _text(page[: page.index("</table>")])
-    for name in inspect.signature(Compute).parameters:
+    for name, param in inspect.signature(Compute).parameters.items():
+        if param.kind is param.VAR_KEYWORD:  # (the reference's cloud keywords: refused, said under the table)
+            continue
         assert f"\n{name}\n" in table, f"Compute's argument {name} is not in the reference's table"
     text = _text(page)
     for name in ("gather", "shard", "Image", "instance_info", "Worker", "Local", "mig", "function"):
