@@ -187,6 +187,48 @@ def test_a_changed_layout_leaves_no_stale_series(sim):
     assert any(found == seen_layouts[0] for found in scraped)  # a partition made later appears in a scrape
 
 
+def test_dynamic_migs_partitions_come_and_go_in_the_scrapes_with_their_holder(monkeypatch, tmp_path):
+    """dcgm-exporter issue 714: partitions made while the exporter ran had no series. A scrape every 0.2 s while
+    dynamic MIG makes a 1g.10gb, then a 7g.80gb in its place: each appears, held by the pool, in some scrape, and
+    once the pool has closed (its partitions destroyed) the next scrape has none of them."""
+    monkeypatch.setenv("MIGPOOL_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("MIGPOOL_SIMULATE", "A100-80GB")
+    sim = SimulatedBackend("A100-80GB")
+    seen: dict[tuple[str, str], str] = {}  # (profile, MIG UUID) -> the holder_pid it was scraped with
+    stop = threading.Event()
+    with Sampler(sim, interval=0.1, holders=True) as s:
+        s.latest(wait=2)
+        scrapes = Scrapes(s)
+
+        def scrape_loop():
+            while not stop.is_set():
+                for lab in _labels(scrapes.body().decode(), "migpool_partition_info"):
+                    if lab["holder_pid"]:
+                        seen.setdefault((lab["GPU_I_PROFILE"], lab["MIG_UUID"]), lab["holder_pid"])
+                time.sleep(0.2)
+
+        with futures.ThreadPoolExecutor(1) as ex:
+            loop = ex.submit(scrape_loop)
+            with migpool.Compute(
+                provider=migpool.Local(simulate="A100-80GB"),
+                worker=migpool.Worker(executor="process"),
+                plugins=[migpool.plugins.mig(dynamic=True, keep_idle=0.2)],
+                progress=False,
+            ) as pool:
+                pool.submit(T.nap(1.5).on("1g.10gb")).result(timeout=60)
+                pool.submit(T.nap(1.5).on("7g.80gb")).result(timeout=120)
+                made = {ch["profile"] for ch in pool.changes if ch["action"] == "create"}
+            s.latest(wait=2)
+            s.latest(wait=2)
+            stop.set()
+            loop.result(timeout=10)
+        after = {lab["MIG_UUID"] for lab in _labels(scrapes.body().decode(), "migpool_partition_info")}
+    assert {"1g.10gb", "7g.80gb"} <= made
+    held = {profile for (profile, _), pid in seen.items() if pid == str(os.getpid())}
+    assert {"1g.10gb", "7g.80gb"} <= held, seen  # each scraped while it existed, held by this pool
+    assert not after & {uuid for _, uuid in seen}  # and gone once destroyed: no stale series
+
+
 # --- Kubernetes: the kubelet's pod-resources socket, answered by a stand-in gRPC server ---
 
 
