@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
 import time
+import weakref
 from pathlib import Path
 
 import pytest
@@ -193,6 +195,30 @@ def test_a_task_not_started_within_its_queue_timeout_fails_unrun(kind, tmp_path)
         assert sky.function(queue_timeout=5)(nap.fn)(0) >> c == 0
     with pytest.raises(ValueError, match="queue_timeout is a number of seconds"):
         nap(0).with_queue_timeout(-1)
+
+
+@sky.function
+def dies_once(marker: str) -> str:
+    """Its worker dies under it (after 1.3 s) the first time; the second time it returns."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        time.sleep(1.3)
+        os._exit(1)
+    return "ran again"
+
+
+def test_a_task_its_worker_took_is_past_its_queue_timeout_and_not_kept_by_it(tmp_path):
+    """Review: a queue timeout measured from submit failed a retry that waited for its worker's restart with
+    "never ran", and the deadline watch kept every finished job (its result) alive until its deadline."""
+    with Compute(provider=sky.Local(), worker=Worker(executor="process", concurrency=1), progress=False) as c:
+        again = c.submit(dies_once(str(tmp_path / "m")).with_queue_timeout(1.5), retries=1)  # (requeued whole)
+        assert again.result(timeout=30) == "ran again"
+        fut = c.submit(nap(0).with_queue_timeout(3600))
+        assert fut.result(timeout=30) == 0
+        gone = weakref.ref(fut)
+        del fut
+        gc.collect()
+        assert gone() is None  # the hour-long deadline does not hold it
 
 
 @sky.stream

@@ -1,5 +1,7 @@
 """Queue timeouts: a job that no worker has started within its task's `queue_timeout` leaves the queue and fails
-with QueueTimeoutError at that moment, never having run. One thread of the scheduler's watches the deadlines; it
+with QueueTimeoutError at that moment, never having run. A job a worker took once is past its queue timeout for
+good (back in the queue after its worker died, it waits as any retry does); the watch holds each job weakly, so a
+finished job's result and arguments are not kept alive until its deadline. One thread of the scheduler's watches the deadlines; it
 is started with the first such job and ends when the pool closes (its owner joins it)."""
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ import heapq
 import itertools
 import threading
 import time
+import weakref
 from collections.abc import Callable
 
 from .jobs import Job
@@ -20,7 +23,7 @@ class QueueDeadlines:
     def __init__(self, threads: Threads, expire: Callable[[Job], None]) -> None:
         self._threads = threads
         self._expire = expire
-        self._heap: list[tuple[float, int, Job]] = []
+        self._heap: list[tuple[float, int, weakref.ref[Job]]] = []
         self._order = itertools.count()
         self._cond = threading.Condition()
         self._started = False
@@ -30,7 +33,7 @@ class QueueDeadlines:
         with self._cond:
             if self._stopped:
                 return
-            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._order), job))
+            heapq.heappush(self._heap, (time.monotonic() + seconds, next(self._order), weakref.ref(job)))
             start = not self._started
             self._started = True
             self._cond.notify()
@@ -53,6 +56,8 @@ class QueueDeadlines:
                 due: list[Job] = []
                 now = time.monotonic()
                 while self._heap and self._heap[0][0] <= now:
-                    due.append(heapq.heappop(self._heap)[2])
+                    job = heapq.heappop(self._heap)[2]()
+                    if job is not None and job.attempts == 0:  # (gone, or taken by a worker: nothing to expire)
+                        due.append(job)
             for job in due:
                 self._expire(job)

@@ -51,6 +51,7 @@ class Job:
         "moves",
         "feeder",
         "cleanup_by",
+        "__weakref__",  # (the queue deadlines watch a job without keeping it alive)
     )
 
     def __init__(
