@@ -81,3 +81,16 @@ def test_grid_search_fits_on_the_pools_workers():
         assert any(f[2] is ThirdParty for f in warnings.filters)  # restored when the pool closed
     ran = {int(search.cv_results_[f"split{k}_test_score"][i]) for k in range(3) for i in range(6)}
     assert ran <= pids and len(ran) > 1 and os.getpid() not in ran
+
+
+def test_batches_travel_as_arguments_and_the_pool_keeps_none_of_them():
+    """Review: each batch was sent as the task's function, and a pool keeps every distinct function it was given
+    (each worker too): a grid search's data, once per batch, for the pool's life."""
+    import numpy as np
+
+    data = [np.full(1 << 18, i, dtype=np.float64) for i in range(6)]  # 2 MiB each
+    with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.Joblib()], progress=False) as pool:
+        got = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(np.sum)(d) for d in data)
+        kept = len(pool.scheduler.functions.pickled)
+    assert got == [float(d.sum()) for d in data]
+    assert kept == 1  # one function (the batch runner), whatever the number of batches

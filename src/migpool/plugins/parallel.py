@@ -25,6 +25,12 @@ from .frameworks import add_pip
 BACKEND_NAMES = ("migpool", "skyward")
 
 
+def run_batch(batch: Callable[[], Any]) -> Any:
+    """A joblib batch, run on a worker. It travels as this task's argument, not as its function: a pool keeps every
+    distinct function it was given (and each worker too), which for batches would be each batch's data, kept."""
+    return batch()
+
+
 def pool_workers(pool: Any) -> int:
     """The workers of every node of the open pool (joblib's n_jobs=-1)."""
     return max(1, int(pool.concurrency) * max(1, int(pool.current_nodes())))
@@ -64,7 +70,7 @@ def backend_class() -> type:
             return self.effective_n_jobs(n_jobs)
 
         def submit(self, func: Callable[[], Any], callback: Callable[[Any], None] | None = None) -> Future[Any]:
-            future: Future[Any] = self.pool.submit(func)  # (the task's function: pickled by value where needed)
+            future: Future[Any] = self.pool.submit(run_batch, func)  # (the batch is an argument: see run_batch)
             self.pending.add(future)
             future.add_done_callback(self.pending.discard)
             if callback is not None:
