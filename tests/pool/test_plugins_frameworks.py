@@ -8,7 +8,7 @@ import textwrap
 import pytest
 from plugin_tasks import module_state
 
-from migpool import Compute, Image, PluginError, Worker, gather, plugins
+from migpool import Compute, Image, Local, PluginError, Worker, gather, plugins
 from migpool.pool.api.info import Partition
 from migpool.pool.api.task import Task
 from migpool.pool.worker.distributed import INIT_ENV, TORCH_INIT
@@ -237,7 +237,10 @@ def test_the_references_names():
             pass
 
 
-def test_a_thread_pool_runs_its_tasks_here_with_the_plugins_environment(standins, monkeypatch):
+@pytest.mark.parametrize("inline", [False, True])
+def test_a_thread_pools_tasks_see_the_plugins_environment(standins, monkeypatch, inline):
+    """Threads run in a node process (Skyward's semantics: issue 42), which starts with the plugins' environment;
+    only Local(inline=True) runs them in this process, with the environment set here while the pool is open."""
     import sys
 
     from plugin_tasks import environment
@@ -246,11 +249,14 @@ def test_a_thread_pool_runs_its_tasks_here_with_the_plugins_environment(standins
     monkeypatch.setenv("HF_TOKEN", "mine")
     names = ("KERAS_BACKEND", "HF_TOKEN")
     hf, keras = plugins.HuggingFace("theirs"), plugins.Keras(backend="torch")
-    with Compute(worker=Worker(concurrency=2), plugins=[keras, hf, plugins.Cuml()], progress=False) as pool:
-        assert pool.executor == "thread" and not pool.worker_pids
+    provider = Local(inline=inline)
+    with Compute(provider, worker=Worker(concurrency=2), plugins=[keras, hf, plugins.Cuml()], progress=False) as pool:
+        assert pool.executor == "thread" and len(pool.worker_pids) == (0 if inline else 1)
         got = gather(*[Task(environment, (names,)) for _ in range(2)]) >> pool
     assert list(got) == [{"KERAS_BACKEND": "torch", "HF_TOKEN": "theirs"}] * 2
-    assert os.environ.get("KERAS_BACKEND") is None and os.environ["HF_TOKEN"] == "mine"  # put back
-    assert sys.modules["cuml"].STATE == {"installed": True}  # (in this process: its tasks run here)
-    sys.modules.pop("cuml")
-    sys.modules.pop("cuml.accel")
+    assert os.environ.get("KERAS_BACKEND") is None and os.environ["HF_TOKEN"] == "mine"  # put back (or untouched)
+    assert ("cuml" in sys.modules) == inline  # cuml's accelerator mode where the tasks ran
+    if inline:
+        assert sys.modules["cuml"].STATE == {"installed": True}
+        sys.modules.pop("cuml")
+        sys.modules.pop("cuml.accel")
