@@ -17,7 +17,7 @@ import pytest
 import migpool
 from migpool.backend.simulated import SimulatedBackend
 from migpool.errors import LockTimeoutError
-from migpool.host.locks import LockTimeout, PathLock, holders, waits_bounded
+from migpool.host.locks import LockTimeout, PathLock, holders, process_state, waits_bounded
 from migpool.reconcile.core import actual_instances, gpu_lock_path
 
 HOLD = (
@@ -115,6 +115,9 @@ def test_a_lease_refusal_names_a_stopped_holder_and_how_to_let_it_go_on(tmp_path
             Leases(tmp_path, "holder-b").take(uuid)
         assert f"PID {p.pid}" in str(running.value) and "stopped" not in str(running.value)
         os.kill(p.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10  # (a signal is delivered when the kernel next schedules its target)
+        while (process_state(p.pid) or ("", ""))[1] != "stopped" and time.monotonic() < deadline:
+            time.sleep(0.01)
         with pytest.raises(LeasedError) as stopped:
             Leases(tmp_path, "holder-b").take(uuid)
         assert f"PID {p.pid}" in str(stopped.value) and f"stopped (kill -CONT {p.pid}" in str(stopped.value)
