@@ -28,6 +28,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,8 @@ class Recorder:
         self.wake = threading.Event()
         self.stopping = False
         self.warned = False
-        self.names: dict[int, tuple[Any, str]] = {}  # what ran, by id: the object and its name as JSON
+        # what ran -> its name as JSON, held weakly (a closure's or a batch's data is not kept for the record)
+        self.names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         self.thread = threading.Thread(target=self.loop, name="migpool-workload-record", daemon=True)
         self.thread.start()
 
@@ -111,19 +113,26 @@ class Recorder:
         lines = []
         while self.buffer:
             fn, need, arrival, profile, seconds = self.buffer.popleft()
-            name = self.names.get(id(fn))
-            if name is None or name[0] is not fn:
-                name = self.names[id(fn)] = (fn, json.dumps(task_name(fn)))  # (the object kept: its id stays its)
-            if name[1] in SKIPPED_JSON:
+            name = self.name_of(fn)
+            if name in SKIPPED_JSON:
                 continue
             if isinstance(need, str):
                 need = parse_memory_mib(need)
             lines.append(
-                f'{{"fn": {name[1]}, "need_mib": {"null" if need is None else float(need)}, '
+                f'{{"fn": {name}, "need_mib": {"null" if need is None else float(need)}, '
                 f'"arrival": {arrival:.3f}, "profile": "{profile}", "seconds": {seconds:.4f}}}\n'
             )
         if lines:
             self.write(lines)
+
+    def name_of(self, fn: Any) -> str:
+        try:
+            return self.names[fn]
+        except KeyError:
+            name = self.names[fn] = json.dumps(task_name(fn))
+            return name
+        except TypeError:  # (not weakly referable, or unhashable: a command's argument list)
+            return json.dumps(task_name(fn))
 
     def write(self, lines: list[str]) -> None:
         """Append `lines`, rotating the file whenever the next line would take it past max_bytes."""
