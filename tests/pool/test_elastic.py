@@ -56,6 +56,17 @@ def test_scale_to_zero_and_back():
         assert c.current_nodes() == 1
 
 
+def test_a_task_at_zero_nodes_does_not_wait_out_the_cooldown():
+    """Review: the reclaim counted as the last change, so a task sent just after it waited the whole cooldown."""
+    options = Options(autoscale_idle_timeout=0.3, autoscale_cooldown=30.0)
+    with Compute(nodes=Nodes(initial=1, min=0, max=1), options=options, progress=False) as c:
+        assert (T.add(1, 2) >> c) == 3
+        assert _wait_for(lambda: c.current_nodes() == 0)
+        t0 = time.monotonic()
+        assert (T.add(2, 3) >> c) == 5
+        assert time.monotonic() - t0 < 20  # a node started for it, well within the 30 s cooldown
+
+
 def test_grows_to_max_under_load_and_shrinks_to_min():
     options = Options(autoscale_idle_timeout=0.3)
     with Compute(

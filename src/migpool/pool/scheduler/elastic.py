@@ -119,7 +119,8 @@ class Elastic:
                 return
             loads, by_node, pending = self._loads(now)
         add, drop = decide(loads, pending, self.per_node, self.bounds, self.idle_timeout)
-        if not (add or drop) or now - self._last_change < self.cooldown:
+        # the cooldown spaces changes out, but never keeps a task waiting at zero nodes
+        if not (add or drop) or (now - self._last_change < self.cooldown and (by_node or not add)):
             return
         retiring: list[Slot] = []
         with self.sched.lock:  # a node reclaimed only if it is still idle; it takes no job from here on
