@@ -322,3 +322,19 @@ def test_computes_cloud_keywords_are_refused_in_one_line_and_a_typo_is_a_type_er
     assert "\n" not in str(got.value)
     with pytest.raises(TypeError, match="'regoin'"):
         Compute(provider=sky.Local(), regoin="us-east-1")
+
+
+def test_a_task_with_a_retry_policy_ended_by_the_pools_close_says_so():
+    """Review: a queued task with a retry policy, ended by a close on error, was sent again to the closed pool and
+    reported 'this Compute is closed' instead of being cancelled with the pool."""
+    from concurrent.futures import CancelledError
+
+    fut = None
+    with pytest.raises(KeyError):
+        with Compute(provider=sky.Local(), worker=Worker(executor="process", concurrency=1), progress=False) as c:
+            c.submit(nap(3))
+            fut = c.submit(nap(0).with_retry(sky.Retry(3)))
+            raise KeyError("the caller's own error")
+    assert fut is not None
+    with pytest.raises(CancelledError):
+        fut.result(timeout=10)

@@ -12,7 +12,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, InvalidStateError
+from concurrent.futures import CancelledError, Executor, Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -93,7 +93,8 @@ def retrying(submit: Callable[[], Future[Any]], policy: Policy | None) -> Future
             return
         lost = isinstance(e, WorkerLostError)
         reason: Any = Lost("process_died") if lost else e
-        if isinstance(e, Exception) and not isinstance(e, QueueTimeoutError) and again(policy, reason, attempt[0]):
+        final = isinstance(e, (QueueTimeoutError, CancelledError))  # (timed out in the queue; the pool closed)
+        if isinstance(e, Exception) and not final and again(policy, reason, attempt[0]):
             attempt[0] += 1
             try:
                 at[0] = nxt = submit()
