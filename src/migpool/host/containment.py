@@ -146,7 +146,7 @@ def children(pid: int) -> list[int]:
     return out
 
 
-def _kill_by_pidfd(pid: int) -> bool:
+def kill_by_pidfd(pid: int) -> bool:
     """SIGKILL `pid` through a pidfd (never a process that reused the number); False where it was gone."""
     try:
         fd = os.pidfd_open(pid)
@@ -179,7 +179,7 @@ def sweep_descendants(pid: int, rounds: int = 50) -> int:
         if not found:
             break
         for p in reversed(found):
-            killed += _kill_by_pidfd(p)
+            killed += kill_by_pidfd(p)
         time.sleep(0.002)
     return killed
 
@@ -245,7 +245,7 @@ class Container:
         if self.cgroup is None:
             if self.leader is not None:
                 sweep_descendants(self.leader)
-                _kill_by_pidfd(self.leader)
+                kill_by_pidfd(self.leader)
             self.sweep_orphans()
             return True
         kill_cgroup(self.cgroup)
@@ -253,7 +253,7 @@ class Container:
         while _populated(self.cgroup) and time.monotonic() < deadline:
             time.sleep(0.002)
             for p in _members(self.cgroup):  # a kernel without cgroup.kill: what the freeze pass missed
-                _kill_by_pidfd(p)
+                kill_by_pidfd(p)
         empty = not _populated(self.cgroup)
         if empty:
             remove_tree(self.cgroup)
@@ -278,7 +278,7 @@ class Container:
             except OSError:
                 continue
             if found:
-                killed += sweep_descendants(int(name)) + _kill_by_pidfd(int(name))
+                killed += sweep_descendants(int(name)) + kill_by_pidfd(int(name))
         return killed
 
 
@@ -305,7 +305,7 @@ def kill_cgroup(cgroup: Path) -> None:
     except OSError:
         freeze = None  # type: ignore[assignment]
     for p in _members(cgroup):
-        _kill_by_pidfd(p)
+        kill_by_pidfd(p)
     if freeze is not None:
         with contextlib.suppress(OSError):
             freeze.write_text("0")

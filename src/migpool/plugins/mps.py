@@ -35,7 +35,7 @@ PIPE_ENV = "CUDA_MPS_PIPE_DIRECTORY"
 LOG_ENV = "CUDA_MPS_LOG_DIRECTORY"
 THREADS_ENV = "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"
 PINNED_ENV = "CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"
-STOP_WAIT_S = 15.0
+STOP_WAIT_S = 25.0  # more than a keeper may take: `quit` (QUIT_WAIT_S), then the daemon's own end (as long)
 READY_WAIT_S = 30.0  # the longest a daemon may take to open its control socket (`control` in its pipe directory)
 LIMIT = re.compile(r"\d+=\d+[KMGT]?(,\d+=\d+[KMGT]?)*")
 
@@ -147,7 +147,9 @@ class Mps(Plugin):
         if unit != "node":
             env["CUDA_VISIBLE_DEVICES"] = unit
         argv = [sys.executable, "-m", "migpool.plugins.mpskeeper", str(os.getpid()), control]
-        keeper = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+        keeper = subprocess.Popen(  # (a session of its own: a terminal's Ctrl-C is the pool's to answer, not its)
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+        )
         self.procs[keeper.pid] = keeper
         daemon = Daemon(unit, keeper.pid, 0, pipe, log)
         self.daemons.append(daemon)  # (stopped by teardown from now on, whatever follows)
@@ -193,7 +195,8 @@ class Mps(Plugin):
         """Stop every daemon (its keeper quits it the MPS way) and remove their directories."""
         import signal
 
-        from ..host.proc import wait_gone
+        from ..host.containment import kill_by_pidfd
+        from ..host.proc import pid_alive, wait_gone
 
         daemons, self.daemons = self.daemons, []
         stopping = []
@@ -217,6 +220,9 @@ class Mps(Plugin):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        for d in daemons:  # a keeper that was killed left its daemon: it goes too (a pidfd names only it)
+            if d.pid and pid_alive(d.pid):
+                kill_by_pidfd(d.pid)
         for d in daemons:  # (only its own: a Ray pool's other nodes may share this root on one test machine)
             shutil.rmtree(Path(d.pipe).parent, ignore_errors=True)
         with contextlib.suppress(OSError):

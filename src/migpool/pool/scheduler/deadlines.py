@@ -1,8 +1,8 @@
 """Queue timeouts: a job that no worker has started within its task's `queue_timeout` leaves the queue and fails
 with QueueTimeoutError at that moment, never having run. A job a worker took once is past its queue timeout for
 good (back in the queue after its worker died, it waits as any retry does); the watch holds each job weakly, so a
-finished job's result and arguments are not kept alive until its deadline. One thread of the scheduler's watches the deadlines; it
-is started with the first such job and ends when the pool closes (its owner joins it)."""
+finished job's result and arguments are not kept alive until its deadline. One thread of the scheduler's watches
+the deadlines; it is started with the first such job and ends when the pool closes (its owner joins it)."""
 
 from __future__ import annotations
 
