@@ -35,6 +35,8 @@ STANDIN = """\
         with open(record, "w") as f:
             json.dump({**seen, "quit": True}, f)
     elif sys.stdin.read().strip() == "quit":
+        if os.environ.get("STANDIN_QUIT_HANGS"):  # (MPS's quit waits for its clients to finish)
+            time.sleep(60)
         open(os.path.join(pipe, "quit"), "w").close()
 """
 
@@ -188,3 +190,21 @@ def test_the_plugins_tour_runs(standin):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "mps: a daemon per partition: ['/" in r.stdout and "Traceback" not in r.stderr
     assert len(daemons(standin, 2, quit=True)) == 2
+
+
+def test_a_daemon_whose_keeper_had_to_be_killed_ends_with_the_pool(standin, monkeypatch):
+    """Review: when `quit` hung past the pool's wait, the pool killed the keeper, and its daemon lived on under
+    PID 1 with its pipe directory removed: no one could tell it to quit any more."""
+    import importlib
+
+    mps = importlib.import_module("migpool.plugins.mps")  # (the module: `plugins.mps` is the plugin's class)
+    monkeypatch.setenv("STANDIN_QUIT_HANGS", "1")
+    monkeypatch.setattr(mps, "STOP_WAIT_S", 1.0)
+    m = plugins.Mps()
+    d = m.start("node")
+    assert not gone(d.pid)
+    m.teardown(None)
+    deadline = time.monotonic() + 10
+    while not gone(d.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gone(d.pid), "the daemon outlived its killed keeper"
