@@ -211,3 +211,50 @@ def test_spares_die_with_a_pool_killed_with_sigkill(container_kind):
         for d in base.glob(f"migpool-{parent.pid}-*") if base is not None else []:
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+GPU_MODULE = """
+import os
+DEVICE = os.environ.get("SPARES_TEST_DEVICE", "")
+HELD = open(DEVICE) if DEVICE and "MIGPOOL_NODE_INDEX" in os.environ else None  # as a CUDA init at import would
+
+def pid(x=None):
+    return os.getpid()
+"""
+
+
+def test_a_tasks_module_that_opens_the_gpu_at_import_is_not_preloaded_again(tmp_path, monkeypatch):
+    """Review: spares import the modules of the tasks they saw, before their partition is known; one that opens a
+    GPU device at import (a model moved to the GPU at module level) would hold the wrong device. A spare says so,
+    ends itself, and the pool stops preloading what it learned from tasks; the task runs on a fresh worker."""
+    device = Path(f"/dev/nvidia-migpool-test-{os.getpid()}")  # (its name is what a real device's starts with)
+    try:
+        device.write_text("")
+    except OSError:
+        pytest.skip("cannot make a file under /dev here (not root)")
+    try:
+        name = f"gpu_at_import_{os.getpid()}"
+        (tmp_path / f"{name}.py").write_text(GPU_MODULE)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setenv("SPARES_TEST_DEVICE", str(device))
+        import importlib
+
+        mod = importlib.import_module(name)
+        fn = migpool.function(mod.pid)
+        with Compute(
+            provider=migpool.Local(simulate="A100-80GB"),
+            worker=Worker(executor="process"),
+            plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0)],
+            progress=False,
+        ) as c:
+            fn().on("1g.10gb") >> c  # (learned: the next spare imports the module, and opens the "device")
+            deadline = time.monotonic() + 60
+            while not c.stats()["spares"]["notes"] and time.monotonic() < deadline:
+                assert fn().on("2g.20gb") >> c  # a new partition takes a spare (which reports, and ends)
+                fn().on("3g.40gb") >> c
+                time.sleep(0.2)
+            spares = c.stats()["spares"]
+        assert spares["notes"] and "opened a GPU device" in spares["notes"][0]
+        assert name not in spares["preload"]
+    finally:
+        device.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ from ..api.providers import WorkerSpec
 from ..wire.protocol import End, channel
 from ..worker.distributed import INIT_ENV
 from ..worker.lifecycle import AROUND_ENV
-from ..worker.spares import PARENT_ENV, PRELOAD_ENV, SPARE_ENV
+from ..worker.spares import GPU_OPENED, PARENT_ENV, PRELOAD_ENV, SPARE_ENV
 
 if TYPE_CHECKING:
     from .core import Scheduler
@@ -127,12 +127,15 @@ class Spare:
     ready_fd: int
     started: float = field(default_factory=time.monotonic)
     parked: float | None = None  # how long its imports took, once it said it waits
+    opened_gpu: bool = False  # its imports opened a GPU device: it ended itself, and serves no partition
 
     def poll_parked(self) -> bool:
         """Whether it has done its imports and waits (its ready pipe has its byte)."""
         if self.parked is None and self.ready_fd >= 0 and select.select([self.ready_fd], [], [], 0)[0]:
             with contextlib.suppress(OSError):
-                if os.read(self.ready_fd, 1):
+                said = os.read(self.ready_fd, 1)
+                self.opened_gpu = said == GPU_OPENED
+                if said and not self.opened_gpu:
                     self.parked = time.monotonic() - self.started
         return self.parked is not None
 
@@ -169,6 +172,8 @@ class Spares:
         self.started = 0
         self.off: str | None = None  # why spares were turned off
         self.learned: dict[str, None] = {}  # modules of the functions the pool was given, in order
+        self.learning = True  # (until one of those opens a GPU device at import: gpu_opened)
+        self.notes: list[str] = []
 
     def start(self) -> None:
         """Start the spares, on the spawning thread, after the starts queued there (the pool's own workers)."""
@@ -192,7 +197,8 @@ class Spares:
         with self.lock:
             while self.idle and got is None:
                 s = self.idle.pop(0)
-                if s.proc.poll() is None:
+                s.poll_parked()
+                if s.proc.poll() is None and not s.opened_gpu:
                     got = s
                 else:
                     dead.append(s)
@@ -202,12 +208,28 @@ class Spares:
                 got.poll_parked()
                 got.close_ready()
         for s in dead:
+            s.poll_parked()
+            if s.opened_gpu:
+                self.gpu_opened()
             s.end()
         self._post(self.top_up)
         return got
 
+    def gpu_opened(self) -> None:
+        """A spare's imports opened a GPU device before it had a partition. Modules learned from tasks are not
+        preloaded any more; where only the pool's own preload list was imported, spares are turned off."""
+        with self.lock:
+            if self.learning and self.learned:
+                self.learning = False
+                self.learned.clear()
+                self.notes.append("a task's module opened a GPU device when imported: spares preload only preload=")
+            else:
+                self.off = "a preload module opened a GPU device when imported (before the partition was known)"
+
     def _learn(self) -> None:
         """Note the modules of the functions of the tasks the pool holds now: spares started later import them."""
+        if not self.learning:
+            return
         sched = self.sched
         with sched.lock:
             jobs = [*sched.pending, *(j for w in sched.workers for j in w.outstanding)]
@@ -307,6 +329,16 @@ class Spares:
         rows = []
         with self.lock:  # (take() closes a spare's ready pipe under it)
             for s in self.idle:
+                s.poll_parked()
+            unfit = [s for s in self.idle if s.opened_gpu]
+            self.idle = [s for s in self.idle if not s.opened_gpu]
+        for s in unfit:
+            self.gpu_opened()
+            s.end()
+        if unfit:
+            self._post(self.top_up)
+        with self.lock:
+            for s in self.idle:
                 parked = s.poll_parked()
                 rss = rss_mib(s.proc.pid)
                 rows.append(
@@ -325,4 +357,5 @@ class Spares:
             preload=self.modules(),
             max_mib=self.settings.max_mib,
             off=self.off,
+            notes=list(self.notes),
         )

@@ -18,6 +18,7 @@ import os
 import pickle
 import signal
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 
 from ...host import containment
@@ -27,6 +28,22 @@ SPARE_ENV = "MIGPOOL_SPARE"  # in a spare: the descriptor of its ready pipe (one
 PRELOAD_ENV = "MIGPOOL_PRELOAD"  # the modules a spare imports while it waits, comma-separated
 PARENT_ENV = "MIGPOOL_PARENT_PID"
 _HEADER = struct.Struct("!QI")  # the handoff's body length and the number of descriptors beside it
+
+
+PARKED, GPU_OPENED = b"1", b"G"  # what a spare says on its ready pipe once its imports are done
+
+
+def opened_gpu() -> bool:
+    """Whether this process holds a GPU device open (/dev/nvidia*): an import initialised CUDA, or the driver."""
+    try:
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith("/dev/nvidia"):
+                return True
+    return False
 
 
 def preload(names: Sequence[str]) -> list[str]:
@@ -94,14 +111,17 @@ def park(read_end: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the pool decides what Ctrl-C stops
     ready = int(os.environ.get(SPARE_ENV, "-1"))
     preload([n for n in os.environ.get(PRELOAD_ENV, "").split(",") if n])
+    touched = opened_gpu()
     if ready >= 0:
         with contextlib.suppress(OSError):
-            os.write(ready, b"1")
+            os.write(ready, GPU_OPENED if touched else PARKED)
             os.close(ready)
     try:
         env = take_over(End.from_spec(read_end))
     except (EOFError, OSError, ValueError, struct.error):
         containment.end_own(container)  # the pool closed its end: nothing to serve
         raise SystemExit(1) from None  # (end_own does not return)
+    if touched:  # an import opened a GPU before the partition was known: start afresh, as a worker started cold
+        os.execve(sys.executable, [sys.executable, "-m", "migpool.pool.worker", *sys.argv[1:]], env)
     os.environ.clear()
     os.environ.update(env)
