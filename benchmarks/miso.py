@@ -12,7 +12,8 @@ at its 1g.5gb speed, or, where it did not fit 5 GB, at half its 2g.10gb speed. A
 speed (MISO's trace times are 7g.40gb times).
 
   (a) dynamic:        migpool's own controller (DynamicPolicy, remember=False) driven in virtual time by
-                      virtual_pool.py: no process sleeps, so a full trace takes a minute, not hours. Each job is a
+                      migpool.advise.virtual: no process sleeps, so a full trace takes a minute, not hours. Each
+                      job is a
                       checkpoint task (@function(checkpoint=True), one function per model configuration) that
                       yields a checkpoint every 1% of its iterations and costs 30 s to resume after a move
                       (MISO's default migration overhead); the controller knows nothing at first. --real also
@@ -22,7 +23,8 @@ speed (MISO's trace times are 7g.40gb times).
                       load and when running tasks are expected to end; no task moves. (a-') the same from
                       what a plain run of the other trace learned. (am) half plain: every other job plain.
   (b) best static:    in hindsight: the combination of per-GPU layouts (maximal ones, over every placement:
-                      layouts.py) with the lowest mean JCT in the event model; exhaustive up to 4 GPUs, beyond that
+                      migpool.advise.model) with the lowest mean JCT in the event model (migpool.advise.model);
+                      exhaustive up to 4 GPUs, beyond that
                       the best 20 for one GPU fewer, each with every layout added, improved one GPU at a time
                       (--check-search compares that with exhaustive at 2-4 GPUs).
   (c) whole GPUs:     no MIG, FIFO.
@@ -55,7 +57,6 @@ import concurrent.futures
 import dataclasses
 import functools
 import heapq
-import itertools
 import json
 import math
 import os
@@ -66,16 +67,16 @@ import tempfile
 import textwrap
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from layouts import maximal_layouts
 from replaying import replay, simulated_pool
-from virtual_pool import VirtualPool, VJob
 
 import migpool as sky
+from migpool.advise import model
+from migpool.advise.virtual import VirtualPool, VJob
 from migpool.backend.simulated import HARDWARE_LATENCY
 from migpool.mig import catalog
 from migpool.pool.dynamic.sizing import RunTimes
@@ -83,6 +84,7 @@ from migpool.pool.dynamic.sizing import RunTimes
 DATA = json.loads((Path(__file__).parent / "data" / "miso.json").read_text())
 GPU = catalog.lookup("A100-40GB")
 PROFILES = {p.name: p for p in GPU.profiles if p.plain}
+SLICES = {name: p.slices for name, p in PROFILES.items()}  # what dispatch's pick="largest" ranks by
 MOVE_S = 30.0  # MISO's default migration overhead (run.py --overhead)
 CHUNKS = 100  # checkpoints per job
 SCALE = 100.0  # trace seconds per wall-clock second (--time-scale)
@@ -130,91 +132,28 @@ def work(job: Job) -> float:
     return per_slice(job.seconds)
 
 
-# --- the event model ---
+# --- the event model: migpool.advise.model ---
+_ORDERS: dict[str, Callable[[Any], float] | None] = {"arrival": None, "shortest": work}  # dispatch's orders
+
+
 def dispatch(units: Sequence[str], trace: Sequence[Job], pick: str = "fastest", order: str = "arrival") -> list[float]:
-    """JCTs on a static set of partitions: a waiting job, in arrival order (`shortest`: least work() first),
-    takes a free partition that holds it (`fastest`: the one that runs it fastest; `largest`: the largest, MISO's
-    static); later jobs may go first."""
-    busy = [False] * len(units)
-    events = [(j.arrival, 0, k, -1) for k, j in enumerate(trace)]
-    heapq.heapify(events)
-    waiting: list[int] = []
-    jct = [math.nan] * len(trace)
-    while events:
-        t, kind, k, i = heapq.heappop(events)
-        if kind == 0:
-            waiting.append(k)
-            if order == "shortest":
-                waiting.sort(key=lambda k: work(trace[k]))
-        else:
-            busy[i] = False
-            jct[k] = t - trace[k].arrival
-        for k2 in list(waiting):
-            job = trace[k2]
-            free = [i for i, u in enumerate(units) if not busy[i] and u in job.seconds]
-            if not free:
-                continue
-            if pick == "fastest":
-                i = min(free, key=lambda i: (job.seconds[units[i]], i))
-            else:
-                i = max(free, key=lambda i: (PROFILES[units[i]].slices if units[i] in PROFILES else 8, -i))
-            busy[i] = True
-            waiting.remove(k2)
-            heapq.heappush(events, (t + job.seconds[units[i]], 1, k2, i))
-    return jct
+    """JCTs on a static set of partitions (model.dispatch): a waiting job, in arrival order (`shortest`: least
+    work() first), takes a free partition that holds it (`fastest`: the one that runs it fastest; `largest`: the
+    largest, MISO's static); later jobs may go first."""
+    return model.dispatch(units, trace, pick, SLICES, order=_ORDERS[order])
 
 
-def mean(values: Sequence[float]) -> float:
-    return statistics.mean(values) if values and not any(math.isnan(v) for v in values) else math.inf
-
-
-def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job], order: str = "arrival") -> float:
-    return mean(dispatch([u for lay in combo for u in lay], trace, order=order))
+def score(combo: Sequence[tuple[str, ...]], trace: Sequence[Job]) -> float:
+    """The mean JCT of `combo`'s partitions in the event model."""
+    return model.mean(dispatch(model.units_of(combo), trace))
 
 
 def best_static(
     trace: Sequence[Job], gpus: int, exhaustive_up_to: int = 4, order: str = "arrival"
 ) -> tuple[tuple[tuple[str, ...], ...], float]:
-    """The best combination of per-GPU layouts for `trace` (jobs served in `order`, as dispatch()): exhaustive up
-    to `exhaustive_up_to` GPUs; beyond, the best 20 of one GPU fewer, each with every layout added, then improved
-    one GPU at a time until nothing does."""
-    lays = LAYOUTS
-    if gpus <= exhaustive_up_to:
-        scored = [(score(c, trace, order), c) for c in itertools.combinations_with_replacement(lays, gpus)]
-        best = min(scored)
-        return best[1], best[0]
-    top = _top(trace, gpus - 1, exhaustive_up_to, order)
-    seeds = {tuple(sorted((*c, lay))) for c in top for lay in lays}
-    best_s, best_c = min((score(c, trace, order), c) for c in seeds)
-    improved = True
-    while improved:
-        improved = False
-        for k in range(gpus):
-            for lay in lays:
-                cand = tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
-                s = score(cand, trace, order)
-                if s < best_s - 1e-9:
-                    best_s, best_c, improved = s, cand, True
-    return best_c, best_s
-
-
-_TOPS: dict[tuple[tuple, int, str], list[tuple[tuple[str, ...], ...]]] = {}
-
-
-def _top(
-    trace: Sequence[Job], gpus: int, exhaustive_up_to: int, order: str, keep: int = 20
-) -> list[tuple[tuple[str, ...], ...]]:
-    memo = (tuple((j.id, j.arrival) for j in trace), gpus, order)  # not id(): a trace freed may lend its id
-    if memo not in _TOPS:
-        if gpus <= exhaustive_up_to:
-            combos = itertools.combinations_with_replacement(LAYOUTS, gpus)
-            scored = sorted((score(c, trace, order), c) for c in combos)
-        else:
-            prev = _top(trace, gpus - 1, exhaustive_up_to, order, keep)
-            seeds = {tuple(sorted((*c, lay))) for c in prev for lay in LAYOUTS}
-            scored = sorted((score(c, trace, order), c) for c in seeds)
-        _TOPS[memo] = [c for _, c in scored[:keep]]
-    return _TOPS[memo]
+    """The best combination of per-GPU layouts for `trace` (jobs served in `order`, as dispatch()) and its mean
+    JCT: model.best_static over LAYOUTS, keeping the best 20 of one GPU fewer beyond `exhaustive_up_to`."""
+    return model.best_static(trace, gpus, LAYOUTS, exhaustive_up_to, keep=20, order=_ORDERS[order])
 
 
 def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, window_s: float = 1800.0) -> list[float]:
@@ -485,7 +424,7 @@ def dynamic(trace: Sequence[Job], gpus: int, remember: Path | None, checkpoints:
         jct = [end - j.arrival for (end, _), j in zip(ended, trace, strict=True)]
         changes = list(c.changes)
     return dict(
-        mean=mean(jct),
+        mean=model.mean(jct),
         p95=sorted(jct)[int(0.95 * (len(jct) - 1))],
         moves=sum(1 for ch in changes if ch["action"] == "move"),
         changes=len(changes),
@@ -552,10 +491,10 @@ def virtual(
 
 
 def modeled(jct: Sequence[float]) -> dict:
-    return dict(mean=mean(jct), p95=sorted(jct)[int(0.95 * (len(jct) - 1))])
+    return dict(mean=model.mean(jct), p95=model.p95(jct))
 
 
-LAYOUTS = maximal_layouts(GPU)
+LAYOUTS = model.maximal_layouts(GPU)
 MISO_STATIC = ("2g.10gb", "2g.10gb", "3g.20gb")
 
 
@@ -597,8 +536,8 @@ def _seed_case(name: str, gpus: int, seed: int) -> dict[str, float]:
         **{k: r["mean"] for k, r in runs.items()},
         "blocked": sum(r["blocked"] for r in runs.values()),
         "(b)": best_static(trace, gpus)[1],
-        "(c)": mean(dispatch(["whole"] * gpus, trace)),
-        "(f)": mean(joint_replan(trace, gpus)),
+        "(c)": model.mean(dispatch(["whole"] * gpus, trace)),
+        "(f)": model.mean(joint_replan(trace, gpus)),
     }
 
 

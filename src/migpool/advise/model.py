@@ -17,7 +17,7 @@ import heapq
 import itertools
 import math
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -83,12 +83,17 @@ def maximal_layouts(gpu: GpuModel) -> list[tuple[str, ...]]:
 
 
 def dispatch(
-    units: Sequence[str], trace: Sequence[Timed], pick: str = "fastest", slices: Mapping[str, int] | None = None
+    units: Sequence[str],
+    trace: Sequence[Timed],
+    pick: str = "fastest",
+    slices: Mapping[str, int] | None = None,
+    order: Callable[[Timed], float] | None = None,
 ) -> list[float]:
     """Each job's completion time (end - arrival; NaN for a job no partition holds) on the static partitions
-    `units` (profile names, or WHOLE). A waiting job, in arrival order, takes a free partition that holds it:
-    `fastest`, the one that runs it fastest (the first such); `largest`, the one with the most `slices` (a
-    profile's compute slices; WHOLE counts as WHOLE_SLICES). Later jobs may go first.
+    `units` (profile names, or WHOLE). A waiting job, in arrival order (or least `order(job)` first, ties in
+    arrival order), takes a free partition that holds it: `fastest`, the one that runs it fastest (the first
+    such); `largest`, the one with the most `slices` (a profile's compute slices; WHOLE counts as WHOLE_SLICES).
+    Later jobs may go first.
 
     After every event no waiting job fits a free partition, so an arrival can only take a partition itself and
     a partition that frees goes to the first waiting job it holds: each event costs a heap step, not a scan."""
@@ -96,15 +101,16 @@ def dispatch(
     free: dict[str, list[int]] = collections.defaultdict(list)  # free partitions by kind, lowest index first
     for i, u in enumerate(units):
         free[u].append(i)
-    waiting: dict[str, collections.deque[int]] = {u: collections.deque() for u in free}
+    waiting: dict[str, list[tuple[float, int, int]]] = {u: [] for u in free}  # heaps of (order key, rank, job)
     placed = [False] * len(trace)
-    order = sorted(range(len(trace)), key=lambda k: trace[k].arrival)
+    order_of = sorted(range(len(trace)), key=lambda k: trace[k].arrival)
+    key = [0.0] * len(trace) if order is None else [order(j) for j in trace]
     ends: list[tuple[float, int, int]] = []  # (when, job, partition)
     jct = [math.nan] * len(trace)
     a = 0
-    while a < len(order) or ends:
-        if a < len(order) and (not ends or trace[order[a]].arrival <= ends[0][0]):  # arrivals first on a tie
-            k = order[a]
+    while a < len(order_of) or ends:
+        if a < len(order_of) and (not ends or trace[order_of[a]].arrival <= ends[0][0]):  # arrivals first on a tie
+            k = order_of[a]
             a += 1
             job, now = trace[k], trace[k].arrival
             fits = [u for u in job.seconds if u in free]
@@ -114,7 +120,7 @@ def dispatch(
                 choice = min(((-size.get(u, WHOLE_SLICES), free[u][0], u) for u in fits if free[u]), default=None)
             if choice is None:
                 for u in fits:
-                    waiting[u].append(k)
+                    heapq.heappush(waiting[u], (key[k], a, k))
                 continue
             u = choice[2]
             i = heapq.heappop(free[u])
@@ -125,10 +131,10 @@ def dispatch(
         jct[k] = now - trace[k].arrival
         u = units[i]
         queue = waiting[u]
-        while queue and placed[queue[0]]:
-            queue.popleft()
+        while queue and placed[queue[0][2]]:
+            heapq.heappop(queue)
         if queue:
-            nxt = queue.popleft()
+            nxt = heapq.heappop(queue)[2]
             placed[nxt] = True
             heapq.heappush(ends, (now + trace[nxt].seconds[u], nxt, i))
         else:
@@ -174,15 +180,21 @@ def units_of(combo: Iterable[tuple[str, ...]]) -> list[str]:
 class Search:
     """Scores combinations of layouts on one trace, each once."""
 
-    def __init__(self, trace: Sequence[Timed], layouts: Sequence[tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        trace: Sequence[Timed],
+        layouts: Sequence[tuple[str, ...]],
+        order: Callable[[Timed], float] | None = None,
+    ) -> None:
         self.trace = trace
         self.layouts = list(layouts)
+        self.order = order
         self.scored: dict[Combo, float] = {}
 
     def score(self, combo: Combo) -> float:
         got = self.scored.get(combo)
         if got is None:
-            got = self.scored[combo] = mean(dispatch(units_of(combo), self.trace))
+            got = self.scored[combo] = mean(dispatch(units_of(combo), self.trace, order=self.order))
         return got
 
     def ranked(self, combos: Iterable[Combo]) -> list[tuple[float, Combo]]:
@@ -195,11 +207,13 @@ def best_static(
     layouts: Sequence[tuple[str, ...]],
     exhaustive_up_to: int = 4,
     keep: int = 20,
+    order: Callable[[Timed], float] | None = None,
 ) -> tuple[Combo, float]:
     """The combination of per-GPU layouts (one of `layouts` each) with the lowest mean JCT on `trace` in the
-    event model, and that mean: exhaustive up to `exhaustive_up_to` GPUs; beyond, the best `keep` of one GPU
-    fewer, each with every layout added, then improved one GPU at a time until no change lowers it."""
-    search = Search(trace, layouts)
+    event model (waiting jobs served as dispatch's `order`), and that mean: exhaustive up to `exhaustive_up_to`
+    GPUs; beyond, the best `keep` of one GPU fewer, each with every layout added, then improved one GPU at a time
+    until no change lowers it."""
+    search = Search(trace, layouts, order)
     if gpus <= exhaustive_up_to:
         best = search.ranked(itertools.combinations_with_replacement(search.layouts, gpus))[0]
         return best[1], best[0]

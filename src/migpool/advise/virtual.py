@@ -5,7 +5,7 @@ hold() included); a partition takes `create_s` to make and its worker `start_s` 
 its profile has for it, reports a checkpoint every `chunk_share` of its work, stops at a checkpoint when the
 policy asks (Worker.pause) and pays `resume_s` when it resumes; the policy steps after every event and every
 `tick_s`. `order` (not what a pool does): the waiting jobs are kept sorted by this key, least first.
-benchmarks/miso.py checks it against real pools (--real); benchmarks/virtual_pool.py held it before."""
+benchmarks/miso.py checks it against real pools (--real)."""
 
 from __future__ import annotations
 
@@ -196,8 +196,8 @@ class VirtualPool:
 
         def checkpoint(t: float) -> None:
             job.done = min(job.units, job.done + chunk)
-            job.progress = (job.done, job.units, t)
-            if job.task.checkpoint:
+            if job.task.checkpoint:  # a plain task says nothing until it ends: its run time is learned then
+                job.progress = (job.done, job.units, t)
                 self.policy.progress(job, w, job.done, job.units, t)
             if job.done >= job.units - 1e-9:
                 w.outstanding.clear()
