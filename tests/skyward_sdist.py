@@ -58,6 +58,18 @@ def sdist(version: str) -> Path:
     return cache / name(version)
 
 
+def guides(version: str, dest: Path) -> Path:
+    """The guides (`guides/NN_name.py`) of Skyward `version`'s sdist, extracted flat into `dest`."""
+    import tarfile
+
+    with tarfile.open(sdist(version)) as tar:
+        for m in tar.getmembers():
+            if re.fullmatch(rf"skyward-{re.escape(version)}/guides/\d\d_\w+\.py", m.name):
+                m.name = Path(m.name).name
+                tar.extract(m, dest, filter="data")
+    return dest
+
+
 if __name__ == "__main__":
     for v in sys.argv[1:]:
         if not (ROOT / ".ci-cache" / name(v)).is_file():

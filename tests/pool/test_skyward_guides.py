@@ -13,31 +13,18 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import skyward_sdist
 
 VERSION = "0.10.0"
-SDIST = f"skyward-{VERSION}.tar.gz"
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.network  # (the source distribution is downloaded when .ci-cache/ and the cache lack it)
-
-
-def _sdist() -> Path:
-    return skyward_sdist.sdist(VERSION)
 
 
 @pytest.fixture(scope="module")
 def guides(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("skyward-guides")
-    with tarfile.open(_sdist()) as tar:
-        for m in tar.getmembers():
-            if re.fullmatch(rf"skyward-{re.escape(VERSION)}/guides/\d\d_\w+\.py", m.name):
-                m.name = Path(m.name).name
-                tar.extract(m, out, filter="data")
-    return out
+    return skyward_sdist.guides(VERSION, tmp_path_factory.mktemp("skyward-guides"))
 
 
 def _ported(guides: Path, name: str) -> Path:

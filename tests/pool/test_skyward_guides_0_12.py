@@ -26,7 +26,6 @@ import os
 import re
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -35,24 +34,12 @@ import skyward_sdist
 import migpool as sky
 
 VERSION = "0.12.1"
-SDIST = f"skyward-{VERSION}.tar.gz"
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.network  # (the source distribution is fetched when .ci-cache/ and the cache lack it)
-
-
-def sdist() -> Path:
-    return skyward_sdist.sdist(VERSION)
 
 
 @pytest.fixture(scope="module")
 def guides(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("skyward-0.12-guides")
-    with tarfile.open(sdist()) as tar:
-        for m in tar.getmembers():
-            if re.fullmatch(rf"skyward-{re.escape(VERSION)}/guides/\d\d_\w+\.py", m.name):
-                m.name = Path(m.name).name
-                tar.extract(m, out, filter="data")
-    return out
+    return skyward_sdist.guides(VERSION, tmp_path_factory.mktemp("skyward-0.12-guides"))
 
 
 def ported(guides: Path, name: str) -> Path:
