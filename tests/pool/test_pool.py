@@ -596,3 +596,36 @@ def test_every_kind_of_slot_shares_one_capacity_gate(kind):
         sched.spawner.stop()  # (no worker ran: its spawning thread is the scheduler's only thread)
         assert sched.threads.join(5) == []
         sched.codec.close()
+
+
+MAIN_ARGUMENTS = """
+import dataclasses
+import migpool as sky
+
+@dataclasses.dataclass
+class Config:
+    n: int
+
+def double(x):
+    return 2 * x
+
+@sky.function
+def use(cfg, fn):
+    return fn(cfg.n)
+
+if __name__ == "__main__":
+    for executor in ("thread", "process"):
+        with sky.Compute(sky.Local(), sky.Worker(executor=executor), progress=False) as c:
+            print(use(Config(21), double) >> c)
+"""
+
+
+def test_a_scripts_own_classes_and_functions_travel_as_arguments(tmp_path):
+    """A dataclass instance and a function of the script (`__main__`) as a task's arguments: plain pickle names
+    them `__main__.Config`, which a worker's `__main__` lacks; they go by value (before: AttributeError in the
+    worker, on every executor now that threads run in a node process)."""
+    script = tmp_path / "script.py"
+    script.write_text(MAIN_ARGUMENTS)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["42", "42"]

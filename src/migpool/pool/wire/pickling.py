@@ -153,19 +153,26 @@ def cloud_dumps(obj: Any, buffer_callback: BufferCallback = None) -> bytes:
     return buf.getvalue()
 
 
+MAIN = b"__main__"  # in a plain pickle where it names a global of the caller's script (or, rarely, in data)
+
+
 def dumps(obj: Any, buffer_callback: BufferCallback = None) -> bytes:
     """Plain pickle where it works (fast), else `cloud_dumps` (lambdas, closures, `__main__` objects, memoryviews).
     Buffers go to `buffer_callback` (protocol 5), which keeps one out of band by returning False."""
     try:
         if "torch" not in sys.modules:
-            return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
-        import copyreg
+            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
+        else:
+            import copyreg
 
-        buf = io.BytesIO()
-        p = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
-        p.dispatch_table = ChainMap(_extra_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
-        p.dump(obj)
-        return buf.getvalue()
+            buf = io.BytesIO()
+            p = pickle.Pickler(buf, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=buffer_callback)
+            p.dispatch_table = ChainMap(_extra_reducers(), copyreg.dispatch_table)  # type: ignore[arg-type]
+            p.dump(obj)
+            data = buf.getvalue()
+        if MAIN in data:  # a class or function of the caller's script, by name: a worker's __main__ lacks it
+            raise pickle.PicklingError("a __main__ object: by value")
+        return data
     except (pickle.PicklingError, AttributeError, TypeError):
         if buffer_callback is not None:
             raise _RetryError from None

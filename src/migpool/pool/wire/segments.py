@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from .pickling import dumps, dumps_out_of_band
+from .pickling import MAIN, dumps, dumps_out_of_band
 
 OOB_MIN = 64 << 10  # a buffer at least this big travels in the segment, not in the pickle
 BODY_MIN = 1 << 20  # a pickle body at least this big travels in the segment too
@@ -358,6 +358,8 @@ def pack(obj: Any, recycler: Recycler, keep: bool = False) -> bytes | Packed:
     else:
         try:  # plain pickle, at once (the usual small value)
             body = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL, buffer_callback=found.append)
+            if MAIN in body:  # a global of the caller's script, by name: by value instead (pickling.dumps)
+                raise pickle.PicklingError("a __main__ object")
         except Exception:  # noqa: BLE001 - cloudpickle's turn (and its error, if it cannot either)
             body, found = dumps_out_of_band(obj)
     if not found and len(body) < BODY_MIN:
