@@ -34,7 +34,7 @@ def sim():
 
 
 # What `python -m pytest -q` leaves to `.ci/run` (pytest's `addopts` deselects these markers; `.ci/run` runs
-# `-m "slow or network or chaos"` after the default run). Each entry is a test file or a test's node id (with a
+# `-n 0 -m "slow or network or chaos"` after the default run). Each entry is a test file or a test's node id (with a
 # parametrized test's brackets: that case alone; without them: every case), the marker it gets, and why.
 # Seconds are the test's own time in full runs on a 2-core machine (pytest --durations).
 LEFT_TO_CI: dict[str, tuple[str, str]] = {

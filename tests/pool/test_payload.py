@@ -139,13 +139,22 @@ def test_a_value_that_fails_to_pickle_half_way_is_refused_and_leaks_nothing(pool
     assert pool.submit(T.add, 1, 2).result() == 3  # the pool goes on
 
 
-def test_a_worker_killed_while_a_large_argument_is_on_its_way_leaks_nothing():
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{condition} not true within {seconds} s"
+        time.sleep(0.02)
+
+
+def test_a_worker_killed_while_a_large_argument_is_on_its_way_leaks_nothing(tmp_path):
     with Compute(worker=Worker(concurrency=1, executor="process"), progress=False) as c:
         pid = c.worker_pids[0]
-        busy = c.submit(T.hold_arg, np.zeros(1), 2.0)  # the worker is busy: the next frame waits in its socket
-        time.sleep(0.3)
+        started = tmp_path / "started"
+        busy = c.submit(T.hold_arg, np.zeros(1), 5.0, str(started))  # busy: the next frame waits in its socket
+        wait_for(started.exists)
         fut = c.submit(T.hold_arg, np.ones(32 * MiB), 0.0)
-        time.sleep(0.3)
+        wait_for(fut.running)  # sent to the worker
+        time.sleep(0.2)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerLostError):
             busy.result(timeout=30)

@@ -116,4 +116,4 @@ def test_the_tests_left_to_ci_exist_and_ci_runs_them():
         assert f"{path}::{name}" in conftest.LEFT_TO_CI and f"def {name}(" in (ROOT / path).read_text(), nodeid
     pyproject = (ROOT / "pyproject.toml").read_text()  # (tomllib is Python 3.11's; migpool runs on 3.10)
     assert re.search(r"""^addopts = ".*-m 'not slow and not network and not chaos'.*"$""", pyproject, re.M)
-    assert 'python -m pytest -q -m "slow or network or chaos"' in (ROOT / ".ci" / "run").read_text()
+    assert 'python -m pytest -q -n 0 -m "slow or network or chaos"' in (ROOT / ".ci" / "run").read_text()
