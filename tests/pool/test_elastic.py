@@ -84,14 +84,6 @@ def test_close_runs_what_was_sent_to_a_pool_at_zero_nodes():
     assert fut.result(timeout=0) == 9
 
 
-def test_a_ray_pool_refuses_elastic_nodes():
-    pytest.importorskip("ray")
-    from migpool import Ray
-
-    with pytest.raises(PluginError, match="elastic nodes run on a Local pool only"):
-        Compute(provider=Ray(address=None), nodes=Nodes(initial=1, min=0, max=2))
-
-
 def test_options_task_run_timeout_is_the_default_timeout():
     from migpool import TaskTimeoutError
 
