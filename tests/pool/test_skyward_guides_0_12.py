@@ -11,7 +11,7 @@ semantics: gather's list, shards by rank). Where migpool differs, the check says
 | 01 02 03 05 13 21 | run (their provider line becomes `sky.Local()`; 13's and 11's `Container()` too) |
 | 11 local containers | runs once `Image(env=)` reaches tasks under every executor (the exec part of issue 42) |
 | 14 worker executors | runs once `sky.Executor` exists (the exec part) |
-| 22 scale to zero | needs `sky.Nodes`/`sky.Options` (the exec part) and an RTX 3090 (`accelerator=`): not run |
+| 22 scale to zero | needs an RTX 3090 (`accelerator=`): not run (tests/pool/test_elastic*.py cover scale to zero) |
 | 09 grid search, 10 joblib | need `plugins.Sklearn`/`Joblib` (the plugins part), `sky.Executor`, scikit-learn |
 | 18 nvidia MIG | runs on a simulated A100 up to its first CUDA call once `plugins.Mig` and `sky.Executor` exist |
 | 04 06 07 08 16 19 20 23 | excluded: a GPU this machine lacks (RTX PRO 4500, T4, A100, L4, A40), downloads |
