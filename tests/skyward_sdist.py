@@ -70,6 +70,33 @@ def guides(version: str, dest: Path) -> Path:
     return dest
 
 
+def ported(guides_dir: Path, guide: str) -> Path:
+    """Guide `guide` of the folder `guides_dir` (from `guides`) as migpool runs it: `import skyward as sky` becomes
+    `import migpool as sky` and each `provider=sky.X()` becomes `provider=sky.Local()`, the only lines the issue
+    allows to change (every other line is Skyward's); written beside it as `migpool_<guide>.py`."""
+    text = (guides_dir / f"{guide}.py").read_text()
+    changed, n_import = re.subn(r"^import skyward as sky$", "import migpool as sky", text, flags=re.M)
+    changed, n_provider = re.subn(r"provider=sky\.\w+\(\)", "provider=sky.Local()", changed)
+    assert n_import == 1 and n_provider >= 1, f"{guide}: the guide's import or provider line was not where expected"
+    path = guides_dir / f"migpool_{guide}.py"
+    path.write_text(changed)
+    return path
+
+
+def run(path: Path, cwd: Path, timeout: float = 300, **env: str) -> str:
+    """Run the script `path` in a fresh interpreter (pytest's variables left out, `env` added); its output, which
+    must end with status 0."""
+    import subprocess
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    environ.update(env, PYTHONUNBUFFERED="1")
+    got = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, timeout=timeout, cwd=cwd, env=environ
+    )
+    assert got.returncode == 0, f"{path.name} exited {got.returncode}:\n{got.stdout[-2000:]}\n{got.stderr[-3000:]}"
+    return got.stdout
+
+
 if __name__ == "__main__":
     for v in sys.argv[1:]:
         if not (ROOT / ".ci-cache" / name(v)).is_file():

@@ -10,7 +10,7 @@ import pytest
 from migpool import Compute, Nodes, Options, PluginError, gather
 from migpool.pool.api.nodes import as_nodes
 from migpool.pool.api.providers import Executor
-from migpool.pool.scheduler.elastic import NodeLoad, decide
+from migpool.pool.scheduler.elastic import Elastic, NodeEffect, NodeLoad, decide
 
 
 def _wait_for(predicate, seconds=20.0):
@@ -31,6 +31,65 @@ def test_decide_grows_to_the_load_and_reclaims_idle_nodes_down_to_the_floor():
     busy_and_idle = [NodeLoad(0, 1, 0.0), NodeLoad(1, 0, 9.0), NodeLoad(2, 0, 1.0)]
     assert decide(busy_and_idle, 0, 2, bounds, 5.0) == (0, (1,))  # only the node idle long enough goes
     assert decide([NodeLoad(0, 0, 9.0), NodeLoad(1, 0, 9.0)], 0, 1, Nodes(2, min=1, max=2), 5.0) == (0, (1,))
+
+
+class FakeSched:
+    """What `Elastic` reads of a scheduler: its lock, workers, queue and whether it closed."""
+
+    def __init__(self):
+        import threading
+
+        self.lock, self.workers, self.pending, self.closed = threading.Lock(), [], [], False
+
+    def thread_died(self, e):
+        raise AssertionError(e)
+
+
+class FakeSlot:
+    def __init__(self, node):
+        import threading
+        from types import SimpleNamespace
+
+        self.spec, self.outstanding, self.draining = SimpleNamespace(node=node), [], False
+        self.stats, self.ready = SimpleNamespace(tasks_started=0), threading.Event()
+        self.ready.set()
+
+
+class RecordingEffect(NodeEffect):
+    """An effect that only records what it is asked, and keeps the fake scheduler's workers as a pool would."""
+
+    def __init__(self, sched, nodes):
+        super().__init__(sched, {k: [] for k in range(nodes)}, lambda w: None)
+        self.calls = []
+
+    def add(self, node):
+        self.calls.append(("add", node))
+        self.sched.workers.append(FakeSlot(node))
+        return True
+
+    def reclaim(self, workers):
+        if workers:
+            self.calls.append(("reclaim", sorted(w.spec.node for w in workers)))
+        for w in workers:
+            self.sched.workers.remove(w)
+
+
+def test_the_loop_carries_out_decisions_through_its_effect_only():
+    """The loop (Elastic) and its effect are apart: a pool of any kind gives its own effect (a Ray pool's ends and
+    starts the actors of a Ray node); the loop adds the free nodes the queue needs and reclaims idle ones."""
+    now = [0.0]
+    sched = FakeSched()
+    effect = RecordingEffect(sched, 3)
+    elastic = Elastic(sched, effect, Nodes(initial=0, min=0, max=3), 1, 5.0, 0.0, clock=lambda: now[0])
+    sched.pending = ["a", "b"]
+    elastic.step()
+    assert effect.calls == [("add", 0), ("add", 1)] and elastic.nodes() == 2
+    sched.pending = []
+    sched.workers[0].outstanding = ["busy"]
+    elastic.step()  # starts the idle clocks
+    now[0] = 6.0
+    elastic.step()  # node 1 idle for 6 s: reclaimed; node 0 busy: kept
+    assert effect.calls[2:] == [("reclaim", [1])] and elastic.node_indexes() == [0]
 
 
 def test_nodes_and_options_as_the_reference_takes_them():
@@ -82,14 +141,6 @@ def test_close_runs_what_was_sent_to_a_pool_at_zero_nodes():
         assert c.current_nodes() == 0
         fut = c.submit(T.add, 4, 5)
     assert fut.result(timeout=0) == 9
-
-
-def test_a_ray_pool_refuses_elastic_nodes():
-    pytest.importorskip("ray")
-    from migpool import Ray
-
-    with pytest.raises(PluginError, match="elastic nodes run on a Local pool only"):
-        Compute(provider=Ray(address=None), nodes=Nodes(initial=1, min=0, max=2))
 
 
 def test_options_task_run_timeout_is_the_default_timeout():

@@ -94,3 +94,27 @@ def test_batches_travel_as_arguments_and_the_pool_keeps_none_of_them():
         kept = len(pool.scheduler.functions.pickled)
     assert got == [float(d.sum()) for d in data]
     assert kept == 1  # one function (the batch runner), whatever the number of batches
+
+
+def inner_parallel(n):
+    """A task (or a joblib call) that runs a Parallel of its own: the backend it got, where its calls ran, and
+    the process it ran in."""
+    backend = joblib.parallel.get_active_backend()[0].__class__.__name__
+    got = joblib.Parallel(n_jobs=2)(joblib.delayed(nap)(i, 0.0) for i in range(n))
+    return backend, {pid for _, pid in got}, os.getpid()
+
+
+def test_a_parallel_inside_a_task_runs_on_that_worker_as_the_references_does():
+    """As in Skyward 0.12.1, whose plugins register the backend in the client only: a Parallel called by a task
+    runs on the worker that runs the task, with joblib's default backend (its own processes there), and adds no
+    task to the pool; one called inside a call the pool's backend sent runs in that worker, one call after the
+    other (the backend's nested one is joblib's sequential backend, as the reference's is)."""
+    with Compute(worker=Worker(concurrency=2, executor="process"), plugins=[plugins.Joblib()], progress=False) as pool:
+        backend, pids, worker = pool.submit(inner_parallel, 4).result()
+        started = sum(w["tasks_started"] for w in pool.stats()["workers"])
+        nested = joblib.Parallel(n_jobs=-1, batch_size=1)(joblib.delayed(inner_parallel)(3) for _ in range(2))
+        workers = set(pool.worker_pids)
+    assert worker in workers and backend == "LokyBackend" and started == 1
+    assert pids and not pids & (workers | {os.getpid()})  # joblib's own worker processes, started by that worker
+    for backend, pids, worker in nested:
+        assert backend == "SequentialBackend" and pids == {worker} and worker in workers

@@ -11,7 +11,7 @@ semantics: gather's list, shards by rank). Where migpool differs, the check says
 | 01 02 03 05 13 21 | run (their provider line becomes `sky.Local()`; 13's and 11's `Container()` too) |
 | 11 local containers | runs once `Image(env=)` reaches tasks under every executor (the exec part of issue 42) |
 | 14 worker executors | runs once `sky.Executor` exists (the exec part) |
-| 22 scale to zero | needs `sky.Nodes`/`sky.Options` (the exec part) and an RTX 3090 (`accelerator=`): not run |
+| 22 scale to zero | needs an RTX 3090 (`accelerator=`): not run (tests/pool/test_elastic*.py cover scale to zero) |
 | 09 grid search, 10 joblib | need `plugins.Sklearn`/`Joblib` (the plugins part), `sky.Executor`, scikit-learn |
 | 18 nvidia MIG | runs on a simulated A100 up to its first CUDA call once `plugins.Mig` and `sky.Executor` exist |
 | 04 06 07 08 16 19 20 23 | excluded: a GPU this machine lacks (RTX PRO 4500, T4, A100, L4, A40), downloads |
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import skyward_sdist
+from skyward_sdist import ported, run
 
 import migpool as sky
 
@@ -40,28 +41,6 @@ pytestmark = pytest.mark.network  # (the source distribution is fetched when .ci
 @pytest.fixture(scope="module")
 def guides(tmp_path_factory) -> Path:
     return skyward_sdist.guides(VERSION, tmp_path_factory.mktemp("skyward-0.12-guides"))
-
-
-def ported(guides: Path, name: str) -> Path:
-    """The guide with `import skyward as sky` → `import migpool as sky` and each `provider=sky.X()` →
-    `provider=sky.Local()`: the lines the issue allows to change. Every other line is Skyward's."""
-    text = (guides / f"{name}.py").read_text()
-    changed, n_import = re.subn(r"^import skyward as sky$", "import migpool as sky", text, flags=re.M)
-    changed, n_provider = re.subn(r"provider=sky\.\w+\(\)", "provider=sky.Local()", changed)
-    assert n_import == 1 and n_provider >= 1, f"{name}: the guide's import or provider line was not where expected"
-    path = guides / f"migpool_{name}.py"
-    path.write_text(changed)
-    return path
-
-
-def run(path: Path, tmp_path: Path, timeout: float = 300, **env: str) -> str:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    environ.update(env, PYTHONUNBUFFERED="1")
-    got = subprocess.run(
-        [sys.executable, str(path)], capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=environ
-    )
-    assert got.returncode == 0, f"{path.name} exited {got.returncode}:\n{got.stdout[-2000:]}\n{got.stderr[-3000:]}"
-    return got.stdout
 
 
 def needs(*names: str, part: str) -> None:

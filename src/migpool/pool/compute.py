@@ -211,8 +211,8 @@ class Compute(Collections, Views):
         ray_all = self.distributed and nodes == "all"  # (a Ray pool: every node that serves)
         self.bounds = as_nodes(1 if ray_all else nodes)  # type: ignore[arg-type]
         self.options = options or Options()
-        if self.distributed and self.bounds.elastic:
-            raise PluginError(f"{self.bounds}: elastic nodes run on a Local pool only; give a Ray pool nodes=N")
+        if self.distributed and self.bounds.elastic and self._dynamic_options() is not None:
+            raise PluginError(f"{self.bounds} with mig(dynamic=True) on a Ray pool: give it nodes=N")
         self.inline = getattr(self.provider, "inline", False)
         self.executor = self.worker.resolved(any(p.needs_processes for p in self.plugins) or self.distributed)
         if self.inline and (self.executor != "thread" or self.bounds.max != 1):
@@ -403,18 +403,23 @@ class Compute(Collections, Views):
         _check_ray_worker(self.worker)
         assert isinstance(self.provider, Ray)
         from .raypool.codec import RayCodec
+        from .raypool.elastic import start_ray_elastic
         from .raypool.pool import RayPool
         from .raypool.site import RaySite
 
-        self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, self.nodes)
+        want = self.bounds.max if self.bounds.elastic else self.nodes  # (elastic: every node it may use, prepared)
+        self._ray = ray_pool = RayPool(self.provider, self.plugins, self.worker, self._image, want)
         specs = ray_pool.open()
+        starting = [s for s in specs if s.node < self.bounds.start] if self.bounds.elastic else specs
         self.node = Node(
             0, len(ray_pool.nodes), self.provider, self.worker, [p for r in ray_pool.nodes for p in r.partitions]
         )
         self.node_count = len(ray_pool.nodes)
-        self._sched = sched = Scheduler(specs, default_retries=self.retries, slot=ray_pool.slot, codec=RayCodec())
+        self._sched = sched = Scheduler(starting, default_retries=self.retries, slot=ray_pool.slot, codec=RayCodec())
         self._share(ray_pool.shared)
         sched.start()
+        if self.bounds.elastic:
+            self._elastic = start_ray_elastic(ray_pool, sched, specs, self.bounds, self.options)
         dynamic = self._dynamic_options()
         if dynamic is not None:
             self._start_dynamic(dynamic, RaySite(ray_pool, sched))
@@ -564,20 +569,12 @@ class Compute(Collections, Views):
 
 def start_elastic(pool: Compute, sched: Scheduler, specs: list[WorkerSpec]) -> Elastic:
     """Keep `pool`'s node processes between its bounds as its load changes (scheduler/elastic.py)."""
-    from .scheduler.elastic import Elastic
+    from .scheduler.elastic import NodeEffect, by_node, elastic_nodes
 
     if pool.node.partitions:
         raise PluginError(f"{pool.bounds} with plugins that make partitions: elastic nodes run without them")
-    by_node: dict[int, list[WorkerSpec]] = {}
-    for s in specs:
-        by_node.setdefault(s.node, []).append(s)
-    o = pool.options
-    per_node = max(1, len(specs) // len(by_node)) * specs[0].threads  # (tasks a node runs at once)
-    elastic = Elastic(
-        sched, by_node, pool.bounds, per_node, o.autoscale_idle_timeout, o.autoscale_cooldown, pool.worker_started
-    )
-    elastic.start()
-    return elastic
+    effect = NodeEffect(sched, by_node(specs), pool.worker_started)
+    return elastic_nodes(sched, effect, specs, pool.bounds, pool.options)
 
 
 def _check_ray_worker(worker: Worker) -> None:

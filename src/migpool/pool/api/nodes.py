@@ -1,9 +1,10 @@
 """How many nodes a pool has and how that may change (`Nodes`), the reference's operational `Options`, and what
 `Compute(nodes=...)` takes, read into one `Nodes`.
 
-`Nodes(initial, min, max)` with a `max` above `min` makes a local pool elastic: it reclaims node processes down to
-`min` when they sit idle for `Options.autoscale_idle_timeout` seconds and starts them again, up to `max`, when
-tasks wait (pool/scheduler/elastic.py decides; the pool applies its decisions).
+`Nodes(initial, min, max)` with a `max` above `min` makes a pool elastic: it reclaims nodes down to `min` when they
+sit idle for `Options.autoscale_idle_timeout` seconds and starts them again, up to `max`, when tasks wait
+(pool/scheduler/elastic.py decides; a local pool starts and ends node processes, a Ray pool its actors on a Ray
+node, raypool/elastic.py).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def as_nodes(value: int | tuple[int, int] | Nodes) -> Nodes:
 class Options:
     """The reference's operational options (0.12's fields and defaults; 0.10's extra names are taken too).
 
-    What a local pool does with them:
+    What a pool (local or Ray) does with them:
       autoscale_idle_timeout  seconds a node may sit idle before an elastic pool (`Nodes` with max > min)
                               reclaims it
       autoscale_cooldown      seconds between two changes of an elastic pool's size

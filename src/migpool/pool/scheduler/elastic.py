@@ -1,10 +1,11 @@
-"""Elastic nodes (`Nodes(initial, min, max)` with max > min) on this machine: how many node processes a pool runs
-as its load changes.
+"""Elastic nodes (`Nodes(initial, min, max)` with max > min): how many nodes a pool runs as its load changes.
 
-`decide` is the whole rule, pure: the target is the nodes its running and waiting tasks fill (`per_node` tasks
-each), held between `min` and `max`; below it, nodes are added; above it, nodes idle for `idle_timeout` seconds
-are reclaimed, the highest-numbered first, down to the target. `Elastic` reads the scheduler, applies what
-`decide` says (node processes started or retired through the scheduler) on a thread of its own, at most once per
+Three parts. `decide` is the whole rule, pure: the target is the nodes its running and waiting tasks fill
+(`per_node` tasks each), held between `min` and `max`; below it, nodes are added; above it, nodes idle for
+`idle_timeout` seconds are reclaimed, the highest-numbered first, down to the target. A `NodeEffect` carries out a
+decision: it starts a node's workers through the scheduler and retires them (this module's is a local pool's:
+node processes on this machine; a Ray pool's, raypool/elastic.py, starts and ends the actors of a Ray node).
+`Elastic` reads the scheduler on a thread of its own, asks `decide`, has the effect apply it at most once per
 `cooldown`, and counts the nodes for `current_nodes()`.
 """
 
@@ -15,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..api.nodes import Nodes
+from ..api.nodes import Nodes, Options
 from ..api.providers import WorkerSpec
 from .core import Scheduler
 from .slot import Slot
@@ -48,23 +49,64 @@ def decide(
     return 0, tuple(n.node for n in idle[: len(loads) - target])
 
 
+def by_node(specs: Sequence[WorkerSpec]) -> dict[int, list[WorkerSpec]]:
+    """The workers' specs, node by node."""
+    out: dict[int, list[WorkerSpec]] = {}
+    for s in specs:
+        out.setdefault(s.node, []).append(s)
+    return out
+
+
+def tasks_per_node(specs: Sequence[WorkerSpec]) -> int:
+    """The tasks a node of these workers runs at once (what `decide` fills a node with)."""
+    if not specs:
+        return 1
+    return max(1, len(specs) // len(by_node(specs))) * specs[0].threads
+
+
+class NodeEffect:
+    """Adds and reclaims a pool's nodes through its scheduler: node k's workers are `specs[k]`; `started(slot)`: a
+    worker of an added node started (a local pool's plugins' hook). The slots are whatever kind the scheduler makes
+    (a local pool's worker processes here)."""
+
+    def __init__(self, sched: Scheduler, specs: dict[int, list[WorkerSpec]], started: Callable[[Slot], None]) -> None:
+        self.sched, self.specs, self.started = sched, specs, started
+
+    def free(self, running: set[int]) -> list[int]:
+        """The nodes that may be added now, in the order to add them."""
+        return [k for k in sorted(self.specs) if k not in running]
+
+    def add(self, node: int) -> bool:
+        """Start node `node`'s workers (they take tasks once ready); False when the pool closed meanwhile."""
+        for spec in self.specs[node]:
+            try:
+                w = self.sched.add_worker(spec)
+            except RuntimeError:  # the pool closed meanwhile
+                return False
+            self.started(w)
+        return True
+
+    def reclaim(self, workers: Sequence[Slot]) -> None:
+        """Stop these workers for good (they are idle and take no job any more)."""
+        for w in workers:
+            self.sched.retire(w, RETIRE_S)
+
+
 class Elastic:
-    """Keeps a local pool's node processes between its bounds as its load changes. `specs[k]`: node k's workers
-    (nodes 0 … max-1); `started(slot)`: a worker of an added node started (the plugins' hook)."""
+    """Keeps a pool's nodes between its bounds as its load changes, through `effect`."""
 
     def __init__(
         self,
         sched: Scheduler,
-        specs: dict[int, list[WorkerSpec]],
+        effect: NodeEffect,
         bounds: Nodes,
         per_node: int,
         idle_timeout: float,
         cooldown: float,
-        started: Callable[[Slot], None],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.sched, self.specs, self.bounds, self.per_node = sched, specs, bounds, per_node
-        self.idle_timeout, self.cooldown, self.started, self.clock = idle_timeout, cooldown, started, clock
+        self.sched, self.effect, self.bounds, self.per_node = sched, effect, bounds, per_node
+        self.idle_timeout, self.cooldown, self.clock = idle_timeout, cooldown, clock
         self._idle_since: dict[int, float] = {}
         self._activity: dict[int, int] = {}  # tasks started on each node, last seen
         self._last_change = -float("inf")
@@ -130,15 +172,20 @@ class Elastic:
                     for w in ws:
                         w.draining = True
                     retiring.extend(ws)
-        for w in retiring:
-            self.sched.retire(w, RETIRE_S)
-        free = [k for k in sorted(self.specs) if k not in by_node]
-        for k in free[:add]:
-            for spec in self.specs[k]:
-                try:
-                    w = self.sched.add_worker(spec)
-                except RuntimeError:  # the pool closed meanwhile
-                    return
-                self.started(w)
+        self.effect.reclaim(retiring)
+        for k in self.effect.free(set(by_node))[:add]:
+            if not self.effect.add(k):
+                return
         if add or retiring:
             self._last_change = now
+
+
+def elastic_nodes(
+    sched: Scheduler, effect: NodeEffect, specs: Sequence[WorkerSpec], bounds: Nodes, options: Options
+) -> Elastic:
+    """An `Elastic` for a pool whose workers, on every node it may run, are `specs`, started."""
+    elastic = Elastic(
+        sched, effect, bounds, tasks_per_node(specs), options.autoscale_idle_timeout, options.autoscale_cooldown
+    )
+    elastic.start()
+    return elastic
