@@ -103,6 +103,8 @@ def retrying(submit: Callable[[], Future[Any]], policy: Policy | None) -> Future
                     outer.set_exception(refused)
                 return
             nxt.add_done_callback(ended)
+            if outer.cancelled():  # cancelled as this attempt was sent: the callback below saw the one before
+                nxt.cancel()
             return
         with contextlib.suppress(InvalidStateError):
             outer.set_exception(e)
