@@ -529,8 +529,11 @@ class Compute(Collections, Views):
     def broadcast(self, task: Task[Any]) -> list[Any]:
         """Run the task once on every node (`task @ compute`; an elastic pool's nodes now); one result per node, in
         node order."""
-        nodes = range(self.node_count) if self._elastic is None else self._elastic.node_indexes()
-        futs = [self.submit(dataclasses.replace(task, node=i)) for i in nodes]
+        if self._elastic is None:
+            futs = [self.submit(dataclasses.replace(task, node=i)) for i in range(self.node_count)]
+        else:
+            with self._elastic.steady() as nodes:
+                futs = [self.submit(dataclasses.replace(task, node=i)) for i in nodes]
         return [f.result() for f in futs]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[Any]:

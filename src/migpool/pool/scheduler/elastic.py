@@ -11,9 +11,11 @@ node processes on this machine; a Ray pool's, raypool/elastic.py, starts and end
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ..api.nodes import Nodes, Options
@@ -111,6 +113,7 @@ class Elastic:
         self._activity: dict[int, int] = {}  # tasks started on each node, last seen
         self._last_change = -float("inf")
         self._stop = threading.Event()
+        self._steady = threading.Lock()  # held by a step, and by a broadcast while it sends a task to each node
         self._threads = Threads(on_error=sched.thread_died)
 
     def start(self) -> None:
@@ -130,18 +133,27 @@ class Elastic:
         with self.sched.lock:
             return sorted({w.spec.node for w in self.sched.workers})
 
+    @contextlib.contextmanager
+    def steady(self) -> Iterator[list[int]]:
+        """The nodes the pool runs now, none reclaimed until the block ends (a broadcast sends each a task; once
+        sent, a task waiting for its node keeps that node)."""
+        with self._steady:
+            yield self.node_indexes()
+
     def _run(self) -> None:
         while not self._stop.wait(TICK_S):
             self.step()
 
     def _loads(self, now: float) -> tuple[list[NodeLoad], dict[int, list[Slot]], int]:
-        """Each node's load, its workers, and the tasks waiting in the pool's queue (lock held)."""
+        """Each node's load, its workers, and the tasks waiting in the pool's queue for any node (lock held); a
+        task waiting for one node (a broadcast's) is that node's load."""
         by_node: dict[int, list[Slot]] = {}
         for w in self.sched.workers:
             by_node.setdefault(w.spec.node, []).append(w)
+        waiting = collections.Counter(j.task.node for j in self.sched.pending)
         loads = []
         for k, ws in sorted(by_node.items()):
-            jobs = sum(len(w.outstanding) for w in ws)
+            jobs = sum(len(w.outstanding) for w in ws) + waiting[k]
             activity = sum(w.stats.tasks_started for w in ws)
             ready = all(w.ready.is_set() for w in ws)
             if jobs or not ready or self._activity.get(k) != activity:
@@ -151,10 +163,14 @@ class Elastic:
         for k in set(self._idle_since) - set(by_node):
             del self._idle_since[k]
             self._activity.pop(k, None)
-        return loads, by_node, len(self.sched.pending)
+        return loads, by_node, waiting[None]
 
     def step(self) -> None:
         """Read the load once and carry out what `decide` says (unless the last change is within the cooldown)."""
+        with self._steady:
+            self._step()
+
+    def _step(self) -> None:
         now = self.clock()
         with self.sched.lock:
             if self.sched.closed:
@@ -166,9 +182,10 @@ class Elastic:
             return
         retiring: list[Slot] = []
         with self.sched.lock:  # a node reclaimed only if it is still idle; it takes no job from here on
+            waited_for = {j.task.node for j in self.sched.pending}  # (a task sent to one node keeps it)
             for k in drop:
                 ws = by_node[k]
-                if all(not w.outstanding for w in ws):
+                if all(not w.outstanding for w in ws) and k not in waited_for:
                     for w in ws:
                         w.draining = True
                     retiring.extend(ws)
