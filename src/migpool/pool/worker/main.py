@@ -395,42 +395,15 @@ def main(read_end: str, write_end: str) -> None:
 
 
 def _serve(link: ChannelLink, runner: Runner, owner: int) -> None:
-    one_task = os.environ.get(ONE_TASK_ENV) == "1"
-    threads = int(os.environ.get(THREADS_ENV, "1"))
-    link.send(Ready(os.getpid(), sys.executable))
-    if threads > 1:
-        return _serve_threads(link, runner, owner, threads)
-    try:
-        while True:
-            try:
-                msg = link.next_message()
-            except EOFError:
-                return
-            if isinstance(msg, Stop):
-                return
-            if type(msg) is RunTask and msg.streams:
-                link.begin(msg.tid)
-            frame = runner.handle(msg)
-            if os.getpid() != owner:  # a forked copy that returned from the task: it ends here, silently
-                os._exit(0)
-            if frame is not None:
-                if msg.streams:
-                    link.finish(msg.tid)
-                link.send(frame)
-                if one_task:  # Worker(reuse_processes=False): the next task gets a fresh process
-                    return
-            msg = frame = None  # what they hold (a mapping, a segment) goes now, not with the next message
-    finally:
-        if os.getpid() == owner:  # what the tasks left running ends before this worker does (the parent then
-            containment.sweep_descendants(owner)  # ends the container, which holds whatever escaped the sweep)
-            _reap(1.0)
-
-
-def _serve_threads(link: ChannelLink, runner: Runner, owner: int, n: int) -> None:
-    """The thread executor's loop: each task runs in one of `n` threads (this, the main thread, reads the channel
-    and takes the other messages in order: a function's definition comes before the tasks that call it). Stop
-    lets the tasks sent before it end; the threads are joined before the process sweeps what they left."""
+    """The worker's loop. The main thread reads the channel and takes the messages in order (a function's
+    definition comes before the tasks that call it); each task runs on it, or with the thread executor
+    (`Executor(concurrency=n)`) in one of n threads. Stop lets the tasks sent before it end; the threads are joined
+    before the process sweeps what the tasks left running."""
     from concurrent.futures import ThreadPoolExecutor
+
+    one_task = os.environ.get(ONE_TASK_ENV) == "1"  # Worker(reuse_processes=False): a fresh process per task
+    threads = int(os.environ.get(THREADS_ENV, "1"))
+    tasks = ThreadPoolExecutor(threads, thread_name_prefix="migpool-task") if threads > 1 else None
 
     def run(msg: RunTask) -> None:
         frame = runner.run(msg)
@@ -438,10 +411,10 @@ def _serve_threads(link: ChannelLink, runner: Runner, owner: int, n: int) -> Non
             os._exit(0)
         if msg.streams:
             link.finish(msg.tid)
-        with contextlib.suppress(OSError):  # (the parent is gone: the main thread sees it too)
+        with contextlib.suppress(OSError):  # (the parent is gone: the channel's reader sees it too)
             link.send(frame)
 
-    tasks = ThreadPoolExecutor(n, thread_name_prefix="migpool-task")
+    link.send(Ready(os.getpid(), sys.executable))
     try:
         while True:
             try:
@@ -450,15 +423,21 @@ def _serve_threads(link: ChannelLink, runner: Runner, owner: int, n: int) -> Non
                 return
             if isinstance(msg, Stop):
                 return
-            if type(msg) is RunTask:
+            if type(msg) is not RunTask:
+                runner.handle(msg)
+            else:
                 if msg.streams:
                     link.begin(msg.tid)
-                tasks.submit(run, msg)
-            else:
-                runner.handle(msg)
-            msg = None
+                if tasks is not None:
+                    tasks.submit(run, msg)
+                else:
+                    run(msg)
+                    if one_task:
+                        return
+            msg = None  # what it holds (a mapping, a segment) goes now, not with the next message
     finally:
-        tasks.shutdown(wait=True)
-        if os.getpid() == owner:
-            containment.sweep_descendants(owner)
+        if tasks is not None:
+            tasks.shutdown(wait=True)
+        if os.getpid() == owner:  # what the tasks left running ends before this worker does (the parent then
+            containment.sweep_descendants(owner)  # ends the container, which holds whatever escaped the sweep)
             _reap(1.0)
