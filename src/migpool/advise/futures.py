@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from .model import Job
+from .model import Job, Timed
 
 COUNT = 9  # futures drawn
 RATES = (0.5, 1.5)  # the least and the most arrival rate of a future, as a factor of the record's
@@ -27,8 +27,8 @@ def rates(count: int = COUNT) -> list[float]:
     return [lo + (hi - lo) * k / (count - 1) for k in range(count)]
 
 
-def futures(jobs: Sequence[Job], size: int, count: int = COUNT, seed: int = SEED) -> list[list[Job]]:
-    """`count` futures of `size` jobs each drawn from `jobs` (in arrival order), the k-th at the k-th of rates()."""
+def futures(jobs: Sequence[Timed], size: int, count: int = COUNT, seed: int = SEED) -> list[list[Job]]:
+    """`count` futures of `size` jobs each drawn from `jobs`, the k-th at the k-th of rates()."""
     if not jobs:
         return [[] for _ in range(count)]
     arrivals = sorted(j.arrival for j in jobs)
@@ -43,6 +43,6 @@ def futures(jobs: Sequence[Job], size: int, count: int = COUNT, seed: int = SEED
         for k, j in enumerate(drawn):
             if k:
                 t += steps[k] / rate
-            future.append(Job(t, j.seconds, j.name, j.estimated))
+            future.append(Job(t, j.seconds, getattr(j, "name", ""), getattr(j, "estimated", frozenset())))
         out.append(future)
     return out

@@ -213,7 +213,8 @@ def total_jct(units: Sequence[str], trace: Prepared, stop_above: float = math.in
 def completion_times(units: Sequence[str], trace: Prepared, stop_above: float = math.inf) -> list[float] | None:
     """Each job's completion time on the static partitions `units` (NaN: never ran): what dispatch() gives with
     its defaults (pick "fastest", arrival order), in fewer steps. None as soon as the jobs already ended make the
-    sum of the times certain to pass `stop_above` (each job left takes at least its fastest run time)."""
+    sum of the times certain to pass `stop_above` by more than rounding (each job left takes at least its fastest
+    run time)."""
     free: dict[str, list[int]] = {}  # free partitions by kind, lowest index first (ascending: a heap)
     for i, u in enumerate(units):
         free.setdefault(u, []).append(i)
@@ -222,7 +223,8 @@ def completion_times(units: Sequence[str], trace: Prepared, stop_above: float = 
     placed = [False] * trace.size
     ends: list[tuple[float, int, int]] = []  # (when, job, partition)
     jct = [math.nan] * trace.size
-    spare = stop_above - trace.floor  # what the jobs may take beyond their fastest run times
+    spare = stop_above * (1 + 1e-9) - trace.floor  # what the jobs may take beyond their fastest run times (and
+    # rounding: the sum below is a plain one)
     over = 0.0
     push, pop = heapq.heappush, heapq.heappop
     order, a, n = trace.order, 0, trace.size
@@ -302,7 +304,7 @@ class Search:
             if self.order is not None:
                 total = math.fsum(dispatch(units, t, order=self.order))
             else:  # the others can only add: each factor is at least 1
-                total = total_jct(units, p, floor * bound / product * (1 + 1e-12))
+                total = total_jct(units, p, floor * bound / product)
             if math.isnan(total) or math.isinf(total):
                 if math.isinf(bound) or self.order is not None:
                     self.scored[combo] = math.inf
