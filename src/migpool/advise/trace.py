@@ -96,13 +96,13 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         steps, guessed = plan
         ran = r["seconds"]
         seconds: dict[str, float] = {}
-        for name, how, there, mine, root in steps:
+        for name, how, theirs, mine, root in steps:
             if how == _OWN:
                 seconds[name] = own[name]
             elif how == _SCALED:
-                seconds[name] = ran * there / mine
+                seconds[name] = ran * theirs / mine
             else:
-                seconds[name] = ran * there / mine * root  # as root_scaled() guesses it
+                seconds[name] = ran * theirs / mine * root  # as root_scaled() guesses it
         out.append(Job(r["arrival"] - t0, seconds, r["fn"], guessed))
     return out
 
