@@ -181,8 +181,8 @@ def units_of(combo: Iterable[tuple[str, ...]]) -> list[str]:
 
 class Prepared:
     """A trace made ready for many runs of completion_times(): its jobs in arrival order, each job's kinds of
-    partition fastest first (per set of kinds a combination has: prefs()), and `floor`, the least total
-    completion time (every job on its fastest kind at once)."""
+    partition fastest first, and `floor`, the least total completion time (every job on its fastest kind at
+    once); per set of kinds a combination has (fit()), the same for those kinds."""
 
     def __init__(self, trace: Sequence[Timed]) -> None:
         self.size = len(trace)
@@ -190,16 +190,26 @@ class Prepared:
         self.arrival = [j.arrival for j in trace]
         self.seconds = [j.seconds for j in trace]
         self.ranked = [sorted(s, key=s.__getitem__) for s in self.seconds]
-        self.fastest = [s[r[0]] if r else math.inf for s, r in zip(self.seconds, self.ranked, strict=True)]
-        self.floor = math.fsum(self.fastest)
-        self.kept: dict[frozenset[str], list[list[str]]] = {}
+        self.floor = math.fsum(s[r[0]] if r else math.inf for s, r in zip(self.seconds, self.ranked, strict=True))
+        self.kept: dict[frozenset[str], Fit] = {}
 
-    def prefs(self, kinds: frozenset[str]) -> list[list[str]]:
-        """Per job, the kinds of `kinds` that hold it, fastest first."""
+    def fit(self, kinds: frozenset[str]) -> Fit:
         got = self.kept.get(kinds)
         if got is None:
-            got = self.kept[kinds] = [[u for u in r if u in kinds] for r in self.ranked]
+            prefs = [[u for u in r if u in kinds] for r in self.ranked]
+            fastest = [s[p[0]] if p else math.inf for s, p in zip(self.seconds, prefs, strict=True)]
+            got = self.kept[kinds] = Fit(prefs, fastest, math.fsum(fastest))
         return got
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A trace on some kinds of partition: per job, the kinds that hold it, fastest first, and its run time on
+    the first (infinite: none holds it); `least`, their sum: no set of those kinds has a lower total."""
+
+    prefs: list[list[str]]
+    fastest: list[float]
+    least: float
 
 
 def total_jct(units: Sequence[str], trace: Prepared, stop_above: float = math.inf) -> float:
@@ -219,11 +229,14 @@ def completion_times(units: Sequence[str], trace: Prepared, stop_above: float = 
     for i, u in enumerate(units):
         free.setdefault(u, []).append(i)
     waiting: dict[str, collections.deque[int]] = {u: collections.deque() for u in free}  # jobs in arrival order
-    seconds, prefs, arrival, fastest = trace.seconds, trace.prefs(frozenset(free)), trace.arrival, trace.fastest
+    fit = trace.fit(frozenset(free))
+    if math.isinf(fit.least) and not math.isinf(stop_above):
+        return None  # a job no partition holds: the sum is infinite
+    seconds, prefs, arrival, fastest = trace.seconds, fit.prefs, trace.arrival, fit.fastest
     placed = [False] * trace.size
     ends: list[tuple[float, int, int]] = []  # (when, job, partition)
     jct = [math.nan] * trace.size
-    spare = stop_above * (1 + 1e-9) - trace.floor  # what the jobs may take beyond their fastest run times (and
+    spare = stop_above * (1 + 1e-9) - fit.least  # what the jobs may take beyond their fastest run times here (and
     # rounding: the sum below is a plain one)
     over = 0.0
     push, pop = heapq.heappush, heapq.heappop
@@ -298,22 +311,38 @@ class Search:
         if self.cut.get(combo, -math.inf) >= bound:
             return math.inf
         units = units_of(combo)
+        kinds = frozenset(units)
+        # each trace's factor is at least least / floor (every job at once on its fastest kind here): the product
+        # of those of the traces not run yet bounds what is left
+        lows = [p.fit(kinds).least / (p.floor or 1.0) for p in self.prepared]
+        after = [1.0] * len(lows)
+        for k in range(len(lows) - 1, 0, -1):
+            after[k - 1] = after[k] * lows[k]
+        if self.order is None and lows and lows[0] * after[0] > bound * (1 + 1e-9):
+            return self._left_off(combo, bound)
         product = 1.0
-        for t, p in zip(self.traces, self.prepared, strict=True):
+        for t, p, rest in zip(self.traces, self.prepared, after, strict=True):
             floor = p.floor or 1.0
             if self.order is not None:
                 total = math.fsum(dispatch(units, t, order=self.order))
-            else:  # the others can only add: each factor is at least 1
-                total = total_jct(units, p, floor * bound / product)
+            else:
+                total = total_jct(units, p, floor * bound / (product * rest))
             if math.isnan(total) or math.isinf(total):
-                if math.isinf(bound) or self.order is not None:
+                if self.order is not None:
                     self.scored[combo] = math.inf
-                else:
-                    self.cut[combo] = bound
-                return math.inf
+                    return math.inf
+                return self._left_off(combo, bound)
             product *= total / floor
         self.scored[combo] = product
         return product
+
+    def _left_off(self, combo: Combo, bound: float) -> float:
+        """A combo certain to score above `bound` (or never to run a job): infinite for now."""
+        if math.isinf(bound):
+            self.scored[combo] = math.inf
+        else:
+            self.cut[combo] = bound
+        return math.inf
 
     def ranked(self, combos: Iterable[Combo]) -> list[tuple[float, Combo]]:
         return sorted((self.score(c), c) for c in combos)
