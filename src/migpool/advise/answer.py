@@ -4,16 +4,17 @@ mean JCT."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..mig.catalog import GpuModel
-from .dynamic import dynamic_outcome
-from .model import WHOLE, Combo, Job, Outcome, best_static, descend, maximal_layouts, outcome, units_of
+from . import futures
+from .model import WHOLE, Combo, Job, Outcome, Prepared, Search, descend, maximal_layouts, outcome, units_of
 
-BUDGET = 150_000  # jobs dispatched in all by one search, about (some 3 s of the model at 20 us a job)
-MIN_JOBS = 200  # the fewest latest jobs a search scores layouts on; the figures are on all of them
+BUDGET = 200_000  # jobs dispatched in all by one search, about (well under a second of the model, at some 3 us a job)
+MIN_JOBS = 200  # the fewest latest jobs a search draws on (futures of as many); the figures are on all of them
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,28 @@ class Advice:
 
 
 def search(
-    jobs: Sequence[Job], gpus: int, layouts: Sequence[tuple[str, ...]], budget: float = BUDGET
+    jobs: Sequence[Job], gpus: int, layouts: Sequence[tuple[str, ...]], budget: float = BUDGET, robust: bool = True
 ) -> tuple[Combo, bool, int]:
-    """The best layouts for `gpus` GPUs, whether the search was exhaustive, and how many jobs it scored on: every
-    combination where they times the jobs stay within `budget` (jobs dispatched in all), else descend() on the
-    latest jobs that keep it within budget (MIN_JOBS at least)."""
+    """The best layouts for `gpus` GPUs, whether the search was exhaustive, and how many of the latest jobs it
+    drew on. `robust`: scored on futures.COUNT futures drawn from those jobs (Search's geometric mean over them),
+    else on the jobs themselves. Every combination where they times the jobs scored stay within `budget` (jobs
+    dispatched in all), else descend() on futures (or latest jobs) small enough to keep it within budget
+    (MIN_JOBS at least)."""
     combos = math.comb(len(layouts) + gpus - 1, gpus)
-    if combos * len(jobs) <= budget:
-        return best_static(jobs, gpus, layouts, exhaustive_up_to=gpus)[0], True, len(jobs)
-    scores = len(layouts) * (1 + 2 * min(gpus, len(layouts)))  # what descend() scores in two rounds
-    trace = list(jobs[-max(MIN_JOBS, int(budget // scores)) :])
-    return descend(trace, gpus, layouts), False, len(trace)
+    count = futures.COUNT if robust else 1
+    exhaustive = combos * count * len(jobs) <= budget
+    if exhaustive:
+        drawn = list(jobs)
+    else:
+        scores = len(layouts) * (1 + 2 * min(gpus, len(layouts)))  # what descend() scores in two rounds, at most
+        drawn = list(jobs[-max(MIN_JOBS, int(budget // (scores * count))) :])
+    traces = futures.futures(drawn, len(drawn), count) if robust else [drawn]
+    search = Search(traces, layouts, several=True)
+    if exhaustive:
+        combo = search.best(itertools.combinations_with_replacement(search.layouts, gpus))[1]
+        assert combo is not None, "no layout to choose from"
+        return combo, True, len(drawn)
+    return descend(traces, gpus, layouts, several=True), False, len(drawn)
 
 
 def apply_lines(combo: Combo) -> tuple[str, ...]:
@@ -78,12 +90,15 @@ def advise(
     MIG's policy replayed, which takes minutes for a few hundred jobs)."""
     layouts = maximal_layouts(gpu)
     combo, exhaustive, searched = search(jobs, gpus, layouts)
-    rows = [Row("advised", combo, outcome(units_of(combo), jobs))]
+    ready = Prepared(jobs)
+    rows = [Row("advised", combo, outcome(units_of(combo), jobs, ready))]
     if current is not None:
-        rows.append(Row("current", current, outcome(units_of(current), jobs)))
+        rows.append(Row("current", current, outcome(units_of(current), jobs, ready)))
     whole = ((WHOLE,),) * gpus
-    rows.append(Row("whole GPUs", whole, outcome(units_of(whole), jobs)))
+    rows.append(Row("whole GPUs", whole, outcome(units_of(whole), jobs, ready)))
     if dynamic:
+        from .dynamic import dynamic_outcome  # the policy's modules take a while to import: only when asked
+
         rows.append(Row("dynamic MIG", (), dynamic_outcome(jobs, gpu, gpus)))
     target: dict[str, float | int | None] = {}
     if target_jct is not None:
@@ -106,8 +121,9 @@ def gpus_for(
 ) -> dict[str, int | None]:
     """The fewest GPUs whose advised layouts reach a mean JCT of `target_jct` in the event model, and the fewest
     whole GPUs that do (None: not within `most`)."""
-    whole = _fewest(lambda n: outcome([WHOLE] * n, jobs).mean_jct, target_jct, most)
-    mig = _fewest(lambda n: outcome(units_of(search(jobs, n, layouts)[0]), jobs).mean_jct, target_jct, most)
+    ready = Prepared(jobs)
+    whole = _fewest(lambda n: outcome([WHOLE] * n, jobs, ready).mean_jct, target_jct, most)
+    mig = _fewest(lambda n: outcome(units_of(search(jobs, n, layouts)[0]), jobs, ready).mean_jct, target_jct, most)
     return dict(mig=mig, whole=whole)
 
 

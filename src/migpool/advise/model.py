@@ -164,10 +164,12 @@ class Outcome:
     makespan: float
 
 
-def outcome(units: Sequence[str], trace: Sequence[Timed]) -> Outcome:
-    jct = dispatch(units, trace)
+def outcome(units: Sequence[str], trace: Sequence[Timed], prepared: Prepared | None = None) -> Outcome:
+    """What the model expects of the partitions `units` for `trace` (`prepared`: the same, made ready once)."""
     if not trace:
         return Outcome(0.0, 0.0, 0.0)
+    jct = completion_times(units, prepared or Prepared(trace))
+    assert jct is not None  # nothing to stop at
     first = min(j.arrival for j in trace)
     last = max(j.arrival + t for j, t in zip(trace, jct, strict=True))
     return Outcome(mean(jct), p95(jct), last - first if not math.isnan(last) else math.inf)
@@ -177,28 +179,188 @@ def units_of(combo: Iterable[tuple[str, ...]]) -> list[str]:
     return [u for lay in combo for u in lay]
 
 
+class Prepared:
+    """A trace made ready for many runs of completion_times(): its jobs in arrival order, each job's kinds of
+    partition fastest first, and `floor`, the least total completion time (every job on its fastest kind at
+    once); per set of kinds a combination has (fit()), the same for those kinds."""
+
+    def __init__(self, trace: Sequence[Timed]) -> None:
+        self.size = len(trace)
+        self.order = sorted(range(len(trace)), key=lambda k: trace[k].arrival)
+        self.arrival = [j.arrival for j in trace]
+        self.seconds = [j.seconds for j in trace]
+        self.ranked = [sorted(s, key=s.__getitem__) for s in self.seconds]
+        self.floor = math.fsum(s[r[0]] if r else math.inf for s, r in zip(self.seconds, self.ranked, strict=True))
+        self.kept: dict[frozenset[str], Fit] = {}
+
+    def fit(self, kinds: frozenset[str]) -> Fit:
+        got = self.kept.get(kinds)
+        if got is None:
+            prefs = [[u for u in r if u in kinds] for r in self.ranked]
+            fastest = [s[p[0]] if p else math.inf for s, p in zip(self.seconds, prefs, strict=True)]
+            got = self.kept[kinds] = Fit(prefs, fastest, math.fsum(fastest))
+        return got
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A trace on some kinds of partition: per job, the kinds that hold it, fastest first, and its run time on
+    the first (infinite: none holds it); `least`, their sum: no set of those kinds has a lower total."""
+
+    prefs: list[list[str]]
+    fastest: list[float]
+    least: float
+
+
+def total_jct(units: Sequence[str], trace: Prepared, stop_above: float = math.inf) -> float:
+    """The sum of the jobs' completion times on the static partitions `units`, as completion_times() finds them;
+    infinite where a job never runs or the sum passes `stop_above`."""
+    jct = completion_times(units, trace, stop_above)
+    total = math.inf if jct is None else math.fsum(jct)
+    return math.inf if math.isnan(total) else total
+
+
+def completion_times(units: Sequence[str], trace: Prepared, stop_above: float = math.inf) -> list[float] | None:
+    """Each job's completion time on the static partitions `units` (NaN: never ran): what dispatch() gives with
+    its defaults (pick "fastest", arrival order), in fewer steps. None as soon as the jobs already ended make the
+    sum of the times certain to pass `stop_above` by more than rounding (each job left takes at least its fastest
+    run time)."""
+    free: dict[str, list[int]] = {}  # free partitions by kind, lowest index first (ascending: a heap)
+    for i, u in enumerate(units):
+        free.setdefault(u, []).append(i)
+    waiting: dict[str, collections.deque[int]] = {u: collections.deque() for u in free}  # jobs in arrival order
+    fit = trace.fit(frozenset(free))
+    if math.isinf(fit.least) and not math.isinf(stop_above):
+        return None  # a job no partition holds: the sum is infinite
+    seconds, prefs, arrival, fastest = trace.seconds, fit.prefs, trace.arrival, fit.fastest
+    placed = [False] * trace.size
+    ends: list[tuple[float, int, int]] = []  # (when, job, partition)
+    jct = [math.nan] * trace.size
+    spare = stop_above * (1 + 1e-9) - fit.least  # what the jobs may take beyond their fastest run times here (and
+    # rounding: the sum below is a plain one)
+    over = 0.0
+    push, pop = heapq.heappush, heapq.heappop
+    order, a, n = trace.order, 0, trace.size
+    while a < n or ends:
+        if a < n and (not ends or arrival[order[a]] <= ends[0][0]):  # arrivals first on a tie
+            k = order[a]
+            a += 1
+            secs = seconds[k]
+            choice, best, first = "", 0.0, 0
+            for u in prefs[k]:
+                f = free[u]
+                if f:
+                    if not choice:
+                        choice, best, first = u, secs[u], f[0]
+                    elif secs[u] > best:
+                        break
+                    elif f[0] < first:  # as fast: the lower partition, as dispatch() takes
+                        choice, first = u, f[0]
+            if not choice:
+                for u in prefs[k]:
+                    waiting[u].append(k)
+                continue
+            placed[k] = True
+            push(ends, (arrival[k] + best, k, pop(free[choice])))
+            continue
+        now, k, i = pop(ends)
+        jct[k] = took = now - arrival[k]
+        over += took - fastest[k]
+        if over > spare:
+            return None
+        u = units[i]
+        q = waiting[u]
+        while q and placed[q[0]]:
+            q.popleft()
+        if q:
+            nxt = q.popleft()
+            placed[nxt] = True
+            push(ends, (now + seconds[nxt][u], nxt, i))
+        else:
+            push(free[u], i)
+    return jct
+
+
 class Search:
-    """Scores combinations of layouts on one trace, each once."""
+    """Scores combinations of layouts, each once, on one trace or on several (`traces`: plausible futures): the
+    score is the product over the traces of total_jct() / floor, the factor by which the jobs' completion times
+    exceed their fastest run times (on one trace: in the order of the mean JCT; on several: in the order of
+    their geometric mean, which weighs a light future as much as a busy one). `order` (dispatch()'s): served by
+    dispatch(), without the cut-off."""
 
     def __init__(
         self,
-        trace: Sequence[Timed],
+        trace: Sequence[Timed] | Sequence[Sequence[Timed]],
         layouts: Sequence[tuple[str, ...]],
         order: Callable[[Timed], float] | None = None,
+        several: bool = False,
     ) -> None:
-        self.trace = trace
+        traces: Sequence[Sequence[Timed]] = trace if several else [trace]  # type: ignore[list-item,assignment]
+        self.traces = list(traces)
+        self.prepared = [Prepared(t) for t in self.traces]
         self.layouts = list(layouts)
         self.order = order
         self.scored: dict[Combo, float] = {}
+        self.cut: dict[Combo, float] = {}  # combos left off once their score passed this bound
 
-    def score(self, combo: Combo) -> float:
+    def score(self, combo: Combo, bound: float = math.inf) -> float:
+        """The combo's score; infinite where it is certain to pass `bound` (or a job never runs)."""
         got = self.scored.get(combo)
-        if got is None:
-            got = self.scored[combo] = mean(dispatch(units_of(combo), self.trace, order=self.order))
-        return got
+        if got is not None:
+            return got
+        if self.cut.get(combo, -math.inf) >= bound:
+            return math.inf
+        units = units_of(combo)
+        kinds = frozenset(units)
+        # each trace's factor is at least least / floor (every job at once on its fastest kind here): the product
+        # of those of the traces not run yet bounds what is left
+        lows = [p.fit(kinds).least / (p.floor or 1.0) for p in self.prepared]
+        after = [1.0] * len(lows)
+        for k in range(len(lows) - 1, 0, -1):
+            after[k - 1] = after[k] * lows[k]
+        if self.order is None and lows and lows[0] * after[0] > bound * (1 + 1e-9):
+            return self._left_off(combo, bound)
+        product = 1.0
+        for t, p, rest in zip(self.traces, self.prepared, after, strict=True):
+            floor = p.floor or 1.0
+            if self.order is not None:
+                total = math.fsum(dispatch(units, t, order=self.order))
+            else:
+                total = total_jct(units, p, floor * bound / (product * rest))
+            if math.isnan(total) or math.isinf(total):
+                if self.order is not None:
+                    self.scored[combo] = math.inf
+                    return math.inf
+                return self._left_off(combo, bound)
+            product *= total / floor
+        self.scored[combo] = product
+        return product
+
+    def _left_off(self, combo: Combo, bound: float) -> float:
+        """A combo certain to score above `bound` (or never to run a job): infinite for now."""
+        if math.isinf(bound):
+            self.scored[combo] = math.inf
+        else:
+            self.cut[combo] = bound
+        return math.inf
 
     def ranked(self, combos: Iterable[Combo]) -> list[tuple[float, Combo]]:
         return sorted((self.score(c), c) for c in combos)
+
+    def best(self, combos: Iterable[Combo], bound: float = math.inf) -> tuple[float, Combo | None]:
+        """The least (score, combo) of `combos` (ties: the least combo), each scored only as far as it could
+        still be the least, or below `bound` (None: none is)."""
+        best_s, best_c = bound, None
+        for c in combos:
+            s = self.score(c, best_s)
+            if (
+                best_c is None
+                and math.isinf(bound)
+                or s < best_s
+                or (s == best_s and best_c is not None and c < best_c)
+            ):
+                best_s, best_c = s, c
+        return best_s, best_c
 
 
 def best_static(
@@ -215,27 +377,38 @@ def best_static(
     until no change lowers it."""
     search = Search(trace, layouts, order)
     if gpus <= exhaustive_up_to:
-        best = search.ranked(itertools.combinations_with_replacement(search.layouts, gpus))[0]
-        return best[1], best[0]
-    top = _top(search, gpus - 1, exhaustive_up_to, keep)
-    best_s, best_c = search.ranked({tuple(sorted((*c, lay))) for c in top for lay in search.layouts})[0]
-    improved = True
-    while improved:
-        improved = False
-        for k in range(gpus):
-            for lay in search.layouts:
-                cand = tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
-                s = search.score(cand)
-                if s < best_s - 1e-9:
-                    best_s, best_c, improved = s, cand, True
-    return best_c, best_s
+        best_c = search.best(itertools.combinations_with_replacement(search.layouts, gpus))[1]
+        assert best_c is not None, "no layout to choose from"
+    else:
+        top = _top(search, gpus - 1, exhaustive_up_to, keep)
+        best_s, first = search.best({tuple(sorted((*c, lay))) for c in top for lay in search.layouts})
+        assert first is not None, "no layout to choose from"
+        best_c = first
+        improved = True
+        while improved:
+            improved = False
+            for k in range(gpus):
+                for lay in search.layouts:
+                    cand = tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
+                    s = search.score(cand, best_s)
+                    if s < best_s * (1 - 1e-12):
+                        best_s, best_c, improved = s, cand, True
+    return best_c, mean(dispatch(units_of(best_c), trace, order=order))
 
 
-def descend(trace: Sequence[Timed], gpus: int, layouts: Sequence[tuple[str, ...]], rounds: int = 4) -> Combo:
+def descend(
+    trace: Sequence[Timed] | Sequence[Sequence[Timed]],
+    gpus: int,
+    layouts: Sequence[tuple[str, ...]],
+    rounds: int = 4,
+    several: bool = False,
+) -> Combo:
     """A good combination found cheaply: the best one layout on every GPU, then, up to `rounds` times, the one
-    change of one GPU's layout that lowers the mean JCT most."""
-    search = Search(trace, layouts)
-    best_s, best_c = search.ranked(tuple([lay] * gpus) for lay in search.layouts)[0]
+    change of one GPU's layout that lowers the score most (Search's: `several` traces, scored together)."""
+    search = Search(trace, layouts, several=several)
+    best_s, first = search.best(tuple([lay] * gpus) for lay in search.layouts)
+    assert first is not None, "no layout to choose from"
+    best_c = first
     for _ in range(rounds):
         cands = {
             tuple(sorted((*best_c[:k], lay, *best_c[k + 1 :])))
@@ -243,8 +416,9 @@ def descend(trace: Sequence[Timed], gpus: int, layouts: Sequence[tuple[str, ...]
             if k == 0 or best_c[k] != best_c[k - 1]  # the same layout elsewhere: the same candidates
             for lay in search.layouts
         }
-        s, c = search.ranked(cands)[0]
-        if s >= best_s - 1e-9:
+        cands.discard(best_c)
+        s, c = search.best(cands, best_s)
+        if c is None or not s < best_s * (1 - 1e-12):
             break
         best_s, best_c = s, c
     return best_c

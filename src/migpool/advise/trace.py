@@ -57,10 +57,15 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
     groups: dict[tuple[str, float | None], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     fits_of: dict[float | None, list[Profile]] = {}
     placed: list[tuple[Mapping[str, Any], str | None]] = []
+    named: dict[tuple[str, float | None], str | None] = {}  # to_model() of (recorded profile, need)
     for r in rows:
         need = r["need_mib"]
-        fits = fits_of.setdefault(need, sizes(gpu, need))
-        here = to_model(r["profile"], fits, gpu)
+        fits = fits_of.get(need)
+        if fits is None:
+            fits = fits_of[need] = sizes(gpu, need)
+        here = named.get((r["profile"], need), "")
+        if here == "":
+            here = named[(r["profile"], need)] = to_model(r["profile"], fits, gpu)
         placed.append((r, here))
         if here is not None:
             groups[(r["fn"], need)][here].append(r["seconds"])
@@ -70,6 +75,7 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
                     groups[(r["fn"], need)][there].append(other)
     full = _full_profile(gpu)
     means = {key: _with_whole({p: statistics.fmean(v) for p, v in by.items()}, full) for key, by in groups.items()}
+    plans: dict[tuple[Any, ...], tuple[list[tuple[str, int, float, float, float]], frozenset[str]]] = {}
     out = []
     for r, here in placed:
         need = r["need_mib"]
@@ -77,27 +83,54 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         known = means.get((r["fn"], need), {})
         if here is None or here not in known:
             continue  # ran on a size this model has no counterpart of: nothing to scale from
-        seconds: dict[str, float] = {}
-        guessed: set[str] = set()
-        slices = {p.name: p.slices for p in fits} | {WHOLE: gpu.compute_slices}
-        measured = [n for n in slices if n in known]
         own = {here: r["seconds"]}
         for name, s in r.get("also", {}).items():
             there = to_model(name, fits, gpu)
             if there is not None:
                 own[there] = s
         own = _with_whole(own, full)
-        for name, n in slices.items():
-            if name in own:
+        key = (r["fn"], need, here, *own)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = _plan(here, known, own, fits, gpu)
+        steps, guessed = plan
+        ran = r["seconds"]
+        seconds: dict[str, float] = {}
+        for name, how, theirs, mine, root in steps:
+            if how == _OWN:
                 seconds[name] = own[name]
-            elif name in known:
-                seconds[name] = r["seconds"] * known[name] / known[here]
+            elif how == _SCALED:
+                seconds[name] = ran * theirs / mine
             else:
-                near = min(measured, key=lambda m: (abs(slices[m] - n), slices[m]))
-                seconds[name] = root_scaled(r["seconds"] * known[near] / known[here], slices[near], n)
-                guessed.add(name)
-        out.append(Job(r["arrival"] - t0, seconds, r["fn"], frozenset(guessed)))
+                seconds[name] = ran * theirs / mine * root  # as root_scaled() guesses it
+        out.append(Job(r["arrival"] - t0, seconds, r["fn"], guessed))
     return out
+
+
+_OWN, _SCALED, _GUESSED = 0, 1, 2  # how _plan() has a job's run time on a size found
+
+
+def _plan(
+    here: str, known: Mapping[str, float], own: Mapping[str, float], fits: list[Profile], gpu: GpuModel
+) -> tuple[list[tuple[str, int, float, float, float]], frozenset[str]]:
+    """How the run time of a task that ran on `here` is found on each size, the same for every task of its group
+    with the same sizes measured (`own`): (size, how, the group's mean there or at the nearest measured size, its
+    mean on `here`, the square-root factor of a guess), and the sizes guessed."""
+    slices = {p.name: p.slices for p in fits} | {WHOLE: gpu.compute_slices}
+    measured = [n for n in slices if n in known]
+    steps: list[tuple[str, int, float, float, float]] = []
+    guessed: set[str] = set()
+    for name, n in slices.items():
+        if name in own:
+            steps.append((name, _OWN, 0.0, 1.0, 1.0))
+        elif name in known:
+            steps.append((name, _SCALED, known[name], known[here], 1.0))
+        else:
+            near = min(measured, key=lambda m: (abs(slices[m] - n), slices[m]))
+            root = root_scaled(1.0, slices[near], n)
+            steps.append((name, _GUESSED, known[near], known[here], root))
+            guessed.add(name)
+    return steps, frozenset(guessed)
 
 
 def _full_profile(gpu: GpuModel) -> str | None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from ..advise import futures
 from ..advise.answer import Advice, advise
 from ..advise.model import WHOLE, Combo
 from ..advise.trace import jobs_from_records
@@ -53,7 +54,8 @@ def show(a: Advice, gpu: GpuModel) -> None:
     out.print(textwrap.fill(f"{a.gpus} x {a.model}, {a.tasks} tasks{est}", COLUMNS), highlight=False, soft_wrap=True)
     how = "every combination" if a.exhaustive else "grown one GPU at a time"
     on = f"all {a.tasks}" if a.searched == a.tasks else f"the latest {a.searched}"
-    out.print(f"layouts searched: {how}, scored on {on} tasks", highlight=False)
+    text = f"layouts searched: {how}, scored on {futures.COUNT} futures drawn from {on} tasks"
+    out.print(textwrap.fill(text, COLUMNS), highlight=False, soft_wrap=True)
     out.print(f"\n  {'choice':<12} {'mean JCT':>12} {'p95 JCT':>12} {'makespan':>12}", highlight=False)
     for r in a.rows:
         e = r.expected
