@@ -176,3 +176,54 @@ def test_a_whole_gpu_task_is_not_starved_on_a_ray_pool_and_its_gpu_is_drained(cl
     assert all(w["tasks_lost"] == 0 and w["tasks_failed"] == 0 for w in stats["workers"])
     assert all(w.stats.tasks_lost == 0 and w.stats.tasks_failed == 0 for w, _, _ in watch.seen)  # (destroyed ones)
     assert stats["placement_blocked"] == 0
+
+
+STEPS, STEP_S = 40, 0.3  # a checkpoint task: 12 s if it ran to its end
+
+
+@migpool.function(checkpoint=True, partition="3g.40gb")  # (a named size: rule 7 never moves it, only rule 4)
+def stepper(n: int, resume=None):
+    """A checkpoint task of `n` steps; returns each step's (pid, node, GPU, when it ended)."""
+    ran = list(resume or [])
+    while len(ran) < n:
+        time.sleep(STEP_S)
+        info = migpool.instance_info()
+        ran.append((os.getpid(), info.node, info.partition.gpu_index, time.time()))
+        yield migpool.Checkpoint(ran, done=len(ran), total=n)
+    return ran
+
+
+def test_a_reservation_stops_a_checkpoint_task_in_its_way_on_a_ray_pool(cluster, tmp_path):
+    """As locally, a checkpoint task in a reservation's way stops at its next checkpoint and resumes elsewhere from
+    it, rather than run to its end while the whole-GPU task waits (a Ray actor takes the pause between its
+    checkpoints, and the driver follows them)."""
+    records = str(tmp_path / "runs")
+    os.mkdir(records)
+    with Compute(
+        provider=migpool.Ray(node_resource="dyn"),
+        nodes=2,
+        worker=Worker(executor="process"),
+        plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True, remember=False)],
+        progress=False,
+    ) as pool:
+        steps = [pool.submit(stepper(STEPS)) for _ in range(2)]  # one on each GPU: the most room
+        began = time.time()
+        while sum(w["running"] for w in pool.stats()["workers"]) < 2:
+            assert time.time() - began < 60, f"the checkpoint tasks never ran at once: {pool.stats()}"
+            time.sleep(0.02)
+        got = big(records) >> pool
+        runs = [f.result(timeout=120) for f in steps]
+        changes = pool.changes
+        stats = pool.stats()
+    reserved = [ch for ch in changes if ch["action"] == "reserve"]
+    assert reserved and reserved[0]["profile"] == "7g.80gb", changes
+    assert (reserved[0]["node"], reserved[0]["gpu"]) == (got["node"], got["gpu"])
+    for ran in runs:  # every step once, in order, whatever moved
+        assert len(ran) == STEPS and [r[3] for r in ran] == sorted(r[3] for r in ran)
+    stopped = [ran for ran in runs if len({r[0] for r in ran}) > 1]
+    assert len(stopped) == 1, runs  # the task in the way stopped and resumed in another actor; the other did not
+    first = [r for r in stopped[0] if r[0] == stopped[0][0][0]]
+    assert {(r[1], r[2]) for r in first} == {(got["node"], got["gpu"])}  # it ran on the reserved GPU until it stopped
+    assert first[-1][3] < got["start"] and len(first) < STEPS  # stopped before its end, and before the big task ran
+    assert got["start"] < stopped[0][-1][3]  # the big task did not wait for the checkpoint task's end
+    assert all(w["tasks_lost"] == 0 and w["tasks_failed"] == 0 for w in stats["workers"])
