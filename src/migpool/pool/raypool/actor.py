@@ -1,5 +1,5 @@
-"""One migpool worker as a Ray actor: it runs the messages the driver sends in batches, and a stream task on a
-thread of its own whose items the driver takes between calls."""
+"""One migpool worker as a Ray actor: it runs the messages the driver sends in batches, and a stream task (or a
+checkpoint task) on a thread of its own whose items and checkpoints the driver takes between calls."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from ..api.providers import Local, Node, PluginHooks, WorkerSpec
 from ..shared.proxies import install
-from ..wire.messages import Feed, Paused, RunTask, TaskDone, TaskFailed, ToWorker
+from ..wire.messages import Feed, Pause, Paused, RunTask, TaskDone, TaskFailed, ToWorker
 from ..wire.streams import WINDOW
 from ..worker import lifecycle
 from ..worker.distributed import run_initializers
@@ -18,10 +18,14 @@ from ..worker.main import Runner
 from .codec import RayCodec
 from .transport import SHARED_ENV, RayTransport
 
+Mark = tuple[float | None, float | None]  # a checkpoint's (done, total)
+Taken = tuple[list[Any], dict[int, int], list[Mark], TaskDone | TaskFailed | Paused | None]
+
 
 class RayLink:
-    """A Ray actor's side of a stream: the task runs on a thread of the actor (WorkerActor.stream) while the
-    driver takes its items, feeds its input and cancels it through the actor's methods, which run in between."""
+    """A Ray actor's side of a stream or checkpoint task: the task runs on a thread of the actor
+    (WorkerActor.stream) while the driver takes its items and checkpoints, feeds its input, cancels it and asks it
+    to stop at its next checkpoint through the actor's methods, which run in between."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
@@ -29,6 +33,8 @@ class RayLink:
         self.wants: dict[int, int] = {}
         self.feeds: dict[int, collections.deque[tuple[Any, int]]] = {}
         self.cancelled: set[int] = set()  # kept across tasks: a cancel may come before its task starts
+        self.marks: list[Mark] = []  # the checkpoints reached since the driver last took them
+        self.pauses: set[int] = set()  # the tasks asked to stop at their next checkpoint (dynamic MIG)
         self.final: TaskDone | TaskFailed | Paused | None = None
 
     def begin(self) -> None:
@@ -36,6 +42,8 @@ class RayLink:
             self.items.clear()
             self.wants.clear()
             self.feeds.clear()
+            self.marks.clear()
+            self.pauses.clear()  # (a pause is sent after its task, never before: one left is for an ended task)
             self.final = None
 
     def emit(self, tid: int, item: Any) -> bool:
@@ -53,8 +61,19 @@ class RayLink:
             self.cond.notify_all()
 
     def checkpointed(self, tid: int, done: float | None, total: float | None) -> bool:
-        """A checkpoint task on Ray runs to its end: dynamic MIG moves tasks on local pools only."""
-        return False
+        """The task reached a checkpoint: the driver takes it (dynamic MIG learns the task's progress); True if
+        the task was asked to stop here (its worker then sends Paused with this checkpoint's state)."""
+        with self.cond:
+            self.marks.append((done, total))
+            self.cond.notify_all()
+            if tid in self.pauses:
+                self.pauses.discard(tid)
+                return True
+            return False
+
+    def pause(self, tid: int) -> None:
+        with self.cond:
+            self.pauses.add(tid)
 
     def next_feed(self, tid: int, sid: int) -> tuple[Any, int]:
         with self.cond:
@@ -67,16 +86,17 @@ class RayLink:
             self.final = frame
             self.cond.notify_all()
 
-    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | Paused | None]:
-        """What the task sent since the last take: its items, its requests for input, and its last frame once it
-        ended (after its last item). Waits up to `wait_s` for any of them."""
+    def take(self, wait_s: float) -> Taken:
+        """What the task sent since the last take: its items, its requests for input, its checkpoints, and its
+        last frame once it ended (after its last item). Waits up to `wait_s` for any of them."""
         with self.cond:
-            self.cond.wait_for(lambda: self.items or self.wants or self.final is not None, wait_s)
-            items, wants = list(self.items), dict(self.wants)
+            self.cond.wait_for(lambda: self.items or self.wants or self.marks or self.final is not None, wait_s)
+            items, wants, marks = list(self.items), dict(self.wants), list(self.marks)
             self.items.clear()
             self.wants.clear()
+            self.marks.clear()
             self.cond.notify_all()
-            return items, wants, self.final
+            return items, wants, marks, self.final
 
     def feed(self, sid: int, feeds: list[Feed]) -> None:
         with self.cond:
@@ -114,7 +134,10 @@ class WorkerActor:
         out = []
         for m in msgs:
             if isinstance(m, RunTask) and m.streams:
-                self._stream(m)  # its items and its end go out through take()
+                self._stream(m)  # its items, checkpoints and end go out through take()
+                continue
+            if type(m) is Pause:  # stop the task on its thread at its next checkpoint
+                self.link.pause(m.tid)
                 continue
             frame = self.runner.handle(m)
             if frame is not None:
@@ -129,12 +152,12 @@ class WorkerActor:
         self.streaming = t
         t.start()
 
-    def take(self, wait_s: float) -> tuple[list[Any], dict[int, int], TaskDone | TaskFailed | Paused | None]:
-        items, wants, final = self.link.take(wait_s)
+    def take(self, wait_s: float) -> Taken:
+        items, wants, marks, final = self.link.take(wait_s)
         if final is not None and self.streaming is not None:
             self.streaming.join()
             self.streaming = None
-        return items, wants, final
+        return items, wants, marks, final
 
     def feed(self, sid: int, feeds: list[Feed]) -> None:
         self.link.feed(sid, feeds)

@@ -1,5 +1,6 @@
 """The Ray kind of slot: the scheduler's slot whose worker is a Ray actor pinned to its node. Messages go to the
-actor in batches and its answers come back in order; a stream task is driven from here between its items."""
+actor in batches and its answers come back in order; a stream task (or a checkpoint task) is driven from here
+between its items (its checkpoints)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ...errors import RemoteError
 from ..api.providers import WorkerSpec
 from ..scheduler.jobs import Job
 from ..scheduler.slot import POLL_S, Slot
-from ..wire.messages import Call, RunTask, Stop, ToWorker, Want, Yielded
+from ..wire.messages import Call, Checkpointed, RunTask, Stop, ToWorker, Want, Yielded
 from .codec import InStore
 from .nodes import node_affinity
 
@@ -127,8 +128,9 @@ class RaySlot(Slot):
         self.ended(was_ready, how)
 
     def _drive(self, actor: Any, tid: int) -> None:
-        """Run a stream task's side here: take its items while its consumer has room, feed its input as it asks,
-        until its last frame."""
+        """Run a stream or checkpoint task's side here: take its items while its consumer has room, feed its input
+        as it asks, pass its checkpoints on (dynamic MIG follows them, and may ask it to stop at one: a Pause,
+        which reaches the actor between these calls), until its last frame (a stop at a checkpoint: Paused)."""
         import ray
 
         with self.sched.lock:
@@ -138,11 +140,13 @@ class RaySlot(Slot):
                 raise _KilledForTimeoutError
             if job is not None and job.stream is not None and not job.stream.wait_room(POLL_S):
                 continue
-            items, wants, final = ray.get(actor.take.remote(POLL_S))
+            items, wants, marks, final = ray.get(actor.take.remote(POLL_S))
             for item in items:
                 self.resolve(Yielded(tid, item))
             for sid, n in wants.items():
                 self.resolve(Want(tid, sid, n))
+            for done, total in marks:
+                self.resolve(Checkpointed(tid, done, total))
             if final is not None:
                 self.resolve(final)
                 return
@@ -229,8 +233,8 @@ class RaySlot(Slot):
 
 
 def _streams(msg: Any) -> bool:
-    """Whether a message starts a task that streams (out, in or both): it runs on a thread of the actor, which
-    the driver reaches between its items."""
+    """Whether a message starts a task that streams (out, in or both) or has checkpoints: it runs on a thread of
+    the actor, which the driver reaches between its items."""
     return type(msg) is RunTask and msg.streams != 0
 
 
