@@ -13,7 +13,7 @@ from migpool.pool.api.providers import Executor
 from migpool.pool.scheduler.elastic import Elastic, NodeEffect, NodeLoad, decide
 
 
-def _wait_for(predicate, seconds=20.0):
+def wait_for(predicate, seconds=20.0):
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         if predicate():
@@ -155,7 +155,7 @@ def test_scale_to_zero_and_back():
     options = Options(autoscale_idle_timeout=0.3, autoscale_cooldown=0.0)
     with Compute(nodes=Nodes(initial=1, min=0, max=1), options=options, progress=False) as c:
         assert (T.add(1, 2) >> c) == 3 and c.current_nodes() == 1
-        assert _wait_for(lambda: c.current_nodes() == 0)  # idle: reclaimed
+        assert wait_for(lambda: c.current_nodes() == 0)  # idle: reclaimed
         assert c.worker_pids == []
         assert (T.add(2, 3) >> c) == 5  # sent at zero nodes: one starts for it
         assert c.current_nodes() == 1
@@ -166,7 +166,7 @@ def test_a_task_at_zero_nodes_does_not_wait_out_the_cooldown():
     options = Options(autoscale_idle_timeout=0.3, autoscale_cooldown=30.0)
     with Compute(nodes=Nodes(initial=1, min=0, max=1), options=options, progress=False) as c:
         assert (T.add(1, 2) >> c) == 3
-        assert _wait_for(lambda: c.current_nodes() == 0)
+        assert wait_for(lambda: c.current_nodes() == 0)
         t0 = time.monotonic()
         assert (T.add(2, 3) >> c) == 5
         assert time.monotonic() - t0 < 20  # a node started for it, well within the 30 s cooldown
@@ -179,7 +179,7 @@ def test_grows_to_max_under_load_and_shrinks_to_min():
     ) as c:
         infos = gather(*[T.where(0.4) for _ in range(9)]) >> c
         assert {r["info"].node for r in infos} == {0, 1, 2}  # the waiting tasks started two more nodes
-        assert _wait_for(lambda: c.current_nodes() == 1)
+        assert wait_for(lambda: c.current_nodes() == 1)
 
 
 def test_close_runs_what_was_sent_to_a_pool_at_zero_nodes():

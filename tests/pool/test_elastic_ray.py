@@ -10,6 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 import pool_tasks as T  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
+from test_elastic import wait_for  # noqa: E402
 
 import migpool  # noqa: E402
 from migpool import Compute, Nodes, Options, PluginError, gather, plugins  # noqa: E402
@@ -30,15 +31,6 @@ def cluster(tmp_path_factory):
     yield c
     ray.shutdown()
     c.shutdown()
-
-
-def _wait_for(predicate, seconds=60.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _gone(actor):
@@ -63,7 +55,7 @@ def test_a_ray_pool_scales_its_nodes_to_min_when_idle_and_back_up_when_tasks_com
         assert (T.add(1, 2) >> pool) == 3
         note(pool)
         first = list(seen.values())
-        assert _wait_for(lambda: pool.current_nodes() == 0)  # idle: its node's actor ended
+        assert wait_for(lambda: pool.current_nodes() == 0, 60)  # idle: its node's actor ended
         assert pool.scheduler.workers == [] and all(_gone(a) for a in first)
         for _ in range(2):  # sent at zero nodes: both nodes come back for them, and go again once idle
             # (more tasks than an actor takes ahead of time: both nodes' actors get some, whichever is up first)
@@ -77,7 +69,7 @@ def test_a_ray_pool_scales_its_nodes_to_min_when_idle_and_back_up_when_tasks_com
             assert most == 2 and {r["info"].node for r in got[:24]} == {0, 1}
             assert {r["info"].total_nodes for r in got[:24]} == {2}
             assert got[24:] == list(range(20))  # every task ended once, with its own result
-            assert _wait_for(lambda: pool.current_nodes() == 0)
+            assert wait_for(lambda: pool.current_nodes() == 0, 60)
         assert (T.add(2, 3) >> pool) == 5 and pool.current_nodes() >= 1
         note(pool)
     assert len(seen) >= 5  # the first node's actor, two rounds of two nodes' actors, the last one
@@ -94,7 +86,7 @@ def test_elastic_ray_nodes_keep_their_partitions_and_refuse_dynamic_mig(cluster)
         options=options,
     ) as pool:
         before = {r["info"].node: r["cuda"] for r in T.where() @ pool}
-        assert _wait_for(lambda: pool.current_nodes() == 1)
+        assert wait_for(lambda: pool.current_nodes() == 1, 60)
         assert [r["info"].node for r in T.where() @ pool] == [0]
         got = gather(*[T.where(0.5) for _ in range(24)]) >> pool
         assert {r["info"].node: r["cuda"] for r in got} == before  # node 1 is back, on the same partition

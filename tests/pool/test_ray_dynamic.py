@@ -95,18 +95,23 @@ class _OnReserve(logging.Handler):
                     self.seen.append((w, w.stats.tasks_started, w.draining))
 
 
-def test_a_whole_gpu_task_is_not_starved_on_a_ray_pool_and_its_gpu_is_drained(cluster, tmp_path):
-    records = str(tmp_path / "runs")
-    os.mkdir(records)
-    log = logging.getLogger("migpool.dynamic")
-    level = log.level
-    with Compute(
+def dynamic_pool() -> Compute:
+    """A pool of both nodes' GPUs under dynamic MIG: each task on a partition made for it."""
+    return Compute(
         provider=migpool.Ray(node_resource="dyn"),
         nodes=2,
         worker=Worker(executor="process"),
         plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True, remember=False)],
         progress=False,
-    ) as pool:
+    )
+
+
+def test_a_whole_gpu_task_is_not_starved_on_a_ray_pool_and_its_gpu_is_drained(cluster, tmp_path):
+    records = str(tmp_path / "runs")
+    os.mkdir(records)
+    log = logging.getLogger("migpool.dynamic")
+    level = log.level
+    with dynamic_pool() as pool:
         watch = _OnReserve(pool)
         log.addHandler(watch)
         log.setLevel(logging.INFO)
@@ -199,13 +204,7 @@ def test_a_reservation_stops_a_checkpoint_task_in_its_way_on_a_ray_pool(cluster,
     checkpoints, and the driver follows them)."""
     records = str(tmp_path / "runs")
     os.mkdir(records)
-    with Compute(
-        provider=migpool.Ray(node_resource="dyn"),
-        nodes=2,
-        worker=Worker(executor="process"),
-        plugins=[plugins.mig(dynamic=True, gpus="all", keep_idle=30.0, restore=True, remember=False)],
-        progress=False,
-    ) as pool:
+    with dynamic_pool() as pool:
         steps = [pool.submit(stepper(STEPS)) for _ in range(2)]  # one on each GPU: the most room
         began = time.time()
         while sum(w["running"] for w in pool.stats()["workers"]) < 2:
