@@ -258,3 +258,19 @@ def test_a_tasks_module_that_opens_the_gpu_at_import_is_not_preloaded_again(tmp_
         assert name not in spares["preload"]
     finally:
         device.unlink(missing_ok=True)
+
+
+def test_an_elastic_pool_scaling_up_starts_its_new_node_on_a_spare(slow):
+    """Issue 47, "where it pays: elastic scale-up": a Local pool with Nodes(min < max) keeps a spare by default
+    (before, it kept none, and the node a task started paid the import), and the node it adds takes it."""
+    options = migpool.Options(autoscale_idle_timeout=60, autoscale_cooldown=0.0)
+    worker = Worker(concurrency=1, executor="process", preload=(slow.__name__,))
+    with Compute(worker=worker, nodes=migpool.Nodes(initial=0, min=0, max=1), options=options, progress=False) as c:
+        spare = _parked(c)[0]["pid"]
+        assert c.current_nodes() == 0
+        t0 = time.monotonic()
+        pid = migpool.function(slow.pid)() >> c  # sent at zero nodes: the pool scales up for it
+        took = time.monotonic() - t0
+        nodes, spares = c.current_nodes(), c.stats()["spares"]
+    assert nodes == 1 and pid == spare and spares["used"] == 1
+    assert took < SLOW_S / 2, f"submit -> result took {took:.2f} s on a node added with a warm spare"

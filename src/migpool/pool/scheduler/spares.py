@@ -3,8 +3,8 @@ modules imported, so that a worker needed later (a partition dynamic MIG just ma
 timeout, the next process of a `reuse_processes=False` pool) starts without paying the interpreter and the imports
 again. The spare's side is pool/worker/spares.py; docs/guides/warm.md says when they pay and what they cost.
 
-A pool keeps `count` spares (MIGPOOL_SPARES; by default 1 with dynamic MIG or `reuse_processes=False`, else
-none). Each is started on the scheduler's spawning thread, as every worker is (the kernel ends it with that
+A pool keeps `count` spares (MIGPOOL_SPARES; by default 1 with dynamic MIG, `reuse_processes=False` or elastic
+nodes, else none). Each is started on the scheduler's spawning thread, as every worker is (the kernel ends it with that
 thread: PR_SET_PDEATHSIG), in a container of its own (host/containment.py), which the worker keeps when the spare
 is taken. Taking one posts its replacement to the same thread, behind the start it served.
 
@@ -73,6 +73,9 @@ class Pool(Protocol):
     @property
     def plugins(self) -> Sequence[Any]: ...
 
+    @property
+    def bounds(self) -> Any: ...  # its Nodes: elastic ones start workers as the load grows
+
     def worker_spec(self, i: int, n: int, part: Any) -> WorkerSpec: ...
 
 
@@ -91,7 +94,8 @@ class SpareSettings:
 def settings_for(pool: Pool) -> SpareSettings | None:
     """The spares a local process pool keeps, or None for none."""
     dynamic = any(p.dynamic_mig() is not None for p in pool.plugins)
-    default = 1 if dynamic or not pool.worker.reuse_processes else 0
+    elastic = bool(getattr(pool.bounds, "elastic", False))  # (a node added as the load grows starts workers)
+    default = 1 if dynamic or elastic or not pool.worker.reuse_processes else 0
     text = os.environ.get(SPARES_ENV, "")
     count = int(text) if text.strip().isdigit() else default
     if count <= 0:
