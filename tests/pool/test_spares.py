@@ -274,3 +274,53 @@ def test_an_elastic_pool_scaling_up_starts_its_new_node_on_a_spare(slow):
         nodes, spares = c.current_nodes(), c.stats()["spares"]
     assert nodes == 1 and pid == spare and spares["used"] == 1
     assert took < SLOW_S / 2, f"submit -> result took {took:.2f} s on a node added with a warm spare"
+
+
+BIG_MODULE = """
+import os, threading, time
+BLOB = []
+
+def grow():
+    if os.environ.get("SPARES_TEST_LATER") == "1":
+        time.sleep(1.0)  # (the spare has parked: it grows while it waits)
+    BLOB.append(b"x" * ({mib} << 20))  # (written, so resident)
+
+if "MIGPOOL_NODE_INDEX" in os.environ:  # (a pool's process: the test's own import stays small)
+    with open(os.environ["SPARES_TEST_PIDS"], "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    if os.environ.get("SPARES_TEST_LATER") == "1":
+        threading.Thread(target=grow, daemon=True).start()
+    else:
+        grow()
+
+def pid(x=None):
+    return os.getpid()
+"""
+
+
+@pytest.mark.parametrize("when", ["at import", "while it waits"])
+def test_a_spare_that_grows_past_the_bound_is_ended_without_stats_being_read(when, tmp_path, monkeypatch):
+    """Issue 47, "a spare's memory is reported and bounded": the bound was checked only when top_up or stats()
+    ran (the pool's stats file, written once a second for `migpool top`, ran it too), so a spare that grew past
+    it lived on in a pool whose stats nobody read. Now a watcher (or the kernel, where the spare's cgroup has a
+    memory controller) ends it, whether it grew in its imports or later, and stats() says why."""
+    from migpool.observe.poolstats import Publisher
+
+    monkeypatch.setattr(Publisher, "start", lambda self: None)  # (no stats file: stats() is not read at all)
+    name = f"big_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(BIG_MODULE.format(mib=96))
+    pids_file = tmp_path / "pids"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SPARES_TEST_PIDS", str(pids_file))
+    monkeypatch.setenv("SPARES_TEST_LATER", "1" if when == "while it waits" else "0")
+    monkeypatch.setenv(SPARES_ENV, "1")
+    monkeypatch.setenv(MAX_MIB_ENV, "64")  # (a spare without the module holds about 17 MiB)
+    with Compute(worker=Worker(concurrency=1, executor="process", preload=(name,)), progress=False) as c:
+        deadline = time.monotonic() + 30
+        while not pids_file.exists() or not pids_file.read_text().strip():
+            assert time.monotonic() < deadline, "the spare never imported the module"
+            time.sleep(0.05)
+        spare = int(pids_file.read_text().split()[0])
+        assert wait_gone([spare], 20) == [], "the spare over the bound still lives"  # (stats() not read)
+        spares = c.stats()["spares"]
+    assert "over the bound of 64 MiB" in spares["off"] and spares["idle"] == [] and spares["started"] == 1
