@@ -324,3 +324,33 @@ def test_a_spare_that_grows_past_the_bound_is_ended_without_stats_being_read(whe
         assert wait_gone([spare], 20) == [], "the spare over the bound still lives"  # (stats() not read)
         spares = c.stats()["spares"]
     assert "over the bound of 64 MiB" in spares["off"] and spares["idle"] == [] and spares["started"] == 1
+
+
+def _cgroup_of(pid: int) -> Path:
+    base = Path(os.environ.get(containment.CGROUP_ENV) or containment.own_cgroup() or "/nonexistent")
+    return next(d for d in base.glob("migpool-*-spare") if str(pid) in (d / "cgroup.procs").read_text().split())
+
+
+def test_the_kernel_holds_a_spares_cgroup_to_the_bound_until_it_becomes_a_worker(slow, monkeypatch):
+    """Where containers are cgroups with a memory controller, a spare's cgroup is limited to the bound (memory.max)
+    and the limit is lifted when the spare becomes a worker, which keeps the cgroup."""
+    probe = containment.Container.make("probe")
+    able = probe.limit_memory(1 << 30)
+    probe.end()
+    if not able:
+        pytest.skip("no cgroup with a memory controller here: the watcher alone holds the bound")
+    monkeypatch.setenv(SPARES_ENV, "1")
+    monkeypatch.setenv(MAX_MIB_ENV, "512")
+    with Compute(worker=Worker(concurrency=1, executor="process", preload=(slow.__name__,)), progress=False) as c:
+        first = migpool.function(slow.pid)() >> c
+        spare = _parked(c)[0]["pid"]
+        cgroup = _cgroup_of(spare)
+        limit = (cgroup / "memory.max").read_text().strip()
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while c.worker_pids in ([first], [0]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        again = migpool.function(slow.pid)() >> c
+        lifted = (cgroup / "memory.max").read_text().strip()
+    assert limit == str(512 << 20) and again == spare and lifted == "max"
