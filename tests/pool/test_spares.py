@@ -354,3 +354,15 @@ def test_the_kernel_holds_a_spares_cgroup_to_the_bound_until_it_becomes_a_worker
         again = migpool.function(slow.pid)() >> c
         lifted = (cgroup / "memory.max").read_text().strip()
     assert limit == str(512 << 20) and again == spare and lifted == "max"
+
+
+@pytest.mark.parametrize("args", [[], ["--new-partition"]])
+def test_the_gpu_benchmark_says_in_one_line_that_there_is_no_gpu(args):
+    """benchmarks/gpu_startup.py (its "new partition -> first kernel" mode, and the others) on a machine without
+    a CUDA GPU (none visible: CUDA_VISIBLE_DEVICES is empty, or torch is missing): one line, exit status 0."""
+    bench = Path(__file__).parents[2] / "benchmarks" / "gpu_startup.py"
+    src = str(Path(migpool.__file__).parents[1])
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("gpu_startup: nothing measured, no GPU here: ") and len(p.stdout.splitlines()) == 1
