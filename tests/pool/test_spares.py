@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -323,7 +324,9 @@ def test_a_spare_that_grows_past_the_bound_is_ended_without_stats_being_read(whe
         spare = int(pids_file.read_text().split()[0])
         assert wait_gone([spare], 20) == [], "the spare over the bound still lives"  # (stats() not read)
         spares = c.stats()["spares"]
+        watching = [t.name for t in threading.enumerate() if t.name == "migpool-spares"]
     assert "over the bound of 64 MiB" in spares["off"] and spares["idle"] == [] and spares["started"] == 1
+    assert watching and not [t for t in threading.enumerate() if t.name == "migpool-spares"]  # joined at close
 
 
 def _cgroup_of(pid: int) -> Path:
