@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -258,3 +259,150 @@ def test_a_tasks_module_that_opens_the_gpu_at_import_is_not_preloaded_again(tmp_
         assert name not in spares["preload"]
     finally:
         device.unlink(missing_ok=True)
+
+
+def test_an_elastic_pool_scaling_up_starts_its_new_node_on_a_spare(slow):
+    """Issue 47, "where it pays: elastic scale-up": a Local pool with Nodes(min < max) keeps a spare by default
+    (before, it kept none, and the node a task started paid the import), and the node it adds takes it."""
+    options = migpool.Options(autoscale_idle_timeout=60, autoscale_cooldown=0.0)
+    worker = Worker(concurrency=1, executor="process", preload=(slow.__name__,))
+    with Compute(worker=worker, nodes=migpool.Nodes(initial=0, min=0, max=1), options=options, progress=False) as c:
+        spare = _parked(c)[0]["pid"]
+        assert c.current_nodes() == 0
+        t0 = time.monotonic()
+        pid = migpool.function(slow.pid)() >> c  # sent at zero nodes: the pool scales up for it
+        took = time.monotonic() - t0
+        nodes, spares = c.current_nodes(), c.stats()["spares"]
+    assert nodes == 1 and pid == spare and spares["used"] == 1
+    assert took < SLOW_S / 2, f"submit -> result took {took:.2f} s on a node added with a warm spare"
+
+
+BIG_MODULE = """
+import os, threading, time
+BLOB = []
+
+def grow():
+    if os.environ.get("SPARES_TEST_LATER") == "1":
+        time.sleep(1.0)  # (the spare has parked: it grows while it waits)
+    BLOB.append(b"x" * ({mib} << 20))  # (written, so resident)
+
+if "MIGPOOL_NODE_INDEX" in os.environ:  # (a pool's process: the test's own import stays small)
+    with open(os.environ["SPARES_TEST_PIDS"], "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+    if os.environ.get("SPARES_TEST_LATER") == "1":
+        threading.Thread(target=grow, daemon=True).start()
+    else:
+        grow()
+
+def pid(x=None):
+    return os.getpid()
+"""
+
+
+@pytest.mark.parametrize("when", ["at import", "while it waits"])
+def test_a_spare_that_grows_past_the_bound_is_ended_without_stats_being_read(when, tmp_path, monkeypatch):
+    """Issue 47, "a spare's memory is reported and bounded": the bound was checked only when top_up or stats()
+    ran (the pool's stats file, written once a second for `migpool top`, ran it too), so a spare that grew past
+    it lived on in a pool whose stats nobody read. Now a watcher (or the kernel, where the spare's cgroup has a
+    memory controller) ends it, whether it grew in its imports or later, and stats() says why."""
+    from migpool.observe.poolstats import Publisher
+
+    monkeypatch.setattr(Publisher, "start", lambda self: None)  # (no stats file: stats() is not read at all)
+    name = f"big_{os.getpid()}_{tmp_path.name}".replace("-", "_")
+    (tmp_path / f"{name}.py").write_text(BIG_MODULE.format(mib=96))
+    pids_file = tmp_path / "pids"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SPARES_TEST_PIDS", str(pids_file))
+    monkeypatch.setenv("SPARES_TEST_LATER", "1" if when == "while it waits" else "0")
+    monkeypatch.setenv(SPARES_ENV, "1")
+    monkeypatch.setenv(MAX_MIB_ENV, "64")  # (a spare without the module holds about 17 MiB)
+    with Compute(worker=Worker(concurrency=1, executor="process", preload=(name,)), progress=False) as c:
+        deadline = time.monotonic() + 30
+        while not pids_file.exists() or not pids_file.read_text().strip():
+            assert time.monotonic() < deadline, "the spare never imported the module"
+            time.sleep(0.05)
+        spare = int(pids_file.read_text().split()[0])
+        assert wait_gone([spare], 20) == [], "the spare over the bound still lives"  # (stats() not read)
+        spares = c.stats()["spares"]
+        watching = [t.name for t in threading.enumerate() if t.name == "migpool-spares"]
+    assert "over the bound of 64 MiB" in spares["off"] and spares["idle"] == [] and spares["started"] == 1
+    assert watching and not [t for t in threading.enumerate() if t.name == "migpool-spares"]  # joined at close
+
+
+def _cgroup_of(pid: int) -> Path:
+    base = Path(os.environ.get(containment.CGROUP_ENV) or containment.own_cgroup() or "/nonexistent")
+    return next(d for d in base.glob("migpool-*-spare") if str(pid) in (d / "cgroup.procs").read_text().split())
+
+
+def test_the_kernel_holds_a_spares_cgroup_to_the_bound_until_it_becomes_a_worker(slow, monkeypatch):
+    """Where containers are cgroups with a memory controller, a spare's cgroup is limited to the bound (memory.max)
+    and the limit is lifted when the spare becomes a worker, which keeps the cgroup."""
+    probe = containment.Container.make("probe")
+    able = probe.limit_memory(1 << 30)
+    probe.end()
+    if not able:
+        pytest.skip("no cgroup with a memory controller here: the watcher alone holds the bound")
+    monkeypatch.setenv(SPARES_ENV, "1")
+    monkeypatch.setenv(MAX_MIB_ENV, "512")
+    with Compute(worker=Worker(concurrency=1, executor="process", preload=(slow.__name__,)), progress=False) as c:
+        first = migpool.function(slow.pid)() >> c
+        spare = _parked(c)[0]["pid"]
+        cgroup = _cgroup_of(spare)
+        limit = (cgroup / "memory.max").read_text().strip()
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while c.worker_pids in ([first], [0]):
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        again = migpool.function(slow.pid)() >> c
+        lifted = (cgroup / "memory.max").read_text().strip()
+    assert limit == str(512 << 20) and again == spare and lifted == "max"
+
+
+@pytest.mark.parametrize("args", [[], ["--new-partition"]])
+def test_the_gpu_benchmark_says_in_one_line_that_there_is_no_gpu(args):
+    """benchmarks/gpu_startup.py (its "new partition -> first kernel" mode, and the others) on a machine without
+    a CUDA GPU (none visible: CUDA_VISIBLE_DEVICES is empty, or torch is missing): one line, exit status 0."""
+    bench = Path(__file__).parents[2] / "benchmarks" / "gpu_startup.py"
+    src = str(Path(migpool.__file__).parents[1])
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    p = subprocess.run([sys.executable, str(bench), *args], capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("gpu_startup: nothing measured, no GPU here: ") and len(p.stdout.splitlines()) == 1
+
+
+STAND_IN_TORCH = """
+import os, time
+if "MIGPOOL_NODE_INDEX" in os.environ:  # (a pool's process pays the import, as torch's 4 s)
+    time.sleep(1.0)
+
+class _Tensor:
+    def add_(self, x):
+        return self
+
+def zeros(*shape, device=None):
+    return _Tensor()
+
+class cuda:
+    device_count = staticmethod(lambda: 1)
+    synchronize = staticmethod(lambda: None)
+    init = staticmethod(lambda: None)
+"""
+
+
+def test_the_gpu_benchmarks_new_partition_mode_runs_its_course_on_a_simulated_gpu(tmp_path):
+    """benchmarks/gpu_startup.py --new-partition, on a simulated GPU with a stand-in for torch that takes 1 s to
+    import in a pool's processes: each run's worker is the spare exactly when spares are kept (the benchmark
+    asserts it), and the warm p50 is below the fresh one."""
+    (tmp_path / "torch").mkdir()
+    (tmp_path / "torch" / "__init__.py").write_text(STAND_IN_TORCH)
+    bench = Path(__file__).parents[2] / "benchmarks" / "gpu_startup.py"
+    paths = [str(Path(migpool.__file__).parents[1]), str(tmp_path), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, MIGPOOL_SIMULATE="A100-80GB", PYTHONPATH=os.pathsep.join(paths))
+    args = [sys.executable, str(bench), "--new-partition", "--runs", "2"]
+    p = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    rows = {line[:14].strip(): line[14:].split() for line in p.stdout.splitlines()}
+    warm, fresh = float(rows["warm spare"][0]), float(rows["fresh process"][0])
+    assert "(GPU instance create modelled: 92 ms; GPU 0 by UUID, read-only; 2 runs each)" in p.stdout
+    assert warm < fresh and fresh >= 1.0, p.stdout

@@ -239,6 +239,32 @@ class Container:
                 todo += children(p)
         return out
 
+    def limit_memory(self, max_bytes: int | None) -> bool:
+        """(The cgroup kind) Have the kernel hold the container's memory at `max_bytes` (memory.max, no swap),
+        or lift the limit (None). False where it cannot: the sweep kind, or no memory controller on this cgroup."""
+        if self.cgroup is None:
+            return False
+        try:
+            (self.cgroup / "memory.max").write_text("max" if max_bytes is None else str(max_bytes))
+        except OSError:
+            return False
+        with contextlib.suppress(OSError):  # (a kernel without swap accounting: the memory limit alone)
+            (self.cgroup / "memory.swap.max").write_text("max" if max_bytes is None else "0")
+        return True
+
+    def oom_kills(self) -> int:
+        """(The cgroup kind) How many of its processes the kernel killed at its memory limit (memory.events)."""
+        if self.cgroup is None:
+            return 0
+        try:
+            for line in (self.cgroup / "memory.events").read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            return 0
+        return 0
+
     def end(self, wait: float = GONE_WAIT_S) -> bool:
         """Kill every process in the container and wait (at most `wait` s) until the kernel says it is empty;
         remove it. True when it is empty."""

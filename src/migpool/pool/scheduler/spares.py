@@ -3,15 +3,18 @@ modules imported, so that a worker needed later (a partition dynamic MIG just ma
 timeout, the next process of a `reuse_processes=False` pool) starts without paying the interpreter and the imports
 again. The spare's side is pool/worker/spares.py; docs/guides/warm.md says when they pay and what they cost.
 
-A pool keeps `count` spares (MIGPOOL_SPARES; by default 1 with dynamic MIG or `reuse_processes=False`, else
-none). Each is started on the scheduler's spawning thread, as every worker is (the kernel ends it with that
+A pool keeps `count` spares (MIGPOOL_SPARES; by default 1 with dynamic MIG, `reuse_processes=False` or elastic
+nodes, else none). Each is started on the scheduler's spawning thread, as every worker is (the kernel ends it with that
 thread: PR_SET_PDEATHSIG), in a container of its own (host/containment.py), which the worker keeps when the spare
 is taken. Taking one posts its replacement to the same thread, behind the start it served.
 
 A spare fits a worker when both run the same interpreter with the same start-up environment (PYTHON* and LD_*
 variables): the rest of the worker's environment, its partition's above all, is handed over at the last moment.
-A spare over the memory bound (MIGPOOL_SPARE_MAX_MIB) is ended and spares are turned off, with the reason in
-`stats()`.
+The memory bound (MIGPOOL_SPARE_MAX_MIB) is held two ways: where containers are cgroups with a memory controller,
+the kernel limits each spare's cgroup to it (lifted when the spare becomes a worker, which keeps the cgroup), and
+everywhere the spares' watcher thread reads each waiting spare's resident memory every CHECK_S, from its start,
+through its imports, while it waits. A spare over the bound is ended (by the kernel, or by the watcher) and spares
+are turned off, with the reason in `stats()`.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 SPARES_ENV = "MIGPOOL_SPARES"  # how many spares a local process pool keeps (overrides the default)
 MAX_MIB_ENV = "MIGPOOL_SPARE_MAX_MIB"  # the most memory (resident) a parked spare may hold
 DEFAULT_MAX_MIB = 4096
+CHECK_S = 0.2  # how often the watcher reads the waiting spares' memory
 # what a worker's environment holds of its partition and its place in the pool: never in a spare's
 PER_WORKER = (
     "CUDA_VISIBLE_DEVICES",
@@ -73,6 +77,9 @@ class Pool(Protocol):
     @property
     def plugins(self) -> Sequence[Any]: ...
 
+    @property
+    def bounds(self) -> Any: ...  # its Nodes: elastic ones start workers as the load grows
+
     def worker_spec(self, i: int, n: int, part: Any) -> WorkerSpec: ...
 
 
@@ -91,7 +98,8 @@ class SpareSettings:
 def settings_for(pool: Pool) -> SpareSettings | None:
     """The spares a local process pool keeps, or None for none."""
     dynamic = any(p.dynamic_mig() is not None for p in pool.plugins)
-    default = 1 if dynamic or not pool.worker.reuse_processes else 0
+    elastic = bool(getattr(pool.bounds, "elastic", False))  # (a node added as the load grows starts workers)
+    default = 1 if dynamic or elastic or not pool.worker.reuse_processes else 0
     text = os.environ.get(SPARES_ENV, "")
     count = int(text) if text.strip().isdigit() else default
     if count <= 0:
@@ -125,18 +133,20 @@ class Spare:
     from_worker: End
     to_worker: End
     ready_fd: int
+    limited: bool = False  # the kernel holds its cgroup to the memory bound (lifted when it is taken)
     started: float = field(default_factory=time.monotonic)
     parked: float | None = None  # how long its imports took, once it said it waits
     opened_gpu: bool = False  # its imports opened a GPU device: it ended itself, and serves no partition
 
     def poll_parked(self) -> bool:
         """Whether it has done its imports and waits (its ready pipe has its byte)."""
-        if self.parked is None and self.ready_fd >= 0 and select.select([self.ready_fd], [], [], 0)[0]:
-            with contextlib.suppress(OSError):
-                said = os.read(self.ready_fd, 1)
-                self.opened_gpu = said == GPU_OPENED
-                if said and not self.opened_gpu:
-                    self.parked = time.monotonic() - self.started
+        if self.parked is None and not self.opened_gpu and self.ready_fd >= 0:
+            if select.select([self.ready_fd], [], [], 0)[0]:
+                with contextlib.suppress(OSError):
+                    said = os.read(self.ready_fd, 1)  # (b"" once it closed the pipe: said before, or died)
+                    self.opened_gpu = said == GPU_OPENED
+                    if said and not self.opened_gpu:
+                        self.parked = time.monotonic() - self.started
         return self.parked is not None
 
     def close_ready(self) -> None:
@@ -174,10 +184,17 @@ class Spares:
         self.learned: dict[str, None] = {}  # modules of the functions the pool was given, in order
         self.learning = True  # (until one of those opens a GPU device at import: gpu_opened)
         self.notes: list[str] = []
+        self.stopped = threading.Event()  # (set by close: the watcher ends)
 
     def start(self) -> None:
-        """Start the spares, on the spawning thread, after the starts queued there (the pool's own workers)."""
+        """Start the spares, on the spawning thread, after the starts queued there (the pool's own workers), and
+        their watcher, a thread of the scheduler's (joined when it shuts down)."""
         self._post(self.top_up)
+        self.sched.threads.start("migpool-spares", self._watch)
+
+    def _watch(self) -> None:
+        while not self.stopped.wait(CHECK_S):
+            self.check_memory()
 
     def _post(self, fn: Callable[[], None]) -> None:
         with contextlib.suppress(RuntimeError):  # the spawner stopped: the pool is closed
@@ -207,6 +224,8 @@ class Spares:
             if got is not None:
                 got.poll_parked()
                 got.close_ready()
+                if got.limited:  # (the worker it becomes has no such bound)
+                    got.limited = not got.container.limit_memory(None)
         for s in dead:
             s.poll_parked()
             if s.opened_gpu:
@@ -272,6 +291,7 @@ class Spares:
         c_r, p_w = channel()  # pool -> spare
         ready_r, ready_w = os.pipe()
         container = Container.make("spare")
+        limited = container.limit_memory(s.max_mib * 2**20)  # (before the spare joins it: nothing charged yet)
         modules = self.modules()
         env = dict(s.env, **container.env())
         env.update({PARENT_ENV: str(os.getpid()), SPARE_ENV: str(ready_w), PRELOAD_ENV: ",".join(modules)})
@@ -298,25 +318,32 @@ class Spares:
             return None
         container.add(proc.pid, joins_itself=True)
         self.started += 1
-        return Spare(proc, container, p_r, p_w, ready_r)
+        return Spare(proc, container, p_r, p_w, ready_r, limited)
 
     def check_memory(self) -> None:
-        """End every spare if one holds more than the bound, and start no more (the reason goes to stats)."""
+        """End every spare if one holds more than the bound (or the kernel ended one at its cgroup's limit), and
+        start no more (the reason goes to stats)."""
+        bound = self.settings.max_mib
         with self.lock:
-            over = [(s, m) for s in self.idle if (m := rss_mib(s.proc.pid)) is not None and m > self.settings.max_mib]
-            if not over:
+            for s in self.idle:
+                s.poll_parked()  # (its import time, once its imports are done)
+            over = [(s, m) for s in self.idle if (m := rss_mib(s.proc.pid)) is not None and m > bound]
+            killed = [s for s in self.idle if s.limited and s.proc.poll() is not None and s.container.oom_kills()]
+            if not over and not killed:
                 return
             gone, self.idle = self.idle, []
-            s, m = over[0]
-            self.off = (
-                f"a spare held {m:.0f} MiB, over the bound of {self.settings.max_mib} MiB ({MAX_MIB_ENV}); "
-                "spares are off for this pool"
-            )
+            if over:
+                s, m = over[0]
+                self.off = f"a spare held {m:.0f} MiB, over the bound of {bound} MiB ({MAX_MIB_ENV})"
+            else:
+                self.off = f"a spare went over the bound of {bound} MiB ({MAX_MIB_ENV}): the kernel ended it"
+            self.off += "; spares are off for this pool"
         for s in gone:
             s.end()
 
     def close(self) -> None:
         """End every spare (the pool closes); none is started after this."""
+        self.stopped.set()
         with self.lock:
             self.closed = True
             gone, self.idle = self.idle, []
