@@ -156,3 +156,20 @@ def test_dynamic_mig_is_replayed_on_request():
     got = rows["dynamic MIG"].expected
     fastest = sum(min(j.seconds.values()) for j in jobs) / len(jobs)
     assert math.isfinite(got.mean_jct) and got.mean_jct >= fastest
+
+
+def test_a_record_of_tasks_too_short_to_time_is_advised_on(tmp_path):
+    """Review: the workload record writes run times to 0.1 ms, so a function whose tasks take less is recorded at
+    0 s on every size it ran on; scaling a task by its group's mean there divided by zero (a traceback)."""
+    rows = [
+        dict(fn="tiny", need_mib=None, arrival=1.7e9 + k, profile=("1g.10gb" if k % 2 else "3g.40gb"), seconds=0.0)
+        for k in range(20)
+    ]
+    gpu = catalog.lookup("A100-80GB")
+    jobs = jobs_from_records(rows + records(20), gpu)
+    tiny = [j for j in jobs if j.name == "tiny"]
+    assert len(tiny) == 20 and all(s == 0.0 for j in tiny for s in j.seconds.values())
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(json.dumps(r) + "\n" for r in rows + records(20)))
+    r = mp("advise", "--trace", str(trace), "--model", "A100-80GB", "--gpus", "1", "--json", check=0)
+    assert json.loads(r.stdout)["tasks"] == 40
