@@ -93,3 +93,15 @@ def test_futures_are_resampled_jobs_at_rates_from_half_to_one_and_a_half():
         for a, b in itertools.pairwise(future):
             gap = (b.arrival - a.arrival) * rate
             assert any(math.isclose(gap, g, rel_tol=1e-9, abs_tol=1e-9) for g in gaps)
+
+
+def test_a_search_over_futures_of_jobs_that_take_no_time_or_of_none_scores_them():
+    """Review: with every job at 0 s (or no job), each future's least factor is 0, and the bound Search.score
+    gives the first future (the bound over the product of the others') divided by zero."""
+    from migpool.advise.answer import search
+    from migpool.advise.model import Job
+
+    instant = [Job(float(k), {"1g.10gb": 0.0, "7g.80gb": 0.0, WHOLE: 0.0}) for k in range(5)]
+    for jobs in (instant, []):
+        combo, exhaustive, drawn = search(jobs, 2, LAYOUTS)
+        assert exhaustive and drawn == len(jobs) and len(combo) == 2

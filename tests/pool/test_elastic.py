@@ -138,6 +138,29 @@ def test_no_node_is_reclaimed_while_a_broadcast_sends_its_tasks():
     assert effect.calls[2:] == [("reclaim", [0, 1])]
 
 
+def test_tasks_at_zero_nodes_fail_when_no_node_can_be_started():
+    """Review: a Ray pool scaled to zero whose Ray nodes then left the cluster (an autoscaler takes idle nodes
+    away) has no node to add; a task sent then waited for ever, and so did close() (it waits for the tasks)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from migpool.errors import WorkerStartError
+
+    class Gone(RecordingEffect):
+        def free(self, running):
+            return []  # (RayNodes: none of the pool's Ray nodes is alive)
+
+    sched = FakeSched()
+    effect = Gone(sched, 2)
+    elastic = Elastic(sched, effect, Nodes(initial=0, min=0, max=2), 1, 5.0, 0.0, clock=lambda: 0.0)
+    waiting = SimpleNamespace(task=SimpleNamespace(node=None), future=Future())
+    sched.pending = [waiting]
+    elastic.step()
+    assert effect.calls == [] and sched.pending == []
+    with pytest.raises(WorkerStartError, match="none of its nodes can be started"):
+        waiting.future.result(timeout=0)
+
+
 def test_nodes_and_options_as_the_reference_takes_them():
     assert as_nodes(3) == Nodes(initial=3, min=3, max=3) and not as_nodes(3).elastic
     assert as_nodes((1, 4)) == Nodes(initial=1, min=1, max=4) and as_nodes((1, 4)).elastic

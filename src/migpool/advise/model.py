@@ -326,7 +326,8 @@ class Search:
             if self.order is not None:
                 total = math.fsum(dispatch(units, t, order=self.order))
             else:
-                total = total_jct(units, p, floor * bound / (product * rest))
+                room = product * rest  # (0 where jobs take no time: nothing to cut off by)
+                total = total_jct(units, p, floor * bound / room if room > 0 else math.inf)
             if math.isnan(total) or math.isinf(total):
                 if self.order is not None:
                     self.scored[combo] = math.inf

@@ -99,10 +99,9 @@ def jobs_from_records(records: Iterable[Mapping[str, Any]], gpu: GpuModel) -> li
         for name, how, theirs, mine, root in steps:
             if how == _OWN:
                 seconds[name] = own[name]
-            elif how == _SCALED:
-                seconds[name] = ran * theirs / mine
-            else:
-                seconds[name] = ran * theirs / mine * root  # as root_scaled() guesses it
+            else:  # (a group timed at 0 s on `here`, too short for the record's 0.1 ms: the group's time there)
+                scaled = ran * theirs / mine if mine else theirs
+                seconds[name] = scaled if how == _SCALED else scaled * root  # as root_scaled() guesses it
         out.append(Job(r["arrival"] - t0, seconds, r["fn"], guessed))
     return out
 

@@ -16,8 +16,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import InvalidStateError
 from dataclasses import dataclass
 
+from ...errors import WorkerStartError
 from ..api.nodes import Nodes, Options
 from ..api.providers import WorkerSpec
 from .core import Scheduler
@@ -190,11 +192,29 @@ class Elastic:
                         w.draining = True
                     retiring.extend(ws)
         self.effect.reclaim(retiring)
-        for k in self.effect.free(set(by_node))[:add]:
+        free = self.effect.free(set(by_node))
+        if add and not by_node and not free:
+            self._fail_waiting()
+        for k in free[:add]:
             if not self.effect.add(k):
                 return
         if add or retiring:
             self._last_change = now
+
+    def _fail_waiting(self) -> None:
+        """No node runs and none can be started (a Ray pool's Ray nodes left the cluster): the tasks waiting for
+        one fail now, rather than wait for ever (and close() with them)."""
+        with self.sched.lock:
+            doomed = list(self.sched.pending)
+            self.sched.pending.clear()
+        for j in doomed:
+            with contextlib.suppress(InvalidStateError):  # (it ended meanwhile)
+                j.future.set_exception(
+                    WorkerStartError(
+                        f"{j.task!r} cannot run: the pool is at zero nodes and none of its nodes can be started "
+                        "again (they left the Ray cluster); open a new pool"
+                    )
+                )
 
 
 def elastic_nodes(
