@@ -36,11 +36,11 @@ from pathlib import Path
 from miso import GPU, _seed_list, jobs
 from miso_convert import records
 
-from migpool.advise.answer import gpus_for, search
-from migpool.advise.model import WHOLE, best_static, dispatch, maximal_layouts, mean, units_of
+from migpool.advise.answer import candidates, gpus_for, search
+from migpool.advise.model import WHOLE, best_static, dispatch, mean, units_of
 from migpool.advise.trace import jobs_from_records
 
-LAYOUTS = maximal_layouts(GPU)
+LAYOUTS = candidates(GPU)  # every maximal layout, and MIG off
 
 
 def held_out_case(name: str, gpus: int, seed: int) -> dict[str, float]:

@@ -7,7 +7,6 @@ import math
 import random
 import statistics
 
-import pytest
 from migpool_cli import mp
 
 from migpool.advise.answer import advise, apply_lines, search
@@ -176,12 +175,6 @@ def test_a_record_of_tasks_too_short_to_time_is_advised_on(tmp_path):
     assert json.loads(r.stdout)["tasks"] == 40
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review: a task that only a whole GPU holds (min_memory=80GB > 7g.80gb's 81152 MiB) never runs on any "
-    "combination of maximal layouts, yet advise advises one (docs/guides/advise.md says whole GPUs are always among "
-    "the candidates); a whole-GPU layout per GPU (MIG off) is not searched and has no apply line",
-)
 def test_a_task_only_a_whole_gpu_holds_is_not_advised_a_layout_that_never_runs_it():
     gpu = catalog.lookup("A100-80GB")
     rows = records(20) + [
@@ -192,4 +185,7 @@ def test_a_task_only_a_whole_gpu_holds_is_not_advised_a_layout_that_never_runs_i
     answer = advise(jobs, gpu, 2)
     whole = next(r for r in answer.rows if r.name == "whole GPUs")
     assert math.isfinite(whole.expected.mean_jct)
-    assert math.isfinite(answer.best.expected.mean_jct)  # advised: 1g.10gb x7 on both GPUs, "never"
+    assert math.isfinite(answer.best.expected.mean_jct)  # (was: 1g.10gb x7 on both GPUs, "never")
+    assert (WHOLE,) in answer.best.layouts  # the GPU the huge tasks run on has MIG off
+    k = answer.best.layouts.index((WHOLE,))
+    assert f"migpool apply off --gpu {k}" in answer.apply

@@ -57,6 +57,18 @@ def test_apply_from_a_mig_parted_file(tmp_path):
     assert mp("assert", "3g.40gb", "-n", "2", "--simulate", "A100-80GB:2").returncode == 0
 
 
+def test_off_turns_mig_off_on_the_gpus_given_and_takes_no_count():
+    sim = ("--simulate", "A100-80GB:2")
+    mp("apply", "3g.40gb", "-n", "2", *sim, check=0)
+    mp("apply", "off", "--gpu", "1", *sim, check=0)
+    gpus = json.loads(mp("gpus", "--json", *sim, check=0).stdout)
+    assert [g["mig_current"] for g in gpus] == [True, False]
+    assert mp("assert", "off", "--gpu", "1", *sim).returncode == 0
+    assert mp("assert", "off", "--gpu", "0", *sim).returncode == 1
+    r = mp("apply", "off", "-n", "2", *sim)
+    assert r.returncode == 2 and "`off` (MIG off: a whole GPU) takes no -n" in r.stderr
+
+
 def test_environment_variable_selects_the_simulator():
     r = mp("gpus", "--json", env={"MIGPOOL_SIMULATE": "A30-24GB"}, check=0)
     assert json.loads(r.stdout)[0]["name"] == "NVIDIA A30"

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..mig.catalog import GpuModel
+from ..mig.layout import OFF
 from . import futures
 from .model import WHOLE, Combo, Job, Outcome, Prepared, Search, descend, maximal_layouts, outcome, units_of
 
@@ -68,11 +69,17 @@ def search(
     return descend(traces, gpus, layouts, several=True), False, len(drawn)
 
 
+def candidates(gpu: GpuModel) -> list[tuple[str, ...]]:
+    """The layouts a GPU may get: every maximal one, and MIG off (a whole GPU: the only home of a task that needs
+    more memory than the GPU-wide partition has)."""
+    return [*maximal_layouts(gpu), (WHOLE,)]
+
+
 def apply_lines(combo: Combo) -> tuple[str, ...]:
     """One `migpool apply` line per distinct layout, for the GPUs that take it (GPU k: the k-th of the combo)."""
     lines = []
     for lay in sorted(set(combo), key=combo.index):
-        counts = ",".join(f"{name}:{lay.count(name)}" for name in sorted(set(lay), key=lay.index))
+        counts = OFF if lay == (WHOLE,) else ",".join(f"{n}:{lay.count(n)}" for n in sorted(set(lay), key=lay.index))
         on = " ".join(f"--gpu {k}" for k, other in enumerate(combo) if other == lay)
         lines.append(f"migpool apply {counts} {on}")
     return tuple(lines)
@@ -88,7 +95,7 @@ def advise(
 ) -> Advice:
     """The answer for `gpus` GPUs of model `gpu` (`current`: their layouts now, if known; `dynamic`: with dynamic
     MIG's policy replayed, which takes minutes for a few hundred jobs)."""
-    layouts = maximal_layouts(gpu)
+    layouts = candidates(gpu)
     combo, exhaustive, searched = search(jobs, gpus, layouts)
     ready = Prepared(jobs)
     rows = [Row("advised", combo, outcome(units_of(combo), jobs, ready))]

@@ -13,7 +13,7 @@ import click
 from ..backend import Backend
 from ..integrations import migparted
 from ..mig.catalog import GpuModel
-from ..mig.layout import Layout, MachineLayout
+from ..mig.layout import OFF, Layout, MachineLayout
 from ..reconcile import core as reconcile
 from ..reconcile import persist
 from ..ui import Kind, items, mib, show, table
@@ -29,6 +29,7 @@ LAYOUT is a profile with -n N, or profiles with counts (`migpool profiles` lists
   3g.40gb:1,1g.10gb:4               one 3g.40gb and four 1g.10gb
   1c.3g.40gb:3                      three compute instances of 3g.40gb
   --partitions 4 --min-memory 16GB  the largest profile giving 4
+  off --gpu 1                       MIG off: a whole GPU
   -f config.yaml -c all-3g.40gb     a config of mig-parted
 """
 
@@ -81,6 +82,8 @@ def parse_layout_args(
         return MachineLayout.of(Layout.of(partitions=partitions, min_memory=min_memory))
     assert layout is not None
     if count is not None:
+        if layout.strip().lower() == OFF:
+            raise click.UsageError("`off` (MIG off: a whole GPU) takes no -n; choose its GPUs with --gpu")
         if ":" in layout or "," in layout:
             raise click.UsageError("-n goes with a single profile (e.g. '3g.40gb -n 2'), not with a list")
         layout = f"{layout}:{count}"

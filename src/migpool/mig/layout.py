@@ -32,6 +32,9 @@ def parse_memory_mib(text: str | int | float) -> float:
     return float(m.group(1)) * _UNITS[unit] / 2**20
 
 
+OFF = "off"  # the layout of a GPU without MIG (a whole GPU), as `apply` takes it; mig-parted's `mig-enabled: false`
+
+
 @dataclass(frozen=True)
 class Layout:
     """A desired layout for one GPU: either `counts` ({profile: n}) or a need (`partitions`, `min_memory`)."""
@@ -60,6 +63,8 @@ class Layout:
         if spec is None:
             return cls()
         if isinstance(spec, str):
+            if spec.strip().lower() == OFF:
+                return cls(mig_enabled=False)
             return cls(counts=tuple(parse_counts(spec)))
         items = []
         for k, v in dict(spec).items():
