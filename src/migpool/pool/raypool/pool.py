@@ -136,8 +136,10 @@ class RayPool:
             if len(found) < want:
                 what = "with a MIG-capable GPU " if need_mig else ""
                 raise PluginError(
-                    f"nodes={want}, but the Ray cluster has {len(found)} node(s) {what}alive: "
+                    f"the pool asks for {want} Ray node(s) (nodes=, or Nodes(max=) for an elastic pool), but the "
+                    f"cluster has {len(found)} {what}alive: "
                     + (", ".join(f"{r.ip} ({r.node_id[:8]}…)" for r, _ in found) or "none")
+                    + "; add nodes to the cluster (`ray start --address=...` on each) or ask for fewer"
                 )
             chosen = found[:want]
         else:
