@@ -11,6 +11,7 @@ ratio migpool / baseline (lower is better).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -33,6 +34,18 @@ class ReadAtScrape(Collector):
         yield from families(sample(self.backend))
 
 
+class EverScrapeNew:
+    """The sampler as a long-running exporter sees it: each scrape finds a snapshot it has not rendered yet (a
+    copy of the latest), so every scrape renders, as the first scrape after each background reading does."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+        self.pools = sampler.pools
+
+    def latest(self, wait=0.0):
+        return dataclasses.replace(self.sampler.latest(wait))
+
+
 def timed(scrape, n=50):
     out = []
     for _ in range(n):
@@ -51,7 +64,7 @@ def main() -> None:
             sampler.latest(wait=3)
             scrapes = Scrapes(sampler)
             cached = timed(scrapes.body)
-            fresh = timed(lambda: Scrapes(sampler).body())
+            fresh = timed(Scrapes(EverScrapeNew(sampler)).body)  # type: ignore[arg-type]
             read_s = sampler.latest().sample_seconds
             lines = scrapes.body().count(b"\n")
         baseline = CollectorRegistry(auto_describe=False)
@@ -73,15 +86,17 @@ def main() -> None:
         try:
             with Sampler(sim, interval=1.0, holders=True) as sampler:
                 sampler.latest(wait=3)
-                held = timed(lambda: Scrapes(sampler).body())
+                held_cold = timed(lambda: Scrapes(sampler).body())
+                held = timed(Scrapes(EverScrapeNew(sampler)).body)  # type: ignore[arg-type]
                 read_holders = timed(lambda sim=sim: with_holders(sim, sampler.latest()), n=10)
                 assert sampler.latest().holders and len(sampler.latest().holders or {}) == 56
         finally:
             leases.close()
         print(
-            f"  with --holders (56 leased), first scrape: {held * 1e3:6.2f} ms   "
+            f"  with --holders (56 leased), first scrape of a snapshot: {held * 1e3:6.2f} ms   "
             f"goal < 20 ms: {'met' if held < 0.02 else 'MISSED'}; ratio to without: ×{held / fresh:.2f}"
         )
+        print(f"    the exporter's very first scrape (no label text kept yet): {held_cold * 1e3:6.2f} ms")
         print(f"  reading the 56 holders took {read_holders * 1e3:.1f} ms (in the background reading)")
 
 

@@ -356,6 +356,7 @@ class Scrapes:
         self.hostname_label = hostname_label
         self._snap: Snapshot | None = None
         self._gpus = b""
+        self._labels_text: dict[tuple[tuple[str, str], ...], str] = {}
         self._lock = threading.Lock()
 
     def body(self) -> bytes:
@@ -363,18 +364,26 @@ class Scrapes:
         with self._lock:
             if snap is not self._snap:
                 gpu_side = dataclasses.replace(snap, pools=[])
-                self._gpus = _text(list(families(gpu_side, self.process_metrics, self.hostname_label)))
+                if len(self._labels_text) > LABEL_TEXTS_KEPT:  # (label sets of partitions and holders long gone)
+                    self._labels_text.clear()
+                found = list(families(gpu_side, self.process_metrics, self.hostname_label))
+                self._gpus = _text(found, self._labels_text)
                 self._snap = snap
             gpus = self._gpus
         pools = list(self.sampler.pools()) if self.sampler.pools is not None else snap.pools
         return gpus + _text(list(pool_families(pools, snap.hostname))) if pools else gpus
 
 
-def _text(found: list[Metric]) -> bytes:
+LABEL_TEXTS_KEPT = 20_000  # label sets whose text a Scrapes keeps between snapshots (then it starts afresh)
+
+
+def _text(found: list[Metric], labels_text: dict[tuple[tuple[str, str], ...], str] | None = None) -> bytes:
     """These families in the text format, as `exposition` writes them (tests check that the two agree), faster: a
-    label set that many families share (a GPU instance's, on each of its ~30 series) is escaped once."""
+    label set that many families share (a GPU instance's, on each of its ~30 series) is escaped once, and with
+    `labels_text` (kept by the caller) once for as long as it stays the same (a partition's, its holder's)."""
     dcgm_counters = {name for name, kind, _, _ in DEVICE_COUNTERS if kind == "counter"}
-    labels_text: dict[tuple[tuple[str, str], ...], str] = {}
+    if labels_text is None:
+        labels_text = {}
     out: list[str] = []
     for m in found:
         mtype = {"unknown": "untyped", "info": "gauge", "stateset": "gauge", "gaugehistogram": "histogram"}.get(
