@@ -16,7 +16,10 @@ speed (MISO's trace times are 7g.40gb times).
                       job is a
                       checkpoint task (@function(checkpoint=True), one function per model configuration) that
                       yields a checkpoint every 1% of its iterations and costs 30 s to resume after a move
-                      (MISO's default migration overhead); the controller knows nothing at first. --real also
+                      (MISO's default migration overhead); the controller knows nothing at first. A new
+                      partition's worker is ready WARM_START_S after it where the pool's warm spare is parked,
+                      else FRESH_START_S (both measured on an H100 with torch; the spare is replaced in
+                      FRESH_START_S), and the partition takes the simulated create latency. --real also
                       runs it in a real simulated pool (worker processes, scaled time) as "(ar) real run".
   (a') learned:       the same, starting from what a pool learned on the other run (readme <-> default).
   (a-) plain:         (a) with plain tasks (no checkpoints), from nothing: each size is final, chosen by the
@@ -32,7 +35,8 @@ speed (MISO's trace times are 7g.40gb times).
                       exp_static.py).
   (e) drain+recreate: every 10 minutes, the layouts that would have served the last 30 minutes of arrivals best
                       (the event model, one GPU at a time); a GPU whose layout improves it by 20% takes no new job,
-                      finishes its running ones and is rebuilt.
+                      finishes its running ones and is rebuilt, taking jobs again REBUILD_S later (destroy,
+                      create, workers started fresh).
   (f) joint replan:   MISO's way, idealised, not a controller: at every arrival and end, each GPU's layout and its
                       running jobs' profiles chosen to minimise the sum of every known job's expected completion,
                       knowing each job's work left; 30 s per moved job, placements and partition changes free
@@ -86,6 +90,10 @@ GPU = catalog.lookup("A100-40GB")
 PROFILES = {p.name: p for p in GPU.profiles if p.plain}
 SLICES = {name: p.slices for name, p in PROFILES.items()}  # what dispatch's pick="largest" ranks by
 MOVE_S = 30.0  # MISO's default migration overhead (run.py --overhead)
+# a new partition's worker, ready for its first CUDA kernel, on the lent H100 (docs/hardware/startup.txt, the
+# modelled 92 ms create taken off): from a warm spare with torch imported, and from a fresh process
+WARM_START_S, FRESH_START_S = 0.40, 3.78
+REBUILD_S = sum(HARDWARE_LATENCY.values()) + FRESH_START_S  # a drained GPU rebuilt: destroy, create, start
 CHUNKS = 100  # checkpoints per job
 SCALE = 100.0  # trace seconds per wall-clock second (--time-scale)
 OTHER = {"readme": "default", "default": "readme"}
@@ -159,7 +167,7 @@ def best_static(
 def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, window_s: float = 1800.0) -> list[float]:
     """(e) in the event model: start as MISO's static; every `decide_s`, the layouts that would have served the
     last `window_s` of arrivals best (one GPU at a time, twice over); a GPU whose layout changes drains, then is
-    rebuilt (its create and destroy time is not counted)."""
+    rebuilt: usable REBUILD_S later (its partitions destroyed and made, their workers started fresh)."""
     current = [("2g.10gb", "2g.10gb", "3g.20gb")] * gpus
     target: dict[int, tuple[str, ...]] = {}
     parts: list[list[list[int | None]]] = [[[None] for _ in lay] for lay in current]  # job on each partition
@@ -167,6 +175,7 @@ def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, win
     heapq.heapify(events)
     waiting: list[int] = []
     jct = [math.nan] * len(trace)
+    usable_at = [0.0] * gpus  # a rebuilt GPU takes jobs from then on
     next_decision = decide_s
     while events:
         t, kind, k, where = heapq.heappop(events)
@@ -188,7 +197,7 @@ def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, win
             next_decision += decide_s
         if kind == 0:
             waiting.append(k)
-        else:
+        elif kind == 1:
             g, i = where
             parts[g][i][0] = None
             jct[k] = t - trace[k].arrival
@@ -197,12 +206,14 @@ def drain_recreate(trace: Sequence[Job], gpus: int, decide_s: float = 600.0, win
                 current[g] = lay
                 parts[g] = [[None] for _ in lay]
                 del target[g]
+                usable_at[g] = t + REBUILD_S
+                heapq.heappush(events, (usable_at[g], 2, -1, None))  # (wakes the waiting jobs then)
         for k2 in list(waiting):
             job = trace[k2]
             free = [
                 (g, i)
                 for g in range(gpus)
-                if g not in target
+                if g not in target and usable_at[g] <= t
                 for i, u in enumerate(current[g])
                 if parts[g][i][0] is None and u in job.seconds
             ]
@@ -464,6 +475,8 @@ def virtual(
         [((0, g), GPU) for g in range(gpus)],
         keep_idle=30.0,
         sizes=sizes,
+        start_s=WARM_START_S,
+        fresh_s=FRESH_START_S,
         resume_s=MOVE_S,
         order=_work_left if order == "shortest" else None,
     )
@@ -648,8 +661,10 @@ def main() -> None:
     os.environ["MIGPOOL_SIM_LATENCY"] = ",".join(f"{op}={t / SCALE}" for op, t in HARDWARE_LATENCY.items())
     print(
         textwrap.fill(
-            f"Trace seconds run {SCALE:g}x faster (job sleeps, the resume cost, GPU-instance create and destroy "
-            "latencies); worker start-up and the controller's own work do not. Times are trace seconds.",
+            f"Times are trace seconds. Virtual rows: a new partition's worker starts in {WARM_START_S:g} s from "
+            f"a warm spare, else {FRESH_START_S:g} s (H100, torch). A real run (--real) runs trace seconds "
+            f"{SCALE:g}x faster (job sleeps, the resume cost, GPU-instance create and destroy latencies); its "
+            "worker start-up and the controller's own work do not.",
             80,
         )
     )

@@ -1,7 +1,9 @@
 """Dynamic MIG's own policy (pool.dynamic.policy.DynamicPolicy, unchanged) driven in virtual time: a trace of
 hours replays without a process sleeping. Around the policy, what a pool does is modelled: the scheduler hands
 each waiting job, in order, to an idle worker that serves it, as Scheduler.pump does (the policy's rank() and
-hold() included); a partition takes `create_s` to make and its worker `start_s` to start; a job runs at the speed
+hold() included); a partition takes `create_s` to make and its worker `start_s` to start (with `fresh_s`: the
+pool's warm spares are modelled, docs/guides/warm.md: a worker takes `start_s` where a parked spare is ready, else
+`fresh_s`, and each spare taken is replaced, ready `fresh_s` later); a job runs at the speed
 its profile has for it, reports a checkpoint every `chunk_share` of its work, stops at a checkpoint when the
 policy asks (Worker.pause) and pays `resume_s` when it resumes; the policy steps after every event and every
 `tick_s`. `order` (not what a pool does): the waiting jobs are kept sorted by this key, least first.
@@ -131,7 +133,7 @@ class VEffects(SiteEffects):
             w.ready.set()
             self.sim.sched.pump()
 
-        self.sim.at(self.sim.now + self.sim.start_s, up)
+        self.sim.at(self.sim.now + self.sim.start_seconds(), up)
         return w
 
 
@@ -143,6 +145,8 @@ class VirtualPool:
         sizes: RunTimes | None = None,
         create_s: float = 0.092,
         start_s: float = 1.0,
+        fresh_s: float | None = None,
+        spares: int = 1,
         resume_s: float = 30.0,
         chunk_share: float = 0.01,
         tick_s: float = 5.0,
@@ -160,6 +164,8 @@ class VirtualPool:
             chunk_share,
             tick_s,
         )
+        self.fresh_s = fresh_s
+        self.spares_ready = [0.0] * spares  # when each warm spare is (or will be) parked
         self.sched = VScheduler()
         self.sched.sim = self
         self.sched.order = order
@@ -172,6 +178,18 @@ class VirtualPool:
         )
         self.sched.policy = self.policy
         self.jobs: list[VJob] = []
+
+    def start_seconds(self) -> float:
+        """How long the worker of a partition made now takes to start: `start_s`, or with spares modelled,
+        `start_s` if a spare is parked (it is taken, and its replacement parked `fresh_s` from now), else
+        `fresh_s` (a fresh process; the pool takes a spare only once it is parked)."""
+        if self.fresh_s is None:
+            return self.start_s
+        k = min(range(len(self.spares_ready)), key=self.spares_ready.__getitem__, default=None)
+        if k is None or self.spares_ready[k] > self.now:
+            return self.fresh_s
+        self.spares_ready[k] = self.now + self.fresh_s
+        return self.start_s
 
     def at(self, t: float, fn: Callable[[], None]) -> None:
         heapq.heappush(self.events, (t, next(self.seq), fn))
