@@ -5,23 +5,19 @@ import os
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
 ray = pytest.importorskip("ray")
 joblib = pytest.importorskip("joblib")
 import plugin_tasks as P  # noqa: E402
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray_clusters import simulated_nodes  # noqa: E402
 from test_plugins_mps import STANDIN, daemons, gone  # noqa: E402
 
 import migpool  # noqa: E402
 from migpool import Compute, Worker, gather, plugins  # noqa: E402
 from migpool.pool.api.info import Partition  # noqa: E402
 from migpool.pool.api.task import Task  # noqa: E402
-
-TESTS = str(Path(__file__).parents[1])
-SRC = str(Path(migpool.__file__).resolve().parents[1])
 
 
 @pytest.fixture(scope="module")
@@ -33,22 +29,9 @@ def cluster(tmp_path_factory):
     control = bin_dir / "nvidia-cuda-mps-control"
     control.write_text(f"#!{sys.executable}\n" + textwrap.dedent(STANDIN))
     control.chmod(0o755)
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    for name in ("n0", "n1"):
-        env = {
-            "MIGPOOL_SIMULATE": "A100-80GB",
-            "MIGPOOL_STATE_DIR": str(root / name),
-            "MIGPOOL_CONFIG_DIR": str(root / "config"),
-            "PYTHONPATH": os.pathsep.join([TESTS, SRC, *sys.path]),
-            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-            "STANDIN_RECORDS": str(records),
-        }
-        c.add_node(num_cpus=2, resources={"plug": 1}, env_vars=env)
-    c.wait_for_nodes()
-    ray.init(address=c.address, logging_level="ERROR")
-    yield records
-    ray.shutdown()
-    c.shutdown()
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "STANDIN_RECORDS": str(records)}
+    with simulated_nodes(root, ("n0", "n1"), "plug", head_cpus=1, path=sys.path, env=env):
+        yield records
 
 
 def test_joblib_and_mps_on_every_node(cluster):

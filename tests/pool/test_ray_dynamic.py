@@ -10,14 +10,12 @@ from pathlib import Path
 import pytest
 
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray_clusters import simulated_nodes  # noqa: E402
 
 import migpool  # noqa: E402
 from migpool import Compute, SimulatedBackend, Worker, plugins  # noqa: E402
 
 HERE = str(Path(__file__).parent)  # this module, where the nodes' workers import its tasks from
-TESTS = str(Path(__file__).parents[1])
-SRC = str(Path(migpool.__file__).resolve().parents[1])
 SMALL_S = 0.5  # a small task's run time
 IN_FLIGHT = 4  # small tasks kept submitted: each GPU runs some, so the whole-GPU task finds none free
 BIG_WITHIN_S = 25.0  # the most the whole-GPU task may wait to start (it starts in about 2-6 s on 2 loaded cores)
@@ -54,20 +52,8 @@ def big(records: str) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("ray-dynamic")
-    c = Cluster()
-    for name in ("n0", "n1"):  # the head is the first of the two (a raylet fewer to start)
-        env = {
-            "MIGPOOL_SIMULATE": "A100-80GB",
-            "MIGPOOL_STATE_DIR": str(root / name),
-            "MIGPOOL_CONFIG_DIR": str(root / "config"),
-            "PYTHONPATH": os.pathsep.join([HERE, TESTS, SRC]),
-        }
-        c.add_node(num_cpus=2, resources={"dyn": 1}, env_vars=env)
-    c.wait_for_nodes()
-    ray.init(address=c.address, logging_level="ERROR")
-    yield root
-    ray.shutdown()
-    c.shutdown()
+    with simulated_nodes(root, ("n0", "n1"), "dyn", path=[HERE]):  # (the first node is the head: a raylet fewer)
+        yield root
 
 
 class _OnReserve(logging.Handler):
