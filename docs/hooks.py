@@ -73,7 +73,7 @@ def miso_table() -> str:
     names = [
         "(a) dynamic",
         "(a') learned",
-        "(a-) no moves",
+        "(a-) plain",
         "(b) best static",
         "(c) whole GPUs",
         "(d) MISO static",
