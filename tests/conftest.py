@@ -47,6 +47,7 @@ LEFT_TO_CI: dict[str, tuple[str, str]] = {
         "a one-node Slurm cluster (slurmctld, slurmd, munge)",
     ),
     "tests/pool/test_ray.py": ("slow", "local Ray clusters"),
+    "tests/pool/test_plugins_ray.py": ("slow", "a local Ray cluster of two nodes (where Ray is installed)"),
     "tests/pool/test_elastic_ray.py": ("slow", "a local Ray cluster of two nodes: 70-80 s"),
     "tests/pool/test_ray_dynamic.py": ("slow", "dynamic MIG on a local Ray cluster of two nodes: 40-70 s"),
     "tests/project/test_examples.py::test_example_trains_on_two_simulated_partitions": ("slow", "PyTorch training"),
